@@ -1,0 +1,3 @@
+from mammofuse.cli import main
+
+raise SystemExit(main())

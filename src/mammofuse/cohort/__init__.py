@@ -1,0 +1,1 @@
+"""Finding a cohort's images and tables, building the manifest, and the synthetic cohort generator."""

@@ -1,0 +1,239 @@
+"""Finding images: read DICOM headers (never pixels) or an image table, and pair views per breast.
+
+Side: ImageLaterality, else Laterality, else a filename pattern. View: ViewPosition, else
+ViewCodeSequence, else PatientOrientation, else SeriesDescription, else a filename pattern.
+Patient: PatientID, or a pattern. No tag is required that a fallback or the table can supply.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from mammofuse.cohort.tables import BreastKey, read_rows
+from mammofuse.config import ImagesConfig
+from mammofuse.domain import Side, View, find_view_in_text, parse_side, parse_view, view_from_patient_orientation
+from mammofuse.problems import Problems
+
+PIXEL_GROUP = 0x7FE0
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UC", b"UR", b"UT"}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    patient_id: str
+    side: Side
+    view: View
+    pixels: int  # Rows x Columns, for the 'largest' duplicate policy
+
+
+class HeaderError(Exception):
+    """Why a file cannot be used: (category, message)."""
+
+    def __init__(self, category: str, message: str) -> None:
+        super().__init__(message)
+        self.category = category
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a DICOM header, stopping before the pixels; check the pixel data is present and whole.
+
+    The pixel check reads only the Pixel Data element header (PS3.5 7.1) and, for encapsulated
+    data, the final sequence delimiter (PS3.5 A.4), so a truncated file is caught without decoding.
+    """
+    try:
+        with path.open("rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            _check_pixel_element(fp, ds, path.stat().st_size)
+    except InvalidDicomError:
+        raise HeaderError("not DICOM", f"{path}: not a DICOM file (no DICM preamble)") from None
+    except HeaderError:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on a damaged header
+        raise HeaderError("unreadable DICOM", f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc})"
+                          ) from None
+    return ds
+
+
+def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
+    start = fp.tell()
+    head = fp.read(12)
+    if len(head) < 8:
+        raise HeaderError("no pixel data", f"{fp.name}: DICOM file has no Pixel Data element (7FE0,0010)")
+    little = getattr(ds.file_meta, "TransferSyntaxUID", None) is None or ds.file_meta.TransferSyntaxUID.is_little_endian
+    implicit = getattr(ds.file_meta, "TransferSyntaxUID", None) is not None and ds.file_meta.TransferSyntaxUID.is_implicit_VR
+    order = "<" if little else ">"
+    group, _ = struct.unpack(order + "HH", head[:4])
+    if group != PIXEL_GROUP:
+        raise HeaderError("no pixel data", f"{fp.name}: DICOM file has no Pixel Data element (7FE0,0010)")
+    if implicit:
+        (length,), header_len = struct.unpack(order + "L", head[4:8]), 8
+    elif head[4:6] in _LONG_VRS:
+        (length,), header_len = struct.unpack(order + "L", head[8:12]), 12
+    else:
+        (length,), header_len = struct.unpack(order + "H", head[6:8]), 8
+    if length == 0xFFFFFFFF:  # encapsulated: must end with a Sequence Delimitation Item
+        fp.seek(-8, 2)
+        if fp.read(8) != struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0):
+            raise HeaderError("truncated pixel data", f"{fp.name}: compressed pixel data is cut short "
+                              "(no sequence delimiter at the end of the file)")
+    elif length == 0:
+        raise HeaderError("no pixel data", f"{fp.name}: Pixel Data element is empty")
+    elif start + header_len + length > size:
+        raise HeaderError("truncated pixel data", f"{fp.name}: pixel data is cut short "
+                          f"({size - start - header_len} of {length} bytes present)")
+
+
+def _match(pattern: str | None, rel: str, group: str) -> str | None:
+    if not pattern:
+        return None
+    m = re.search(pattern, rel)
+    return m.group(group) if m and m.group(group) else None
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def identify(ds: Dataset, rel: str, cfg: ImagesConfig) -> tuple[str, Side, View]:
+    """Patient, side and view of one image from its header, with the fallbacks in the module docstring."""
+    patient = _match(cfg.patient_pattern, rel, "patient") if cfg.patient_pattern else _text(ds, "PatientID")
+    if not patient:
+        raise HeaderError("missing patient", f"{rel}: no PatientID and images.patient_pattern does not match")
+
+    for source, raw in (("ImageLaterality", _text(ds, "ImageLaterality")), ("Laterality", _text(ds, "Laterality")),
+                        ("images.side_pattern", _match(cfg.side_pattern, rel, "side") or "")):
+        if raw:
+            side = parse_side(raw)
+            if side is None:
+                raise HeaderError("unknown side", f"{rel}: unknown side value {raw!r} in {source} "
+                                  "(expected L or R, LEFT/RIGHT, ...)")
+            break
+    else:
+        raise HeaderError("missing side", f"{rel}: no side in ImageLaterality or Laterality, "
+                          "and no images.side_pattern match")
+
+    view = _view(ds, rel, cfg)
+    return patient, side, view
+
+
+def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
+    position = _text(ds, "ViewPosition")
+    if position:
+        view = parse_view(position)
+        if view is None:
+            raise HeaderError("other view", f"{rel}: ViewPosition {position!r} is neither CC nor MLO")
+        return view
+    seq = ds.get("ViewCodeSequence")
+    if seq:
+        item = seq[0]
+        view = parse_view(_text(item, "CodeValue")) or parse_view(_text(item, "CodeMeaning"))
+        if view is not None:
+            return view
+    for view in (view_from_patient_orientation(ds.get("PatientOrientation")),
+                 find_view_in_text(_text(ds, "SeriesDescription")),
+                 parse_view(_match(cfg.view_pattern, rel, "view") or "")):
+        if view is not None:
+            return view
+    raise HeaderError("missing view", f"{rel}: no view in ViewPosition, ViewCodeSequence, PatientOrientation "
+                      "or SeriesDescription, and no images.view_pattern match")
+
+
+def _scan_tree(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None) -> list[ImageRecord]:
+    if not cfg.root.is_dir():
+        from mammofuse.problems import DataError
+
+        raise DataError(f"{cfg.root}: image folder not found (images.root)")
+    files = sorted(p for p in cfg.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    records = []
+    for path in progress(files, len(files)) if progress else files:
+        rel = path.relative_to(cfg.root).as_posix()
+        try:
+            ds = read_header(path)
+            pid, side, view = identify(ds, rel, cfg)
+        except HeaderError as err:
+            problems.add(err.category, str(err), path=str(path))
+            continue
+        records.append(ImageRecord(path, pid, side, view, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))))
+    return records
+
+
+def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None) -> list[ImageRecord]:
+    assert cfg.table is not None
+    cols = cfg.table_columns
+    _, rows = read_rows(cfg.table, [cols.path, cols.patient, cols.side, cols.view], problems, "image table")
+    records = []
+    for row in progress(rows, len(rows)) if progress else rows:
+        v = row.values
+        where = f"{cfg.table.name} line {row.line}"
+        path = Path(v[cols.path])
+        path = path if path.is_absolute() else cfg.root / path
+        side, view = parse_side(v[cols.side]), parse_view(v[cols.view])
+        ids = {"patient_id": v[cols.patient], "side": v[cols.side], "path": str(path)}
+        if side is None:
+            problems.add("unknown side", f"{where}, column '{cols.side}': unknown side value {v[cols.side]!r} "
+                         "(expected L or R, LEFT/RIGHT, ...)", **ids)
+            continue
+        if view is None:
+            problems.add("other view", f"{where}, column '{cols.view}': view {v[cols.view]!r} is neither CC nor MLO",
+                         **ids)
+            continue
+        if not path.is_file():
+            problems.add("file not found", f"{where}: {path} does not exist", **ids)
+            continue
+        try:
+            ds = read_header(path)
+        except HeaderError as err:
+            problems.add(err.category, f"{where}: {err}", **ids)
+            continue
+        records.append(ImageRecord(path, v[cols.patient], side, view,
+                                   int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))))
+    return records
+
+
+ProgressFn = Callable[[Iterable, int], Iterable]
+
+
+def find_images(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None = None) -> list[ImageRecord]:
+    """Every usable image, from a header scan or the image table; unusable files go to `problems`."""
+    return (_scan_table if cfg.source == "table" else _scan_tree)(cfg, problems, progress)
+
+
+def pair_views(records: list[ImageRecord], policy: str, problems: Problems) -> dict[BreastKey, dict[View, Path]]:
+    """Group images by breast and view; more than one image for a view is resolved by `policy`."""
+    groups: dict[BreastKey, dict[View, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        groups[(rec.patient_id, rec.side)][rec.view].append(rec)
+    out: dict[BreastKey, dict[View, Path]] = {}
+    for key, views in groups.items():
+        ids = {"patient_id": key[0], "side": key[1].value}
+        extra = {view: sorted(recs, key=lambda r: str(r.path)) for view, recs in views.items()}
+        if policy == "error" and any(len(recs) > 1 for recs in extra.values()):
+            for view, recs in extra.items():
+                if len(recs) > 1:
+                    names = ", ".join(r.path.name for r in recs)
+                    problems.add("duplicate view", f"patient {key[0]} side {key[1].value}: {len(recs)} {view.value} "
+                                 f"images ({names}); images.duplicate_policy = 'error' leaves the breast out",
+                                 path=str(recs[0].path), **ids)
+            continue
+        chosen: dict[View, Path] = {}
+        for view, recs in extra.items():
+            keep = {"first": recs[0], "last": recs[-1]}.get(policy) or max(recs, key=lambda r: r.pixels)
+            for rec in recs:
+                if rec is not keep:
+                    problems.add("duplicate view", f"{rec.path}: another {view.value} image of patient {key[0]} side "
+                                 f"{key[1].value}; kept {keep.path.name} (images.duplicate_policy = '{policy}')",
+                                 path=str(rec.path), **ids)
+            chosen[view] = keep.path
+        out[key] = chosen
+    return out

@@ -1,0 +1,111 @@
+"""Ingest: images + labels + clinical -> manifest.csv (one row per breast) and exclusions.csv.
+
+A breast is kept when it has one CC and one MLO image, a valid label and (unless the NA policy is
+'impute') complete clinical values. Everything left out is written down with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mammofuse.cohort.images import ProgressFn, find_images, pair_views
+from mammofuse.cohort.tables import read_clinical, read_labels
+from mammofuse.config import Config, save_config
+from mammofuse.domain import VIEWS
+from mammofuse.problems import DataError, Problems
+
+MANIFEST = "manifest.csv"
+EXCLUSIONS = "exclusions.csv"
+INGEST_INFO = "ingest.json"
+KEY_COLUMNS = ["patient_id", "side"]
+
+
+@dataclass
+class IngestResult:
+    manifest: pd.DataFrame
+    problems: Problems
+    numeric: list[str]
+    categorical: list[str]
+
+    @property
+    def dropped(self) -> Counter[str]:
+        return self.problems.counts()
+
+
+def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) -> IngestResult:
+    """Build the manifest; every problem goes to `problems` (which raises in strict mode)."""
+    pairs = pair_views(find_images(cfg.images, problems, progress), cfg.images.duplicate_policy, problems)
+    labels = read_labels(cfg.labels, problems)
+    clinical = read_clinical(cfg.clinical, problems)
+    numeric = clinical.numeric if clinical else []
+    categorical = clinical.categorical if clinical else []
+
+    rows = []
+    for key in sorted(set(pairs) | set(labels.label) | set(labels.raw)):
+        pid, side = key
+        ids = {"patient_id": pid, "side": side.value}
+        views = pairs.get(key, {})
+        missing = [v.value for v in VIEWS if v not in views]
+        if len(missing) == 2:
+            problems.add("no images", f"patient {pid} side {side.value}: has a label but no usable CC or MLO image",
+                         **ids)
+            continue
+        if missing:
+            present = next(iter(views.values()))
+            problems.add("missing view", f"patient {pid} side {side.value}: no usable {missing[0]} image "
+                         f"(only {present.name})", path=str(present), **ids)
+            continue
+        if key not in labels.label:
+            if key not in labels.raw:  # invalid labels were already recorded by read_labels
+                problems.add("no label", f"patient {pid} side {side.value}: no row in {cfg.labels.path.name}", **ids)
+            continue
+        row: dict[str, object] = {**ids, "cc_path": str(views[VIEWS[0]]), "mlo_path": str(views[VIEWS[1]]),
+                                  "label": labels.label[key]}
+        if clinical is not None:
+            if key not in clinical.values:
+                problems.add("no clinical row", f"patient {pid} side {side.value}: no row in "
+                             f"{cfg.clinical.path.name}", **ids)  # type: ignore[union-attr]
+                continue
+            if cfg.clinical.na_policy == "drop" and key in clinical.na_reason:
+                problems.add("missing clinical value", f"{clinical.na_reason[key]} (clinical.na_policy = 'drop')",
+                             **ids)
+                continue
+            row.update(clinical.values[key])
+        rows.append(row)
+    columns = [*KEY_COLUMNS, "cc_path", "mlo_path", "label", *numeric, *categorical]
+    manifest = pd.DataFrame(rows, columns=columns)
+    if manifest.empty:
+        raise DataError("no breast is left after ingestion: see the problems above")
+    return IngestResult(manifest, problems, numeric, categorical)
+
+
+def write_outputs(result: IngestResult, cfg: Config, out: Path) -> None:
+    """manifest.csv, exclusions.csv, ingest.json (feature columns, counts) and the resolved config."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.manifest.to_csv(out / MANIFEST, index=False)
+    result.problems.write_csv(out / EXCLUSIONS)
+    info = {
+        "breasts": len(result.manifest),
+        "positives": int(result.manifest["label"].sum()),
+        "patients": int(result.manifest["patient_id"].nunique()),
+        "numeric": result.numeric,
+        "categorical": result.categorical,
+        "problems": dict(result.dropped),
+    }
+    (out / INGEST_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    save_config(cfg, out / "config.toml")
+
+
+def read_manifest(work_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """The manifest and ingest info a previous `mammofuse ingest` wrote."""
+    path = work_dir / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest; run `mammofuse ingest` first")
+    manifest = pd.read_csv(path, dtype={"patient_id": str, "side": str})
+    info = json.loads((work_dir / INGEST_INFO).read_text(encoding="utf-8"))
+    return manifest, info

@@ -1,0 +1,264 @@
+"""A realistic synthetic cohort: DICOM files, label and clinical CSVs, a ready config, and the truth.
+
+The signal is planted on purpose and known: EIC positive goes with more extensive calcification
+(visible in both views) and with some clinical variables (HER2 positive, younger age, grade 3, ER
+negative). `truth.csv` holds the generator's own probability per breast and where it put each lesion,
+for tests and benchmarks only: it is never read by the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+
+from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
+from mammofuse.config import Config, ImagesConfig, PreprocessConfig, save_config
+from mammofuse.domain import VIEWS, Side, View
+
+Compression = Literal["none", "rle", "jpeg2000"]
+_TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
+DEFAULT_BREASTS = 1112  # about 1,001 left after rows with a missing value are dropped, as in the study
+NUMERIC = ["age", "tumour_size_mm", "ki67"]
+CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    breasts: int = DEFAULT_BREASTS
+    seed: int = 0
+    image_size: tuple[int, int] = (512, 416)
+    compression: Compression = "none"
+    prevalence: float = 0.26
+    signal: float = 1.0  # scales every planted effect; 0 gives labels unrelated to images and clinic
+    na_fraction: float = 0.10  # share of breasts with one missing clinical value
+    bilateral_fraction: float = 0.08  # share of patients with both breasts in the cohort
+    workers: int = 0
+
+
+def _patients(n_breasts: int, bilateral: float, rng: np.random.Generator) -> list[tuple[str, Side]]:
+    rows: list[tuple[str, Side]] = []
+    i = 0
+    while len(rows) < n_breasts:
+        i += 1
+        pid = f"MF{i:05d}"
+        if rng.random() < bilateral and len(rows) + 2 <= n_breasts:
+            rows += [(pid, Side.LEFT), (pid, Side.RIGHT)]
+        else:
+            rows.append((pid, Side.LEFT if rng.random() < 0.5 else Side.RIGHT))
+    return rows
+
+
+def _clinical(keys: list[tuple[str, Side]], rng: np.random.Generator) -> pd.DataFrame:
+    n = len(keys)
+    age_by_patient = {pid: float(np.clip(rng.normal(57, 11), 28, 90)) for pid, _ in keys}
+    er = rng.random(n) < 0.78
+    return pd.DataFrame(
+        {
+            "patient_id": [k[0] for k in keys],
+            "side": [k[1].value for k in keys],
+            "age": [round(age_by_patient[k[0]]) for k in keys],
+            "tumour_size_mm": np.round(np.clip(rng.lognormal(np.log(18), 0.5, n), 3, 120), 1),
+            "ki67": np.round(np.clip(rng.beta(1.6, 5.0, n) * 100, 1, 95)).astype(int),
+            "grade": rng.choice([1, 2, 3], n, p=[0.2, 0.45, 0.35]),
+            "er": np.where(er, "positive", "negative"),
+            "pr": np.where(er & (rng.random(n) < 0.8), "positive", "negative"),
+            "her2": np.where(rng.random(n) < 0.18, "positive", "negative"),
+            "density": rng.choice(list("abcd"), n, p=[0.1, 0.4, 0.4, 0.1]),
+        }
+    )
+
+
+def _probability(clin: pd.DataFrame, extent: np.ndarray, prevalence: float, signal: float) -> np.ndarray:
+    """The generator's true P(EIC positive): a logistic model with a planted image and clinical part."""
+    clinical_part = (
+        0.9 * (clin["her2"] == "positive")
+        - 0.035 * (clin["age"] - 57)
+        + 0.35 * (clin["grade"] == 3)
+        - 0.3 * (clin["er"] == "positive")
+    ).to_numpy(float)
+    score = signal * (1.6 * extent + clinical_part)
+    lo, hi = -10.0, 10.0  # intercept that gives the wanted prevalence on this cohort
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(mid + score)))) < prevalence else (lo, mid)
+    return 1 / (1 + np.exp(-(lo + score)))
+
+
+def _lesion(extent: float, rng: np.random.Generator) -> Lesion:
+    s = 1 / (1 + np.exp(-1.8 * extent))  # 0..1: how extensive the calcification is
+    n = int(round(2 + 30 * s**1.5))
+    offsets = rng.normal(0, 0.5, (n, 3)).clip(-1, 1)
+    return Lesion(
+        depth=float(rng.uniform(0.25, 0.75)),
+        offset_ml=float(rng.uniform(-0.7, 0.7)),
+        offset_si=float(rng.uniform(-0.7, 0.7)),
+        mass_radius=float(rng.uniform(0.015, 0.04)) if rng.random() < 0.85 else 0.0,
+        n_calcs=n,
+        calc_spread=float(0.015 + 0.07 * s),
+        calc_offsets=offsets,
+    )
+
+
+@dataclass(frozen=True)
+class _BreastJob:
+    index: int
+    patient_id: str
+    side: Side
+    density: str
+    extent: float
+    seed_entropy: tuple[int, ...]
+    age: int
+    out_dir: Path
+    image_size: tuple[int, int]
+    compression: Compression
+
+
+def _write_breast(job: _BreastJob) -> dict[str, object]:
+    rng = np.random.default_rng(np.random.SeedSequence(job.seed_entropy))
+    anatomy = BreastAnatomy(
+        depth=float(rng.uniform(0.55, 0.8)),
+        half_height=float(rng.uniform(0.34, 0.44)),
+        density=job.density,
+        lesion=_lesion(job.extent, rng),
+        seed=int(rng.integers(2**31)),
+    )
+    chest_wall_left = job.side is Side.LEFT
+    row: dict[str, object] = {}
+    folder = job.out_dir / f"S{job.index // 2 + 1:05d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for view in VIEWS:
+        img, place = render_view(anatomy, view, job.image_size, rng)
+        x = place.x
+        if not chest_wall_left:  # right breast: chest wall on the right edge of the image
+            img, x = img[:, ::-1], job.image_size[1] - 1 - place.x
+        img = burn_in_marker(img, f"{job.side.value} {view.value}", chest_wall_left, rng)
+        if rng.random() < 0.25:
+            img = add_film_edge(img, chest_wall_left)
+        uid = generate_uid(entropy_srcs=[*map(str, job.seed_entropy), view.value])
+        name = "IMG_" + hashlib.sha1(uid.encode()).hexdigest()[:10] + ".dcm"
+        path = folder / name
+        _write_dicom(path, img, job, view, uid, rng)
+        key = view.value.lower()
+        row.update({f"{key}_path": str(path.relative_to(job.out_dir.parent)), f"{key}_x": round(x, 1)})
+        row.update({f"{key}_y": round(place.y, 1), f"{key}_radius": round(place.radius, 1)})
+    return row
+
+
+def _write_dicom(
+    path: Path, img: np.ndarray, job: _BreastJob, view: View, sop_uid: str, rng: np.random.Generator
+) -> None:
+    bits = int(rng.choice([12, 14, 16]))
+    maxv = 2**bits - 1
+    mono1 = rng.random() < 0.35
+    stored = img * 0.9 + 0.05
+    stored = np.round((1 - stored if mono1 else stored) * maxv).astype(np.uint16)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MAMMO_FOR_PRESENTATION
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MAMMO_FOR_PRESENTATION
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[job.patient_id, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[job.patient_id, job.side.value, "series"])
+    ds.Modality = "MG"
+    # Fake identifying tags, present so that tests can prove they never leak into outputs.
+    ds.PatientName = f"Synthetic^Patient{job.patient_id[2:]}"
+    ds.PatientBirthDate = f"{2026 - job.age}0{1 + job.index % 9}1{job.index % 9}"
+    ds.PatientAddress = f"{job.index} Example Street"
+    ds.PatientID = job.patient_id
+    ds.StudyDate = "20250101"
+    ds.ImageLaterality = job.side.value
+    ds.ViewPosition = view.value
+    ds.PatientOrientation = ["A", "R" if job.side is Side.LEFT else "L"]
+    if view is View.MLO:
+        ds.PatientOrientation = ["A", "FR" if job.side is Side.LEFT else "FL"]
+    ds.SeriesDescription = f"{job.side.value} {view.value}"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.WindowCenter = round(0.5 * maxv)
+    ds.WindowWidth = round(0.98 * maxv)
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "US"
+    ds.PixelData = stored.tobytes()
+    if job.compression != "none":
+        ds.compress(_TRANSFER_SYNTAX[job.compression], stored)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _map(fn: Callable[[_BreastJob], dict[str, object]], jobs: list[_BreastJob], workers: int,
+         progress: Callable[[Iterable[dict[str, object]], int], Iterable[dict[str, object]]] | None):
+    if workers == 1:
+        results: Iterable[dict[str, object]] = map(fn, jobs)
+        return list(progress(results, len(jobs)) if progress else results)
+    with ProcessPoolExecutor(max_workers=workers or None) as pool:
+        results = pool.map(fn, jobs, chunksize=8)
+        return list(progress(results, len(jobs)) if progress else results)
+
+
+def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int]:
+    """Write a cohort to `out`; return counts. Deterministic for options.seed (any worker count)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(options.seed)
+    keys = _patients(options.breasts, options.bilateral_fraction, rng)
+    clin = _clinical(keys, rng)
+    extent = rng.standard_normal(len(keys))
+    p_true = _probability(clin, extent, options.prevalence, options.signal)
+    label = (rng.random(len(keys)) < p_true).astype(int)
+    fraction = np.where(label == 1, rng.integers(5, 75, len(keys)), rng.integers(75, 101, len(keys)))
+
+    seeds = np.random.SeedSequence(options.seed).spawn(len(keys))
+    jobs = [
+        _BreastJob(i, pid, side, str(clin.at[i, "density"]), float(extent[i]), tuple(s.generate_state(4)),
+                   int(clin.at[i, "age"]), out / "dicom", options.image_size, options.compression)
+        for i, ((pid, side), s) in enumerate(zip(keys, seeds))
+    ]
+    placements = _map(_write_breast, jobs, options.workers, progress)
+
+    truth = pd.DataFrame(placements)
+    truth.insert(0, "patient_id", clin["patient_id"])
+    truth.insert(1, "side", clin["side"])
+    truth.insert(2, "label", label)
+    truth.insert(3, "p_true", np.round(p_true, 4))
+    truth.insert(4, "calc_extent", np.round(extent, 4))
+    truth.to_csv(out / "truth.csv", index=False)
+
+    labels = pd.DataFrame({"patient_id": clin["patient_id"], "side": clin["side"], "invasive_fraction": fraction})
+    labels.to_csv(out / "labels.csv", index=False)
+
+    # Clinical export as hospitals write it: sides spelled out, a few empty cells.
+    clinical = clin.copy()
+    clinical["side"] = clinical["side"].map({"L": "left", "R": "right"})
+    clinical = clinical.astype(object)
+    for i in np.flatnonzero(rng.random(len(clinical)) < options.na_fraction):
+        clinical.at[i, rng.choice(NUMERIC + CATEGORICAL)] = None
+    clinical.to_csv(out / "clinical.csv", index=False)
+
+    save_config(cohort_config(options.image_size), out / "cohort.toml")
+    return {"breasts": len(keys), "patients": len(set(clin["patient_id"])), "positives": int(label.sum()),
+            "images": 2 * len(keys)}
+
+
+def cohort_config(image_size: tuple[int, int]) -> Config:
+    """A ready config for a synthetic cohort, with an output size that suits its images."""
+    h = image_size[0]
+    size = (min(1024, h), min(512, max(8, h // 2)))
+    return Config(
+        work_dir=Path("work"),
+        images=ImagesConfig(root=Path("dicom")),
+        preprocess=PreprocessConfig(size=size),
+    )

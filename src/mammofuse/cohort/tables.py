@@ -1,0 +1,169 @@
+"""Label and clinical CSVs: read with line numbers, validate every cell, record what is wrong.
+
+A problem names the file, the line, the column, what was found and what was expected. A missing key
+or label column makes the table unusable and stops the run; a bad row or cell is recorded and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mammofuse.config import ClinicalConfig, LabelsConfig
+from mammofuse.domain import Side, parse_side
+from mammofuse.problems import DataError, Problems
+
+NA_TOKENS = {"", "na", "n/a", "nan", "null", "none", "-", ".", "?", "missing", "unknown"}
+BreastKey = tuple[str, Side]
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # 1-based line number in the file (the header is line 1)
+    values: dict[str, str]
+
+
+def read_rows(path: Path, required: list[str], problems: Problems, what: str) -> tuple[list[str], list[Row]]:
+    """Read a CSV as strings, keeping line numbers; malformed rows are recorded and skipped."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            lines = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
+    if not lines:
+        raise DataError(f"{path}: {what} is empty (expected a header row with {', '.join(required)})")
+    header = [h.strip() for h in lines[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+            f"(found columns: {', '.join(header)})"
+        )
+    rows = []
+    for number, cells in enumerate(lines[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            problems.add("malformed CSV row",
+                         f"{path.name} line {number}: {len(cells)} fields, expected {len(header)} ({', '.join(header)})",
+                         path=str(path))
+            continue
+        rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
+    return header, rows
+
+
+def _keyed(rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems) -> dict[BreastKey, Row]:
+    """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out."""
+    by_key: dict[BreastKey, list[Row]] = defaultdict(list)
+    for row in rows:
+        pid, raw_side = row.values[patient_col], row.values[side_col]
+        side = parse_side(raw_side)
+        if not pid:
+            problems.add("invalid row", f"{path.name} line {row.line}, column '{patient_col}': empty patient ID",
+                         path=str(path))
+        elif side is None:
+            problems.add("unknown side",
+                         f"{path.name} line {row.line}, column '{side_col}': unknown side value {raw_side!r} "
+                         "(expected L/R, left/right, ...)", patient_id=pid, side=raw_side, path=str(path))
+        else:
+            by_key[(pid, side)].append(row)
+    out = {}
+    for key, found in by_key.items():
+        if len(found) > 1:
+            lines = ", ".join(str(r.line) for r in found)
+            problems.add("duplicate key", f"{path.name} lines {lines}: {len(found)} rows for patient {key[0]} "
+                         f"side {key[1].value} (expected one); the breast is left out",
+                         patient_id=key[0], side=key[1].value, path=str(path))
+        else:
+            out[key] = found[0]
+    return out
+
+
+def parse_number(text: str) -> float | None:
+    """A number as exports write it ("12.5", "12,5", " 7 "); None when it is not one."""
+    try:
+        value = float(text.replace(",", "."))
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is not a number here
+
+
+@dataclass
+class Labels:
+    label: dict[BreastKey, int] = field(default_factory=dict)
+    raw: dict[BreastKey, str] = field(default_factory=dict)
+
+
+def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
+    """Labels per breast: binary, or 1 (EIC positive) when the invasive fraction < threshold."""
+    _, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column, cfg.column], problems, "label CSV")
+    out = Labels()
+    for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
+        raw = row.values[cfg.column]
+        where = f"{cfg.path.name} line {row.line}, column '{cfg.column}'"
+        ids = {"patient_id": key[0], "side": key[1].value, "path": str(cfg.path)}
+        if raw.lower() in NA_TOKENS:
+            problems.add("missing label", f"{where}: no value (expected {_expected(cfg)})", **ids)
+            continue
+        value = parse_number(raw)
+        if cfg.kind == "fraction":
+            if value is None or not 0 <= value <= 100:
+                problems.add("invalid label", f"{where}: {raw!r} is not an invasive fraction (expected {_expected(cfg)})",
+                             **ids)
+                continue
+            out.label[key] = int(value < cfg.threshold)
+        else:
+            if value not in (0.0, 1.0):
+                problems.add("invalid label", f"{where}: {raw!r} is not a binary label (expected {_expected(cfg)})",
+                             **ids)
+                continue
+            out.label[key] = int(value)
+        out.raw[key] = raw
+    return out
+
+
+def _expected(cfg: LabelsConfig) -> str:
+    return "a number from 0 to 100" if cfg.kind == "fraction" else "0 or 1"
+
+
+@dataclass
+class Clinical:
+    numeric: list[str]
+    categorical: list[str]
+    values: dict[BreastKey, dict[str, float | str | None]] = field(default_factory=dict)
+    na_reason: dict[BreastKey, str] = field(default_factory=dict)  # the first missing or invalid cell
+
+
+def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
+    """Clinical features per breast; invalid cells are recorded and become missing (NA policy decides)."""
+    if cfg.path is None:
+        return None
+    header, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column], problems, "clinical CSV")
+    present = set(header)
+    for col in [c for c in cfg.numeric + cfg.categorical if c not in present]:
+        problems.add("missing column", f"{cfg.path.name}: column {col!r} named in [clinical] is not in the file "
+                     f"(found: {', '.join(header)}); continuing without it", path=str(cfg.path))
+    out = Clinical([c for c in cfg.numeric if c in present], [c for c in cfg.categorical if c in present])
+    for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
+        values: dict[str, float | str | None] = {}
+        for col in out.numeric + out.categorical:
+            raw = row.values[col]
+            where = f"{cfg.path.name} line {row.line}, column '{col}'"
+            if raw.lower() in NA_TOKENS:
+                values[col] = None
+                out.na_reason.setdefault(key, f"{where}: missing value")
+            elif col in out.numeric:
+                values[col] = parse_number(raw)
+                if values[col] is None:
+                    reason = f"{where}: {raw!r} is not a number"
+                    out.na_reason.setdefault(key, reason)
+                    problems.add("invalid clinical value", f"{reason} (treated as missing)",
+                                 patient_id=key[0], side=key[1].value, path=str(cfg.path))
+            else:
+                values[col] = raw
+        out.values[key] = values
+    return out

@@ -1,0 +1,261 @@
+"""One typed, validated configuration for a cohort and what is done with it (a TOML file).
+
+Relative paths are relative to the config file's folder. Unknown keys and bad values are errors
+that name the key and say what is allowed; the resolved config is written into every output folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the user (key, what was found, what is allowed)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TableColumns(_Section):
+    path: str = "path"
+    patient: str = "patient_id"
+    side: str = "side"
+    view: str = "view"
+
+
+class ImagesConfig(_Section):
+    """Where the images are and how to tell patient, side and view apart."""
+
+    source: Literal["dicom", "table"] = Field(
+        "dicom", description="'dicom': scan a tree and read headers; 'table': an image-table CSV"
+    )
+    root: Path = Field(Path("dicom"), description="folder with the DICOM files (scanned recursively)")
+    table: Path | None = Field(None, description="image-table CSV (path, patient, side, view) for source='table'")
+    table_columns: TableColumns = TableColumns()
+    side_pattern: str | None = Field(None, description="regex on the relative path with a group 'side'")
+    view_pattern: str | None = Field(None, description="regex on the relative path with a group 'view'")
+    patient_pattern: str | None = Field(
+        None, description="regex on the relative path with a group 'patient'; replaces PatientID"
+    )
+    duplicate_policy: Literal["first", "last", "largest", "error"] = Field(
+        "first", description="more than one image for a view of a breast: which to keep (by path order)"
+    )
+
+    @field_validator("side_pattern", "view_pattern", "patient_pattern")
+    @classmethod
+    def _regex_with_group(cls, value: str | None, info: Any) -> str | None:
+        import re
+
+        if value is None:
+            return value
+        group = info.field_name.removesuffix("_pattern")
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        if group not in compiled.groupindex:
+            raise ValueError(f"the pattern needs a named group (?P<{group}>...)")
+        return value
+
+    @model_validator(mode="after")
+    def _table_needs_path(self) -> ImagesConfig:
+        if self.source == "table" and self.table is None:
+            raise ValueError("source = 'table' needs images.table (the image-table CSV)")
+        return self
+
+
+class LabelsConfig(_Section):
+    """The label CSV: a binary endpoint, or the invasive fraction with a threshold."""
+
+    path: Path = Path("labels.csv")
+    patient_column: str = "patient_id"
+    side_column: str = "side"
+    kind: Literal["fraction", "binary"] = Field(
+        "fraction", description="'fraction': invasive fraction in %; 'binary': a 0/1 column"
+    )
+    column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
+    threshold: float = Field(
+        75.0, gt=0, le=100, description="fraction >= threshold is EIC negative (0), below is EIC positive (1)"
+    )
+
+
+class ClinicalConfig(_Section):
+    """The clinical CSV and which of its columns are features."""
+
+    path: Path | None = Path("clinical.csv")
+    patient_column: str = "patient_id"
+    side_column: str = "side"
+    numeric: list[str] = ["age", "tumour_size_mm", "ki67"]
+    categorical: list[str] = ["grade", "er", "pr", "her2", "density"]
+    na_policy: Literal["drop", "impute"] = Field(
+        "drop", description="'drop' rows with a missing value (the study), or 'impute' from the training split"
+    )
+
+    @model_validator(mode="after")
+    def _columns_disjoint(self) -> ClinicalConfig:
+        both = sorted(set(self.numeric) & set(self.categorical))
+        if both:
+            raise ValueError(f"columns listed as both numeric and categorical: {both}")
+        return self
+
+
+class PreprocessConfig(_Section):
+    """Decoding, orientation, breast crop and resize; every field here keys the cache."""
+
+    mode: Literal["breast", "seed_parity"] = Field(
+        "breast",
+        description="'breast': crop to the breast, keep aspect, pad; 'seed_parity': the study's resize + centre crop",
+    )
+    size: tuple[int, int] = Field((1024, 512), description="output (height, width) in 'breast' mode")
+    parity_resize: int = Field(256, ge=8, description="seed_parity: square resize before the centre crop")
+    parity_crop: int = Field(200, ge=8, description="seed_parity: side of the square centre crop")
+    voi: Literal["window", "none"] = Field(
+        "window", description="'window': apply the file's VOI LUT or window when present; 'none': full range"
+    )
+    margin: float = Field(0.02, ge=0, le=0.5, description="margin around the breast box, fraction of its size")
+    cache_dir: Path | None = Field(None, description="where arrays are cached (default: WORK_DIR/cache)")
+    workers: int = Field(0, ge=0, description="worker processes; 0 uses every core")
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8:
+            raise ValueError(f"size must be at least 8x8 pixels, found {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> PreprocessConfig:
+        if self.parity_crop > self.parity_resize:
+            raise ValueError(f"parity_crop {self.parity_crop} is larger than parity_resize {self.parity_resize}")
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that change the arrays (what the cache key hashes)."""
+        return self.model_dump(mode="json", exclude={"cache_dir", "workers"})
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        if self.mode == "seed_parity":
+            return (self.parity_crop, self.parity_crop)
+        return tuple(self.size)  # type: ignore[return-value]
+
+
+class SplitConfig(_Section):
+    """Patient-grouped, label-stratified split (the study: 10 % test, 10 % of the rest validation)."""
+
+    seed: int = 0
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    folds: int = Field(0, ge=0, description="0: one test/val/train split; k >= 2: k cross-validation folds")
+
+    @field_validator("folds")
+    @classmethod
+    def _not_one(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("folds must be 0 (a single split) or at least 2")
+        return value
+
+
+class DataConfig(_Section):
+    """Balancing and augmentation of the training split (validation and test are never touched)."""
+
+    balance: Literal["none", "copy", "augment", "sampler"] = Field(
+        "none",
+        description="'copy' positives k times; 'augment' add rotated/scaled positives up to balance; "
+        "'sampler' a class-weighted sampler",
+    )
+    copies: int = Field(3, ge=1, description="balance='copy': each positive appears this many times")
+    augment: bool = Field(True, description="standard augmentation (small affine, vertical flip, intensity)")
+    rotation_deg: float = Field(10.0, ge=0, le=45)
+    scale: float = Field(0.1, ge=0, lt=0.5, description="random zoom in [1 - scale, 1 + scale]")
+
+
+class Config(_Section):
+    """A study: the cohort's files and every setting of the pipeline."""
+
+    work_dir: Path = Field(Path("mammofuse-work"), description="where the stages write their files")
+    images: ImagesConfig = ImagesConfig()
+    labels: LabelsConfig = LabelsConfig()
+    clinical: ClinicalConfig = ClinicalConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    split: SplitConfig = SplitConfig()
+    data: DataConfig = DataConfig()
+
+    def resolve_paths(self, base: Path) -> Config:
+        """Return a copy whose relative paths are made absolute against `base`."""
+        base = base.resolve()
+
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+        out = self.model_copy(deep=True)
+        out.work_dir = fix(out.work_dir)  # type: ignore[assignment]
+        out.images.root = fix(out.images.root)  # type: ignore[assignment]
+        out.images.table = fix(out.images.table)
+        out.labels.path = fix(out.labels.path)  # type: ignore[assignment]
+        out.clinical.path = fix(out.clinical.path)
+        out.preprocess.cache_dir = fix(out.preprocess.cache_dir)
+        return out
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.preprocess.cache_dir or self.work_dir / "cache"
+
+
+def _describe(errors: list[dict[str, Any]], model: type[BaseModel]) -> str:
+    lines = []
+    for err in errors:
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (allowed here: {', '.join(_allowed(model, err['loc'][:-1]))})")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            found = err.get("input")
+            shown = "" if isinstance(found, dict) else f" (found {found!r})"
+            lines.append(f"{key or '(top level)'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration\n{_describe(exc.errors(), Config)}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and resolve a TOML config; raise ConfigError with a readable message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(data, str(path)).resolve_paths(path.parent)
+
+
+def to_toml(config: Config) -> str:
+    """The config as TOML (None values are left out: TOML has no null)."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(config), encoding="utf-8")

@@ -1,0 +1,96 @@
+"""The vocabulary of the study: sides, views, and how real exports spell them."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+
+class Side(str, Enum):
+    """Laterality of a breast (DICOM ImageLaterality / Laterality, PS3.3 C.8.11.7 and C.7.3.1)."""
+
+    LEFT = "L"
+    RIGHT = "R"
+
+
+class View(str, Enum):
+    """The two standard screening projections used by the study."""
+
+    CC = "CC"
+    MLO = "MLO"
+
+
+VIEWS: tuple[View, ...] = (View.CC, View.MLO)
+
+_SIDE_SPELLINGS = {
+    Side.LEFT: {"l", "left", "lt", "lft", "links", "g", "gauche", "sin", "sinister"},
+    Side.RIGHT: {"r", "right", "rt", "rgt", "rechts", "d", "droite", "dex", "dexter"},
+}
+
+# ViewPosition values (PS3.3 C.8.11.7 defined terms) and the words exports use in free text.
+_VIEW_SPELLINGS = {
+    View.CC: {"cc", "craniocaudal", "cranio-caudal", "cranio caudal"},
+    View.MLO: {"mlo", "mediolateral oblique", "medio-lateral oblique", "medio lateral oblique", "oblique"},
+}
+# Codes from CID 4014 "View for Mammography" (SNOMED RT and SNOMED CT forms).
+_VIEW_CODES = {
+    "R-10242": View.CC,
+    "399162004": View.CC,
+    "R-10226": View.MLO,
+    "399368009": View.MLO,
+}
+
+
+def parse_side(value: object) -> Side | None:
+    """Normalise a laterality spelling ("L", "LEFT", "Lt", "left", ...); None when unrecognised."""
+    text = str(value).strip().lower().rstrip(".")
+    for side, spellings in _SIDE_SPELLINGS.items():
+        if text in spellings:
+            return side
+    return None
+
+
+def parse_view(value: object) -> View | None:
+    """Normalise a view spelling ("CC", "MLO", "cranio-caudal", a CID 4014 code); None when unrecognised."""
+    text = str(value).strip()
+    if text in _VIEW_CODES:
+        return _VIEW_CODES[text]
+    low = text.lower().replace("_", " ")
+    for view, spellings in _VIEW_SPELLINGS.items():
+        if low in spellings:
+            return view
+    return None
+
+
+def find_view_in_text(text: str) -> View | None:
+    """Find a view named as a word inside free text such as a SeriesDescription ("R MLO 2D")."""
+    tokens = re.split(r"[^a-z]+", text.lower())
+    found = {parse_view(t) for t in tokens if t} - {None}
+    if not found:
+        low = text.lower()
+        found = {v for v, spellings in _VIEW_SPELLINGS.items() for s in spellings if " " in s and s in low}
+    return found.pop() if len(found) == 1 else None
+
+
+def view_from_patient_orientation(value: object) -> View | None:
+    """Infer the view from PatientOrientation (PS3.3 C.7.6.1.1.1).
+
+    CBIS-DDSM-style exports write the view itself here ("CC", "MLO"). Standard mammography writes
+    two direction codes: for CC the column direction is purely left/right ("A\\R"); for MLO it is
+    oblique and carries a foot/head component ("A\\FR").
+    """
+    if value is None:
+        return None
+    parts = [str(p).strip().upper() for p in (value if isinstance(value, (list, tuple)) else [value])]
+    parts = [p for part in parts for p in part.split("\\") if p]
+    joined = " ".join(parts)
+    direct = find_view_in_text(joined)
+    if direct is not None:
+        return direct
+    if len(parts) == 2 and all(set(p) <= set("APLRHF") for p in parts):
+        column = parts[1]
+        if set(column) & {"H", "F"} and set(column) & {"L", "R"}:
+            return View.MLO
+        if set(column) <= {"L", "R"}:
+            return View.CC
+    return None

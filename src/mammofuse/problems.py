@@ -1,0 +1,50 @@
+"""Data problems: every excluded file, row or breast is written down with its reason.
+
+Stages call `Problems.add`; in strict mode the first problem stops the run (exit code 2),
+otherwise the run goes on and the list becomes exclusions.csv and the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXCLUSION_COLUMNS = ("patient_id", "side", "path", "category", "reason")
+
+
+class DataError(Exception):
+    """A data problem that stops the run (strict mode, or nothing usable is left)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    category: str  # short, countable: "unreadable DICOM", "missing view", ...
+    reason: str  # the full line: where (file / row / column), what was found, what was expected
+    patient_id: str = ""
+    side: str = ""
+    path: str = ""
+
+
+@dataclass
+class Problems:
+    strict: bool = False
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = "") -> None:
+        problem = Problem(category, reason, str(patient_id), str(side), str(path))
+        self.items.append(problem)
+        if self.strict:
+            raise DataError(reason)
+
+    def counts(self) -> Counter[str]:
+        return Counter(p.category for p in self.items)
+
+    def write_csv(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(EXCLUSION_COLUMNS)
+            for p in self.items:
+                writer.writerow([p.patient_id, p.side, p.path, p.category, p.reason])
