@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from mammofuse import __version__
 from mammofuse.config import Config, ConfigError, load_config, to_toml
 from mammofuse.problems import DataError, Problems
@@ -31,12 +33,20 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from mammofuse.cohort.synth import SynthOptions, synthesize
 
-    opts = SynthOptions(breasts=args.breasts, seed=args.seed, image_size=tuple(args.image_size),
-                        compression=args.compression, signal=args.signal, workers=args.workers)
+    opts = SynthOptions(
+        breasts=args.breasts,
+        seed=args.seed,
+        image_size=tuple(args.image_size),
+        compression=args.compression,
+        signal=args.signal,
+        workers=args.workers,
+    )
     start = time.perf_counter()
     counts = synthesize(args.out_dir, opts, progress=progress("synthesizing"))
-    console.print(f"wrote {counts['images']} images of {counts['breasts']} breasts ({counts['patients']} patients, "
-                  f"{counts['positives']} EIC positive) to {args.out_dir} in {time.perf_counter() - start:.1f} s")
+    console.print(
+        f"wrote {counts['images']} images of {counts['breasts']} breasts ({counts['patients']} patients, "
+        f"{counts['positives']} EIC positive) to {args.out_dir} in {time.perf_counter() - start:.1f} s"
+    )
     console.print(f"next: mammofuse ingest {args.out_dir / 'cohort.toml'}")
     return 0
 
@@ -52,8 +62,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     write_outputs(result, cfg, cfg.work_dir)
     m = result.manifest
     pos = int(m["label"].sum())
-    console.print(f"[bold]kept {len(m)} breasts[/] of {m['patient_id'].nunique()} patients: "
-                  f"{pos} positive (label 1), {len(m) - pos} negative (label 0)")
+    console.print(
+        f"[bold]kept {len(m)} breasts[/] of {m['patient_id'].nunique()} patients: "
+        f"{pos} positive (label 1), {len(m) - pos} negative (label 0)"
+    )
     if problems.items:
         console.print(problems_table(result.dropped, f"{len(problems.items)} problems"))
         show_problem_lines([p.reason for p in problems.items], str(cfg.work_dir / EXCLUSIONS))
@@ -77,13 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a realistic synthetic cohort (DICOM + CSVs + cohort.toml)")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    p.add_argument("--breasts", type=_positive_int, default=1112,
-                   help="breasts to generate (default 1112: about 1,001 after NA rows are dropped)")
+    p.add_argument(
+        "--breasts",
+        type=_positive_int,
+        default=1112,
+        help="breasts to generate (default 1112: about 1,001 after NA rows are dropped)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
-    p.add_argument("--image-size", type=_positive_int, nargs=2, default=[512, 416], metavar=("H", "W"),
-                   help="image height and width in pixels (default 512 416; real mammograms are ~3000 2400)")
-    p.add_argument("--compression", choices=["none", "rle", "jpeg2000"], default="none",
-                   help="pixel encoding of the DICOM files")
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        nargs=2,
+        default=[512, 416],
+        metavar=("H", "W"),
+        help="image height and width in pixels (default 512 416; real mammograms are ~3000 2400)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["none", "rle", "jpeg2000"],
+        default="none",
+        help="pixel encoding of the DICOM files",
+    )
     p.add_argument("--signal", type=float, default=1.0, help="strength of the planted signal (0: none)")
     p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     p.set_defaults(func=_cmd_synth)
@@ -108,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, DataError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -6,11 +6,11 @@ that name the key and say what is allowed; the resolved config is written into e
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -36,7 +36,9 @@ class ImagesConfig(_Section):
         "dicom", description="'dicom': scan a tree and read headers; 'table': an image-table CSV"
     )
     root: Path = Field(Path("dicom"), description="folder with the DICOM files (scanned recursively)")
-    table: Path | None = Field(None, description="image-table CSV (path, patient, side, view) for source='table'")
+    table: Path | None = Field(
+        None, description="image-table CSV (path, patient, side, view) for source='table'"
+    )
     table_columns: TableColumns = TableColumns()
     side_pattern: str | None = Field(None, description="regex on the relative path with a group 'side'")
     view_pattern: str | None = Field(None, description="regex on the relative path with a group 'view'")
@@ -94,7 +96,8 @@ class ClinicalConfig(_Section):
     numeric: list[str] = ["age", "tumour_size_mm", "ki67"]
     categorical: list[str] = ["grade", "er", "pr", "her2", "density"]
     na_policy: Literal["drop", "impute"] = Field(
-        "drop", description="'drop' rows with a missing value (the study), or 'impute' from the training split"
+        "drop",
+        description="'drop' rows with a missing value (the study), or 'impute' from the training split",
     )
 
     @model_validator(mode="after")
@@ -110,7 +113,8 @@ class PreprocessConfig(_Section):
 
     mode: Literal["breast", "seed_parity"] = Field(
         "breast",
-        description="'breast': crop to the breast, keep aspect, pad; 'seed_parity': the study's resize + centre crop",
+        description="'breast': crop to the breast, keep aspect, pad; "
+        "'seed_parity': the study's square resize + centre crop",
     )
     size: tuple[int, int] = Field((1024, 512), description="output (height, width) in 'breast' mode")
     parity_resize: int = Field(256, ge=8, description="seed_parity: square resize before the centre crop")
@@ -118,7 +122,9 @@ class PreprocessConfig(_Section):
     voi: Literal["window", "none"] = Field(
         "window", description="'window': apply the file's VOI LUT or window when present; 'none': full range"
     )
-    margin: float = Field(0.02, ge=0, le=0.5, description="margin around the breast box, fraction of its size")
+    margin: float = Field(
+        0.02, ge=0, le=0.5, description="margin around the breast box, fraction of its size"
+    )
     cache_dir: Path | None = Field(None, description="where arrays are cached (default: WORK_DIR/cache)")
     workers: int = Field(0, ge=0, description="worker processes; 0 uses every core")
 
@@ -132,7 +138,9 @@ class PreprocessConfig(_Section):
     @model_validator(mode="after")
     def _crop_fits(self) -> PreprocessConfig:
         if self.parity_crop > self.parity_resize:
-            raise ValueError(f"parity_crop {self.parity_crop} is larger than parity_resize {self.parity_resize}")
+            raise ValueError(
+                f"parity_crop {self.parity_crop} is larger than parity_resize {self.parity_resize}"
+            )
         return self
 
     def settings(self) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def find_view_in_text(text: str) -> View | None:
     tokens = re.split(r"[^a-z]+", text.lower())
     found = {parse_view(t) for t in tokens if t} - {None}
     if not found:
-        low = text.lower()
+        low = re.sub(r"[-_]", " ", text.lower())
         found = {v for v, spellings in _VIEW_SPELLINGS.items() for s in spellings if " " in s and s in low}
     return found.pop() if len(found) == 1 else None
 
@@ -81,7 +81,7 @@ def view_from_patient_orientation(value: object) -> View | None:
     """
     if value is None:
         return None
-    parts = [str(p).strip().upper() for p in (value if isinstance(value, (list, tuple)) else [value])]
+    parts = [str(p).strip().upper() for p in ([value] if isinstance(value, str) else list(value))]
     parts = [p for part in parts for p in part.split("\\") if p]
     joined = " ".join(parts)
     direct = find_view_in_text(joined)

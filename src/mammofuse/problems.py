@@ -32,7 +32,9 @@ class Problems:
     strict: bool = False
     items: list[Problem] = field(default_factory=list)
 
-    def add(self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = "") -> None:
+    def add(
+        self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = ""
+    ) -> None:
         problem = Problem(category, reason, str(patient_id), str(side), str(path))
         self.items.append(problem)
         if self.strict:

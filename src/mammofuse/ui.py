@@ -8,11 +8,19 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 T = TypeVar("T")
-console = Console(stderr=False, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 MAX_PROBLEM_LINES = 15
 
 
@@ -23,8 +31,13 @@ def progress(description: str):
         if not console.is_terminal or os.environ.get("MAMMOFUSE_NO_PROGRESS"):
             yield from items
             return
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(description, total=total)
             for item in items:
@@ -45,6 +58,6 @@ def problems_table(counts: Counter[str], title: str) -> Table:
 
 def show_problem_lines(reasons: list[str], where: str) -> None:
     for line in reasons[:MAX_PROBLEM_LINES]:
-        console.print(f"  [yellow]![/] {line}", markup=True, soft_wrap=True)
+        console.print(f"  [yellow]![/] {escape(line)}")
     if len(reasons) > MAX_PROBLEM_LINES:
         console.print(f"  ... and {len(reasons) - MAX_PROBLEM_LINES} more: all in {where}")

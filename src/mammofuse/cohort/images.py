@@ -20,7 +20,14 @@ from pydicom.errors import InvalidDicomError
 
 from mammofuse.cohort.tables import BreastKey, read_rows
 from mammofuse.config import ImagesConfig
-from mammofuse.domain import Side, View, find_view_in_text, parse_side, parse_view, view_from_patient_orientation
+from mammofuse.domain import (
+    Side,
+    View,
+    find_view_in_text,
+    parse_side,
+    parse_view,
+    view_from_patient_orientation,
+)
 from mammofuse.problems import Problems
 
 PIXEL_GROUP = 0x7FE0
@@ -59,8 +66,9 @@ def read_header(path: Path) -> Dataset:
     except HeaderError:
         raise
     except Exception as exc:  # pydicom raises many kinds on a damaged header
-        raise HeaderError("unreadable DICOM", f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc})"
-                          ) from None
+        raise HeaderError(
+            "unreadable DICOM", f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
     return ds
 
 
@@ -68,9 +76,19 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
     start = fp.tell()
     head = fp.read(12)
     if len(head) < 8:
-        raise HeaderError("no pixel data", f"{fp.name}: DICOM file has no Pixel Data element (7FE0,0010)")
-    little = getattr(ds.file_meta, "TransferSyntaxUID", None) is None or ds.file_meta.TransferSyntaxUID.is_little_endian
-    implicit = getattr(ds.file_meta, "TransferSyntaxUID", None) is not None and ds.file_meta.TransferSyntaxUID.is_implicit_VR
+        raise HeaderError(
+            "no pixel data",
+            f"{fp.name}: no Pixel Data element (7FE0,0010): the file ends after "
+            "the header (truncated, or not an image)",
+        )
+    little = (
+        getattr(ds.file_meta, "TransferSyntaxUID", None) is None
+        or ds.file_meta.TransferSyntaxUID.is_little_endian
+    )
+    implicit = (
+        getattr(ds.file_meta, "TransferSyntaxUID", None) is not None
+        and ds.file_meta.TransferSyntaxUID.is_implicit_VR
+    )
     order = "<" if little else ">"
     group, _ = struct.unpack(order + "HH", head[:4])
     if group != PIXEL_GROUP:
@@ -84,13 +102,18 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
     if length == 0xFFFFFFFF:  # encapsulated: must end with a Sequence Delimitation Item
         fp.seek(-8, 2)
         if fp.read(8) != struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0):
-            raise HeaderError("truncated pixel data", f"{fp.name}: compressed pixel data is cut short "
-                              "(no sequence delimiter at the end of the file)")
+            raise HeaderError(
+                "truncated pixel data",
+                f"{fp.name}: compressed pixel data is cut short "
+                "(no sequence delimiter at the end of the file)",
+            )
     elif length == 0:
         raise HeaderError("no pixel data", f"{fp.name}: Pixel Data element is empty")
     elif start + header_len + length > size:
-        raise HeaderError("truncated pixel data", f"{fp.name}: pixel data is cut short "
-                          f"({size - start - header_len} of {length} bytes present)")
+        raise HeaderError(
+            "truncated pixel data",
+            f"{fp.name}: pixel data is cut short ({size - start - header_len} of {length} bytes present)",
+        )
 
 
 def _match(pattern: str | None, rel: str, group: str) -> str | None:
@@ -111,17 +134,24 @@ def identify(ds: Dataset, rel: str, cfg: ImagesConfig) -> tuple[str, Side, View]
     if not patient:
         raise HeaderError("missing patient", f"{rel}: no PatientID and images.patient_pattern does not match")
 
-    for source, raw in (("ImageLaterality", _text(ds, "ImageLaterality")), ("Laterality", _text(ds, "Laterality")),
-                        ("images.side_pattern", _match(cfg.side_pattern, rel, "side") or "")):
+    for source, raw in (
+        ("ImageLaterality", _text(ds, "ImageLaterality")),
+        ("Laterality", _text(ds, "Laterality")),
+        ("images.side_pattern", _match(cfg.side_pattern, rel, "side") or ""),
+    ):
         if raw:
             side = parse_side(raw)
             if side is None:
-                raise HeaderError("unknown side", f"{rel}: unknown side value {raw!r} in {source} "
-                                  "(expected L or R, LEFT/RIGHT, ...)")
+                raise HeaderError(
+                    "unknown side",
+                    f"{rel}: unknown side value {raw!r} in {source} (expected L or R, LEFT/RIGHT, ...)",
+                )
             break
     else:
-        raise HeaderError("missing side", f"{rel}: no side in ImageLaterality or Laterality, "
-                          "and no images.side_pattern match")
+        raise HeaderError(
+            "missing side",
+            f"{rel}: no side in ImageLaterality or Laterality, and no images.side_pattern match",
+        )
 
     view = _view(ds, rel, cfg)
     return patient, side, view
@@ -140,13 +170,18 @@ def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
         view = parse_view(_text(item, "CodeValue")) or parse_view(_text(item, "CodeMeaning"))
         if view is not None:
             return view
-    for view in (view_from_patient_orientation(ds.get("PatientOrientation")),
-                 find_view_in_text(_text(ds, "SeriesDescription")),
-                 parse_view(_match(cfg.view_pattern, rel, "view") or "")):
+    for view in (
+        view_from_patient_orientation(ds.get("PatientOrientation")),
+        find_view_in_text(_text(ds, "SeriesDescription")),
+        parse_view(_match(cfg.view_pattern, rel, "view") or ""),
+    ):
         if view is not None:
             return view
-    raise HeaderError("missing view", f"{rel}: no view in ViewPosition, ViewCodeSequence, PatientOrientation "
-                      "or SeriesDescription, and no images.view_pattern match")
+    raise HeaderError(
+        "missing view",
+        f"{rel}: no view in ViewPosition, ViewCodeSequence, PatientOrientation "
+        "or SeriesDescription, and no images.view_pattern match",
+    )
 
 
 def _scan_tree(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None) -> list[ImageRecord]:
@@ -181,12 +216,19 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
         side, view = parse_side(v[cols.side]), parse_view(v[cols.view])
         ids = {"patient_id": v[cols.patient], "side": v[cols.side], "path": str(path)}
         if side is None:
-            problems.add("unknown side", f"{where}, column '{cols.side}': unknown side value {v[cols.side]!r} "
-                         "(expected L or R, LEFT/RIGHT, ...)", **ids)
+            problems.add(
+                "unknown side",
+                f"{where}, column '{cols.side}': unknown side value {v[cols.side]!r} "
+                "(expected L or R, LEFT/RIGHT, ...)",
+                **ids,
+            )
             continue
         if view is None:
-            problems.add("other view", f"{where}, column '{cols.view}': view {v[cols.view]!r} is neither CC nor MLO",
-                         **ids)
+            problems.add(
+                "other view",
+                f"{where}, column '{cols.view}': view {v[cols.view]!r} is neither CC nor MLO",
+                **ids,
+            )
             continue
         if not path.is_file():
             problems.add("file not found", f"{where}: {path} does not exist", **ids)
@@ -196,20 +238,25 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
         except HeaderError as err:
             problems.add(err.category, f"{where}: {err}", **ids)
             continue
-        records.append(ImageRecord(path, v[cols.patient], side, view,
-                                   int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))))
+        records.append(
+            ImageRecord(path, v[cols.patient], side, view, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)))
+        )
     return records
 
 
 ProgressFn = Callable[[Iterable, int], Iterable]
 
 
-def find_images(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None = None) -> list[ImageRecord]:
+def find_images(
+    cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None = None
+) -> list[ImageRecord]:
     """Every usable image, from a header scan or the image table; unusable files go to `problems`."""
     return (_scan_table if cfg.source == "table" else _scan_tree)(cfg, problems, progress)
 
 
-def pair_views(records: list[ImageRecord], policy: str, problems: Problems) -> dict[BreastKey, dict[View, Path]]:
+def pair_views(
+    records: list[ImageRecord], policy: str, problems: Problems
+) -> dict[BreastKey, dict[View, Path]]:
     """Group images by breast and view; more than one image for a view is resolved by `policy`."""
     groups: dict[BreastKey, dict[View, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
@@ -222,18 +269,26 @@ def pair_views(records: list[ImageRecord], policy: str, problems: Problems) -> d
             for view, recs in extra.items():
                 if len(recs) > 1:
                     names = ", ".join(r.path.name for r in recs)
-                    problems.add("duplicate view", f"patient {key[0]} side {key[1].value}: {len(recs)} {view.value} "
-                                 f"images ({names}); images.duplicate_policy = 'error' leaves the breast out",
-                                 path=str(recs[0].path), **ids)
+                    problems.add(
+                        "duplicate view",
+                        f"patient {key[0]} side {key[1].value}: {len(recs)} {view.value} "
+                        f"images ({names}); images.duplicate_policy = 'error' leaves the breast out",
+                        path=str(recs[0].path),
+                        **ids,
+                    )
             continue
         chosen: dict[View, Path] = {}
         for view, recs in extra.items():
             keep = {"first": recs[0], "last": recs[-1]}.get(policy) or max(recs, key=lambda r: r.pixels)
             for rec in recs:
                 if rec is not keep:
-                    problems.add("duplicate view", f"{rec.path}: another {view.value} image of patient {key[0]} side "
-                                 f"{key[1].value}; kept {keep.path.name} (images.duplicate_policy = '{policy}')",
-                                 path=str(rec.path), **ids)
+                    problems.add(
+                        "duplicate view",
+                        f"{rec.path}: another {view.value} image of patient {key[0]} side "
+                        f"{key[1].value}; kept {keep.path.name} (images.duplicate_policy = '{policy}')",
+                        path=str(rec.path),
+                        **ids,
+                    )
             chosen[view] = keep.path
         out[key] = chosen
     return out

@@ -52,28 +52,47 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
         views = pairs.get(key, {})
         missing = [v.value for v in VIEWS if v not in views]
         if len(missing) == 2:
-            problems.add("no images", f"patient {pid} side {side.value}: has a label but no usable CC or MLO image",
-                         **ids)
+            problems.add(
+                "no images",
+                f"patient {pid} side {side.value}: has a label but no usable CC or MLO image",
+                **ids,
+            )
             continue
         if missing:
             present = next(iter(views.values()))
-            problems.add("missing view", f"patient {pid} side {side.value}: no usable {missing[0]} image "
-                         f"(only {present.name})", path=str(present), **ids)
+            problems.add(
+                "missing view",
+                f"patient {pid} side {side.value}: no usable {missing[0]} image (only {present.name})",
+                path=str(present),
+                **ids,
+            )
             continue
         if key not in labels.label:
             if key not in labels.raw:  # invalid labels were already recorded by read_labels
-                problems.add("no label", f"patient {pid} side {side.value}: no row in {cfg.labels.path.name}", **ids)
+                problems.add(
+                    "no label", f"patient {pid} side {side.value}: no row in {cfg.labels.path.name}", **ids
+                )
             continue
-        row: dict[str, object] = {**ids, "cc_path": str(views[VIEWS[0]]), "mlo_path": str(views[VIEWS[1]]),
-                                  "label": labels.label[key]}
+        row: dict[str, object] = {
+            **ids,
+            "cc_path": str(views[VIEWS[0]]),
+            "mlo_path": str(views[VIEWS[1]]),
+            "label": labels.label[key],
+        }
         if clinical is not None:
             if key not in clinical.values:
-                problems.add("no clinical row", f"patient {pid} side {side.value}: no row in "
-                             f"{cfg.clinical.path.name}", **ids)  # type: ignore[union-attr]
+                problems.add(
+                    "no clinical row",
+                    f"patient {pid} side {side.value}: no row in {cfg.clinical.path.name}",
+                    **ids,
+                )  # type: ignore[union-attr]
                 continue
             if cfg.clinical.na_policy == "drop" and key in clinical.na_reason:
-                problems.add("missing clinical value", f"{clinical.na_reason[key]} (clinical.na_policy = 'drop')",
-                             **ids)
+                problems.add(
+                    "missing clinical value",
+                    f"{clinical.na_reason[key]} (clinical.na_policy = 'drop')",
+                    **ids,
+                )
                 continue
             row.update(clinical.values[key])
         rows.append(row)

@@ -75,7 +75,9 @@ def render_view(
         cy, b = 0.56 * h, min(0.5, anatomy.half_height * 1.15) * h
     # Elliptical radius with a wavy outline, so no two breasts share a silhouette.
     angle = np.arctan2(yy - cy, xx)
-    wobble = 1 + 0.03 * np.sin(3 * angle + rng.uniform(0, 6.3)) + 0.02 * np.sin(7 * angle + rng.uniform(0, 6.3))
+    wobble = (
+        1 + 0.03 * np.sin(3 * angle + rng.uniform(0, 6.3)) + 0.02 * np.sin(7 * angle + rng.uniform(0, 6.3))
+    )
     r = np.sqrt((xx / a) ** 2 + ((yy - cy) / b) ** 2) / wobble
     breast = r < 1.0
 

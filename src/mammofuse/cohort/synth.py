@@ -200,8 +200,12 @@ def _write_dicom(
     ds.save_as(path, enforce_file_format=True)
 
 
-def _map(fn: Callable[[_BreastJob], dict[str, object]], jobs: list[_BreastJob], workers: int,
-         progress: Callable[[Iterable[dict[str, object]], int], Iterable[dict[str, object]]] | None):
+def _map(
+    fn: Callable[[_BreastJob], dict[str, object]],
+    jobs: list[_BreastJob],
+    workers: int,
+    progress: Callable[[Iterable[dict[str, object]], int], Iterable[dict[str, object]]] | None,
+):
     if workers == 1:
         results: Iterable[dict[str, object]] = map(fn, jobs)
         return list(progress(results, len(jobs)) if progress else results)
@@ -223,8 +227,18 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
 
     seeds = np.random.SeedSequence(options.seed).spawn(len(keys))
     jobs = [
-        _BreastJob(i, pid, side, str(clin.at[i, "density"]), float(extent[i]), tuple(s.generate_state(4)),
-                   int(clin.at[i, "age"]), out / "dicom", options.image_size, options.compression)
+        _BreastJob(
+            i,
+            pid,
+            side,
+            str(clin.at[i, "density"]),
+            float(extent[i]),
+            tuple(s.generate_state(4)),
+            int(clin.at[i, "age"]),
+            out / "dicom",
+            options.image_size,
+            options.compression,
+        )
         for i, ((pid, side), s) in enumerate(zip(keys, seeds))
     ]
     placements = _map(_write_breast, jobs, options.workers, progress)
@@ -237,7 +251,9 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
     truth.insert(4, "calc_extent", np.round(extent, 4))
     truth.to_csv(out / "truth.csv", index=False)
 
-    labels = pd.DataFrame({"patient_id": clin["patient_id"], "side": clin["side"], "invasive_fraction": fraction})
+    labels = pd.DataFrame(
+        {"patient_id": clin["patient_id"], "side": clin["side"], "invasive_fraction": fraction}
+    )
     labels.to_csv(out / "labels.csv", index=False)
 
     # Clinical export as hospitals write it: sides spelled out, a few empty cells.
@@ -249,8 +265,12 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
     clinical.to_csv(out / "clinical.csv", index=False)
 
     save_config(cohort_config(options.image_size), out / "cohort.toml")
-    return {"breasts": len(keys), "patients": len(set(clin["patient_id"])), "positives": int(label.sum()),
-            "images": 2 * len(keys)}
+    return {
+        "breasts": len(keys),
+        "patients": len(set(clin["patient_id"])),
+        "positives": int(label.sum()),
+        "images": 2 * len(keys),
+    }
 
 
 def cohort_config(image_size: tuple[int, int]) -> Config:

@@ -48,36 +48,54 @@ def read_rows(path: Path, required: list[str], problems: Problems, what: str) ->
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
-            problems.add("malformed CSV row",
-                         f"{path.name} line {number}: {len(cells)} fields, expected {len(header)} ({', '.join(header)})",
-                         path=str(path))
+            problems.add(
+                "malformed CSV row",
+                f"{path.name} line {number}: {len(cells)} fields, expected {len(header)} "
+                f"({', '.join(header)})",
+                path=str(path),
+            )
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
 
 
-def _keyed(rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems) -> dict[BreastKey, Row]:
+def _keyed(
+    rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems
+) -> dict[BreastKey, Row]:
     """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out."""
     by_key: dict[BreastKey, list[Row]] = defaultdict(list)
     for row in rows:
         pid, raw_side = row.values[patient_col], row.values[side_col]
         side = parse_side(raw_side)
         if not pid:
-            problems.add("invalid row", f"{path.name} line {row.line}, column '{patient_col}': empty patient ID",
-                         path=str(path))
+            problems.add(
+                "invalid row",
+                f"{path.name} line {row.line}, column '{patient_col}': empty patient ID",
+                path=str(path),
+            )
         elif side is None:
-            problems.add("unknown side",
-                         f"{path.name} line {row.line}, column '{side_col}': unknown side value {raw_side!r} "
-                         "(expected L/R, left/right, ...)", patient_id=pid, side=raw_side, path=str(path))
+            problems.add(
+                "unknown side",
+                f"{path.name} line {row.line}, column '{side_col}': unknown side value {raw_side!r} "
+                "(expected L/R, left/right, ...)",
+                patient_id=pid,
+                side=raw_side,
+                path=str(path),
+            )
         else:
             by_key[(pid, side)].append(row)
     out = {}
     for key, found in by_key.items():
         if len(found) > 1:
             lines = ", ".join(str(r.line) for r in found)
-            problems.add("duplicate key", f"{path.name} lines {lines}: {len(found)} rows for patient {key[0]} "
-                         f"side {key[1].value} (expected one); the breast is left out",
-                         patient_id=key[0], side=key[1].value, path=str(path))
+            problems.add(
+                "duplicate key",
+                f"{path.name} lines {lines}: {len(found)} rows for patient {key[0]} "
+                f"side {key[1].value} (expected one); the breast is left out",
+                patient_id=key[0],
+                side=key[1].value,
+                path=str(path),
+            )
         else:
             out[key] = found[0]
     return out
@@ -112,14 +130,20 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         value = parse_number(raw)
         if cfg.kind == "fraction":
             if value is None or not 0 <= value <= 100:
-                problems.add("invalid label", f"{where}: {raw!r} is not an invasive fraction (expected {_expected(cfg)})",
-                             **ids)
+                problems.add(
+                    "invalid label",
+                    f"{where}: {raw!r} is not an invasive fraction (expected {_expected(cfg)})",
+                    **ids,
+                )
                 continue
             out.label[key] = int(value < cfg.threshold)
         else:
             if value not in (0.0, 1.0):
-                problems.add("invalid label", f"{where}: {raw!r} is not a binary label (expected {_expected(cfg)})",
-                             **ids)
+                problems.add(
+                    "invalid label",
+                    f"{where}: {raw!r} is not a binary label (expected {_expected(cfg)})",
+                    **ids,
+                )
                 continue
             out.label[key] = int(value)
         out.raw[key] = raw
@@ -145,8 +169,12 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     header, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column], problems, "clinical CSV")
     present = set(header)
     for col in [c for c in cfg.numeric + cfg.categorical if c not in present]:
-        problems.add("missing column", f"{cfg.path.name}: column {col!r} named in [clinical] is not in the file "
-                     f"(found: {', '.join(header)}); continuing without it", path=str(cfg.path))
+        problems.add(
+            "missing column",
+            f"{cfg.path.name}: column {col!r} named in [clinical] is not in the file "
+            f"(found: {', '.join(header)}); continuing without it",
+            path=str(cfg.path),
+        )
     out = Clinical([c for c in cfg.numeric if c in present], [c for c in cfg.categorical if c in present])
     for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
         values: dict[str, float | str | None] = {}
@@ -161,8 +189,13 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 if values[col] is None:
                     reason = f"{where}: {raw!r} is not a number"
                     out.na_reason.setdefault(key, reason)
-                    problems.add("invalid clinical value", f"{reason} (treated as missing)",
-                                 patient_id=key[0], side=key[1].value, path=str(cfg.path))
+                    problems.add(
+                        "invalid clinical value",
+                        f"{reason} (treated as missing)",
+                        patient_id=key[0],
+                        side=key[1].value,
+                        path=str(cfg.path),
+                    )
             else:
                 values[col] = raw
         out.values[key] = values

@@ -1,0 +1,302 @@
+import shutil
+
+import pandas as pd
+import pytest
+
+from tests.cohort.helpers import edit_config, edit_dicom, image_path, run_ingest, truth
+
+
+def keys(df: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(df["patient_id"], df["side"]))
+
+
+def kept_row(cohort, capsys) -> tuple[pd.DataFrame, int]:
+    """The manifest of the undamaged cohort and the truth row of its first kept breast."""
+    _, _, manifest, _ = run_ingest(cohort, capsys)
+    t = truth(cohort)
+    return manifest, int(t.index[[k in keys(manifest) for k in zip(t["patient_id"], t["side"])]][0])
+
+
+class TestManifest:
+    def test_rows_labels_and_na_drops_agree_with_the_csvs(self, tiny_cohort, capsys):
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype={"patient_id": str})
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype={"patient_id": str})
+        clinical["side"] = clinical["side"].map({"left": "L", "right": "R"})
+        complete = clinical.dropna()
+        expected = labels.merge(complete[["patient_id", "side"]], on=["patient_id", "side"])
+        assert keys(manifest) == keys(expected)
+        merged = manifest.merge(expected, on=["patient_id", "side"])
+        assert (merged["label"] == (merged["invasive_fraction"] < 75).astype(int)).all()
+        assert len(exclusions) == len(labels) - len(expected)
+        assert set(exclusions["category"]) == {"missing clinical value"}
+        assert f"kept {len(expected)} breasts" in out
+
+    def test_each_row_pairs_the_cc_and_mlo_of_one_breast(self, tiny_cohort, capsys):
+        _, _, manifest, _ = run_ingest(tiny_cohort, capsys)
+        t = truth(tiny_cohort).assign(cc=lambda d: d["cc_path"].map(lambda p: str(tiny_cohort / p)))
+        pairs = manifest.merge(t, on=["patient_id", "side"])
+        assert (pairs["cc_path_x"] == pairs["cc"]).all()
+        assert (pairs["mlo_path_x"] == [str(tiny_cohort / p) for p in pairs["mlo_path_y"]]).all()
+
+    def test_no_identifying_tag_reaches_any_output(self, tiny_cohort, capsys):
+        _, out, _, _ = run_ingest(tiny_cohort, capsys, "--out", str(tiny_cohort / "work"))
+        written = "".join(p.read_text() for p in (tiny_cohort / "work").iterdir() if p.is_file())
+        for text in (out, written):
+            assert "Synthetic^" not in text and "Example Street" not in text
+            assert "PatientName" not in text and "BirthDate" not in text
+
+
+class TestImageFallbacks:
+    def test_side_from_laterality_and_view_from_patient_orientation(self, tiny_cohort, capsys):
+        before, row = kept_row(tiny_cohort, capsys)
+
+        def strip(ds):
+            ds.Laterality = ds.ImageLaterality
+            del ds.ImageLaterality, ds.ViewPosition, ds.SeriesDescription
+
+        edit_dicom(image_path(tiny_cohort, row, "cc"), strip)
+        edit_dicom(image_path(tiny_cohort, row, "mlo"), strip)
+        _, _, after, _ = run_ingest(tiny_cohort, capsys)
+        pd.testing.assert_frame_equal(after, before)
+
+
+def cbis_ddsm_shaped(cohort):
+    """Secondary Capture, side only in Laterality, view only in PatientOrientation, a PatientID per image."""
+    t = truth(cohort)
+    for _, row in t.iterrows():
+        for view in ("cc", "mlo"):
+            path = cohort / row[f"{view}_path"]
+
+            def reshape(ds, view=view, row=row):
+                ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+                ds.Laterality = ds.ImageLaterality
+                ds.PatientOrientation = view.upper()
+                ds.PatientID = f"Calc-Training_{row['patient_id']}_{row['side']}_{view.upper()}"
+                del ds.ImageLaterality, ds.ViewPosition, ds.SeriesDescription
+
+            edit_dicom(path, reshape)
+            target = (
+                cohort
+                / "dicom"
+                / f"Calc-Training_{row['patient_id']}_{row['side']}_{view.upper()}"
+                / "1-1.dcm"
+            )
+            target.parent.mkdir()
+            path.rename(target)
+
+
+def rsna_shaped(cohort):
+    """No Modality, no ViewPosition or other view hint; the view and pairing only in an image table."""
+    rows = []
+    for _, row in truth(cohort).iterrows():
+        for view in ("cc", "mlo"):
+            path = cohort / row[f"{view}_path"]
+
+            def strip(ds):
+                del ds.Modality, ds.ViewPosition, ds.PatientOrientation, ds.SeriesDescription
+
+            edit_dicom(path, strip)
+            rows.append(
+                {
+                    "image": str(path.relative_to(cohort / "dicom")),
+                    "patient": row["patient_id"],
+                    "laterality": row["side"],
+                    "view": view.upper(),
+                }
+            )
+    pd.DataFrame(rows).to_csv(cohort / "images.csv", index=False)
+    edit_config(
+        cohort,
+        images={
+            "source": "table",
+            "table": "images.csv",
+            "table_columns": {"path": "image", "patient": "patient", "side": "laterality", "view": "view"},
+        },
+    )
+
+
+class TestRealExportShapes:
+    def test_cbis_ddsm_shaped_export_with_patient_from_the_folder_name(self, tiny_cohort, capsys):
+        _, _, expected, _ = run_ingest(tiny_cohort, capsys)
+        cbis_ddsm_shaped(tiny_cohort)
+        edit_config(tiny_cohort, images={"patient_pattern": r"Calc-Training_(?P<patient>MF\d+)_"})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        assert keys(manifest) == keys(expected)
+        assert (manifest["label"].to_numpy() == expected["label"].to_numpy()).all()
+        assert manifest["cc_path"].str.endswith("_CC/1-1.dcm").all()
+        assert manifest["mlo_path"].str.endswith("_MLO/1-1.dcm").all()
+
+    def test_rsna_shaped_export_paired_through_an_image_table(self, tmp_path, capsys):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        cohort = tmp_path / "rsna"
+        synthesize(
+            cohort,
+            SynthOptions(
+                breasts=6, seed=9, image_size=(64, 48), compression="jpeg2000", workers=1, na_fraction=0.0
+            ),
+        )
+        rsna_shaped(cohort)
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        assert code == 0, out
+        assert len(manifest) == 6 and exclusions.empty
+        t = truth(cohort)
+        assert sorted(manifest["cc_path"]) == sorted(str(cohort / p) for p in t["cc_path"])
+
+    def test_table_rows_with_bad_values_are_recorded(self, tmp_path, capsys):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        cohort = tmp_path / "rsna"
+        synthesize(cohort, SynthOptions(breasts=3, seed=9, image_size=(64, 48), workers=1, na_fraction=0.0))
+        rsna_shaped(cohort)
+        table = pd.read_csv(cohort / "images.csv")
+        table.loc[0, "view"] = "ML"
+        table.loc[1, "image"] = "nowhere.dcm"
+        table.to_csv(cohort / "images.csv", index=False)
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        assert code == 0 and len(manifest) == 2  # both bad rows belong to the first breast
+        assert "images.csv line 2, column 'view': view 'ML' is neither CC nor MLO" in out
+        assert "images.csv line 3: " in out and "nowhere.dcm does not exist" in out
+
+
+class TestBadInput:
+    """Each problem: a clear line naming the file or row, the breast left out, the run goes on (exit 0)."""
+
+    def excluded(self, cohort, capsys, category: str):
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        assert code == 0, out
+        assert "Traceback" not in out
+        hits = exclusions[exclusions["category"] == category]
+        assert len(hits), f"no '{category}' in {exclusions['category'].tolist()}"
+        assert hits.iloc[0]["reason"] in out or len(exclusions) > 15
+        return manifest, exclusions, hits
+
+    def test_truncated_dicom(self, tiny_cohort, capsys):
+        path = image_path(tiny_cohort, 1, "cc")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        manifest, exclusions, hits = self.excluded(tiny_cohort, capsys, "truncated pixel data")
+        assert hits.iloc[0]["path"] == str(path) and "cut short" in hits.iloc[0]["reason"]
+        pid = truth(tiny_cohort).loc[1, "patient_id"]
+        assert pid not in set(manifest["patient_id"]) or truth(tiny_cohort).patient_id.tolist().count(pid) > 1
+
+    def test_truncated_header(self, tiny_cohort, capsys):
+        path = image_path(tiny_cohort, 1, "cc")
+        path.write_bytes(path.read_bytes()[:300])
+        _, _, hits = self.excluded(tiny_cohort, capsys, "no pixel data")
+        assert str(path) in hits.iloc[0]["reason"] and "truncated" in hits.iloc[0]["reason"]
+
+    def test_non_dicom_file_in_the_tree(self, tiny_cohort, capsys):
+        (tiny_cohort / "dicom" / "README.txt").write_text("exported by PACS")
+        _, _, hits = self.excluded(tiny_cohort, capsys, "not DICOM")
+        assert "README.txt" in hits.iloc[0]["reason"]
+
+    def test_dicom_without_pixel_data(self, tiny_cohort, capsys):
+        edit_dicom(image_path(tiny_cohort, 2, "mlo"), lambda ds: ds.__delattr__("PixelData"))
+        _, _, hits = self.excluded(tiny_cohort, capsys, "no pixel data")
+        assert "Pixel Data" in hits.iloc[0]["reason"]
+
+    def test_missing_side_that_no_fallback_supplies(self, tiny_cohort, capsys):
+        edit_dicom(image_path(tiny_cohort, 3, "cc"), lambda ds: ds.__delattr__("ImageLaterality"))
+        _, _, hits = self.excluded(tiny_cohort, capsys, "missing side")
+        assert "ImageLaterality" in hits.iloc[0]["reason"]
+
+    def test_missing_view_that_no_fallback_supplies(self, tiny_cohort, capsys):
+        def strip(ds):
+            del ds.ViewPosition, ds.PatientOrientation, ds.SeriesDescription
+
+        edit_dicom(image_path(tiny_cohort, 3, "mlo"), strip)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "missing view")
+        assert "ViewPosition" in hits.iloc[0]["reason"]
+
+    def test_unknown_side_value_in_the_header(self, tiny_cohort, capsys):
+        edit_dicom(image_path(tiny_cohort, 3, "cc"), lambda ds: setattr(ds, "ImageLaterality", "B"))
+        _, _, hits = self.excluded(tiny_cohort, capsys, "unknown side")
+        assert "'B'" in hits.iloc[0]["reason"]
+
+    def test_breast_with_only_one_view(self, tiny_cohort, capsys):
+        image_path(tiny_cohort, 4, "mlo").unlink()
+        manifest, _, hits = self.excluded(tiny_cohort, capsys, "missing view")
+        row = truth(tiny_cohort).loc[4]
+        assert hits.iloc[0]["patient_id"] == row["patient_id"] and "no usable MLO" in hits.iloc[0]["reason"]
+        assert (row["patient_id"], row["side"]) not in keys(manifest)
+
+    @pytest.mark.parametrize("policy, kept", [("first", True), ("error", False)])
+    def test_two_cc_images_for_one_breast(self, tiny_cohort, capsys, policy, kept):
+        _, index = kept_row(tiny_cohort, capsys)
+        src = image_path(tiny_cohort, index, "cc")
+        shutil.copy(src, src.with_name("IMG_zzzzzzzzzz.dcm"))
+        edit_config(tiny_cohort, images={"duplicate_policy": policy})
+        manifest, _, hits = self.excluded(tiny_cohort, capsys, "duplicate view")
+        row = truth(tiny_cohort).loc[index]
+        assert ((row["patient_id"], row["side"]) in keys(manifest)) == kept
+        if kept:
+            assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(src)
+
+    def test_duplicate_key_in_the_label_csv(self, tiny_cohort, capsys):
+        labels = (tiny_cohort / "labels.csv").read_text().splitlines()
+        (tiny_cohort / "labels.csv").write_text("\n".join([*labels, labels[1]]) + "\n")
+        _, _, hits = self.excluded(tiny_cohort, capsys, "duplicate key")
+        assert f"lines 2, {len(labels) + 1}" in hits.iloc[0]["reason"]
+
+    @pytest.mark.parametrize("bad", ["140", "abc"])
+    def test_invasive_fraction_out_of_range_or_not_a_number(self, tiny_cohort, capsys, bad):
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels.loc[0, "invasive_fraction"] = bad
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "invalid label")
+        reason = hits.iloc[0]["reason"]
+        assert (
+            "line 2" in reason
+            and "invasive_fraction" in reason
+            and f"'{bad}'" in reason
+            and "0 to 100" in reason
+        )
+
+    def test_unknown_side_value_in_the_label_csv(self, tiny_cohort, capsys):
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels.loc[2, "side"] = "middle"
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "unknown side")
+        assert "line 4" in hits.iloc[0]["reason"] and "'middle'" in hits.iloc[0]["reason"]
+
+    def test_missing_clinical_column_goes_on_without_it(self, tiny_cohort, capsys):
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str).drop(columns="ki67")
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        manifest, _, hits = self.excluded(tiny_cohort, capsys, "missing column")
+        assert "'ki67'" in hits.iloc[0]["reason"] and "ki67" not in manifest.columns
+
+    def test_clinical_value_that_is_not_a_number(self, tiny_cohort, capsys):
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        clinical.loc[0, "age"] = "sixty"
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        manifest, exclusions, hits = self.excluded(tiny_cohort, capsys, "invalid clinical value")
+        assert "line 2, column 'age': 'sixty' is not a number" in hits.iloc[0]["reason"]
+        first = (clinical.loc[0, "patient_id"], clinical.loc[0, "side"][0].upper())
+        assert first not in keys(manifest)
+
+    def test_malformed_csv_row(self, tiny_cohort, capsys):
+        with (tiny_cohort / "labels.csv").open("a") as fh:
+            fh.write("MF99999,L,50,extra\n")
+        _, _, hits = self.excluded(tiny_cohort, capsys, "malformed CSV row")
+        assert "4 fields, expected 3" in hits.iloc[0]["reason"]
+
+
+class TestFatalProblems:
+    def test_missing_label_column_stops_with_a_clear_message(self, tiny_cohort, capsys):
+        labels = pd.read_csv(tiny_cohort / "labels.csv").rename(columns={"invasive_fraction": "fraction"})
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2
+        assert (
+            "missing column(s) 'invasive_fraction'" in out
+            and "found columns" in out
+            and "Traceback" not in out
+        )
+
+    def test_strict_stops_at_the_first_problem_with_exit_2(self, tiny_cohort, capsys):
+        (tiny_cohort / "dicom" / "README.txt").write_text("not an image")
+        code, out, _, _ = run_ingest(tiny_cohort, capsys, "--strict")
+        assert code == 2 and "README.txt" in out and "Traceback" not in out

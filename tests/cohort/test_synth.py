@@ -1,0 +1,86 @@
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from mammofuse.cohort.synth import SynthOptions, synthesize
+from mammofuse.config import load_config
+
+
+def dicoms(cohort: Path) -> list[Path]:
+    return sorted((cohort / "dicom").rglob("*.dcm"))
+
+
+class TestSynthesizedFiles:
+    def test_writes_the_cohort_layout(self, tiny_cohort_master):
+        for name in ("labels.csv", "clinical.csv", "truth.csv", "cohort.toml"):
+            assert (tiny_cohort_master / name).is_file()
+        assert len(dicoms(tiny_cohort_master)) == 2 * 16
+        assert load_config(tiny_cohort_master / "cohort.toml").images.root == tiny_cohort_master / "dicom"
+
+    def test_file_names_do_not_reveal_the_view(self, tiny_cohort_master):
+        for path in dicoms(tiny_cohort_master):
+            rel = path.relative_to(tiny_cohort_master / "dicom").as_posix()
+            assert re.fullmatch(r"S\d{5}/IMG_[0-9a-f]{10}\.dcm", rel), rel
+
+    def test_dicom_headers_are_varied_like_a_real_export(self, tiny_cohort_master):
+        headers = [pydicom.dcmread(p) for p in dicoms(tiny_cohort_master)]
+        assert {h.Modality for h in headers} == {"MG"}
+        assert {h.PhotometricInterpretation for h in headers} == {"MONOCHROME1", "MONOCHROME2"}
+        assert len({h.BitsStored for h in headers}) >= 2
+        for h in headers:
+            assert h.ImageLaterality in ("L", "R") and h.ViewPosition in ("CC", "MLO")
+            assert h.pixel_array.max() < 2**h.BitsStored
+            assert "WindowCenter" in h and "SOPInstanceUID" in h and "PatientName" in h
+
+    def test_the_same_seed_gives_the_same_cohort(self, tmp_path, tiny_cohort_master):
+        from tests.conftest import TINY
+
+        synthesize(tmp_path / "again", TINY)
+
+        def digest(root: Path) -> str:
+            files = [*dicoms(root), root / "labels.csv", root / "clinical.csv", root / "truth.csv"]
+            return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+        assert digest(tmp_path / "again") == digest(tiny_cohort_master)
+
+    @pytest.mark.parametrize("compression", ["rle", "jpeg2000"])
+    def test_compressed_pixels_read_back_identical(self, tmp_path, compression):
+        opts = SynthOptions(breasts=2, seed=5, image_size=(64, 48), workers=1)
+        synthesize(tmp_path / "raw", opts)
+        synthesize(tmp_path / "packed", SynthOptions(**{**opts.__dict__, "compression": compression}))
+        for raw, packed in zip(dicoms(tmp_path / "raw"), dicoms(tmp_path / "packed")):
+            ds = pydicom.dcmread(packed)
+            assert ds.file_meta.TransferSyntaxUID.is_compressed
+            np.testing.assert_array_equal(ds.pixel_array, pydicom.dcmread(raw).pixel_array)
+
+
+class TestPlantedSignal:
+    def test_labels_follow_the_fraction_threshold_and_prevalence(self, tmp_path):
+        synthesize(tmp_path, SynthOptions(breasts=400, seed=2, image_size=(32, 24), workers=1))
+        truth, labels = pd.read_csv(tmp_path / "truth.csv"), pd.read_csv(tmp_path / "labels.csv")
+        np.testing.assert_array_equal(truth["label"], (labels["invasive_fraction"] < 75).astype(int))
+        assert 0.18 < truth["label"].mean() < 0.34
+        # the generator's own probability separates the classes: the signal is there to learn
+        from sklearn.metrics import roc_auc_score
+
+        assert roc_auc_score(truth["label"], truth["p_true"]) > 0.75
+        clinical = pd.read_csv(tmp_path / "clinical.csv")
+        assert 0.05 < clinical.isna().any(axis=1).mean() < 0.16
+        assert set(clinical["side"].dropna()) <= {"left", "right"}
+
+    def test_lesion_sits_at_the_same_depth_in_both_views(self, tiny_cohort_master):
+        truth = pd.read_csv(tiny_cohort_master / "truth.csv")
+        width = 80
+        depth_cc = np.where(truth["side"] == "L", truth["cc_x"], width - 1 - truth["cc_x"])
+        depth_mlo = np.where(truth["side"] == "L", truth["mlo_x"], width - 1 - truth["mlo_x"])
+        assert np.all(np.abs(depth_cc - depth_mlo) < 0.05 * width)
+
+    def test_more_extensive_calcification_spreads_wider(self, tmp_path):
+        synthesize(tmp_path, SynthOptions(breasts=60, seed=4, image_size=(128, 104), workers=1))
+        truth = pd.read_csv(tmp_path / "truth.csv")
+        assert np.corrcoef(truth["calc_extent"], truth["cc_radius"])[0, 1] > 0.4
