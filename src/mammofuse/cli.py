@@ -54,9 +54,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from mammofuse.cohort.ingest import EXCLUSIONS, MANIFEST, ingest, write_outputs
 
-    cfg = load_config(args.config)
-    if args.out:
-        cfg.work_dir = args.out.resolve()
+    cfg = _load(args)
     problems = Problems(strict=args.strict)
     result = ingest(cfg, problems, progress=progress("reading headers"))
     write_outputs(result, cfg, cfg.work_dir)
@@ -70,6 +68,68 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         console.print(problems_table(result.dropped, f"{len(problems.items)} problems"))
         show_problem_lines([p.reason for p in problems.items], str(cfg.work_dir / EXCLUSIONS))
     console.print(f"wrote {cfg.work_dir / MANIFEST} and {cfg.work_dir / EXCLUSIONS}")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The config with the work folder from --work (or --out) when given."""
+    cfg = load_config(args.config)
+    work = getattr(args, "work", None) or getattr(args, "out", None)
+    if work:
+        cfg.work_dir = Path(work).resolve()
+    return cfg
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from mammofuse.cohort.ingest import read_manifest
+    from mammofuse.imaging.preprocess import PREPROCESS_PROBLEMS, PREPROCESSED, preprocess_cohort
+
+    cfg = _load(args)
+    if args.workers is not None:
+        cfg.preprocess.workers = args.workers
+    manifest, _ = read_manifest(cfg.work_dir)
+    problems = Problems(strict=args.strict)
+    start = time.perf_counter()
+    table, stats, cache = preprocess_cohort(
+        manifest, cfg.preprocess, cfg.cache_dir, problems, progress=progress("preprocessing")
+    )
+    table.to_csv(cfg.work_dir / PREPROCESSED, index=False)
+    problems.write_csv(cfg.work_dir / PREPROCESS_PROBLEMS)
+    console.print(
+        f"{stats.images} images: {stats.decoded} decoded ({stats.rebuilt} damaged entries rebuilt), "
+        f"{stats.reused} reused from the cache, {stats.failed} failed, in {time.perf_counter() - start:.1f} s"
+    )
+    console.print(
+        f"cache: {cache.dir} ({cfg.preprocess.mode}, {cfg.preprocess.output_shape[0]}x"
+        f"{cfg.preprocess.output_shape[1]})"
+    )
+    if problems.items:
+        console.print(problems_table(problems.counts(), f"{len(problems.items)} problems"))
+        show_problem_lines([p.reason for p in problems.items], str(cfg.work_dir / PREPROCESS_PROBLEMS))
+    console.print(f"kept {len(table)} of {len(manifest)} breasts; wrote {cfg.work_dir / PREPROCESSED}")
+    if args.preview:
+        from mammofuse.imaging.preview import contact_sheet
+
+        path = cfg.work_dir / "preview.png"
+        contact_sheet(table, args.preview).savefig(path, dpi=100)
+        console.print(f"preview: {path}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mammofuse.data.splits import SPLITS, make_splits, split_table
+    from mammofuse.imaging.preprocess import PREPROCESSED
+
+    cfg = _load(args)
+    source = cfg.work_dir / PREPROCESSED
+    if not source.is_file():
+        raise DataError(f"{source}: not found; run `mammofuse preprocess` first")
+    splits = make_splits(pd.read_csv(source, dtype={"patient_id": str, "side": str}), cfg.split)
+    splits.to_csv(cfg.work_dir / SPLITS, index=False)
+    console.print(split_table(splits).to_string())
+    console.print(f"wrote {cfg.work_dir / SPLITS} (seed {cfg.split.seed}; no patient is in two sets)")
     return 0
 
 
@@ -119,6 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: work_dir from the config)")
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("preprocess", help="decode, orient, crop and resize every image into the cache")
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument(
+        "--work", type=Path, help="work folder with manifest.csv (default: work_dir from the config)"
+    )
+    p.add_argument("--workers", type=int, help="processes (default: preprocess.workers; 0 = all cores)")
+    p.add_argument(
+        "--preview",
+        type=int,
+        nargs="?",
+        const=8,
+        default=0,
+        metavar="N",
+        help="also write WORK/preview.png with N preprocessed pairs (default 8)",
+    )
+    p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
+    p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("split", help="patient-grouped, label-stratified splits -> splits.csv")
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+    p.set_defaults(func=_cmd_split)
     return parser
 
 

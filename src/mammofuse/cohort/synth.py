@@ -9,8 +9,6 @@ for tests and benchmarks only: it is never read by the pipeline.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, g
 from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
 from mammofuse.config import Config, ImagesConfig, PreprocessConfig, save_config
 from mammofuse.domain import VIEWS, Side, View
+from mammofuse.parallel import parallel_map
 
 Compression = Literal["none", "rle", "jpeg2000"]
 _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
@@ -200,20 +199,6 @@ def _write_dicom(
     ds.save_as(path, enforce_file_format=True)
 
 
-def _map(
-    fn: Callable[[_BreastJob], dict[str, object]],
-    jobs: list[_BreastJob],
-    workers: int,
-    progress: Callable[[Iterable[dict[str, object]], int], Iterable[dict[str, object]]] | None,
-):
-    if workers == 1:
-        results: Iterable[dict[str, object]] = map(fn, jobs)
-        return list(progress(results, len(jobs)) if progress else results)
-    with ProcessPoolExecutor(max_workers=workers or None) as pool:
-        results = pool.map(fn, jobs, chunksize=8)
-        return list(progress(results, len(jobs)) if progress else results)
-
-
 def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int]:
     """Write a cohort to `out`; return counts. Deterministic for options.seed (any worker count)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -241,7 +226,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
         )
         for i, ((pid, side), s) in enumerate(zip(keys, seeds))
     ]
-    placements = _map(_write_breast, jobs, options.workers, progress)
+    placements = list(parallel_map(_write_breast, jobs, options.workers, progress, chunksize=8))
 
     truth = pd.DataFrame(placements)
     truth.insert(0, "patient_id", clin["patient_id"])

@@ -1,0 +1,1 @@
+"""Splits, the clinical encoder, the training dataset, balancing and augmentation."""

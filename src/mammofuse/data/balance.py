@@ -1,0 +1,74 @@
+"""Balancing and augmentation of the training split (validation and test are never touched).
+
+The study's variants: no balancing; positives copied k times ("x3"); positives added with random
+rotation and scaling up to balance. Also a class-weighted sampler. Randomness comes from a seeded
+numpy Generator or torch Generator passed in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import WeightedRandomSampler
+from torchvision.transforms import v2
+
+from mammofuse.config import DataConfig
+
+
+def balanced_order(
+    labels: np.ndarray, cfg: DataConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order, strong): training rows to serve, and which items get the rotate/scale augmentation."""
+    labels = np.asarray(labels)
+    base = np.arange(len(labels))
+    positives = np.flatnonzero(labels == 1)
+    if cfg.balance == "copy":
+        order = np.concatenate([base, np.repeat(positives, cfg.copies - 1)])
+        return order, np.zeros(len(order), bool)
+    if cfg.balance == "augment":
+        extra = max(0, int((labels == 0).sum()) - len(positives))
+        added = (
+            rng.choice(positives, size=extra, replace=True) if len(positives) and extra else np.array([], int)
+        )
+        order = np.concatenate([base, added]).astype(int)
+        return order, np.concatenate([np.zeros(len(base), bool), np.ones(len(added), bool)])
+    return base, np.zeros(len(base), bool)
+
+
+def class_weighted_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw each class equally often in expectation (balance = 'sampler')."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=2).astype(float)
+    weights = 1.0 / np.maximum(counts[labels], 1)
+    return WeightedRandomSampler(
+        torch.as_tensor(weights), num_samples=len(labels), replacement=True, generator=generator
+    )
+
+
+class RandomGamma(torch.nn.Module):
+    """x ** gamma with gamma drawn log-uniformly in [1/limit, limit]; keeps [0, 1] in [0, 1]."""
+
+    def __init__(self, limit: float = 1.25) -> None:
+        super().__init__()
+        self.log_limit = float(np.log(limit))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        gamma = float(torch.empty(1).uniform_(-self.log_limit, self.log_limit).exp())
+        return img.clamp(0, 1) ** gamma
+
+
+def standard_augmentation(cfg: DataConfig) -> v2.Compose:
+    """Small affine, a vertical flip (the chest wall stays on the left), brightness/contrast/gamma."""
+    return v2.Compose(
+        [
+            v2.RandomAffine(degrees=min(cfg.rotation_deg, 5.0), translate=(0.03, 0.03), scale=(0.95, 1.05)),
+            v2.RandomVerticalFlip(0.5),
+            v2.ColorJitter(brightness=0.1, contrast=0.1),
+            RandomGamma(1.2),
+        ]
+    )
+
+
+def balancing_augmentation(cfg: DataConfig) -> v2.RandomAffine:
+    """The study's third variant: random rotation and scaling of added positives."""
+    return v2.RandomAffine(degrees=cfg.rotation_deg, scale=(1 - cfg.scale, 1 + cfg.scale))

@@ -1,0 +1,105 @@
+"""The clinical encoder: scaling, one-hot, and (NA policy 'impute') imputation + missing indicators.
+
+Fitted on the training split only, and saved as plain JSON (no pickle): a model bundle can carry it
+and anyone can read what the model was given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def as_category(value: object) -> str | None:
+    """One spelling per category: 1, 1.0 and "1" are all "1"; NA is None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+@dataclass
+class ClinicalEncoder:
+    numeric: list[str]
+    categorical: list[str]
+    impute: bool
+    medians: dict[str, float] = field(default_factory=dict)
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def fit(
+        cls, train: pd.DataFrame, numeric: list[str], categorical: list[str], impute: bool
+    ) -> ClinicalEncoder:
+        """Learn medians, means, scales and categories from the training rows only."""
+        enc = cls(list(numeric), list(categorical), impute)
+        for col in numeric:
+            values = pd.to_numeric(train[col], errors="coerce")
+            enc.medians[col] = float(values.median()) if values.notna().any() else 0.0
+            filled = values.fillna(enc.medians[col])
+            enc.means[col] = float(filled.mean())
+            enc.stds[col] = float(filled.std(ddof=0)) or 1.0
+        for col in categorical:
+            values = train[col].map(as_category).dropna()
+            enc.categories[col] = sorted(values.unique().tolist())
+            enc.modes[col] = str(values.mode().iloc[0]) if len(values) else ""
+        return enc
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = list(self.numeric)
+        if self.impute:
+            names += [f"{c}_missing" for c in self.numeric + self.categorical]
+        return names + [f"{c}={v}" for c in self.categorical for v in self.categories[c]]
+
+    def unknown_values(self, df: pd.DataFrame) -> list[tuple[int, str, str]]:
+        """(row position, column, value) of every value the encoder cannot represent."""
+        found = []
+        for col in self.categorical:
+            for i, v in enumerate(df[col].map(as_category)):
+                if v is not None and v not in self.categories[col]:
+                    found.append((i, col, v))
+                elif v is None and not self.impute:
+                    found.append((i, col, "missing"))
+        for col in self.numeric:
+            values = pd.to_numeric(df[col], errors="coerce")
+            if not self.impute:
+                found += [(i, col, "missing") for i in np.flatnonzero(values.isna().to_numpy())]
+        return found
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """(N, F) float32. Missing values take the training median / mode; unknown categories encode as
+        all zeros (check `unknown_values` first where that matters)."""
+        parts, indicators = [], []
+        for col in self.numeric:
+            values = pd.to_numeric(df[col], errors="coerce")
+            indicators.append(values.isna().to_numpy(np.float32))
+            parts.append(
+                ((values.fillna(self.medians[col]) - self.means[col]) / self.stds[col]).to_numpy(np.float32)
+            )
+        onehots = []
+        for col in self.categorical:
+            values = df[col].map(as_category)
+            indicators.append(values.isna().to_numpy(np.float32))
+            values = values.fillna(self.modes[col])
+            onehots += [(values == v).to_numpy(np.float32) for v in self.categories[col]]
+        columns = parts + (indicators if self.impute else []) + onehots
+        if not columns:
+            return np.zeros((len(df), 0), np.float32)
+        return np.stack(columns, axis=1).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> ClinicalEncoder:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))

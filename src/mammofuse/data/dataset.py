@@ -1,0 +1,121 @@
+"""The training dataset: a sample is {"cc", "mlo", "clinical", "label", "key"} read from the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from mammofuse.config import Config
+from mammofuse.data.balance import (
+    balanced_order,
+    balancing_augmentation,
+    class_weighted_sampler,
+    standard_augmentation,
+)
+from mammofuse.data.clinical import ClinicalEncoder
+from mammofuse.data.splits import TEST, TRAIN, VAL
+from mammofuse.imaging.cache import load_entry
+from mammofuse.problems import DataError
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BreastDataset(Dataset):
+    """One breast per item: both preprocessed views, the encoded clinical vector and the label.
+
+    `order` lists row positions to serve (balancing copies repeat rows); `strong` marks items that
+    get the balancing augmentation (rotation and scaling) on top of the standard one.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        clinical: np.ndarray,
+        transform: Transform | None = None,
+        order: np.ndarray | None = None,
+        strong: np.ndarray | None = None,
+        strong_transform: Transform | None = None,
+    ) -> None:
+        self.cc = table["cc_cache"].tolist()
+        self.mlo = table["mlo_cache"].tolist()
+        self.keys = (table["patient_id"].astype(str) + "/" + table["side"].astype(str)).tolist()
+        self.labels = torch.as_tensor(table["label"].to_numpy(), dtype=torch.long)
+        self.clinical = torch.as_tensor(clinical, dtype=torch.float32)
+        self.order = np.arange(len(table)) if order is None else np.asarray(order)
+        self.strong = np.zeros(len(self.order), bool) if strong is None else np.asarray(strong)
+        self.transform = transform
+        self.strong_transform = strong_transform
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def _view(self, path: str, strong: bool) -> torch.Tensor:
+        img = torch.from_numpy(load_entry(path))[None]  # (1, H, W)
+        if strong and self.strong_transform is not None:
+            img = self.strong_transform(img)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
+        row, strong = int(self.order[i]), bool(self.strong[i])
+        return {
+            "cc": self._view(self.cc[row], strong),
+            "mlo": self._view(self.mlo[row], strong),
+            "clinical": self.clinical[row],
+            "label": self.labels[row],
+            "key": self.keys[row],
+        }
+
+
+@dataclass
+class SplitData:
+    """Datasets of one split assignment, with the encoder fitted on its training rows."""
+
+    train: BreastDataset
+    val: BreastDataset
+    test: BreastDataset
+    encoder: ClinicalEncoder
+    sampler: Sampler | None
+
+
+def build_datasets(
+    table: pd.DataFrame,
+    splits: pd.DataFrame,
+    cfg: Config,
+    numeric: list[str],
+    categorical: list[str],
+    seed: int,
+    split_column: str = "split",
+) -> SplitData:
+    """Join the preprocessed table with its split, fit the clinical encoder on train only, and
+    apply balancing and augmentation to train only."""
+    joined = table.merge(splits[["patient_id", "side", split_column]], on=["patient_id", "side"], how="inner")
+    parts = {name: joined[joined[split_column] == name].reset_index(drop=True) for name in (TRAIN, VAL, TEST)}
+    if parts[TRAIN].empty:
+        raise DataError("the training split is empty")
+    encoder = ClinicalEncoder.fit(
+        parts[TRAIN], numeric, categorical, impute=cfg.clinical.na_policy == "impute"
+    )
+    rng = np.random.default_rng(seed)
+    order, strong = balanced_order(parts[TRAIN]["label"].to_numpy(), cfg.data, rng)
+    sampler = None
+    if cfg.data.balance == "sampler":
+        sampler = class_weighted_sampler(
+            parts[TRAIN]["label"].to_numpy(), torch.Generator().manual_seed(seed)
+        )
+    train = BreastDataset(
+        parts[TRAIN],
+        encoder.transform(parts[TRAIN]),
+        transform=standard_augmentation(cfg.data) if cfg.data.augment else None,
+        order=order,
+        strong=strong,
+        strong_transform=balancing_augmentation(cfg.data),
+    )
+    val, test = (BreastDataset(parts[s], encoder.transform(parts[s])) for s in (VAL, TEST))
+    return SplitData(train, val, test, encoder, sampler)

@@ -1,0 +1,1 @@
+"""Imaging: pure array functions (decode, orientation, crop, resize) and the preprocessing cache."""

@@ -1,0 +1,98 @@
+"""A cache of preprocessed arrays, keyed by the file's identity and a hash of the settings.
+
+Layout: CACHE_DIR/<settings hash>/<key[:2]>/<key>.npy (uint16, brightness x 65535) and an
+index.json per settings hash recording each entry's checksum and geometry. A changed setting gives a
+new settings hash (never a stale array); a changed file gives a new key; a damaged entry fails its
+checksum and is rebuilt. [MONAI PersistentDataset keys its cache the same way.]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_VERSION = 1  # bump when the preprocessing code changes what it writes
+QUANT = 65535
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    text = json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def entry_key(path: str | Path, settings_id: str) -> str:
+    """Key of a file's entry: its resolved path, size and modification time, and the settings."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}|{settings_id}".encode()).hexdigest()[:24]
+
+
+def checksum(arr: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(arr).data)
+
+
+def quantize(img: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(img, 0.0, 1.0) * QUANT).astype(np.uint16)
+
+
+def dequantize(arr: np.ndarray) -> np.ndarray:
+    return arr.astype(np.float32) * (1.0 / QUANT)
+
+
+def write_entry(path: Path, arr: np.ndarray) -> int:
+    """Write atomically (a crash never leaves a half entry under the real name); return the checksum."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+    return checksum(arr)
+
+
+class Cache:
+    """The entries made with one set of preprocessing settings."""
+
+    def __init__(self, root: Path, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.id = settings_hash(settings)
+        self.dir = root / self.id
+        self.index_path = self.dir / "index.json"
+        self.index: dict[str, dict[str, Any]] = {}
+        if self.index_path.is_file():
+            self.index = json.loads(self.index_path.read_text(encoding="utf-8"))["entries"]
+
+    def key(self, path: str | Path) -> str:
+        return entry_key(path, self.id)
+
+    def path(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.npy"
+
+    def is_valid(self, key: str) -> bool:
+        """Present in the index, on disk, and with the recorded checksum (a damaged entry is not valid)."""
+        record = self.index.get(key)
+        if record is None:
+            return False
+        try:
+            arr = np.load(self.path(key), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return False
+        return list(arr.shape) == list(record["shape"]) and checksum(arr) == record["crc32"]
+
+    def record(self, key: str, info: dict[str, Any]) -> None:
+        self.index[key] = info
+
+    def save_index(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": self.settings, "entries": self.index}), encoding="utf-8")
+        os.replace(tmp, self.index_path)
+
+
+def load_entry(path: str | Path) -> np.ndarray:
+    """A cached array as float32 brightness in [0, 1]."""
+    return dequantize(np.load(path, allow_pickle=False))

@@ -1,0 +1,127 @@
+"""Stored pixel values -> brightness in [0, 1], as pure functions of an array and its PixelMeta.
+
+Order (PS3.3 C.11, "grayscale pipeline"): Modality LUT (rescale slope/intercept, C.11.1) ->
+VOI LUT or window (C.11.2) -> MONOCHROME1 inversion (C.7.6.3.1.2) -> scale to [0, 1]. The range
+comes from BitsStored, never from the dtype: 12-bit data in a uint16 array fills only 1/16 of it.
+
+Because stored values are integers of at most 16 bits, the whole chain is a function of the value:
+`lookup_table` evaluates it once per possible value, and decoding an image is one table lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+
+@dataclass(frozen=True)
+class PixelMeta:
+    """What the grayscale pipeline needs from a DICOM header."""
+
+    bits_stored: int
+    photometric: str = "MONOCHROME2"
+    signed: bool = False
+    slope: float = 1.0
+    intercept: float = 0.0
+    window_center: float | None = None
+    window_width: float | None = None
+    voi_function: str = "LINEAR"
+    voi_lut: tuple[int, ...] | None = None  # VOI LUT Sequence table (C.11.2.1.1)
+    voi_lut_first: int = 0
+    voi_lut_bits: int = 16
+
+    @property
+    def stored_range(self) -> tuple[int, int]:
+        if self.signed:
+            return -(2 ** (self.bits_stored - 1)), 2 ** (self.bits_stored - 1) - 1
+        return 0, 2**self.bits_stored - 1
+
+
+def _first(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = list(value)[0]  # several windows: the first is the primary one (C.11.2.1.2)
+    return float(value)
+
+
+def meta_from_dataset(ds: Dataset) -> PixelMeta:
+    """Read PixelMeta from a header; missing optional tags take their DICOM defaults."""
+    lut, first, bits = None, 0, 16
+    seq = ds.get("VOILUTSequence")
+    if seq:
+        item = seq[0]
+        descriptor = [int(v) for v in item.LUTDescriptor]
+        data = item.LUTData
+        lut = tuple(int(v) for v in (data if not isinstance(data, bytes) else np.frombuffer(data, "<u2")))
+        first, bits = descriptor[1], descriptor[2]
+    return PixelMeta(
+        bits_stored=int(ds.BitsStored),
+        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+        signed=int(ds.get("PixelRepresentation", 0)) == 1,
+        slope=_first(ds.get("RescaleSlope")) or 1.0,
+        intercept=_first(ds.get("RescaleIntercept")) or 0.0,
+        window_center=_first(ds.get("WindowCenter")),
+        window_width=_first(ds.get("WindowWidth")),
+        voi_function=str(ds.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR",
+        voi_lut=lut,
+        voi_lut_first=first,
+        voi_lut_bits=bits,
+    )
+
+
+def apply_modality_lut(arr: np.ndarray, meta: PixelMeta) -> np.ndarray:
+    """Rescale stored values to modality units: x * slope + intercept (C.11.1.1.2)."""
+    return arr.astype(np.float64) * meta.slope + meta.intercept
+
+
+def modality_range(meta: PixelMeta) -> tuple[float, float]:
+    lo, hi = apply_modality_lut(np.array(meta.stored_range), meta)
+    return float(min(lo, hi)), float(max(lo, hi))
+
+
+def apply_voi(arr: np.ndarray, meta: PixelMeta) -> np.ndarray | None:
+    """VOI LUT table, else window (LINEAR, LINEAR_EXACT or SIGMOID), output in [0, 1]; None when absent."""
+    if meta.voi_lut is not None:
+        table = np.asarray(meta.voi_lut, np.float64) / (2**meta.voi_lut_bits - 1)
+        index = np.clip(np.round(arr).astype(np.int64) - meta.voi_lut_first, 0, len(table) - 1)
+        return table[index]
+    c, w = meta.window_center, meta.window_width
+    if c is None or w is None or w <= 0:
+        return None
+    if meta.voi_function == "SIGMOID":  # C.11.2.1.3.1
+        return 1.0 / (1.0 + np.exp(-4.0 * (arr - c) / w))
+    if meta.voi_function == "LINEAR_EXACT":  # C.11.2.1.3.2
+        return np.clip((arr - c) / w + 0.5, 0.0, 1.0)
+    if w < 1:  # LINEAR needs width >= 1 (C.11.2.1.2.1)
+        return None
+    return np.clip((arr - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)  # C.11.2.1.2.1
+
+
+def to_unit(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:
+    """The whole grayscale pipeline: stored values -> brightness in [0, 1], bright = dense."""
+    x = apply_modality_lut(arr, meta)
+    y = apply_voi(x, meta) if use_voi else None
+    if y is None:
+        lo, hi = modality_range(meta)
+        y = (x - lo) / max(hi - lo, 1e-12)
+    if meta.photometric == "MONOCHROME1":  # minimum value is white: invert
+        y = 1.0 - y
+    return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def lookup_table(meta: PixelMeta, use_voi: bool = True) -> tuple[np.ndarray, int]:
+    """`to_unit` evaluated on every possible stored value: (table, offset); decode = table[arr - offset]."""
+    lo, hi = meta.stored_range
+    return to_unit(np.arange(lo, hi + 1), meta, use_voi), lo
+
+
+def decode(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:
+    """Stored values (any integer dtype) -> float32 brightness in [0, 1] through the lookup table."""
+    table, offset = lookup_table(meta, use_voi)
+    if offset == 0 and arr.dtype.kind == "u":
+        # Bits above BitsStored may carry overlays (PS3.5 8.1.1): mask them off, which also bounds the index.
+        return table[arr & np.asarray(len(table) - 1, arr.dtype)]
+    return table[np.clip(arr.astype(np.int64) - offset, 0, len(table) - 1)]
