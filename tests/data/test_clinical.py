@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammofuse.data.clinical import ClinicalEncoder
+
+TRAIN = pd.DataFrame(
+    {"age": [40, 50, 60, None], "grade": [1, 2, 2, None], "her2": ["pos", "neg", "neg", "neg"]}
+)
+
+
+class TestFit:
+    def test_statistics_come_from_the_training_rows_only(self):
+        enc = ClinicalEncoder.fit(TRAIN, ["age"], ["grade", "her2"], impute=True)
+        assert enc.medians["age"] == 50 and enc.categories["grade"] == ["1", "2"]
+        other = pd.DataFrame({"age": [1000], "grade": [3], "her2": ["neg"]})
+        enc.transform(other)
+        assert enc.medians["age"] == 50  # transforming never refits
+
+    def test_impute_adds_missing_indicators_and_fills_with_the_median_and_mode(self):
+        enc = ClinicalEncoder.fit(TRAIN, ["age"], ["grade", "her2"], impute=True)
+        x = enc.transform(TRAIN)
+        names = enc.feature_names
+        assert names == [
+            "age",
+            "age_missing",
+            "grade_missing",
+            "her2_missing",
+            "grade=1",
+            "grade=2",
+            "her2=neg",
+            "her2=pos",
+        ]
+        assert x[3, names.index("age_missing")] == 1 and x[3, names.index("grade=2")] == 1
+        assert x[3, 0] == pytest.approx((50 - enc.means["age"]) / enc.stds["age"])
+
+    def test_drop_policy_has_no_indicators(self):
+        enc = ClinicalEncoder.fit(TRAIN.dropna(), ["age"], ["grade"], impute=False)
+        assert enc.feature_names == ["age", "grade=1", "grade=2"]
+
+    def test_numeric_columns_are_standardised_on_train(self):
+        enc = ClinicalEncoder.fit(TRAIN.dropna(), ["age"], [], impute=False)
+        x = enc.transform(TRAIN.dropna())
+        assert x[:, 0].mean() == pytest.approx(0, abs=1e-6) and x[:, 0].std() == pytest.approx(1, abs=1e-6)
+
+
+class TestUnknownValues:
+    def test_an_unseen_category_is_reported_and_encoded_as_zeros(self):
+        enc = ClinicalEncoder.fit(TRAIN, ["age"], ["grade", "her2"], impute=True)
+        new = pd.DataFrame({"age": [45], "grade": [3], "her2": ["neg"]})
+        assert enc.unknown_values(new) == [(0, "grade", "3")]
+        assert enc.transform(new)[0, 4:6].sum() == 0
+
+    def test_grade_read_as_float_is_the_same_category(self):
+        enc = ClinicalEncoder.fit(TRAIN, [], ["grade"], impute=False)
+        assert enc.unknown_values(pd.DataFrame({"grade": [2.0, "2"]})) == []
+
+
+class TestSaveLoad:
+    def test_json_round_trip_gives_the_same_encoding(self, tmp_path):
+        enc = ClinicalEncoder.fit(TRAIN, ["age"], ["grade", "her2"], impute=True)
+        enc.save(tmp_path / "encoder.json")
+        again = ClinicalEncoder.load(tmp_path / "encoder.json")
+        np.testing.assert_array_equal(again.transform(TRAIN), enc.transform(TRAIN))

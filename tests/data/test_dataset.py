@@ -1,0 +1,77 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammofuse.cli import main
+from mammofuse.config import DataConfig, load_config
+from mammofuse.data.balance import balanced_order, class_weighted_sampler
+from mammofuse.data.dataset import build_datasets
+
+LABELS = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+
+
+class TestBalancing:
+    def test_none_serves_every_row_once(self):
+        order, strong = balanced_order(LABELS, DataConfig(balance="none"), np.random.default_rng(0))
+        assert sorted(order) == list(range(10)) and not strong.any()
+
+    def test_copy_repeats_positives_k_times(self):
+        order, strong = balanced_order(LABELS, DataConfig(balance="copy", copies=3), np.random.default_rng(0))
+        counts = np.bincount(order, minlength=10)
+        assert counts[0] == counts[4] == 3 and (counts[LABELS == 0] == 1).all() and not strong.any()
+
+    def test_augment_adds_rotated_positives_up_to_balance(self):
+        order, strong = balanced_order(LABELS, DataConfig(balance="augment"), np.random.default_rng(0))
+        assert (LABELS[order] == 1).sum() == (LABELS[order] == 0).sum() == 8
+        assert strong.sum() == 6 and (LABELS[order[strong]] == 1).all()
+
+    def test_sampler_draws_classes_evenly_and_is_seeded(self):
+        draws = list(class_weighted_sampler(np.tile(LABELS, 100), torch.Generator().manual_seed(0)))
+        again = list(class_weighted_sampler(np.tile(LABELS, 100), torch.Generator().manual_seed(0)))
+        assert draws == again
+        assert np.mean(np.tile(LABELS, 100)[draws]) == pytest.approx(0.5, abs=0.06)
+
+
+@pytest.fixture
+def prepared(tiny_cohort):
+    config = str(tiny_cohort / "cohort.toml")
+    work = tiny_cohort / "work"
+    for argv in (
+        ["ingest", config, "--out", str(work)],
+        ["preprocess", config, "--work", str(work), "--workers", "1"],
+        ["split", config, "--work", str(work)],
+    ):
+        assert main(argv) == 0
+    cfg = load_config(config)
+    table = pd.read_csv(work / "preprocessed.csv", dtype={"patient_id": str})
+    splits = pd.read_csv(work / "splits.csv", dtype={"patient_id": str})
+    return cfg, table, splits
+
+
+class TestBuildDatasets:
+    def test_a_sample_holds_both_views_clinical_label_and_key(self, prepared):
+        cfg, table, splits = prepared
+        data = build_datasets(table, splits, cfg, cfg.clinical.numeric, cfg.clinical.categorical, seed=0)
+        sample = data.val[0]
+        assert sample["cc"].shape == sample["mlo"].shape == (1, *cfg.preprocess.size)
+        assert sample["clinical"].shape == (len(data.encoder.feature_names),)
+        assert sample["label"].dtype == torch.long and "/" in sample["key"]
+
+    def test_encoder_is_fitted_on_the_training_split_only(self, prepared):
+        cfg, table, splits = prepared
+        data = build_datasets(table, splits, cfg, ["age"], [], seed=0)
+        train_keys = set(splits.loc[splits["split"] == "train", "patient_id"])
+        train_ages = table.loc[table["patient_id"].isin(train_keys), "age"]
+        assert data.encoder.means["age"] == pytest.approx(train_ages.mean())
+
+    def test_validation_and_test_are_never_augmented_or_copied(self, prepared):
+        cfg, table, splits = prepared
+        cfg.data = DataConfig(balance="copy", copies=3, augment=True)
+        data = build_datasets(table, splits, cfg, [], [], seed=0)
+        assert len(data.val) == (splits["split"] == "val").sum()
+        assert torch.equal(data.val[0]["cc"], data.val[0]["cc"])
+        n_train = (splits["split"] == "train").sum()
+        n_pos = splits.loc[splits["split"] == "train", "label"].sum()
+        assert len(data.train) == n_train + 2 * n_pos
+        assert data.train.transform is not None and data.val.transform is None and data.test.transform is None

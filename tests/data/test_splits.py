@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammofuse.config import SplitConfig
+from mammofuse.data.splits import make_splits, split_table
+from mammofuse.problems import DataError
+
+
+def cohort(n_patients=300, seed=0) -> pd.DataFrame:
+    """Patients with one or two breasts; about a quarter of the breasts positive."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_patients):
+        for side in ("L", "R") if rng.random() < 0.2 else (rng.choice(["L", "R"]),):
+            rows.append({"patient_id": f"P{i}", "side": side, "label": int(rng.random() < 0.26)})
+    return pd.DataFrame(rows)
+
+
+class TestHoldoutSplit:
+    def test_no_patient_is_in_two_sets(self):
+        splits = make_splits(cohort(), SplitConfig(seed=3))
+        assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
+
+    def test_proportions_follow_the_study(self):
+        splits = make_splits(cohort(), SplitConfig())
+        share = splits["split"].value_counts(normalize=True)
+        assert share["test"] == pytest.approx(0.10, abs=0.03)
+        assert share["val"] == pytest.approx(0.09, abs=0.03)
+
+    def test_labels_are_stratified(self):
+        splits = make_splits(cohort(), SplitConfig())
+        rates = splits.groupby("split")["label"].mean()
+        assert rates.max() - rates.min() < 0.06
+
+    def test_same_seed_same_split_and_another_seed_another(self):
+        a, b = make_splits(cohort(), SplitConfig(seed=1)), make_splits(cohort(), SplitConfig(seed=1))
+        c = make_splits(cohort(), SplitConfig(seed=2))
+        assert a.equals(b) and not a["split"].equals(c["split"])
+
+    def test_too_few_patients_is_a_clear_error(self):
+        with pytest.raises(DataError, match="too few"):
+            make_splits(cohort(5), SplitConfig())
+
+
+class TestFolds:
+    def test_k_folds_are_grouped_and_cover_everyone(self):
+        splits = make_splits(cohort(), SplitConfig(folds=5))
+        assert set(splits["fold"]) == {0, 1, 2, 3, 4}
+        assert (splits.groupby("patient_id")["fold"].nunique() == 1).all()
+
+    def test_the_table_counts_positives_and_negatives(self):
+        table = split_table(make_splits(cohort(), SplitConfig(folds=3)))
+        assert (table["positive"] + table["negative"] == table["breasts"]).all()

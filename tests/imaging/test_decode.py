@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from mammofuse.imaging.decode import PixelMeta, apply_voi, decode, meta_from_dataset, to_unit
+
+
+class TestBitsStoredScaling:
+    def test_twelve_bit_maximum_is_white(self):
+        assert to_unit(np.array([4095]), PixelMeta(bits_stored=12))[0] == pytest.approx(1.0)
+
+    def test_sixteen_bit_range_is_not_assumed_for_twelve_bit_data(self):
+        twelve = to_unit(np.array([2048]), PixelMeta(bits_stored=12))[0]
+        sixteen = to_unit(np.array([2048]), PixelMeta(bits_stored=16))[0]
+        assert twelve == pytest.approx(2048 / 4095, rel=1e-5)
+        assert sixteen == pytest.approx(2048 / 65535, rel=1e-5)
+
+    def test_bits_above_bits_stored_are_masked(self):
+        meta = PixelMeta(bits_stored=12)
+        overlay = np.array([[0x1000 | 100]], np.uint16)  # bit 12 set by an overlay
+        assert decode(overlay, meta)[0, 0] == pytest.approx(100 / 4095, rel=1e-5)
+
+    def test_signed_data_spans_its_own_range(self):
+        meta = PixelMeta(bits_stored=12, signed=True)
+        out = decode(np.array([-2048, 0, 2047], np.int16), meta)
+        np.testing.assert_allclose(out, [0.0, 2048 / 4095, 1.0], rtol=1e-5)
+
+
+class TestMonochrome1:
+    def test_minimum_stored_value_is_white(self):
+        meta = PixelMeta(bits_stored=12, photometric="MONOCHROME1")
+        np.testing.assert_allclose(to_unit(np.array([0, 4095]), meta), [1.0, 0.0])
+
+    def test_inversion_comes_after_the_window(self):
+        meta = PixelMeta(bits_stored=12, photometric="MONOCHROME1", window_center=1000, window_width=200)
+        # far below the window is black before inversion, so white after
+        assert to_unit(np.array([10]), meta)[0] == pytest.approx(1.0)
+
+
+class TestWindow:
+    def test_linear_window_clips_and_is_linear_inside(self):
+        meta = PixelMeta(bits_stored=12, window_center=2000, window_width=1001)
+        out = apply_voi(np.array([1000.0, 1499.5, 2000.0, 2500.5, 3000.0]), meta)
+        np.testing.assert_allclose(out, [0.0, 0.0, 0.5005, 1.0, 1.0], atol=1e-3)
+
+    def test_sigmoid_window_is_half_at_the_centre(self):
+        meta = PixelMeta(bits_stored=12, window_center=2000, window_width=400, voi_function="SIGMOID")
+        out = apply_voi(np.array([2000.0, 1000.0, 3000.0]), meta)
+        assert out[0] == pytest.approx(0.5) and out[1] < 0.01 and out[2] > 0.99
+
+    def test_voi_lut_table_takes_precedence_over_the_window(self):
+        meta = PixelMeta(
+            bits_stored=12,
+            window_center=1,
+            window_width=2,
+            voi_lut=(0, 100, 255),
+            voi_lut_first=10,
+            voi_lut_bits=8,
+        )
+        np.testing.assert_allclose(apply_voi(np.array([0.0, 10, 11, 12, 99]), meta), [0, 0, 100 / 255, 1, 1])
+
+    def test_no_window_means_full_range(self):
+        assert apply_voi(np.array([1.0]), PixelMeta(bits_stored=12)) is None
+
+    def test_window_can_be_turned_off(self):
+        meta = PixelMeta(bits_stored=12, window_center=100, window_width=10)
+        assert to_unit(np.array([4095]), meta, use_voi=False)[0] == pytest.approx(1.0)
+        assert to_unit(np.array([200]), meta, use_voi=True)[0] == pytest.approx(1.0)
+
+
+class TestModalityLut:
+    def test_rescale_is_applied_before_the_window(self):
+        meta = PixelMeta(bits_stored=12, slope=2.0, intercept=-100, window_center=300, window_width=101)
+        # stored 200 -> 300 in modality units: the window's centre
+        assert to_unit(np.array([200]), meta)[0] == pytest.approx(0.5, abs=0.01)
+
+
+class TestLookupTableDecode:
+    def test_table_decode_equals_the_direct_pipeline(self):
+        rng = np.random.default_rng(0)
+        raw = rng.integers(0, 2**14, (40, 30)).astype(np.uint16)
+        meta = PixelMeta(bits_stored=14, photometric="MONOCHROME1", window_center=9000, window_width=6000)
+        np.testing.assert_allclose(decode(raw, meta), to_unit(raw, meta), atol=1e-6)
+
+
+class TestMetaFromDataset:
+    def test_reads_the_synthetic_headers(self, tiny_cohort_master):
+        import pydicom
+
+        ds = pydicom.dcmread(next((tiny_cohort_master / "dicom").rglob("*.dcm")))
+        meta = meta_from_dataset(ds)
+        assert meta.bits_stored == ds.BitsStored and meta.photometric == ds.PhotometricInterpretation
+        assert meta.window_center == float(ds.WindowCenter) and meta.slope == 1.0

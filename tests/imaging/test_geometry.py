@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
+from mammofuse.domain import Side, View
+from mammofuse.imaging.geometry import (
+    crop_orient_resize,
+    fit_and_pad,
+    map_to_original,
+    needs_flip,
+    seed_parity,
+    to_original,
+)
+
+
+def phantom(view=View.CC, shape=(300, 240), seed=0):
+    rng = np.random.default_rng(seed)
+    lesion = Lesion(0.5, 0.1, -0.1, 0.03, 10, 0.04, rng.normal(0, 0.5, (10, 3)))
+    anatomy = BreastAnatomy(depth=0.6, half_height=0.4, density="b", lesion=lesion, seed=seed)
+    img, place = render_view(anatomy, view, shape, rng)
+    return img, place, rng
+
+
+class TestFlipDecision:
+    def test_left_breast_with_chest_wall_left_stays(self):
+        assert needs_flip(Side.LEFT, chest_left_by_pixels=True) == (False, False)
+
+    def test_right_breast_with_chest_wall_right_is_flipped(self):
+        assert needs_flip(Side.RIGHT, chest_left_by_pixels=False) == (True, False)
+
+    def test_pixels_win_over_a_wrong_tag_and_the_disagreement_is_reported(self):
+        assert needs_flip(Side.LEFT, chest_left_by_pixels=False) == (True, True)
+
+
+class TestBreastCrop:
+    def test_finds_the_breast_despite_a_burned_in_marker_and_a_film_edge(self):
+        img, place, rng = phantom()
+        marked = add_film_edge(burn_in_marker(img, "L CC", True, rng), chest_wall_left=True)
+        out, g, _ = crop_orient_resize(marked, Side.LEFT, (256, 128))
+        y0, y1, x0, x1 = g.box
+        truth = np.argwhere(img > 0.15)
+        assert x0 <= 2 and x1 < 0.8 * img.shape[1]  # stops before the marker and the film edge
+        assert y0 <= truth[:, 0].min() + 3 and y1 >= truth[:, 0].max() - 3
+        assert x1 >= truth[:, 1].max() - 3
+
+    def test_right_breast_comes_out_with_its_chest_wall_on_the_left(self):
+        img, _, _ = phantom()
+        out, g, disagrees = crop_orient_resize(img[:, ::-1], Side.RIGHT, (256, 128))
+        assert g.flipped and not disagrees
+        assert out[:, :8].mean() > out[:, -8:].mean()
+
+    def test_mlo_with_pectoral_muscle(self):
+        img, _, _ = phantom(View.MLO)
+        out, g, _ = crop_orient_resize(img, Side.LEFT, (256, 128))
+        assert not g.flipped and out[:, :8].mean() > 0.2
+
+
+class TestFitAndPad:
+    def test_keeps_the_aspect_ratio_and_pads(self):
+        img = np.ones((100, 20), np.float32)
+        out, scale, offset = fit_and_pad(img, (200, 200))
+        assert out.shape == (200, 200) and scale == 2.0
+        assert out[:, :40].min() == pytest.approx(1.0) and out[:, 41:].max() == 0.0
+
+
+class TestMappingBack:
+    def test_a_point_goes_back_to_where_it_came_from(self):
+        img, place, _ = phantom(shape=(400, 320))
+        img = img[:, ::-1].copy()  # a right breast: the pipeline flips it
+        dot = (200, 320 - 1 - 130)
+        img[dot[0] - 2 : dot[0] + 3, dot[1] - 2 : dot[1] + 3] = 5.0  # unmistakable, brighter than anything
+        out, g, _ = crop_orient_resize(img, Side.RIGHT, (256, 128))
+        found = np.unravel_index(np.argmax(out), out.shape)
+        back = to_original(np.array([found]), g)[0]
+        assert np.hypot(*(back - dot)) < 3.0
+
+    def test_a_map_painted_back_lands_on_the_original_grid(self):
+        img, _, _ = phantom(shape=(400, 320))
+        img = img[:, ::-1].copy()
+        out, g, _ = crop_orient_resize(img, Side.RIGHT, (256, 128))
+        heat = np.zeros_like(out)
+        heat[100:110, 10:20] = 1.0  # near the chest wall in output space
+        back = map_to_original(heat, g)
+        assert back.shape == img.shape
+        ys, xs = np.nonzero(back > 0.5)
+        assert xs.mean() > img.shape[1] / 2  # the chest wall of a right breast is on the right
+        expected = to_original(np.array([[104.5, 14.5]]), g)[0]
+        assert abs(ys.mean() - expected[0]) < 3 and abs(xs.mean() - expected[1]) < 3
+
+
+class TestSeedParity:
+    def test_the_study_input_is_a_200_square_centre_crop(self):
+        img, _, _ = phantom(shape=(400, 320))
+        out, g = seed_parity(img, 256, 200)
+        assert out.shape == (200, 200) and not g.flipped
+        back = map_to_original(np.ones_like(out), g)
+        assert back.shape == img.shape and back[200, 160] > 0.9 and back[5, 160] == 0

@@ -1,0 +1,133 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from mammofuse.cli import main
+from mammofuse.cohort.synth import SynthOptions, synthesize
+from mammofuse.config import PreprocessConfig, load_config
+from mammofuse.domain import Side
+from mammofuse.imaging.cache import Cache, load_entry
+from mammofuse.imaging.preprocess import preprocess_cohort, preprocess_file
+from mammofuse.problems import Problems
+
+SMALL = PreprocessConfig(size=(64, 32), workers=1)
+
+
+def ingested(cohort: Path) -> tuple[pd.DataFrame, Path]:
+    work = cohort / "work"
+    assert main(["ingest", str(cohort / "cohort.toml"), "--out", str(work)]) == 0
+    return pd.read_csv(work / "manifest.csv", dtype={"patient_id": str}), work
+
+
+class TestCompressedFiles:
+    @pytest.mark.parametrize("compression", ["rle", "jpeg2000"])
+    def test_every_synthetic_compression_decodes_to_the_same_array(self, tmp_path, compression):
+        opts = SynthOptions(breasts=2, seed=7, image_size=(96, 80), workers=1)
+        synthesize(tmp_path / "none", opts)
+        synthesize(tmp_path / compression, SynthOptions(**{**opts.__dict__, "compression": compression}))
+        plain = sorted((tmp_path / "none" / "dicom").rglob("*.dcm"))
+        packed = sorted((tmp_path / compression / "dicom").rglob("*.dcm"))
+        for a, b in zip(plain, packed):
+            side = Side(pydicom.dcmread(a, stop_before_pixels=True).ImageLaterality)
+            np.testing.assert_array_equal(
+                preprocess_file(a, side, SMALL)[0], preprocess_file(b, side, SMALL)[0]
+            )
+
+
+class TestCache:
+    def test_a_rerun_on_an_unchanged_cohort_decodes_nothing(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        _, first, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        table, again, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        assert first.decoded == 2 * len(manifest) and again.decoded == 0 and again.reused == 2 * len(manifest)
+        assert load_entry(table.loc[0, "cc_cache"]).shape == (64, 32)
+
+    def test_a_changed_setting_builds_new_entries(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        table_a, _, cache_a = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        other = SMALL.model_copy(update={"margin": 0.1})
+        table_b, stats, cache_b = preprocess_cohort(manifest, other, work / "cache", Problems())
+        assert stats.decoded == 2 * len(manifest) and cache_a.dir != cache_b.dir
+        assert not set(table_a["cc_cache"]) & set(table_b["cc_cache"])
+
+    def test_workers_do_not_change_the_settings_key(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        _, stats, _ = preprocess_cohort(
+            manifest, SMALL.model_copy(update={"workers": 2}), work / "cache", Problems()
+        )
+        assert stats.decoded == 0
+
+    def test_a_damaged_entry_is_detected_and_rebuilt(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        table, _, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        good = load_entry(table.loc[0, "cc_cache"])
+        entry = Path(table.loc[0, "cc_cache"])
+        data = bytearray(entry.read_bytes())
+        data[-50:] = b"\xff" * 50
+        entry.write_bytes(bytes(data))
+        Path(table.loc[1, "mlo_cache"]).write_bytes(b"junk")
+        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        assert stats.decoded == 2 and stats.rebuilt == 2
+        np.testing.assert_array_equal(load_entry(table.loc[0, "cc_cache"]), good)
+
+    def test_a_changed_file_gets_a_new_entry(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        path = Path(manifest.loc[0, "cc_path"])
+        ds = pydicom.dcmread(path)
+        ds.save_as(path)  # rewritten: new modification time
+        _, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        assert stats.decoded == 1
+
+    def test_the_index_records_how_to_map_back(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        _, _, cache = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        reloaded = Cache(work / "cache", SMALL.settings())
+        record = reloaded.index[cache.key(manifest.loc[0, "cc_path"])]
+        assert record["geometry"]["original_shape"] == [96, 80] and record["shape"] == [64, 32]
+
+
+class TestBadPixels:
+    def test_undecodable_pixels_leave_the_breast_out_and_the_rest_go_on(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        path = Path(manifest.loc[0, "mlo_path"])
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # claims JPEG 2000, holds raw bytes
+        ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+        ds.save_as(path)
+        problems = Problems()
+        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
+        assert stats.failed == 1 and len(table) == len(manifest) - 1
+        assert problems.items[0].category == "undecodable pixels" and str(path) in problems.items[0].reason
+
+    def test_a_side_tag_that_contradicts_the_pixels_is_oriented_by_the_pixels_and_reported(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        path = Path(manifest.loc[0, "cc_path"])
+        ds = pydicom.dcmread(path)
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, ::-1]).tobytes()
+        ds.save_as(path)
+        problems = Problems()
+        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
+        assert stats.flipped_by_pixels == [str(path)] and len(table) == len(manifest)
+        assert problems.items[0].category == "laterality disagrees with pixels"
+        img = load_entry(table.loc[0, "cc_cache"])
+        assert img[:, :4].mean() > img[:, -4:].mean()  # chest wall still on the left
+
+
+class TestCommands:
+    def test_preprocess_and_split_commands_write_their_files(self, tiny_cohort, capsys):
+        _, work = ingested(tiny_cohort)
+        config = str(tiny_cohort / "cohort.toml")
+        assert main(["preprocess", config, "--work", str(work), "--preview", "2", "--workers", "1"]) == 0
+        assert main(["split", config, "--work", str(work)]) == 0
+        out = capsys.readouterr().out
+        assert (work / "preview.png").stat().st_size > 1000 and "reused from the cache" in out
+        splits = pd.read_csv(work / "splits.csv")
+        assert set(splits["split"]) <= {"train", "val", "test"}
+        assert len(splits) == len(pd.read_csv(work / "preprocessed.csv"))
+        cfg = load_config(tiny_cohort / "cohort.toml")
+        assert cfg.preprocess.mode == "breast"
