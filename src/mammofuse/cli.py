@@ -91,7 +91,12 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     problems = Problems(strict=args.strict)
     start = time.perf_counter()
     table, stats, cache = preprocess_cohort(
-        manifest, cfg.preprocess, cfg.cache_dir, problems, progress=progress("preprocessing")
+        manifest,
+        cfg.preprocess,
+        cfg.cache_dir,
+        problems,
+        progress=progress("preprocessing"),
+        verify=args.verify,
     )
     table.to_csv(cfg.work_dir / PREPROCESSED, index=False)
     problems.write_csv(cfg.work_dir / PREPROCESS_PROBLEMS)
@@ -194,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="also write WORK/preview.png with N preprocessed pairs (default 8)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="checksum every cached entry (slower; the default checks sizes only)",
     )
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
     p.set_defaults(func=_cmd_preprocess)

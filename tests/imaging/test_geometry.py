@@ -5,9 +5,10 @@ from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_
 from mammofuse.domain import Side, View
 from mammofuse.imaging.geometry import (
     crop_orient_resize,
-    fit_and_pad,
+    fit_shape,
     map_to_original,
     needs_flip,
+    pad,
     seed_parity,
     to_original,
 )
@@ -56,11 +57,15 @@ class TestBreastCrop:
 
 
 class TestFitAndPad:
-    def test_keeps_the_aspect_ratio_and_pads(self):
-        img = np.ones((100, 20), np.float32)
-        out, scale, offset = fit_and_pad(img, (200, 200))
-        assert out.shape == (200, 200) and scale == 2.0
-        assert out[:, :40].min() == pytest.approx(1.0) and out[:, 41:].max() == 0.0
+    def test_keeps_the_aspect_ratio_and_pads_away_from_the_chest_wall(self):
+        new, scale, offset = fit_shape((100, 20), (200, 200))
+        assert new == (200, 40) and scale == 2.0 and offset == (0, 0)
+        out = pad(np.ones(new, np.float32), (200, 200), offset)
+        assert out[:, :40].min() == pytest.approx(1.0) and out[:, 40:].max() == 0.0
+
+    def test_a_wide_crop_is_centred_vertically(self):
+        new, scale, offset = fit_shape((50, 100), (200, 100))
+        assert new == (50, 100) and offset == (75, 0)
 
 
 class TestMappingBack:

@@ -70,8 +70,10 @@ class TestCache:
         data[-50:] = b"\xff" * 50
         entry.write_bytes(bytes(data))
         Path(table.loc[1, "mlo_cache"]).write_bytes(b"junk")
-        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
-        assert stats.decoded == 2 and stats.rebuilt == 2
+        _, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        assert stats.decoded == 1 and stats.rebuilt == 1  # a wrong size is always caught
+        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems(), verify=True)
+        assert stats.decoded == 1 and stats.rebuilt == 1  # flipped bytes are caught by the checksum
         np.testing.assert_array_equal(load_entry(table.loc[0, "cc_cache"]), good)
 
     def test_a_changed_file_gets_a_new_entry(self, tiny_cohort):

@@ -45,13 +45,14 @@ def dequantize(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32) * (1.0 / QUANT)
 
 
-def write_entry(path: Path, arr: np.ndarray) -> int:
-    """Write atomically (a crash never leaves a half entry under the real name); return the checksum."""
+def write_entry(path: Path, arr: np.ndarray) -> dict[str, Any]:
+    """Write atomically (a crash never leaves a half entry under the real name); return the
+    entry's record: checksum, byte size and shape."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(tmp, arr)
     os.replace(tmp, path)
-    return checksum(arr)
+    return {"crc32": checksum(arr), "bytes": path.stat().st_size, "shape": list(arr.shape)}
 
 
 class Cache:
@@ -72,13 +73,19 @@ class Cache:
     def path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npy"
 
-    def is_valid(self, key: str) -> bool:
-        """Present in the index, on disk, and with the recorded checksum (a damaged entry is not valid)."""
+    def is_valid(self, key: str, verify: bool = False) -> bool:
+        """Present in the index and on disk with the right byte size (a cut-short or replaced entry
+        is not valid); with `verify`, also read it and compare its checksum (catches flipped bits)."""
         record = self.index.get(key)
-        if record is None:
+        path = self.path(key)
+        if record is None or not path.is_file():
             return False
+        if path.stat().st_size != record.get("bytes"):
+            return False
+        if not verify:
+            return True
         try:
-            arr = np.load(self.path(key), allow_pickle=False)
+            arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return False
         return list(arr.shape) == list(record["shape"]) and checksum(arr) == record["crc32"]

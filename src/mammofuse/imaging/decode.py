@@ -118,10 +118,14 @@ def lookup_table(meta: PixelMeta, use_voi: bool = True) -> tuple[np.ndarray, int
     return to_unit(np.arange(lo, hi + 1), meta, use_voi), lo
 
 
-def decode(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:
-    """Stored values (any integer dtype) -> float32 brightness in [0, 1] through the lookup table."""
-    table, offset = lookup_table(meta, use_voi)
+def apply_table(arr: np.ndarray, table: np.ndarray, offset: int) -> np.ndarray:
+    """Decode stored values through a table from `lookup_table`."""
     if offset == 0 and arr.dtype.kind == "u":
         # Bits above BitsStored may carry overlays (PS3.5 8.1.1): mask them off, which also bounds the index.
-        return table[arr & np.asarray(len(table) - 1, arr.dtype)]
-    return table[np.clip(arr.astype(np.int64) - offset, 0, len(table) - 1)]
+        return np.take(table, arr & np.asarray(len(table) - 1, arr.dtype))
+    return np.take(table, np.clip(arr.astype(np.int64) - offset, 0, len(table) - 1))
+
+
+def decode(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:
+    """Stored values (any integer dtype) -> float32 brightness in [0, 1] through the lookup table."""
+    return apply_table(arr, *lookup_table(meta, use_voi))

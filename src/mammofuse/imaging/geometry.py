@@ -7,11 +7,11 @@ keeps the aspect ratio and pads, so microcalcifications are not squashed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import cv2
 import numpy as np
-from PIL import Image
-from scipy import ndimage
 
 from mammofuse.domain import Side
 
@@ -39,26 +39,29 @@ class Geometry:
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold (Otsu 1979): the cut that maximises the between-class variance."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    centers = (edges[:-1] + edges[1:]) / 2
+    """Otsu's threshold (Otsu 1979) for values in [0, 1]: the cut maximising between-class variance."""
+    hist = np.bincount(np.minimum((values.ravel() * bins).astype(np.int64), bins - 1), minlength=bins)
+    centers = (np.arange(bins) + 0.5) / bins
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(centers[int(np.argmax(between))])
+    s0 = np.cumsum(hist * centers)
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
+    return float(centers[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))])
+
+
+_OPENING = np.ones((3, 3), np.uint8)
 
 
 def breast_mask(img: np.ndarray) -> np.ndarray:
     """Largest connected component above an Otsu threshold, after an opening that cuts thin bridges."""
-    mask = img > otsu_threshold(img)
-    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return np.ones_like(mask)
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    return labels == (int(np.argmax(sizes)) + 1)
+    mask = (img > otsu_threshold(img)).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPENING)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return np.ones(img.shape, bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == largest
 
 
 def chest_wall_on_left(mask: np.ndarray) -> bool:
@@ -100,20 +103,40 @@ def needs_flip(side: Side | None, chest_left_by_pixels: bool) -> tuple[bool, boo
 
 
 def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Antialiased resize of a float32 image to (H, W)."""
-    out = Image.fromarray(np.ascontiguousarray(img, np.float32), mode="F")
-    return np.asarray(out.resize((shape[1], shape[0]), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    """Resize to (H, W), keeping the dtype (stored integer values or floats).
 
-
-def fit_and_pad(img: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize keeping the aspect ratio, then pad: chest wall (left edge) kept, centred vertically."""
+    Shrinking averages whole k x k blocks first (OpenCV's fast exact-integer area path; the last
+    k - 1 rows and columns, inside the crop's background margin, are dropped), then finishes the
+    remaining < 2x with bilinear interpolation: no aliasing of fine detail, ten times faster than a
+    fractional area resize on a 3000 x 2400 mammogram.
+    """
     h, w = img.shape
+    k = min(h // shape[0], w // shape[1])
+    if k >= 2:
+        img = cv2.resize(img[: h - h % k, : w - w % k], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def fit_shape(
+    shape_in: tuple[int, int], shape: tuple[int, int]
+) -> tuple[tuple[int, int], float, tuple[int, int]]:
+    """Size that fits `shape_in` into `shape` keeping the aspect ratio, the scale, and the (top, left)
+    offset that pads it: the chest wall stays on the left edge, the breast centred vertically."""
+    h, w = shape_in
     scale = min(shape[0] / h, shape[1] / w)
     new = (max(1, min(shape[0], round(h * scale))), max(1, min(shape[1], round(w * scale))))
-    out = np.zeros(shape, np.float32)
-    top = (shape[0] - new[0]) // 2
-    out[top : top + new[0], : new[1]] = resize(img, new)
-    return out, scale, (top, 0)
+    return new, scale, ((shape[0] - new[0]) // 2, 0)
+
+
+def pad(img: np.ndarray, shape: tuple[int, int], offset: tuple[int, int]) -> np.ndarray:
+    """Place `img` at `offset` on a black canvas of `shape` (same dtype)."""
+    out = np.zeros(shape, img.dtype)
+    out[offset[0] : offset[0] + img.shape[0], offset[1] : offset[1] + img.shape[1]] = img
+    return out
+
+
+def identity(img: np.ndarray) -> np.ndarray:
+    return img
 
 
 def orient_and_fit(
@@ -123,13 +146,18 @@ def orient_and_fit(
     side: Side | None,
     full_shape: tuple[int, int],
     shape: tuple[int, int],
+    values: Callable[[np.ndarray], np.ndarray] = identity,
 ) -> tuple[np.ndarray, Geometry, bool]:
-    """Flip the cropped breast so its chest wall is on the left and fit it to `shape`.
+    """Fit the cropped breast to `shape` and flip it so its chest wall is on the left.
 
-    Returns (output, geometry, laterality_disagrees).
+    `values` maps the resized crop to brightness: the preprocessing resizes stored values and decodes
+    only the small result (exact for the linear steps of the grayscale pipeline, a close approximation
+    for a window). Returns (output, geometry, laterality_disagrees).
     """
     flip, disagrees = needs_flip(side, chest_left)
-    out, scale, offset = fit_and_pad(crop[:, ::-1] if flip else crop, shape)
+    new, scale, offset = fit_shape(crop.shape, shape)
+    small = values(resize(crop, new))
+    out = pad(small[:, ::-1] if flip else small, shape, offset)
     return out, Geometry(tuple(full_shape), box, flip, scale, offset, tuple(shape)), disagrees
 
 
@@ -143,7 +171,9 @@ def crop_orient_resize(
     return orient_and_fit(img[y0:y1, x0:x1], box, chest_left, side, img.shape, shape)
 
 
-def seed_parity(img: np.ndarray, resize_to: int, crop: int) -> tuple[np.ndarray, Geometry]:
+def seed_parity(
+    img: np.ndarray, resize_to: int, crop: int, values: Callable[[np.ndarray], np.ndarray] = identity
+) -> tuple[np.ndarray, Geometry]:
     """The study's preprocessing: shorter side to `resize_to` (aspect kept), then a centre crop.
 
     No orientation and no breast crop, exactly as the prototype (torchvision Resize + CenterCrop).
@@ -151,12 +181,10 @@ def seed_parity(img: np.ndarray, resize_to: int, crop: int) -> tuple[np.ndarray,
     h, w = img.shape
     scale = resize_to / min(h, w)
     new = (max(crop, round(h * scale)), max(crop, round(w * scale)))
-    small = resize(img, new)
+    small = values(resize(img, new))
     top, left = (new[0] - crop) // 2, (new[1] - crop) // 2
-    out = small[top : top + crop, left : left + crop]
-    return np.ascontiguousarray(out), Geometry(
-        img.shape, (0, h, 0, w), False, scale, (-top, -left), (crop, crop)
-    )
+    out = np.ascontiguousarray(small[top : top + crop, left : left + crop])
+    return out, Geometry(img.shape, (0, h, 0, w), False, scale, (-top, -left), (crop, crop))
 
 
 def to_original(points_yx: np.ndarray, g: Geometry) -> np.ndarray:

@@ -17,7 +17,7 @@ import pydicom
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import Cache, quantize, write_entry
-from mammofuse.imaging.decode import decode, meta_from_dataset
+from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
 from mammofuse.imaging.geometry import find_breast, orient_and_fit, seed_parity, subsample_step
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import Problems
@@ -26,22 +26,27 @@ PREPROCESSED = "preprocessed.csv"
 PREPROCESS_PROBLEMS = "preprocess_problems.csv"
 
 
-def preprocess_pixels(raw: np.ndarray, meta, side: Side | None, cfg: PreprocessConfig):
-    """Stored pixels -> (output float32 (H, W), geometry, laterality_disagrees).
+def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: PreprocessConfig):
+    """Stored pixels -> (output uint16 (H, W) = brightness x 65535, geometry, laterality_disagrees).
 
-    Only a subsampled copy and the breast's box are decoded: the lookup-table decode of the crop is
-    the one full-resolution pass.
+    The breast is found on a subsampled copy; the crop is resized on its stored values and only the
+    small result goes through the lookup table, which emits the cache's uint16 directly: no
+    full-resolution float image is ever made.
     """
-    use_voi = cfg.voi == "window"
+    table, offset = lookup_table(meta, use_voi=cfg.voi == "window")
+    table_q = quantize(table)
+
+    def values(small: np.ndarray) -> np.ndarray:
+        return apply_table(small, table_q, offset)
+
     if cfg.mode == "seed_parity":
-        out, geometry = seed_parity(decode(raw, meta, use_voi), cfg.parity_resize, cfg.parity_crop)
+        out, geometry = seed_parity(raw, cfg.parity_resize, cfg.parity_crop, values)
         return out, geometry, False
     step = subsample_step(raw.shape)
-    box, chest_left = find_breast(decode(raw[::step, ::step], meta, use_voi), step, raw.shape, cfg.margin)
+    small = apply_table(raw[::step, ::step], table, offset)
+    box, chest_left = find_breast(small, step, raw.shape, cfg.margin)
     y0, y1, x0, x1 = box
-    return orient_and_fit(
-        decode(raw[y0:y1, x0:x1], meta, use_voi), box, chest_left, side, raw.shape, cfg.size
-    )
+    return orient_and_fit(raw[y0:y1, x0:x1], box, chest_left, side, raw.shape, cfg.size, values)
 
 
 def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
@@ -64,21 +69,14 @@ class _Job:
 
 def _run_job(job: _Job) -> dict[str, Any]:
     try:
-        img, geometry, disagrees = preprocess_file(job.path, Side(job.side), job.cfg)
+        arr, geometry, disagrees = preprocess_file(job.path, Side(job.side), job.cfg)
     except Exception as exc:  # any decoder failure is a per-file problem, never a crash
         return {
             "key": job.key,
             "error": f"{job.path}: pixels cannot be decoded ({type(exc).__name__}: {exc})",
         }
-    arr = quantize(img)
-    crc = write_entry(Path(job.out), arr)
-    return {
-        "key": job.key,
-        "crc32": crc,
-        "shape": list(arr.shape),
-        "geometry": geometry.to_dict(),
-        "laterality_disagrees": disagrees,
-    }
+    record = write_entry(Path(job.out), arr)
+    return {"key": job.key, **record, "geometry": geometry.to_dict(), "laterality_disagrees": disagrees}
 
 
 @dataclass
@@ -92,66 +90,69 @@ class PreprocessStats:
 
 
 def preprocess_cohort(
-    manifest: pd.DataFrame, cfg: PreprocessConfig, cache_root: Path, problems: Problems, progress=None
+    manifest: pd.DataFrame,
+    cfg: PreprocessConfig,
+    cache_root: Path,
+    problems: Problems,
+    progress=None,
+    verify: bool = False,
 ) -> tuple[pd.DataFrame, PreprocessStats, Cache]:
-    """Build every missing or damaged cache entry; return the manifest rows that have both views cached,
-    with columns cc_cache and mlo_cache (entry paths)."""
+    """Build every missing or damaged cache entry (`verify`: checksum every existing entry too);
+    return the manifest rows that have both views cached, with columns cc_cache and mlo_cache."""
     cache = Cache(cache_root, cfg.settings())
     stats = PreprocessStats()
+    columns = {view: f"{view.value.lower()}_path" for view in VIEWS}
+    breasts = manifest[["patient_id", "side", *columns.values()]].to_dict("records")
     keys: dict[str, str] = {}
     jobs: list[_Job] = []
-    for _, row in manifest.iterrows():
-        for view in VIEWS:
-            path = row[f"{view.value.lower()}_path"]
+    for breast in breasts:
+        for column in columns.values():
+            path = breast[column]
             if path in keys:
                 continue
             key = keys[path] = cache.key(path)
             stats.images += 1
-            if cache.is_valid(key):
+            if cache.is_valid(key, verify):
                 stats.reused += 1
                 continue
             stats.rebuilt += key in cache.index
-            jobs.append(_Job(path, row["side"], key, str(cache.path(key)), cfg))
+            jobs.append(_Job(path, breast["side"], key, str(cache.path(key)), cfg))
 
     failed: dict[str, str] = {}
     for result in parallel_map(_run_job, jobs, cfg.workers, progress):
+        key = result.pop("key")
         if "error" in result:
-            failed[result["key"]] = result["error"]
-            cache.index.pop(result["key"], None)
+            failed[key] = result["error"]
+            cache.index.pop(key, None)
             continue
         stats.decoded += 1
-        cache.record(result.pop("key"), result)
+        cache.record(key, result)
         if stats.decoded % 256 == 0:
             cache.save_index()  # an interrupted run keeps what it built
-    cache.save_index()
+    if jobs:
+        cache.save_index()
     stats.failed = len(failed)
 
     kept = []
-    for i, row in manifest.iterrows():
-        ids = {"patient_id": row["patient_id"], "side": row["side"]}
-        bad = [
-            (v, row[f"{v.value.lower()}_path"])
-            for v in VIEWS
-            if keys[row[f"{v.value.lower()}_path"]] in failed
-        ]
+    for i, breast in enumerate(breasts):
+        ids = {"patient_id": breast["patient_id"], "side": breast["side"]}
+        paths = [breast[c] for c in columns.values()]
+        bad = [p for p in paths if keys[p] in failed]
         if bad:
-            view, path = bad[0]
-            problems.add("undecodable pixels", failed[keys[path]], path=path, **ids)
+            problems.add("undecodable pixels", failed[keys[bad[0]]], path=bad[0], **ids)
             continue
-        for view in VIEWS:
-            key = keys[row[f"{view.value.lower()}_path"]]
-            if cache.index[key].get("laterality_disagrees"):
-                stats.flipped_by_pixels.append(row[f"{view.value.lower()}_path"])
+        for path in paths:
+            if cache.index[keys[path]].get("laterality_disagrees"):
+                stats.flipped_by_pixels.append(path)
                 problems.add(
                     "laterality disagrees with pixels",
-                    f"{row[f'{view.value.lower()}_path']}: side tag {row['side']} but the chest wall is on "
-                    "the other edge; oriented by the pixels (breast kept)",
-                    path=row[f"{view.value.lower()}_path"],
+                    f"{path}: side tag {breast['side']} but the chest wall is on the other edge; "
+                    "oriented by the pixels (breast kept)",
+                    path=path,
                     **ids,
                 )
         kept.append(i)
-    out = manifest.loc[kept].copy()
-    for view in VIEWS:
-        col = view.value.lower()
-        out[f"{col}_cache"] = [str(cache.path(keys[p])) for p in out[f"{col}_path"]]
+    out = manifest.iloc[kept].copy()
+    for view, column in columns.items():
+        out[f"{view.value.lower()}_cache"] = [str(cache.path(keys[p])) for p in out[column]]
     return out.reset_index(drop=True), stats, cache
