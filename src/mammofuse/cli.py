@@ -138,6 +138,12 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mammofuse.demo import run_demo
+
+    return run_demo(args.out.resolve(), breasts=args.breasts, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammofuse",
@@ -212,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
     p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on a generated cohort (CPU, no download)")
+    p.add_argument(
+        "--out", type=Path, default=Path("mammofuse-demo"), help="output folder (default mammofuse-demo)"
+    )
+    p.add_argument("--breasts", type=_positive_int, default=1112, help="cohort size (default 1112)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
