@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from mammofuse import __version__
 from mammofuse.config import Config, ConfigError, load_config, to_toml
+from mammofuse.models.backbones import ModelError
 from mammofuse.problems import DataError, Problems
 from mammofuse.ui import console, problems_table, progress, show_problem_lines
 
@@ -138,6 +139,107 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Path]:
+    """The run's config (cohort config + preset + command-line overrides) and its run folder."""
+    from mammofuse.presets import apply_preset
+
+    cfg = _load(args)
+    if preset:
+        cfg = apply_preset(cfg, preset)
+    if getattr(args, "epochs", None):
+        cfg.train.epochs = args.epochs
+    name = getattr(args, "run", None) or (Path(preset).stem if preset else "default")
+    return cfg, cfg.work_dir / "runs" / name
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mammofuse.training.run import train
+
+    cfg, run_dir = _run_config(args, args.preset)
+    console.print(f"training {cfg.model.backbone} ({cfg.model.pretrained}) -> {run_dir}")
+    best = train(cfg, run_dir)
+    console.print(f"best checkpoint: {best}")
+    console.print(f"next: mammofuse evaluate {run_dir}")
+    return 0
+
+
+def _print_evaluation(result: dict) -> None:
+    from rich.table import Table
+
+    from mammofuse.evaluation.evaluate import auc_text
+
+    table = Table(title="test split", title_justify="left")
+    for col in ("model", "AUC [95% CI]", "sens", "spec", "PPV", "NPV", "Brier"):
+        table.add_column(col)
+    for name, key in (("image + clinical", "model"), ("clinical only", "baseline")):
+        if key in result:
+            t = result[key]["test"]
+            y = t["at_youden"]
+            table.add_row(
+                name,
+                auc_text(t),
+                *(f"{y[k]:.2f}" for k in ("sensitivity", "specificity", "ppv", "npv")),
+                f"{t['brier']:.3f}",
+            )
+    console.print(table)
+    if "comparison" in result:
+        c = result["comparison"]
+        console.print(
+            f"AUC difference (image + clinical - clinical only): {c['difference']:+.3f} "
+            f"[{c['low']:+.3f}, {c['high']:+.3f}], paired bootstrap p = {c['p_value']:.3f}"
+        )
+    console.print("sensitivity ... NPV at the threshold chosen on validation (Youden)")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mammofuse.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir.resolve())
+    _print_evaluation(result)
+    console.print(f"wrote {args.run_dir / 'metrics.json'}, predictions.csv and figures/")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mammofuse.evaluation.evaluate import auc_text, evaluate_run
+    from mammofuse.training.run import train
+
+    rows = []
+    baseline = None
+    for preset in args.presets:
+        cfg, run_dir = _run_config(args, preset)
+        console.rule(f"preset {preset}")
+        train(cfg, run_dir)
+        result = evaluate_run(run_dir)
+        rows.append(
+            {
+                "preset": preset,
+                "backbone": cfg.model.backbone,
+                "val AUC": f"{result['model']['val_auc']:.3f}",
+                "test AUC [95% CI]": auc_text(result["model"]["test"]),
+            }
+        )
+        baseline = result.get("baseline", baseline)
+    if baseline is not None:
+        rows.append(
+            {
+                "preset": "clinical only",
+                "backbone": "logistic regression",
+                "val AUC": f"{baseline['val_auc']:.3f}",
+                "test AUC [95% CI]": auc_text(baseline["test"]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    out = cfg.work_dir / "comparison.csv"
+    table.to_csv(out, index=False)
+    console.rule("comparison (same split)")
+    console.print(table.to_string(index=False))
+    console.print(f"wrote {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mammofuse.demo import run_demo
 
@@ -219,6 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
     p.set_defaults(func=_cmd_split)
 
+    presets_help = "experiment preset: " + ", ".join(_preset_names()) + ", or a .toml file"
+    p = sub.add_parser("train", help="train the two-view + clinical model (resumes an interrupted run)")
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("--preset", help=presets_help)
+    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+    p.add_argument("--run", help="run name (default: the preset's name): WORK/runs/RUN")
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train and evaluate several presets on the same split; one table")
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("--presets", nargs="+", required=True, help=presets_help)
+    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every preset")
+    p.set_defaults(func=_cmd_compare)
+
     p = sub.add_parser("demo", help="run the whole pipeline on a generated cohort (CPU, no download)")
     p.add_argument(
         "--out", type=Path, default=Path("mammofuse-demo"), help="output folder (default mammofuse-demo)"
@@ -227,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _preset_names() -> list[str]:
+    from mammofuse.presets import available
+
+    return available()
 
 
 def _positive_int(text: str) -> int:
@@ -240,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, ModelError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:

@@ -6,11 +6,11 @@ that name the key and say what is allowed; the resolved config is written into e
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -184,6 +184,59 @@ class DataConfig(_Section):
     scale: float = Field(0.1, ge=0, lt=0.5, description="random zoom in [1 - scale, 1 + scale]")
 
 
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet_b0",
+    "densenet121",
+    "convnext_tiny",
+    "tiny_cnn",
+)
+
+
+class ModelConfig(_Section):
+    """The two-view + clinical network (built by `mammofuse.models.create_model`)."""
+
+    backbone: Literal[BACKBONES] = Field(  # type: ignore[valid-type]
+        "resnet18", description="torchvision backbone per view; 'tiny_cnn' is a small CPU-sized network"
+    )
+    pretrained: str = Field(
+        "imagenet",
+        description="'none', 'imagenet' (torchvision weights API, cached), or a local weights file path",
+    )
+    shared_backbone: bool = Field(
+        False, description="one backbone for both views (False: separate, as the study)"
+    )
+    grey: Literal["replicate", "adapt"] = Field(
+        "replicate", description="grey input: replicate to 3 channels, or adapt the first convolution to 1"
+    )
+    clinical_hidden: int = Field(0, ge=0, description="0: clinical vector joins directly; >0: through an MLP")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the linear head")
+
+
+class TrainConfig(_Section):
+    """Optimisation (defaults: the study's SGD, lr 0.001, momentum 0.9)."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.001, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "cosine"] = "none"
+    backbone_lr_mult: float = Field(
+        1.0, gt=0, le=1, description="backbone lr = lr x this (lower: less overfit)"
+    )
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the first N epochs")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    seed: int = 0
+    num_workers: int = Field(-1, ge=-1, description="loader processes; -1: 0 on CPU, up to 8 on a GPU")
+    devices: str = Field("auto", description="Lightning devices ('auto', 1, '0,1', ...)")
+    ddp: bool = Field(False, description="distributed data parallel over the devices")
+    shuffle_labels: bool = Field(False, description="leakage guard: shuffle labels within the training split")
+
+
 class Config(_Section):
     """A study: the cohort's files and every setting of the pipeline."""
 
@@ -194,6 +247,8 @@ class Config(_Section):
     preprocess: PreprocessConfig = PreprocessConfig()
     split: SplitConfig = SplitConfig()
     data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
     def resolve_paths(self, base: Path) -> Config:
         """Return a copy whose relative paths are made absolute against `base`."""
@@ -209,6 +264,8 @@ class Config(_Section):
         out.labels.path = fix(out.labels.path)  # type: ignore[assignment]
         out.clinical.path = fix(out.clinical.path)
         out.preprocess.cache_dir = fix(out.preprocess.cache_dir)
+        if out.model.pretrained not in ("none", "imagenet"):
+            out.model.pretrained = str(fix(Path(out.model.pretrained)))
         return out
 
     @property

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     """Laterality of a breast (DICOM ImageLaterality / Laterality, PS3.3 C.8.11.7 and C.7.3.1)."""
 
     LEFT = "L"
     RIGHT = "R"
 
 
-class View(str, Enum):
+class View(StrEnum):
     """The two standard screening projections used by the study."""
 
     CC = "CC"

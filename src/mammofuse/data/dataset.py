@@ -44,7 +44,7 @@ class BreastDataset(Dataset):
         self.cc = table["cc_cache"].tolist()
         self.mlo = table["mlo_cache"].tolist()
         self.keys = (table["patient_id"].astype(str) + "/" + table["side"].astype(str)).tolist()
-        self.labels = torch.as_tensor(table["label"].to_numpy(), dtype=torch.long)
+        self.labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)
         self.clinical = torch.as_tensor(clinical, dtype=torch.float32)
         self.order = np.arange(len(table)) if order is None else np.asarray(order)
         self.strong = np.zeros(len(self.order), bool) if strong is None else np.asarray(strong)

@@ -1,0 +1,1 @@
+"""Metrics with confidence intervals, the clinical-only baseline, comparisons and figures."""

@@ -1,0 +1,1 @@
+"""Training with Lightning: the module, the run directory, checkpoints and resume."""

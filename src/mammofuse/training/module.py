@@ -1,0 +1,82 @@
+"""The LightningModule: loss, optimiser, schedule and metrics around a plain TwoViewNet."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from mammofuse.config import TrainConfig
+from mammofuse.evaluation.metrics import auc
+from mammofuse.models import TwoViewNet
+
+
+class BreastClassifier(L.LightningModule):
+    def __init__(self, net: TwoViewNet, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        self.cfg = cfg
+        self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
+        return self.net(cc, mlo, batch["clinical"])  # (B, 2)
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.cfg.freeze_backbone_epochs
+        for p in self.net.backbone_parameters():
+            p.requires_grad_(not frozen)
+
+    def training_step(self, batch: dict, _: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = self.loss(logits, batch["label"])
+        acc = (logits.argmax(1) == batch["label"]).float().mean()
+        size = len(batch["label"])
+        self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict, _: int) -> None:
+        logits = self(batch)
+        self.log("val_loss", self.loss(logits, batch["label"]), on_epoch=True, batch_size=len(batch["label"]))
+        self._val.append((torch.softmax(logits.float(), 1)[:, 1].detach().cpu(), batch["label"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        probs = torch.cat([p for p, _ in self._val]).numpy()
+        labels = torch.cat([y for _, y in self._val]).numpy()
+        self._val.clear()
+        value = auc(labels, probs)
+        self.log("val_auc", 0.5 if np.isnan(value) else value, sync_dist=True)
+        self.log("val_acc", float(np.mean((probs >= 0.5) == labels)), sync_dist=True)
+
+    def configure_optimizers(self):
+        groups = [
+            {"params": self.net.backbone_parameters(), "lr": self.cfg.lr * self.cfg.backbone_lr_mult},
+            {"params": self.net.head_parameters(), "lr": self.cfg.lr},
+        ]
+        if self.cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        else:
+            opt = torch.optim.SGD(
+                groups, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay
+            )
+        if self.cfg.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return opt
+
+
+def predict(
+    net: TwoViewNet, loader, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(probabilities of label 1, labels, keys) for every breast the loader serves, in order."""
+    net.eval().to(device)
+    probs, labels, keys = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = net(batch["cc"].to(device), batch["mlo"].to(device), batch["clinical"].to(device))
+            probs.append(torch.softmax(logits.float(), 1)[:, 1].cpu())
+            labels.append(batch["label"])
+            keys += list(batch["key"])
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy(), keys
