@@ -1,7 +1,7 @@
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from mammofuse.cli import main
 from mammofuse.config import ConfigError, load_config

@@ -10,10 +10,11 @@ from mammofuse.ui import console
 
 DEMO_BREASTS = 1112
 DEMO_IMAGE_SIZE = (256, 208)
+DEMO_PRESET = "demo_cpu"
 
 
 def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
-    """synth -> ingest -> preprocess -> split (-> train -> evaluate); stop at the first failure."""
+    """synth -> ingest -> preprocess -> split -> train -> evaluate; stop at the first failure."""
     start = time.perf_counter()
     cohort = out / "cohort"
     config = str(cohort / "cohort.toml")
@@ -34,6 +35,8 @@ def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
         ["ingest", config, "--out", work],
         ["preprocess", config, "--work", work, "--preview", "8"],
         ["split", config, "--work", work],
+        ["train", config, "--work", work, "--preset", DEMO_PRESET],
+        ["evaluate", str(out / "work" / "runs" / DEMO_PRESET)],
     ]
     for argv in steps:
         console.rule(f"mammofuse {argv[0]}")
@@ -42,5 +45,7 @@ def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
             return code
     console.rule("done")
     console.print(f"outputs in {out} ({time.perf_counter() - start:.0f} s)")
-    console.print("next stages (not built yet): train, evaluate, explain, report")
+    run_dir = out / "work" / "runs" / DEMO_PRESET
+    console.print(f"model run: {run_dir} (metrics.json, predictions.csv, figures/)")
+    console.print(f"look at the inputs: {out / 'work' / 'preview.png'}")
     return 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pydicom
 import tomli_w
-import tomllib
 
 from mammofuse.cli import main
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -126,8 +128,17 @@ def trainer_for(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = N
     )
 
 
+def _quiet_lightning() -> None:
+    """Keep Lightning's banners and tips out of the study's log; warnings still show."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
 def train(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> Path:
     """Train (or resume from run_dir/checkpoints/last.ckpt); return the best checkpoint's path."""
+    _quiet_lightning()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = prepare_run(cfg, run_dir)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))

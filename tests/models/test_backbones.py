@@ -1,0 +1,70 @@
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from mammofuse.config import BACKBONES, ModelConfig
+from mammofuse.domain import View
+from mammofuse.models import ModelError, create_backbone, create_model
+
+
+class TestFactory:
+    @pytest.mark.parametrize("name", BACKBONES)
+    def test_every_backbone_gives_two_logits_and_a_feature_layer(self, name):
+        net = create_model(ModelConfig(backbone=name, pretrained="none"), n_clinical=5).eval()
+        x = torch.rand(2, 1, 64, 64)
+        seen = []
+        hook = net.backbone(View.CC).target_layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        assert net(x, x, torch.rand(2, 5)).shape == (2, 2)
+        hook.remove()
+        assert len(seen) == 1 and len(seen[0]) == 4  # a (B, C, h, w) feature map
+
+    def test_grey_input_can_adapt_the_first_convolution(self):
+        backbone = create_backbone("resnet18", grey="adapt")
+        assert backbone.body[0].in_channels == 1
+        assert backbone(torch.rand(1, 1, 64, 64)).shape[1] == 512
+
+    def test_views_have_separate_weights_unless_shared(self):
+        separate = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none"), 0)
+        shared = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none", shared_backbone=True), 0)
+        assert separate.backbone(View.CC) is not separate.backbone(View.MLO)
+        assert shared.backbone(View.CC) is shared.backbone(View.MLO)
+
+    def test_clinical_mlp_and_dropout_are_options(self):
+        net = create_model(
+            ModelConfig(backbone="tiny_cnn", pretrained="none", clinical_hidden=8, dropout=0.5), 3
+        )
+        assert net.head.in_features == 2 * 128 + 8 and net.dropout.p == 0.5
+
+
+class TestPretrainedWeights:
+    def test_a_local_weights_file_is_loaded(self, tmp_path):
+        torch.manual_seed(7)
+        source = torchvision.models.resnet18(weights=None)
+        path = tmp_path / "resnet18-local.pth"
+        torch.save(source.state_dict(), path)
+        backbone = create_backbone("resnet18", pretrained=str(path))
+        assert torch.equal(backbone.body[0].weight, source.conv1.weight)
+        assert torch.equal(backbone.body[7][1].conv2.weight, source.layer4[1].conv2.weight)
+
+    def test_a_file_of_another_network_is_a_clear_error(self, tmp_path):
+        path = tmp_path / "wrong.pth"
+        torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+        with pytest.raises(ModelError, match="not resnet50 weights"):
+            create_backbone("resnet50", pretrained=str(path))
+
+    def test_a_missing_file_is_a_clear_error(self, tmp_path):
+        with pytest.raises(ModelError, match="not found"):
+            create_backbone("resnet18", pretrained=str(tmp_path / "nope.pth"))
+
+    def test_imagenet_offline_is_a_clear_error_never_a_random_start(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+        def offline(*args, **kwargs):
+            raise urllib.error.URLError("no network")
+
+        monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+        with pytest.raises(ModelError) as err:
+            create_backbone("resnet18", pretrained="imagenet")
+        assert "cannot be downloaded" in str(err.value) and "local weights file" in str(err.value)

@@ -1,0 +1,59 @@
+"""A small cohort made ready for training once per module: synth -> ingest -> preprocess -> split."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mammofuse.cli import main
+from mammofuse.cohort.synth import SynthOptions, synthesize
+from tests.cohort.helpers import edit_config
+
+FAST_PRESET = """
+[model]
+backbone = "tiny_cnn"
+pretrained = "none"
+grey = "adapt"
+
+[train]
+optimizer = "adamw"
+lr = 0.003
+epochs = 2
+batch_size = 32
+
+[data]
+augment = false
+"""
+
+
+def prepare(root: Path, breasts: int, seed: int, size: tuple[int, int]) -> Path:
+    cohort = root / "cohort"
+    synthesize(cohort, SynthOptions(breasts=breasts, seed=seed, image_size=size, workers=1))
+    config = cohort / "cohort.toml"
+    edit_config(cohort, preprocess={"workers": 1})
+    for argv in (["ingest", str(config)], ["preprocess", str(config)], ["split", str(config)]):
+        assert main(argv) == 0
+    (root / "fast.toml").write_text(FAST_PRESET)
+    return cohort
+
+
+@pytest.fixture(scope="session")
+def ready_master(tmp_path_factory) -> Path:
+    """240 breasts at 64 x 52 pixels, ready to train (work folder: cohort/work)."""
+    return prepare(tmp_path_factory.mktemp("ready"), breasts=240, seed=11, size=(64, 52))
+
+
+@pytest.fixture
+def ready(ready_master: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "ready"
+    shutil.copytree(ready_master.parent, out)
+    # the copied config still points at the copied cohort: its paths are relative
+    return out / "cohort"
+
+
+@pytest.fixture(scope="session")
+def large_ready(tmp_path_factory) -> Path:
+    """800 breasts at 40 x 32 pixels (a test split of about 80 breasts), ready to train."""
+    return prepare(tmp_path_factory.mktemp("large"), breasts=800, seed=12, size=(40, 32))

@@ -1,0 +1,101 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from mammofuse.cli import main
+from mammofuse.config import load_config
+from mammofuse.presets import apply_preset
+from mammofuse.training.run import train
+
+
+def run(cohort, *extra):
+    config = str(cohort / "cohort.toml")
+    preset = str(cohort.parent / "fast.toml")
+    return main(["train", config, "--preset", preset, *extra])
+
+
+class TestSmoke:
+    def test_train_then_evaluate_writes_every_file_and_key(self, ready, capsys):
+        assert run(ready) == 0
+        run_dir = ready / "work" / "runs" / "fast"
+        assert main(["evaluate", str(run_dir)]) == 0
+        out = capsys.readouterr().out
+        assert "epoch   1/2  train loss" in out and "val loss" in out and "AUC" in out
+        for name in (
+            "config.toml",
+            "data.csv",
+            "encoder.json",
+            "epochs.csv",
+            "predictions.csv",
+            "metrics.json",
+            "checkpoints/best.ckpt",
+            "checkpoints/last.ckpt",
+            "figures/roc.png",
+            "figures/pr.png",
+            "figures/calibration.png",
+            "figures/training.png",
+        ):
+            assert (run_dir / name).is_file(), name
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        test = metrics["model"]["test"]
+        assert {"auc", "brier", "at_0.5", "at_youden"} <= set(test)
+        assert test["auc"]["low"] <= test["auc"]["auc"] <= test["auc"]["high"]
+        assert {"sensitivity", "specificity", "ppv", "npv", "accuracy", "confusion"} <= set(test["at_youden"])
+        assert "baseline" in metrics and "p_value" in metrics["comparison"]
+        predictions = pd.read_csv(run_dir / "predictions.csv")
+        assert set(predictions["split"]) == {"val", "test"}
+        assert {"key", "label", "probability", "baseline_probability"} <= set(predictions.columns)
+        assert "clinical only" in out
+
+    def test_checkpoints_load_with_weights_only(self, ready):
+        assert run(ready) == 0
+        ckpt = ready / "work" / "runs" / "fast" / "checkpoints" / "best.ckpt"
+        assert "state_dict" in torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
+class TestHonesty:
+    def test_same_seed_same_metrics_on_cpu(self, ready):
+        assert run(ready, "--run", "a") == 0 and run(ready, "--run", "b") == 0
+        for name in ("a", "b"):
+            assert main(["evaluate", str(ready / "work" / "runs" / name)]) == 0
+        a, b = (pd.read_csv(ready / "work" / "runs" / n / "predictions.csv") for n in ("a", "b"))
+        pd.testing.assert_frame_equal(a, b)
+
+    def test_shuffled_training_labels_give_a_test_auc_near_one_half(self, large_ready):
+        """A guard against leakage: with the labels shuffled within training nothing real can be learned."""
+        from mammofuse.evaluation.evaluate import evaluate_run
+
+        cfg = apply_preset(load_config(large_ready / "cohort.toml"), str(large_ready.parent / "fast.toml"))
+        cfg.train.shuffle_labels = True
+        cfg.train.epochs = 3
+        run_dir = large_ready / "work" / "runs" / "shuffled"
+        train(cfg, run_dir)
+        result = evaluate_run(run_dir)
+        assert result["model"]["test"]["n"] >= 70
+        # about 3 standard errors for this test split: fails only when the split or the labels leak
+        assert abs(result["model"]["test"]["auc"]["auc"] - 0.5) < 0.2
+
+
+class Interrupt(Callback):
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("power cut")
+
+
+class TestResume:
+    def test_an_interrupted_run_resumes_from_its_last_checkpoint(self, ready, capsys):
+        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+        cfg.train.epochs = 3
+        run_dir = ready / "work" / "runs" / "resumed"
+        with pytest.raises(RuntimeError, match="power cut"):
+            train(cfg, run_dir, callbacks=[Interrupt()])
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1]
+        train(cfg, run_dir)
+        assert "resuming from" in capsys.readouterr().out
+        assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]
+        state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert state["epoch"] == 3  # epochs completed
