@@ -25,3 +25,43 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def prepared_data(
+    root: Path, breasts: int, image_size: tuple[int, int], preprocess: dict, augment: bool = True
+):
+    """(config, SplitData) for a cohort ingested, preprocessed with `preprocess` settings and split."""
+    from mammofuse.cohort.ingest import ingest, write_outputs
+    from mammofuse.config import load_config
+    from mammofuse.data.dataset import build_datasets
+    from mammofuse.data.splits import make_splits
+    from mammofuse.imaging.preprocess import preprocess_cohort
+    from mammofuse.problems import Problems
+
+    cfg = load_config(cohort(root, breasts, image_size) / "cohort.toml")
+    cfg.preprocess = cfg.preprocess.model_copy(update=preprocess)
+    cfg.data.augment = augment
+    result = ingest(cfg, Problems())
+    write_outputs(result, cfg, cfg.work_dir)
+    table, _, _ = preprocess_cohort(result.manifest, cfg.preprocess, cfg.cache_dir, Problems())
+    splits = make_splits(table, cfg.split)
+    return cfg, build_datasets(table, splits, cfg, result.numeric, result.categorical, seed=0)
+
+
+def train_step(cfg, n_clinical: int):
+    """A training step of the configured model (forward, loss, backward, SGD update) on one batch."""
+    import torch
+
+    from mammofuse.models import create_model
+
+    net = create_model(cfg.model, n_clinical).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+    def step(batch: dict) -> None:
+        cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
+        loss = torch.nn.functional.cross_entropy(net(cc, mlo, batch["clinical"]), batch["label"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step

@@ -200,6 +200,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from mammofuse.explain.explain import EXPLAIN, explain_run
+
+    index = explain_run(args.run_dir.resolve(), args.n)
+    console.print(index.to_string(index=False))
+    console.print(f"wrote {len(index)} overlays to {args.run_dir / EXPLAIN}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -333,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("explain", help="Grad-CAM overlays (CC and MLO) for the test breasts that matter most")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "--n",
+        type=_positive_int,
+        default=3,
+        help="breasts per group: highest and lowest scores, false positives, false negatives (default 3)",
+    )
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("compare", help="train and evaluate several presets on the same split; one table")
     p.add_argument("config", type=Path, metavar="CONFIG")
