@@ -209,6 +209,27 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mammofuse.predict import explain_predictions, predict_breasts
+
+    table, problems, bundle, inputs = predict_breasts(
+        args.bundle, args.images, args.clinical, progress=progress("reading headers")
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    scored = table["reason"] == ""
+    console.print(
+        f"scored {int(scored.sum())} of {len(table)} breasts at threshold {bundle.threshold:.3f}; "
+        f"wrote {args.out}"
+    )
+    not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
+    show_problem_lines(not_scored + [p.reason for p in problems.items], str(args.out))
+    if args.explain:
+        written = explain_predictions(bundle, inputs, args.out.parent / "explain")
+        console.print(f"wrote {len(written)} Grad-CAM overlays to {args.out.parent / 'explain'}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -352,6 +373,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="breasts per group: highest and lowest scores, false positives, false negatives (default 3)",
     )
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("predict", help="score new breasts with a model bundle (RUN_DIR/bundle)")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        metavar="DIR_OR_TABLE",
+        help="a folder of DICOM files, or an image-table CSV (path, patient, side, view)",
+    )
+    p.add_argument(
+        "--clinical", type=Path, required=True, metavar="CSV", help="clinical CSV (same columns as training)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"
+    )
+    p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", help="train and evaluate several presets on the same split; one table")
     p.add_argument("config", type=Path, metavar="CONFIG")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from mammofuse.bundle import write_bundle
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
@@ -78,12 +79,12 @@ def evaluate_run(run_dir: Path) -> dict:
         curves[BASELINE] = (test_y, baseline[TEST])
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     _figures(run_dir, result, curves)
+    write_bundle(run_dir, net, result)
     return result
 
 
 def auc_text(summary: dict) -> str:
-    a = summary["auc"]
-    return f"{a['auc']:.3f} [{a['low']:.3f}, {a['high']:.3f}]"
+    return metrics.ci_text(summary["auc"])
 
 
 def _figures(run_dir: Path, result: dict, curves: plots.Curves) -> None:

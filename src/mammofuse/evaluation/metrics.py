@@ -109,3 +109,8 @@ def summary(labels: np.ndarray, probs: np.ndarray, threshold: float, seed: int =
         "at_0.5": at_threshold(labels, probs, 0.5),
         "at_youden": at_threshold(labels, probs, threshold),
     }
+
+
+def ci_text(auc_ci: dict[str, float]) -> str:
+    """'0.812 [0.712, 0.905]' from an `auc_with_ci` result."""
+    return f"{auc_ci['auc']:.3f} [{auc_ci['low']:.3f}, {auc_ci['high']:.3f}]"

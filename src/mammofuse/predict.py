@@ -1,0 +1,122 @@
+"""`mammofuse predict BUNDLE`: score new breasts the same way the model was validated.
+
+The bundle's ingestion rules, preprocessing settings and clinical encoder are applied unchanged.
+One output row per breast: probability and label at the bundle's threshold, or the reason it could
+not be scored (a missing view, an unreadable file, a clinical value the encoder does not know).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammofuse.bundle import Bundle, load_bundle
+from mammofuse.cohort.images import find_images, pair_views
+from mammofuse.cohort.tables import read_clinical
+from mammofuse.domain import VIEWS, View
+from mammofuse.imaging.cache import dequantize
+from mammofuse.imaging.geometry import Geometry, map_to_original
+from mammofuse.imaging.preprocess import preprocess_file
+from mammofuse.problems import Problems
+
+OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "label", "reason"]
+
+
+@dataclass
+class ScoredInput:
+    """What was fed to the model for one scored breast (kept for --explain)."""
+
+    images: dict[View, np.ndarray]  # preprocessed, float32 (H, W)
+    clinical: np.ndarray  # encoded (F,)
+    paths: dict[View, Path]
+    geometry: dict[View, Geometry]
+
+
+def _images_config(bundle: Bundle, images: Path):
+    cfg = bundle.config.images
+    if images.is_file():
+        return cfg.model_copy(
+            update={"source": "table", "table": images.resolve(), "root": images.resolve().parent}
+        )
+    return cfg.model_copy(update={"source": "dicom", "root": images.resolve()})
+
+
+def _unknown_reason(bundle: Bundle, frame: pd.DataFrame) -> str | None:
+    unknown = bundle.encoder.unknown_values(frame)
+    if not unknown:
+        return None
+    _, column, value = unknown[0]
+    if value == "missing":
+        return f"clinical '{column}' is missing (the model was trained without imputation: na_policy = 'drop')"
+    known = ", ".join(bundle.encoder.categories[column])
+    return f"clinical '{column}' value '{value}' is outside what the model knows (known: {known})"
+
+
+def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=None):
+    """(predictions, problems, bundle, preprocessed inputs of the scored rows)."""
+    bundle = load_bundle(bundle_dir)
+    problems = Problems()
+    pairs = pair_views(find_images(_images_config(bundle, images), problems, progress), "first", problems)
+    clin_cfg = bundle.config.clinical.model_copy(update={"path": clinical.resolve()})
+    table = read_clinical(clin_cfg, problems)
+    values = table.values if table else {}
+    columns = bundle.encoder.numeric + bundle.encoder.categorical
+    rows, inputs = [], {}
+    for key in sorted(set(pairs) | set(values)):
+        pid, side = key
+        row = {
+            "row": len(rows) + 1,
+            "patient_id": pid,
+            "side": side.value,
+            "probability": np.nan,
+            "label": None,
+        }
+        views = pairs.get(key, {})
+        missing = [v.value for v in VIEWS if v not in views]
+        frame = pd.DataFrame([values.get(key, {})], columns=columns)
+        reason = None
+        if missing:
+            reason = f"no usable {' or '.join(missing)} image"
+        elif key not in values and columns:
+            reason = f"no row in {clinical.name}"
+        else:
+            reason = _unknown_reason(bundle, frame)
+        if reason is None:
+            try:
+                done = {v: preprocess_file(views[v], side, bundle.config.preprocess) for v in VIEWS}
+                pre = {v: dequantize(done[v][0]) for v in VIEWS}
+            except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
+                reason = f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
+        if reason is None:
+            clin = bundle.encoder.transform(frame)
+            x = {v: torch.from_numpy(pre[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
+            with torch.no_grad():
+                logits = bundle.net(x[View.CC], x[View.MLO], torch.from_numpy(clin))
+            row["probability"] = float(torch.softmax(logits, 1)[0, 1])
+            row["label"] = int(row["probability"] >= bundle.threshold)
+            inputs[row["row"]] = ScoredInput(pre, clin[0], views, {v: done[v][1] for v in VIEWS})
+        row["reason"] = reason or ""
+        rows.append(row)
+    return pd.DataFrame(rows, columns=OUTPUT_COLUMNS), problems, bundle, inputs
+
+
+def explain_predictions(bundle: Bundle, inputs: dict[int, ScoredInput], out_dir: Path) -> list[Path]:
+    """Grad-CAM overlays for each scored breast, named by output row (never by patient)."""
+    from mammofuse.explain.explain import explain_breast, original_image
+    from mammofuse.explain.overlays import case_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    voi = bundle.config.preprocess.voi == "window"
+    written = []
+    for row, scored in inputs.items():
+        cams = explain_breast(bundle.net, scored.images, scored.clinical)
+        original = {v: original_image(scored.paths[v], voi) for v in VIEWS}
+        back = {v: map_to_original(cams[v], scored.geometry[v]) for v in VIEWS}
+        path = out_dir / f"row{row}.png"
+        case_figure(scored.images, cams, original, back, f"row {row}").savefig(path, dpi=100)
+        written.append(path)
+    return written
