@@ -11,6 +11,8 @@ import pytest
 from mammofuse.cohort.synth import SynthOptions, synthesize
 
 os.environ.setdefault("MAMMOFUSE_NO_PROGRESS", "1")
+pytest_plugins = ["tests.training.fixtures"]
+
 TINY = SynthOptions(breasts=16, seed=3, image_size=(96, 80), workers=1, na_fraction=0.15)
 
 

@@ -230,6 +230,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mammofuse.report.report import build_report
+
+    path = build_report(args.run_dir.resolve())
+    console.print(f"report: {path}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -391,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained report.html for a run (open it offline)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compare", help="train and evaluate several presets on the same split; one table")
     p.add_argument("config", type=Path, metavar="CONFIG")

@@ -14,12 +14,14 @@ DEMO_PRESET = "demo_cpu"
 
 
 def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
-    """synth -> ingest -> preprocess -> split -> train -> evaluate; stop at the first failure."""
+    """synth -> ingest -> preprocess -> split -> train -> evaluate -> explain -> report; stop at the first
+    failure."""
     start = time.perf_counter()
     cohort = out / "cohort"
     config = str(cohort / "cohort.toml")
     work = str(out / "work")
     h, w = DEMO_IMAGE_SIZE
+    run_dir = out / "work" / "runs" / DEMO_PRESET
     steps = [
         [
             "synth",
@@ -36,7 +38,9 @@ def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
         ["preprocess", config, "--work", work, "--preview", "8"],
         ["split", config, "--work", work],
         ["train", config, "--work", work, "--preset", DEMO_PRESET],
-        ["evaluate", str(out / "work" / "runs" / DEMO_PRESET)],
+        ["evaluate", str(run_dir)],
+        ["explain", str(run_dir), "--n", "2"],
+        ["report", str(run_dir)],
     ]
     for argv in steps:
         console.rule(f"mammofuse {argv[0]}")
@@ -45,7 +49,7 @@ def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
             return code
     console.rule("done")
     console.print(f"outputs in {out} ({time.perf_counter() - start:.0f} s)")
-    run_dir = out / "work" / "runs" / DEMO_PRESET
-    console.print(f"model run: {run_dir} (metrics.json, predictions.csv, figures/)")
+    console.print(f"model run: {run_dir} (metrics.json, predictions.csv, figures/, explain/, bundle/)")
+    console.print(f"[bold]open the report: {run_dir / 'report.html'}[/]")
     console.print(f"look at the inputs: {out / 'work' / 'preview.png'}")
     return 0

@@ -51,7 +51,9 @@ def _unknown_reason(bundle: Bundle, frame: pd.DataFrame) -> str | None:
         return None
     _, column, value = unknown[0]
     if value == "missing":
-        return f"clinical '{column}' is missing (the model was trained without imputation: na_policy = 'drop')"
+        return (
+            f"clinical '{column}' is missing (the model was trained without imputation: na_policy = 'drop')"
+        )
     known = ", ".join(bundle.encoder.categories[column])
     return f"clinical '{column}' value '{value}' is outside what the model knows (known: {known})"
 

@@ -1,4 +1,4 @@
-"""A small cohort made ready for training once per module: synth -> ingest -> preprocess -> split."""
+"""Cohorts made ready for training once per session (synth -> ingest -> preprocess -> split), and a trained run."""
 
 from __future__ import annotations
 
@@ -57,3 +57,15 @@ def ready(ready_master: Path, tmp_path: Path) -> Path:
 def large_ready(tmp_path_factory) -> Path:
     """800 breasts at 40 x 32 pixels (a test split of about 80 breasts), ready to train."""
     return prepare(tmp_path_factory.mktemp("large"), breasts=800, seed=12, size=(40, 32))
+
+
+@pytest.fixture(scope="session")
+def trained_master(ready_master: Path, tmp_path_factory) -> Path:
+    """A run trained (2 epochs) and evaluated on the small cohort; read it, do not change it."""
+    root = tmp_path_factory.mktemp("trained") / "ready"
+    shutil.copytree(ready_master.parent, root)
+    cohort = root / "cohort"
+    assert main(["train", str(cohort / "cohort.toml"), "--preset", str(root / "fast.toml")]) == 0
+    run_dir = cohort / "work" / "runs" / "fast"
+    assert main(["evaluate", str(run_dir)]) == 0
+    return run_dir
