@@ -1,4 +1,4 @@
-"""Cohorts made ready for training once per session (synth -> ingest -> preprocess -> split), and a trained run."""
+"""Cohorts made ready for training once per session (synth, ingest, preprocess, split); a trained run."""
 
 from __future__ import annotations
 

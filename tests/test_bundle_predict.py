@@ -1,0 +1,107 @@
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from mammofuse.bundle import load_bundle
+from mammofuse.cli import main
+from mammofuse.models import ModelError
+
+
+@pytest.fixture
+def run(trained_master, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained_master, out)
+    return out
+
+
+def cohort_of(run_dir):
+    return run_dir.parents[2]  # RUN is COHORT/work/runs/NAME
+
+
+class TestBundle:
+    def test_evaluate_writes_a_bundle_with_everything_predict_needs(self, run):
+        bundle = run / "bundle"
+        for name in ("model.pt", "config.toml", "encoder.json", "bundle.json", "model_card.md"):
+            assert (bundle / name).is_file(), name
+        info = json.loads((bundle / "bundle.json").read_text())
+        assert {"torch", "torchvision", "pydicom", "mammofuse"} <= set(info["versions"])
+        assert 0 < info["threshold"] < 1 and "auc" in info["test_auc"]
+        assert torch.load(bundle / "model.pt", weights_only=True)
+        assert "EIC" in (bundle / "model_card.md").read_text()
+
+    def test_a_bundle_of_another_format_is_a_clear_error(self, run):
+        meta = run / "bundle" / "bundle.json"
+        info = json.loads(meta.read_text())
+        info["format"] = 99
+        meta.write_text(json.dumps(info))
+        with pytest.raises(ModelError, match="bundle format 99"):
+            load_bundle(run / "bundle")
+
+
+class TestPredict:
+    def test_reproduces_evaluate_on_the_same_test_breasts(self, run, tmp_path, trained_master):
+        cohort = trained_master.parents[2]
+        out = tmp_path / "pred" / "predictions.csv"
+        assert (
+            main(
+                [
+                    "predict",
+                    str(run / "bundle"),
+                    "--images",
+                    str(cohort / "dicom"),
+                    "--clinical",
+                    str(cohort / "clinical.csv"),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        pred = pd.read_csv(out, dtype={"patient_id": str})
+        pred["key"] = pred["patient_id"] + "/" + pred["side"]
+        evaluated = pd.read_csv(run / "predictions.csv")
+        merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
+        assert len(merged) == (evaluated["split"] == "test").sum()
+        assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5
+
+    def test_bad_inputs_are_listed_with_reasons_and_the_rest_scored(self, run, tmp_path, trained_master):
+        cohort = tmp_path / "new"
+        shutil.copytree(trained_master.parents[2] / "dicom", cohort / "dicom")
+        shutil.copy(trained_master.parents[2] / "clinical.csv", cohort / "clinical.csv")
+        truth = pd.read_csv(trained_master.parents[2] / "truth.csv", dtype={"patient_id": str})
+        (cohort / truth.loc[0, "mlo_path"]).unlink()  # a missing view
+        damaged = cohort / truth.loc[1, "cc_path"]
+        damaged.write_bytes(damaged.read_bytes()[:2000])  # an unreadable file
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+        clinical.loc[clinical["patient_id"] == truth.loc[2, "patient_id"], "grade"] = "4"  # unknown category
+        clinical.to_csv(cohort / "clinical.csv", index=False)
+        out = tmp_path / "out" / "predictions.csv"
+        assert (
+            main(
+                [
+                    "predict",
+                    str(run / "bundle"),
+                    "--images",
+                    str(cohort / "dicom"),
+                    "--clinical",
+                    str(cohort / "clinical.csv"),
+                    "--out",
+                    str(out),
+                    "--explain",
+                ]
+            )
+            == 0
+        )
+        pred = pd.read_csv(out, dtype={"patient_id": str}).fillna({"reason": ""})
+        reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
+        key = lambda i: truth.loc[i, "patient_id"] + truth.loc[i, "side"]  # noqa: E731
+        assert "no usable MLO image" in reasons[key(0)]
+        assert "no usable CC image" in reasons[key(1)]
+        assert "'grade' value '4' is outside what the model knows" in reasons[key(2)]
+        scored = pred[pred["reason"] == ""]
+        assert len(scored) > len(pred) / 2 and scored["probability"].between(0, 1).all()
+        assert set(scored["label"]) <= {0, 1}
+        assert len(list((out.parent / "explain").glob("row*.png"))) == len(scored)
