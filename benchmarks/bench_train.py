@@ -38,11 +38,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader processes to compare")
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "mammofuse-bench")
     args = parser.parse_args()
     device = "GPU" if torch.cuda.is_available() else "CPU"
-    print(f"{args.backbone}, batch {args.batch}, {args.steps} steps, {device}, loader workers {args.workers}")
+    threads = torch.get_num_threads()
+    print(f"{args.backbone}, batch {args.batch}, {args.steps} steps, {device}, {threads} torch threads")
     for name, settings in SETTINGS.items():
         cfg, data = prepared_data(args.root, 160, (1024, 832), settings)
         cfg.model.backbone, cfg.model.pretrained = args.backbone, "none"

@@ -62,7 +62,8 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
     """(predictions, problems, bundle, preprocessed inputs of the scored rows)."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
-    pairs = pair_views(find_images(_images_config(bundle, images), problems, progress), "first", problems)
+    images_cfg = _images_config(bundle, images)
+    pairs = pair_views(find_images(images_cfg, problems, progress), images_cfg.duplicate_policy, problems)
     clin_cfg = bundle.config.clinical.model_copy(update={"path": clinical.resolve()})
     table = read_clinical(clin_cfg, problems)
     values = table.values if table else {}

@@ -99,10 +99,12 @@ def build_datasets(
     parts = {name: joined[joined[split_column] == name].reset_index(drop=True) for name in (TRAIN, VAL, TEST)}
     if parts[TRAIN].empty:
         raise DataError("the training split is empty")
+    rng = np.random.default_rng(seed)
+    if cfg.train.shuffle_labels:  # leakage guard: before anything is fitted or balanced on the labels
+        parts[TRAIN]["label"] = rng.permutation(parts[TRAIN]["label"].to_numpy())
     encoder = ClinicalEncoder.fit(
         parts[TRAIN], numeric, categorical, impute=cfg.clinical.na_policy == "impute"
     )
-    rng = np.random.default_rng(seed)
     order, strong = balanced_order(parts[TRAIN]["label"].to_numpy(), cfg.data, rng)
     sampler = None
     if cfg.data.balance == "sampler":

@@ -24,7 +24,7 @@ from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.geometry import Geometry, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.problems import DataError
-from mammofuse.training.run import load_net
+from mammofuse.training.run import load_net, load_run_config
 
 EXPLAIN = "explain"
 
@@ -77,8 +77,6 @@ def case_maps(net, row: pd.Series, clinical: np.ndarray, voi: bool, with_origina
 
 def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
     """Write RUN_DIR/explain/*.png and explain/index.csv; return the index."""
-    from mammofuse.training.run import load_run_config
-
     if not (run_dir / "predictions.csv").is_file():
         raise DataError(f"{run_dir}: no predictions.csv; run `mammofuse evaluate` first")
     cfg = load_run_config(run_dir)

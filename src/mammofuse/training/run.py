@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
@@ -74,9 +73,6 @@ def prepare_run(cfg: Config, run_dir: Path) -> SplitData:
     # This run's preprocessing settings may differ from the work folder's (a preset): complete the cache.
     table, _, _ = preprocess_cohort(manifest, cfg.preprocess, cfg.cache_dir, Problems())
     data = build_datasets(table, splits, cfg, info["numeric"], info["categorical"], seed=cfg.train.seed)
-    if cfg.train.shuffle_labels:  # leakage guard: labels carry nothing any more, test AUC must be ~0.5
-        rng = np.random.default_rng(cfg.train.seed)
-        data.train.labels = data.train.labels[torch.as_tensor(rng.permutation(len(data.train.labels)))]
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.toml")
     joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
