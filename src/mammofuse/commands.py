@@ -45,7 +45,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mammofuse.cohort.ingest import EXCLUSIONS, MANIFEST, ingest, write_outputs
 
-    cfg = load_run_inputs(args)
+    cfg = config_from_args(args)
     problems = Problems(strict=args.strict)
     result = ingest(cfg, problems, progress=progress("reading headers"))
     write_outputs(result, cfg, cfg.work_dir)
@@ -62,7 +62,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_run_inputs(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace) -> Config:
     """The config with the work folder from --work (or --out) when given."""
     cfg = load_config(args.config)
     work = getattr(args, "work", None) or getattr(args, "out", None)
@@ -75,7 +75,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from mammofuse.cohort.ingest import read_manifest
     from mammofuse.imaging.preprocess import PREPROCESS_PROBLEMS, PREPROCESSED, preprocess_cohort
 
-    cfg = load_run_inputs(args)
+    cfg = config_from_args(args)
     if args.workers is not None:
         cfg.preprocess.workers = args.workers
     manifest, _ = read_manifest(cfg.work_dir)
@@ -118,7 +118,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     from mammofuse.data.splits import SPLITS, make_splits, split_table
     from mammofuse.imaging.preprocess import PREPROCESSED
 
-    cfg = load_run_inputs(args)
+    cfg = config_from_args(args)
     source = cfg.work_dir / PREPROCESSED
     if not source.is_file():
         raise DataError(f"{source}: not found; run `mammofuse preprocess` first")
@@ -133,7 +133,7 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
     """The run's config (cohort config + preset + command-line overrides) and its run folder."""
     from mammofuse.presets import apply_preset
 
-    cfg = load_run_inputs(args)
+    cfg = config_from_args(args)
     if preset:
         cfg = apply_preset(cfg, preset)
     if getattr(args, "epochs", None):
