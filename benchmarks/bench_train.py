@@ -48,23 +48,24 @@ def main() -> None:
         cfg, data = prepared_data(args.root, 160, (1024, 832), settings)
         cfg.model.backbone, cfg.model.pretrained = args.backbone, "none"
         step = train_step(cfg, len(data.encoder.feature_names))
-        loader = DataLoader(
-            data.train,
-            batch_size=args.batch,
-            shuffle=True,
-            drop_last=True,
-            num_workers=args.workers,
-            persistent_workers=args.workers > 0,
-        )
-        real = samples_per_second(
-            step, itertools.chain.from_iterable(itertools.repeat(loader)), args.steps, args.batch
-        )
         fixed = next(iter(DataLoader(data.train, batch_size=args.batch)))
         memory = samples_per_second(step, itertools.repeat(fixed), args.steps, args.batch)
-        print(
-            f"{name:24s} real loader {real:7.2f} samples/s | in-memory {memory:7.2f} samples/s | "
-            f"ratio {real / memory:.2f} (goal >= 0.90)"
-        )
+        for workers in args.workers:
+            loader = DataLoader(
+                data.train,
+                batch_size=args.batch,
+                shuffle=True,
+                drop_last=True,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
+            real = samples_per_second(
+                step, itertools.chain.from_iterable(itertools.repeat(loader)), args.steps, args.batch
+            )
+            print(
+                f"{name:24s} {workers} loader workers: real loader {real:7.2f} samples/s | in-memory "
+                f"{memory:7.2f} samples/s | ratio {real / memory:.2f} (goal >= 0.90)"
+            )
 
 
 if __name__ == "__main__":
