@@ -17,8 +17,18 @@ def run(trained_master, tmp_path):
     return out
 
 
-def cohort_of(run_dir):
-    return run_dir.parents[2]  # RUN is COHORT/work/runs/NAME
+def predict(bundle, cohort, out, *extra) -> pd.DataFrame:
+    """Run `mammofuse predict` on COHORT/dicom and COHORT/clinical.csv; return the output table."""
+    argv = [
+        "predict",
+        str(bundle),
+        "--images",
+        str(cohort / "dicom"),
+        "--clinical",
+        str(cohort / "clinical.csv"),
+    ]
+    assert main([*argv, "--out", str(out), *extra]) == 0
+    return pd.read_csv(out, dtype={"patient_id": str}).fillna({"reason": ""})
 
 
 class TestBundle:
@@ -43,24 +53,7 @@ class TestBundle:
 
 class TestPredict:
     def test_reproduces_evaluate_on_the_same_test_breasts(self, run, tmp_path, trained_master):
-        cohort = trained_master.parents[2]
-        out = tmp_path / "pred" / "predictions.csv"
-        assert (
-            main(
-                [
-                    "predict",
-                    str(run / "bundle"),
-                    "--images",
-                    str(cohort / "dicom"),
-                    "--clinical",
-                    str(cohort / "clinical.csv"),
-                    "--out",
-                    str(out),
-                ]
-            )
-            == 0
-        )
-        pred = pd.read_csv(out, dtype={"patient_id": str})
+        pred = predict(run / "bundle", trained_master.parents[2], tmp_path / "pred" / "predictions.csv")
         pred["key"] = pred["patient_id"] + "/" + pred["side"]
         evaluated = pd.read_csv(run / "predictions.csv")
         merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
@@ -79,23 +72,7 @@ class TestPredict:
         clinical.loc[clinical["patient_id"] == truth.loc[2, "patient_id"], "grade"] = "4"  # unknown category
         clinical.to_csv(cohort / "clinical.csv", index=False)
         out = tmp_path / "out" / "predictions.csv"
-        assert (
-            main(
-                [
-                    "predict",
-                    str(run / "bundle"),
-                    "--images",
-                    str(cohort / "dicom"),
-                    "--clinical",
-                    str(cohort / "clinical.csv"),
-                    "--out",
-                    str(out),
-                    "--explain",
-                ]
-            )
-            == 0
-        )
-        pred = pd.read_csv(out, dtype={"patient_id": str}).fillna({"reason": ""})
+        pred = predict(run / "bundle", cohort, out, "--explain")
         reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
         key = lambda i: truth.loc[i, "patient_id"] + truth.loc[i, "side"]  # noqa: E731
         assert "no usable MLO image" in reasons[key(0)]

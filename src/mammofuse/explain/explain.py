@@ -8,6 +8,7 @@ number in the run's data.csv, never by patient.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,15 @@ def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str
     return [(name, int(i)) for name, idx in groups.items() for i in idx]
 
 
+@lru_cache(maxsize=4)
+def _cache_index(index_path: Path) -> dict:
+    return json.loads(index_path.read_text(encoding="utf-8"))["entries"]
+
+
 def geometry_of(cache_path: str) -> Geometry:
-    """The geometry recorded in the cache index for one entry."""
+    """The geometry recorded in the cache index for one entry (the index is read once per run)."""
     path = Path(cache_path)
-    index = json.loads((path.parent.parent / "index.json").read_text(encoding="utf-8"))["entries"]
-    return Geometry.from_dict(index[path.stem]["geometry"])
+    return Geometry.from_dict(_cache_index(path.parent.parent / "index.json")[path.stem]["geometry"])
 
 
 def original_image(path: str, voi: bool) -> np.ndarray:
