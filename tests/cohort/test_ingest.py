@@ -300,3 +300,38 @@ class TestFatalProblems:
         (tiny_cohort / "dicom" / "README.txt").write_text("not an image")
         code, out, _, _ = run_ingest(tiny_cohort, capsys, "--strict")
         assert code == 2 and "README.txt" in out and "Traceback" not in out
+
+
+class TestDoneWhen:
+    def test_synth_120_breasts_then_ingest_agrees_with_the_csvs(self, tmp_path, capsys):
+        from mammofuse.cli import main
+
+        cohort, work = tmp_path / "c", tmp_path / "m"
+        argv = [
+            "synth",
+            str(cohort),
+            "--breasts",
+            "120",
+            "--seed",
+            "1",
+            "--image-size",
+            "48",
+            "40",
+            "--workers",
+            "1",
+        ]
+        assert main(argv) == 0
+        assert main(["ingest", str(cohort / "cohort.toml"), "--out", str(work)]) == 0
+        manifest = pd.read_csv(work / "manifest.csv", dtype={"patient_id": str})
+        labels = pd.read_csv(cohort / "labels.csv", dtype={"patient_id": str})
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype={"patient_id": str})
+        clinical["side"] = clinical["side"].str[0].str.upper()
+        complete = labels.merge(clinical.dropna(), on=["patient_id", "side"])
+        assert len(manifest) == len(complete) and keys(manifest) == keys(complete)
+        merged = manifest.merge(complete, on=["patient_id", "side"], suffixes=("", "_csv"))
+        assert (merged["label"] == (merged["invasive_fraction"] < 75)).all()
+        assert (merged["age"] == merged["age_csv"]).all()
+        exclusions = pd.read_csv(work / "exclusions.csv")
+        assert len(exclusions) == 120 - len(manifest) and set(exclusions["category"]) == {
+            "missing clinical value"
+        }
