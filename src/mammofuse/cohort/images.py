@@ -28,7 +28,7 @@ from mammofuse.domain import (
     parse_view,
     view_from_patient_orientation,
 )
-from mammofuse.problems import Problems
+from mammofuse.problems import DataError, Problems
 
 PIXEL_GROUP = 0x7FE0
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UC", b"UR", b"UT"}
@@ -81,14 +81,11 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
             f"{fp.name}: no Pixel Data element (7FE0,0010): the file ends after "
             "the header (truncated, or not an image)",
         )
-    little = (
-        getattr(ds.file_meta, "TransferSyntaxUID", None) is None
-        or ds.file_meta.TransferSyntaxUID.is_little_endian
-    )
-    implicit = (
-        getattr(ds.file_meta, "TransferSyntaxUID", None) is not None
-        and ds.file_meta.TransferSyntaxUID.is_implicit_VR
-    )
+    syntax = getattr(
+        ds.file_meta, "TransferSyntaxUID", None
+    )  # absent: implicit VR little endian (PS3.5 10.1)
+    little = syntax is None or syntax.is_little_endian
+    implicit = syntax is None or syntax.is_implicit_VR
     order = "<" if little else ">"
     group, _ = struct.unpack(order + "HH", head[:4])
     if group != PIXEL_GROUP:
@@ -186,8 +183,6 @@ def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
 
 def _scan_tree(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None) -> list[ImageRecord]:
     if not cfg.root.is_dir():
-        from mammofuse.problems import DataError
-
         raise DataError(f"{cfg.root}: image folder not found (images.root)")
     files = sorted(p for p in cfg.root.rglob("*") if p.is_file() and not p.name.startswith("."))
     records = []
