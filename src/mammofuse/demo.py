@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 
 from mammofuse.cli import main as cli
+from mammofuse.cohort.synth import DEFAULT_BREASTS
 from mammofuse.ui import console
 
-DEMO_BREASTS = 1112
 DEMO_IMAGE_SIZE = (256, 208)
 DEMO_PRESET = "demo_cpu"
 
 
-def run_demo(out: Path, breasts: int = DEMO_BREASTS, seed: int = 0) -> int:
+def run_demo(out: Path, breasts: int = DEFAULT_BREASTS, seed: int = 0) -> int:
     """synth -> ingest -> preprocess -> split -> train -> evaluate -> explain -> report; stop at the first
     failure."""
     start = time.perf_counter()

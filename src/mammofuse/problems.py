@@ -18,6 +18,10 @@ class DataError(Exception):
     """A data problem that stops the run (strict mode, or nothing usable is left)."""
 
 
+class ModelError(RuntimeError):
+    """A model cannot be built or loaded as configured (weights missing, file mismatched, wrong format)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     category: str  # short, countable: "unreadable DICOM", "missing view", ...

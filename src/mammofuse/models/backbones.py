@@ -14,12 +14,10 @@ import torch
 import torchvision
 from torch import nn
 
+from mammofuse.problems import ModelError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ModelError(RuntimeError):
-    """A model cannot be built as configured (weights missing, file mismatched, unknown name)."""
 
 
 class TinyCNN(nn.Module):
