@@ -156,21 +156,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def print_evaluation(result: dict) -> None:
     from rich.table import Table
 
-    from mammofuse.evaluation.evaluate import auc_text
+    from mammofuse.evaluation.evaluate import metric_rows
 
+    columns = {
+        "name": "model",
+        "auc": "AUC [95% CI]",
+        "sensitivity": "sens",
+        "specificity": "spec",
+        "ppv": "PPV",
+        "npv": "NPV",
+        "brier": "Brier",
+    }
     table = Table(title="test split", title_justify="left")
-    for col in ("model", "AUC [95% CI]", "sens", "spec", "PPV", "NPV", "Brier"):
-        table.add_column(col)
-    for name, key in (("image + clinical", "model"), ("clinical only", "baseline")):
-        if key in result:
-            t = result[key]["test"]
-            y = t["at_youden"]
-            table.add_row(
-                name,
-                auc_text(t),
-                *(f"{y[k]:.2f}" for k in ("sensitivity", "specificity", "ppv", "npv")),
-                f"{t['brier']:.3f}",
-            )
+    for title in columns.values():
+        table.add_column(title)
+    for row in metric_rows(result):
+        table.add_row(*(row[k] for k in columns))
     console.print(table)
     if "comparison" in result:
         c = result["comparison"]

@@ -87,6 +87,25 @@ def auc_text(summary: dict) -> str:
     return metrics.ci_text(summary["auc"])
 
 
+def metric_rows(result: dict) -> list[dict[str, str]]:
+    """The model and the clinical-only baseline as formatted rows (terminal table and report)."""
+    rows = []
+    for name, key in ((MODEL, "model"), (BASELINE, "baseline")):
+        if key in result:
+            test = result[key]["test"]
+            at = test["at_youden"]
+            rows.append(
+                {
+                    "name": name,
+                    "auc": auc_text(test),
+                    "val_auc": f"{result[key]['val_auc']:.3f}",
+                    "brier": f"{test['brier']:.3f}",
+                    **{k: f"{at[k]:.2f}" for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")},
+                }
+            )
+    return rows
+
+
 def _figures(run_dir: Path, result: dict, curves: plots.Curves) -> None:
     out = run_dir / "figures"
     out.mkdir(exist_ok=True)

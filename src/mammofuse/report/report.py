@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from mammofuse.bundle import versions
 from mammofuse.cohort.ingest import EXCLUSIONS
 from mammofuse.config import to_toml
-from mammofuse.evaluation.evaluate import auc_text
+from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.explain.explain import EXPLAIN
 from mammofuse.imaging.preprocess import PREPROCESS_PROBLEMS
 from mammofuse.problems import DataError
@@ -53,24 +53,6 @@ def _cohort(run_dir: Path, work_dir: Path) -> dict:
     }
 
 
-def _metrics_rows(metrics: dict) -> list[dict]:
-    rows = []
-    for name, key in (("image + clinical", "model"), ("clinical only", "baseline")):
-        if key in metrics:
-            t = metrics[key]["test"]
-            y = t["at_youden"]
-            rows.append(
-                {
-                    "name": name,
-                    "auc": auc_text(t),
-                    "val_auc": f"{metrics[key]['val_auc']:.3f}",
-                    "brier": f"{t['brier']:.3f}",
-                    **{k: f"{y[k]:.2f}" for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")},
-                }
-            )
-    return rows
-
-
 def build_report(run_dir: Path) -> Path:
     """Write RUN_DIR/report.html from the run's files (evaluate first; explain for the gallery)."""
     if not (run_dir / "metrics.json").is_file():
@@ -93,7 +75,7 @@ def build_report(run_dir: Path) -> Path:
         title=f"mammofuse report: {run_dir.name}",
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         cohort=_cohort(run_dir, cfg.work_dir),
-        metrics=_metrics_rows(metrics),
+        metrics=metric_rows(metrics),
         threshold=metrics["model"]["test"]["at_youden"]["threshold"],
         test=metrics["model"]["test"],
         comparison=metrics.get("comparison"),
