@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mammofuse.cohort.synth import SynthOptions, synthesize
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the option every benchmark shares: where its synthetic cohorts are kept."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mammofuse-bench",
+        help="folder for the benchmark cohorts (reused between runs)",
+    )
+    return parser
 
 
 def cohort(root: Path, breasts: int, size: tuple[int, int], compression: str = "none", seed: int = 0) -> Path:

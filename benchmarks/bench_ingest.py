@@ -5,24 +5,17 @@ python benchmarks/bench_ingest.py [--breasts 100] [--image-size 2048 1664] [--co
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-from pathlib import Path
-
 import pydicom
-from _common import cohort, timed
+from _common import bench_parser, cohort, timed
 
 from mammofuse.cohort.images import read_header
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--breasts", type=int, default=100)
     parser.add_argument("--image-size", type=int, nargs=2, default=[2048, 1664])
     parser.add_argument("--compression", default="none", choices=["none", "rle", "jpeg2000"])
-    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "mammofuse-bench")
     args = parser.parse_args()
 
     root = cohort(args.root, args.breasts, tuple(args.image_size), args.compression)

@@ -6,13 +6,10 @@ model's own training step at the same batch size, measured side by side.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-from _common import prepared_data, train_step
+from _common import bench_parser, prepared_data, train_step
 from torch.utils.data import DataLoader
 
 
@@ -27,14 +24,11 @@ def batches_per_second(loader: DataLoader, n: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--size", type=int, nargs=2, default=[512, 256])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "mammofuse-bench")
     args = parser.parse_args()
 
     cfg, data = prepared_data(args.root, 160, (1024, 832), {"size": tuple(args.size)})

@@ -9,7 +9,6 @@ speed-up from 1 to 2 worker processes, a second run on the unchanged cohort agai
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pydicom
-from _common import cohort, timed
+from _common import bench_parser, cohort, timed
 
 from mammofuse.cohort.ingest import ingest
 from mammofuse.config import load_config
@@ -43,13 +42,10 @@ print(json.dumps({"peak_mib": peak / 1024}))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--breasts", type=int, default=12)
     parser.add_argument("--image-size", type=int, nargs=2, default=[3000, 2400])
     parser.add_argument("--compression", default="none", choices=["none", "rle", "jpeg2000"])
-    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "mammofuse-bench")
     args = parser.parse_args()
 
     root = cohort(args.root, args.breasts, tuple(args.image_size), args.compression)

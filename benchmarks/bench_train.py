@@ -7,14 +7,11 @@ and at 512x256 (breast crop).
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-from _common import prepared_data, train_step
+from _common import bench_parser, prepared_data, train_step
 from torch.utils.data import DataLoader
 
 SETTINGS = {
@@ -32,14 +29,11 @@ def samples_per_second(step, batches, n: int, batch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader processes to compare")
-    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "mammofuse-bench")
     args = parser.parse_args()
     device = "GPU" if torch.cuda.is_available() else "CPU"
     threads = torch.get_num_threads()

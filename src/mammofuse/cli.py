@@ -12,9 +12,9 @@ from pathlib import Path
 from rich.markup import escape
 
 from mammofuse import __version__, commands
+from mammofuse.cohort.synth import DEFAULT_BREASTS
 from mammofuse.config import ConfigError
-from mammofuse.models.backbones import ModelError
-from mammofuse.problems import DataError
+from mammofuse.problems import DataError, ModelError
 from mammofuse.ui import console
 
 EXIT_DATA_ERROR = 2
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--breasts",
         type=_positive_int,
-        default=1112,
-        help="breasts to generate (default 1112: about 1,001 after NA rows are dropped)",
+        default=DEFAULT_BREASTS,
+        help=f"breasts to generate (default {DEFAULT_BREASTS}: about 1,001 after NA rows are dropped)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
     p.add_argument(
@@ -69,10 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_ingest)
 
     p = sub.add_parser("preprocess", help="decode, orient, crop and resize every image into the cache")
-    p.add_argument("config", type=Path, metavar="CONFIG")
-    p.add_argument(
-        "--work", type=Path, help="work folder with manifest.csv (default: work_dir from the config)"
-    )
+    _config_and_work(p)
     p.add_argument("--workers", type=int, help="processes (default: preprocess.workers; 0 = all cores)")
     p.add_argument(
         "--preview",
@@ -92,15 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_preprocess)
 
     p = sub.add_parser("split", help="patient-grouped, label-stratified splits -> splits.csv")
-    p.add_argument("config", type=Path, metavar="CONFIG")
-    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+    _config_and_work(p)
     p.set_defaults(func=commands.cmd_split)
 
     presets_help = "experiment preset: " + ", ".join(_preset_names()) + ", or a .toml file"
     p = sub.add_parser("train", help="train the two-view + clinical model (resumes an interrupted run)")
-    p.add_argument("config", type=Path, metavar="CONFIG")
+    _config_and_work(p)
     p.add_argument("--preset", help=presets_help)
-    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
     p.add_argument("--run", help="run name (default: the preset's name): WORK/runs/RUN")
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
     p.set_defaults(func=commands.cmd_train)
@@ -142,9 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser("compare", help="train and evaluate several presets on the same split; one table")
-    p.add_argument("config", type=Path, metavar="CONFIG")
+    _config_and_work(p)
     p.add_argument("--presets", nargs="+", required=True, help=presets_help)
-    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every preset")
     p.set_defaults(func=commands.cmd_compare)
 
@@ -152,10 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path("mammofuse-demo"), help="output folder (default mammofuse-demo)"
     )
-    p.add_argument("--breasts", type=_positive_int, default=1112, help="cohort size (default 1112)")
+    p.add_argument(
+        "--breasts",
+        type=_positive_int,
+        default=DEFAULT_BREASTS,
+        help=f"cohort size (default {DEFAULT_BREASTS})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=commands.cmd_demo)
     return parser
+
+
+def _config_and_work(p: argparse.ArgumentParser) -> None:
+    """The arguments every stage after ingest shares: the study's config and its work folder."""
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
 
 
 def _preset_names() -> list[str]:
