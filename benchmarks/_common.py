@@ -51,12 +51,13 @@ def prepared_data(
     from mammofuse.data.splits import make_splits
     from mammofuse.imaging.preprocess import preprocess_cohort
     from mammofuse.problems import Problems
+    from mammofuse.runs import Work
 
     cfg = load_config(cohort(root, breasts, image_size) / "cohort.toml")
     cfg.preprocess = cfg.preprocess.model_copy(update=preprocess)
     cfg.data.augment = augment
     result = ingest(cfg, Problems())
-    write_outputs(result, cfg, cfg.work_dir)
+    write_outputs(result, cfg, Work(cfg.work_dir))
     table, _, _ = preprocess_cohort(result.manifest, cfg.preprocess, cfg.cache_dir, Problems())
     splits = make_splits(table, cfg.split)
     return cfg, build_datasets(table, splits, cfg, result.numeric, result.categorical, seed=0)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mammofuse.bundle import load_bundle
+from mammofuse.deploy.bundle import load_bundle
 from mammofuse.cli import main
 from mammofuse.models import ModelError
 

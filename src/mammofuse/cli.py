@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from mammofuse import __version__, commands
-from mammofuse.cohort.synth import DEFAULT_BREASTS
+from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.config import ConfigError
 from mammofuse.problems import DataError, ModelError
 from mammofuse.ui import console
@@ -153,7 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"cohort size (default {DEFAULT_BREASTS})",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=commands.cmd_demo)
+    p.add_argument("--epochs", type=_positive_int, help="override the demo_cpu preset's epochs (default 15)")
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        nargs=2,
+        default=[256, 208],
+        metavar=("H", "W"),
+        help="generated image height and width (default 256 208)",
+    )
+    p.set_defaults(func=lambda args: commands.cmd_demo(args, run=main))
     return parser
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mammofuse.config import Config, load_config, to_toml
-from mammofuse.problems import DataError, Problems
-from mammofuse.ui import console, problems_table, progress, show_problem_lines
+from mammofuse.config import COHORT_SECTIONS, Config, load_config, to_toml
+from mammofuse.problems import Problems
+from mammofuse.ui import console, progress, show_problem_lines, show_problems
+
+if TYPE_CHECKING:
+    from mammofuse.evaluation.result import Evaluation
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -43,22 +48,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from mammofuse.cohort.ingest import EXCLUSIONS, MANIFEST, ingest, write_outputs
+    from mammofuse.cohort.ingest import ingest, write_outputs
+    from mammofuse.runs import Work
 
     cfg = config_from_args(args)
+    work = Work(cfg.work_dir)
     problems = Problems(strict=args.strict)
     result = ingest(cfg, problems, progress=progress("reading headers"))
-    write_outputs(result, cfg, cfg.work_dir)
+    write_outputs(result, cfg, work)
     m = result.manifest
     pos = int(m["label"].sum())
     console.print(
         f"[bold]kept {len(m)} breasts[/] of {m['patient_id'].nunique()} patients: "
-        f"{pos} positive (label 1), {len(m) - pos} negative (label 0)"
+        f"{pos} {cfg.labels.positive} (label 1), {len(m) - pos} {cfg.labels.negative} (label 0)"
     )
     if problems.items:
-        console.print(problems_table(result.dropped, f"{len(problems.items)} problems"))
-        show_problem_lines([p.reason for p in problems.items], str(cfg.work_dir / EXCLUSIONS))
-    console.print(f"wrote {cfg.work_dir / MANIFEST} and {cfg.work_dir / EXCLUSIONS}")
+        show_problems(problems, "problems", str(work.exclusions))
+    console.print(f"wrote {work.manifest} and {work.exclusions}")
     return 0
 
 
@@ -72,13 +78,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from mammofuse.cohort.ingest import read_manifest
-    from mammofuse.imaging.preprocess import PREPROCESS_PROBLEMS, PREPROCESSED, preprocess_cohort
+    from mammofuse.imaging.preprocess import preprocess_cohort
+    from mammofuse.runs import Work
 
     cfg = config_from_args(args)
+    work = Work(cfg.work_dir)
+    work.check_cohort(cfg, ("images", "labels", "clinical"))
     if args.workers is not None:
         cfg.preprocess.workers = args.workers
-    manifest, _ = read_manifest(cfg.work_dir)
+    manifest, _ = work.read_manifest()
     problems = Problems(strict=args.strict)
     start = time.perf_counter()
     table, stats, cache = preprocess_cohort(
@@ -89,8 +97,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         progress=progress("preprocessing"),
         verify=args.verify,
     )
-    table.to_csv(cfg.work_dir / PREPROCESSED, index=False)
-    problems.write_csv(cfg.work_dir / PREPROCESS_PROBLEMS)
+    table.to_csv(work.preprocessed, index=False)
+    problems.write_csv(work.preprocess_problems)
     console.print(
         f"{stats.images} images: {stats.decoded} decoded ({stats.rebuilt} damaged entries rebuilt), "
         f"{stats.reused} reused from the cache, {stats.failed} failed, in {time.perf_counter() - start:.1f} s"
@@ -100,32 +108,28 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         f"{cfg.preprocess.output_shape[1]})"
     )
     if problems.items:
-        console.print(problems_table(problems.counts(), f"{len(problems.items)} problems"))
-        show_problem_lines([p.reason for p in problems.items], str(cfg.work_dir / PREPROCESS_PROBLEMS))
-    console.print(f"kept {len(table)} of {len(manifest)} breasts; wrote {cfg.work_dir / PREPROCESSED}")
+        show_problems(problems, "problems", str(work.preprocess_problems))
+    console.print(f"kept {len(table)} of {len(manifest)} breasts; wrote {work.preprocessed}")
     if args.preview:
         from mammofuse.imaging.preview import contact_sheet
 
-        path = cfg.work_dir / "preview.png"
-        contact_sheet(table, args.preview).savefig(path, dpi=100)
-        console.print(f"preview: {path}")
+        contact_sheet(table, args.preview).savefig(work.preview, dpi=100)
+        console.print(f"preview: {work.preview}")
     return 0
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from mammofuse.data.splits import SPLITS, make_splits, split_table
-    from mammofuse.imaging.preprocess import PREPROCESSED
+    from mammofuse.data.splits import make_splits, split_table
+    from mammofuse.runs import Work
 
     cfg = config_from_args(args)
-    source = cfg.work_dir / PREPROCESSED
-    if not source.is_file():
-        raise DataError(f"{source}: not found; run `mammofuse preprocess` first")
-    splits = make_splits(pd.read_csv(source, dtype={"patient_id": str, "side": str}), cfg.split)
-    splits.to_csv(cfg.work_dir / SPLITS, index=False)
+    work = Work(cfg.work_dir)
+    work.check_cohort(cfg, ("images", "labels", "clinical"))
+    splits = make_splits(work.read_preprocessed(), cfg.split)
+    splits.to_csv(work.splits, index=False)
+    work.record_cohort(cfg, COHORT_SECTIONS)
     console.print(split_table(splits).to_string())
-    console.print(f"wrote {cfg.work_dir / SPLITS} (seed {cfg.split.seed}; no patient is in two sets)")
+    console.print(f"wrote {work.splits} (seed {cfg.split.seed}; no patient is in two sets)")
     return 0
 
 
@@ -153,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_evaluation(result: dict) -> None:
+def print_evaluation(result: Evaluation) -> None:
     from rich.table import Table
 
     from mammofuse.evaluation.evaluate import metric_rows
@@ -173,35 +177,41 @@ def print_evaluation(result: dict) -> None:
     for row in metric_rows(result):
         table.add_row(*(row[k] for k in columns))
     console.print(table)
-    if "comparison" in result:
-        c = result["comparison"]
+    c = result.comparison
+    if c is not None:
         console.print(
-            f"AUC difference (image + clinical - clinical only): {c['difference']:+.3f} "
-            f"[{c['low']:+.3f}, {c['high']:+.3f}], paired bootstrap p = {c['p_value']:.3f}"
+            f"AUC difference (image + clinical - clinical only): {c.difference:+.3f} "
+            f"[{c.low:+.3f}, {c.high:+.3f}], paired bootstrap p = {c.p_value:.3f}"
         )
     console.print("sensitivity ... NPV at the threshold chosen on validation (Youden)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mammofuse.deploy.bundle import write_bundle
     from mammofuse.evaluation.evaluate import evaluate_run
+    from mammofuse.runs import Run
 
-    result = evaluate_run(args.run_dir.resolve())
+    run = Run(args.run_dir.resolve())
+    result = evaluate_run(run.dir)
     print_evaluation(result)
-    console.print(f"wrote {args.run_dir / 'metrics.json'}, predictions.csv and figures/")
+    write_bundle(run.dir)
+    console.print(f"wrote {run.metrics}, {run.predictions.name}, {run.figures.name}/ and {run.bundle.name}/")
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mammofuse.explain.explain import EXPLAIN, explain_run
+    from mammofuse.explain.explain import explain_run
+    from mammofuse.runs import Run
 
-    index = explain_run(args.run_dir.resolve(), args.n)
+    run = Run(args.run_dir.resolve())
+    index = explain_run(run.dir, args.n)
     console.print(index.to_string(index=False))
-    console.print(f"wrote {len(index)} overlays to {args.run_dir / EXPLAIN}")
+    console.print(f"wrote {len(index)} overlays to {run.explain}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mammofuse.predict import explain_predictions, predict_breasts
+    from mammofuse.deploy.predict import predict_breasts
 
     table, problems, bundle, inputs = predict_breasts(
         args.bundle, args.images, args.clinical, progress=progress("reading headers")
@@ -216,8 +226,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
     show_problem_lines(not_scored + [p.reason for p in problems.items], str(args.out))
     if args.explain:
-        written = explain_predictions(bundle, inputs, args.out.parent / "explain")
-        console.print(f"wrote {len(written)} Grad-CAM overlays to {args.out.parent / 'explain'}")
+        from mammofuse.explain.explain import explain_cases
+
+        out = args.out.parent / "explain"
+        written = explain_cases(bundle.net, inputs, bundle.config.preprocess.voi == "window", out)
+        console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
     return 0
 
 
@@ -232,7 +245,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mammofuse.evaluation.evaluate import auc_text, evaluate_run
+    from mammofuse.evaluation.evaluate import evaluate_run
+    from mammofuse.runs import Work
     from mammofuse.training.run import train
 
     rows = []
@@ -246,22 +260,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
             {
                 "preset": preset,
                 "backbone": cfg.model.backbone,
-                "val AUC": f"{result['model']['val_auc']:.3f}",
-                "test AUC [95% CI]": auc_text(result["model"]["test"]),
+                "val AUC": f"{result.model.val_auc:.3f}",
+                "test AUC [95% CI]": result.model.test.auc.text,
             }
         )
-        baseline = result.get("baseline", baseline)
+        baseline = result.baseline or baseline
     if baseline is not None:
         rows.append(
             {
                 "preset": "clinical only",
                 "backbone": "logistic regression",
-                "val AUC": f"{baseline['val_auc']:.3f}",
-                "test AUC [95% CI]": auc_text(baseline["test"]),
+                "val AUC": f"{baseline.val_auc:.3f}",
+                "test AUC [95% CI]": baseline.test.auc.text,
             }
         )
     table = pd.DataFrame(rows)
-    out = cfg.work_dir / "comparison.csv"
+    out = Work(cfg.work_dir).comparison
     table.to_csv(out, index=False)
     console.rule("comparison (same split)")
     console.print(table.to_string(index=False))
@@ -269,7 +283,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, run: Callable[[list[str]], int]) -> int:
+    """`run` executes one command line (the CLI's main), so the demo shows what each command shows."""
     from mammofuse.demo import run_demo
 
-    return run_demo(args.out.resolve(), breasts=args.breasts, seed=args.seed)
+    size = (args.image_size[0], args.image_size[1])
+    return run_demo(args.out.resolve(), run, args.breasts, args.seed, args.epochs, size)

@@ -1,17 +1,26 @@
 """One typed, validated configuration for a cohort and what is done with it (a TOML file).
 
+Two kinds of settings live in one file. The cohort part ([images], [labels], [clinical], [split]) says
+what the data is: it is fixed once a work folder is ingested and split, and `CohortConfig.record`
+lets a later stage check it has not changed. The experiment part ([preprocess], [data], [model],
+[train]) says what is done with the data: presets and command-line overrides may touch only it.
+
 Relative paths are relative to the config file's folder. Unknown keys and bad values are errors
 that name the key and say what is allowed; the resolved config is written into every output folder.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mammofuse.registry import BACKBONES
 
 
 class ConfigError(ValueError):
@@ -83,8 +92,21 @@ class LabelsConfig(_Section):
     )
     column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
     threshold: float = Field(
-        75.0, gt=0, le=100, description="fraction >= threshold is EIC negative (0), below is EIC positive (1)"
+        75.0, gt=0, le=100, description="fraction >= threshold is negative (0), below is positive (1)"
     )
+    name: str = Field("EIC", min_length=1, description="the endpoint's name, as reports and logs show it")
+    positive: str = Field("EIC positive", min_length=1, description="what label 1 is called")
+    negative: str = Field("EIC negative", min_length=1, description="what label 0 is called")
+
+    @property
+    def definition(self) -> str:
+        """The endpoint in one line: how label 1 and label 0 are decided."""
+        if self.kind == "fraction":
+            return (
+                f"{self.positive} (label 1): {self.column} < {self.threshold:g} %; "
+                f"{self.negative} (label 0): {self.column} >= {self.threshold:g} %"
+            )
+        return f"{self.positive} (label 1): {self.column} = 1; {self.negative} (label 0): {self.column} = 0"
 
 
 class ClinicalConfig(_Section):
@@ -180,26 +202,25 @@ class DataConfig(_Section):
     )
     copies: int = Field(3, ge=1, description="balance='copy': each positive appears this many times")
     augment: bool = Field(True, description="standard augmentation (small affine, vertical flip, intensity)")
-    rotation_deg: float = Field(10.0, ge=0, le=45)
-    scale: float = Field(0.1, ge=0, lt=0.5, description="random zoom in [1 - scale, 1 + scale]")
-
-
-BACKBONES = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "efficientnet_b0",
-    "densenet121",
-    "convnext_tiny",
-    "tiny_cnn",
-)
+    augment_rotation_deg: float = Field(
+        5.0, ge=0, le=45, description="standard augmentation: random rotation up to this many degrees"
+    )
+    rotation_deg: float = Field(
+        10.0, ge=0, le=45, description="balance='augment': random rotation of the added positives (degrees)"
+    )
+    scale: float = Field(
+        0.1, ge=0, lt=0.5, description="balance='augment': random zoom in [1 - scale, 1 + scale]"
+    )
 
 
 class ModelConfig(_Section):
     """The two-view + clinical network (built by `mammofuse.models.create_model`)."""
 
-    backbone: Literal[BACKBONES] = Field(  # type: ignore[valid-type]
-        "resnet18", description="torchvision backbone per view; 'tiny_cnn' is a small CPU-sized network"
+    backbone: str = Field(
+        "resnet18",
+        description="backbone per view: "
+        + ", ".join(BACKBONES)
+        + " ('tiny_cnn' is a small CPU-sized network)",
     )
     pretrained: str = Field(
         "imagenet",
@@ -213,6 +234,21 @@ class ModelConfig(_Section):
     )
     clinical_hidden: int = Field(0, ge=0, description="0: clinical vector joins directly; >0: through an MLP")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the linear head")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        if value not in BACKBONES:
+            raise ValueError(f"unknown backbone (known: {', '.join(BACKBONES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_exist(self) -> ModelConfig:
+        if self.pretrained == "imagenet" and not BACKBONES[self.backbone].imagenet:
+            raise ValueError(
+                f"{self.backbone} has no ImageNet weights: use pretrained = 'none' or a local weights file"
+            )
+        return self
 
 
 class TrainConfig(_Section):
@@ -237,33 +273,83 @@ class TrainConfig(_Section):
     shuffle_labels: bool = Field(False, description="leakage guard: shuffle labels within the training split")
 
 
-class Config(_Section):
-    """A study: the cohort's files and every setting of the pipeline."""
+COHORT_SECTIONS = ("images", "labels", "clinical", "split")
+EXPERIMENT_SECTIONS = ("preprocess", "data", "model", "train")
+
+
+def _path_fields(cfg: BaseModel) -> list[tuple[BaseModel, str]]:
+    """(section, field) of every path in a config, so they can be resolved or made relative together."""
+    found: list[tuple[BaseModel, str]] = []
+    for name in ("work_dir", "images", "labels", "clinical", "preprocess"):
+        section = getattr(cfg, name, None)
+        if section is None:
+            continue
+        if isinstance(section, Path):
+            found.append((cfg, name))
+            continue
+        found += [
+            (section, f) for f in ("root", "table", "path", "cache_dir") if f in type(section).model_fields
+        ]
+    return found
+
+
+def _map_paths(cfg: BaseModel, fn: Callable[[Path], Path]) -> None:
+    for owner, name in _path_fields(cfg):
+        value = getattr(owner, name)
+        if value is not None:
+            setattr(owner, name, fn(value))
+
+
+class CohortConfig(_Section):
+    """What the data is: where the images, labels and clinical data are, and how breasts are split."""
 
     work_dir: Path = Field(Path("mammofuse-work"), description="where the stages write their files")
     images: ImagesConfig = ImagesConfig()
     labels: LabelsConfig = LabelsConfig()
     clinical: ClinicalConfig = ClinicalConfig()
-    preprocess: PreprocessConfig = PreprocessConfig()
     split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _label_is_not_a_feature(self) -> CohortConfig:
+        features = set(self.clinical.numeric) | set(self.clinical.categorical)
+        if self.labels.column in features:
+            raise ValueError(
+                f"the label column {self.labels.column!r} is also a clinical input ([clinical] numeric or "
+                "categorical): the model would be given the answer (target leakage)"
+            )
+        return self
+
+    def record(self, sections: tuple[str, ...] = COHORT_SECTIONS) -> dict[str, Any]:
+        """The named cohort sections as plain data, paths relative to the work folder: what a work folder
+        was built from, comparable after the whole tree is moved or copied."""
+        work = self.work_dir
+        copy = self.model_copy(deep=True)
+        _map_paths(copy, lambda p: Path(os.path.relpath(p, work)))
+        dumped = copy.model_dump(mode="json", exclude_none=True)
+        return {name: dumped[name] for name in sections}
+
+
+class ExperimentConfig(_Section):
+    """What is done with the data: preprocessing, balancing and augmentation, the network, training."""
+
+    preprocess: PreprocessConfig = PreprocessConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+
+class Config(CohortConfig, ExperimentConfig):
+    """A study: the cohort's files and every setting of the pipeline."""
 
     def resolve_paths(self, base: Path) -> Config:
         """Return a copy whose relative paths are made absolute against `base`."""
         base = base.resolve()
 
-        def fix(p: Path | None) -> Path | None:
-            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
 
         out = self.model_copy(deep=True)
-        out.work_dir = fix(out.work_dir)  # type: ignore[assignment]
-        out.images.root = fix(out.images.root)  # type: ignore[assignment]
-        out.images.table = fix(out.images.table)
-        out.labels.path = fix(out.labels.path)  # type: ignore[assignment]
-        out.clinical.path = fix(out.clinical.path)
-        out.preprocess.cache_dir = fix(out.preprocess.cache_dir)
+        _map_paths(out, fix)
         if out.model.pretrained not in ("none", "imagenet"):
             out.model.pretrained = str(fix(Path(out.model.pretrained)))
         return out
@@ -271,6 +357,14 @@ class Config(_Section):
     @property
     def cache_dir(self) -> Path:
         return self.preprocess.cache_dir or self.work_dir / "cache"
+
+    @property
+    def cohort(self) -> CohortConfig:
+        return CohortConfig.model_validate(self.model_dump(include={"work_dir", *COHORT_SECTIONS}))
+
+    @property
+    def experiment(self) -> ExperimentConfig:
+        return ExperimentConfig.model_validate(self.model_dump(include=set(EXPERIMENT_SECTIONS)))
 
 
 def _describe(errors: list[dict[str, Any]], model: type[BaseModel]) -> str:

@@ -19,6 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from mammofuse.problems import Problems
+
 T = TypeVar("T")
 console = Console(highlight=False, soft_wrap=True)
 MAX_PROBLEM_LINES = 15
@@ -54,6 +56,12 @@ def problems_table(counts: Counter[str], title: str) -> Table:
     for reason, n in counts.most_common():
         table.add_row(reason, str(n))
     return table
+
+
+def show_problems(problems: Problems, title: str, where: str) -> None:
+    """A stage's problems: the count per reason, then the first lines in full (all of them in `where`)."""
+    console.print(problems_table(problems.counts(), f"{len(problems.items)} {title}"))
+    show_problem_lines([p.reason for p in problems.items], where)
 
 
 def show_problem_lines(reasons: list[str], where: str) -> None:

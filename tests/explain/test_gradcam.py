@@ -5,23 +5,21 @@ import torch
 
 from mammofuse.cli import main
 from mammofuse.config import ModelConfig
-from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.domain import VIEWS, View
-from mammofuse.explain.explain import case_maps, select_cases
+from mammofuse.explain.explain import case_from_row, case_maps, select_cases
 from mammofuse.explain.gradcam import OneView, gradcam
 from mammofuse.models import create_model
-from mammofuse.training.run import load_net
+from mammofuse.runs import Run
 
 
 class TestGradcam:
     def test_maps_have_the_image_shape_and_go_back_to_the_original(self, trained_master):
-        data = pd.read_csv(trained_master / "data.csv", dtype={"patient_id": str})
-        encoder = ClinicalEncoder.load(trained_master / "encoder.json")
-        net = load_net(trained_master, len(encoder.feature_names))
-        row = data.iloc[0]
-        pre, cams, original, back = case_maps(net, row, encoder.transform(data.iloc[[0]])[0], voi=True)
+        run = Run(trained_master)
+        data, encoder, net = run.read_data(), run.read_encoder(), run.read_net()
+        case = case_from_row(data.iloc[0], encoder.transform(data.iloc[[0]])[0])
+        cams, original, back = case_maps(net, case, voi=True)
         for view in VIEWS:
-            assert cams[view].shape == pre[view].shape
+            assert cams[view].shape == case.images[view].shape
             assert cams[view].min() >= 0 and cams[view].max() <= 1
             assert back[view].shape == original[view].shape
 
@@ -36,8 +34,8 @@ class TestGradcam:
             assert maps[view].shape == (1, 128, 64) and maps[view].std() > 0.01
 
     def test_the_wrapper_scores_like_the_whole_network(self, trained_master):
-        encoder = ClinicalEncoder.load(trained_master / "encoder.json")
-        net = load_net(trained_master, len(encoder.feature_names))
+        run = Run(trained_master)
+        encoder, net = run.read_encoder(), run.read_net()
         torch.manual_seed(0)
         cc, mlo = torch.rand(2, 1, 64, 32), torch.rand(2, 1, 64, 32)
         clinical = torch.rand(2, len(encoder.feature_names))
@@ -70,26 +68,21 @@ class TestExplainCommand:
 class TestGradcamOnALearnedSignal:
     def test_more_mass_on_the_planted_calcifications_than_on_the_background(self, tmp_path):
         """Train the demo's small CNN on a synthetic cohort, then ask where it looks (about 3 minutes)."""
-        from mammofuse.training.run import load_run_config
         from tests.training.fixtures import prepare
 
         cohort = prepare(tmp_path, breasts=600, seed=21, size=(192, 156))
         config = str(cohort / "cohort.toml")
         assert main(["train", config, "--preset", "demo_cpu", "--epochs", "12"]) == 0
-        run = cohort / "work" / "runs" / "demo_cpu"
-        assert main(["evaluate", str(run)]) == 0
-        cfg = load_run_config(run)
-        data = pd.read_csv(run / "data.csv", dtype={"patient_id": str})
+        run = Run(cohort / "work" / "runs" / "demo_cpu")
+        assert main(["evaluate", str(run.dir)]) == 0
+        cfg, encoder, net = run.read_config(), run.read_encoder(), run.read_net()
         truth = pd.read_csv(cohort / "truth.csv", dtype={"patient_id": str})
-        data = data.merge(truth, on=["patient_id", "side", "label"], suffixes=("", "_truth"))
-        encoder = ClinicalEncoder.load(run / "encoder.json")
-        net = load_net(run, len(encoder.feature_names))
+        data = run.read_data().merge(truth, on=["patient_id", "side", "label"], suffixes=("", "_truth"))
         positives = data[(data["split"] == "test") & (data["label"] == 1)].head(12)
         ratios = []
         for i, row in positives.iterrows():
-            _, _, original, back = case_maps(
-                net, row, encoder.transform(data.loc[[i]])[0], cfg.preprocess.voi == "window"
-            )
+            case = case_from_row(row, encoder.transform(data.loc[[i]])[0])
+            _, original, back = case_maps(net, case, cfg.preprocess.voi == "window")
             for view in VIEWS:
                 key = view.value.lower()
                 cam, img = back[view], original[view]

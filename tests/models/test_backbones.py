@@ -4,9 +4,10 @@ import pytest
 import torch
 import torchvision
 
-from mammofuse.config import BACKBONES, ModelConfig
+from mammofuse.config import ModelConfig
 from mammofuse.domain import View
 from mammofuse.models import ModelError, create_backbone, create_model
+from mammofuse.registry import BACKBONES
 
 
 class TestFactory:

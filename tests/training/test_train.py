@@ -74,9 +74,9 @@ class TestHonesty:
         run_dir = large_ready / "work" / "runs" / "shuffled"
         train(cfg, run_dir)
         result = evaluate_run(run_dir)
-        assert result["model"]["test"]["n"] >= 70
+        assert result.model.test.n >= 70
         # about 3 standard errors for this test split: fails only when the split or the labels leak
-        assert abs(result["model"]["test"]["auc"]["auc"] - 0.5) < 0.2
+        assert abs(result.model.test.auc.auc - 0.5) < 0.2
 
 
 class Interrupt(Callback):

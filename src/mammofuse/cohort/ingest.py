@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from mammofuse.cohort.images import ProgressFn, find_images, pair_views
 from mammofuse.cohort.tables import read_clinical, read_labels
-from mammofuse.config import Config, save_config
+from mammofuse.config import Config
 from mammofuse.domain import VIEWS
 from mammofuse.problems import DataError, Problems
+from mammofuse.runs import Work
 
-MANIFEST = "manifest.csv"
-EXCLUSIONS = "exclusions.csv"
-INGEST_INFO = "ingest.json"
 KEY_COLUMNS = ["patient_id", "side"]
 
 
@@ -103,11 +100,11 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
     return IngestResult(manifest, problems, numeric, categorical)
 
 
-def write_outputs(result: IngestResult, cfg: Config, out: Path) -> None:
-    """manifest.csv, exclusions.csv, ingest.json (feature columns, counts) and the resolved config."""
-    out.mkdir(parents=True, exist_ok=True)
-    result.manifest.to_csv(out / MANIFEST, index=False)
-    result.problems.write_csv(out / EXCLUSIONS)
+def write_outputs(result: IngestResult, cfg: Config, work: Work) -> None:
+    """manifest.csv, exclusions.csv, ingest.json (feature columns, counts) and the cohort record."""
+    work.dir.mkdir(parents=True, exist_ok=True)
+    result.manifest.to_csv(work.manifest, index=False)
+    result.problems.write_csv(work.exclusions)
     info = {
         "breasts": len(result.manifest),
         "positives": int(result.manifest["label"].sum()),
@@ -116,15 +113,5 @@ def write_outputs(result: IngestResult, cfg: Config, out: Path) -> None:
         "categorical": result.categorical,
         "problems": dict(result.dropped),
     }
-    (out / INGEST_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    save_config(cfg, out / "config.toml")
-
-
-def read_manifest(work_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """The manifest and ingest info a previous `mammofuse ingest` wrote."""
-    path = work_dir / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{path}: no manifest; run `mammofuse ingest` first")
-    manifest = pd.read_csv(path, dtype={"patient_id": str, "side": str})
-    info = json.loads((work_dir / INGEST_INFO).read_text(encoding="utf-8"))
-    return manifest, info
+    work.ingest_info.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    work.record_cohort(cfg)

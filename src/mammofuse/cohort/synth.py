@@ -18,6 +18,7 @@ import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
+from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
 from mammofuse.config import Config, ImagesConfig, PreprocessConfig, save_config
 from mammofuse.domain import VIEWS, Side, View
@@ -26,7 +27,6 @@ from mammofuse.parallel import parallel_map
 Compression = Literal["none", "rle", "jpeg2000"]
 _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
-DEFAULT_BREASTS = 1112  # about 1,001 left after rows with a missing value are dropped, as in the study
 NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
 

@@ -117,7 +117,7 @@ class Labels:
 
 
 def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
-    """Labels per breast: binary, or 1 (EIC positive) when the invasive fraction < threshold."""
+    """Labels per breast: binary, or 1 (positive) when the invasive fraction < threshold."""
     _, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column, cfg.column], problems, "label CSV")
     out = Labels()
     for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():

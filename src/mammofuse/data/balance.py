@@ -61,7 +61,7 @@ def standard_augmentation(cfg: DataConfig) -> v2.Compose:
     """Small affine, a vertical flip (the chest wall stays on the left), brightness/contrast/gamma."""
     return v2.Compose(
         [
-            v2.RandomAffine(degrees=min(cfg.rotation_deg, 5.0), translate=(0.03, 0.03), scale=(0.95, 1.05)),
+            v2.RandomAffine(degrees=cfg.augment_rotation_deg, translate=(0.03, 0.03), scale=(0.95, 1.05)),
             v2.RandomVerticalFlip(0.5),
             v2.ColorJitter(brightness=0.1, contrast=0.1),
             RandomGamma(1.2),

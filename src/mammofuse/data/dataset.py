@@ -91,12 +91,11 @@ def build_datasets(
     numeric: list[str],
     categorical: list[str],
     seed: int,
-    split_column: str = "split",
 ) -> SplitData:
     """Join the preprocessed table with its split, fit the clinical encoder on train only, and
     apply balancing and augmentation to train only."""
-    joined = table.merge(splits[["patient_id", "side", split_column]], on=["patient_id", "side"], how="inner")
-    parts = {name: joined[joined[split_column] == name].reset_index(drop=True) for name in (TRAIN, VAL, TEST)}
+    joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"], how="inner")
+    parts = {name: joined[joined["split"] == name].reset_index(drop=True) for name in (TRAIN, VAL, TEST)}
     if parts[TRAIN].empty:
         raise DataError("the training split is empty")
     rng = np.random.default_rng(seed)

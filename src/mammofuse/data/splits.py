@@ -6,8 +6,6 @@ Cross-validation: k folds. Built on scikit-learn's StratifiedGroupKFold, seeded.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -15,7 +13,6 @@ from sklearn.model_selection import StratifiedGroupKFold
 from mammofuse.config import SplitConfig
 from mammofuse.problems import DataError
 
-SPLITS = "splits.csv"
 TRAIN, VAL, TEST = "train", "val", "test"
 
 
@@ -59,10 +56,3 @@ def split_table(splits: pd.DataFrame) -> pd.DataFrame:
     counts["negative"] = counts["breasts"] - counts["positive"]
     counts["patients"] = splits.groupby(column)["patient_id"].nunique()
     return counts
-
-
-def read_splits(work_dir: Path) -> pd.DataFrame:
-    path = work_dir / SPLITS
-    if not path.is_file():
-        raise DataError(f"{path}: no splits; run `mammofuse split` first")
-    return pd.read_csv(path, dtype={"patient_id": str, "side": str})

@@ -1,27 +1,27 @@
 """`mammofuse evaluate RUN_DIR`: the best checkpoint on the test split, beside the clinical-only baseline.
 
-Writes RUN_DIR/predictions.csv (key, split, label, probability, baseline probability),
-RUN_DIR/metrics.json and RUN_DIR/figures/*.png. The decision threshold is chosen on validation
+Writes the run's predictions.csv (key, split, label, probability, baseline probability),
+metrics.json (an `Evaluation`) and figures/*.png. The decision threshold is chosen on validation
 (Youden) and then applied to test unchanged.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from mammofuse.bundle import write_bundle
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.evaluation import metrics, plots
+from mammofuse.evaluation.result import Evaluation
 from mammofuse.problems import DataError
+from mammofuse.runs import Run
 from mammofuse.training.module import predict
-from mammofuse.training.run import EPOCHS, load_net, load_run_config, loader
+from mammofuse.training.run import loader
 
 MODEL, BASELINE = "image + clinical", "clinical only"
 
@@ -37,13 +37,12 @@ def clinical_baseline(
     return {s: model.predict_proba(encoder.transform(data[data["split"] == s]))[:, 1] for s in (VAL, TEST)}
 
 
-def evaluate_run(run_dir: Path) -> dict:
-    cfg = load_run_config(run_dir)
-    data = pd.read_csv(run_dir / "data.csv", dtype={"patient_id": str, "side": str})
-    encoder = ClinicalEncoder.load(run_dir / "encoder.json")
-    if not (run_dir / "checkpoints" / "best.ckpt").is_file():
-        raise DataError(f"{run_dir}: no checkpoints/best.ckpt; train first (mammofuse train)")
-    net = load_net(run_dir, len(encoder.feature_names))
+def evaluate_run(run_dir: Path) -> Evaluation:
+    run = Run(run_dir)
+    cfg = run.read_config()
+    data = run.read_data()
+    encoder = run.read_encoder()
+    net = run.read_net()
 
     preds: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
     for split in (VAL, TEST):
@@ -56,7 +55,7 @@ def evaluate_run(run_dir: Path) -> dict:
         raise DataError("the test split has only one class: no AUC can be computed")
     threshold = metrics.youden_threshold(val_y, val_p)
     result: dict = {
-        "run": str(run_dir),
+        "run": str(run.dir),
         "model": {"test": metrics.summary(test_y, test_p, threshold), "val_auc": metrics.auc(val_y, val_p)},
     }
     rows = []
@@ -66,7 +65,7 @@ def evaluate_run(run_dir: Path) -> dict:
             if baseline is not None:
                 row["baseline_probability"] = float(baseline[split][i])
             rows.append(row)
-    pd.DataFrame(rows).to_csv(run_dir / "predictions.csv", index=False)
+    pd.DataFrame(rows).to_csv(run.predictions, index=False)
 
     curves = {MODEL: (test_y, test_p)}
     if baseline is not None:
@@ -77,47 +76,45 @@ def evaluate_run(run_dir: Path) -> dict:
         }
         result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST])
         curves[BASELINE] = (test_y, baseline[TEST])
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    _figures(run_dir, result, curves)
-    write_bundle(run_dir, net, result)
-    return result
+    evaluation = Evaluation.model_validate(result)
+    run.write_evaluation(evaluation)
+    _figures(run, evaluation, curves)
+    return evaluation
 
 
-def auc_text(summary: dict) -> str:
-    return metrics.ci_text(summary["auc"])
-
-
-def metric_rows(result: dict) -> list[dict[str, str]]:
+def metric_rows(result: Evaluation) -> list[dict[str, str]]:
     """The model and the clinical-only baseline as formatted rows (terminal table and report)."""
     rows = []
-    for name, key in ((MODEL, "model"), (BASELINE, "baseline")):
-        if key in result:
-            test = result[key]["test"]
-            at = test["at_youden"]
+    for name, part in ((MODEL, result.model), (BASELINE, result.baseline)):
+        if part is not None:
+            test, at = part.test, part.test.at_youden
             rows.append(
                 {
                     "name": name,
-                    "auc": auc_text(test),
-                    "val_auc": f"{result[key]['val_auc']:.3f}",
-                    "brier": f"{test['brier']:.3f}",
-                    **{k: f"{at[k]:.2f}" for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")},
+                    "auc": test.auc.text,
+                    "val_auc": f"{part.val_auc:.3f}",
+                    "brier": f"{test.brier:.3f}",
+                    **{
+                        k: f"{getattr(at, k):.2f}"
+                        for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+                    },
                 }
             )
     return rows
 
 
-def _figures(run_dir: Path, result: dict, curves: plots.Curves) -> None:
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
-    aucs = {MODEL: auc_text(result["model"]["test"])}
-    if "baseline" in result:
-        aucs[BASELINE] = auc_text(result["baseline"]["test"])
+def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
+    run.figures.mkdir(exist_ok=True)
+    aucs = {MODEL: result.model.test.auc.text}
+    if result.baseline is not None:
+        aucs[BASELINE] = result.baseline.test.auc.text
     figures = {
         "roc": plots.roc_figure(curves, aucs),
         "pr": plots.pr_figure(curves),
         "calibration": plots.calibration_figure(curves),
     }
-    if (run_dir / EPOCHS).is_file():
-        figures["training"] = plots.training_figure(pd.read_csv(run_dir / EPOCHS))
+    epochs = run.read_epochs()
+    if epochs is not None:
+        figures["training"] = plots.training_figure(epochs)
     for name, fig in figures.items():
-        fig.savefig(out / f"{name}.png", dpi=110)
+        fig.savefig(run.figures / f"{name}.png", dpi=110)

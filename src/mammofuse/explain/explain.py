@@ -2,12 +2,13 @@
 
 Highest and lowest scores, and the largest errors at the validation-chosen threshold (false
 positives with the highest scores, false negatives with the lowest). Cases are named by their row
-number in the run's data.csv, never by patient.
+number in the run's data.csv (or the output row of `predict`), never by patient.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import pandas as pd
 import pydicom
 import torch
 
-from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.gradcam import gradcam
 from mammofuse.explain.overlays import case_figure
@@ -24,10 +24,17 @@ from mammofuse.imaging.cache import load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.geometry import Geometry, map_to_original
 from mammofuse.models import TwoViewNet
-from mammofuse.problems import DataError
-from mammofuse.training.run import load_net, load_run_config
+from mammofuse.runs import Run
 
-EXPLAIN = "explain"
+
+@dataclass
+class CaseInput:
+    """What the model was given for one breast, and where it came from."""
+
+    images: dict[View, np.ndarray]  # preprocessed, float32 (H, W)
+    clinical: np.ndarray  # encoded (F,)
+    paths: dict[View, str]  # the original DICOM files
+    geometry: dict[View, Geometry]  # how each preprocessed image maps back onto its original
 
 
 def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str, int]]:
@@ -55,6 +62,17 @@ def geometry_of(cache_path: str) -> Geometry:
     return Geometry.from_dict(_cache_index(path.parent.parent / "index.json")[path.stem]["geometry"])
 
 
+def case_from_row(row: pd.Series, clinical: np.ndarray) -> CaseInput:
+    """A breast of a run's data.csv, its images read back from the cache."""
+    columns = {v: v.value.lower() for v in VIEWS}
+    return CaseInput(
+        images={v: load_entry(row[f"{c}_cache"]) for v, c in columns.items()},
+        clinical=clinical,
+        paths={v: str(row[f"{c}_path"]) for v, c in columns.items()},
+        geometry={v: geometry_of(row[f"{c}_cache"]) for v, c in columns.items()},
+    )
+
+
 def original_image(path: str, voi: bool) -> np.ndarray:
     ds = pydicom.dcmread(path)
     return decode(ds.pixel_array, meta_from_dataset(ds), voi)
@@ -69,44 +87,50 @@ def explain_breast(
     return {v: maps[v][0] for v in VIEWS}
 
 
-def case_maps(net, row: pd.Series, clinical: np.ndarray, voi: bool, with_original: bool = True):
-    """(preprocessed images, maps, original images, maps on the original geometry) of one breast."""
-    pre = {v: load_entry(row[f"{v.value.lower()}_cache"]) for v in VIEWS}
-    cams = explain_breast(net, pre, clinical)
-    if not with_original:
-        return pre, cams, None, None
-    original = {v: original_image(row[f"{v.value.lower()}_path"], voi) for v in VIEWS}
-    back = {v: map_to_original(cams[v], geometry_of(row[f"{v.value.lower()}_cache"])) for v in VIEWS}
-    return pre, cams, original, back
+def case_maps(net: TwoViewNet, case: CaseInput, voi: bool):
+    """(maps at the preprocessed resolution, original images, maps on the original geometry)."""
+    cams = explain_breast(net, case.images, case.clinical)
+    original = {v: original_image(case.paths[v], voi) for v in VIEWS}
+    back = {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
+    return cams, original, back
+
+
+def write_case(net: TwoViewNet, case: CaseInput, voi: bool, title: str, path: Path) -> None:
+    """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom)."""
+    cams, original, back = case_maps(net, case, voi)
+    case_figure(case.images, cams, original, back, title).savefig(path, dpi=100)
+
+
+def explain_cases(net: TwoViewNet, cases: dict[int, CaseInput], voi: bool, out_dir: Path) -> list[Path]:
+    """Overlays for breasts scored by `predict`, named by their output row (never by patient)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for row, case in cases.items():
+        path = out_dir / f"row{row}.png"
+        write_case(net, case, voi, f"row {row}", path)
+        written.append(path)
+    return written
 
 
 def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
-    """Write RUN_DIR/explain/*.png and explain/index.csv; return the index."""
-    if not (run_dir / "predictions.csv").is_file():
-        raise DataError(f"{run_dir}: no predictions.csv; run `mammofuse evaluate` first")
-    cfg = load_run_config(run_dir)
-    data = pd.read_csv(run_dir / "data.csv", dtype={"patient_id": str, "side": str})
-    data["key"] = data["patient_id"] + "/" + data["side"]
-    encoder = ClinicalEncoder.load(run_dir / "encoder.json")
-    net = load_net(run_dir, len(encoder.feature_names))
-    pred = pd.read_csv(run_dir / "predictions.csv")
+    """Write the run's explain/*.png and explain/index.csv; return the index."""
+    run = Run(run_dir)
+    pred = run.read_predictions()
+    threshold = run.read_evaluation().model.threshold
+    cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
     pred = pred[pred["split"] == "test"].reset_index(drop=True)
-    threshold = json.loads((run_dir / "metrics.json").read_text())["model"]["test"]["at_youden"]["threshold"]
-    row_of = {key: i for i, key in enumerate(data["key"])}
+    row_of = {key: i for i, key in enumerate(data["patient_id"] + "/" + data["side"])}
+    voi = cfg.preprocess.voi == "window"
 
-    out = run_dir / EXPLAIN
-    out.mkdir(exist_ok=True)
+    run.explain.mkdir(exist_ok=True)
     records = []
     for rank, (category, i) in enumerate(select_cases(pred, threshold, n)):
         p = pred.loc[i]
         r = row_of[p["key"]]
-        row = data.loc[r]
-        pre, cams, original, back = case_maps(
-            net, row, encoder.transform(data.loc[[r]])[0], cfg.preprocess.voi == "window"
-        )
-        title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
+        case = case_from_row(data.loc[r], encoder.transform(data.loc[[r]])[0])
         name = f"{category}-{rank:02d}-row{r + 1}.png"
-        case_figure(pre, cams, original, back, title).savefig(out / name, dpi=100)
+        title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
+        write_case(net, case, voi, title, run.explain / name)
         records.append(
             {
                 "file": name,
@@ -117,5 +141,5 @@ def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
             }
         )
     index = pd.DataFrame(records)
-    index.to_csv(out / "index.csv", index=False)
+    index.to_csv(run.explain_index, index=False)
     return index

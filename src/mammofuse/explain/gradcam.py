@@ -16,7 +16,7 @@ from torch import nn
 from mammofuse.domain import VIEWS, View
 from mammofuse.models import TwoViewNet
 
-POSITIVE = 1  # the logit explained: EIC positive (label 1)
+POSITIVE = 1  # the logit explained: label 1, the positive class
 
 
 class OneView(nn.Module):

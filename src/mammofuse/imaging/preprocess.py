@@ -6,7 +6,7 @@ Files whose pixels cannot be decoded are recorded and their breasts left out; th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,6 @@ from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_
 from mammofuse.imaging.geometry import find_breast, orient_and_fit, seed_parity, subsample_step
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import Problems
-
-PREPROCESSED = "preprocessed.csv"
-PREPROCESS_PROBLEMS = "preprocess_problems.csv"
 
 
 def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: PreprocessConfig):
@@ -86,7 +83,6 @@ class PreprocessStats:
     reused: int = 0
     rebuilt: int = 0  # entries that existed but were damaged
     failed: int = 0
-    flipped_by_pixels: list[str] = field(default_factory=list)
 
 
 def preprocess_cohort(
@@ -143,7 +139,6 @@ def preprocess_cohort(
             continue
         for path in paths:
             if cache.index[keys[path]].get("laterality_disagrees"):
-                stats.flipped_by_pixels.append(path)
                 problems.add(
                     "laterality disagrees with pixels",
                     f"{path}: side tag {breast['side']} but the chest wall is on the other edge; "

@@ -1,6 +1,15 @@
 """The two-view + clinical network and the backbone factory."""
 
-from mammofuse.models.backbones import Backbone, ModelError, create_backbone
-from mammofuse.models.fusion import TwoViewNet, create_model
+from mammofuse.models.backbones import Backbone, create_backbone
+from mammofuse.models.fusion import TwoViewNet, create_model, load_network, positive_probability
+from mammofuse.problems import ModelError
 
-__all__ = ["Backbone", "ModelError", "TwoViewNet", "create_backbone", "create_model"]
+__all__ = [
+    "Backbone",
+    "ModelError",
+    "TwoViewNet",
+    "create_backbone",
+    "create_model",
+    "load_network",
+    "positive_probability",
+]

@@ -1,23 +1,25 @@
-"""Backbones by name: torchvision classification networks cut before their classifier.
+"""Backbones by name: classification networks cut before their classifier.
 
 A Backbone maps a grey image (B, 1, H, W) in [0, 1] to a feature map (B, C, h, w) and names its last
-feature layer (`target_layer`) so Grad-CAM can hook it. Pretrained weights come from torchvision's
-weights API ("imagenet": its cache, or a download when online) or a local file; when neither is
-available the error says so: never a silent random start. [timm create_model / forward_features]
+feature layer (`target_layer`) so Grad-CAM can hook it. What can be built is listed in
+`models.registry.BACKBONES`; how each family is cut is `FAMILIES` below. Pretrained weights come from
+torchvision's weights API ("imagenet": its cache, or a download when online) or a local file; when
+neither is available the error says so: never a silent random start. [timm create_model / forward_features]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
 from mammofuse.problems import ModelError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mammofuse.registry import BACKBONES, BackboneSpec
 
 
 class TinyCNN(nn.Module):
@@ -41,19 +43,77 @@ class TinyCNN(nn.Module):
         self.fc = nn.Linear(chans[-1], 1000)  # a classifier, like torchvision models, so loading works alike
 
 
-def _torchvision_model(name: str, pretrained: str) -> nn.Module:
-    if name == "tiny_cnn":
-        model: nn.Module = TinyCNN()
-        if pretrained == "imagenet":
+@dataclass(frozen=True)
+class Cut:
+    """A classification network cut for feature extraction."""
+
+    body: nn.Module  # image -> feature map
+    post_pool: nn.Module  # applied to the pooled features (identity for most)
+    channels: int  # feature channels C
+    target: str  # name of the body's last feature layer, Grad-CAM's target
+
+
+def _last_linear(module: Any) -> int:
+    """in_features of the last nn.Linear inside a classifier."""
+    return [m for m in module.modules() if isinstance(m, nn.Linear)][-1].in_features
+
+
+def _resnet(model: Any) -> Cut:
+    body = nn.Sequential(*[m for n, m in model.named_children() if n not in ("avgpool", "fc")])
+    return Cut(body, nn.Identity(), model.fc.in_features, str(len(body) - 1))  # layer4
+
+
+def _densenet(model: Any) -> Cut:  # torchvision applies a ReLU after the features
+    return Cut(nn.Sequential(model.features, nn.ReLU(inplace=False)), nn.Identity(), _last_linear(model), "0")
+
+
+def _convnext(model: Any) -> Cut:  # its LayerNorm2d comes after pooling
+    return Cut(model.features, model.classifier[0], _last_linear(model), str(len(model.features) - 1))
+
+
+def _efficientnet(model: Any) -> Cut:
+    return Cut(model.features, nn.Identity(), _last_linear(model), str(len(model.features) - 1))
+
+
+def _tiny(model: Any) -> Cut:
+    return Cut(model.features, nn.Identity(), model.fc.in_features, "")
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[str], nn.Module]  # backbone name -> the whole classification network, random weights
+    cut: Callable[[Any], Cut]
+
+
+def _torchvision(name: str) -> nn.Module:
+    return torchvision.models.get_model(name, weights=None)
+
+
+FAMILIES: dict[str, Family] = {
+    "resnet": Family(_torchvision, _resnet),
+    "densenet": Family(_torchvision, _densenet),
+    "convnext": Family(_torchvision, _convnext),
+    "efficientnet": Family(_torchvision, _efficientnet),
+    "tiny_cnn": Family(lambda _: TinyCNN(), _tiny),
+}
+
+
+def spec_of(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ModelError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+    return BACKBONES[name]
+
+
+def _classifier(spec: BackboneSpec, pretrained: str) -> nn.Module:
+    model = FAMILIES[spec.family].build(spec.name)
+    if pretrained == "imagenet":
+        if not spec.imagenet:
             raise ModelError(
-                "tiny_cnn has no ImageNet weights: use model.pretrained = 'none' or a local file"
+                f"{spec.name} has no ImageNet weights: use model.pretrained = 'none' or a local file"
             )
-    else:
-        model = torchvision.models.get_model(name, weights=None)
-        if pretrained == "imagenet":
-            model.load_state_dict(_imagenet_state(name))
-    if pretrained not in ("none", "imagenet"):
-        model.load_state_dict(_file_state(Path(pretrained), name))
+        model.load_state_dict(_imagenet_state(spec.name))
+    elif pretrained != "none":
+        model.load_state_dict(_file_state(Path(pretrained), spec, model))
     return model
 
 
@@ -70,7 +130,7 @@ def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def _file_state(path: Path, name: str) -> dict[str, torch.Tensor]:
+def _file_state(path: Path, spec: BackboneSpec, model: nn.Module) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"model.pretrained: weights file {path} not found")
     try:
@@ -81,38 +141,11 @@ def _file_state(path: Path, name: str) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelError(f"{path}: expected a state_dict (a dict of tensors), found {type(state).__name__}")
-    expected = (
-        set(torchvision.models.get_model(name, weights=None).state_dict()) if name != "tiny_cnn" else None
-    )
-    if expected is not None and not set(state) >= expected - {
-        k for k in expected if k.endswith("num_batches_tracked")
-    }:
+    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    if not set(state) >= expected:
         missing = sorted(expected - set(state))[:5]
-        raise ModelError(f"{path}: not {name} weights (missing {', '.join(missing)} ...)")
+        raise ModelError(f"{path}: not {spec.name} weights (missing {', '.join(missing)} ...)")
     return state
-
-
-def _split(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module, int, str]:
-    """(body producing the feature map, module applied after pooling, feature channels, name of the
-    body's last feature layer)."""
-    if name.startswith("resnet"):
-        body = nn.Sequential(*[m for n, m in model.named_children() if n not in ("avgpool", "fc")])
-        return body, nn.Identity(), model.fc.in_features, str(len(body) - 1)  # layer4
-    if name == "densenet121":  # torchvision applies a ReLU after the features
-        body = nn.Sequential(model.features, nn.ReLU(inplace=False))
-        return body, nn.Identity(), model.classifier.in_features, "0"
-    if name == "convnext_tiny":  # its LayerNorm2d comes after pooling
-        return (
-            model.features,
-            model.classifier[0],
-            model.classifier[2].in_features,
-            str(len(model.features) - 1),
-        )
-    if name == "efficientnet_b0":
-        return model.features, nn.Identity(), model.classifier[1].in_features, str(len(model.features) - 1)
-    if name == "tiny_cnn":
-        return model.features, nn.Identity(), model.fc.in_features, ""
-    raise ModelError(f"unknown backbone {name!r}")
 
 
 def _adapt_first_conv(body: nn.Module) -> None:
@@ -123,16 +156,16 @@ def _adapt_first_conv(body: nn.Module) -> None:
                 conv = nn.Conv2d(
                     1,
                     child.out_channels,
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    child.dilation,
+                    child.kernel_size,  # type: ignore[arg-type]
+                    child.stride,  # type: ignore[arg-type]
+                    child.padding,  # type: ignore[arg-type]
+                    child.dilation,  # type: ignore[arg-type]
                     child.groups,
                     child.bias is not None,
                 )
                 with torch.no_grad():
                     conv.weight.copy_(child.weight.sum(dim=1, keepdim=True))
-                    if child.bias is not None:
+                    if child.bias is not None and conv.bias is not None:
                         conv.bias.copy_(child.bias)
                 setattr(parent, child_name, conv)
                 return
@@ -142,19 +175,23 @@ def _adapt_first_conv(body: nn.Module) -> None:
 class Backbone(nn.Module):
     """Grey image (B, 1, H, W) in [0, 1] -> feature map (B, C, h, w)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, name: str, pretrained: str = "none", grey: str = "replicate") -> None:
         super().__init__()
+        spec = spec_of(name)
         self.name = name
-        self.body, self.post_pool, self.out_channels, self.target_name = _split(
-            _torchvision_model(name, pretrained), name
-        )
+        cut = FAMILIES[spec.family].cut(_classifier(spec, pretrained))
+        self.body, self.post_pool = cut.body, cut.post_pool
+        self.out_channels, self.target_name = cut.channels, cut.target
         self.replicate = grey == "replicate"
         if not self.replicate:
             _adapt_first_conv(self.body)
-        mean = torch.tensor(IMAGENET_MEAN if self.replicate else [sum(IMAGENET_MEAN) / 3]).view(1, -1, 1, 1)
-        std = torch.tensor(IMAGENET_STD if self.replicate else [sum(IMAGENET_STD) / 3]).view(1, -1, 1, 1)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        mean = spec.mean if self.replicate else [sum(spec.mean) / 3]
+        std = spec.std if self.replicate else [sum(spec.std) / 3]
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     @property
     def target_layer(self) -> nn.Module:

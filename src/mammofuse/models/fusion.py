@@ -11,12 +11,15 @@ from torch import nn
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, View
 from mammofuse.models.backbones import Backbone, create_backbone
+from mammofuse.problems import ModelError
 
 
 class TwoViewNet(nn.Module):
-    """(cc (B, 1, H, W), mlo (B, 1, H, W), clinical (B, F)) -> logits (B, 2)."""
+    """(cc (B, 1, H, W), mlo (B, 1, H, W), clinical (B, F)) -> logits (B, n_outputs)."""
 
-    def __init__(self, cfg: ModelConfig, n_clinical: int) -> None:
+    clinical: nn.Module
+
+    def __init__(self, cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> None:
         super().__init__()
         first = create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
         second = first if cfg.shared_backbone else create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
@@ -27,7 +30,7 @@ class TwoViewNet(nn.Module):
         else:
             self.clinical, clinical_out = nn.Identity(), n_clinical
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(2 * first.out_channels + clinical_out, 2)
+        self.head = nn.Linear(2 * first.out_channels + clinical_out, n_outputs)
 
     def backbone(self, view: View) -> Backbone:
         return self.backbones[view.value]  # type: ignore[return-value]
@@ -37,7 +40,7 @@ class TwoViewNet(nn.Module):
         return torch.cat([*pooled, self.clinical(clinical)], dim=1)  # (B, 2C + F')
 
     def forward(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(cc, mlo, clinical)))  # (B, 2)
+        return self.head(self.dropout(self.features(cc, mlo, clinical)))  # (B, n_outputs)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbones.parameters())
@@ -46,6 +49,26 @@ class TwoViewNet(nn.Module):
         return [*self.clinical.parameters(), *self.head.parameters()]
 
 
-def create_model(cfg: ModelConfig, n_clinical: int) -> TwoViewNet:
+def create_model(cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> TwoViewNet:
     """The one factory: the network the config describes."""
-    return TwoViewNet(cfg, n_clinical)
+    return TwoViewNet(cfg, n_clinical, n_outputs)
+
+
+def load_network(
+    cfg: ModelConfig, n_clinical: int, state: dict[str, torch.Tensor], source: str
+) -> TwoViewNet:
+    """A trained network: built as configured (no pretrained download: the weights are in `state`), in
+    eval mode. A state that does not fit the configured network is a ModelError naming `source`."""
+    net = create_model(cfg.model_copy(update={"pretrained": "none"}), n_clinical)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{source}: the weights do not fit the configured {cfg.backbone} network ({exc})"
+        ) from None
+    return net.eval()
+
+
+def positive_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 2) logits -> (B,) probability of label 1: the one place logits become probabilities."""
+    return torch.softmax(logits.float(), dim=1)[:, 1]

@@ -1,6 +1,8 @@
 """Experiment presets: small TOML files that differ from the defaults, applied on top of a cohort config.
 
-A preset may say `extends = "other"` to start from another preset.
+A preset may say `extends = "other"` to start from another preset. A preset changes only the
+experiment part of a config ([preprocess], [data], [model], [train]): what the data is (images,
+labels, clinical data, the split) belongs to the cohort config alone.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mammofuse.config import Config, ConfigError, parse_config
+from mammofuse.config import EXPERIMENT_SECTIONS, Config, ConfigError, parse_config
 
 
 def available() -> list[str]:
@@ -21,17 +23,33 @@ def available() -> list[str]:
     )
 
 
-def _read(name: str) -> dict[str, Any]:
+def _text(name: str) -> str:
     path = Path(name)
     if path.suffix == ".toml" and path.is_file():
-        text = path.read_text(encoding="utf-8")
-    elif name in available():
-        text = resources.files(__package__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
-    else:
-        raise ConfigError(f"unknown preset {name!r} (available: {', '.join(available())}, or a .toml file)")
-    data = tomllib.loads(text)
+        return path.read_text(encoding="utf-8")
+    if name in available():
+        return resources.files(__package__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    raise ConfigError(f"unknown preset {name!r} (available: {', '.join(available())}, or a .toml file)")
+
+
+def _read(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name in chain:
+        raise ConfigError(
+            f"preset {chain[0]!r}: 'extends' goes round in a loop ({' -> '.join([*chain, name])})"
+        )
+    try:
+        data = tomllib.loads(_text(name))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"preset {name}: not valid TOML ({exc})") from None
     parent = data.pop("extends", None)
-    return _merge(_read(parent), data) if parent else data
+    outside = sorted(set(data) - set(EXPERIMENT_SECTIONS))
+    if outside:
+        allowed = ", ".join(f"[{s}]" for s in EXPERIMENT_SECTIONS)
+        raise ConfigError(
+            f"preset {name}: sets {', '.join(outside)}, which a preset may not change (a preset changes only "
+            f"{allowed}; the cohort's images, labels, clinical data and split belong to the cohort config)"
+        )
+    return _merge(_read(parent, (*chain, name)), data) if parent else data
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

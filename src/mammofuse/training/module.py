@@ -9,7 +9,7 @@ from torch import nn
 
 from mammofuse.config import TrainConfig
 from mammofuse.evaluation.metrics import auc
-from mammofuse.models import TwoViewNet
+from mammofuse.models import TwoViewNet, positive_probability
 
 
 class BreastClassifier(L.LightningModule):
@@ -40,7 +40,7 @@ class BreastClassifier(L.LightningModule):
     def validation_step(self, batch: dict, _: int) -> None:
         logits = self(batch)
         self.log("val_loss", self.loss(logits, batch["label"]), on_epoch=True, batch_size=len(batch["label"]))
-        self._val.append((torch.softmax(logits.float(), 1)[:, 1].detach().cpu(), batch["label"].cpu()))
+        self._val.append((positive_probability(logits).detach().cpu(), batch["label"].cpu()))
 
     def on_validation_epoch_end(self) -> None:
         probs = torch.cat([p for p, _ in self._val]).numpy()
@@ -76,7 +76,7 @@ def predict(
     with torch.no_grad():
         for batch in loader:
             logits = net(batch["cc"].to(device), batch["mlo"].to(device), batch["clinical"].to(device))
-            probs.append(torch.softmax(logits.float(), 1)[:, 1].cpu())
+            probs.append(positive_probability(logits).cpu())
             labels.append(batch["label"])
             keys += list(batch["key"])
     return torch.cat(probs).numpy(), torch.cat(labels).numpy(), keys

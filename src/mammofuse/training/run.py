@@ -1,8 +1,8 @@
 """One training run: prepare the data, build the model, fit with checkpoints, resume when interrupted.
 
-The run directory holds everything needed to evaluate the run or predict with it alone:
-config.toml (resolved), data.csv (every breast with its split and cache entries), encoder.json,
-epochs.csv (per-epoch metrics), checkpoints/best.ckpt (best validation AUC) and last.ckpt.
+The run directory (layout: `mammofuse.runs.Run`) holds everything needed to evaluate the run or
+predict with it alone: the resolved config, data.csv, the encoder, epochs.csv and the checkpoints
+(best validation AUC, and the last epoch).
 """
 
 from __future__ import annotations
@@ -14,30 +14,28 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from mammofuse.cohort.ingest import read_manifest
-from mammofuse.config import Config, load_config, save_config
+from mammofuse.config import Config
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
-from mammofuse.data.splits import read_splits
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
-from mammofuse.problems import Problems
+from mammofuse.problems import DataError, Problems
+from mammofuse.runs import Run, Work
 from mammofuse.training.module import BreastClassifier
-from mammofuse.ui import console
+from mammofuse.ui import console, show_problems
 
-CHECKPOINTS = "checkpoints"
-EPOCHS = "epochs.csv"
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "improved"]
 
 
 class EpochReport(Callback):
     """One line per epoch, like the study's log, and epochs.csv; its state survives a resume."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / EPOCHS
+    def __init__(self, run: Run) -> None:
+        self.path = run.epochs
         self.rows: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -66,19 +64,44 @@ class EpochReport(Callback):
         self.rows = list(state["rows"])
 
 
-def prepare_run(cfg: Config, run_dir: Path) -> SplitData:
+def preprocessed_for(cfg: Config, manifest: pd.DataFrame, run: Run) -> pd.DataFrame:
+    """The cohort preprocessed with this run's settings (a preset may use other settings than the work
+    folder's `mammofuse preprocess`): what is missing from the cache is built, and every breast that
+    cannot be used is reported as `mammofuse preprocess` reports it, and written to the run folder."""
+    problems = Problems()
+    table, stats, cache = preprocess_cohort(manifest, cfg.preprocess, cfg.cache_dir, problems)
+    if stats.decoded:
+        h, w = cfg.preprocess.output_shape
+        console.print(
+            f"this run's preprocessing ({cfg.preprocess.mode}, {h}x{w}) was not in the cache: "
+            f"{stats.decoded} images decoded into {cache.dir}"
+        )
+    problems.write_csv(run.preprocess_problems)
+    if problems.items:
+        show_problems(problems, "preprocessing problems", str(run.preprocess_problems))
+    return table
+
+
+def prepare_run(cfg: Config, run: Run) -> SplitData:
     """Write the run directory's data files (config, data.csv, encoder) and return the datasets."""
-    manifest, info = read_manifest(cfg.work_dir)
-    splits = read_splits(cfg.work_dir)
-    # This run's preprocessing settings may differ from the work folder's (a preset): complete the cache.
-    table, _, _ = preprocess_cohort(manifest, cfg.preprocess, cfg.cache_dir, Problems())
+    work = Work(cfg.work_dir)
+    work.check_cohort(cfg)
+    splits = work.read_splits()
+    if "split" not in splits:
+        raise DataError(
+            f"{work.splits} holds {splits['fold'].nunique()} cross-validation folds (split.folds = "
+            f"{cfg.split.folds}); `mammofuse train` needs one train/val/test split: set split.folds = 0 "
+            "and run `mammofuse split` again"
+        )
+    manifest, info = work.read_manifest()
+    run.dir.mkdir(parents=True, exist_ok=True)
+    table = preprocessed_for(cfg, manifest, run)
     data = build_datasets(table, splits, cfg, info["numeric"], info["categorical"], seed=cfg.train.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.toml")
+    run.write_config(cfg)
     joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
-    joined.to_csv(run_dir / "data.csv", index=False)
-    data.encoder.save(run_dir / "encoder.json")
-    (run_dir / "ingest.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    joined.to_csv(run.data, index=False)
+    data.encoder.save(run.encoder)
+    run.ingest_info.write_text(json.dumps(info, indent=2), encoding="utf-8")
     return data
 
 
@@ -98,10 +121,10 @@ def loader(dataset: BreastDataset, cfg: Config, train: bool = False, sampler=Non
     )
 
 
-def trainer_for(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> L.Trainer:
+def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) -> L.Trainer:
     gpu = torch.cuda.is_available()
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINTS,
+        dirpath=run.checkpoints,
         filename="best",
         monitor="val_auc",
         mode="max",
@@ -115,12 +138,12 @@ def trainer_for(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = N
         strategy="ddp" if cfg.train.ddp else "auto",
         precision="16-mixed" if gpu else "32-true",
         deterministic=True if not gpu else "warn",
-        callbacks=[checkpoint, EpochReport(run_dir), *(callbacks or [])],
+        callbacks=[checkpoint, EpochReport(run), *(callbacks or [])],
         logger=False,
         enable_progress_bar=console.is_terminal,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        default_root_dir=run_dir,
+        default_root_dir=run.dir,
     )
 
 
@@ -133,36 +156,21 @@ def _quiet_lightning() -> None:
 
 
 def train(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> Path:
-    """Train (or resume from run_dir/checkpoints/last.ckpt); return the best checkpoint's path."""
+    """Train (or resume from the run's last checkpoint); return the best checkpoint's path."""
     _quiet_lightning()
+    run = Run(run_dir)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    data = prepare_run(cfg, run_dir)
+    data = prepare_run(cfg, run)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
     module = BreastClassifier(net, cfg.train)
-    last = run_dir / CHECKPOINTS / "last.ckpt"
+    last = run.checkpoint("last")
     if last.is_file():
         console.print(f"resuming from {last}")
-    trainer = trainer_for(cfg, run_dir, callbacks)
+    trainer = trainer_for(cfg, run, callbacks)
     trainer.fit(
         module,
         loader(data.train, cfg, train=True, sampler=data.sampler),
         loader(data.val, cfg),
         ckpt_path=last if last.is_file() else None,
     )
-    return run_dir / CHECKPOINTS / "best.ckpt"
-
-
-def load_run_config(run_dir: Path) -> Config:
-    return load_config(run_dir / "config.toml")
-
-
-def load_net(run_dir: Path, n_clinical: int, checkpoint: str = "best.ckpt"):
-    """The trained network from a checkpoint, loaded with torch.load(weights_only=True)."""
-    cfg = load_run_config(run_dir)
-    model_cfg = cfg.model.model_copy(update={"pretrained": "none"})  # the weights come from the checkpoint
-    net = create_model(model_cfg, n_clinical)
-    state = torch.load(run_dir / CHECKPOINTS / checkpoint, map_location="cpu", weights_only=True)[
-        "state_dict"
-    ]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    return net.eval()
+    return run.checkpoint("best")

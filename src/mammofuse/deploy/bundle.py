@@ -1,5 +1,7 @@
 """A model bundle: everything `predict` needs, in one directory, loadable without the training run.
 
+Made from a run by `write_bundle` (the `evaluate` command does it after evaluation):
+
     model.pt        the network's state_dict (torch.load(weights_only=True))
     config.toml     the run's resolved config (model, preprocessing, ingestion rules)
     encoder.json    the clinical encoder fitted on the training split
@@ -23,11 +25,11 @@ import torchvision
 from mammofuse import __version__
 from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
-from mammofuse.evaluation.metrics import ci_text
-from mammofuse.models import ModelError, TwoViewNet, create_model
+from mammofuse.evaluation.result import SplitMetrics
+from mammofuse.models import ModelError, TwoViewNet, load_network
+from mammofuse.runs import Run
 
 BUNDLE_FORMAT = 1
-BUNDLE = "bundle"
 
 
 def versions() -> dict[str, str]:
@@ -49,41 +51,42 @@ class Bundle:
     info: dict
 
 
-def write_bundle(run_dir: Path, net: TwoViewNet, metrics: dict, out: Path | None = None) -> Path:
-    """Write the bundle of a trained and evaluated run (default RUN_DIR/bundle)."""
-    out = out or run_dir / BUNDLE
+def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the bundle of a trained and evaluated run (default: the run's bundle/ folder)."""
+    run = Run(run_dir)
+    out = out or run.bundle
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(run_dir / "config.toml")
-    encoder = ClinicalEncoder.load(run_dir / "encoder.json")
-    torch.save(net.state_dict(), out / "model.pt")
+    cfg, encoder, evaluation = run.read_config(), run.read_encoder(), run.read_evaluation()
+    torch.save(run.read_net().state_dict(), out / "model.pt")
     save_config(cfg, out / "config.toml")
     encoder.save(out / "encoder.json")
-    test = metrics["model"]["test"]
+    test = evaluation.model.test
+    baseline = evaluation.baseline
     info = {
         "format": BUNDLE_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "backbone": cfg.model.backbone,
         "n_clinical": len(encoder.feature_names),
-        "threshold": test["at_youden"]["threshold"],
+        "threshold": evaluation.model.threshold,
         "preprocess": cfg.preprocess.settings(),
-        "test_auc": test["auc"],
-        "baseline_test_auc": metrics.get("baseline", {}).get("test", {}).get("auc"),
+        "test_auc": test.auc.model_dump(),
+        "baseline_test_auc": baseline.test.auc.model_dump() if baseline else None,
     }
     (out / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    (out / "model_card.md").write_text(model_card(cfg, info, test), encoding="utf-8")
+    baseline_text = baseline.test.auc.text if baseline else None
+    (out / "model_card.md").write_text(model_card(cfg, info, test, baseline_text), encoding="utf-8")
     return out
 
 
-def model_card(cfg: Config, info: dict, test: dict) -> str:
-    auc = test["auc"]
-    base = info.get("baseline_test_auc")
-    base_line = f"- clinical-only baseline, same split: AUC {ci_text(base)}\n" if base else ""
+def model_card(cfg: Config, info: dict, test: SplitMetrics, baseline_auc: str | None) -> str:
+    labels = cfg.labels
+    base_line = f"- clinical-only baseline, same split: AUC {baseline_auc}\n" if baseline_auc else ""
     return f"""# Model card
 
-**What it predicts.** The probability that a breast's tumour is EIC positive (label 1: invasive fraction below
-{cfg.labels.threshold:g} %) from its CC and MLO mammograms and clinical data. A research model: not for
-clinical decisions.
+**What it predicts.** The probability that a breast is {labels.positive} (label 1) rather than
+{labels.negative} (label 0), from its CC and MLO mammograms and clinical data. Endpoint {labels.name}:
+{labels.definition}. A research model: not for clinical decisions.
 
 **Model.** Two {cfg.model.backbone} backbones ({"shared" if cfg.model.shared_backbone else "one per view"},
 initial weights: {cfg.model.pretrained}), pooled features joined with {info["n_clinical"]} clinical features,
@@ -92,8 +95,8 @@ a linear head. Input: {cfg.preprocess.mode} preprocessing at {cfg.preprocess.out
 
 **Validation.** Patient-grouped, label-stratified split (seed {cfg.split.seed}); the threshold
 {info["threshold"]:.3f} was chosen on validation (Youden) and applied unchanged to test.
-- test: {test["n"]} breasts ({test["positives"]} positive), AUC {ci_text(auc)}
-  (95 % stratified bootstrap, {auc["n_bootstrap"]} resamples)
+- test: {test.n} breasts ({test.positives} {labels.positive}), AUC {test.auc.text}
+  (95 % stratified bootstrap, {test.auc.n_bootstrap} resamples)
 {base_line}
 **Limits.** Validated on one cohort and one split; performance on other scanners, populations or
 prevalences is unknown until measured there. Inputs must follow the same ingestion and preprocessing
@@ -118,9 +121,11 @@ def load_bundle(path: Path) -> Bundle:
         )
     cfg = load_config(path / "config.toml")
     encoder = ClinicalEncoder.load(path / "encoder.json")
-    net = create_model(cfg.model.model_copy(update={"pretrained": "none"}), len(encoder.feature_names))
     try:
-        net.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise ModelError(f"{path}/model.pt does not match the bundle's config ({exc})") from None
-    return Bundle(net.eval(), cfg, encoder, float(info["threshold"]), info)
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or a pickle that weights_only refuses
+        raise ModelError(
+            f"{path / 'model.pt'}: cannot be read as weights ({type(exc).__name__}: {exc})"
+        ) from None
+    net = load_network(cfg.model, len(encoder.feature_names), state, str(path / "model.pt"))
+    return Bundle(net, cfg, encoder, float(info["threshold"]), info)

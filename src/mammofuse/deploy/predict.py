@@ -7,33 +7,23 @@ not be scored (a missing view, an unreadable file, a clinical value the encoder 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mammofuse.bundle import Bundle, load_bundle
 from mammofuse.cohort.images import find_images, pair_views
 from mammofuse.cohort.tables import read_clinical
+from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.domain import VIEWS, View
+from mammofuse.explain.explain import CaseInput
 from mammofuse.imaging.cache import dequantize
-from mammofuse.imaging.geometry import Geometry, map_to_original
 from mammofuse.imaging.preprocess import preprocess_file
+from mammofuse.models import positive_probability
 from mammofuse.problems import Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "label", "reason"]
-
-
-@dataclass
-class ScoredInput:
-    """What was fed to the model for one scored breast (kept for --explain)."""
-
-    images: dict[View, np.ndarray]  # preprocessed, float32 (H, W)
-    clinical: np.ndarray  # encoded (F,)
-    paths: dict[View, Path]
-    geometry: dict[View, Geometry]
 
 
 def _images_config(bundle: Bundle, images: Path):
@@ -68,7 +58,8 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
     table = read_clinical(clin_cfg, problems)
     values = table.values if table else {}
     columns = bundle.encoder.numeric + bundle.encoder.categorical
-    rows, inputs = [], {}
+    rows: list[dict] = []
+    inputs: dict[int, CaseInput] = {}
     for key in sorted(set(pairs) | set(values)):
         pid, side = key
         row = {
@@ -99,27 +90,11 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
             x = {v: torch.from_numpy(pre[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
             with torch.no_grad():
                 logits = bundle.net(x[View.CC], x[View.MLO], torch.from_numpy(clin))
-            row["probability"] = float(torch.softmax(logits, 1)[0, 1])
+            row["probability"] = float(positive_probability(logits)[0])
             row["label"] = int(row["probability"] >= bundle.threshold)
-            inputs[row["row"]] = ScoredInput(pre, clin[0], views, {v: done[v][1] for v in VIEWS})
+            inputs[row["row"]] = CaseInput(
+                pre, clin[0], {v: str(views[v]) for v in VIEWS}, {v: done[v][1] for v in VIEWS}
+            )
         row["reason"] = reason or ""
         rows.append(row)
     return pd.DataFrame(rows, columns=OUTPUT_COLUMNS), problems, bundle, inputs
-
-
-def explain_predictions(bundle: Bundle, inputs: dict[int, ScoredInput], out_dir: Path) -> list[Path]:
-    """Grad-CAM overlays for each scored breast, named by output row (never by patient)."""
-    from mammofuse.explain.explain import explain_breast, original_image
-    from mammofuse.explain.overlays import case_figure
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    voi = bundle.config.preprocess.voi == "window"
-    written = []
-    for row, scored in inputs.items():
-        cams = explain_breast(bundle.net, scored.images, scored.clinical)
-        original = {v: original_image(scored.paths[v], voi) for v in VIEWS}
-        back = {v: map_to_original(cams[v], scored.geometry[v]) for v in VIEWS}
-        path = out_dir / f"row{row}.png"
-        case_figure(scored.images, cams, original, back, f"row {row}").savefig(path, dpi=100)
-        written.append(path)
-    return written

@@ -1,0 +1,82 @@
+"""The typed evaluation result: what metrics.json holds, read and written in one shape.
+
+explain, report, the bundle and the terminal read these objects, never the JSON's nested dicts.
+NaN (a metric that is undefined, e.g. PPV with no positive call) is written as the JSON constant NaN.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", populate_by_name=True)
+
+
+class AucInterval(_Result):
+    auc: float
+    low: float
+    high: float
+    n_bootstrap: int
+
+    @property
+    def text(self) -> str:
+        """'0.812 [0.712, 0.905]'."""
+        return f"{self.auc:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+class Confusion(_Result):
+    tn: int
+    fp: int
+    fn: int
+    tp: int
+
+
+class AtThreshold(_Result):
+    threshold: float
+    accuracy: float
+    sensitivity: float
+    specificity: float
+    ppv: float
+    npv: float
+    confusion: Confusion
+
+
+class SplitMetrics(_Result):
+    """Every headline figure of one model on one split."""
+
+    n: int
+    positives: int
+    auc: AucInterval
+    brier: float
+    at_half: AtThreshold = Field(alias="at_0.5")
+    at_youden: AtThreshold
+
+
+class ModelMetrics(_Result):
+    test: SplitMetrics
+    val_auc: float
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold chosen on validation (Youden) and applied to test."""
+        return self.test.at_youden.threshold
+
+
+class Comparison(_Result):
+    """AUC(image + clinical) - AUC(clinical only) on the same test breasts (paired bootstrap)."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+
+
+class Evaluation(_Result):
+    run: str
+    model: ModelMetrics
+    baseline: ModelMetrics | None = None
+    comparison: Comparison | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)

@@ -1,0 +1,265 @@
+"""The layout of a work folder and of a run folder, with typed readers and writers for their files.
+
+Every stage finds another stage's output through here, never by a file name of its own:
+
+    WORK/                      `Work`
+      cohort.toml              the cohort config the folder was built from (ingest, split)
+      manifest.csv, exclusions.csv, ingest.json          ingest
+      preprocessed.csv, preprocess_problems.csv, preview.png   preprocess
+      splits.csv               split
+      cache/                   preprocessed arrays (imaging.cache)
+      runs/NAME/               `Run`
+        config.toml            the run's resolved config (cohort + experiment)
+        data.csv               every breast with its split and cache entries
+        encoder.json           the clinical encoder, fitted on the training split
+        ingest.json            the feature columns ingest found
+        preprocess_problems.csv  breasts the run's preprocessing could not use
+        epochs.csv, checkpoints/{best,last}.ckpt                train
+        metrics.json, predictions.csv, figures/                 evaluate
+        bundle/                the deployable model (deploy.bundle)
+        explain/               Grad-CAM overlays and explain/index.csv
+        report.html            report
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import tomli_w
+
+from mammofuse.config import COHORT_SECTIONS, CohortConfig, Config, ConfigError, load_config, save_config
+from mammofuse.data.clinical import ClinicalEncoder
+from mammofuse.evaluation.result import Evaluation
+from mammofuse.problems import DataError
+
+if TYPE_CHECKING:
+    from mammofuse.models import TwoViewNet
+
+KEY_DTYPES = {"patient_id": str, "side": str}  # patient IDs such as "007" stay text
+
+
+def _require(path: Path, command: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `mammofuse {command}` first")
+    return path
+
+
+def read_table(path: Path, command: str) -> pd.DataFrame:
+    """A CSV a stage wrote, with patient IDs and sides as text."""
+    return pd.read_csv(_require(path, command), dtype=KEY_DTYPES)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A work folder: what ingest, preprocess and split wrote, and the runs trained on it."""
+
+    dir: Path
+
+    @property
+    def cohort_record(self) -> Path:
+        return self.dir / "cohort.toml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / "manifest.csv"
+
+    @property
+    def exclusions(self) -> Path:
+        return self.dir / "exclusions.csv"
+
+    @property
+    def ingest_info(self) -> Path:
+        return self.dir / "ingest.json"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.dir / "preprocessed.csv"
+
+    @property
+    def preprocess_problems(self) -> Path:
+        return self.dir / "preprocess_problems.csv"
+
+    @property
+    def preview(self) -> Path:
+        return self.dir / "preview.png"
+
+    @property
+    def splits(self) -> Path:
+        return self.dir / "splits.csv"
+
+    @property
+    def comparison(self) -> Path:
+        return self.dir / "comparison.csv"
+
+    def run(self, name: str) -> Run:
+        return Run(self.dir / "runs" / name)
+
+    def read_manifest(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The manifest and the ingest info (feature columns, counts)."""
+        manifest = read_table(self.manifest, "ingest")
+        return manifest, json.loads(_require(self.ingest_info, "ingest").read_text(encoding="utf-8"))
+
+    def read_splits(self) -> pd.DataFrame:
+        return read_table(self.splits, "split")
+
+    def read_preprocessed(self) -> pd.DataFrame:
+        return read_table(self.preprocessed, "preprocess")
+
+    def record_cohort(self, cfg: CohortConfig, sections: tuple[str, ...] = COHORT_SECTIONS) -> None:
+        """Write down the cohort sections this folder's files now come from (the others are kept)."""
+        record = self._recorded()
+        record.update(cfg.record(sections))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cohort_record.write_text(tomli_w.dumps(record), encoding="utf-8")
+
+    def check_cohort(self, cfg: CohortConfig, sections: tuple[str, ...] = COHORT_SECTIONS) -> None:
+        """Refuse a config whose cohort part differs from the one this folder was built from."""
+        recorded = self._recorded()
+        now = cfg.record(sections)
+        changed = [
+            line
+            for section in sections
+            if section in recorded
+            for line in _differences(recorded[section], now[section], section)
+        ]
+        if changed:
+            raise ConfigError(
+                f"{self.dir} was built from another cohort config ({self.cohort_record.name}); what differs "
+                f"(there -> here): {'; '.join(changed)}. Ingest and split into a new --work folder, or use "
+                "the config this folder was built from."
+            )
+
+    def _recorded(self) -> dict[str, Any]:
+        if not self.cohort_record.is_file():
+            return {}
+        return tomllib.loads(self.cohort_record.read_text(encoding="utf-8"))
+
+
+def _differences(old: Any, new: Any, key: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            line
+            for k in sorted(set(old) | set(new))
+            for line in _differences(old.get(k), new.get(k), f"{key}.{k}")
+        ]
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder: one trained model and everything made from it."""
+
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.toml"
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data.csv"
+
+    @property
+    def encoder(self) -> Path:
+        return self.dir / "encoder.json"
+
+    @property
+    def ingest_info(self) -> Path:
+        return self.dir / "ingest.json"
+
+    @property
+    def preprocess_problems(self) -> Path:
+        return self.dir / "preprocess_problems.csv"
+
+    @property
+    def epochs(self) -> Path:
+        return self.dir / "epochs.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    def checkpoint(self, which: str = "best") -> Path:
+        return self.checkpoints / f"{which}.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.dir / "predictions.csv"
+
+    @property
+    def figures(self) -> Path:
+        return self.dir / "figures"
+
+    @property
+    def bundle(self) -> Path:
+        return self.dir / "bundle"
+
+    @property
+    def explain(self) -> Path:
+        return self.dir / "explain"
+
+    @property
+    def explain_index(self) -> Path:
+        return self.explain / "index.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.dir / "report.html"
+
+    def read_config(self) -> Config:
+        return load_config(_require(self.config, "train"))
+
+    def write_config(self, cfg: Config) -> None:
+        save_config(cfg, self.config)
+
+    def read_data(self) -> pd.DataFrame:
+        return read_table(self.data, "train")
+
+    def read_encoder(self) -> ClinicalEncoder:
+        return ClinicalEncoder.load(_require(self.encoder, "train"))
+
+    def read_net(self, which: str = "best") -> TwoViewNet:
+        """The trained network of a checkpoint (loaded with weights_only=True), in eval mode."""
+        import torch
+
+        from mammofuse.models import load_network
+
+        path = self.checkpoint(which)
+        if not path.is_file():
+            raise DataError(f"{self.dir}: no checkpoints/{path.name}; train first (mammofuse train)")
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        return load_network(
+            self.read_config().model, len(self.read_encoder().feature_names), net_state, str(path)
+        )
+
+    def read_evaluation(self) -> Evaluation:
+        path = self.metrics
+        if not path.is_file():
+            raise DataError(f"{self.dir}: no metrics.json; run `mammofuse evaluate {self.dir}` first")
+        return Evaluation.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write_evaluation(self, result: Evaluation) -> None:
+        self.metrics.write_text(result.to_json(), encoding="utf-8")
+
+    def read_predictions(self) -> pd.DataFrame:
+        path = self.predictions
+        if not path.is_file():
+            raise DataError(f"{self.dir}: no predictions.csv; run `mammofuse evaluate {self.dir}` first")
+        return pd.read_csv(path)
+
+    def read_epochs(self) -> pd.DataFrame | None:
+        return pd.read_csv(self.epochs) if self.epochs.is_file() else None
