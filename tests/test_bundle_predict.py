@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mammofuse.deploy.bundle import load_bundle
 from mammofuse.cli import main
+from mammofuse.deploy.bundle import load_bundle
 from mammofuse.models import ModelError
 
 

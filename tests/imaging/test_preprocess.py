@@ -115,7 +115,9 @@ class TestBadPixels:
         problems = Problems()
         table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
         assert len(table) == len(manifest)
-        assert [(p.category, p.path) for p in problems.items] == [("laterality disagrees with pixels", str(path))]
+        assert [(p.category, p.path) for p in problems.items] == [
+            ("laterality disagrees with pixels", str(path))
+        ]
         img = load_entry(table.loc[0, "cc_cache"])
         assert img[:, :4].mean() > img[:, -4:].mean()  # chest wall still on the left
 
