@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from mammofuse.config import SplitConfig
-from mammofuse.data.splits import make_splits, split_table
+from mammofuse.data.splits import held_out, make_splits, split_table
 from mammofuse.problems import DataError
 
 
@@ -25,8 +25,18 @@ class TestHoldoutSplit:
     def test_proportions_follow_the_study(self):
         splits = make_splits(cohort(), SplitConfig())
         share = splits["split"].value_counts(normalize=True)
-        assert share["test"] == pytest.approx(0.10, abs=0.03)
-        assert share["val"] == pytest.approx(0.09, abs=0.03)
+        assert share["test"] == pytest.approx(0.10, abs=0.01)
+        assert share["val"] == pytest.approx(0.09, abs=0.01)
+
+    @pytest.mark.parametrize("fraction", [0.15, 0.3, 0.4])
+    def test_the_configured_fraction_of_each_class_is_held_out_within_one_patient(self, fraction):
+        table = cohort(seed=5)
+        mask = held_out(table["label"].to_numpy(), table["patient_id"].to_numpy(), fraction, seed=0)
+        for label in (0, 1):
+            in_class = table["label"].to_numpy() == label
+            target = fraction * in_class.sum()
+            assert abs(mask[in_class].sum() - target) <= 2  # a patient has at most two breasts
+        assert table[mask]["patient_id"].isin(table[~mask]["patient_id"]).sum() == 0
 
     def test_labels_are_stratified(self):
         splits = make_splits(cohort(), SplitConfig())

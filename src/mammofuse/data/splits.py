@@ -1,7 +1,7 @@
 """Patient-grouped, label-stratified splits: no patient's breasts are ever in two sets.
 
-Holdout (the study): test = test_fraction of patients, validation = val_fraction of the rest.
-Cross-validation: k folds. Built on scikit-learn's StratifiedGroupKFold, seeded.
+Holdout (the study): test = test_fraction of the breasts, validation = val_fraction of the rest, each
+class within one patient of its share. Cross-validation: k folds (scikit-learn's StratifiedGroupKFold).
 """
 
 from __future__ import annotations
@@ -16,16 +16,30 @@ from mammofuse.problems import DataError
 TRAIN, VAL, TEST = "train", "val", "test"
 
 
-def _one_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a held-out part of about `fraction` of the rows, grouped and stratified."""
-    n_splits = max(2, round(1 / fraction))
-    if len(np.unique(groups)) < n_splits:
-        raise DataError(f"only {len(np.unique(groups))} patients: too few for a {fraction:.0%} split")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held = next(folds.split(np.zeros(len(labels)), labels, groups))
-    mask = np.zeros(len(labels), bool)
-    mask[held] = True
-    return mask
+def held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a held-out part: `fraction` of the breasts of each class, whole patients only.
+
+    Patients are visited in a seeded random order and taken while neither class goes past its target
+    (fraction x its count, rounded), so each class ends within one patient's breasts of its target.
+    scikit-learn's grouped splitters cannot do this: StratifiedGroupKFold gives 1/k parts only (0.3 would
+    become a third) and GroupShuffleSplit counts patients, not breasts, and does not stratify.
+    """
+    patients, inverse = np.unique(groups, return_inverse=True)
+    if len(patients) < max(2, round(1 / fraction)):
+        raise DataError(f"only {len(patients)} patients: too few for a {fraction:.0%} split")
+    counts = np.stack(
+        [np.bincount(inverse, weights=labels == c, minlength=len(patients)) for c in (0, 1)], axis=1
+    )  # (patients, 2): negatives and positives of each patient
+    target = np.round(fraction * counts.sum(axis=0))
+    taken = np.zeros(len(patients), bool)
+    have = np.zeros(2)
+    for i in np.random.default_rng(seed).permutation(len(patients)):
+        if np.all(have + counts[i] <= target):
+            taken[i] = True
+            have += counts[i]
+    if not taken.any() or taken.all():
+        raise DataError(f"only {len(patients)} patients: too few for a {fraction:.0%} split")
+    return taken[inverse]
 
 
 def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
@@ -40,9 +54,9 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         for k, (_, held) in enumerate(folds.split(np.zeros(len(out)), labels, groups)):
             out.loc[held, "fold"] = k
         return out
-    test = _one_fold(labels, groups, cfg.test_fraction, cfg.seed)
+    test = held_out(labels, groups, cfg.test_fraction, cfg.seed)
     rest = np.flatnonzero(~test)
-    val_in_rest = _one_fold(labels[rest], groups[rest], cfg.val_fraction, cfg.seed + 1)
+    val_in_rest = held_out(labels[rest], groups[rest], cfg.val_fraction, cfg.seed + 1)
     out["split"] = TRAIN
     out.loc[test, "split"] = TEST
     out.loc[rest[val_in_rest], "split"] = VAL
