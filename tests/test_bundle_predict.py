@@ -8,6 +8,7 @@ import torch
 from mammofuse.cli import main
 from mammofuse.deploy.bundle import load_bundle
 from mammofuse.models import ModelError
+from mammofuse.runs import Run
 
 
 @pytest.fixture
@@ -39,8 +40,10 @@ class TestBundle:
         info = json.loads((bundle / "bundle.json").read_text())
         assert {"torch", "torchvision", "pydicom", "mammofuse"} <= set(info["versions"])
         assert 0 < info["threshold"] < 1 and "auc" in info["test_auc"]
-        assert torch.load(bundle / "model.pt", weights_only=True)
-        assert "EIC" in (bundle / "model_card.md").read_text()
+        state = torch.load(bundle / "model.pt", weights_only=True)
+        assert set(state) == set(Run(run).read_net().state_dict())
+        card = (bundle / "model_card.md").read_text()
+        assert "EIC positive (label 1)" in card and "invasive_fraction < 75 %" in card
 
     def test_a_bundle_of_another_format_is_a_clear_error(self, run):
         meta = run / "bundle" / "bundle.json"

@@ -13,9 +13,12 @@ class TestFit:
     def test_statistics_come_from_the_training_rows_only(self):
         enc = ClinicalEncoder.fit(TRAIN, ["age"], ["grade", "her2"], impute=True)
         assert enc.medians["age"] == 50 and enc.categories["grade"] == ["1", "2"]
-        other = pd.DataFrame({"age": [1000], "grade": [3], "her2": ["neg"]})
-        enc.transform(other)
-        assert enc.medians["age"] == 50  # transforming never refits
+        other = pd.DataFrame({"age": [1000, None], "grade": [3, None], "her2": ["neg", "pos"]})
+        x = enc.transform(other)
+        # ages 40, 50, 60 and the imputed 50: mean 50, population sd sqrt(50)
+        assert x[0, 0] == pytest.approx((1000 - 50) / np.sqrt(50)) and x[1, 0] == pytest.approx(0.0)
+        grade = [enc.feature_names.index(f"grade={g}") for g in ("1", "2")]
+        assert x[:, grade].tolist() == [[0, 0], [0, 1]]  # an unseen 3 is neither; a missing one the mode 2
 
     def test_impute_adds_missing_indicators_and_fills_with_the_median_and_mode(self):
         enc = ClinicalEncoder.fit(TRAIN, ["age"], ["grade", "her2"], impute=True)

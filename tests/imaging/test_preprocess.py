@@ -126,12 +126,18 @@ class TestCommands:
     def test_preprocess_and_split_commands_write_their_files(self, tiny_cohort, capsys):
         _, work = ingested(tiny_cohort)
         config = str(tiny_cohort / "cohort.toml")
-        assert main(["preprocess", config, "--work", str(work), "--preview", "2", "--workers", "1"]) == 0
-        assert main(["split", config, "--work", str(work)]) == 0
-        out = capsys.readouterr().out
-        assert (work / "preview.png").stat().st_size > 1000 and "reused from the cache" in out
+        argv = ["preprocess", config, "--work", str(work), "--preview", "2", "--workers", "1"]
+        assert main(argv) == 0
+        first = capsys.readouterr().out
+        assert main(argv) == 0 and main(["split", config, "--work", str(work)]) == 0
+        second = capsys.readouterr().out
+        table = pd.read_csv(work / "preprocessed.csv")
+        images = 2 * len(table)
+        assert f"{images} images: {images} decoded" in first
+        assert f"{images} images: 0 decoded (0 damaged entries rebuilt), {images} reused" in second
+        assert (work / "preview.png").stat().st_size > 1000
         splits = pd.read_csv(work / "splits.csv")
-        assert set(splits["split"]) <= {"train", "val", "test"}
-        assert len(splits) == len(pd.read_csv(work / "preprocessed.csv"))
-        cfg = load_config(tiny_cohort / "cohort.toml")
-        assert cfg.preprocess.mode == "breast"
+        assert set(splits["split"]) == {"train", "val", "test"} and len(splits) == len(table)
+        size = tuple(load_config(tiny_cohort / "cohort.toml").preprocess.size)
+        cached = table["cc_cache"].tolist() + table["mlo_cache"].tolist()
+        assert all(load_entry(p).shape == size for p in cached)

@@ -161,16 +161,6 @@ def orient_and_fit(
     return out, Geometry(tuple(full_shape), box, flip, scale, offset, tuple(shape)), disagrees
 
 
-def crop_orient_resize(
-    img: np.ndarray, side: Side | None, shape: tuple[int, int], margin: float = 0.02
-) -> tuple[np.ndarray, Geometry, bool]:
-    """The 'breast' mode on a decoded image: crop to the breast, chest wall to the left, fit to `shape`."""
-    step = subsample_step(img.shape)
-    box, chest_left = find_breast(img[::step, ::step], step, img.shape, margin)
-    y0, y1, x0, x1 = box
-    return orient_and_fit(img[y0:y1, x0:x1], box, chest_left, side, img.shape, shape)
-
-
 def seed_parity(
     img: np.ndarray, resize_to: int, crop: int, values: Callable[[np.ndarray], np.ndarray] = identity
 ) -> tuple[np.ndarray, Geometry]:
@@ -185,16 +175,6 @@ def seed_parity(
     top, left = (new[0] - crop) // 2, (new[1] - crop) // 2
     out = np.ascontiguousarray(small[top : top + crop, left : left + crop])
     return out, Geometry(img.shape, (0, h, 0, w), False, scale, (-top, -left), (crop, crop))
-
-
-def to_original(points_yx: np.ndarray, g: Geometry) -> np.ndarray:
-    """Map output pixels (N, 2) as (y, x) back to the original image: undo pad, resize, flip, crop."""
-    p = np.asarray(points_yx, np.float64)
-    y = (p[:, 0] - g.offset[0] + 0.5) / g.scale - 0.5
-    x = (p[:, 1] - g.offset[1] + 0.5) / g.scale - 0.5
-    if g.flipped:
-        x = (g.box[3] - g.box[2]) - 1 - x
-    return np.stack([y + g.box[0], x + g.box[2]], axis=1)
 
 
 def map_to_original(heat: np.ndarray, g: Geometry) -> np.ndarray:
