@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mammofuse.cli import main
@@ -28,9 +29,12 @@ augment = false
 """
 
 
-def prepare(root: Path, breasts: int, seed: int, size: tuple[int, int]) -> Path:
+def prepare(root: Path, breasts: int, seed: int, size: tuple[int, int], relabel=None) -> Path:
+    """Synthesize a cohort (`relabel(cohort)` may rewrite its CSVs), then ingest, preprocess and split."""
     cohort = root / "cohort"
     synthesize(cohort, SynthOptions(breasts=breasts, seed=seed, image_size=size, workers=1))
+    if relabel is not None:
+        relabel(cohort)
     config = cohort / "cohort.toml"
     edit_config(cohort, preprocess={"workers": 1})
     for argv in (["ingest", str(config)], ["preprocess", str(config)], ["split", str(config)]):
@@ -53,10 +57,23 @@ def ready(ready_master: Path, tmp_path: Path) -> Path:
     return out / "cohort"
 
 
+def label_is_her2(cohort: Path) -> None:
+    """Make the label a function of one clinical input: positive exactly when HER2 is positive."""
+    labels = pd.read_csv(cohort / "labels.csv", dtype=str)
+    clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+    her2 = dict(zip(zip(clinical["patient_id"], clinical["side"].str[0].str.upper()), clinical["her2"]))
+    positive = [her2.get((p, s)) == "positive" for p, s in zip(labels["patient_id"], labels["side"])]
+    labels["invasive_fraction"] = [40 if pos else 90 for pos in positive]
+    labels.to_csv(cohort / "labels.csv", index=False)
+
+
 @pytest.fixture(scope="session")
-def large_ready(tmp_path_factory) -> Path:
-    """800 breasts at 40 x 32 pixels (a test split of about 80 breasts), ready to train."""
-    return prepare(tmp_path_factory.mktemp("large"), breasts=800, seed=12, size=(40, 32))
+def her2_ready(tmp_path_factory) -> Path:
+    """800 breasts at 40 x 32 pixels (a test split of about 80) whose label is HER2 status, a clinical
+    input: a model trained on the real labels cannot miss it, one trained on shuffled labels cannot find it."""
+    return prepare(
+        tmp_path_factory.mktemp("her2"), breasts=800, seed=12, size=(40, 32), relabel=label_is_her2
+    )
 
 
 @pytest.fixture(scope="session")
