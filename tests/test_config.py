@@ -8,6 +8,7 @@ from mammofuse.config import ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "study.toml"
     path.write_text(text)
     return path
@@ -60,3 +61,46 @@ class TestConfigCommand:
         assert main(["config", "--check", str(write(tmp_path, "[split]\nfolds = 1\n"))]) == 2
         out = capsys.readouterr().out
         assert "split.folds" in out and "Traceback" not in out
+
+
+class TestCohortAndExperiment:
+    def test_the_label_column_cannot_also_be_a_clinical_input(self, tmp_path):
+        text = "[labels]\ncolumn = 'ki67'\n"
+        with pytest.raises(ConfigError, match="'ki67' is also a clinical input.*target leakage"):
+            load_config(write(tmp_path, text))
+
+    def test_the_parts_hold_their_own_sections(self, tmp_path):
+        cfg = load_config(write(tmp_path, "[labels]\nthreshold = 60\n[train]\nlr = 0.01\n"))
+        assert cfg.cohort.labels.threshold == 60 and not hasattr(cfg.cohort, "train")
+        assert cfg.experiment.train.lr == 0.01 and not hasattr(cfg.experiment, "labels")
+
+    def test_the_cohort_record_survives_moving_the_whole_tree(self, tmp_path):
+        a = load_config(write(tmp_path / "a", ""))
+        b = load_config(write(tmp_path / "b", ""))
+        assert a.images.root != b.images.root and a.record() == b.record()
+        c = load_config(write(tmp_path / "c", "[labels]\nthreshold = 60\n"))
+        assert c.record()["labels"]["threshold"] == 60 != a.record()["labels"]["threshold"]
+
+
+class TestEndpointNames:
+    def test_defaults_describe_eic_and_a_binary_endpoint_reads_as_itself(self, tmp_path):
+        assert (
+            "EIC positive (label 1): invasive_fraction < 75 %"
+            in load_config(write(tmp_path, "")).labels.definition
+        )
+        text = "[labels]\nkind = 'binary'\ncolumn = 'upstaged'\nname = 'DCIS upstaging'\n"
+        text += "positive = 'upstaged'\nnegative = 'pure DCIS'\n"
+        labels = load_config(write(tmp_path, text)).labels
+        assert labels.definition == "upstaged (label 1): upstaged = 1; pure DCIS (label 0): upstaged = 0"
+
+
+class TestAugmentation:
+    def test_rotation_settings_are_honoured_not_capped(self):
+        from mammofuse.config import DataConfig
+        from mammofuse.data.balance import balancing_augmentation, standard_augmentation
+
+        cfg = DataConfig(augment_rotation_deg=20.0, rotation_deg=30.0)
+        assert standard_augmentation(cfg).transforms[0].degrees == [-20.0, 20.0]
+        assert balancing_augmentation(cfg).degrees == [-30.0, 30.0]
+        with pytest.raises(ValueError, match="less than or equal to 45"):
+            DataConfig(rotation_deg=60.0)

@@ -338,3 +338,13 @@ class TestDoneWhen:
         assert len(exclusions) == 120 - len(manifest) and set(exclusions["category"]) == {
             "missing clinical value"
         }
+
+
+class TestEndpointNames:
+    def test_the_summary_names_the_classes_as_the_config_does(self, tiny_cohort, capsys):
+        edit_config(
+            tiny_cohort, labels={"name": "DCIS upstaging", "positive": "upstaged", "negative": "pure DCIS"}
+        )
+        code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
+        pos = int(manifest["label"].sum())
+        assert code == 0 and f"{pos} upstaged (label 1), {len(manifest) - pos} pure DCIS (label 0)" in out

@@ -70,7 +70,7 @@ def label_is_her2(cohort: Path) -> None:
 @pytest.fixture(scope="session")
 def her2_ready(tmp_path_factory) -> Path:
     """800 breasts at 40 x 32 pixels (a test split of about 80) whose label is HER2 status, a clinical
-    input: a model trained on the real labels cannot miss it, one trained on shuffled labels cannot find it."""
+    input: a model trained on the real labels cannot miss it, one on shuffled labels cannot find it."""
     return prepare(
         tmp_path_factory.mktemp("her2"), breasts=800, seed=12, size=(40, 32), relabel=label_is_her2
     )

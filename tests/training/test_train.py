@@ -9,6 +9,7 @@ from mammofuse.cli import main
 from mammofuse.config import load_config
 from mammofuse.presets import apply_preset
 from mammofuse.training.run import train
+from tests.cohort.helpers import edit_config
 
 
 def run(cohort, *extra):
@@ -122,3 +123,40 @@ class TestCompare:
         assert "comparison (same split)" in out
         a, b = (pd.read_csv(ready / "work" / "runs" / n / "data.csv") for n in ("fast", "fast_dropout"))
         pd.testing.assert_frame_equal(a[["patient_id", "side", "split"]], b[["patient_id", "side", "split"]])
+
+
+class TestRunInputs:
+    def test_a_changed_cohort_config_is_refused_with_what_differs(self, ready, capsys):
+        edit_config(ready, labels={"threshold": 60.0})
+        assert run(ready) == 2
+        out = capsys.readouterr().out
+        assert "was built from another cohort config" in out and "labels.threshold: 75.0 -> 60.0" in out
+        assert not (ready / "work" / "runs" / "fast" / "checkpoints").exists()
+
+    def test_cross_validation_folds_are_a_clear_error_for_a_single_split_run(self, ready, capsys):
+        edit_config(ready, split={"folds": 3})
+        assert main(["split", str(ready / "cohort.toml")]) == 0
+        assert run(ready) == 2
+        assert "holds 3 cross-validation folds" in capsys.readouterr().out
+
+    def test_a_preset_with_other_preprocessing_builds_its_cache_and_reports_what_failed(self, ready, capsys):
+        import pydicom
+
+        data = pd.read_csv(ready / "work" / "preprocessed.csv", dtype={"patient_id": str})
+        damaged = data.loc[0, "mlo_path"]
+        ds = pydicom.dcmread(damaged)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # claims JPEG 2000, holds raw bytes
+        ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+        ds.save_as(damaged)
+        preset = ready.parent / "parity.toml"
+        extra = "\n[preprocess]\nmode = 'seed_parity'\nparity_resize = 40\nparity_crop = 32\n"
+        preset.write_text((ready.parent / "fast.toml").read_text() + extra)
+        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset), "--epochs", "1"]) == 0
+        out = capsys.readouterr().out
+        assert "this run's preprocessing (seed_parity, 32x32) was not in the cache" in out
+        assert "undecodable pixels" in out and damaged in out
+        run_dir = ready / "work" / "runs" / "parity"
+        problems = pd.read_csv(run_dir / "preprocess_problems.csv", dtype=str)
+        assert problems["path"].tolist() == [damaged]
+        used = pd.read_csv(run_dir / "data.csv", dtype={"patient_id": str})
+        assert damaged not in set(used["mlo_path"]) and len(used) == len(data) - 1
