@@ -367,7 +367,7 @@ class Config(CohortConfig, ExperimentConfig):
         return ExperimentConfig.model_validate(self.model_dump(include=set(EXPERIMENT_SECTIONS)))
 
 
-def _describe(errors: list[dict[str, Any]], model: type[BaseModel]) -> str:
+def _describe(errors: Any, model: type[BaseModel]) -> str:
     lines = []
     for err in errors:
         key = ".".join(str(p) for p in err["loc"])

@@ -81,7 +81,8 @@ def view_from_patient_orientation(value: object) -> View | None:
     """
     if value is None:
         return None
-    parts = [str(p).strip().upper() for p in ([value] if isinstance(value, str) else list(value))]
+    values = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    parts = [str(p).strip().upper() for p in values]
     parts = [p for part in parts for p in part.split("\\") if p]
     joined = " ".join(parts)
     direct = find_view_in_text(joined)

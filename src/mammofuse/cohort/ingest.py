@@ -39,6 +39,7 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
     pairs = pair_views(find_images(cfg.images, problems, progress), cfg.images.duplicate_policy, problems)
     labels = read_labels(cfg.labels, problems)
     clinical = read_clinical(cfg.clinical, problems)
+    clinical_csv = cfg.clinical.path.name if cfg.clinical.path else ""
     numeric = clinical.numeric if clinical else []
     categorical = clinical.categorical if clinical else []
 
@@ -80,9 +81,9 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
             if key not in clinical.values:
                 problems.add(
                     "no clinical row",
-                    f"patient {pid} side {side.value}: no row in {cfg.clinical.path.name}",
+                    f"patient {pid} side {side.value}: no row in {clinical_csv}",
                     **ids,
-                )  # type: ignore[union-attr]
+                )
                 continue
             if cfg.clinical.na_policy == "drop" and key in clinical.na_reason:
                 problems.add(

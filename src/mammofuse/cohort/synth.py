@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
 from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
@@ -163,8 +163,8 @@ def _write_dicom(
     stored = np.round((1 - stored if mono1 else stored) * maxv).astype(np.uint16)
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MAMMO_FOR_PRESENTATION
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(MAMMO_FOR_PRESENTATION)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta

@@ -41,7 +41,7 @@ def class_weighted_sampler(labels: np.ndarray, generator: torch.Generator) -> We
     counts = np.bincount(labels, minlength=2).astype(float)
     weights = 1.0 / np.maximum(counts[labels], 1)
     return WeightedRandomSampler(
-        torch.as_tensor(weights), num_samples=len(labels), replacement=True, generator=generator
+        weights.tolist(), num_samples=len(labels), replacement=True, generator=generator
     )
 
 

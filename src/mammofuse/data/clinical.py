@@ -73,7 +73,7 @@ class ClinicalEncoder:
         for col in self.numeric:
             values = pd.to_numeric(df[col], errors="coerce")
             if not self.impute:
-                found += [(i, col, "missing") for i in np.flatnonzero(values.isna().to_numpy())]
+                found += [(int(i), col, "missing") for i in np.flatnonzero(values.isna().to_numpy())]
         return found
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:

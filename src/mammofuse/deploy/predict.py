@@ -8,6 +8,7 @@ not be scored (a missing view, an unreadable file, a clinical value the encoder 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,9 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
     inputs: dict[int, CaseInput] = {}
     for key in sorted(set(pairs) | set(values)):
         pid, side = key
-        row = {
-            "row": len(rows) + 1,
+        number = len(rows) + 1
+        row: dict[str, Any] = {
+            "row": number,
             "patient_id": pid,
             "side": side.value,
             "probability": np.nan,
@@ -92,7 +94,7 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
                 logits = bundle.net(x[View.CC], x[View.MLO], torch.from_numpy(clin))
             row["probability"] = float(positive_probability(logits)[0])
             row["label"] = int(row["probability"] >= bundle.threshold)
-            inputs[row["row"]] = CaseInput(
+            inputs[number] = CaseInput(
                 pre, clin[0], {v: str(views[v]) for v in VIEWS}, {v: done[v][1] for v in VIEWS}
             )
         row["reason"] = reason or ""

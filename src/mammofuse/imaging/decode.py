@@ -11,6 +11,7 @@ Because stored values are integers of at most 16 bits, the whole chain is a func
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -39,7 +40,7 @@ class PixelMeta:
         return 0, 2**self.bits_stored - 1
 
 
-def _first(value: object) -> float | None:
+def _first(value: Any) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":

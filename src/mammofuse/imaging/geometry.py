@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,8 +35,8 @@ class Geometry:
         return {k: np.asarray(v).tolist() for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Geometry:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    def from_dict(cls, d: dict[str, Any]) -> Geometry:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
@@ -55,8 +56,7 @@ _OPENING = np.ones((3, 3), np.uint8)
 
 def breast_mask(img: np.ndarray) -> np.ndarray:
     """Largest connected component above an Otsu threshold, after an opening that cuts thin bridges."""
-    mask = (img > otsu_threshold(img)).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPENING)
+    mask = cv2.morphologyEx((img > otsu_threshold(img)).astype(np.uint8), cv2.MORPH_OPEN, _OPENING)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return np.ones(img.shape, bool)
@@ -158,7 +158,11 @@ def orient_and_fit(
     new, scale, offset = fit_shape(crop.shape, shape)
     small = values(resize(crop, new))
     out = pad(small[:, ::-1] if flip else small, shape, offset)
-    return out, Geometry(tuple(full_shape), box, flip, scale, offset, tuple(shape)), disagrees
+    return (
+        out,
+        Geometry((full_shape[0], full_shape[1]), box, flip, scale, offset, (shape[0], shape[1])),
+        disagrees,
+    )
 
 
 def seed_parity(

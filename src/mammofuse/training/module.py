@@ -55,6 +55,7 @@ class BreastClassifier(L.LightningModule):
             {"params": self.net.backbone_parameters(), "lr": self.cfg.lr * self.cfg.backbone_lr_mult},
             {"params": self.net.head_parameters(), "lr": self.cfg.lr},
         ]
+        opt: torch.optim.Optimizer
         if self.cfg.optimizer == "adamw":
             opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         else:
