@@ -44,14 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"breasts to generate (default {DEFAULT_BREASTS}: about 1,001 after NA rows are dropped)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same cohort)")
-    p.add_argument(
-        "--image-size",
-        type=_positive_int,
-        nargs=2,
-        default=[512, 416],
-        metavar=("H", "W"),
-        help="image height and width in pixels (default 512 416; real mammograms are ~3000 2400)",
-    )
+    _image_size(p, (512, 416), "; real mammograms are ~3000 2400")
     p.add_argument(
         "--compression",
         choices=["none", "rle", "jpeg2000"],
@@ -154,14 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=_positive_int, help="override the demo_cpu preset's epochs (default 15)")
-    p.add_argument(
-        "--image-size",
-        type=_positive_int,
-        nargs=2,
-        default=[256, 208],
-        metavar=("H", "W"),
-        help="generated image height and width (default 256 208)",
-    )
+    _image_size(p, (256, 208))
     p.set_defaults(func=lambda args: commands.cmd_demo(args, run=main))
     return parser
 
@@ -170,6 +156,14 @@ def _config_and_work(p: argparse.ArgumentParser) -> None:
     """The arguments every stage after ingest shares: the study's config and its work folder."""
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+
+
+def _image_size(p: argparse.ArgumentParser, default: tuple[int, int], note: str = "") -> None:
+    """--image-size H W of a generated cohort."""
+    help_text = f"generated image height and width in pixels (default {default[0]} {default[1]}{note})"
+    p.add_argument(
+        "--image-size", type=_positive_int, nargs=2, default=list(default), metavar=("H", "W"), help=help_text
+    )
 
 
 def _preset_names() -> list[str]:

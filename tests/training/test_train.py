@@ -104,7 +104,40 @@ class TestResume:
         assert "resuming from" in capsys.readouterr().out
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]
         state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-        assert state["epoch"] == 3  # epochs completed
+        n_train = (pd.read_csv(run_dir / "data.csv")["split"] == "train").sum()
+        steps = -(-n_train // cfg.train.batch_size)
+        assert (state["epoch"], state["global_step"]) == (2, 3 * steps)  # the third epoch (0-based), completed
+
+
+class LastCheckpointSteps(Callback):
+    """Records, after every epoch (Lightning runs checkpoint callbacks last, so: at the next epoch's start
+    and at the end of fit), the training step that checkpoints/last.ckpt holds and the current one."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def _record(self, trainer):
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        self.seen.append((state["global_step"], trainer.global_step))
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch > 0:
+            self._record(trainer)
+
+    def on_fit_end(self, trainer, module):
+        self._record(trainer)
+
+
+class TestLastCheckpoint:
+    def test_last_checkpoint_is_written_every_epoch_even_without_improvement(self, ready):
+        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+        cfg.train.epochs, cfg.train.lr = 4, 1e-9  # the validation AUC hardly moves: few epochs improve
+        run_dir = ready / "work" / "runs" / "flat"
+        probe = LastCheckpointSteps(run_dir / "checkpoints" / "last.ckpt")
+        train(cfg, run_dir, callbacks=[probe])
+        assert pd.read_csv(run_dir / "epochs.csv")["improved"].sum() < 4  # the case that matters is here
+        assert len(probe.seen) == 4
+        assert [saved for saved, _ in probe.seen] == [now for _, now in probe.seen]
 
 
 class TestCompare:

@@ -123,13 +123,17 @@ def loader(dataset: BreastDataset, cfg: Config, train: bool = False, sampler=Non
 
 def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) -> L.Trainer:
     gpu = torch.cuda.is_available()
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run.checkpoints,
-        filename="best",
+        filename=run.checkpoint("best").stem,
         monitor="val_auc",
         mode="max",
-        save_last=True,
         enable_version_counter=False,
+    )
+    # Every epoch, improved or not: `save_last` of a monitored checkpoint writes only when it improves,
+    # so a run killed after a non-improving epoch would resume from an older one.
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints, filename=run.checkpoint("last").stem, enable_version_counter=False
     )
     return L.Trainer(
         max_epochs=cfg.train.epochs,
@@ -138,7 +142,7 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         strategy="ddp" if cfg.train.ddp else "auto",
         precision="16-mixed" if gpu else "32-true",
         deterministic=True if not gpu else "warn",
-        callbacks=[checkpoint, EpochReport(run), *(callbacks or [])],
+        callbacks=[best, last, EpochReport(run), *(callbacks or [])],
         logger=False,
         enable_progress_bar=console.is_terminal,
         enable_model_summary=False,
