@@ -106,7 +106,7 @@ class TestResume:
         state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         n_train = (pd.read_csv(run_dir / "data.csv")["split"] == "train").sum()
         steps = -(-n_train // cfg.train.batch_size)
-        assert (state["epoch"], state["global_step"]) == (2, 3 * steps)  # the third epoch (0-based), completed
+        assert (state["epoch"], state["global_step"]) == (2, 3 * steps)  # third epoch (0-based), complete
 
 
 class LastCheckpointSteps(Callback):
