@@ -142,8 +142,10 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
         cfg = apply_preset(cfg, preset)
     if getattr(args, "epochs", None):
         cfg.train.epochs = args.epochs
+    from mammofuse.runs import Work
+
     name = getattr(args, "run", None) or (Path(preset).stem if preset else "default")
-    return cfg, cfg.work_dir / "runs" / name
+    return cfg, Work(cfg.work_dir).run(name).dir
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -7,9 +7,7 @@ number in the run's data.csv (or the output row of `predict`), never by patient.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.gradcam import gradcam
 from mammofuse.explain.overlays import case_figure
-from mammofuse.imaging.cache import load_entry
+from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.geometry import Geometry, map_to_original
 from mammofuse.models import TwoViewNet
@@ -51,17 +49,6 @@ def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str
     return [(name, int(i)) for name, idx in groups.items() for i in idx]
 
 
-@lru_cache(maxsize=4)
-def _cache_index(index_path: Path) -> dict:
-    return json.loads(index_path.read_text(encoding="utf-8"))["entries"]
-
-
-def geometry_of(cache_path: str) -> Geometry:
-    """The geometry recorded in the cache index for one entry (the index is read once per run)."""
-    path = Path(cache_path)
-    return Geometry.from_dict(_cache_index(path.parent.parent / "index.json")[path.stem]["geometry"])
-
-
 def case_from_row(row: pd.Series, clinical: np.ndarray) -> CaseInput:
     """A breast of a run's data.csv, its images read back from the cache."""
     columns = {v: v.value.lower() for v in VIEWS}
@@ -69,7 +56,9 @@ def case_from_row(row: pd.Series, clinical: np.ndarray) -> CaseInput:
         images={v: load_entry(row[f"{c}_cache"]) for v, c in columns.items()},
         clinical=clinical,
         paths={v: str(row[f"{c}_path"]) for v, c in columns.items()},
-        geometry={v: geometry_of(row[f"{c}_cache"]) for v, c in columns.items()},
+        geometry={
+            v: Geometry.from_dict(entry_record(row[f"{c}_cache"])["geometry"]) for v, c in columns.items()
+        },
     )
 
 

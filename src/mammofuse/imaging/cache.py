@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import zlib
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,15 @@ class Cache:
 def load_entry(path: str | Path) -> np.ndarray:
     """A cached array as float32 brightness in [0, 1]."""
     return dequantize(np.load(path, allow_pickle=False))
+
+
+@lru_cache(maxsize=4)
+def _entries(index_path: Path) -> dict[str, dict[str, Any]]:
+    return json.loads(index_path.read_text(encoding="utf-8"))["entries"]
+
+
+def entry_record(path: str | Path) -> dict[str, Any]:
+    """What the index records of a cached array (geometry, checksum, ...), found from the array's path;
+    each index is read once per process."""
+    path = Path(path)
+    return _entries(path.parent.parent / "index.json")[path.stem]
