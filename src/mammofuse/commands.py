@@ -179,13 +179,13 @@ def print_evaluation(result: Evaluation) -> None:
     for row in metric_rows(result):
         table.add_row(*(row[k] for k in columns))
     console.print(table)
-    c = result.comparison
-    if c is not None:
-        console.print(
-            f"AUC difference (image + clinical - clinical only): {c.difference:+.3f} "
-            f"[{c.low:+.3f}, {c.high:+.3f}], paired bootstrap p = {c.p_value:.3f}"
-        )
-    console.print("sensitivity ... NPV at the threshold chosen on validation (Youden)")
+    if result.comparison is not None:
+        console.print(f"AUC difference (image + clinical - clinical only): {result.comparison.text}")
+    console.print(
+        "intervals: 95 % bootstrap over patients; sensitivity ... NPV at the threshold chosen on validation"
+    )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -16,19 +16,38 @@ class TestAuc:
     def test_one_class_is_undefined(self):
         assert np.isnan(metrics.auc(np.zeros(4), np.arange(4)))
 
-    def test_vectorised_bootstrap_auc_equals_sklearn(self):
+    def test_weighted_auc_equals_sklearn_on_the_resampled_breasts(self):
         rng = np.random.default_rng(0)
-        y = rng.integers(0, 2, (5, 40))
-        s = rng.random((5, 40)).round(1)  # ties included
-        expected = [roc_auc_score(a, b) for a, b in zip(y, s)]
-        np.testing.assert_allclose(metrics._fast_auc(y, s), expected)
+        y, s = rng.integers(0, 2, 40), rng.random(40).round(1)  # ties included
+        weights = rng.integers(0, 3, (5, 40))  # how often each breast is in each of 5 resamples
+        expected = [roc_auc_score(np.repeat(y, w), np.repeat(s, w)) for w in weights]
+        np.testing.assert_allclose(metrics.weighted_auc(y, s, weights), expected)
+        assert metrics.weighted_auc(y, s, np.ones(40))[0] == pytest.approx(roc_auc_score(y, s))
+
+
+class TestPatientBootstrap:
+    def test_a_patient_s_breasts_are_drawn_together_and_the_classes_kept(self):
+        labels = np.array([1, 0, 0, 1, 0, 0])
+        groups = np.array(["a", "a", "b", "c", "d", "d"])  # a and c have a positive breast
+        w = metrics.patient_weights(labels, groups, 300, np.random.default_rng(0))
+        assert w.shape == (300, 6) and (w[:, 0] == w[:, 1]).all() and (w[:, 4] == w[:, 5]).all()
+        assert (w[:, 0] + w[:, 3] == 2).all()  # two patients with a positive breast, two drawn each time
+        assert (w[:, 2] + w[:, 4] == 2).all()
+        assert set(np.unique(w[:, 0])) == {0, 1, 2}
+
+    def test_the_interval_is_wider_when_two_breasts_of_a_patient_always_agree(self):
+        rng = np.random.default_rng(3)
+        y = np.repeat(rng.integers(0, 2, 150), 2)  # 150 patients, two breasts with the same label and score
+        p = np.repeat(rng.random(150), 2) * 0.6 + y * 0.3
+        groups = np.repeat(np.arange(150), 2)
+        by_patient = metrics.auc_with_ci(y, p, groups)
+        by_breast = metrics.auc_with_ci(y, p)
+        assert by_patient["unit"] == "patient" and by_breast["unit"] == "breast"
+        width = lambda ci: ci["high"] - ci["low"]  # noqa: E731
+        assert width(by_patient) > 1.25 * width(by_breast)  # about sqrt(2) for identical twins
 
 
 class TestBootstrap:
-    def test_resamples_keep_the_class_counts(self):
-        idx = metrics.stratified_resamples(Y, 50, np.random.default_rng(0))
-        assert idx.shape == (50, 6) and (Y[idx].sum(axis=1) == 2).all()
-
     def test_interval_surrounds_the_estimate_and_uses_2000_resamples(self):
         rng = np.random.default_rng(1)
         y = rng.integers(0, 2, 200)
@@ -39,6 +58,19 @@ class TestBootstrap:
     def test_paired_difference_of_a_model_with_itself_is_zero(self):
         d = metrics.paired_auc_difference(Y, P, P, n=200)
         assert d["difference"] == 0 and d["low"] == d["high"] == 0 and d["p_value"] == 1.0
+
+    def test_p_is_never_zero_and_is_written_as_less_than(self):
+        from mammofuse.evaluation.result import p_text
+
+        rng = np.random.default_rng(4)
+        y = rng.integers(0, 2, 300)
+        d = metrics.paired_auc_difference(y, y + rng.normal(0, 0.1, 300), rng.random(300), n=2000)
+        assert d["p_value"] == pytest.approx(2 / 2001)
+        assert p_text(0.0001) == "p < 0.0005" and p_text(0.0123) == "p = 0.012"
+
+    def test_a_small_class_is_warned_about(self):
+        assert "fewer than 20" in metrics.small_sample_warning(12, 80)
+        assert metrics.small_sample_warning(25, 80) is None
 
     def test_paired_difference_detects_a_better_model(self):
         rng = np.random.default_rng(2)

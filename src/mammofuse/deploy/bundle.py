@@ -96,7 +96,7 @@ a linear head. Input: {cfg.preprocess.mode} preprocessing at {cfg.preprocess.out
 **Validation.** Patient-grouped, label-stratified split (seed {cfg.split.seed}); the threshold
 {info["threshold"]:.3f} was chosen on validation (Youden) and applied unchanged to test.
 - test: {test.n} breasts ({test.positives} {labels.positive}), AUC {test.auc.text}
-  (95 % stratified bootstrap, {test.auc.n_bootstrap} resamples)
+  (95 % bootstrap over {test.auc.unit}s, stratified by label, {test.auc.n_bootstrap} resamples)
 {base_line}
 **Limits.** Validated on one cohort and one split; performance on other scanners, populations or
 prevalences is unknown until measured there. Inputs must follow the same ingestion and preprocessing

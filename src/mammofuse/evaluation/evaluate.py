@@ -48,6 +48,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     for split in (VAL, TEST):
         part = data[data["split"] == split].reset_index(drop=True)
         preds[split] = predict(net, loader(BreastDataset(part, encoder.transform(part)), cfg))
+    patients = data.loc[data["split"] == TEST, "patient_id"].to_numpy()  # in the loader's order
     baseline = clinical_baseline(encoder, data, cfg.train.seed)
 
     (val_p, val_y, _), (test_p, test_y, _) = preds[VAL], preds[TEST]
@@ -56,8 +57,13 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     threshold = metrics.youden_threshold(val_y, val_p)
     result: dict = {
         "run": str(run.dir),
-        "model": {"test": metrics.summary(test_y, test_p, threshold), "val_auc": metrics.auc(val_y, val_p)},
+        "model": {
+            "test": metrics.summary(test_y, test_p, threshold, patients),
+            "val_auc": metrics.auc(val_y, val_p),
+        },
     }
+    warning = metrics.small_sample_warning(int(test_y.sum()), int((test_y == 0).sum()), "the test split")
+    result["warnings"] = [warning] if warning else []
     rows = []
     for split, (p, y, keys) in preds.items():
         for i, (key, label, prob) in enumerate(zip(keys, y, p)):
@@ -71,10 +77,10 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     if baseline is not None:
         base_threshold = metrics.youden_threshold(val_y, baseline[VAL])
         result["baseline"] = {
-            "test": metrics.summary(test_y, baseline[TEST], base_threshold),
+            "test": metrics.summary(test_y, baseline[TEST], base_threshold, patients),
             "val_auc": metrics.auc(val_y, baseline[VAL]),
         }
-        result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST])
+        result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST], patients)
         curves[BASELINE] = (test_y, baseline[TEST])
     evaluation = Evaluation.model_validate(result)
     run.write_evaluation(evaluation)

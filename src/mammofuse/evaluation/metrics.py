@@ -1,8 +1,11 @@
-"""Metrics as plain functions on arrays (labels 0/1, probabilities of label 1).
+"""Metrics as plain functions on arrays (labels 0/1, probabilities of label 1, patient of each breast).
 
-Intervals are percentile bootstraps over breasts, stratified by label so every resample keeps the
-study's class balance (Efron & Tibshirani 1993); model comparisons are paired bootstraps on the same
-resamples.
+Intervals are percentile bootstraps over patients: a resample draws patients with replacement and keeps
+all their breasts (the cluster bootstrap; Field & Welsh 2007), since a patient's two breasts are not
+independent. Patients are drawn separately among those with and without a positive breast, so every
+resample keeps the study's class balance (Efron & Tibshirani 1993). Model comparisons are paired: both
+models are scored on the same resamples. A resample is a weight per breast (how often its patient was
+drawn), so the AUCs of 2,000 resamples are one vectorised weighted Mann-Whitney computation.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import numpy as np
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
 
 N_BOOTSTRAP = 2000
+SMALL_CLASS = 20  # fewer positives or negatives than this: intervals are wide and unstable
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -19,51 +23,87 @@ def auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
 
 
-def stratified_resamples(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, N) indices: each row resamples positives and negatives separately, with replacement."""
+def patient_weights(
+    labels: np.ndarray, groups: np.ndarray | None, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(n, N) bootstrap weights: row r gives each breast the number of times its patient was drawn in
+    resample r. Patients with a positive breast and the others are resampled separately (stratified).
+    `groups=None` treats every breast as its own patient."""
     labels = np.asarray(labels)
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    return np.concatenate(
-        [pos[rng.integers(0, len(pos), (n, len(pos)))], neg[rng.integers(0, len(neg), (n, len(neg)))]], axis=1
-    )
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    patients, inverse = np.unique(groups, return_inverse=True)
+    has_positive = np.bincount(inverse, weights=labels == 1, minlength=len(patients)) > 0
+    counts = np.zeros((n, len(patients)))
+    for stratum in (has_positive, ~has_positive):
+        members = np.flatnonzero(stratum)
+        if len(members):
+            draws = members[rng.integers(0, len(members), (n, len(members)))]  # (n, m) patient indices
+            flat = (draws + len(patients) * np.arange(n)[:, None]).ravel()
+            counts += np.bincount(flat, minlength=n * len(patients)).reshape(n, len(patients))
+    return counts[:, inverse]
 
 
-def _fast_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """AUC for each row of (n, N) resampled labels and scores (Mann-Whitney U with mid-ranks)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores, axis=1)
-    n_pos = labels.sum(axis=1)
-    n_neg = labels.shape[1] - n_pos
-    return (np.where(labels == 1, ranks, 0).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC for each row of (n, N) breast weights: the weighted Mann-Whitney statistic, ties counted half.
+    With all weights 1 it is the ordinary AUC."""
+    order = np.argsort(scores, kind="stable")
+    s, y, w = np.asarray(scores)[order], np.asarray(labels)[order], np.atleast_2d(weights)[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first breast of each distinct score
+    pos = np.add.reduceat(w * (y == 1), starts, axis=1)  # (n, distinct scores)
+    neg = np.add.reduceat(w * (y == 0), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each score
+    return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
 def auc_with_ci(
-    labels: np.ndarray, probs: np.ndarray, n: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95
-) -> dict[str, float]:
-    """AUC and its stratified-bootstrap percentile interval."""
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups: np.ndarray | None = None,
+    n: int = N_BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, object]:
+    """AUC and its patient-level stratified bootstrap percentile interval."""
     labels, probs = np.asarray(labels), np.asarray(probs)
-    idx = stratified_resamples(labels, n, np.random.default_rng(seed))
-    boot = _fast_auc(labels[idx], probs[idx])
+    boot = weighted_auc(labels, probs, patient_weights(labels, groups, n, np.random.default_rng(seed)))
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return {"auc": auc(labels, probs), "low": float(lo), "high": float(hi), "n_bootstrap": n}
+    unit = "breast" if groups is None else "patient"
+    return {"auc": auc(labels, probs), "low": float(lo), "high": float(hi), "n_bootstrap": n, "unit": unit}
 
 
 def paired_auc_difference(
-    labels: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = N_BOOTSTRAP, seed: int = 0
+    labels: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    groups: np.ndarray | None = None,
+    n: int = N_BOOTSTRAP,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """AUC(a) - AUC(b) on the same breasts: difference, 95 % interval, two-sided bootstrap p-value."""
+    """AUC(a) - AUC(b) on the same breasts: difference, 95 % interval, two-sided bootstrap p-value.
+
+    p counts the resamples on the far side of zero, plus one (Davison & Hinkley 1997, eq. 4.11), so it
+    is never reported as 0: with 2,000 resamples the smallest p is about 0.001."""
     labels = np.asarray(labels)
-    idx = stratified_resamples(labels, n, np.random.default_rng(seed))
-    diff = _fast_auc(labels[idx], np.asarray(a)[idx]) - _fast_auc(labels[idx], np.asarray(b)[idx])
+    weights = patient_weights(labels, groups, n, np.random.default_rng(seed))
+    diff = weighted_auc(labels, np.asarray(a), weights) - weighted_auc(labels, np.asarray(b), weights)
     lo, hi = np.quantile(diff, [0.025, 0.975])
-    p = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
+    tail = min(int(np.sum(diff <= 0)), int(np.sum(diff >= 0)))
     return {
         "difference": auc(labels, a) - auc(labels, b),
         "low": float(lo),
         "high": float(hi),
-        "p_value": float(p),
+        "p_value": min(1.0, 2 * (tail + 1) / (n + 1)),
     }
+
+
+def small_sample_warning(positives: int, negatives: int, where: str = "the test part") -> str | None:
+    """A warning when a class is too small for a stable AUC interval, else None."""
+    if min(positives, negatives) >= SMALL_CLASS:
+        return None
+    return (
+        f"{where} has {positives} positive and {negatives} negative breasts (fewer than {SMALL_CLASS} in a "
+        "class): its AUC interval is wide and may be unstable"
+    )
 
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -99,18 +139,15 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(brier_score_loss(labels, probs))
 
 
-def summary(labels: np.ndarray, probs: np.ndarray, threshold: float, seed: int = 0) -> dict[str, object]:
-    """Every headline figure of one model on one split."""
+def summary(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, groups: np.ndarray | None = None, seed: int = 0
+) -> dict[str, object]:
+    """Every headline figure of one model on one split (`groups`: the patient of each breast)."""
     return {
         "n": int(len(labels)),
         "positives": int(np.sum(labels)),
-        "auc": auc_with_ci(labels, probs, seed=seed),
+        "auc": auc_with_ci(labels, probs, groups, seed=seed),
         "brier": brier(labels, probs),
         "at_0.5": at_threshold(labels, probs, 0.5),
         "at_youden": at_threshold(labels, probs, threshold),
     }
-
-
-def ci_text(auc_ci: dict[str, float]) -> str:
-    """'0.812 [0.712, 0.905]' from an `auc_with_ci` result."""
-    return f"{auc_ci['auc']:.3f} [{auc_ci['low']:.3f}, {auc_ci['high']:.3f}]"

@@ -9,6 +9,11 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def p_text(p: float) -> str:
+    """'p = 0.012', or 'p < 0.0005' where three decimals would read 0.000."""
+    return "p < 0.0005" if p < 0.0005 else f"p = {p:.3f}"
+
+
 class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", populate_by_name=True)
 
@@ -18,6 +23,7 @@ class AucInterval(_Result):
     low: float
     high: float
     n_bootstrap: int
+    unit: str = "breast"  # what the bootstrap resampled: "patient" (all their breasts) or "breast"
 
     @property
     def text(self) -> str:
@@ -71,12 +77,19 @@ class Comparison(_Result):
     high: float
     p_value: float
 
+    @property
+    def text(self) -> str:
+        """'+0.189 [+0.080, +0.312], paired bootstrap p = 0.001'."""
+        interval = f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        return f"{interval}, paired bootstrap {p_text(self.p_value)}"
+
 
 class Evaluation(_Result):
     run: str
     model: ModelMetrics
     baseline: ModelMetrics | None = None
     comparison: Comparison | None = None
+    warnings: list[str] = []
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)

@@ -72,6 +72,7 @@ def build_report(run_dir: Path) -> Path:
         threshold=evaluation.model.threshold,
         test=evaluation.model.test,
         comparison=evaluation.comparison,
+        warnings=evaluation.warnings,
         figures=figures,
         gallery=gallery,
         config=to_toml(cfg),
