@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
     p.set_defaults(func=commands.cmd_train)
 
+    p = sub.add_parser(
+        "cv",
+        help="repeated patient-grouped k-fold cross-validation: an out-of-fold AUC over every breast",
+    )
+    _config_and_work(p)
+    p.add_argument("--preset", help=presets_help)
+    p.add_argument("--folds", type=_at_least_two, help="folds K (default: split.folds, else 5)")
+    p.add_argument(
+        "--repeats", type=_positive_int, help="repeats R with new seeds (default: split.repeats, 1)"
+    )
+    p.add_argument("--run", help="run name (default: the preset's name + '-cv'): WORK/runs/RUN")
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
+    p.set_defaults(func=commands.cmd_cv)
+
     p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.set_defaults(func=commands.cmd_evaluate)
@@ -170,6 +184,13 @@ def _preset_names() -> list[str]:
     from mammofuse.presets import available
 
     return available()
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, found {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

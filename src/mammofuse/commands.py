@@ -13,7 +13,7 @@ from mammofuse.problems import Problems
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
-    from mammofuse.evaluation.result import Evaluation
+    from mammofuse.evaluation.result import CvEvaluation, Evaluation
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -157,6 +157,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"best checkpoint: {best}")
     console.print(f"next: mammofuse evaluate {run_dir}")
     return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from mammofuse.training.cv import cv_config, run_cv
+
+    cfg, run_dir = run_config(args, args.preset)
+    cfg = cv_config(cfg, args.folds, args.repeats)
+    if not args.run:
+        run_dir = run_dir.with_name(run_dir.name + "-cv")
+    k, r = cfg.split.folds, cfg.split.repeats
+    console.print(
+        f"cross-validating {cfg.model.backbone} ({cfg.model.pretrained}): {k} folds x {r} -> {run_dir}"
+    )
+    result = run_cv(cfg, run_dir)
+    print_cv(result)
+    console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'oof.csv'}")
+    return 0
+
+
+def print_cv(result: CvEvaluation) -> None:
+    from rich.table import Table
+
+    cohort = f"{result.breasts} breasts ({result.positives} positive) of {result.patients} patients"
+    title = f"out of fold: {cohort}, {result.folds} folds x {result.repeats}"
+    table = Table(title=title, title_justify="left")
+    for title in (
+        "model",
+        "pooled AUC [95% CI]",
+        "fold AUC mean ± sd",
+        "sens",
+        "spec",
+        "PPV",
+        "NPV",
+        "Brier",
+    ):
+        table.add_column(title)
+    for name, part in (("image + clinical", result.model), ("clinical only", result.baseline)):
+        if part is not None:
+            at = part.at_threshold
+            rates = (at.sensitivity, at.specificity, at.ppv, at.npv)
+            table.add_row(
+                name, part.auc.text, part.fold_auc_text, *(f"{v:.2f}" for v in rates), f"{part.brier:.3f}"
+            )
+    console.print(table)
+    if result.comparison is not None:
+        console.print(f"AUC difference (image + clinical - clinical only): {result.comparison.text}")
+    console.print(
+        "intervals: 95 % bootstrap over patients; sens ... NPV: each breast at its fold's threshold"
+    )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 def print_evaluation(result: Evaluation) -> None:

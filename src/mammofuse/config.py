@@ -182,7 +182,12 @@ class SplitConfig(_Section):
     seed: int = 0
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    folds: int = Field(0, ge=0, description="0: one test/val/train split; k >= 2: k cross-validation folds")
+    folds: int = Field(
+        0, ge=0, description="0: one test/val/train split; k >= 2: k folds (`mammofuse cv` uses 5 when 0)"
+    )
+    repeats: int = Field(
+        1, ge=1, description="`mammofuse cv`: repetitions of the k folds, each with a new seed"
+    )
 
     @field_validator("folds")
     @classmethod

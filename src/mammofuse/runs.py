@@ -19,6 +19,10 @@ Every stage finds another stage's output through here, never by a file name of i
         bundle/                the deployable model (deploy.bundle)
         explain/               Grad-CAM overlays and explain/index.csv
         report.html            report
+      runs/NAME/ of `mammofuse cv`   the same, plus
+        folds.csv              the breasts of every fold of every repeat
+        folds/r{R}f{K}/        one run per fold (trained, evaluated on its held-out fold)
+        oof.csv                out-of-fold predictions; metrics.json then holds a `CvEvaluation`
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import tomli_w
 
 from mammofuse.config import COHORT_SECTIONS, CohortConfig, Config, ConfigError, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
-from mammofuse.evaluation.result import Evaluation
+from mammofuse.evaluation.result import CvEvaluation, Evaluation
 from mammofuse.problems import DataError
 
 if TYPE_CHECKING:
@@ -263,3 +267,31 @@ class Run:
 
     def read_epochs(self) -> pd.DataFrame | None:
         return pd.read_csv(self.epochs) if self.epochs.is_file() else None
+
+    # Cross-validation (`mammofuse cv`): every fold is a run of its own under folds/.
+
+    def fold(self, repeat: int, fold: int) -> Run:
+        return Run(self.dir / "folds" / f"r{repeat}f{fold}")
+
+    @property
+    def folds(self) -> Path:
+        """Which breasts are in which fold of which repeat."""
+        return self.dir / "folds.csv"
+
+    @property
+    def oof(self) -> Path:
+        """Out-of-fold predictions: every breast once per repeat."""
+        return self.dir / "oof.csv"
+
+    @property
+    def is_cv(self) -> bool:
+        return self.folds.is_file()
+
+    def read_cv_evaluation(self) -> CvEvaluation:
+        path = self.metrics
+        if not path.is_file():
+            raise DataError(f"{self.dir}: no metrics.json; run `mammofuse cv` to finish it")
+        return CvEvaluation.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write_cv_evaluation(self, result: CvEvaluation) -> None:
+        self.metrics.write_text(result.to_json(), encoding="utf-8")

@@ -63,6 +63,45 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     return out
 
 
+def make_folds(table: pd.DataFrame, folds: int, repeats: int, seed: int) -> pd.DataFrame:
+    """Repeated patient-grouped, label-stratified k folds: one row per breast and repeat with columns
+    patient_id, side, label, repeat, fold (repeat r is shuffled with seed + r)."""
+    base = table[["patient_id", "side", "label"]].reset_index(drop=True)
+    labels, groups = base["label"].to_numpy(), base["patient_id"].to_numpy()
+    per_class = base.groupby("label")["patient_id"].nunique()
+    if len(per_class) < 2 or per_class.min() < folds:
+        raise DataError(
+            f"{folds} folds need at least {folds} patients of each class; found "
+            + ", ".join(f"{n} with label {c}" for c, n in per_class.items())
+        )
+    parts = []
+    for r in range(repeats):
+        part = base.assign(repeat=r, fold=-1)
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + r)
+        for k, (_, held) in enumerate(splitter.split(np.zeros(len(base)), labels, groups)):
+            part.loc[held, "fold"] = k
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def fold_splits(folds: pd.DataFrame, repeat: int, fold: int, val_fraction: float, seed: int) -> pd.DataFrame:
+    """One fold as a train/val/test split: the held-out fold is `test` (scored once), and a patient-grouped
+    `val_fraction` of the rest picks the checkpoint and the threshold."""
+    out = folds[folds["repeat"] == repeat][["patient_id", "side", "label", "fold"]].reset_index(drop=True)
+    test = (out["fold"] == fold).to_numpy()
+    rest = np.flatnonzero(~test)
+    val = held_out(
+        out["label"].to_numpy()[rest],
+        out["patient_id"].to_numpy()[rest],
+        val_fraction,
+        seed + 1000 * repeat + fold,
+    )
+    out["split"] = TRAIN
+    out.loc[test, "split"] = TEST
+    out.loc[rest[val], "split"] = VAL
+    return out.drop(columns="fold")
+
+
 def split_table(splits: pd.DataFrame) -> pd.DataFrame:
     """Positives and negatives per split, like the study's table."""
     column = "split" if "split" in splits else "fold"

@@ -55,6 +55,18 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) ->
     return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
+def _repeats(probs: np.ndarray) -> np.ndarray:
+    """(R, N): the scores of R repeats (cross-validation repeats score every breast once each)."""
+    return np.atleast_2d(np.asarray(probs, dtype=float))
+
+
+def mean_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
+    """The AUC averaged over repeats; with (n, N) bootstrap weights, one such mean per resample."""
+    if weights is None:
+        return float(np.mean([auc(labels, p) for p in _repeats(probs)]))
+    return np.mean([weighted_auc(labels, p, weights) for p in _repeats(probs)], axis=0)
+
+
 def auc_with_ci(
     labels: np.ndarray,
     probs: np.ndarray,
@@ -63,12 +75,19 @@ def auc_with_ci(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, object]:
-    """AUC and its patient-level stratified bootstrap percentile interval."""
-    labels, probs = np.asarray(labels), np.asarray(probs)
-    boot = weighted_auc(labels, probs, patient_weights(labels, groups, n, np.random.default_rng(seed)))
+    """AUC and its patient-level stratified bootstrap percentile interval. `probs` may be (R, N): R
+    repeats of out-of-fold scores of the same breasts, whose AUCs are averaged (in every resample too)."""
+    labels = np.asarray(labels)
+    boot = mean_auc(labels, probs, patient_weights(labels, groups, n, np.random.default_rng(seed)))
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     unit = "breast" if groups is None else "patient"
-    return {"auc": auc(labels, probs), "low": float(lo), "high": float(hi), "n_bootstrap": n, "unit": unit}
+    return {
+        "auc": mean_auc(labels, probs),
+        "low": float(lo),
+        "high": float(hi),
+        "n_bootstrap": n,
+        "unit": unit,
+    }
 
 
 def paired_auc_difference(
@@ -79,17 +98,18 @@ def paired_auc_difference(
     n: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, float]:
-    """AUC(a) - AUC(b) on the same breasts: difference, 95 % interval, two-sided bootstrap p-value.
+    """AUC(a) - AUC(b) on the same breasts: difference, 95 % interval, two-sided bootstrap p-value
+    (`a` and `b` may be (R, N) repeats, as in `auc_with_ci`).
 
     p counts the resamples on the far side of zero, plus one (Davison & Hinkley 1997, eq. 4.11), so it
     is never reported as 0: with 2,000 resamples the smallest p is about 0.001."""
     labels = np.asarray(labels)
     weights = patient_weights(labels, groups, n, np.random.default_rng(seed))
-    diff = weighted_auc(labels, np.asarray(a), weights) - weighted_auc(labels, np.asarray(b), weights)
+    diff = np.asarray(mean_auc(labels, a, weights)) - np.asarray(mean_auc(labels, b, weights))
     lo, hi = np.quantile(diff, [0.025, 0.975])
     tail = min(int(np.sum(diff <= 0)), int(np.sum(diff >= 0)))
     return {
-        "difference": auc(labels, a) - auc(labels, b),
+        "difference": float(mean_auc(labels, a)) - float(mean_auc(labels, b)),
         "low": float(lo),
         "high": float(hi),
         "p_value": min(1.0, 2 * (tail + 1) / (n + 1)),
@@ -117,8 +137,14 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, object]:
     """Accuracy, sensitivity, specificity, PPV, NPV and the confusion matrix at `threshold`."""
+    return at_calls(labels, np.asarray(probs) >= threshold, threshold)
+
+
+def at_calls(labels: np.ndarray, calls: np.ndarray, threshold: float) -> dict[str, object]:
+    """The same figures for given positive calls (e.g. each breast called at its own fold's threshold;
+    `threshold` is then what is recorded)."""
     labels = np.asarray(labels)
-    pred = (np.asarray(probs) >= threshold).astype(int)
+    pred = np.asarray(calls).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, pred, labels=[0, 1]).ravel()
 
     def ratio(a: int, b: int) -> float:

@@ -93,3 +93,38 @@ class Evaluation(_Result):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)
+
+
+class PooledMetrics(_Result):
+    """One model's out-of-fold figures over every breast (cross-validation)."""
+
+    auc: AucInterval  # the pooled out-of-fold AUC (mean over repeats), patient bootstrap interval
+    fold_aucs: list[float]  # each held-out fold on its own, repeat by repeat
+    brier: float
+    at_threshold: AtThreshold  # every breast called at its own fold's validation-chosen threshold
+
+    @property
+    def fold_auc_text(self) -> str:
+        """'0.801 ± 0.043 (10 folds)': mean and sample sd of the fold AUCs."""
+        values = [v for v in self.fold_aucs if v == v]  # a fold with one class has no AUC
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+        return f"{mean:.3f} ± {sd:.3f} ({len(values)} folds)"
+
+
+class CvEvaluation(_Result):
+    """What `mammofuse cv` writes to the run's metrics.json."""
+
+    run: str
+    folds: int
+    repeats: int
+    breasts: int
+    positives: int
+    patients: int
+    model: PooledMetrics
+    baseline: PooledMetrics | None = None
+    comparison: Comparison | None = None
+    warnings: list[str] = []
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)

@@ -82,8 +82,8 @@ def preprocessed_for(cfg: Config, manifest: pd.DataFrame, run: Run) -> pd.DataFr
     return table
 
 
-def prepare_run(cfg: Config, run: Run) -> SplitData:
-    """Write the run directory's data files (config, data.csv, encoder) and return the datasets."""
+def work_splits(cfg: Config) -> pd.DataFrame:
+    """The work folder's train/val/test split (checked against the cohort config it was made from)."""
     work = Work(cfg.work_dir)
     work.check_cohort(cfg)
     splits = work.read_splits()
@@ -91,11 +91,18 @@ def prepare_run(cfg: Config, run: Run) -> SplitData:
         raise DataError(
             f"{work.splits} holds {splits['fold'].nunique()} cross-validation folds (split.folds = "
             f"{cfg.split.folds}); `mammofuse train` needs one train/val/test split: set split.folds = 0 "
-            "and run `mammofuse split` again"
+            "and run `mammofuse split` again, or use `mammofuse cv`"
         )
-    manifest, info = work.read_manifest()
+    return splits
+
+
+def prepare_run(cfg: Config, run: Run, splits: pd.DataFrame, table: pd.DataFrame | None = None) -> SplitData:
+    """Write the run directory's data files (config, data.csv, encoder) and return the datasets.
+    `table`: the cohort already preprocessed with this run's settings (else it is made here)."""
+    manifest, info = Work(cfg.work_dir).read_manifest()
     run.dir.mkdir(parents=True, exist_ok=True)
-    table = preprocessed_for(cfg, manifest, run)
+    if table is None:
+        table = preprocessed_for(cfg, manifest, run)
     data = build_datasets(table, splits, cfg, info["numeric"], info["categorical"], seed=cfg.train.seed)
     run.write_config(cfg)
     joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
@@ -160,11 +167,22 @@ def _quiet_lightning() -> None:
 
 
 def train(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> Path:
-    """Train (or resume from the run's last checkpoint); return the best checkpoint's path."""
+    """Train on the work folder's split (or resume from the run's last checkpoint); return the best
+    checkpoint's path."""
+    return fit(cfg, Run(run_dir), work_splits(cfg), callbacks=callbacks)
+
+
+def fit(
+    cfg: Config,
+    run: Run,
+    splits: pd.DataFrame,
+    table: pd.DataFrame | None = None,
+    callbacks: list[Callback] | None = None,
+) -> Path:
+    """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint."""
     _quiet_lightning()
-    run = Run(run_dir)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    data = prepare_run(cfg, run)
+    data = prepare_run(cfg, run, splits, table)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
     module = BreastClassifier(net, cfg.train)
     last = run.checkpoint("last")

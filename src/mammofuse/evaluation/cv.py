@@ -1,0 +1,91 @@
+"""Pooling a cross-validation: out-of-fold predictions of every breast, and their metrics.
+
+The headline is the pooled out-of-fold AUC (every breast scored by the one model that never saw it;
+averaged over repeats) with a patient-level bootstrap interval, beside the AUC of each fold (mean and
+sd), the clinical-only logistic regression fitted in the same folds, and the paired difference. The
+threshold metrics call each breast at the threshold its own fold chose on validation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mammofuse.evaluation import metrics
+from mammofuse.evaluation.result import CvEvaluation, PooledMetrics
+from mammofuse.runs import Run
+
+OOF_COLUMNS = ["patient_id", "side", "label", "repeat", "fold", "probability", "clinical_probability"]
+
+
+def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
+    """Every fold's held-out predictions with the fold's validation-chosen thresholds."""
+    parts = []
+    for repeat in range(repeats):
+        for fold in range(folds):
+            fold_run = run.fold(repeat, fold)
+            result = fold_run.read_evaluation()
+            pred = fold_run.read_predictions()
+            pred = pred[pred["split"] == "test"]
+            keys = pred["key"].str.split("/", n=1, expand=True)
+            part = pd.DataFrame(
+                {
+                    "patient_id": keys[0],
+                    "side": keys[1],
+                    "label": pred["label"].to_numpy(),
+                    "repeat": repeat,
+                    "fold": fold,
+                    "probability": pred["probability"].to_numpy(),
+                    "clinical_probability": pred.get("baseline_probability", np.nan),
+                    "threshold": result.model.threshold,
+                    "clinical_threshold": result.baseline.threshold if result.baseline else np.nan,
+                }
+            )
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _pooled(
+    oof: pd.DataFrame, labels, groups, scores: np.ndarray, column: str, threshold: str
+) -> PooledMetrics:
+    fold_aucs = [metrics.auc(g["label"], g[column]) for _, g in oof.groupby(["repeat", "fold"])]
+    calls = oof[column] >= oof[threshold]
+    return PooledMetrics.model_validate(
+        {
+            "auc": metrics.auc_with_ci(labels, scores, groups),
+            "fold_aucs": fold_aucs,
+            "brier": metrics.brier(oof["label"], oof[column]),
+            "at_threshold": metrics.at_calls(oof["label"], calls, float(oof[threshold].mean())),
+        }
+    )
+
+
+def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
+    """Write the run's oof.csv and metrics.json (a `CvEvaluation`) from its finished folds."""
+    oof = out_of_fold(run, folds, repeats)
+    oof.to_csv(run.oof, index=False)
+    # one row per breast, one column per repeat: every breast is scored once in every repeat
+    wide = oof.pivot_table(index=["patient_id", "side", "label"], columns="repeat", aggfunc="first")
+    index = wide.index.to_frame(index=False)
+    labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
+    model_scores = wide["probability"].to_numpy().T  # (repeats, breasts)
+    result = {
+        "run": str(run.dir),
+        "folds": folds,
+        "repeats": repeats,
+        "breasts": len(index),
+        "positives": int(labels.sum()),
+        "patients": int(index["patient_id"].nunique()),
+        "model": _pooled(oof, labels, groups, model_scores, "probability", "threshold"),
+    }
+    if oof["clinical_probability"].notna().all():
+        clinical_scores = wide["clinical_probability"].to_numpy().T
+        result["baseline"] = _pooled(
+            oof, labels, groups, clinical_scores, "clinical_probability", "clinical_threshold"
+        )
+        result["comparison"] = metrics.paired_auc_difference(labels, model_scores, clinical_scores, groups)
+    warning = metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort")
+    result["warnings"] = [warning] if warning else []
+    evaluation = CvEvaluation.model_validate(result)
+    run.write_cv_evaluation(evaluation)
+    return evaluation

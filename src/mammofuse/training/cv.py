@@ -1,0 +1,74 @@
+"""`mammofuse cv`: repeated patient-grouped k-fold cross-validation, every fold a resumable run.
+
+The folds are made from the work folder's preprocessed table with the cohort's split seed, so every
+preset cross-validated on a work folder sees identical folds (what `compare` pairs on). Inside a fold,
+a patient-grouped validation part of the training folds picks the checkpoint and the threshold; the
+held-out fold is scored once. A finished fold (its metrics.json written) is never retrained; an
+interrupted one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mammofuse.config import Config
+from mammofuse.data.splits import fold_splits, make_folds
+from mammofuse.evaluation.cv import pool_folds
+from mammofuse.evaluation.evaluate import evaluate_run
+from mammofuse.evaluation.result import CvEvaluation
+from mammofuse.problems import DataError
+from mammofuse.runs import KEY_DTYPES, Run, Work
+from mammofuse.training.run import fit, preprocessed_for
+from mammofuse.ui import console
+
+DEFAULT_FOLDS = 5
+
+
+def cv_config(cfg: Config, folds: int | None, repeats: int | None) -> Config:
+    """The config with the fold count and repeats this cross-validation uses (command line, else [split],
+    else 5 folds, 1 repeat)."""
+    out = cfg.model_copy(deep=True)
+    out.split.folds = folds or cfg.split.folds or DEFAULT_FOLDS
+    out.split.repeats = repeats or cfg.split.repeats
+    return out
+
+
+def assign_folds(cfg: Config, run: Run) -> pd.DataFrame:
+    """The fold of every breast in every repeat, written to the run (a resumed run must match it)."""
+    work = Work(cfg.work_dir)
+    work.check_cohort(cfg, ("images", "labels", "clinical"))
+    folds = make_folds(work.read_preprocessed(), cfg.split.folds, cfg.split.repeats, cfg.split.seed)
+    if run.folds.is_file():
+        before = pd.read_csv(run.folds, dtype=KEY_DTYPES)
+        if not before.equals(folds):
+            raise DataError(
+                f"{run.dir} was started with other folds (another fold count, repeats, seed or cohort); "
+                "give this cross-validation another --run name, or delete that folder to start over"
+            )
+    run.dir.mkdir(parents=True, exist_ok=True)
+    folds.to_csv(run.folds, index=False)
+    return folds
+
+
+def run_cv(cfg: Config, run_dir: Path) -> CvEvaluation:
+    """Train and evaluate every fold that is not finished yet, then pool the out-of-fold predictions."""
+    run = Run(run_dir)
+    folds = assign_folds(cfg, run)
+    run.write_config(cfg)
+    manifest, _ = Work(cfg.work_dir).read_manifest()
+    table = preprocessed_for(cfg, manifest, run)  # once for every fold, its problems reported once
+    k, r = cfg.split.folds, cfg.split.repeats
+    for repeat in range(r):
+        for fold in range(k):
+            fold_run = run.fold(repeat, fold)
+            title = f"repeat {repeat + 1}/{r}, fold {fold + 1}/{k}"
+            if fold_run.metrics.is_file():
+                console.print(f"{title}: finished before, kept ({fold_run.dir})")
+                continue
+            console.rule(title)
+            splits = fold_splits(folds, repeat, fold, cfg.split.val_fraction, cfg.split.seed)
+            fit(cfg, fold_run, splits, table)
+            evaluate_run(fold_run.dir)
+    return pool_folds(run, k, r)
