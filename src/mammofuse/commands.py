@@ -160,6 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
+    from mammofuse.deploy.bundle import write_cv_bundle
     from mammofuse.training.cv import cv_config, run_cv
 
     cfg, run_dir = run_config(args, args.preset)
@@ -172,7 +173,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
     )
     result = run_cv(cfg, run_dir)
     print_cv(result)
-    console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'oof.csv'}")
+    bundle = write_cv_bundle(run_dir)
+    console.print(f"wrote {run_dir / 'metrics.json'}, {run_dir / 'oof.csv'} and the fold ensemble {bundle}")
+    console.print(f"next: mammofuse report {run_dir}")
     return 0
 
 
@@ -282,7 +285,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from mammofuse.explain.explain import explain_cases
 
         out = args.out.parent / "explain"
-        written = explain_cases(bundle.net, inputs, bundle.config.preprocess.voi == "window", out)
+        written = explain_cases(bundle.nets, inputs, bundle.config.preprocess.voi == "window", out)
         console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
     return 0
 

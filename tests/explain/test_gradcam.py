@@ -16,8 +16,8 @@ class TestGradcam:
     def test_maps_have_the_image_shape_and_go_back_to_the_original(self, trained_master):
         run = Run(trained_master)
         data, encoder, net = run.read_data(), run.read_encoder(), run.read_net()
-        case = case_from_row(data.iloc[0], encoder.transform(data.iloc[[0]])[0])
-        cams, original, back = case_maps(net, case, voi=True)
+        case = case_from_row(data.iloc[0], [encoder.transform(data.iloc[[0]])[0]])
+        cams, original, back = case_maps([net], case, voi=True)
         for view in VIEWS:
             assert cams[view].shape == case.images[view].shape
             assert cams[view].min() >= 0 and cams[view].max() <= 1
@@ -81,8 +81,8 @@ class TestGradcamOnALearnedSignal:
         positives = data[(data["split"] == "test") & (data["label"] == 1)].head(12)
         ratios = []
         for i, row in positives.iterrows():
-            case = case_from_row(row, encoder.transform(data.loc[[i]])[0])
-            _, original, back = case_maps(net, case, cfg.preprocess.voi == "window")
+            case = case_from_row(row, [encoder.transform(data.loc[[i]])[0]])
+            _, original, back = case_maps([net], case, cfg.preprocess.voi == "window")
             for view in VIEWS:
                 key = view.value.lower()
                 cam, img = back[view], original[view]

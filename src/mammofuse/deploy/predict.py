@@ -24,7 +24,7 @@ from mammofuse.imaging.preprocess import preprocess_file
 from mammofuse.models import positive_probability
 from mammofuse.problems import Problems
 
-OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "label", "reason"]
+OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "reason"]
 
 
 def _images_config(bundle: Bundle, images: Path):
@@ -37,16 +37,32 @@ def _images_config(bundle: Bundle, images: Path):
 
 
 def _unknown_reason(bundle: Bundle, frame: pd.DataFrame) -> str | None:
-    unknown = bundle.encoder.unknown_values(frame)
-    if not unknown:
-        return None
-    _, column, value = unknown[0]
-    if value == "missing":
-        return (
-            f"clinical '{column}' is missing (the model was trained without imputation: na_policy = 'drop')"
-        )
-    known = ", ".join(bundle.encoder.categories[column])
-    return f"clinical '{column}' value '{value}' is outside what the model knows (known: {known})"
+    """Why a clinical row cannot be encoded by every member (None when it can)."""
+    for member in bundle.members:
+        unknown = member.encoder.unknown_values(frame)
+        if not unknown:
+            continue
+        _, column, value = unknown[0]
+        if value == "missing":
+            return f"clinical '{column}' is missing (the model was trained with na_policy = 'drop')"
+        known = ", ".join(member.encoder.categories[column])
+        return f"clinical '{column}' value '{value}' is outside what the model knows (known: {known})"
+    return None
+
+
+def score(
+    bundle: Bundle, images: dict[View, np.ndarray], frame: pd.DataFrame
+) -> tuple[list[float], list[np.ndarray]]:
+    """Every member's probability of label 1 for one breast, and the clinical vector each was given."""
+    x = {v: torch.from_numpy(images[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
+    probabilities, clinical = [], []
+    for member in bundle.members:
+        vector = member.encoder.transform(frame)  # (1, F)
+        with torch.no_grad():
+            logits = member.net(x[View.CC], x[View.MLO], torch.from_numpy(vector))
+        probabilities.append(float(positive_probability(logits)[0]))
+        clinical.append(vector[0])
+    return probabilities, clinical
 
 
 def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=None):
@@ -58,7 +74,7 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
     clin_cfg = bundle.config.clinical.model_copy(update={"path": clinical.resolve()})
     table = read_clinical(clin_cfg, problems)
     values = table.values if table else {}
-    columns = bundle.encoder.numeric + bundle.encoder.categorical
+    columns = bundle.members[0].encoder.numeric + bundle.members[0].encoder.categorical
     rows: list[dict] = []
     inputs: dict[int, CaseInput] = {}
     for key in sorted(set(pairs) | set(values)):
@@ -69,6 +85,7 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
             "patient_id": pid,
             "side": side.value,
             "probability": np.nan,
+            "spread": np.nan,
             "label": None,
         }
         views = pairs.get(key, {})
@@ -88,14 +105,12 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
             except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
                 reason = f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
         if reason is None:
-            clin = bundle.encoder.transform(frame)
-            x = {v: torch.from_numpy(pre[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
-            with torch.no_grad():
-                logits = bundle.net(x[View.CC], x[View.MLO], torch.from_numpy(clin))
-            row["probability"] = float(positive_probability(logits)[0])
+            probabilities, clinical_vectors = score(bundle, pre, frame)
+            row["probability"] = float(np.mean(probabilities))
+            row["spread"] = float(np.std(probabilities))
             row["label"] = int(row["probability"] >= bundle.threshold)
             inputs[number] = CaseInput(
-                pre, clin[0], {v: str(views[v]) for v in VIEWS}, {v: done[v][1] for v in VIEWS}
+                pre, clinical_vectors, {v: str(views[v]) for v in VIEWS}, {v: done[v][1] for v in VIEWS}
             )
         row["reason"] = reason or ""
         rows.append(row)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mammofuse.evaluation import metrics
+from mammofuse.evaluation import metrics, plots
+from mammofuse.evaluation.evaluate import BASELINE, MODEL
 from mammofuse.evaluation.result import CvEvaluation, PooledMetrics
 from mammofuse.runs import Run
 
@@ -88,4 +89,46 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     result["warnings"] = [warning] if warning else []
     evaluation = CvEvaluation.model_validate(result)
     run.write_cv_evaluation(evaluation)
+    _figures(run, evaluation, oof)
     return evaluation
+
+
+def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
+    """ROC and calibration of the out-of-fold predictions (first repeat), and train vs validation AUC
+    per epoch of every fold."""
+    first = oof[oof["repeat"] == 0]
+    curves = {MODEL: (first["label"].to_numpy(), first["probability"].to_numpy())}
+    aucs = {MODEL: result.model.auc.text}
+    if result.baseline is not None:
+        curves[BASELINE] = (first["label"].to_numpy(), first["clinical_probability"].to_numpy())
+        aucs[BASELINE] = result.baseline.auc.text
+    epochs = [run.fold(r, k).read_epochs() for r in range(result.repeats) for k in range(result.folds)]
+    run.figures.mkdir(exist_ok=True)
+    figures = {
+        "roc": plots.roc_figure(curves, aucs, where="out of fold"),
+        "calibration": plots.calibration_figure(curves, where="out of fold"),
+        "overfitting": plots.overfitting_figure({run.name: [e for e in epochs if e is not None]}),
+    }
+    for name, fig in figures.items():
+        fig.savefig(run.figures / f"{name}.png", dpi=110)
+
+
+def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
+    """One row per fold: its held-out breasts, AUCs and validation-chosen threshold."""
+    oof = pd.read_csv(run.oof)
+    rows = []
+    for (repeat, fold), g in oof.groupby(["repeat", "fold"]):
+        rows.append(
+            {
+                "repeat": int(repeat),
+                "fold": int(fold),
+                "breasts": len(g),
+                "positive": int(g["label"].sum()),
+                "AUC": f"{metrics.auc(g['label'], g['probability']):.3f}",
+                "clinical-only AUC": f"{metrics.auc(g['label'], g['clinical_probability']):.3f}"
+                if result.baseline is not None
+                else "",
+                "threshold": f"{g['threshold'].iloc[0]:.3f}",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -11,14 +11,14 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (labels, probabilities)
 
 
-def roc_figure(curves: Curves, aucs: dict[str, str]) -> Figure:
+def roc_figure(curves: Curves, aucs: dict[str, str], where: str = "test") -> Figure:
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, (y, p) in curves.items():
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} {aucs.get(name, '')}")
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (test)")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC ({where})")
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
@@ -36,14 +36,34 @@ def pr_figure(curves: Curves) -> Figure:
     return fig
 
 
-def calibration_figure(curves: Curves, bins: int = 5) -> Figure:
+def calibration_figure(curves: Curves, bins: int = 5, where: str = "test") -> Figure:
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, (y, p) in curves.items():
         frac, mean = calibration_curve(y, p, n_bins=bins, strategy="quantile")
         ax.plot(mean, frac, marker="o", label=name)
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    ax.set(xlabel="predicted probability", ylabel="observed fraction positive", title="Calibration (test)")
+    ax.set(
+        xlabel="predicted probability", ylabel="observed fraction positive", title=f"Calibration ({where})"
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def overfitting_figure(runs: dict[str, list[pd.DataFrame]]) -> Figure:
+    """Train (dashed) and validation (solid) AUC per epoch, one colour per setup, one line per fold:
+    the gap between them is the overfitting."""
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, folds) in enumerate(runs.items()):
+        colour = f"C{i}"
+        for j, epochs in enumerate(folds):
+            label = name if j == 0 else None
+            if "train_auc" in epochs:
+                ax.plot(epochs["epoch"], epochs["train_auc"], ls="--", c=colour, alpha=0.6)
+            ax.plot(epochs["epoch"], epochs["val_auc"], c=colour, alpha=0.8, label=label)
+    ax.axhline(0.5, ls=":", c="grey")
+    ax.set(xlabel="epoch", ylabel="AUC", ylim=(0.3, 1.0), title="Train (dashed) and validation AUC per fold")
     ax.legend(fontsize=8)
     return fig
 
@@ -56,6 +76,8 @@ def training_figure(epochs: pd.DataFrame) -> Figure:
     loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     acc.plot(epochs["epoch"], epochs["train_acc"], label="train accuracy")
     acc.plot(epochs["epoch"], epochs["val_acc"], label="validation accuracy")
+    if "train_auc" in epochs:
+        acc.plot(epochs["epoch"], epochs["train_auc"], ls="--", label="train AUC")
     acc.plot(epochs["epoch"], epochs["val_auc"], label="validation AUC")
     acc.set(xlabel="epoch", ylim=(0, 1), title="Accuracy and AUC")
     for ax in (loss, acc):

@@ -30,7 +30,7 @@ class CaseInput:
     """What the model was given for one breast, and where it came from."""
 
     images: dict[View, np.ndarray]  # preprocessed, float32 (H, W)
-    clinical: np.ndarray  # encoded (F,)
+    clinical: list[np.ndarray]  # encoded (F,), one per network explained (each has its own encoder)
     paths: dict[View, str]  # the original DICOM files
     geometry: dict[View, Geometry]  # how each preprocessed image maps back onto its original
 
@@ -49,7 +49,7 @@ def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str
     return [(name, int(i)) for name, idx in groups.items() for i in idx]
 
 
-def case_from_row(row: pd.Series, clinical: np.ndarray) -> CaseInput:
+def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
     """A breast of a run's data.csv, its images read back from the cache."""
     columns = {v: v.value.lower() for v in VIEWS}
     return CaseInput(
@@ -68,35 +68,40 @@ def original_image(path: str, voi: bool) -> np.ndarray:
 
 
 def explain_breast(
-    net: TwoViewNet, pre: dict[View, np.ndarray], clinical: np.ndarray
+    nets: list[TwoViewNet], pre: dict[View, np.ndarray], clinical: list[np.ndarray]
 ) -> dict[View, np.ndarray]:
-    """Grad-CAM maps of one breast at the preprocessed resolution."""
+    """Grad-CAM maps of one breast at the preprocessed resolution, averaged over the networks (the
+    members of a fold ensemble; one network for a single run)."""
     x = {v: torch.from_numpy(pre[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
-    maps = gradcam(net, x[View.CC], x[View.MLO], torch.from_numpy(clinical)[None])
-    return {v: maps[v][0] for v in VIEWS}
+    maps = [
+        gradcam(net, x[View.CC], x[View.MLO], torch.from_numpy(c)[None]) for net, c in zip(nets, clinical)
+    ]
+    return {v: np.mean([m[v][0] for m in maps], axis=0) for v in VIEWS}
 
 
-def case_maps(net: TwoViewNet, case: CaseInput, voi: bool):
+def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool):
     """(maps at the preprocessed resolution, original images, maps on the original geometry)."""
-    cams = explain_breast(net, case.images, case.clinical)
+    cams = explain_breast(nets, case.images, case.clinical)
     original = {v: original_image(case.paths[v], voi) for v in VIEWS}
     back = {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
     return cams, original, back
 
 
-def write_case(net: TwoViewNet, case: CaseInput, voi: bool, title: str, path: Path) -> None:
+def write_case(nets: list[TwoViewNet], case: CaseInput, voi: bool, title: str, path: Path) -> None:
     """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom)."""
-    cams, original, back = case_maps(net, case, voi)
+    cams, original, back = case_maps(nets, case, voi)
     case_figure(case.images, cams, original, back, title).savefig(path, dpi=100)
 
 
-def explain_cases(net: TwoViewNet, cases: dict[int, CaseInput], voi: bool, out_dir: Path) -> list[Path]:
+def explain_cases(
+    nets: list[TwoViewNet], cases: dict[int, CaseInput], voi: bool, out_dir: Path
+) -> list[Path]:
     """Overlays for breasts scored by `predict`, named by their output row (never by patient)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for row, case in cases.items():
         path = out_dir / f"row{row}.png"
-        write_case(net, case, voi, f"row {row}", path)
+        write_case(nets, case, voi, f"row {row}", path)
         written.append(path)
     return written
 
@@ -116,10 +121,10 @@ def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
     for rank, (category, i) in enumerate(select_cases(pred, threshold, n)):
         p = pred.loc[i]
         r = row_of[p["key"]]
-        case = case_from_row(data.loc[r], encoder.transform(data.loc[[r]])[0])
+        case = case_from_row(data.loc[r], [encoder.transform(data.loc[[r]])[0]])
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
-        write_case(net, case, voi, title, run.explain / name)
+        write_case([net], case, voi, title, run.explain / name)
         records.append(
             {
                 "file": name,

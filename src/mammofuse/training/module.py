@@ -19,6 +19,7 @@ class BreastClassifier(L.LightningModule):
         self.cfg = cfg
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._train: list[tuple[torch.Tensor, torch.Tensor]] = []  # this epoch's training scores
 
     def forward(self, batch: dict) -> torch.Tensor:
         cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
@@ -35,6 +36,7 @@ class BreastClassifier(L.LightningModule):
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         size = len(batch["label"])
         self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=size)
+        self._train.append((positive_probability(logits).detach().cpu(), batch["label"].cpu()))
         return loss
 
     def validation_step(self, batch: dict, _: int) -> None:
@@ -43,12 +45,14 @@ class BreastClassifier(L.LightningModule):
         self._val.append((positive_probability(logits).detach().cpu(), batch["label"].cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        probs = torch.cat([p for p, _ in self._val]).numpy()
-        labels = torch.cat([y for _, y in self._val]).numpy()
-        self._val.clear()
+        """Validation AUC and accuracy, and the AUC of the epoch's training batches as they were scored
+        while training (augmented, dropout on): with the validation AUC, the overfitting picture."""
+        probs, labels = _joined(self._val)
         value = auc(labels, probs)
         self.log("val_auc", 0.5 if np.isnan(value) else value, sync_dist=True)
         self.log("val_acc", float(np.mean((probs >= 0.5) == labels)), sync_dist=True)
+        if self._train:  # validation runs after the epoch's training batches
+            self.log("train_auc", auc(*_joined(self._train)[::-1]), sync_dist=True)
 
     def configure_optimizers(self):
         groups = [
@@ -66,6 +70,14 @@ class BreastClassifier(L.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
+
+
+def _joined(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) of the collected batches; the list is emptied."""
+    probs = torch.cat([p for p, _ in batches]).numpy()
+    labels = torch.cat([y for _, y in batches]).numpy()
+    batches.clear()
+    return probs, labels
 
 
 def predict(

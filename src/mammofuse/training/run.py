@@ -28,7 +28,16 @@ from mammofuse.runs import Run, Work
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
 
-EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "improved"]
+EPOCH_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_auc",
+    "val_loss",
+    "val_acc",
+    "val_auc",
+    "improved",
+]
 
 
 class EpochReport(Callback):
@@ -43,7 +52,7 @@ class EpochReport(Callback):
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = max((r["val_auc"] for r in self.rows), default=-1.0)
-        row = {"epoch": trainer.current_epoch + 1, **{k: m.get(k, float("nan")) for k in EPOCH_COLUMNS[1:6]}}
+        row = {"epoch": trainer.current_epoch + 1, **{k: m.get(k, float("nan")) for k in EPOCH_COLUMNS[1:-1]}}
         row["improved"] = int(row["val_auc"] > best)
         self.rows.append(row)
         if trainer.is_global_zero:
@@ -53,7 +62,8 @@ class EpochReport(Callback):
                 writer.writerows(self.rows)
             console.print(
                 f"epoch {row['epoch']:3d}/{trainer.max_epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
+                f"acc {row['train_acc']:.3f} AUC {row['train_auc']:.3f} | "
+                f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
                 f"AUC {row['val_auc']:.3f}" + ("  improved, saved" if row["improved"] else "")
             )
 
