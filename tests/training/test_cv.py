@@ -1,0 +1,130 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammofuse.cli import main
+from mammofuse.deploy.bundle import load_bundle
+from mammofuse.runs import Run
+
+
+def cv(cohort, *extra) -> int:
+    config = str(cohort / "cohort.toml")
+    return main(["cv", config, "--preset", str(cohort.parent / "fast.toml"), "--epochs", "1", *extra])
+
+
+@pytest.fixture(scope="session")
+def cv_master(ready_master, tmp_path_factory):
+    """A finished 3-fold cross-validation, 2 repeats (1 epoch per fold) of the small cohort."""
+    root = tmp_path_factory.mktemp("cv") / "ready"
+    shutil.copytree(ready_master.parent, root)
+    assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 0
+    return root / "cohort" / "work" / "runs" / "fast-cv"
+
+
+class TestOutOfFold:
+    def test_every_breast_is_scored_once_per_repeat_by_a_model_that_never_saw_its_patient(self, cv_master):
+        oof = pd.read_csv(cv_master / "oof.csv", dtype={"patient_id": str})
+        assert {
+            "patient_id",
+            "side",
+            "label",
+            "repeat",
+            "fold",
+            "probability",
+            "clinical_probability",
+        } <= set(oof.columns)
+        per_repeat = oof.groupby("repeat").apply(lambda g: g[["patient_id", "side"]].duplicated().sum())
+        assert (per_repeat == 0).all() and oof.groupby("repeat").size().nunique() == 1
+        assert (oof.groupby(["repeat", "patient_id"])["fold"].nunique() == 1).all()
+        for (repeat, fold), held in oof.groupby(["repeat", "fold"]):
+            data = pd.read_csv(
+                cv_master / "folds" / f"r{repeat}f{fold}" / "data.csv", dtype={"patient_id": str}
+            )
+            trained_on = set(data.loc[data["split"] != "test", "patient_id"])
+            assert not trained_on & set(held["patient_id"])
+            assert set(data.loc[data["split"] == "test", "patient_id"]) == set(held["patient_id"])
+
+    def test_metrics_hold_the_pooled_auc_the_folds_the_baseline_and_the_difference(self, cv_master):
+        result = Run(cv_master).read_cv_evaluation()
+        assert (result.folds, result.repeats) == (3, 2) and result.model.auc.unit == "patient"
+        assert result.model.auc.low <= result.model.auc.auc <= result.model.auc.high
+        assert len(result.model.fold_aucs) == 6 and result.baseline is not None
+        assert result.comparison is not None and 0 < result.comparison.p_value <= 1
+        oof = pd.read_csv(cv_master / "oof.csv")
+        calls = (oof["probability"] >= oof["threshold"]).astype(int)
+        assert result.model.at_threshold.confusion.tp == int(((calls == 1) & (oof["label"] == 1)).sum())
+
+    def test_the_report_shows_the_cross_validation(self, cv_master, tmp_path):
+        run = tmp_path / "run"
+        shutil.copytree(cv_master, run)
+        assert main(["report", str(run)]) == 0
+        html = (run / "report.html").read_text()
+        for text in (
+            "Out-of-fold metrics",
+            "pooled AUC [95 % CI]",
+            "fold AUC mean ± sd",
+            "What the images add",
+        ):
+            assert text in html, text
+        assert html.count("data:image/png;base64,") == 3
+
+
+class TestResume:
+    def test_an_interrupted_cv_resumes_at_the_fold_it_stopped_and_gives_the_same_predictions(
+        self, cv_master, tmp_path, capsys
+    ):
+        root = tmp_path / "ready"
+        shutil.copytree(cv_master.parents[3], root)
+        run = root / "cohort" / "work" / "runs" / "fast-cv"
+        before = pd.read_csv(run / "oof.csv")
+        (run / "folds" / "r0f1" / "metrics.json").unlink()  # stopped after training, before scoring
+        shutil.rmtree(run / "folds" / "r1f2")  # never started
+        capsys.readouterr()
+        assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 0
+        out = capsys.readouterr().out
+        assert out.count("finished before, kept") == 4
+        pd.testing.assert_frame_equal(pd.read_csv(run / "oof.csv"), before)
+
+    def test_other_folds_in_a_started_run_are_refused(self, cv_master, tmp_path, capsys):
+        root = tmp_path / "ready"
+        shutil.copytree(cv_master.parents[3], root)
+        assert cv(root / "cohort", "--folds", "4") == 2
+        assert "was started with other folds" in capsys.readouterr().out
+
+
+class TestFoldEnsemble:
+    def test_predict_averages_the_fold_models(self, cv_master, tmp_path):
+        bundle = load_bundle(cv_master / "bundle")
+        info = json.loads((cv_master / "bundle" / "bundle.json").read_text())
+        assert info["kind"] == "fold ensemble" and len(bundle.members) == 6
+        assert bundle.threshold == pytest.approx(np.mean(list(info["members"].values())))
+        cohort = cv_master.parents[2]
+        out = tmp_path / "pred.csv"
+        argv = ["predict", str(cv_master / "bundle"), "--images", str(cohort / "dicom")]
+        assert main([*argv, "--clinical", str(cohort / "clinical.csv"), "--out", str(out)]) == 0
+        pred = pd.read_csv(out, dtype={"patient_id": str}).dropna(subset=["probability"])
+        row = pred.iloc[0]
+        data = Run(cv_master / "folds" / "r0f0").read_data()
+        breast = data[(data["patient_id"] == row["patient_id"]) & (data["side"] == row["side"])]
+        from mammofuse.imaging.cache import load_entry
+
+        x = [torch.from_numpy(load_entry(breast.iloc[0][f"{v}_cache"]))[None, None] for v in ("cc", "mlo")]
+        probs = []
+        for name in info["members"]:
+            fold = Run(cv_master / "folds" / name)
+            clinical = torch.from_numpy(fold.read_encoder().transform(breast))
+            with torch.no_grad():
+                probs.append(float(torch.softmax(fold.read_net()(*x, clinical), 1)[0, 1]))
+        assert row["probability"] == pytest.approx(np.mean(probs), abs=1e-5)
+        assert row["spread"] == pytest.approx(np.std(probs), abs=1e-5) and row["spread"] > 0
+
+
+class TestBadInput:
+    def test_more_folds_than_patients_of_a_class_is_a_clear_error(self, ready, capsys):
+        assert cv(ready, "--folds", "200") == 2
+        out = capsys.readouterr().out
+        assert "200 folds need at least 200 patients of each class" in out and "Traceback" not in out
