@@ -99,10 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_and_work(p)
     p.add_argument("--preset", help=presets_help)
-    p.add_argument("--folds", type=_at_least_two, help="folds K (default: split.folds, else 5)")
-    p.add_argument(
-        "--repeats", type=_positive_int, help="repeats R with new seeds (default: split.repeats, 1)"
-    )
+    _folds_and_repeats(p)
     p.add_argument("--run", help="run name (default: the preset's name + '-cv'): WORK/runs/RUN")
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
     p.set_defaults(func=commands.cmd_cv)
@@ -143,9 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.set_defaults(func=commands.cmd_report)
 
-    p = sub.add_parser("compare", help="train and evaluate several presets on the same split; one table")
+    p = sub.add_parser(
+        "compare",
+        help="cross-validate several presets on identical folds; paired differences against the first",
+    )
     _config_and_work(p)
-    p.add_argument("--presets", nargs="+", required=True, help=presets_help)
+    p.add_argument("--presets", nargs="+", required=True, help=presets_help + " (the first is the reference)")
+    _folds_and_repeats(p)
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every preset")
     p.set_defaults(func=commands.cmd_compare)
 
@@ -170,6 +171,13 @@ def _config_and_work(p: argparse.ArgumentParser) -> None:
     """The arguments every stage after ingest shares: the study's config and its work folder."""
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+
+
+def _folds_and_repeats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folds", type=_at_least_two, help="folds K (default: split.folds, else 5)")
+    p.add_argument(
+        "--repeats", type=_positive_int, help="repeats R with new seeds (default: split.repeats, 1)"
+    )
 
 
 def _image_size(p: argparse.ArgumentParser, default: tuple[int, int], note: str = "") -> None:

@@ -160,21 +160,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from mammofuse.deploy.bundle import write_cv_bundle
-    from mammofuse.training.cv import cv_config, run_cv
-
-    cfg, run_dir = run_config(args, args.preset)
-    cfg = cv_config(cfg, args.folds, args.repeats)
-    if not args.run:
-        run_dir = run_dir.with_name(run_dir.name + "-cv")
-    k, r = cfg.split.folds, cfg.split.repeats
+    run_dir = _cross_validate(args, args.preset)
     console.print(
-        f"cross-validating {cfg.model.backbone} ({cfg.model.pretrained}): {k} folds x {r} -> {run_dir}"
+        f"wrote {run_dir / 'metrics.json'}, {run_dir / 'oof.csv'} and the fold ensemble {run_dir / 'bundle'}"
     )
-    result = run_cv(cfg, run_dir)
-    print_cv(result)
-    bundle = write_cv_bundle(run_dir)
-    console.print(f"wrote {run_dir / 'metrics.json'}, {run_dir / 'oof.csv'} and the fold ensemble {bundle}")
     console.print(f"next: mammofuse report {run_dir}")
     return 0
 
@@ -301,42 +290,53 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mammofuse.evaluation.evaluate import evaluate_run
-    from mammofuse.runs import Work
-    from mammofuse.training.run import train
+    from mammofuse.evaluation.compare import compare_runs
+    from mammofuse.evaluation.plots import overfitting_figure
+    from mammofuse.report.report import build_compare_report
+    from mammofuse.runs import Run, Work
 
-    rows = []
-    baseline = None
+    runs: dict[str, Run] = {}
     for preset in args.presets:
-        cfg, run_dir = run_config(args, preset)
         console.rule(f"preset {preset}")
-        train(cfg, run_dir)
-        result = evaluate_run(run_dir)
-        rows.append(
-            {
-                "preset": preset,
-                "backbone": cfg.model.backbone,
-                "val AUC": f"{result.model.val_auc:.3f}",
-                "test AUC [95% CI]": result.model.test.auc.text,
-            }
-        )
-        baseline = result.baseline or baseline
-    if baseline is not None:
-        rows.append(
-            {
-                "preset": "clinical only",
-                "backbone": "logistic regression",
-                "val AUC": f"{baseline.val_auc:.3f}",
-                "test AUC [95% CI]": baseline.test.auc.text,
-            }
-        )
-    table = pd.DataFrame(rows)
-    out = Work(cfg.work_dir).comparison
-    table.to_csv(out, index=False)
-    console.rule("comparison (same split)")
-    console.print(table.to_string(index=False))
-    console.print(f"wrote {out}")
+        runs[preset] = Run(_cross_validate(args, preset))
+    work = Work(runs[args.presets[0]].read_config().work_dir)
+    table = compare_runs(runs)
+    table.to_csv(work.compare, index=False)
+    epochs = {
+        name: [run.fold(r, k).read_epochs() for r in range(ev.repeats) for k in range(ev.folds)]
+        for name, run in runs.items()
+        for ev in [run.read_cv_evaluation()]
+    }
+    overfitting_figure({n: [e for e in f if e is not None] for n, f in epochs.items()}).savefig(
+        work.compare_figure, dpi=110
+    )
+    report = build_compare_report(work, table, runs, work.compare_figure)
+    console.rule("comparison (identical folds, out of fold)")
+    shown = table.copy()
+    for column in shown.columns.drop(["preset", "breasts"]):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    console.print(shown.to_string(index=False))
+    console.print(f"auc_diff: paired against {args.presets[0]}; p_holm: Holm-adjusted over the comparisons")
+    console.print(f"wrote {work.compare}, {work.compare_figure.name} and {report}")
     return 0
+
+
+def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
+    """Cross-validate one preset as `mammofuse cv` does (fold ensemble included); its run folder."""
+    from mammofuse.deploy.bundle import write_cv_bundle
+    from mammofuse.training.cv import cv_config, run_cv
+
+    cfg, run_dir = run_config(args, preset)
+    cfg = cv_config(cfg, args.folds, args.repeats)
+    if not getattr(args, "run", None):
+        run_dir = run_dir.with_name(run_dir.name + "-cv")
+    k, r = cfg.split.folds, cfg.split.repeats
+    console.print(
+        f"cross-validating {cfg.model.backbone} ({cfg.model.pretrained}): {k} folds x {r} -> {run_dir}"
+    )
+    print_cv(run_cv(cfg, run_dir))
+    write_cv_bundle(run_dir)
+    return run_dir
 
 
 def cmd_demo(args: argparse.Namespace, run: Callable[[list[str]], int]) -> int:

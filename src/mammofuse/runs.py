@@ -7,6 +7,7 @@ Every stage finds another stage's output through here, never by a file name of i
       manifest.csv, exclusions.csv, ingest.json          ingest
       preprocessed.csv, preprocess_problems.csv, preview.png   preprocess
       splits.csv               split
+      compare.csv, compare.png, compare.html   compare
       cache/                   preprocessed arrays (imaging.cache)
       runs/NAME/               `Run`
         config.toml            the run's resolved config (cohort + experiment)
@@ -97,8 +98,17 @@ class Work:
         return self.dir / "splits.csv"
 
     @property
-    def comparison(self) -> Path:
-        return self.dir / "comparison.csv"
+    def compare(self) -> Path:
+        """`mammofuse compare`: one row per setup, cross-validated on identical folds."""
+        return self.dir / "compare.csv"
+
+    @property
+    def compare_figure(self) -> Path:
+        return self.dir / "compare.png"
+
+    @property
+    def compare_report(self) -> Path:
+        return self.dir / "compare.html"
 
     def run(self, name: str) -> Run:
         return Run(self.dir / "runs" / name)
@@ -228,6 +238,21 @@ class Run:
 
     def write_config(self, cfg: Config) -> None:
         save_config(cfg, self.config)
+
+    def check_config(self, cfg: Config) -> None:
+        """Refuse to continue a run folder that was started with another experiment: its finished parts
+        would not be what `cfg` asks for."""
+        if not self.config.is_file():
+            return
+        before = self.read_config().experiment.model_dump(mode="json", exclude_none=True)
+        now = cfg.experiment.model_dump(mode="json", exclude_none=True)
+        changed = _differences(before, now, "")
+        if changed:
+            raise ConfigError(
+                f"{self.dir} was started with other settings (there -> here): "
+                f"{'; '.join(c.removeprefix('.') for c in changed)}. Give this run another --run name, "
+                "or delete that folder to start over."
+            )
 
     def read_data(self) -> pd.DataFrame:
         return read_table(self.data, "train")

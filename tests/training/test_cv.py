@@ -128,3 +128,31 @@ class TestBadInput:
         assert cv(ready, "--folds", "200") == 2
         out = capsys.readouterr().out
         assert "200 folds need at least 200 patients of each class" in out and "Traceback" not in out
+
+
+class TestCompare:
+    def test_presets_on_identical_folds_with_paired_differences_against_the_first(self, ready, capsys):
+        variant = ready.parent / "fast_dropout.toml"
+        variant.write_text('extends = "demo_cpu"\n[train]\nbatch_size = 32\n[data]\naugment = false\n')
+        presets = [str(ready.parent / "fast.toml"), str(variant)]
+        argv = ["compare", str(ready / "cohort.toml"), "--presets", *presets, "--folds", "3", "--epochs", "1"]
+        assert main(argv) == 0
+        table = pd.read_csv(ready / "work" / "compare.csv")
+        assert table["preset"].tolist() == [*presets, "clinical only"]
+        assert pd.isna(table.loc[0, "auc_diff"]) and table.loc[1:, "auc_diff"].notna().all()
+        assert (table.loc[1:, "p_holm"] >= table.loc[1:, "p"]).all()
+        runs = ready / "work" / "runs"
+        a, b = (pd.read_csv(runs / name / "folds.csv") for name in ("fast-cv", "fast_dropout-cv"))
+        pd.testing.assert_frame_equal(a, b)
+        html = (ready / "work" / "compare.html").read_text()
+        assert "Setups compared on identical folds" in html and "data:image/png;base64," in html
+        assert "comparison (identical folds, out of fold)" in capsys.readouterr().out
+
+
+class TestHolm:
+    def test_hand_computed_adjustment(self):
+        from mammofuse.evaluation.compare import holm
+
+        # sorted 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (kept monotone)
+        assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+        assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])

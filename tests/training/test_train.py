@@ -140,24 +140,6 @@ class TestLastCheckpoint:
         assert [saved for saved, _ in probe.seen] == [now for _, now in probe.seen]
 
 
-class TestCompare:
-    def test_presets_on_the_same_split_in_one_table_with_the_baseline(self, ready, capsys):
-        variant = ready.parent / "fast_dropout.toml"
-        variant.write_text(
-            'extends = "demo_cpu"\n[train]\nepochs = 1\nbatch_size = 32\n[data]\naugment = false\n'
-        )
-        config = str(ready / "cohort.toml")
-        presets = [str(ready.parent / "fast.toml"), str(variant)]
-        assert main(["compare", config, "--presets", *presets, "--epochs", "1"]) == 0
-        out = capsys.readouterr().out
-        table = pd.read_csv(ready / "work" / "comparison.csv")
-        assert table["preset"].tolist() == [*presets, "clinical only"]
-        assert table["test AUC [95% CI]"].str.match(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]").all()
-        assert "comparison (same split)" in out
-        a, b = (pd.read_csv(ready / "work" / "runs" / n / "data.csv") for n in ("fast", "fast_dropout"))
-        pd.testing.assert_frame_equal(a[["patient_id", "side", "split"]], b[["patient_id", "side", "split"]])
-
-
 class TestRunInputs:
     def test_a_changed_cohort_config_is_refused_with_what_differs(self, ready, capsys):
         edit_config(ready, labels={"threshold": 60.0})

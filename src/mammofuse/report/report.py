@@ -19,6 +19,7 @@ from mammofuse.config import Config, to_toml
 from mammofuse.deploy.bundle import versions
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
+from mammofuse.evaluation.result import p_text
 from mammofuse.runs import Run, Work
 
 CV_FIGURES = {
@@ -80,6 +81,51 @@ def _common(run: Run, cfg: Config) -> dict[str, Any]:
         "versions": versions(),
         "model": cfg.model,
     }
+
+
+def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], figure: Path) -> Path:
+    """WORK/compare.html: the comparison table and the overfitting picture of every setup."""
+    first = runs[next(iter(runs))]
+    cfg = first.read_config()
+    result = first.read_cv_evaluation()
+
+    def fmt(value: object, spec: str) -> str:
+        return "" if pd.isna(value) else format(value, spec)
+
+    rows = []
+    for r in table.itertuples():
+        diff = "" if pd.isna(r.auc_diff) else f"{r.auc_diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}]"
+        folds = "" if pd.isna(r.fold_auc_mean) else f"{r.fold_auc_mean:.3f} ± {r.fold_auc_sd:.3f}"
+        rows.append(
+            {
+                "preset": r.preset,
+                "auc": f"{r.pooled_auc:.3f} [{r.auc_low:.3f}, {r.auc_high:.3f}]",
+                "folds": folds,
+                "diff": diff,
+                "p": "" if pd.isna(r.p) else p_text(r.p).removeprefix("p = "),
+                "p_holm": fmt(r.p_holm, ".3f"),
+            }
+        )
+    html = (
+        _environment()
+        .get_template("compare.html.j2")
+        .render(
+            **{**_common(first, cfg), "title": "mammofuse comparison", "model": None},
+            rows=rows,
+            first=table["preset"].iloc[0],
+            folds=result.folds,
+            repeats=result.repeats,
+            comparisons=int(table["p"].notna().sum()),
+            figures=[
+                {
+                    "title": "Train (dashed) vs validation AUC per epoch, every fold of every setup",
+                    "src": data_uri(figure),
+                }
+            ],
+        )
+    )
+    work.compare_report.write_text(html, encoding="utf-8")
+    return work.compare_report
 
 
 def build_cv_report(run: Run) -> Path:

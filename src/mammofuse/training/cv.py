@@ -55,6 +55,7 @@ def assign_folds(cfg: Config, run: Run) -> pd.DataFrame:
 def run_cv(cfg: Config, run_dir: Path) -> CvEvaluation:
     """Train and evaluate every fold that is not finished yet, then pool the out-of-fold predictions."""
     run = Run(run_dir)
+    run.check_config(cfg)
     folds = assign_folds(cfg, run)
     run.write_config(cfg)
     manifest, _ = Work(cfg.work_dir).read_manifest()

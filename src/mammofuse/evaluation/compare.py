@@ -1,0 +1,71 @@
+"""A fair comparison of setups: every preset cross-validated on identical folds, paired differences.
+
+Each setup's pooled out-of-fold AUC (patient bootstrap interval) and, against the first setup (e.g.
+the study's `seed_parity`), the paired difference on the same breasts and resamples with its interval,
+its p-value and the Holm-adjusted p-value over all the comparisons made (Holm 1979). The clinical-only
+logistic regression, fitted in the same folds, is compared like a setup.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mammofuse.evaluation import metrics
+from mammofuse.runs import Run
+
+CLINICAL_ONLY = "clinical only"
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: p sorted ascending, the i-th (0-based) times (m - i), kept monotone."""
+    order = np.argsort(p_values)
+    adjusted = np.empty(len(p_values))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def _scores(run: Run, column: str) -> pd.Series:
+    """Out-of-fold scores indexed by (patient_id, side, label, repeat)."""
+    oof = pd.read_csv(run.oof, dtype={"patient_id": str, "side": str})
+    return oof.set_index(["patient_id", "side", "label", "repeat"])[column]
+
+
+def compare_runs(runs: dict[str, Run]) -> pd.DataFrame:
+    """One row per setup (and the clinical-only baseline of the first), differences against the first."""
+    names = list(runs)
+    scores = {name: _scores(run, "probability") for name, run in runs.items()}
+    scores[CLINICAL_ONLY] = _scores(runs[names[0]], "clinical_probability")
+    # breasts every setup scored (a preset's own preprocessing may have left one out)
+    common = pd.concat(scores, axis=1, join="inner").dropna()
+    wide = {name: common[name].unstack("repeat") for name in scores}  # (breasts, repeats)
+    index = wide[names[0]].index.to_frame(index=False)
+    labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
+    first = wide[names[0]].to_numpy().T
+    rows = []
+    for name, table in wide.items():
+        values = table.to_numpy().T  # (repeats, breasts)
+        ci = metrics.auc_with_ci(labels, values, groups)
+        row = {
+            "preset": name,
+            "breasts": len(labels),
+            "pooled_auc": ci["auc"],
+            "auc_low": ci["low"],
+            "auc_high": ci["high"],
+        }
+        if name in runs:
+            folds = runs[name].read_cv_evaluation().model.fold_aucs
+            row.update(fold_auc_mean=float(np.nanmean(folds)), fold_auc_sd=float(np.nanstd(folds, ddof=1)))
+        if name != names[0]:
+            diff = metrics.paired_auc_difference(labels, values, first, groups)
+            row.update(
+                auc_diff=diff["difference"], diff_low=diff["low"], diff_high=diff["high"], p=diff["p_value"]
+            )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    compared = table["p"].notna()
+    table.loc[compared, "p_holm"] = holm(table.loc[compared, "p"].tolist())
+    return table
