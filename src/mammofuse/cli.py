@@ -104,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
     p.set_defaults(func=commands.cmd_cv)
 
+    p = sub.add_parser(
+        "tune",
+        help="Optuna search over experiment settings on validation data (the test split is never used)",
+    )
+    _config_and_work(p)
+    p.add_argument("--preset", help=presets_help + " (the starting point)")
+    p.add_argument("--trials", type=_positive_int, default=20, help="trials to finish in all (default 20)")
+    p.add_argument(
+        "--storage",
+        help="SQLAlchemy URL of the study database (default sqlite:///WORK/tune.db); a shared server lets "
+        "several machines work on one study",
+    )
+    p.add_argument("--space", type=Path, help="search space TOML (default: lr, weight decay, dropout, ...)")
+    p.add_argument(
+        "--run", help="study and folder name (default: the preset's name + '-tune'): WORK/runs/RUN"
+    )
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every trial")
+    p.set_defaults(func=commands.cmd_tune)
+
     p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.set_defaults(func=commands.cmd_evaluate)

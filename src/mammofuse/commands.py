@@ -168,6 +168,26 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mammofuse.tuning.tune import read_space, run_tune, trials_table
+
+    space = read_space(args.space)  # a bad space stops here, before anything is written
+    cfg, run_dir = run_config(args, args.preset)
+    if not args.run:
+        run_dir = run_dir.with_name(run_dir.name + "-tune")
+    console.print(f"tuning {', '.join(space)} on the validation split -> {run_dir}")
+    study, best = run_tune(cfg, run_dir, args.preset, args.trials, args.storage, space)
+    table = trials_table(study)
+    console.print(table.to_string(index=False))
+    best_trial, n = study.best_trial, len(study.trials)
+    console.print(
+        f"best: trial {best_trial.number}, validation AUC {best_trial.value:.3f} (best of {n}: optimistic)"
+    )
+    console.print(f"wrote {best}")
+    console.print(f"next: mammofuse cv {args.config} --preset {best}")
+    return 0
+
+
 def print_cv(result: CvEvaluation) -> None:
     from rich.table import Table
 

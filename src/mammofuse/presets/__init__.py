@@ -49,19 +49,19 @@ def _read(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
             f"preset {name}: sets {', '.join(outside)}, which a preset may not change (a preset changes only "
             f"{allowed}; the cohort's images, labels, clinical data and split belong to the cohort config)"
         )
-    return _merge(_read(parent, (*chain, name)), data) if parent else data
+    return merge(_read(parent, (*chain, name)), data) if parent else data
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         )
     return out
 
 
 def apply_preset(cfg: Config, name: str) -> Config:
     """`cfg` with the preset's values on top, validated like any config."""
-    merged = _merge(cfg.model_dump(mode="json", exclude_none=True), _read(name))
+    merged = merge(cfg.model_dump(mode="json", exclude_none=True), _read(name))
     return parse_config(merged, f"preset {name}")

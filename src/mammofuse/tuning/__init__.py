@@ -1,0 +1,1 @@
+"""Hyper-parameter search that never sees the test set (`mammofuse tune`)."""
