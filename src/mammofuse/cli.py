@@ -87,29 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets_help = "experiment preset: " + ", ".join(_preset_names()) + ", or a .toml file"
     p = sub.add_parser("train", help="train the two-view + clinical model (resumes an interrupted run)")
-    _config_and_work(p)
-    p.add_argument("--preset", help=presets_help)
-    p.add_argument("--run", help="run name (default: the preset's name): WORK/runs/RUN")
-    p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
+    _experiment(p, presets_help, "")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
         "cv",
         help="repeated patient-grouped k-fold cross-validation: an out-of-fold AUC over every breast",
     )
-    _config_and_work(p)
-    p.add_argument("--preset", help=presets_help)
+    _experiment(p, presets_help, "-cv")
     _folds_and_repeats(p)
-    p.add_argument("--run", help="run name (default: the preset's name + '-cv'): WORK/runs/RUN")
-    p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
     p.set_defaults(func=commands.cmd_cv)
 
     p = sub.add_parser(
         "tune",
         help="Optuna search over experiment settings on validation data (the test split is never used)",
     )
-    _config_and_work(p)
-    p.add_argument("--preset", help=presets_help + " (the starting point)")
+    _experiment(p, presets_help + " (the starting point)", "-tune")
     p.add_argument("--trials", type=_positive_int, default=20, help="trials to finish in all (default 20)")
     p.add_argument(
         "--storage",
@@ -117,10 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
         "several machines work on one study",
     )
     p.add_argument("--space", type=Path, help="search space TOML (default: lr, weight decay, dropout, ...)")
-    p.add_argument(
-        "--run", help="study and folder name (default: the preset's name + '-tune'): WORK/runs/RUN"
-    )
-    p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every trial")
     p.set_defaults(func=commands.cmd_tune)
 
     p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
@@ -190,6 +179,15 @@ def _config_and_work(p: argparse.ArgumentParser) -> None:
     """The arguments every stage after ingest shares: the study's config and its work folder."""
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
+
+
+def _experiment(p: argparse.ArgumentParser, presets_help: str, suffix: str) -> None:
+    """CONFIG, --work, and what makes a run: --preset, --run (its folder's name), --epochs."""
+    _config_and_work(p)
+    p.add_argument("--preset", help=presets_help)
+    default = "the preset's name" + (f" + '{suffix}'" if suffix else "")
+    p.add_argument("--run", help=f"run name (default: {default}): WORK/runs/RUN")
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
 
 
 def _folds_and_repeats(p: argparse.ArgumentParser) -> None:

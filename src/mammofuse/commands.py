@@ -213,13 +213,7 @@ def print_cv(result: CvEvaluation) -> None:
                 name, part.auc.text, part.fold_auc_text, *(f"{v:.2f}" for v in rates), f"{part.brier:.3f}"
             )
     console.print(table)
-    if result.comparison is not None:
-        console.print(f"AUC difference (image + clinical - clinical only): {result.comparison.text}")
-    console.print(
-        "intervals: 95 % bootstrap over patients; sens ... NPV: each breast at its fold's threshold"
-    )
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+    _print_footer(result, "sens ... NPV: each breast at its fold's threshold")
 
 
 def print_evaluation(result: Evaluation) -> None:
@@ -242,11 +236,14 @@ def print_evaluation(result: Evaluation) -> None:
     for row in metric_rows(result):
         table.add_row(*(row[k] for k in columns))
     console.print(table)
+    _print_footer(result, "sensitivity ... NPV at the threshold chosen on validation")
+
+
+def _print_footer(result: Evaluation | CvEvaluation, thresholds: str) -> None:
+    """What the images add, how the figures were made, and any warning."""
     if result.comparison is not None:
         console.print(f"AUC difference (image + clinical - clinical only): {result.comparison.text}")
-    console.print(
-        "intervals: 95 % bootstrap over patients; sensitivity ... NPV at the threshold chosen on validation"
-    )
+    console.print(f"intervals: 95 % bootstrap over patients; {thresholds}")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
 

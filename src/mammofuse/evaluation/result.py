@@ -17,6 +17,9 @@ def p_text(p: float) -> str:
 class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", populate_by_name=True)
 
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)
+
 
 class AucInterval(_Result):
     auc: float
@@ -91,9 +94,6 @@ class Evaluation(_Result):
     comparison: Comparison | None = None
     warnings: list[str] = []
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)
-
 
 class PooledMetrics(_Result):
     """One model's out-of-fold figures over every breast (cross-validation)."""
@@ -125,6 +125,3 @@ class CvEvaluation(_Result):
     baseline: PooledMetrics | None = None
     comparison: Comparison | None = None
     warnings: list[str] = []
-
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True, exclude_none=True)
