@@ -58,3 +58,22 @@ class TestBadInput:
 
     def test_the_default_space_is_valid(self):
         assert {"train.lr", "model.dropout", "data.balance"} <= set(read_space())
+
+
+class TestPruning:
+    def test_a_hopeless_trial_is_stopped_by_the_callback(self):
+        from types import SimpleNamespace
+
+        import torch
+
+        from mammofuse.tuning.tune import Pruning
+
+        study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.9))
+        trial = study.ask()
+        trainer = SimpleNamespace(
+            callback_metrics={"val_auc": torch.tensor(0.6)}, sanity_checking=False, current_epoch=2
+        )
+        with pytest.raises(optuna.TrialPruned, match="validation AUC 0.600 at epoch 3"):
+            Pruning(trial).on_validation_end(trainer, None)
+        trainer.callback_metrics["val_auc"] = torch.tensor(0.95)
+        Pruning(study.ask()).on_validation_end(trainer, None)  # a good one goes on
