@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets_help = "experiment preset: " + ", ".join(_preset_names()) + ", or a .toml file"
     p = sub.add_parser("train", help="train the two-view + clinical model (resumes an interrupted run)")
     _experiment(p, presets_help, "")
+    p.add_argument("--force", action="store_true", help="start a finished or interrupted run over")
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
-        console.print("interrupted")
+        console.print("interrupted; rerun the same command to resume (finished epochs and folds are kept)")
         return 130
 
 

@@ -149,9 +149,12 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mammofuse.training.run import train
+    from mammofuse.runs import Run
+    from mammofuse.training.run import start_over, train
 
     cfg, run_dir = run_config(args, args.preset)
+    if args.force:
+        start_over(Run(run_dir))
     console.print(f"training {cfg.model.backbone} ({cfg.model.pretrained}) -> {run_dir}")
     best = train(cfg, run_dir)
     console.print(f"best checkpoint: {best}")

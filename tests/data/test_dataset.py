@@ -5,7 +5,7 @@ import torch
 
 from mammofuse.cli import main
 from mammofuse.config import DataConfig, load_config
-from mammofuse.data.balance import balanced_order, class_weighted_sampler
+from mammofuse.data.balance import ClassBalancedSampler, EpochShuffle, balanced_order
 from mammofuse.data.dataset import build_datasets
 
 LABELS = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
@@ -27,10 +27,22 @@ class TestBalancing:
         assert strong.sum() == 6 and (LABELS[order[strong]] == 1).all()
 
     def test_sampler_draws_classes_evenly_and_is_seeded(self):
-        draws = list(class_weighted_sampler(np.tile(LABELS, 100), torch.Generator().manual_seed(0)))
-        again = list(class_weighted_sampler(np.tile(LABELS, 100), torch.Generator().manual_seed(0)))
+        draws = list(ClassBalancedSampler(np.tile(LABELS, 100), seed=0))
+        again = list(ClassBalancedSampler(np.tile(LABELS, 100), seed=0))
         assert draws == again
         assert np.mean(np.tile(LABELS, 100)[draws]) == pytest.approx(0.5, abs=0.06)
+
+    @pytest.mark.parametrize(
+        "make", [lambda: EpochShuffle(50, seed=3), lambda: ClassBalancedSampler(LABELS, seed=3)]
+    )
+    def test_each_epoch_draws_anew_and_the_same_epoch_draws_the_same(self, make):
+        sampler, fresh = make(), make()
+        sampler.set_epoch(1)
+        first = list(sampler)
+        sampler.set_epoch(2)
+        assert list(sampler) != first
+        fresh.set_epoch(1)  # a resumed run, set straight to epoch 1
+        assert list(fresh) == first
 
 
 @pytest.fixture

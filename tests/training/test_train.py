@@ -175,3 +175,62 @@ class TestRunInputs:
         assert problems["path"].tolist() == [damaged]
         used = pd.read_csv(run_dir / "data.csv", dtype={"patient_id": str})
         assert damaged not in set(used["mlo_path"]) and len(used) == len(data) - 1
+
+
+class TestFaithfulResume:
+    def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(self, ready):
+        """A real SIGKILL of a `mammofuse train` subprocess, then the same command again."""
+        import os
+        import random
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        preset = (
+            ready.parent / "augmented.toml"
+        )  # shuffling, augmentation and dropout all draw random numbers
+        preset.write_text('extends = "demo_cpu"\n[train]\nepochs = 4\nbatch_size = 32\n')
+        argv = [
+            sys.executable,
+            "-m",
+            "mammofuse",
+            "train",
+            str(ready / "cohort.toml"),
+            "--preset",
+            str(preset),
+        ]
+        env = {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}
+        assert subprocess.run([*argv, "--run", "whole"], env=env, capture_output=True).returncode == 0
+        killed = ready / "work" / "runs" / "killed"
+        proc = subprocess.Popen([*argv, "--run", "killed"], env=env, stdout=subprocess.DEVNULL)
+        epochs_before_kill = random.Random().randint(1, 3)
+        while (
+            not (killed / "epochs.csv").is_file()
+            or len(pd.read_csv(killed / "epochs.csv")) < epochs_before_kill
+        ):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(random.Random().uniform(0, 0.5))  # between epochs or inside the next one
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        resumed = subprocess.run([*argv, "--run", "killed"], env=env, capture_output=True, text=True)
+        assert resumed.returncode == 0 and "resuming from" in resumed.stdout
+        whole = ready / "work" / "runs" / "whole"
+        a, b = (
+            torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+            for r in (whole, killed)
+        )
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        pd.testing.assert_frame_equal(pd.read_csv(whole / "epochs.csv"), pd.read_csv(killed / "epochs.csv"))
+
+    def test_a_finished_run_is_left_alone_unless_forced(self, ready, capsys):
+        assert run(ready) == 0
+        best = ready / "work" / "runs" / "fast" / "checkpoints" / "best.ckpt"
+        stamp = best.stat().st_mtime_ns
+        assert run(ready) == 0
+        assert "finished before (2 epochs); `--force` starts it over" in capsys.readouterr().out
+        assert best.stat().st_mtime_ns == stamp
+        assert run(ready, "--force") == 0
+        out = capsys.readouterr().out
+        assert "resuming" not in out and "epoch   2/2" in out

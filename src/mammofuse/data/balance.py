@@ -7,9 +7,11 @@ numpy Generator or torch Generator passed in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from mammofuse.config import DataConfig
@@ -35,14 +37,43 @@ def balanced_order(
     return base, np.zeros(len(base), bool)
 
 
-def class_weighted_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
-    """Draw each class equally often in expectation (balance = 'sampler')."""
-    labels = np.asarray(labels)
-    counts = np.bincount(labels, minlength=2).astype(float)
-    weights = 1.0 / np.maximum(counts[labels], 1)
-    return WeightedRandomSampler(
-        weights.tolist(), num_samples=len(labels), replacement=True, generator=generator
-    )
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's draws: a run resumed at epoch e draws what the uninterrupted run drew."""
+    return seed * 100_003 + epoch
+
+
+class EpochShuffle(Sampler[int]):
+    """A new order every epoch, drawn from (seed, epoch). Lightning calls `set_epoch` before each epoch's
+    iterator is made (the hook DistributedSampler uses), so a resumed run shuffles as an uninterrupted one."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ClassBalancedSampler(WeightedRandomSampler):
+    """Draw each class equally often in expectation (balance = 'sampler'), with replacement; the draws of
+    an epoch come from (seed, epoch), like EpochShuffle."""
+
+    def __init__(self, labels: np.ndarray, seed: int) -> None:
+        labels = np.asarray(labels)
+        counts = np.bincount(labels, minlength=2).astype(float)
+        weights = 1.0 / np.maximum(counts[labels], 1)
+        super().__init__(weights.tolist(), num_samples=len(labels), replacement=True)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
 
 
 class RandomGamma(torch.nn.Module):

@@ -12,9 +12,10 @@ from torch.utils.data import Dataset, Sampler
 
 from mammofuse.config import Config
 from mammofuse.data.balance import (
+    ClassBalancedSampler,
+    EpochShuffle,
     balanced_order,
     balancing_augmentation,
-    class_weighted_sampler,
     standard_augmentation,
 )
 from mammofuse.data.clinical import ClinicalEncoder
@@ -81,7 +82,7 @@ class SplitData:
     val: BreastDataset
     test: BreastDataset
     encoder: ClinicalEncoder
-    sampler: Sampler | None
+    sampler: Sampler[int]  # the training order: seeded per epoch (shuffled, or class-balanced)
 
 
 def build_datasets(
@@ -105,11 +106,6 @@ def build_datasets(
         parts[TRAIN], numeric, categorical, impute=cfg.clinical.na_policy == "impute"
     )
     order, strong = balanced_order(parts[TRAIN]["label"].to_numpy(), cfg.data, rng)
-    sampler = None
-    if cfg.data.balance == "sampler":
-        sampler = class_weighted_sampler(
-            parts[TRAIN]["label"].to_numpy(), torch.Generator().manual_seed(seed)
-        )
     train = BreastDataset(
         parts[TRAIN],
         encoder.transform(parts[TRAIN]),
@@ -117,6 +113,11 @@ def build_datasets(
         order=order,
         strong=strong,
         strong_transform=balancing_augmentation(cfg.data),
+    )
+    sampler: Sampler[int] = (
+        ClassBalancedSampler(parts[TRAIN]["label"].to_numpy(), seed)
+        if cfg.data.balance == "sampler"
+        else EpochShuffle(len(train), seed)
     )
     val, test = (BreastDataset(parts[s], encoder.transform(parts[s])) for s in (VAL, TEST))
     return SplitData(train, val, test, encoder, sampler)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from mammofuse.config import Config
+from mammofuse.data.balance import epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
@@ -122,19 +124,34 @@ def prepare_run(cfg: Config, run: Run, splits: pd.DataFrame, table: pd.DataFrame
     return data
 
 
-def loader(dataset: BreastDataset, cfg: Config, train: bool = False, sampler=None) -> DataLoader:
+class EpochSeed(Callback):
+    """Augmentation (torchvision v2 draws from torch's global generator) and dropout are reseeded from
+    (seed, epoch) when an epoch starts, as the training order is (data.balance.EpochShuffle). A run resumed
+    after epoch e therefore draws exactly what the uninterrupted run drew: a faithful resume on CPU, with
+    no generator state to save. (With loader worker processes, on a GPU, the workers' seeds are drawn
+    when the epoch's iterator is made, before this hook: the order is still exact, augmentation is not.)"""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch))
+
+
+def loader(dataset: BreastDataset, cfg: Config, sampler: Sampler[int] | None = None) -> DataLoader:
+    """Batches in the sampler's order (the training order), or in the dataset's order."""
     workers = cfg.train.num_workers
     if workers < 0:
         workers = min(8, torch.get_num_threads()) if torch.cuda.is_available() else 0
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
-        shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(cfg.train.seed) if train else None,
+        # the workers' seeds come from here, not from torch's global generator, which EpochSeed owns
+        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
 
 
@@ -189,20 +206,43 @@ def fit(
     table: pd.DataFrame | None = None,
     callbacks: list[Callback] | None = None,
 ) -> Path:
-    """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint."""
+    """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint; a
+    finished run is left as it is."""
     _quiet_lightning()
+    last = run.checkpoint("last")
+    done = epochs_done(last)
+    if done >= cfg.train.epochs:
+        console.print(f"{run.dir}: finished before ({done} epochs); `--force` starts it over")
+        return run.checkpoint("best")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = prepare_run(cfg, run, splits, table)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
     module = BreastClassifier(net, cfg.train)
-    last = run.checkpoint("last")
-    if last.is_file():
-        console.print(f"resuming from {last}")
-    trainer = trainer_for(cfg, run, callbacks)
-    trainer.fit(
-        module,
-        loader(data.train, cfg, train=True, sampler=data.sampler),
-        loader(data.val, cfg),
-        ckpt_path=last if last.is_file() else None,
-    )
+    if done:
+        console.print(f"resuming from {last} ({done} of {cfg.train.epochs} epochs done)")
+    trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
+    try:
+        trainer.fit(
+            module,
+            loader(data.train, cfg, sampler=data.sampler),
+            loader(data.val, cfg),
+            ckpt_path=last if done else None,
+        )
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after saving what it can
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     return run.checkpoint("best")
+
+
+def epochs_done(last: Path) -> int:
+    """How many epochs a run's last checkpoint holds (0 when there is none)."""
+    if not last.is_file():
+        return 0
+    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+
+
+def start_over(run: Run) -> None:
+    """Forget a run's training (`train --force`): its checkpoints and epoch log."""
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    run.epochs.unlink(missing_ok=True)
