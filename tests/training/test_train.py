@@ -234,3 +234,33 @@ class TestFaithfulResume:
         assert run(ready, "--force") == 0
         out = capsys.readouterr().out
         assert "resuming" not in out and "epoch   2/2" in out
+
+    def test_ctrl_c_says_how_to_resume_and_keeps_the_finished_epochs(self, ready):
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        preset = ready.parent / "long.toml"
+        preset.write_text('extends = "demo_cpu"\n[train]\nepochs = 50\nbatch_size = 32\n')
+        argv = [
+            sys.executable,
+            "-m",
+            "mammofuse",
+            "train",
+            str(ready / "cohort.toml"),
+            "--preset",
+            str(preset),
+        ]
+        env = {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        epochs = ready / "work" / "runs" / "long" / "epochs.csv"
+        while not epochs.is_file():
+            assert proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+        assert "interrupted; rerun the same command to resume" in out and "Traceback" not in out
+        assert (ready / "work" / "runs" / "long" / "checkpoints" / "last.ckpt").is_file()
