@@ -37,11 +37,20 @@ class Problems:
     items: list[Problem] = field(default_factory=list)
 
     def add(
-        self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = ""
+        self,
+        category: str,
+        reason: str,
+        *,
+        patient_id: str = "",
+        side: str = "",
+        path: str = "",
+        by_policy: bool = False,
     ) -> None:
+        """Record a problem; in strict mode stop at it, unless it is a configured policy doing its job
+        (`by_policy`: a breast with a missing clinical value under na_policy = 'drop')."""
         problem = Problem(category, reason, str(patient_id), str(side), str(path))
         self.items.append(problem)
-        if self.strict:
+        if self.strict and not by_policy:
             raise DataError(reason)
 
     def counts(self) -> Counter[str]:

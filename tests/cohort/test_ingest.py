@@ -304,6 +304,11 @@ class TestFatalProblems:
         code, out, _, _ = run_ingest(tiny_cohort, capsys, "--strict")
         assert code == 2 and "README.txt" in out and "Traceback" not in out
 
+    def test_strict_does_not_stop_at_the_na_policy_doing_its_job(self, tiny_cohort, capsys):
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys, "--strict")
+        assert code == 0, out
+        assert set(exclusions["category"]) == {"missing clinical value"} and len(manifest) > 0
+
 
 class TestDoneWhen:
     def test_synth_120_breasts_then_ingest_agrees_with_the_csvs(self, tmp_path, capsys):

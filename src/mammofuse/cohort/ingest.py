@@ -90,6 +90,7 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
                     "missing clinical value",
                     f"{clinical.na_reason[key]} (clinical.na_policy = 'drop')",
                     **ids,
+                    by_policy=True,
                 )
                 continue
             row.update(clinical.values[key])
