@@ -3,7 +3,7 @@ import shutil
 
 import pandas as pd
 import pytest
-import torch
+from safetensors.torch import load_file
 
 from mammofuse.cli import main
 from mammofuse.deploy.bundle import load_bundle
@@ -35,15 +35,25 @@ def predict(bundle, cohort, out, *extra) -> pd.DataFrame:
 class TestBundle:
     def test_evaluate_writes_a_bundle_with_everything_predict_needs(self, run):
         bundle = run / "bundle"
-        for name in ("model.pt", "config.toml", "encoder.json", "bundle.json", "model_card.md"):
+        names = (
+            "model.safetensors",
+            "config.toml",
+            "encoder.json",
+            "bundle.json",
+            "model_card.md",
+            "SHA256SUMS",
+        )
+        for name in names:
             assert (bundle / name).is_file(), name
         info = json.loads((bundle / "bundle.json").read_text())
         assert {"torch", "torchvision", "pydicom", "mammofuse"} <= set(info["versions"])
         assert 0 < info["threshold"] < 1 and "auc" in info["test_auc"]
-        state = torch.load(bundle / "model.pt", weights_only=True)
-        assert set(state) == set(Run(run).read_net().state_dict())
+        weights = load_file(bundle / "model.safetensors")
+        assert set(weights) == set(Run(run).read_net().state_dict())
         card = (bundle / "model_card.md").read_text()
         assert "EIC positive (label 1)" in card and "invasive_fraction < 75 %" in card
+        listed = [line.split("  ")[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()]
+        assert sorted(listed) == sorted(n for n in names if n != "SHA256SUMS")
 
     def test_a_bundle_of_another_format_is_a_clear_error(self, run):
         meta = run / "bundle" / "bundle.json"
@@ -52,6 +62,72 @@ class TestBundle:
         meta.write_text(json.dumps(info))
         with pytest.raises(ModelError, match="bundle format 99"):
             load_bundle(run / "bundle")
+
+
+def flip_bytes(path, at: int = 4000, n: int = 256) -> None:
+    data = bytearray(path.read_bytes())
+    data[at : at + n] = bytes(b ^ 0xFF for b in data[at : at + n])
+    path.write_bytes(bytes(data))
+
+
+def edit_json(path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+class TestIntegrity:
+    """A damaged or edited bundle is refused with the file named; it never scores."""
+
+    @pytest.mark.parametrize(
+        ("damage", "named"),
+        [
+            (lambda b: flip_bytes(b / "model.safetensors"), "model.safetensors: changed"),
+            (
+                lambda b: (b / "model.safetensors").write_bytes(
+                    (b / "model.safetensors").read_bytes()[:5000]
+                ),
+                "model.safetensors: changed",
+            ),
+            (
+                lambda b: edit_json(b / "encoder.json", lambda d: d["means"].update(age=99.0)),
+                "encoder.json: changed",
+            ),
+            (
+                lambda b: edit_json(b / "bundle.json", lambda d: d.update(threshold=0.0001)),
+                "bundle.json: changed",
+            ),
+            (lambda b: (b / "model.safetensors").unlink(), "model.safetensors: missing"),
+            (lambda b: (b / "extra.pt").write_bytes(b"pickle"), "extra.pt: not part of the bundle"),
+        ],
+        ids=[
+            "flipped bytes",
+            "truncated weights",
+            "edited encoder",
+            "edited threshold",
+            "missing weights",
+            "extra file",
+        ],
+    )
+    def test_a_changed_bundle_is_refused_naming_the_file(self, run, capsys, damage, named):
+        damage(run / "bundle")
+        with pytest.raises(ModelError, match=named):
+            load_bundle(run / "bundle")
+        assert main(["bundle", "verify", str(run / "bundle")]) == 2
+        out = capsys.readouterr().out
+        assert named in out and "Traceback" not in out
+
+    def test_a_consistent_bundle_with_an_unknown_key_is_refused_by_its_schema(self, run):
+        from mammofuse.deploy.bundle import write_sums
+
+        edit_json(run / "bundle" / "encoder.json", lambda d: d.update(scale_mode="robust"))
+        write_sums(run / "bundle")  # the checksums agree: only the schema can tell
+        with pytest.raises(ModelError, match="encoder.json: unknown key.*scale_mode"):
+            load_bundle(run / "bundle")
+
+    def test_an_intact_bundle_verifies(self, run, capsys):
+        assert main(["bundle", "verify", str(run / "bundle")]) == 0
+        assert "intact (single model, 1 network(s)" in capsys.readouterr().out
 
 
 class TestPredict:

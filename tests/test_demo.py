@@ -12,6 +12,6 @@ class TestDemo:
         for stage in ("synth", "ingest", "preprocess", "split", "train", "evaluate", "explain", "report"):
             assert f"mammofuse {stage}" in printed, stage
         run = out / "work" / "runs" / "demo_cpu"
-        assert (run / "report.html").is_file() and (run / "bundle" / "model.pt").is_file()
+        assert (run / "report.html").is_file() and (run / "bundle" / "model.safetensors").is_file()
         assert json.loads((run / "metrics.json").read_text())["model"]["test"]["n"] > 0
         assert "epoch   1/1" in printed and "open the report" in printed

@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
     p.set_defaults(func=commands.cmd_predict)
 
+    p = sub.add_parser("bundle", help="work with a model bundle: `bundle verify DIR` checks every file")
+    action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    v = action.add_parser("verify", help="check every file of a bundle against its SHA-256 and schema")
+    v.add_argument("bundle", type=Path, metavar="DIR")
+    v.set_defaults(func=commands.cmd_bundle_verify)
+
     p = sub.add_parser("report", help="one self-contained report.html for a run (open it offline)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.set_defaults(func=commands.cmd_report)

@@ -299,6 +299,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from mammofuse.deploy.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)  # checksums, schemas, weights: a ModelError (exit 2) names the file
+    kind = bundle.info["kind"]
+    console.print(
+        f"{args.bundle}: intact ({kind}, {len(bundle.members)} network(s), threshold {bundle.threshold:.3f})"
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mammofuse.report.report import build_report
 

@@ -37,21 +37,19 @@ class Problems:
     items: list[Problem] = field(default_factory=list)
 
     def add(
-        self,
-        category: str,
-        reason: str,
-        *,
-        patient_id: str = "",
-        side: str = "",
-        path: str = "",
-        by_policy: bool = False,
+        self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = ""
     ) -> None:
-        """Record a problem; in strict mode stop at it, unless it is a configured policy doing its job
-        (`by_policy`: a breast with a missing clinical value under na_policy = 'drop')."""
-        problem = Problem(category, reason, str(patient_id), str(side), str(path))
-        self.items.append(problem)
-        if self.strict and not by_policy:
+        """Record a problem; in strict mode, stop at it."""
+        self.add_by_policy(category, reason, patient_id=patient_id, side=side, path=path)
+        if self.strict:
             raise DataError(reason)
+
+    def add_by_policy(
+        self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = ""
+    ) -> None:
+        """Record a breast left out by a configured policy doing its job (na_policy = 'drop' and a missing
+        clinical value): written down like any problem, but never a reason for strict mode to stop."""
+        self.items.append(Problem(category, reason, str(patient_id), str(side), str(path)))
 
     def counts(self) -> Counter[str]:
         return Counter(p.category for p in self.items)

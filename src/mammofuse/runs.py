@@ -258,7 +258,10 @@ class Run:
         return read_table(self.data, "train")
 
     def read_encoder(self) -> ClinicalEncoder:
-        return ClinicalEncoder.load(_require(self.encoder, "train"))
+        try:
+            return ClinicalEncoder.load(_require(self.encoder, "train"))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
 
     def read_net(self, which: str = "best") -> TwoViewNet:
         """The trained network of a checkpoint (loaded with weights_only=True), in eval mode."""

@@ -86,11 +86,10 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
                 )
                 continue
             if cfg.clinical.na_policy == "drop" and key in clinical.na_reason:
-                problems.add(
+                problems.add_by_policy(
                     "missing clinical value",
                     f"{clinical.na_reason[key]} (clinical.na_policy = 'drop')",
                     **ids,
-                    by_policy=True,
                 )
                 continue
             row.update(clinical.values[key])

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 
 def as_category(value: object) -> str | None:
@@ -102,4 +103,20 @@ class ClinicalEncoder:
 
     @classmethod
     def load(cls, path: Path) -> ClinicalEncoder:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        """Read an encoder; any key or value it does not define is a ValueError naming the file."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable encoder ({exc})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown key(s) {', '.join(unknown)} (an encoder has {', '.join(sorted(known))})"
+            )
+        try:
+            return TypeAdapter(cls).validate_python(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{path}: {where or 'the file'}: {first['msg']}") from None

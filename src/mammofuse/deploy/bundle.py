@@ -3,12 +3,16 @@
 Made from a run by `write_bundle` (the `evaluate` command does it after evaluation), or from a
 cross-validation by `write_cv_bundle` (the fold ensemble, `mammofuse cv` does it):
 
-    model.pt        the network's state_dict (torch.load(weights_only=True))
-    encoder.json    the clinical encoder fitted on the training split
-    members/NAME/   a fold ensemble instead: model.pt + encoder.json of every fold model
-    config.toml     the run's resolved config (model, preprocessing, ingestion rules)
-    bundle.json     format, library versions, threshold (chosen on validation), metrics, members
-    model_card.md   what the model is for, how it was validated, its limits
+    model.safetensors  the network's weights (safetensors: tensors only, no pickle to run)
+    encoder.json       the clinical encoder fitted on the training split
+    members/NAME/      a fold ensemble instead: model.safetensors + encoder.json of every fold model
+    config.toml        the run's resolved config (model, preprocessing, ingestion rules)
+    bundle.json        format, library versions, threshold (chosen on validation), metrics, members
+    model_card.md      what the model is for, how it was validated, its limits
+    SHA256SUMS         the SHA-256 of every file above (`sha256sum -c SHA256SUMS` checks it too)
+
+Every file is checked against SHA256SUMS and its schema before a bundle is used: a damaged or edited
+bundle is refused with the file named, never scored with (`mammofuse bundle verify DIR` checks alone).
 
 A bundle scores a breast with every member and averages their probabilities (the spread says how
 much the members disagree); its threshold is the mean of the members' validation-chosen thresholds.
@@ -17,15 +21,20 @@ much the members disagree); its threshold is the mean of the members' validation
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import pydicom
+import safetensors.torch
 import torch
 import torchvision
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mammofuse import __version__
 from mammofuse.config import Config, load_config, save_config
@@ -33,7 +42,35 @@ from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.models import ModelError, TwoViewNet, load_network
 from mammofuse.runs import Run
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
+WEIGHTS, ENCODER, CONFIG, INFO, CARD, SUMS = (
+    "model.safetensors",
+    "encoder.json",
+    "config.toml",
+    "bundle.json",
+    "model_card.md",
+    "SHA256SUMS",
+)
+
+
+class BundleInfo(BaseModel):
+    """bundle.json: nothing more, nothing less."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int
+    created: str
+    versions: dict[str, str]
+    backbone: str
+    preprocess: dict[str, Any]
+    kind: Literal["single model", "fold ensemble"]
+    threshold: float = Field(ge=0, le=1)
+    n_clinical: int | None = None
+    test_auc: dict[str, Any] | None = None
+    baseline_test_auc: dict[str, Any] | None = None
+    members: dict[str, float] | None = None  # fold ensemble: member folder -> its validation threshold
+    cv_auc: dict[str, Any] | None = None
+    baseline_cv_auc: dict[str, Any] | None = None
 
 
 def versions() -> dict[str, str]:
@@ -67,15 +104,55 @@ class Bundle:
 
 
 def _save_member(out: Path, run: Run) -> float:
-    """model.pt and encoder.json of a trained, evaluated run into `out`; returns its threshold."""
+    """The weights and encoder of a trained, evaluated run into `out`; returns its threshold."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(run.read_net().state_dict(), out / "model.pt")
-    run.read_encoder().save(out / "encoder.json")
+    safetensors.torch.save_model(run.read_net(), str(out / WEIGHTS))
+    run.read_encoder().save(out / ENCODER)
     return run.read_evaluation().model.threshold
 
 
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != SUMS
+    )
+
+
+def write_sums(folder: Path) -> None:
+    """SHA256SUMS of every file of the bundle, in `sha256sum` format."""
+    lines = [f"{sha256(folder / name)}  {name}\n" for name in _files(folder)]
+    (folder / SUMS).write_text("".join(lines), encoding="utf-8")
+
+
+def verify_bundle(folder: Path) -> list[str]:
+    """What is wrong with a bundle's files: changed, missing or unlisted (empty when it is intact)."""
+    sums = folder / SUMS
+    if not sums.is_file():
+        return [f"{sums}: missing (not a bundle of format {BUNDLE_FORMAT}, or damaged)"]
+    listed: dict[str, str] = {}
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    found = []
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.is_file():
+            found.append(f"{path}: missing")
+        elif sha256(path) != digest:
+            found.append(f"{path}: changed since the bundle was written (SHA-256 differs)")
+    found += [f"{folder / name}: not part of the bundle" for name in _files(folder) if name not in listed]
+    return found
+
+
 def _write(out: Path, cfg: Config, info: dict, validation: str) -> Path:
-    save_config(cfg, out / "config.toml")
+    save_config(cfg, out / CONFIG)
     info = {
         "format": BUNDLE_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -84,8 +161,10 @@ def _write(out: Path, cfg: Config, info: dict, validation: str) -> Path:
         "preprocess": cfg.preprocess.settings(),
         **info,
     }
-    (out / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    (out / "model_card.md").write_text(model_card(cfg, info, validation), encoding="utf-8")
+    BundleInfo.model_validate(info)  # what is written is what is read
+    (out / INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    (out / CARD).write_text(model_card(cfg, info, validation), encoding="utf-8")
+    write_sums(out)
     return out
 
 
@@ -93,6 +172,7 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     """Write the bundle of a trained and evaluated run (default: the run's bundle/ folder)."""
     run = Run(run_dir)
     out = out or run.bundle
+    shutil.rmtree(out, ignore_errors=True)  # a bundle is written whole
     threshold = _save_member(out, run)
     cfg, evaluation = run.read_config(), run.read_evaluation()
     test, baseline = evaluation.model.test, evaluation.baseline
@@ -119,6 +199,7 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     run = Run(run_dir)
     out = out or run.bundle
     cfg, evaluation = run.read_config(), run.read_cv_evaluation()
+    shutil.rmtree(out, ignore_errors=True)  # a fold ensemble is written whole
     thresholds = {}
     for repeat in range(evaluation.repeats):
         for fold in range(evaluation.folds):
@@ -133,8 +214,8 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
         f"validation part of its training folds; this ensemble uses their mean, {threshold:.3f}.\n"
         f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s); "
         f"per fold {model.fold_auc_text}\n"
-        "- these figures are of the fold models, each on the breasts it never saw; the ensemble of all of\n"
-        "  them has not been tested on new breasts: expect it to do as well or slightly better\n"
+        "- these figures are of the fold models, each on the breasts it never saw; the ensemble itself has\n"
+        "  not been scored on breasts that none of its members saw\n"
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
@@ -175,31 +256,38 @@ on {info["created"]}.
 
 
 def load_bundle(path: Path) -> Bundle:
-    """Load a bundle; a bundle of another format is a clear error, never a silent misuse."""
-    meta_path = path / "bundle.json"
+    """Load a bundle after checking every file against SHA256SUMS and its schema; a damaged, edited or
+    older bundle is a ModelError naming the file, never a silent misuse."""
+    meta_path = path / INFO
     if not meta_path.is_file():
-        raise ModelError(f"{path}: not a model bundle (no bundle.json)")
-    info = json.loads(meta_path.read_text(encoding="utf-8"))
-    if info.get("format") != BUNDLE_FORMAT:
-        made = info.get("versions", {}).get("mammofuse", "unknown")
+        raise ModelError(f"{path}: not a model bundle (no {INFO})")
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta_path}: not valid JSON ({exc})") from None
+    if raw.get("format") != BUNDLE_FORMAT:
+        made = raw.get("versions", {}).get("mammofuse", "unknown")
         raise ModelError(
-            f"{path}: bundle format {info.get('format')} (made by mammofuse {made}); this mammofuse "
+            f"{path}: bundle format {raw.get('format')} (made by mammofuse {made}); this mammofuse "
             f"{__version__} reads format {BUNDLE_FORMAT}. Re-export it with a matching version."
         )
-    cfg = load_config(path / "config.toml")
-    folders = [path / "members" / name for name in info["members"]] if "members" in info else [path]
+    problems = verify_bundle(path)
+    if problems:
+        raise ModelError(f"{path}: refused, the bundle is not as it was written: " + "; ".join(problems))
+    try:
+        info = BundleInfo.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelError(f"{meta_path}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    cfg = load_config(path / CONFIG)
+    folders = [path / "members" / name for name in info.members] if info.members else [path]
     members = [_load_member(folder, cfg) for folder in folders]
-    return Bundle(members, cfg, float(info["threshold"]), info)
+    return Bundle(members, cfg, info.threshold, raw)
 
 
 def _load_member(folder: Path, cfg: Config) -> Member:
-    encoder = ClinicalEncoder.load(folder / "encoder.json")
     try:
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or a pickle that weights_only refuses
-        raise ModelError(
-            f"{folder / 'model.pt'}: cannot be read as weights ({type(exc).__name__}: {exc})"
-        ) from None
-    return Member(
-        load_network(cfg.model, len(encoder.feature_names), state, str(folder / "model.pt")), encoder
-    )
+        encoder = ClinicalEncoder.load(folder / ENCODER)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    weights = folder / WEIGHTS
+    return Member(load_network(cfg.model, len(encoder.feature_names), weights, str(weights)), encoder)

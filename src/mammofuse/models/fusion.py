@@ -5,6 +5,10 @@ A plain nn.Module, separate from the training loop; `create_model` builds it fro
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -55,14 +59,18 @@ def create_model(cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> TwoVi
 
 
 def load_network(
-    cfg: ModelConfig, n_clinical: int, state: dict[str, torch.Tensor], source: str
+    cfg: ModelConfig, n_clinical: int, weights: dict[str, torch.Tensor] | Path, source: str
 ) -> TwoViewNet:
-    """A trained network: built as configured (no pretrained download: the weights are in `state`), in
-    eval mode. A state that does not fit the configured network is a ModelError naming `source`."""
+    """A trained network, built as configured (no pretrained download) and filled with `weights`: a
+    state_dict, or a safetensors file (no pickle at all). In eval mode. Weights that do not fit the
+    configured network are a ModelError naming `source`."""
     net = create_model(cfg.model_copy(update={"pretrained": "none"}), n_clinical)
     try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
+        if isinstance(weights, Path):
+            safetensors.torch.load_model(net, weights)  # knows a shared backbone's tied weights
+        else:
+            net.load_state_dict(weights)
+    except (RuntimeError, safetensors.SafetensorError) as exc:
         raise ModelError(
             f"{source}: the weights do not fit the configured {cfg.backbone} network ({exc})"
         ) from None
