@@ -255,12 +255,27 @@ class TestFaithfulResume:
         ]
         env = {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        epochs = ready / "work" / "runs" / "long" / "epochs.csv"
-        while not epochs.is_file():
+        last = ready / "work" / "runs" / "long" / "checkpoints" / "last.ckpt"
+        while not last.is_file():  # an epoch is finished
             assert proc.poll() is None
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
         assert "interrupted; rerun the same command to resume" in out and "Traceback" not in out
-        assert (ready / "work" / "runs" / "long" / "checkpoints" / "last.ckpt").is_file()
+        assert torch.load(last, weights_only=True)["epoch"] >= 0  # still whole
+
+    def test_an_unreadable_last_checkpoint_is_set_aside_and_the_run_starts_over(self, ready, capsys):
+        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+        cfg.train.epochs = 3
+        run_dir = ready / "work" / "runs" / "damaged"
+        with pytest.raises(RuntimeError, match="power cut"):
+            train(cfg, run_dir, callbacks=[Interrupt()])
+        last = run_dir / "checkpoints" / "last.ckpt"
+        last.write_bytes(last.read_bytes()[:1000])  # what a full disk left before writes became atomic
+        train(cfg, run_dir)
+        out = capsys.readouterr().out
+        assert "cannot be read" in out and "starting this run over" in out
+        assert len(list((run_dir / "checkpoints").glob("last.ckpt.unreadable-*"))) == 1
+        assert torch.load(last, weights_only=True)["epoch"] == 2
+        assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # no temporary file left behind

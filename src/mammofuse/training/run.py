@@ -10,14 +10,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Sampler
 
 from mammofuse.config import Config
@@ -138,6 +142,20 @@ class EpochSeed(Callback):
         torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch))
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed over the old one: a kill or a full disk
+    in the middle of a write leaves the previous checkpoint whole."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def loader(dataset: BreastDataset, cfg: Config, sampler: Sampler[int] | None = None) -> DataLoader:
     """Batches in the sampler's order (the training order), or in the dataset's order."""
     workers = cfg.train.num_workers
@@ -177,6 +195,7 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         precision="16-mixed" if gpu else "32-true",
         deterministic=True if not gpu else "warn",
         callbacks=[best, last, EpochReport(run), *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=console.is_terminal,
         enable_model_summary=False,
@@ -236,10 +255,21 @@ def fit(
 
 
 def epochs_done(last: Path) -> int:
-    """How many epochs a run's last checkpoint holds (0 when there is none)."""
+    """How many epochs a run's last checkpoint holds (0 when there is none). An unreadable one (damaged
+    by hand, or written by a version without atomic saves) is set aside, never deleted, and the run
+    starts over."""
     if not last.is_file():
         return 0
-    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+    except Exception as exc:  # truncated zip, not a checkpoint, a pickle weights_only refuses, ...
+        aside = last.with_name(f"{last.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        last.rename(aside)
+        console.print(
+            f"[yellow]warning:[/] {last} cannot be read ({type(exc).__name__}); set aside as {aside.name}, "
+            "starting this run over"
+        )
+        return 0
 
 
 def start_over(run: Run) -> None:
