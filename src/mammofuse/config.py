@@ -92,7 +92,13 @@ class LabelsConfig(_Section):
     )
     column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
     threshold: float = Field(
-        75.0, gt=0, le=100, description="fraction >= threshold is negative (0), below is positive (1)"
+        75.0,
+        gt=0,
+        le=100,
+        description="fraction >= threshold (in percent) is negative (0), below is positive (1)",
+    )
+    scale: Literal["percent", "fraction"] = Field(
+        "percent", description="kind = 'fraction': values in percent (0-100) or as fractions (0-1)"
     )
     name: str = Field("EIC", min_length=1, description="the endpoint's name, as reports and logs show it")
     positive: str = Field("EIC positive", min_length=1, description="what label 1 is called")

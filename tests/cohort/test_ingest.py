@@ -353,3 +353,31 @@ class TestEndpointNames:
         code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
         pos = int(manifest["label"].sum())
         assert code == 0 and f"{pos} upstaged (label 1), {len(manifest) - pos} pure DCIS (label 0)" in out
+
+
+class TestLabelScale:
+    def fractions(self, cohort) -> pd.DataFrame:
+        labels = pd.read_csv(cohort / "labels.csv", dtype={"patient_id": str})
+        labels["invasive_fraction"] = labels["invasive_fraction"] / 100
+        labels.to_csv(cohort / "labels.csv", index=False)
+        return labels
+
+    def test_fractions_read_as_percent_stop_with_a_question(self, tiny_cohort, capsys):
+        self.fractions(tiny_cohort)
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "lie between 0 and 1" in out and "labels.scale = 'fraction'" in out
+
+    def test_fractions_with_the_fraction_scale_give_the_same_labels(self, tiny_cohort, capsys):
+        _, _, before, _ = run_ingest(tiny_cohort, capsys)
+        self.fractions(tiny_cohort)
+        edit_config(tiny_cohort, labels={"scale": "fraction"})
+        code, _, after, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and after["label"].tolist() == before["label"].tolist()
+
+    def test_an_invalid_label_has_one_reason_not_two(self, tiny_cohort, capsys):
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels.loc[0, "invasive_fraction"] = "abc"
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        _, _, _, exclusions = run_ingest(tiny_cohort, capsys)
+        mine = exclusions[exclusions["patient_id"] == labels.loc[0, "patient_id"]]
+        assert mine["category"].tolist() == ["invalid label"]

@@ -62,3 +62,12 @@ class TestFolds:
     def test_the_table_counts_positives_and_negatives(self):
         table = split_table(make_splits(cohort(), SplitConfig(folds=3)))
         assert (table["positive"] + table["negative"] == table["breasts"]).all()
+
+
+class TestUnusableSplits:
+    def test_a_part_without_a_class_is_an_error(self):
+        table = cohort()
+        table["label"] = 0
+        table.loc[:2, "label"] = 1  # three positives: the test or validation part gets none
+        with pytest.raises(DataError, match="split of .* breasts has no positive breast"):
+            make_splits(table, SplitConfig())

@@ -113,7 +113,8 @@ def parse_number(text: str) -> float | None:
 @dataclass
 class Labels:
     label: dict[BreastKey, int] = field(default_factory=dict)
-    raw: dict[BreastKey, str] = field(default_factory=dict)
+    raw: dict[BreastKey, str] = field(default_factory=dict)  # every keyed row's text, valid or not
+    value: dict[BreastKey, float] = field(default_factory=dict)  # valid invasive fractions, as written
 
 
 def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
@@ -122,6 +123,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     out = Labels()
     for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
         raw = row.values[cfg.column]
+        out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
         where = f"{cfg.path.name} line {row.line}, column '{cfg.column}'"
         ids = {"patient_id": key[0], "side": key[1].value, "path": str(cfg.path)}
         if raw.lower() in NA_TOKENS:
@@ -129,14 +131,16 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             continue
         value = parse_number(raw)
         if cfg.kind == "fraction":
-            if value is None or not 0 <= value <= 100:
+            top = 100 if cfg.scale == "percent" else 1
+            if value is None or not 0 <= value <= top:
                 problems.add(
                     "invalid label",
                     f"{where}: {raw!r} is not an invasive fraction (expected {_expected(cfg)})",
                     **ids,
                 )
                 continue
-            out.label[key] = int(value < cfg.threshold)
+            out.label[key] = int(value * (100 / top) < cfg.threshold)
+            out.value[key] = value
         else:
             if value not in (0.0, 1.0):
                 problems.add(
@@ -146,12 +150,27 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
                 )
                 continue
             out.label[key] = int(value)
-        out.raw[key] = raw
+    _check_scale(cfg, out)
     return out
 
 
+def _check_scale(cfg: LabelsConfig, labels: Labels) -> None:
+    """Stop when every invasive fraction read as percent lies in [0, 1]: almost surely fractions (0.75 for
+    75 %), which would make every breast positive."""
+    values = list(labels.value.values())
+    if cfg.kind == "fraction" and cfg.scale == "percent" and len(values) >= 5 and max(values) <= 1:
+        raise DataError(
+            f"{cfg.path.name}: all {len(values)} values of '{cfg.column}' lie between 0 and 1, but "
+            f"labels.scale is 'percent' (0-100), so every breast would fall below the threshold "
+            f"{cfg.threshold:g} and be labelled positive. Are they fractions (0.75 for 75 %)? Then set "
+            "labels.scale = 'fraction'."
+        )
+
+
 def _expected(cfg: LabelsConfig) -> str:
-    return "a number from 0 to 100" if cfg.kind == "fraction" else "0 or 1"
+    if cfg.kind == "binary":
+        return "0 or 1"
+    return "a number from 0 to 100 (percent)" if cfg.scale == "percent" else "a number from 0 to 1 (fraction)"
 
 
 @dataclass

@@ -60,6 +60,14 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     out["split"] = TRAIN
     out.loc[test, "split"] = TEST
     out.loc[rest[val_in_rest], "split"] = VAL
+    for part, labels_in_part in out.groupby("split")["label"]:
+        if labels_in_part.nunique() < 2:
+            missing = "positive" if labels_in_part.iloc[0] == 0 else "negative"
+            raise DataError(
+                f"the {part} split of {len(labels_in_part)} breasts has no {missing} breast: no AUC or "
+                f"threshold can come from it (the cohort has {int(out['label'].sum())} positive of "
+                f"{len(out)}); check the labels, or use cross-validation (mammofuse cv)"
+            )
     return out
 
 
