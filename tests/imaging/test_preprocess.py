@@ -141,3 +141,16 @@ class TestCommands:
         size = tuple(load_config(tiny_cohort / "cohort.toml").preprocess.size)
         cached = table["cc_cache"].tolist() + table["mlo_cache"].tolist()
         assert all(load_entry(p).shape == size for p in cached)
+
+
+class TestIndexSaves:
+    def test_concurrent_index_saves_never_collide(self, tmp_path):
+        from concurrent.futures import ThreadPoolExecutor
+
+        caches = [Cache(tmp_path, {"mode": "breast"}) for _ in range(8)]
+        for i, cache in enumerate(caches):
+            cache.record(f"k{i}", {"bytes": i})
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda c: [c.save_index() for _ in range(40)], caches))
+        assert len(Cache(tmp_path, {"mode": "breast"}).index) == 1  # one whole index, whoever saved last
+        assert not list(tmp_path.rglob("*.tmp"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -96,7 +97,7 @@ class Cache:
 
     def save_index(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_path.with_suffix(".tmp")
+        tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"settings": self.settings, "entries": self.index}), encoding="utf-8")
         os.replace(tmp, self.index_path)
 

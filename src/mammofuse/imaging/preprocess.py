@@ -6,6 +6,7 @@ Files whose pixels cannot be decoded are recorded and their breasts left out; th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_
 from mammofuse.imaging.geometry import find_breast, orient_and_fit, seed_parity, subsample_step
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import Problems
+
+SAVE_EVERY_S = 5.0  # the cache index is saved at least this often while preprocessing: a kill keeps the rest
 
 
 def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: PreprocessConfig):
@@ -115,6 +118,7 @@ def preprocess_cohort(
             jobs.append(_Job(path, breast["side"], key, str(cache.path(key)), cfg))
 
     failed: dict[str, str] = {}
+    saved = time.monotonic()
     for result in parallel_map(_run_job, jobs, cfg.workers, progress):
         key = result.pop("key")
         if "error" in result:
@@ -123,8 +127,9 @@ def preprocess_cohort(
             continue
         stats.decoded += 1
         cache.record(key, result)
-        if stats.decoded % 256 == 0:
+        if time.monotonic() - saved > SAVE_EVERY_S:
             cache.save_index()  # an interrupted run keeps what it built
+            saved = time.monotonic()
     if jobs:
         cache.save_index()
     stats.failed = len(failed)
