@@ -6,6 +6,7 @@ Data and config problems end with a clear message and exit code 2, never a trace
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from mammofuse.problems import DataError, ModelError
 from mammofuse.ui import console
 
 EXIT_DATA_ERROR = 2
+DISK_ERRORS = {  # what a user can fix about the place the output goes: one line, exit 2, no traceback
+    errno.ENOSPC: "the disk is full: free space, or write elsewhere (--work / --out)",
+    errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere (--work / --out)",
+    errno.EACCES: "no permission to write there: write elsewhere (--work / --out)",
+    errno.EPERM: "the operation is not permitted there: write elsewhere",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, DataError, ModelError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        return EXIT_DATA_ERROR
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = exc.filename or "the output folder"
+        console.print(f"[bold red]error:[/] {escape(str(where))}: {exc.strerror} ({DISK_ERRORS[exc.errno]})")
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume (finished epochs and folds are kept)")
