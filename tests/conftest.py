@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mammofuse.cohort.synth import SynthOptions, synthesize
+from tests.cohort.helpers import edit_config
 
 os.environ.setdefault("MAMMOFUSE_NO_PROGRESS", "1")
 pytest_plugins = ["tests.training.fixtures"]
@@ -20,6 +21,8 @@ TINY = SynthOptions(breasts=16, seed=3, image_size=(96, 80), workers=1, na_fract
 def tiny_cohort_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "cohort"
     synthesize(out, TINY)
+    # 14 breasts after NA drops, 3 positive: 10 % parts would hold one breast and lack a class
+    edit_config(out, split={"test_fraction": 0.3, "val_fraction": 0.3})
     return out
 
 
