@@ -1,4 +1,10 @@
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -177,30 +183,18 @@ class TestRunInputs:
         assert damaged not in set(used["mlo_path"]) and len(used) == len(data) - 1
 
 
+def train_command(ready, epochs: int) -> tuple[list[str], dict[str, str]]:
+    """`mammofuse train` with the demo_cpu preset as a subprocess command line, and its environment."""
+    preset = ready.parent / f"demo-{epochs}.toml"
+    preset.write_text(f'extends = "demo_cpu"\n[train]\nepochs = {epochs}\nbatch_size = 32\n')
+    argv = [sys.executable, "-m", "mammofuse", "train", str(ready / "cohort.toml"), "--preset", str(preset)]
+    return argv, {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}
+
+
 class TestFaithfulResume:
     def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(self, ready):
         """A real SIGKILL of a `mammofuse train` subprocess, then the same command again."""
-        import os
-        import random
-        import signal
-        import subprocess
-        import sys
-        import time
-
-        preset = (
-            ready.parent / "augmented.toml"
-        )  # shuffling, augmentation and dropout all draw random numbers
-        preset.write_text('extends = "demo_cpu"\n[train]\nepochs = 4\nbatch_size = 32\n')
-        argv = [
-            sys.executable,
-            "-m",
-            "mammofuse",
-            "train",
-            str(ready / "cohort.toml"),
-            "--preset",
-            str(preset),
-        ]
-        env = {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}
+        argv, env = train_command(ready, epochs=4)  # demo_cpu: shuffling, augmentation, dropout all draw
         assert subprocess.run([*argv, "--run", "whole"], env=env, capture_output=True).returncode == 0
         killed = ready / "work" / "runs" / "killed"
         proc = subprocess.Popen([*argv, "--run", "killed"], env=env, stdout=subprocess.DEVNULL)
@@ -236,25 +230,10 @@ class TestFaithfulResume:
         assert "resuming" not in out and "epoch   2/2" in out
 
     def test_ctrl_c_says_how_to_resume_and_keeps_the_finished_epochs(self, ready):
-        import os
-        import signal
-        import subprocess
-        import sys
-        import time
-
-        preset = ready.parent / "long.toml"
-        preset.write_text('extends = "demo_cpu"\n[train]\nepochs = 50\nbatch_size = 32\n')
-        argv = [
-            sys.executable,
-            "-m",
-            "mammofuse",
-            "train",
-            str(ready / "cohort.toml"),
-            "--preset",
-            str(preset),
-        ]
-        env = {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        argv, env = train_command(ready, epochs=50)
+        proc = subprocess.Popen(
+            [*argv, "--run", "long"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         last = ready / "work" / "runs" / "long" / "checkpoints" / "last.ckpt"
         while not last.is_file():  # an epoch is finished
             assert proc.poll() is None
