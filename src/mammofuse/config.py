@@ -54,6 +54,14 @@ class ImagesConfig(_Section):
     patient_pattern: str | None = Field(
         None, description="regex on the relative path with a group 'patient'; replaces PatientID"
     )
+    allow_outside_root: bool = Field(
+        False, description="source='table': accept table paths that resolve outside images.root"
+    )
+    check_patient_id: bool = Field(
+        True,
+        description="source='table': exclude an image whose header PatientID differs from its table row "
+        "(false where the table uses other IDs than the headers)",
+    )
     duplicate_policy: Literal["first", "last", "largest", "error"] = Field(
         "first", description="more than one image for a view of a breast: which to keep (by path order)"
     )

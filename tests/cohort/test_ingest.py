@@ -381,3 +381,33 @@ class TestLabelScale:
         _, _, _, exclusions = run_ingest(tiny_cohort, capsys)
         mine = exclusions[exclusions["patient_id"] == labels.loc[0, "patient_id"]]
         assert mine["category"].tolist() == ["invalid label"]
+
+
+class TestImageTableChecks:
+    @pytest.fixture
+    def table_cohort(self, tmp_path):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        cohort = tmp_path / "rsna"
+        synthesize(cohort, SynthOptions(breasts=4, seed=9, image_size=(64, 48), workers=1, na_fraction=0.0))
+        rsna_shaped(cohort)
+        return cohort
+
+    def test_a_path_outside_the_image_folder_is_refused(self, table_cohort, capsys):
+        table = pd.read_csv(table_cohort / "images.csv")
+        outside = table_cohort / "elsewhere.dcm"
+        shutil.copy(table_cohort / "dicom" / table.loc[0, "image"], outside)
+        table.loc[0, "image"] = "../elsewhere.dcm"
+        table.to_csv(table_cohort / "images.csv", index=False)
+        code, out, manifest, exclusions = run_ingest(table_cohort, capsys)
+        assert code == 0 and len(manifest) == 3
+        assert "../elsewhere.dcm resolves to" in out and "outside images.root" in out
+
+    def test_an_image_of_another_patient_or_side_is_refused(self, table_cohort, capsys):
+        table = pd.read_csv(table_cohort / "images.csv", dtype=str)
+        first, other = table.loc[0], table[table["patient"] != table.loc[0, "patient"]].iloc[0]
+        table.loc[0, "image"] = other["image"]  # another patient's image listed under the first
+        table.to_csv(table_cohort / "images.csv", index=False)
+        code, out, manifest, exclusions = run_ingest(table_cohort, capsys)
+        assert code == 0 and first["patient"] not in set(manifest["patient_id"])
+        assert f"the header's PatientID is {other['patient']!r}, the table says {first['patient']!r}" in out

@@ -208,6 +208,16 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
         where = f"{cfg.table.name} line {row.line}"
         path = Path(v[cols.path])
         path = path if path.is_absolute() else cfg.root / path
+        if not cfg.allow_outside_root and not path.resolve().is_relative_to(cfg.root.resolve()):
+            problems.add(
+                "path outside the image folder",
+                f"{where}: {v[cols.path]} resolves to {path.resolve()}, outside images.root {cfg.root} "
+                "(images.allow_outside_root = true accepts it)",
+                patient_id=v[cols.patient],
+                side=v[cols.side],
+                path=str(path),
+            )
+            continue
         side, view = parse_side(v[cols.side]), parse_view(v[cols.view])
         ids = {"patient_id": v[cols.patient], "side": v[cols.side], "path": str(path)}
         if side is None:
@@ -233,10 +243,31 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
         except HeaderError as err:
             problems.add(err.category, f"{where}: {err}", **ids)
             continue
+        disagreement = _header_disagrees(ds, v[cols.patient], side, view, cfg)
+        if disagreement:
+            problems.add("header disagrees with the table", f"{where}: {path}: {disagreement}", **ids)
+            continue
         records.append(
             ImageRecord(path, v[cols.patient], side, view, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)))
         )
     return records
+
+
+def _header_disagrees(ds: Dataset, patient: str, side: Side, view: View, cfg: ImagesConfig) -> str | None:
+    """What a file's own header says against its image-table row (patient, side, view), where it says it."""
+    header_patient = str(ds.get("PatientID", "") or "").strip()
+    if cfg.check_patient_id and header_patient and header_patient != patient:
+        return (
+            f"the header's PatientID is {header_patient!r}, the table says {patient!r} "
+            "(images.check_patient_id = false where the table uses its own IDs)"
+        )
+    header_side = parse_side(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
+    if header_side is not None and header_side is not side:
+        return f"the header says side {header_side.value}, the table {side.value}"
+    header_view = parse_view(ds.get("ViewPosition", "") or "")
+    if header_view is not None and header_view is not view:
+        return f"the header says view {header_view.value}, the table {view.value}"
+    return None
 
 
 ProgressFn = Callable[[Iterable, int], Iterable]
