@@ -103,6 +103,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         f"{stats.images} images: {stats.decoded} decoded ({stats.rebuilt} damaged entries rebuilt), "
         f"{stats.reused} reused from the cache, {stats.failed} failed, in {time.perf_counter() - start:.1f} s"
     )
+    if stats.leftovers:
+        console.print(f"removed {stats.leftovers} temporary files an interrupted run had left in the cache")
     console.print(
         f"cache: {cache.dir} ({cfg.preprocess.mode}, {cfg.preprocess.output_shape[0]}x"
         f"{cfg.preprocess.output_shape[1]})"

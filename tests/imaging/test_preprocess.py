@@ -154,3 +154,14 @@ class TestIndexSaves:
             list(pool.map(lambda c: [c.save_index() for _ in range(40)], caches))
         assert len(Cache(tmp_path, {"mode": "breast"}).index) == 1  # one whole index, whoever saved last
         assert not list(tmp_path.rglob("*.tmp"))
+
+    def test_temporary_files_of_a_dead_writer_are_removed_and_a_live_one_s_kept(self, tmp_path):
+        import os
+
+        cache = Cache(tmp_path, {"mode": "breast"})
+        (cache.dir / "ab").mkdir(parents=True)
+        dead = cache.dir / "ab" / "abc.tmp999999999.npy"  # no such process
+        live = cache.dir / "ab" / f"abd.tmp{os.getpid()}.npy"
+        for path in (dead, live):
+            path.write_bytes(b"half")
+        assert cache.remove_leftovers() == 1 and not dead.exists() and live.exists()

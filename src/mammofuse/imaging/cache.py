@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import zlib
 from functools import lru_cache
@@ -72,6 +73,17 @@ class Cache:
     def key(self, path: str | Path) -> str:
         return entry_key(path, self.id)
 
+    def remove_leftovers(self) -> int:
+        """Delete the temporary files of writers that died (a kill, a full disk): their names carry the
+        writer's process id; those of a process still alive (a concurrent run) are left alone."""
+        removed = 0
+        for tmp in [*self.dir.glob("*/*.tmp*.npy"), *self.dir.glob(".index.json.*.tmp")]:
+            match = re.search(r"\.tmp(\d+)\.npy$", tmp.name) or re.search(r"\.index\.json\.(\d+)\.", tmp.name)
+            if match and not _alive(int(match.group(1))):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npy"
 
@@ -100,6 +112,16 @@ class Cache:
         tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"settings": self.settings, "entries": self.index}), encoding="utf-8")
         os.replace(tmp, self.index_path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def load_entry(path: str | Path) -> np.ndarray:

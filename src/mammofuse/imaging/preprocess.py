@@ -86,6 +86,7 @@ class PreprocessStats:
     reused: int = 0
     rebuilt: int = 0  # entries that existed but were damaged
     failed: int = 0
+    leftovers: int = 0  # temporary files of an interrupted run, removed
 
 
 def preprocess_cohort(
@@ -99,7 +100,7 @@ def preprocess_cohort(
     """Build every missing or damaged cache entry (`verify`: checksum every existing entry too);
     return the manifest rows that have both views cached, with columns cc_cache and mlo_cache."""
     cache = Cache(cache_root, cfg.settings())
-    stats = PreprocessStats()
+    stats = PreprocessStats(leftovers=cache.remove_leftovers())
     columns = {view: f"{view.value.lower()}_path" for view in VIEWS}
     breasts = manifest[["patient_id", "side", *columns.values()]].to_dict("records")
     keys: dict[str, str] = {}
