@@ -29,7 +29,8 @@ def predict(bundle, cohort, out, *extra) -> pd.DataFrame:
         str(cohort / "clinical.csv"),
     ]
     assert main([*argv, "--out", str(out), *extra]) == 0
-    return pd.read_csv(out, dtype={"patient_id": str}).fillna({"reason": ""})
+    text = {"patient_id": str, "reason": str, "unlike_training": str}
+    return pd.read_csv(out, dtype=text).fillna({"reason": "", "unlike_training": ""})
 
 
 class TestBundle:
@@ -167,3 +168,26 @@ class TestPredict:
         assert sorted(p.name for p in (out.parent / "explain").glob("row*.png")) == sorted(
             f"row{r}.png" for r in scored["row"]
         )
+
+
+class TestUnlikeTraining:
+    def test_images_of_another_size_are_flagged_and_left_unscored_with_strict(self, run, tmp_path, capsys):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        info = json.loads((run / "bundle" / "bundle.json").read_text())
+        assert info["profile"]["rows"] == [64, 64] and info["profile"]["breasts"] > 100
+        other = tmp_path / "other"  # the same generator at twice the resolution: another kind of input
+        synthesize(other, SynthOptions(breasts=4, seed=5, image_size=(128, 104), workers=1, na_fraction=0.0))
+        pred = predict(run / "bundle", other, tmp_path / "p.csv")
+        assert (pred["unlike_training"] != "").all() and pred["probability"].notna().all()
+        assert "image height 128 px (training 64-64)" in pred.loc[0, "unlike_training"]
+        assert "4 of 4 breasts are unlike the data the model was trained on" in capsys.readouterr().out
+        strict = predict(run / "bundle", other, tmp_path / "s.csv", "--strict")
+        assert (
+            strict["probability"].isna().all() and strict["reason"].str.contains("unlike the training").all()
+        )
+
+    def test_breasts_like_the_training_data_are_not_flagged(self, run, tmp_path, trained_master):
+        pred = predict(run / "bundle", trained_master.parents[2], tmp_path / "p.csv")
+        scored = pred[pred["reason"] == ""]
+        assert (scored["unlike_training"] == "").mean() > 0.95

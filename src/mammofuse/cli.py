@@ -151,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"
     )
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="leave unscored the breasts unlike the training data (else flagged)",
+    )
     p.set_defaults(func=commands.cmd_predict)
 
     p = sub.add_parser("bundle", help="work with a model bundle: `bundle verify DIR` checks every file")

@@ -281,7 +281,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mammofuse.deploy.predict import predict_breasts
 
     table, problems, bundle, inputs = predict_breasts(
-        args.bundle, args.images, args.clinical, progress=progress("reading headers")
+        args.bundle, args.images, args.clinical, progress=progress("reading headers"), strict=args.strict
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
@@ -290,6 +290,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"scored {int(scored.sum())} of {len(table)} breasts at threshold {bundle.threshold:.3f}; "
         f"wrote {args.out}"
     )
+    unlike = table["unlike_training"] != ""
+    if unlike.any():
+        console.print(
+            f"[yellow]warning:[/] {int(unlike.sum())} of {len(table)} breasts are unlike the data the model "
+            "was trained on (column unlike_training): their probabilities may be confidently wrong"
+        )
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
     show_problem_lines(not_scored + [p.reason for p in problems.items], str(args.out))
     if args.explain:

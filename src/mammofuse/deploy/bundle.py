@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mammofuse import __version__
 from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
+from mammofuse.deploy.profile import Profile, training_profile
 from mammofuse.models import ModelError, TwoViewNet, load_network
 from mammofuse.runs import Run
 
@@ -69,6 +70,7 @@ class BundleInfo(BaseModel):
     test_auc: dict[str, Any] | None = None
     baseline_test_auc: dict[str, Any] | None = None
     members: dict[str, float] | None = None  # fold ensemble: member folder -> its validation threshold
+    profile: Profile | None = None  # what the model was trained on (predict flags inputs outside it)
     cv_auc: dict[str, Any] | None = None
     baseline_cv_auc: dict[str, Any] | None = None
 
@@ -97,6 +99,7 @@ class Bundle:
     config: Config
     threshold: float
     info: dict
+    profile: Profile | None
 
     @property
     def nets(self) -> list[TwoViewNet]:
@@ -184,8 +187,10 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only baseline, same split: AUC {baseline.test.auc.text}\n"
+    data = run.read_data()
     info = {
         "kind": "single model",
+        "profile": training_profile(data[data["split"] == "train"], cfg.train.seed).model_dump(),
         "n_clinical": len(run.read_encoder().feature_names),
         "threshold": threshold,
         "test_auc": test.auc.model_dump(),
@@ -219,8 +224,10 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
+    every_breast = run.fold(0, 0).read_data()  # each is a training breast of some member
     info = {
         "kind": "fold ensemble",
+        "profile": training_profile(every_breast, cfg.train.seed).model_dump(),
         "members": thresholds,
         "threshold": threshold,
         "cv_auc": model.auc.model_dump(),
@@ -281,7 +288,7 @@ def load_bundle(path: Path) -> Bundle:
     cfg = load_config(path / CONFIG)
     folders = [path / "members" / name for name in info.members] if info.members else [path]
     members = [_load_member(folder, cfg) for folder in folders]
-    return Bundle(members, cfg, info.threshold, raw)
+    return Bundle(members, cfg, info.threshold, raw, info.profile)
 
 
 def _load_member(folder: Path, cfg: Config) -> Member:

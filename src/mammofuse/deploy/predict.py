@@ -17,6 +17,7 @@ import torch
 from mammofuse.cohort.images import find_images, pair_views
 from mammofuse.cohort.tables import read_clinical
 from mammofuse.deploy.bundle import Bundle, load_bundle
+from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.explain import CaseInput
 from mammofuse.imaging.cache import dequantize
@@ -24,7 +25,7 @@ from mammofuse.imaging.preprocess import preprocess_file
 from mammofuse.models import positive_probability
 from mammofuse.problems import Problems
 
-OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "reason"]
+OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
 
 
 def _images_config(bundle: Bundle, images: Path):
@@ -65,8 +66,9 @@ def score(
     return probabilities, clinical
 
 
-def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=None):
-    """(predictions, problems, bundle, preprocessed inputs of the scored rows)."""
+def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=None, strict: bool = False):
+    """(predictions, problems, bundle, preprocessed inputs of the scored rows). A breast unlike the
+    training data is flagged in `unlike_training`; with `strict` it is not scored."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
@@ -87,6 +89,7 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
             "probability": np.nan,
             "spread": np.nan,
             "label": None,
+            "unlike_training": "",
         }
         views = pairs.get(key, {})
         missing = [v.value for v in VIEWS if v not in views]
@@ -104,6 +107,10 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
                 pre = {v: dequantize(done[v][0]) for v in VIEWS}
             except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
                 reason = f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
+        if reason is None and bundle.profile is not None:
+            row["unlike_training"] = unlike(bundle.profile, pre, {v: done[v][1] for v in VIEWS})
+            if strict and row["unlike_training"]:
+                reason = f"unlike the training data (--strict): {row['unlike_training']}"
         if reason is None:
             probabilities, clinical_vectors = score(bundle, pre, frame)
             row["probability"] = float(np.mean(probabilities))
