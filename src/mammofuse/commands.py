@@ -165,11 +165,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    run_dir = _cross_validate(args, args.preset)
-    console.print(
-        f"wrote {run_dir / 'metrics.json'}, {run_dir / 'oof.csv'} and the fold ensemble {run_dir / 'bundle'}"
-    )
-    console.print(f"next: mammofuse report {run_dir}")
+    from mammofuse.runs import Run
+
+    run = Run(_cross_validate(args, args.preset))
+    console.print(f"wrote {run.metrics}, {run.oof.name} and the fold ensemble {run.bundle.name}/")
+    console.print(f"next: mammofuse report {run.dir}")
     return 0
 
 
@@ -330,6 +330,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mammofuse.evaluation.compare import compare_runs
+    from mammofuse.evaluation.cv import fold_epochs
     from mammofuse.evaluation.plots import overfitting_figure
     from mammofuse.report.report import build_compare_report
     from mammofuse.runs import Run, Work
@@ -341,14 +342,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     work = Work(runs[args.presets[0]].read_config().work_dir)
     table = compare_runs(runs)
     table.to_csv(work.compare, index=False)
-    epochs = {
-        name: [run.fold(r, k).read_epochs() for r in range(ev.repeats) for k in range(ev.folds)]
-        for name, run in runs.items()
-        for ev in [run.read_cv_evaluation()]
-    }
-    overfitting_figure({n: [e for e in f if e is not None] for n, f in epochs.items()}).savefig(
-        work.compare_figure, dpi=110
-    )
+    epochs = {name: fold_epochs(run, run.read_cv_evaluation()) for name, run in runs.items()}
+    overfitting_figure(epochs).savefig(work.compare_figure, dpi=110)
     report = build_compare_report(work, table, runs, work.compare_figure)
     console.rule("comparison (identical folds, out of fold)")
     shown = table.copy()

@@ -98,6 +98,11 @@ class Work:
         return self.dir / "splits.csv"
 
     @property
+    def tune_db(self) -> Path:
+        """`mammofuse tune`'s default study database."""
+        return self.dir / "tune.db"
+
+    @property
     def compare(self) -> Path:
         """`mammofuse compare`: one row per setup, cross-validated on identical folds."""
         return self.dir / "compare.csv"

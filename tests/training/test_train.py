@@ -97,13 +97,19 @@ class Interrupt(Callback):
             raise RuntimeError("power cut")
 
 
+def interrupted_run(ready, name: str):
+    """(config, run folder) of a 3-epoch run stopped by an exception at the start of its second epoch."""
+    cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+    cfg.train.epochs = 3
+    run_dir = ready / "work" / "runs" / name
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg, run_dir, callbacks=[Interrupt()])
+    return cfg, run_dir
+
+
 class TestResume:
     def test_an_interrupted_run_resumes_from_its_last_checkpoint(self, ready, capsys):
-        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
-        cfg.train.epochs = 3
-        run_dir = ready / "work" / "runs" / "resumed"
-        with pytest.raises(RuntimeError, match="power cut"):
-            train(cfg, run_dir, callbacks=[Interrupt()])
+        cfg, run_dir = interrupted_run(ready, "resumed")
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1]
         train(cfg, run_dir)
@@ -245,11 +251,7 @@ class TestFaithfulResume:
         assert torch.load(last, weights_only=True)["epoch"] >= 0  # still whole
 
     def test_an_unreadable_last_checkpoint_is_set_aside_and_the_run_starts_over(self, ready, capsys):
-        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
-        cfg.train.epochs = 3
-        run_dir = ready / "work" / "runs" / "damaged"
-        with pytest.raises(RuntimeError, match="power cut"):
-            train(cfg, run_dir, callbacks=[Interrupt()])
+        cfg, run_dir = interrupted_run(ready, "damaged")
         last = run_dir / "checkpoints" / "last.ckpt"
         last.write_bytes(last.read_bytes()[:1000])  # what a full disk left before writes became atomic
         train(cfg, run_dir)

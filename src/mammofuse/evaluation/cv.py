@@ -16,8 +16,6 @@ from mammofuse.evaluation.evaluate import BASELINE, MODEL
 from mammofuse.evaluation.result import CvEvaluation, PooledMetrics
 from mammofuse.runs import Run
 
-OOF_COLUMNS = ["patient_id", "side", "label", "repeat", "fold", "probability", "clinical_probability"]
-
 
 def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
     """Every fold's held-out predictions with the fold's validation-chosen thresholds."""
@@ -102,15 +100,20 @@ def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
     if result.baseline is not None:
         curves[BASELINE] = (first["label"].to_numpy(), first["clinical_probability"].to_numpy())
         aucs[BASELINE] = result.baseline.auc.text
-    epochs = [run.fold(r, k).read_epochs() for r in range(result.repeats) for k in range(result.folds)]
     run.figures.mkdir(exist_ok=True)
     figures = {
         "roc": plots.roc_figure(curves, aucs, where="out of fold"),
         "calibration": plots.calibration_figure(curves, where="out of fold"),
-        "overfitting": plots.overfitting_figure({run.name: [e for e in epochs if e is not None]}),
+        "overfitting": plots.overfitting_figure({run.name: fold_epochs(run, result)}),
     }
     for name, fig in figures.items():
         fig.savefig(run.figures / f"{name}.png", dpi=110)
+
+
+def fold_epochs(run: Run, result: CvEvaluation) -> list[pd.DataFrame]:
+    """The epoch log of every fold that has one (the overfitting picture)."""
+    logs = [run.fold(r, k).read_epochs() for r in range(result.repeats) for k in range(result.folds)]
+    return [log for log in logs if log is not None]
 
 
 def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from mammofuse.config import EXPERIMENT_SECTIONS, Config, ConfigError, Experimen
 from mammofuse.data.splits import TEST
 from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
-from mammofuse.training.run import fit, work_splits
+from mammofuse.training.run import fit, preprocessed_for, work_splits
 from mammofuse.ui import console
 
 
@@ -154,8 +154,7 @@ def run_tune(
     splits = work_splits(cfg)
     inner = splits[splits["split"] != TEST].reset_index(drop=True)  # the test split is never touched
     work = Work(cfg.work_dir)
-    storage = storage or f"sqlite:///{work.dir / 'tune.db'}"
-    study = open_study(storage, tune_dir.name, cfg.train.seed)
+    study = open_study(storage or f"sqlite:///{work.tune_db}", tune_dir.name, cfg.train.seed)
     done = [
         t
         for t in study.trials
@@ -163,12 +162,16 @@ def run_tune(
     ]
     if done:
         console.print(f"study {study.study_name}: {len(done)} trials finished before, going on")
+    table = None  # the cohort preprocessed once for every trial, unless the trials change preprocessing
+    if not any(key.startswith("preprocess.") for key in space):
+        tune_dir.mkdir(parents=True, exist_ok=True)
+        table = preprocessed_for(cfg, work.read_manifest()[0], Run(tune_dir))
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, space)
         console.rule(f"trial {trial.number}: " + ", ".join(f"{k} = {_show(v)}" for k, v in params.items()))
         run = Run(tune_dir / f"trial-{trial.number:03d}")
-        fit(with_params(cfg, params), run, inner, callbacks=[Pruning(trial)])
+        fit(with_params(cfg, params), run, inner, table, callbacks=[Pruning(trial)])
         epochs = run.read_epochs()
         return float(epochs["val_auc"].max()) if epochs is not None else 0.5
 
