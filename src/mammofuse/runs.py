@@ -15,7 +15,7 @@ Every stage finds another stage's output through here, never by a file name of i
         encoder.json           the clinical encoder, fitted on the training split
         ingest.json            the feature columns ingest found
         preprocess_problems.csv  breasts the run's preprocessing could not use
-        epochs.csv, checkpoints/{best,last}.ckpt                train
+        epochs.csv, checkpoints/{best,last,previous}.ckpt       train
         metrics.json, predictions.csv, figures/                 evaluate
         bundle/                the deployable model (deploy.bundle)
         explain/               Grad-CAM overlays and explain/index.csv

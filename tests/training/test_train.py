@@ -92,18 +92,21 @@ class TestHonesty:
 
 
 class Interrupt(Callback):
+    def __init__(self, at_epoch: int) -> None:
+        self.at_epoch = at_epoch
+
     def on_train_epoch_start(self, trainer, module):
-        if trainer.current_epoch == 1:
+        if trainer.current_epoch == self.at_epoch:
             raise RuntimeError("power cut")
 
 
-def interrupted_run(ready, name: str):
-    """(config, run folder) of a 3-epoch run stopped by an exception at the start of its second epoch."""
+def interrupted_run(ready, name: str, done: int = 1):
+    """(config, run folder) of a 3-epoch run stopped by an exception after `done` epochs."""
     cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
     cfg.train.epochs = 3
     run_dir = ready / "work" / "runs" / name
     with pytest.raises(RuntimeError, match="power cut"):
-        train(cfg, run_dir, callbacks=[Interrupt()])
+        train(cfg, run_dir, callbacks=[Interrupt(at_epoch=done)])
     return cfg, run_dir
 
 
@@ -260,3 +263,16 @@ class TestFaithfulResume:
         assert len(list((run_dir / "checkpoints").glob("last.ckpt.unreadable-*"))) == 1
         assert torch.load(last, weights_only=True)["epoch"] == 2
         assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # no temporary file left behind
+
+    def test_a_damaged_last_checkpoint_resumes_from_the_epoch_before(self, ready, capsys):
+        cfg, run_dir = interrupted_run(ready, "two_kept", done=2)
+        checkpoints = run_dir / "checkpoints"
+        assert torch.load(checkpoints / "previous.ckpt", weights_only=True)["epoch"] == 0
+        last = checkpoints / "last.ckpt"
+        last.write_bytes(last.read_bytes()[:1000])
+        train(cfg, run_dir)
+        out = capsys.readouterr().out
+        assert "last.ckpt cannot be read" in out and "previous.ckpt (1 of 3 epochs done)" in out
+        assert len(list(checkpoints.glob("last.ckpt.unreadable-*"))) == 1
+        assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]
+        assert torch.load(last, weights_only=True)["epoch"] == 2

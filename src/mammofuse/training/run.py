@@ -2,7 +2,7 @@
 
 The run directory (layout: `mammofuse.runs.Run`) holds everything needed to evaluate the run or
 predict with it alone: the resolved config, data.csv, the encoder, epochs.csv and the checkpoints
-(best validation AUC, and the last epoch).
+(best validation AUC, and the last two epochs).
 """
 
 from __future__ import annotations
@@ -144,13 +144,21 @@ class EpochSeed(Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed over the old one: a kill or a full disk
-    in the middle of a write leaves the previous checkpoint whole."""
+    in the middle of a write leaves the previous checkpoint whole. `keep`: checkpoint -> where its
+    previous version goes (the run's last two epochs are kept, so a last checkpoint damaged after it
+    was written still leaves one to resume from)."""
+
+    def __init__(self, keep: dict[Path, Path] | None = None) -> None:
+        super().__init__()
+        self.keep = keep or {}
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+            if path in self.keep and path.is_file():
+                os.replace(path, self.keep[path])
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -195,7 +203,7 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         precision="16-mixed" if gpu else "32-true",
         deterministic=True if not gpu else "warn",
         callbacks=[best, last, EpochReport(run), *(callbacks or [])],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(keep={run.checkpoint("last"): run.checkpoint("previous")})],
         logger=False,
         enable_progress_bar=console.is_terminal,
         enable_model_summary=False,
@@ -210,6 +218,7 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
 
 
 def train(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> Path:
@@ -228,8 +237,7 @@ def fit(
     """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint; a
     finished run is left as it is."""
     _quiet_lightning()
-    last = run.checkpoint("last")
-    done = epochs_done(last)
+    resume, done = resume_point(run)
     if done >= cfg.train.epochs:
         console.print(f"{run.dir}: finished before ({done} epochs); `--force` starts it over")
         return run.checkpoint("best")
@@ -238,14 +246,14 @@ def fit(
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
     module = BreastClassifier(net, cfg.train)
     if done:
-        console.print(f"resuming from {last} ({done} of {cfg.train.epochs} epochs done)")
+        console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
     try:
         trainer.fit(
             module,
             loader(data.train, cfg, sampler=data.sampler),
             loader(data.val, cfg),
-            ckpt_path=last if done else None,
+            ckpt_path=resume if done else None,
         )
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after saving what it can
         if trainer.interrupted:
@@ -254,20 +262,34 @@ def fit(
     return run.checkpoint("best")
 
 
-def epochs_done(last: Path) -> int:
-    """How many epochs a run's last checkpoint holds (0 when there is none). An unreadable one (damaged
-    by hand, or written by a version without atomic saves) is set aside, never deleted, and the run
-    starts over."""
-    if not last.is_file():
+def resume_point(run: Run) -> tuple[Path | None, int]:
+    """The checkpoint a run resumes from and how many epochs it holds ((None, 0): start from scratch).
+    The last epoch's checkpoint, else the one before it; an unreadable one (damaged by hand, a disk
+    that failed after the write) is set aside, never deleted, with a warning."""
+    damaged = False
+    for path in (run.checkpoint("last"), run.checkpoint("previous")):
+        found = path.is_file()
+        done = epochs_in(path)
+        if done:
+            return path, done
+        damaged |= found
+    if damaged:
+        console.print(f"{run.dir}: no checkpoint can be read; starting this run over")
+    return None, 0
+
+
+def epochs_in(checkpoint: Path) -> int:
+    """How many epochs a checkpoint holds (0 when there is none, or it is unreadable and set aside)."""
+    if not checkpoint.is_file():
         return 0
     try:
-        return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]) + 1
     except Exception as exc:  # truncated zip, not a checkpoint, a pickle weights_only refuses, ...
-        aside = last.with_name(f"{last.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-        last.rename(aside)
+        aside = checkpoint.with_name(f"{checkpoint.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        checkpoint.rename(aside)
         console.print(
-            f"[yellow]warning:[/] {last} cannot be read ({type(exc).__name__}); set aside as {aside.name}, "
-            "starting this run over"
+            f"[yellow]warning:[/] {checkpoint} cannot be read ({type(exc).__name__}); "
+            f"set aside as {aside.name}"
         )
         return 0
 
