@@ -6,7 +6,6 @@ Data and config problems end with a clear message and exit code 2, never a trace
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 
@@ -16,16 +15,10 @@ from mammofuse import __version__, commands
 from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.config import ConfigError
 from mammofuse.problems import DataError, ModelError
+from mammofuse.storage import disk_error
 from mammofuse.ui import console
 
 EXIT_DATA_ERROR = 2
-DISK_ERRORS = {  # what a user can fix about the place the output goes: one line, exit 2, no traceback
-    errno.ENOSPC: "the disk is full: free space, or write elsewhere (--work / --out)",
-    errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere",
-    errno.EROFS: "the file system is read-only: write elsewhere (--work / --out)",
-    errno.EACCES: "no permission to write there: write elsewhere (--work / --out)",
-    errno.EPERM: "the operation is not permitted there: write elsewhere",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return EXIT_DATA_ERROR
     except OSError as exc:
-        if exc.errno not in DISK_ERRORS:
+        line = disk_error(exc)
+        if line is None:
             raise
-        where = exc.filename or "the output folder"
-        console.print(f"[bold red]error:[/] {escape(str(where))}: {exc.strerror} ({DISK_ERRORS[exc.errno]})")
+        console.print(f"[bold red]error:[/] {escape(line)}")
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
         console.print("interrupted; rerun the same command to resume (finished epochs and folds are kept)")

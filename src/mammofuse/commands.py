@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from mammofuse.config import COHORT_SECTIONS, Config, load_config, to_toml
 from mammofuse.problems import Problems
+from mammofuse.storage import check_writable
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         signal=args.signal,
         workers=args.workers,
     )
+    check_writable(args.out_dir)
     start = time.perf_counter()
     counts = synthesize(args.out_dir, opts, progress=progress("synthesizing"))
     console.print(
@@ -53,6 +55,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     work = Work(cfg.work_dir)
+    check_writable(work.dir)
     problems = Problems(strict=args.strict)
     result = ingest(cfg, problems, progress=progress("reading headers"))
     write_outputs(result, cfg, work)
@@ -87,6 +90,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     if args.workers is not None:
         cfg.preprocess.workers = args.workers
     manifest, _ = work.read_manifest()
+    check_writable(work.dir, cfg.cache_dir)
     problems = Problems(strict=args.strict)
     start = time.perf_counter()
     table, stats, cache = preprocess_cohort(
@@ -127,6 +131,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     work = Work(cfg.work_dir)
     work.check_cohort(cfg, ("images", "labels", "clinical"))
+    check_writable(work.dir)
     splits = make_splits(work.read_preprocessed(), cfg.split)
     splits.to_csv(work.splits, index=False)
     work.record_cohort(cfg, COHORT_SECTIONS)
@@ -147,7 +152,9 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
     from mammofuse.runs import Work
 
     name = getattr(args, "run", None) or (Path(preset).stem if preset else "default")
-    return cfg, Work(cfg.work_dir).run(name).dir
+    run_dir = Work(cfg.work_dir).run(name).dir
+    check_writable(run_dir.parent, cfg.cache_dir)
+    return cfg, run_dir
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -259,6 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mammofuse.runs import Run
 
     run = Run(args.run_dir.resolve())
+    check_writable(run.dir)
     result = evaluate_run(run.dir)
     print_evaluation(result)
     write_bundle(run.dir)
@@ -271,6 +279,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from mammofuse.runs import Run
 
     run = Run(args.run_dir.resolve())
+    check_writable(run.dir)
     index = explain_run(run.dir, args.n)
     console.print(index.to_string(index=False))
     console.print(f"wrote {len(index)} overlays to {run.explain}")
@@ -280,10 +289,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from mammofuse.deploy.predict import predict_breasts
 
+    check_writable(args.out.parent)
     table, problems, bundle, inputs = predict_breasts(
         args.bundle, args.images, args.clinical, progress=progress("reading headers"), strict=args.strict
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""
     console.print(
@@ -321,6 +330,7 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mammofuse.report.report import build_report
 
+    check_writable(args.run_dir.resolve())
     path = build_report(args.run_dir.resolve())
     console.print(f"report: {path}")
     return 0
@@ -378,4 +388,5 @@ def cmd_demo(args: argparse.Namespace, run: Callable[[list[str]], int]) -> int:
     from mammofuse.demo import run_demo
 
     size = (args.image_size[0], args.image_size[1])
+    check_writable(args.out.resolve())
     return run_demo(args.out.resolve(), run, args.breasts, args.seed, args.epochs, size)

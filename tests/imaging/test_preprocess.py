@@ -165,3 +165,25 @@ class TestIndexSaves:
         for path in (dead, live):
             path.write_bytes(b"half")
         assert cache.remove_leftovers() == 1 and not dead.exists() and live.exists()
+
+
+class TestChecksumOnRead:
+    def test_training_refuses_an_array_damaged_after_preprocessing(self, ready, capsys):
+        from mammofuse.cli import main
+
+        table = pd.read_csv(ready / "work" / "preprocessed.csv", dtype={"patient_id": str})
+        splits = pd.read_csv(ready / "work" / "splits.csv", dtype={"patient_id": str})
+        train = table.merge(splits[splits["split"] == "train"], on=["patient_id", "side"])
+        cached = Path(train["cc_cache"].iloc[0])  # in the fixture's master copy: the same entry in this one
+        entry = ready / "work" / "cache" / cached.relative_to(cached.parents[2])
+        data = bytearray(entry.read_bytes())
+        data[-100] ^= 0x10  # one bit, same size: only the checksum sees it
+        entry.write_bytes(bytes(data))
+        config, preset = str(ready / "cohort.toml"), str(ready.parent / "fast.toml")
+        assert main(["train", config, "--preset", preset]) == 2
+        out = capsys.readouterr().out
+        assert f"{entry}: the cached array differs from what preprocessing wrote" in out
+        assert "preprocess --verify" in out and "Traceback" not in out
+        assert main(["preprocess", config, "--verify"]) == 0
+        assert "1 damaged entries rebuilt" in capsys.readouterr().out
+        assert main(["train", config, "--preset", preset]) == 0

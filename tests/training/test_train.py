@@ -209,7 +209,7 @@ class TestFaithfulResume:
         proc = subprocess.Popen([*argv, "--run", "killed"], env=env, stdout=subprocess.DEVNULL)
         epochs_before_kill = random.Random().randint(1, 3)
         while (
-            not (killed / "epochs.csv").is_file()
+            not (killed / "checkpoints" / "last.ckpt").is_file()  # written after epochs.csv
             or len(pd.read_csv(killed / "epochs.csv")) < epochs_before_kill
         ):
             assert proc.poll() is None, "the run ended before it could be killed"

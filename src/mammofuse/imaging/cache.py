@@ -9,6 +9,7 @@ checksum and is rebuilt. [MONAI PersistentDataset keys its cache the same way.]
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mammofuse.problems import DataError
 
 CACHE_VERSION = 1  # bump when the preprocessing code changes what it writes
 QUANT = 65535
@@ -49,12 +52,18 @@ def dequantize(arr: np.ndarray) -> np.ndarray:
 
 
 def write_entry(path: Path, arr: np.ndarray) -> dict[str, Any]:
-    """Write atomically (a crash never leaves a half entry under the real name); return the
-    entry's record: checksum, byte size and shape."""
+    """Write atomically (a crash or a full disk never leaves a half entry under the real name); return
+    the entry's record: checksum, byte size and shape."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, arr)  # to memory: numpy's own file writes report a full disk without its errno
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"crc32": checksum(arr), "bytes": path.stat().st_size, "shape": list(arr.shape)}
 
 
@@ -124,18 +133,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class DamagedEntry(DataError):
+    """A cached array whose checksum differs from the one recorded when it was written."""
+
+
 def load_entry(path: str | Path) -> np.ndarray:
-    """A cached array as float32 brightness in [0, 1]."""
-    return dequantize(np.load(path, allow_pickle=False))
+    """A cached array as float32 brightness in [0, 1], checked against the checksum its index recorded:
+    a bit flipped on disk since preprocessing stops the read instead of training on it (the crc32 costs
+    a few per cent of the read: benchmarks/bench_cache_read.py)."""
+    arr = np.load(path, allow_pickle=False)
+    if checksum(arr) != entry_record(path)["crc32"]:
+        raise DamagedEntry(
+            f"{path}: the cached array differs from what preprocessing wrote (checksum): the disk damaged "
+            "it; `mammofuse preprocess --verify` rebuilds damaged entries"
+        )
+    return dequantize(arr)
 
 
 @lru_cache(maxsize=4)
-def _entries(index_path: Path) -> dict[str, dict[str, Any]]:
+def _entries(index_path: Path, modified_ns: int) -> dict[str, dict[str, Any]]:
     return json.loads(index_path.read_text(encoding="utf-8"))["entries"]
 
 
 def entry_record(path: str | Path) -> dict[str, Any]:
     """What the index records of a cached array (geometry, checksum, ...), found from the array's path;
-    each index is read once per process."""
+    each index is read once per process, and again when it changes."""
     path = Path(path)
-    return _entries(path.parent.parent / "index.json")[path.stem]
+    index = path.parent.parent / "index.json"
+    return _entries(index, index.stat().st_mtime_ns)[path.stem]

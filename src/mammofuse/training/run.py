@@ -7,7 +7,6 @@ predict with it alone: the resolved config, data.csv, the encoder, epochs.csv an
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run, Work
+from mammofuse.storage import replace_text
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
 
@@ -62,10 +62,7 @@ class EpochReport(Callback):
         row["improved"] = int(row["val_auc"] > best)
         self.rows.append(row)
         if trainer.is_global_zero:
-            with self.path.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, EPOCH_COLUMNS)
-                writer.writeheader()
-                writer.writerows(self.rows)
+            replace_text(self.path, pd.DataFrame(self.rows, columns=EPOCH_COLUMNS).to_csv(index=False))
             console.print(
                 f"epoch {row['epoch']:3d}/{trainer.max_epochs}  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.3f} AUC {row['train_auc']:.3f} | "

@@ -1,0 +1,59 @@
+"""Where output goes: a disk that is full, read-only or not ours is found before the work starts, and
+reported as one line that says what to do."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+DISK_ERRORS = {  # what a user can fix about the place the output goes: one line, exit 2, no traceback
+    errno.ENOSPC: "the disk is full: free space, or write elsewhere (--work / --out)",
+    errno.EDQUOT: "the disk quota is used up: free space, or write elsewhere",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the limit",
+    errno.EROFS: "the file system is read-only: write elsewhere (--work / --out)",
+    errno.EACCES: "no permission to write there: write elsewhere (--work / --out)",
+    errno.EPERM: "the operation is not permitted there: write elsewhere",
+}
+
+WRITE_PROBE_BYTES = 1 << 20
+
+
+def check_writable(*folders: Path) -> None:
+    """Every command checks, before its work starts, that its output folders can be written: created if
+    needed, and 1 MiB written and synced there. A read-only, unpermitted or full disk raises the OSError
+    (naming the folder), which the CLI prints as one line, instead of failing after the work is done."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".mammofuse-write-check-", dir=folder)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(folder)) from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bytes(WRITE_PROBE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(folder)) from None
+        finally:
+            os.unlink(probe)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary file renamed over the old one (a full disk or a
+    kill leaves the previous version)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def disk_error(exc: OSError) -> str | None:
+    """The one line for an OSError about the place output goes (None for any other OSError)."""
+    if exc.errno not in DISK_ERRORS:
+        return None
+    return f"{exc.filename or 'the output folder'}: {exc.strerror} ({DISK_ERRORS[exc.errno]})"
