@@ -9,6 +9,7 @@ from mammofuse.cli import main
 from mammofuse.deploy.bundle import load_bundle
 from mammofuse.models import ModelError
 from mammofuse.runs import Run
+from tests.cohort.helpers import edit_dicom
 
 
 @pytest.fixture
@@ -181,10 +182,38 @@ class TestUnlikeTraining:
         pred = predict(run / "bundle", other, tmp_path / "p.csv")
         assert (pred["unlike_training"] != "").all() and pred["probability"].notna().all()
         assert "image height 128 px (training 64-64)" in pred.loc[0, "unlike_training"]
+        assert "pixel spacing 1.875 mm (training 3.75-3.75)" in pred.loc[0, "unlike_training"]
         assert "4 of 4 breasts are unlike the data the model was trained on" in capsys.readouterr().out
         strict = predict(run / "bundle", other, tmp_path / "s.csv", "--strict")
         assert (
             strict["probability"].isna().all() and strict["reason"].str.contains("unlike the training").all()
+        )
+
+    def test_another_manufacturer_is_flagged(self, run, tmp_path, trained_master):
+        cohort = tmp_path / "cohort"
+        shutil.copytree(trained_master.parents[2], cohort, ignore=shutil.ignore_patterns("work"))
+        path = next((cohort / "dicom").rglob("*.dcm"))
+        edit_dicom(path, lambda ds: setattr(ds, "Manufacturer", "Other Vendor"))
+        pred = predict(run / "bundle", cohort, tmp_path / "p.csv")
+        flagged = pred[pred["unlike_training"].str.contains("manufacturer 'Other Vendor'")]
+        assert len(flagged) == 1 and "(training: mammofuse synthetic)" in flagged.iloc[0]["unlike_training"]
+
+    def test_a_batch_scored_unlike_held_out_breasts_is_warned(self):
+        import numpy as np
+
+        from mammofuse.deploy.profile import Profile, score_shift
+
+        profile = Profile(
+            rows=(64, 64),
+            columns=(52, 52),
+            brightness=(0.2, 0.4),
+            breasts=100,
+            scores=[0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7],
+        )
+        assert score_shift(profile, np.linspace(0.12, 0.55, 50)) == ""
+        warning = score_shift(profile, np.full(50, 0.99))
+        assert (
+            "100% of these breasts score outside the middle 90 %" in warning and "median here 0.99" in warning
         )
 
     def test_breasts_like_the_training_data_are_not_flagged(self, run, tmp_path, trained_master):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mammofuse.config import COHORT_SECTIONS, Config, load_config, to_toml
 from mammofuse.problems import Problems
-from mammofuse.storage import check_writable
+from mammofuse.storage import check_writable, locked
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
@@ -57,16 +57,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     work = Work(cfg.work_dir)
     check_writable(work.dir)
     problems = Problems(strict=args.strict)
-    result = ingest(cfg, problems, progress=progress("reading headers"))
-    write_outputs(result, cfg, work)
-    m = result.manifest
-    pos = int(m["label"].sum())
-    console.print(
-        f"[bold]kept {len(m)} breasts[/] of {m['patient_id'].nunique()} patients: "
-        f"{pos} {cfg.labels.positive} (label 1), {len(m) - pos} {cfg.labels.negative} (label 0)"
-    )
-    if problems.items:
-        show_problems(problems, "problems", str(work.exclusions))
+    with locked(work.dir, "ingest"):
+        result = ingest(cfg, problems, progress=progress("reading headers"))
+        m = result.manifest
+        pos = int(m["label"].sum())
+        console.print(
+            f"[bold]kept {len(m)} breasts[/] of {m['patient_id'].nunique()} patients: "
+            f"{pos} {cfg.labels.positive} (label 1), {len(m) - pos} {cfg.labels.negative} (label 0)"
+        )
+        if problems.items:
+            show_problems(problems, "problems", str(work.exclusions))
+        write_outputs(result, cfg, work)
     console.print(f"wrote {work.manifest} and {work.exclusions}")
     return 0
 
@@ -93,16 +94,17 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     check_writable(work.dir, cfg.cache_dir)
     problems = Problems(strict=args.strict)
     start = time.perf_counter()
-    table, stats, cache = preprocess_cohort(
-        manifest,
-        cfg.preprocess,
-        cfg.cache_dir,
-        problems,
-        progress=progress("preprocessing"),
-        verify=args.verify,
-    )
-    table.to_csv(work.preprocessed, index=False)
-    problems.write_csv(work.preprocess_problems)
+    with locked(work.dir, "preprocess"):
+        table, stats, cache = preprocess_cohort(
+            manifest,
+            cfg.preprocess,
+            cfg.cache_dir,
+            problems,
+            progress=progress("preprocessing"),
+            verify=args.verify,
+        )
+        table.to_csv(work.preprocessed, index=False)
+        problems.write_csv(work.preprocess_problems)
     console.print(
         f"{stats.images} images: {stats.decoded} decoded ({stats.rebuilt} damaged entries rebuilt), "
         f"{stats.reused} reused from the cache, {stats.failed} failed, in {time.perf_counter() - start:.1f} s"
@@ -132,9 +134,10 @@ def cmd_split(args: argparse.Namespace) -> int:
     work = Work(cfg.work_dir)
     work.check_cohort(cfg, ("images", "labels", "clinical"))
     check_writable(work.dir)
-    splits = make_splits(work.read_preprocessed(), cfg.split)
-    splits.to_csv(work.splits, index=False)
-    work.record_cohort(cfg, COHORT_SECTIONS)
+    with locked(work.dir, "split"):
+        splits = make_splits(work.read_preprocessed(), cfg.split)
+        splits.to_csv(work.splits, index=False)
+        work.record_cohort(cfg, COHORT_SECTIONS)
     console.print(split_table(splits).to_string())
     console.print(f"wrote {work.splits} (seed {cfg.split.seed}; no patient is in two sets)")
     return 0
@@ -162,10 +165,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mammofuse.training.run import start_over, train
 
     cfg, run_dir = run_config(args, args.preset)
-    if args.force:
-        start_over(Run(run_dir))
-    console.print(f"training {cfg.model.backbone} ({cfg.model.pretrained}) -> {run_dir}")
-    best = train(cfg, run_dir)
+    with locked(run_dir, "train"):
+        if args.force:
+            start_over(Run(run_dir))
+        console.print(f"training {cfg.model.backbone} ({cfg.model.pretrained}) -> {run_dir}")
+        best = train(cfg, run_dir)
     console.print(f"best checkpoint: {best}")
     console.print(f"next: mammofuse evaluate {run_dir}")
     return 0
@@ -188,7 +192,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not args.run:
         run_dir = run_dir.with_name(run_dir.name + "-tune")
     console.print(f"tuning {', '.join(space)} on the validation split -> {run_dir}")
-    study, best = run_tune(cfg, run_dir, args.preset, args.trials, args.storage, space)
+    with locked(run_dir, "tune"):
+        study, best = run_tune(cfg, run_dir, args.preset, args.trials, args.storage, space)
     table = trials_table(study)
     console.print(table.to_string(index=False))
     best_trial, n = study.best_trial, len(study.trials)
@@ -288,6 +293,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from mammofuse.deploy.predict import predict_breasts
+    from mammofuse.deploy.profile import score_shift
 
     check_writable(args.out.parent)
     table, problems, bundle, inputs = predict_breasts(
@@ -305,6 +311,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"[yellow]warning:[/] {int(unlike.sum())} of {len(table)} breasts are unlike the data the model "
             "was trained on (column unlike_training): their probabilities may be confidently wrong"
         )
+    shift = score_shift(bundle.profile, table.loc[scored, "probability"].to_numpy()) if bundle.profile else ""
+    if shift:
+        console.print(f"[yellow]warning:[/] {shift}")
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
     show_problem_lines(not_scored + [p.reason for p in problems.items], str(args.out))
     if args.explain:
@@ -378,8 +387,9 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     console.print(
         f"cross-validating {cfg.model.backbone} ({cfg.model.pretrained}): {k} folds x {r} -> {run_dir}"
     )
-    print_cv(run_cv(cfg, run_dir))
-    write_cv_bundle(run_dir)
+    with locked(run_dir, "cv"):
+        print_cv(run_cv(cfg, run_dir))
+        write_cv_bundle(run_dir)
     return run_dir
 
 

@@ -62,6 +62,11 @@ class ImagesConfig(_Section):
         description="source='table': exclude an image whose header PatientID differs from its table row "
         "(false where the table uses other IDs than the headers)",
     )
+    accept_secondary_capture: bool = Field(
+        False,
+        description="accept Secondary Capture images (digitised film such as CBIS-DDSM, screenshots); "
+        "other SOP classes than mammography (or CR / DX with Modality MG) are always left out",
+    )
     duplicate_policy: Literal["first", "last", "largest", "error"] = Field(
         "first", description="more than one image for a view of a breast: which to keep (by path order)"
     )

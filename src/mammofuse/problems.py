@@ -11,7 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EXCLUSION_COLUMNS = ("patient_id", "side", "path", "category", "reason")
+EXCLUSION_COLUMNS = ("patient_id", "side", "path", "category", "reason", "severity")
+EXCLUDED, WARNING = "excluded", "warning"  # left out, or kept with something to know
 
 
 class DataError(Exception):
@@ -29,6 +30,7 @@ class Problem:
     patient_id: str = ""
     side: str = ""
     path: str = ""
+    severity: str = EXCLUDED
 
 
 @dataclass
@@ -51,8 +53,17 @@ class Problems:
         clinical value): written down like any problem, but never a reason for strict mode to stop."""
         self.items.append(Problem(category, reason, str(patient_id), str(side), str(path)))
 
-    def counts(self) -> Counter[str]:
-        return Counter(p.category for p in self.items)
+    def warn(
+        self, category: str, reason: str, *, patient_id: str = "", side: str = "", path: str = ""
+    ) -> None:
+        """Record something to know about a breast that is kept (never a reason for strict mode to stop)."""
+        self.items.append(Problem(category, reason, str(patient_id), str(side), str(path), WARNING))
+
+    def of(self, severity: str) -> list[Problem]:
+        return [p for p in self.items if p.severity == severity]
+
+    def counts(self, severity: str = EXCLUDED) -> Counter[str]:
+        return Counter(p.category for p in self.of(severity))
 
     def write_csv(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,4 +71,4 @@ class Problems:
             writer = csv.writer(fh)
             writer.writerow(EXCLUSION_COLUMNS)
             for p in self.items:
-                writer.writerow([p.patient_id, p.side, p.path, p.category, p.reason])
+                writer.writerow([p.patient_id, p.side, p.path, p.category, p.reason, p.severity])

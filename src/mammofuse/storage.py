@@ -4,9 +4,14 @@ reported as one line that says what to do."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from mammofuse.problems import DataError
 
 DISK_ERRORS = {  # what a user can fix about the place the output goes: one line, exit 2, no traceback
     errno.ENOSPC: "the disk is full: free space, or write elsewhere (--work / --out)",
@@ -57,3 +62,38 @@ def disk_error(exc: OSError) -> str | None:
     if exc.errno not in DISK_ERRORS:
         return None
     return f"{exc.filename or 'the output folder'}: {exc.strerror} ({DISK_ERRORS[exc.errno]})"
+
+
+LOCK_NAME = ".mammofuse.lock"
+
+
+class InUse(DataError):
+    """Another mammofuse process is working in the folder."""
+
+
+@contextmanager
+def locked(folder: Path, what: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the folder for one command: a second process is refused (InUse, naming who holds it) or,
+    with `on_wait`, told who holds it and made to wait. The kernel releases the lock when its holder
+    dies, even by kill -9: no stale lock to remove by hand."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK_NAME).open("a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            if on_wait is None:
+                raise InUse(
+                    f"{folder}: in use by {holder}; wait for it to finish, or work in another folder"
+                ) from None
+            on_wait(holder)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"mammofuse {what} (process {os.getpid()})")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mammofuse.problems import Problems
+from mammofuse.problems import EXCLUDED, WARNING, Problems
 
 T = TypeVar("T")
 console = Console(highlight=False, soft_wrap=True)
@@ -49,9 +49,9 @@ def progress(description: str):
     return wrap
 
 
-def problems_table(counts: Counter[str], title: str) -> Table:
+def problems_table(counts: Counter[str], title: str, heading: str = "left out: reason") -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("left out: reason")
+    table.add_column(heading)
     table.add_column("count", justify="right")
     for reason, n in counts.most_common():
         table.add_row(reason, str(n))
@@ -59,9 +59,14 @@ def problems_table(counts: Counter[str], title: str) -> Table:
 
 
 def show_problems(problems: Problems, title: str, where: str) -> None:
-    """A stage's problems: the count per reason, then the first lines in full (all of them in `where`)."""
-    console.print(problems_table(problems.counts(), f"{len(problems.items)} {title}"))
-    show_problem_lines([p.reason for p in problems.items], where)
+    """A stage's problems, breasts left out apart from breasts kept with a warning: the count per reason,
+    then the first lines in full (all of them in `where`)."""
+    for severity, heading in ((EXCLUDED, "left out: reason"), (WARNING, "kept, with a warning")):
+        items = problems.of(severity)
+        if items:
+            label = title if severity == EXCLUDED else "warnings"
+            console.print(problems_table(problems.counts(severity), f"{len(items)} {label}", heading))
+            show_problem_lines([p.reason for p in items], where)
 
 
 def show_problem_lines(reasons: list[str], where: str) -> None:

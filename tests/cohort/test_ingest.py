@@ -1,6 +1,7 @@
 import shutil
 
 import pandas as pd
+import pydicom
 import pytest
 
 from tests.cohort.helpers import edit_config, edit_dicom, image_path, run_ingest, truth
@@ -123,7 +124,15 @@ class TestRealExportShapes:
         cbis_ddsm_shaped(tiny_cohort)
         edit_config(tiny_cohort, images={"patient_pattern": r"Calc-Training_(?P<patient>MF\d+)_"})
         code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "no breast is left" in out  # digitised film is refused unless accepted
+        assert "a Secondary Capture image" in out and "images.accept_secondary_capture = true" in out
+        excluded = pd.read_csv(tiny_cohort / "work" / "exclusions.csv")  # written although nothing is left
+        assert set(excluded["path"].dropna()) == {str(p) for p in (tiny_cohort / "dicom").rglob("*.dcm")}
+        assert not (tiny_cohort / "work" / "manifest.csv").exists()
+        edit_config(tiny_cohort, images={"accept_secondary_capture": True})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
         assert code == 0, out
+        assert set(manifest["cc_sop_class"]) == {"SecondaryCaptureImageStorage"}
         assert keys(manifest) == keys(expected)
         assert (manifest["label"].to_numpy() == expected["label"].to_numpy()).all()
         assert manifest["cc_path"].str.endswith("_CC/1-1.dcm").all()
@@ -195,6 +204,35 @@ class TestBadInput:
         (tiny_cohort / "dicom" / "README.txt").write_text("exported by PACS")
         _, _, hits = self.excluded(tiny_cohort, capsys, "not DICOM")
         assert "README.txt" in hits.iloc[0]["reason"]
+
+    @pytest.mark.parametrize(
+        ("sop_class", "modality", "said"),
+        [
+            ("1.2.840.10008.5.1.4.1.1.2", "CT", "SOP class CT Image Storage, Modality CT: not a mammogram"),
+            ("1.2.840.10008.5.1.4.1.1.1", "CR", "SOP class Computed Radiography Image Storage, Modality CR"),
+            ("1.2.840.10008.5.1.4.1.1.7", "OT", "a Secondary Capture image"),
+        ],
+    )
+    def test_an_image_that_is_not_a_mammogram(self, tiny_cohort, capsys, sop_class, modality, said):
+        path = image_path(tiny_cohort, 1, "mlo")
+
+        def other_kind(ds):
+            ds.SOPClassUID, ds.Modality = sop_class, modality
+
+        edit_dicom(path, other_kind)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "not a mammogram")
+        assert hits.iloc[0]["path"] == str(path) and said in hits.iloc[0]["reason"]
+
+    def test_a_radiograph_with_modality_mg_and_the_bit_depth_are_recorded(self, tiny_cohort, capsys):
+        _, row = kept_row(tiny_cohort, capsys)
+        path = image_path(tiny_cohort, row, "mlo")
+        edit_dicom(path, lambda ds: setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.1.1"))
+        code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
+        kept = manifest[manifest["mlo_path"] == str(path)].iloc[0]
+        assert kept["mlo_sop_class"] == "DigitalXRayImageStorageForPresentation"
+        assert kept["cc_sop_class"] == "DigitalMammographyXRayImageStorageForPresentation"
+        bits = {int(pydicom.dcmread(p, stop_before_pixels=True).BitsStored) for p in manifest["cc_path"]}
+        assert set(manifest["cc_bits_stored"]) == bits
 
     def test_dicom_without_pixel_data(self, tiny_cohort, capsys):
         edit_dicom(image_path(tiny_cohort, 2, "mlo"), lambda ds: ds.__delattr__("PixelData"))

@@ -115,11 +115,34 @@ class TestBadPixels:
         problems = Problems()
         table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
         assert len(table) == len(manifest)
-        assert [(p.category, p.path) for p in problems.items] == [
-            ("laterality disagrees with pixels", str(path))
+        assert [(p.category, p.path, p.severity) for p in problems.items] == [
+            ("laterality disagrees with pixels", str(path), "warning")  # kept: not an exclusion
         ]
         img = load_entry(table.loc[0, "cc_cache"])
         assert img[:, :4].mean() > img[:, -4:].mean()  # chest wall still on the left
+
+    def test_warnings_are_shown_and_written_apart_from_exclusions(self, tiny_cohort, capsys):
+        manifest, work = ingested(tiny_cohort)
+        flipped = Path(manifest.loc[0, "cc_path"])
+        ds = pydicom.dcmread(flipped)
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, ::-1]).tobytes()
+        ds.save_as(flipped)
+        broken = Path(manifest.loc[1, "mlo_path"])
+        ds = pydicom.dcmread(broken)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+        ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+        ds.save_as(broken)
+        capsys.readouterr()
+        assert main(["preprocess", str(tiny_cohort / "cohort.toml")]) == 0
+        out = capsys.readouterr().out
+        left_out, warned = out.index("left out: reason"), out.index("kept, with a warning")
+        assert out.index("undecodable pixels") < warned < out.index("laterality disagrees with pixels")
+        assert left_out < warned
+        written = pd.read_csv(work / "preprocess_problems.csv").set_index("category")["severity"]
+        assert written.to_dict() == {
+            "undecodable pixels": "excluded",
+            "laterality disagrees with pixels": "warning",
+        }
 
 
 class TestCommands:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -34,6 +35,22 @@ PIXEL_GROUP = 0x7FE0
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UC", b"UR", b"UT"}
 
 
+MAMMOGRAPHY = {
+    uid.DigitalMammographyXRayImageStorageForPresentation,
+    uid.DigitalMammographyXRayImageStorageForProcessing,
+}
+RADIOGRAPHY = {  # mammograms from older systems, when their Modality is MG
+    uid.ComputedRadiographyImageStorage,
+    uid.DigitalXRayImageStorageForPresentation,
+    uid.DigitalXRayImageStorageForProcessing,
+}
+SECONDARY_CAPTURE = {
+    uid.SecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+}
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     path: Path
@@ -41,6 +58,61 @@ class ImageRecord:
     side: Side
     view: View
     pixels: int  # Rows x Columns, for the 'largest' duplicate policy
+    sop_class: str  # its keyword (DigitalMammographyXRayImageStorageForPresentation, ...), or the UID
+    bits_stored: int
+    spacing_mm: float  # ImagerPixelSpacing (the detector's), else PixelSpacing; NaN when absent
+    manufacturer: str
+
+    @classmethod
+    def of(cls, path: Path, patient_id: str, side: Side, view: View, ds: Dataset) -> ImageRecord:
+        sop = uid.UID(str(ds.get("SOPClassUID", "") or ""))
+        return cls(
+            path,
+            patient_id,
+            side,
+            view,
+            pixels=int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)),
+            sop_class=sop.keyword or str(sop),
+            bits_stored=int(ds.get("BitsStored", 0) or 0),
+            spacing_mm=pixel_spacing(ds),
+            manufacturer=_text(ds, "Manufacturer"),
+        )
+
+
+def pixel_spacing(ds: Dataset) -> float:
+    """Row spacing in mm: ImagerPixelSpacing (at the detector, what mammography systems write), else
+    PixelSpacing; NaN when neither is present or readable."""
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            spacing = float(value[0]) if value else 0.0
+        except (TypeError, ValueError, IndexError):
+            continue
+        if spacing > 0:
+            return spacing
+    return float("nan")
+
+
+def check_kind(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
+    """Refuse an image that is not a mammogram by its SOP class (and Modality): a CT slice or an
+    ultrasound frame in the export; a Secondary Capture only with images.accept_secondary_capture."""
+    sop = uid.UID(str(ds.get("SOPClassUID", "") or ""))
+    modality = _text(ds, "Modality").upper()
+    if sop in MAMMOGRAPHY or (sop in RADIOGRAPHY and modality == "MG"):
+        return
+    if sop in SECONDARY_CAPTURE:
+        if cfg.accept_secondary_capture:
+            return
+        raise HeaderError(
+            "not a mammogram",
+            f"{rel}: a Secondary Capture image (digitised film or a screenshot), not a mammogram as "
+            "acquired; images.accept_secondary_capture = true accepts it (e.g. for CBIS-DDSM)",
+        )
+    if not sop and modality in ("", "MG"):
+        return  # no SOP class (not valid DICOM, but seen in research exports): nothing says otherwise
+    what = f"SOP class {sop.name or sop}" if sop else ""
+    what = ", ".join(filter(None, [what, f"Modality {modality}" if modality else ""]))
+    raise HeaderError("not a mammogram", f"{rel}: {what}: not a mammogram")
 
 
 class HeaderError(Exception):
@@ -190,11 +262,12 @@ def _scan_tree(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | Non
         rel = path.relative_to(cfg.root).as_posix()
         try:
             ds = read_header(path)
+            check_kind(ds, rel, cfg)
             pid, side, view = identify(ds, rel, cfg)
         except HeaderError as err:
             problems.add(err.category, str(err), path=str(path))
             continue
-        records.append(ImageRecord(path, pid, side, view, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0))))
+        records.append(ImageRecord.of(path, pid, side, view, ds))
     return records
 
 
@@ -240,6 +313,7 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
             continue
         try:
             ds = read_header(path)
+            check_kind(ds, str(path), cfg)
         except HeaderError as err:
             problems.add(err.category, f"{where}: {err}", **ids)
             continue
@@ -247,9 +321,7 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
         if disagreement:
             problems.add("header disagrees with the table", f"{where}: {path}: {disagreement}", **ids)
             continue
-        records.append(
-            ImageRecord(path, v[cols.patient], side, view, int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)))
-        )
+        records.append(ImageRecord.of(path, v[cols.patient], side, view, ds))
     return records
 
 
@@ -282,12 +354,12 @@ def find_images(
 
 def pair_views(
     records: list[ImageRecord], policy: str, problems: Problems
-) -> dict[BreastKey, dict[View, Path]]:
+) -> dict[BreastKey, dict[View, ImageRecord]]:
     """Group images by breast and view; more than one image for a view is resolved by `policy`."""
     groups: dict[BreastKey, dict[View, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         groups[(rec.patient_id, rec.side)][rec.view].append(rec)
-    out: dict[BreastKey, dict[View, Path]] = {}
+    out: dict[BreastKey, dict[View, ImageRecord]] = {}
     for key, views in groups.items():
         ids = {"patient_id": key[0], "side": key[1].value}
         extra = {view: sorted(recs, key=lambda r: str(r.path)) for view, recs in views.items()}
@@ -303,7 +375,7 @@ def pair_views(
                         **ids,
                     )
             continue
-        chosen: dict[View, Path] = {}
+        chosen: dict[View, ImageRecord] = {}
         for view, recs in extra.items():
             keep = {"first": recs[0], "last": recs[-1]}.get(policy) or max(recs, key=lambda r: r.pixels)
             for rec in recs:
@@ -315,6 +387,6 @@ def pair_views(
                         path=str(rec.path),
                         **ids,
                     )
-            chosen[view] = keep.path
+            chosen[view] = keep
         out[key] = chosen
     return out

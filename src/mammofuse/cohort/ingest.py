@@ -20,6 +20,8 @@ from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 
 KEY_COLUMNS = ["patient_id", "side"]
+IMAGE_FIELDS = ["sop_class", "bits_stored", "spacing_mm", "manufacturer"]  # what the header says
+IMAGE_COLUMNS = [f"{v.value.lower()}_{field}" for field in IMAGE_FIELDS for v in VIEWS]
 
 
 @dataclass
@@ -57,7 +59,7 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
             )
             continue
         if missing:
-            present = next(iter(views.values()))
+            present = next(iter(views.values())).path
             problems.add(
                 "missing view",
                 f"patient {pid} side {side.value}: no usable {missing[0]} image (only {present.name})",
@@ -73,9 +75,13 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
             continue
         row: dict[str, object] = {
             **ids,
-            "cc_path": str(views[VIEWS[0]]),
-            "mlo_path": str(views[VIEWS[1]]),
+            **{f"{v.value.lower()}_path": str(views[v].path) for v in VIEWS},
             "label": labels.label[key],
+            **{
+                f"{v.value.lower()}_{field}": getattr(views[v], field)
+                for field in IMAGE_FIELDS
+                for v in VIEWS
+            },
         }
         if clinical is not None:
             if key not in clinical.values:
@@ -94,18 +100,19 @@ def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) 
                 continue
             row.update(clinical.values[key])
         rows.append(row)
-    columns = [*KEY_COLUMNS, "cc_path", "mlo_path", "label", *numeric, *categorical]
-    manifest = pd.DataFrame(rows, columns=columns)
-    if manifest.empty:
-        raise DataError("no breast is left after ingestion: see the problems above")
-    return IngestResult(manifest, problems, numeric, categorical)
+    columns = [*KEY_COLUMNS, "cc_path", "mlo_path", "label", *IMAGE_COLUMNS, *numeric, *categorical]
+    return IngestResult(pd.DataFrame(rows, columns=columns), problems, numeric, categorical)
 
 
 def write_outputs(result: IngestResult, cfg: Config, work: Work) -> None:
-    """manifest.csv, exclusions.csv, ingest.json (feature columns, counts) and the cohort record."""
+    """manifest.csv, exclusions.csv, ingest.json (feature columns, counts) and the cohort record. When
+    no breast is left, only exclusions.csv (every file's reason), and a DataError."""
     work.dir.mkdir(parents=True, exist_ok=True)
-    result.manifest.to_csv(work.manifest, index=False)
     result.problems.write_csv(work.exclusions)
+    if result.manifest.empty:
+        work.manifest.unlink(missing_ok=True)  # an older manifest would pass for this ingest's
+        raise DataError(f"no breast is left after ingestion: every reason is in {work.exclusions}")
+    result.manifest.to_csv(work.manifest, index=False)
     info = {
         "breasts": len(result.manifest),
         "positives": int(result.manifest["label"].sum()),

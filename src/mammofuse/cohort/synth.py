@@ -26,6 +26,7 @@ from mammofuse.parallel import parallel_map
 
 Compression = Literal["none", "rle", "jpeg2000"]
 _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+FIELD_OF_VIEW_MM = 240.0  # detector height (24 x 30 cm detectors; ~3,000 rows at 0.08 mm)
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
 NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
@@ -173,6 +174,7 @@ def _write_dicom(
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[job.patient_id, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[job.patient_id, job.side.value, "series"])
     ds.Modality = "MG"
+    ds.Manufacturer = "mammofuse synthetic"
     # Fake identifying tags, present so that tests can prove they never leak into outputs.
     ds.PatientName = f"Synthetic^Patient{job.patient_id[2:]}"
     ds.PatientBirthDate = f"{2026 - job.age}0{1 + job.index % 9}1{job.index % 9}"
@@ -189,6 +191,8 @@ def _write_dicom(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
     ds.Rows, ds.Columns = stored.shape
+    spacing = round(FIELD_OF_VIEW_MM / stored.shape[0], 4)  # one physical field of view at every size
+    ds.ImagerPixelSpacing = [spacing, spacing]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
     ds.WindowCenter = round(0.5 * maxv)
     ds.WindowWidth = round(0.98 * maxv)

@@ -41,7 +41,7 @@ from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
 from mammofuse.models import ModelError, TwoViewNet, load_network
-from mammofuse.runs import Run
+from mammofuse.runs import Run, read_table
 
 BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
 WEIGHTS, ENCODER, CONFIG, INFO, CARD, SUMS = (
@@ -187,10 +187,11 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only baseline, same split: AUC {baseline.test.auc.text}\n"
-    data = run.read_data()
+    data, predictions = run.read_data(), run.read_predictions()
+    test_scores = predictions.loc[predictions["split"] == "test", "probability"].to_numpy()
     info = {
         "kind": "single model",
-        "profile": training_profile(data[data["split"] == "train"], cfg.train.seed).model_dump(),
+        "profile": training_profile(data[data["split"] == "train"], test_scores, cfg.train.seed).model_dump(),
         "n_clinical": len(run.read_encoder().feature_names),
         "threshold": threshold,
         "test_auc": test.auc.model_dump(),
@@ -227,7 +228,9 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     every_breast = run.fold(0, 0).read_data()  # each is a training breast of some member
     info = {
         "kind": "fold ensemble",
-        "profile": training_profile(every_breast, cfg.train.seed).model_dump(),
+        "profile": training_profile(
+            every_breast, read_table(run.oof, "cv")["probability"].to_numpy(), cfg.train.seed
+        ).model_dump(),
         "members": thresholds,
         "threshold": threshold,
         "cv_auc": model.auc.model_dump(),

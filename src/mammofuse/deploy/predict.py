@@ -91,7 +91,8 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
             "label": None,
             "unlike_training": "",
         }
-        views = pairs.get(key, {})
+        records = pairs.get(key, {})
+        views = {view: record.path for view, record in records.items()}
         missing = [v.value for v in VIEWS if v not in views]
         frame = pd.DataFrame([values.get(key, {})], columns=columns)
         reason = None
@@ -108,7 +109,8 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
             except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
                 reason = f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
         if reason is None and bundle.profile is not None:
-            row["unlike_training"] = unlike(bundle.profile, pre, {v: done[v][1] for v in VIEWS})
+            headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
+            row["unlike_training"] = unlike(bundle.profile, pre, {v: done[v][1] for v in VIEWS}, headers)
             if strict and row["unlike_training"]:
                 reason = f"unlike the training data (--strict): {row['unlike_training']}"
         if reason is None:

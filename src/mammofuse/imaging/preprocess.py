@@ -22,6 +22,7 @@ from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_
 from mammofuse.imaging.geometry import find_breast, orient_and_fit, seed_parity, subsample_step
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import Problems
+from mammofuse.storage import locked
 
 SAVE_EVERY_S = 5.0  # the cache index is saved at least this often while preprocessing: a kill keeps the rest
 
@@ -98,8 +99,29 @@ def preprocess_cohort(
     verify: bool = False,
 ) -> tuple[pd.DataFrame, PreprocessStats, Cache]:
     """Build every missing or damaged cache entry (`verify`: checksum every existing entry too);
-    return the manifest rows that have both views cached, with columns cc_cache and mlo_cache."""
+    return the manifest rows that have both views cached, with columns cc_cache and mlo_cache.
+    One process at a time builds a cache (two runs needing the same one: the second waits, then
+    reuses what the first built)."""
     cache = Cache(cache_root, cfg.settings())
+    with locked(cache.dir, "preprocess", on_wait=_say_waiting):
+        cache = Cache(cache_root, cfg.settings())  # what a process we waited for has built
+        return _build(manifest, cfg, cache, problems, progress, verify)
+
+
+def _say_waiting(holder: str) -> None:
+    from mammofuse.ui import console
+
+    console.print(f"waiting for {holder}, which is building the same preprocessed cache")
+
+
+def _build(
+    manifest: pd.DataFrame,
+    cfg: PreprocessConfig,
+    cache: Cache,
+    problems: Problems,
+    progress,
+    verify: bool,
+) -> tuple[pd.DataFrame, PreprocessStats, Cache]:
     stats = PreprocessStats(leftovers=cache.remove_leftovers())
     columns = {view: f"{view.value.lower()}_path" for view in VIEWS}
     breasts = manifest[["patient_id", "side", *columns.values()]].to_dict("records")
@@ -145,7 +167,7 @@ def preprocess_cohort(
             continue
         for path in paths:
             if cache.index[keys[path]].get("laterality_disagrees"):
-                problems.add(
+                problems.warn(
                     "laterality disagrees with pixels",
                     f"{path}: side tag {breast['side']} but the chest wall is on the other edge; "
                     "oriented by the pixels (breast kept)",

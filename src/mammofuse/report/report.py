@@ -20,6 +20,7 @@ from mammofuse.deploy.bundle import versions
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.evaluation.result import p_text
+from mammofuse.problems import EXCLUDED, WARNING
 from mammofuse.runs import Run, Work
 
 CV_FIGURES = {
@@ -39,13 +40,17 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _dropped(run: Run, work: Work) -> list[tuple[str, int]]:
-    """Every reason a breast was left out or flagged (ingest, then this run's preprocessing), counted."""
-    dropped: Counter[str] = Counter()
+def _dropped(run: Run, work: Work) -> list[tuple[str, int, str]]:
+    """Every reason a breast was left out or kept with a warning (ingest, then this run's preprocessing),
+    counted: (reason, count, 'left out' | 'kept')."""
+    dropped: Counter[tuple[str, str]] = Counter()
     for path in (work.exclusions, run.preprocess_problems):
         if path.is_file():
-            dropped.update(pd.read_csv(path, dtype=str)["category"].dropna())
-    return dropped.most_common()
+            table = pd.read_csv(path, dtype=str)
+            severity = table["severity"] if "severity" in table else pd.Series(EXCLUDED, index=table.index)
+            kept = severity.map({WARNING: "kept, with a warning"}).fillna("left out")
+            dropped.update(zip(table["category"].fillna(""), kept, strict=True))
+    return [(reason, n, kept) for (reason, kept), n in dropped.most_common()]
 
 
 def _cohort(run: Run, work: Work) -> dict:
