@@ -192,8 +192,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not args.run:
         run_dir = run_dir.with_name(run_dir.name + "-tune")
     console.print(f"tuning {', '.join(space)} on the validation split -> {run_dir}")
-    with locked(run_dir, "tune"):
-        study, best = run_tune(cfg, run_dir, args.preset, args.trials, args.storage, space)
+    # not locked: several processes may work on one study (each trial has its own run folder)
+    study, best = run_tune(cfg, run_dir, args.preset, args.trials, args.storage, space)
     table = trials_table(study)
     console.print(table.to_string(index=False))
     best_trial, n = study.best_trial, len(study.trials)

@@ -166,6 +166,11 @@ class PreprocessConfig(_Section):
     margin: float = Field(
         0.02, ge=0, le=0.5, description="margin around the breast box, fraction of its size"
     )
+    blank_outside_breast: bool = Field(
+        True,
+        description="'breast' mode: set everything outside the (dilated) breast mask to black, so burned-in "
+        "markers and labels inside the crop box never reach the model",
+    )
     cache_dir: Path | None = Field(None, description="where arrays are cached (default: WORK_DIR/cache)")
     workers: int = Field(0, ge=0, description="worker processes; 0 uses every core")
 

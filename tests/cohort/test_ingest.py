@@ -223,6 +223,26 @@ class TestBadInput:
         _, _, hits = self.excluded(tiny_cohort, capsys, "not a mammogram")
         assert hits.iloc[0]["path"] == str(path) and said in hits.iloc[0]["reason"]
 
+    @pytest.mark.parametrize(
+        ("edit", "category", "said"),
+        [
+            (
+                {"PhotometricInterpretation": "PALETTE COLOR"},
+                "not grayscale",
+                "PhotometricInterpretation PALETTE COLOR with 1 sample(s) per pixel",
+            ),
+            ({"PhotometricInterpretation": "RGB", "SamplesPerPixel": 3}, "not grayscale", "3 sample(s)"),
+            ({"NumberOfFrames": 40}, "several frames", "40 frames (tomosynthesis"),
+        ],
+    )
+    def test_pixels_that_are_not_one_grayscale_frame_are_refused_from_the_header(
+        self, tiny_cohort, capsys, edit, category, said
+    ):
+        path = image_path(tiny_cohort, 1, "cc")
+        edit_dicom(path, lambda ds: [setattr(ds, k, v) for k, v in edit.items()])
+        _, _, hits = self.excluded(tiny_cohort, capsys, category)
+        assert hits.iloc[0]["path"] == str(path) and said in hits.iloc[0]["reason"]
+
     def test_a_radiograph_with_modality_mg_and_the_bit_depth_are_recorded(self, tiny_cohort, capsys):
         _, row = kept_row(tiny_cohort, capsys)
         path = image_path(tiny_cohort, row, "mlo")

@@ -73,6 +73,23 @@ class TestModalityLut:
         # stored 200 -> 300 in modality units: the window's centre
         assert to_unit(np.array([200]), meta)[0] == pytest.approx(0.5, abs=0.01)
 
+    def test_a_modality_lut_sequence_replaces_the_rescale(self, tiny_cohort_master):
+        import pydicom
+        from pydicom.dataset import Dataset
+
+        ds = pydicom.dcmread(next((tiny_cohort_master / "dicom").rglob("*.dcm")))
+        del ds.WindowCenter, ds.WindowWidth
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        item = Dataset()
+        item.LUTDescriptor = [4, 10, 16]  # 4 entries, the first for stored value 10
+        item.LUTData = [1000, 3000, 2000, 0]  # not monotonic: no slope and intercept could do this
+        item.ModalityLUTType = "OD"
+        ds.ModalityLUTSequence = [item]
+        meta = meta_from_dataset(ds)
+        out = to_unit(np.array([0, 10, 11, 12, 13, 99]), meta)
+        np.testing.assert_allclose(out, [1 / 3, 1 / 3, 1, 2 / 3, 0, 0], atol=1e-6)
+        np.testing.assert_allclose(decode(np.array([11], np.uint16), meta), [1.0], atol=1e-6)
+
 
 class TestLookupTableDecode:
     def test_table_decode_equals_the_direct_pipeline(self):

@@ -18,10 +18,10 @@ def phantom(view=View.CC, shape=(300, 240), seed=0):
     return img, place, rng
 
 
-def breast_mode(img: np.ndarray, side: Side, shape=(256, 128)):
+def breast_mode(img: np.ndarray, side: Side, shape=(256, 128), blank: bool = True):
     """The production path ('breast' mode of preprocess_pixels) on an image stored as 12-bit values."""
     raw = np.round(np.clip(img, 0, 1) * 4095).astype(np.uint16)
-    cfg = PreprocessConfig(size=shape, voi="none")
+    cfg = PreprocessConfig(size=shape, voi="none", blank_outside_breast=blank)
     out, g, disagrees = preprocess_pixels(raw, PixelMeta(bits_stored=12), side, cfg)
     return dequantize(out), g, disagrees
 
@@ -51,6 +51,22 @@ class TestBreastCrop:
         assert x0 <= 2 and x1 < 0.8 * img.shape[1]  # stops before the marker and the film edge
         assert y0 <= truth[:, 0].min() + 3 and y1 >= truth[:, 0].max() - 3
         assert x1 >= truth[:, 1].max() - 3
+
+    def test_a_marker_inside_the_crop_box_is_blanked_and_the_breast_kept(self):
+        img, _, _ = phantom()
+        unmarked, g, _ = breast_mode(img, Side.LEFT)
+        y0, y1, x0, x1 = g.box
+        marked = img.copy()
+        corner = (slice(y0 + 2, y0 + 14), slice(x1 - 16, x1 - 4))  # inside the box, beside the curved edge
+        assert marked[corner].max() < 0.05  # background there: the breast does not reach the corner
+        marked[corner] = 0.95  # a burned-in marker block
+        on, g_on, _ = breast_mode(marked, Side.LEFT)
+        off, g_off, _ = breast_mode(marked, Side.LEFT, blank=False)
+        assert g_on.box == g_off.box == g.box  # the marker is not part of the breast
+        assert off.max() > 0.9 and (off > 0.9).sum() > 10  # without blanking the marker reaches the input
+        np.testing.assert_array_equal(on, unmarked)  # with blanking it leaves no trace
+        breast = unmarked > 0
+        np.testing.assert_array_equal(on[breast], off[breast])  # and the breast itself is untouched
 
     def test_right_breast_comes_out_with_its_chest_wall_on_the_left(self):
         img, _, _ = phantom()

@@ -93,9 +93,30 @@ def pixel_spacing(ds: Dataset) -> float:
     return float("nan")
 
 
-def check_kind(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
-    """Refuse an image that is not a mammogram by its SOP class (and Modality): a CT slice or an
-    ultrasound frame in the export; a Secondary Capture only with images.accept_secondary_capture."""
+def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
+    """Refuse, from the header alone, an image that is not a mammogram by its SOP class (and Modality):
+    a CT slice or an ultrasound frame in the export (a Secondary Capture only with
+    images.accept_secondary_capture), or whose pixels are not one 2D grayscale frame (colour, palette,
+    several frames): before preprocessing decodes it in full."""
+    _check_kind(ds, rel, cfg)
+    photometric = _text(ds, "PhotometricInterpretation").upper() or "MONOCHROME2"
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+        raise HeaderError(
+            "not grayscale",
+            f"{rel}: PhotometricInterpretation {photometric} with {samples} sample(s) per pixel: a colour or "
+            "palette image, not a grayscale mammogram",
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise HeaderError(
+            "several frames",
+            f"{rel}: {frames} frames (tomosynthesis or a multi-frame export): one 2D mammogram per file "
+            "is expected",
+        )
+
+
+def _check_kind(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
     sop = uid.UID(str(ds.get("SOPClassUID", "") or ""))
     modality = _text(ds, "Modality").upper()
     if sop in MAMMOGRAPHY or (sop in RADIOGRAPHY and modality == "MG"):
@@ -262,7 +283,7 @@ def _scan_tree(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | Non
         rel = path.relative_to(cfg.root).as_posix()
         try:
             ds = read_header(path)
-            check_kind(ds, rel, cfg)
+            check_image(ds, rel, cfg)
             pid, side, view = identify(ds, rel, cfg)
         except HeaderError as err:
             problems.add(err.category, str(err), path=str(path))
@@ -313,7 +334,7 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
             continue
         try:
             ds = read_header(path)
-            check_kind(ds, str(path), cfg)
+            check_image(ds, str(path), cfg)
         except HeaderError as err:
             problems.add(err.category, f"{where}: {err}", **ids)
             continue

@@ -23,7 +23,7 @@ import numpy as np
 
 from mammofuse.problems import DataError
 
-CACHE_VERSION = 1  # bump when the preprocessing code changes what it writes
+CACHE_VERSION = 2  # bump when the preprocessing code changes what it writes
 QUANT = 65535
 
 

@@ -1,6 +1,7 @@
 """Stored pixel values -> brightness in [0, 1], as pure functions of an array and its PixelMeta.
 
-Order (PS3.3 C.11, "grayscale pipeline"): Modality LUT (rescale slope/intercept, C.11.1) ->
+Order (PS3.3 C.11, "grayscale pipeline"): Modality LUT (a Modality LUT Sequence table, else rescale
+slope/intercept, C.11.1) ->
 VOI LUT or window (C.11.2) -> MONOCHROME1 inversion (C.7.6.3.1.2) -> scale to [0, 1]. The range
 comes from BitsStored, never from the dtype: 12-bit data in a uint16 array fills only 1/16 of it.
 
@@ -32,6 +33,8 @@ class PixelMeta:
     voi_lut: tuple[int, ...] | None = None  # VOI LUT Sequence table (C.11.2.1.1)
     voi_lut_first: int = 0
     voi_lut_bits: int = 16
+    modality_lut: tuple[int, ...] | None = None  # Modality LUT Sequence table (C.11.1.1.1)
+    modality_lut_first: int = 0
 
     @property
     def stored_range(self) -> tuple[int, int]:
@@ -48,16 +51,23 @@ def _first(value: Any) -> float | None:
     return float(value)
 
 
+def _lut(ds: Dataset, keyword: str) -> tuple[tuple[int, ...] | None, int, int]:
+    """(table, first stored value mapped, bits per entry) of a LUT sequence's first item (C.11.1.1.1,
+    C.11.2.1.1); (None, 0, 16) when absent. LUT Data is US/SS values or OW bytes."""
+    seq = ds.get(keyword)
+    if not seq:
+        return None, 0, 16
+    item = seq[0]
+    descriptor = [int(v) for v in item.LUTDescriptor]
+    data = item.LUTData
+    table = tuple(int(v) for v in (data if not isinstance(data, bytes) else np.frombuffer(data, "<u2")))
+    return table, descriptor[1], descriptor[2]
+
+
 def meta_from_dataset(ds: Dataset) -> PixelMeta:
     """Read PixelMeta from a header; missing optional tags take their DICOM defaults."""
-    lut, first, bits = None, 0, 16
-    seq = ds.get("VOILUTSequence")
-    if seq:
-        item = seq[0]
-        descriptor = [int(v) for v in item.LUTDescriptor]
-        data = item.LUTData
-        lut = tuple(int(v) for v in (data if not isinstance(data, bytes) else np.frombuffer(data, "<u2")))
-        first, bits = descriptor[1], descriptor[2]
+    lut, first, bits = _lut(ds, "VOILUTSequence")
+    modality_lut, modality_first, _ = _lut(ds, "ModalityLUTSequence")
     return PixelMeta(
         bits_stored=int(ds.BitsStored),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
@@ -70,15 +80,23 @@ def meta_from_dataset(ds: Dataset) -> PixelMeta:
         voi_lut=lut,
         voi_lut_first=first,
         voi_lut_bits=bits,
+        modality_lut=modality_lut,
+        modality_lut_first=modality_first,
     )
 
 
 def apply_modality_lut(arr: np.ndarray, meta: PixelMeta) -> np.ndarray:
-    """Rescale stored values to modality units: x * slope + intercept (C.11.1.1.2)."""
+    """Stored values to modality units: through the Modality LUT Sequence table (values below its first
+    entry take the first, above its last the last: C.11.1.1.1), else x * slope + intercept (C.11.1.1.2)."""
+    if meta.modality_lut is not None:
+        table = np.asarray(meta.modality_lut, np.float64)
+        return table[np.clip(np.round(arr).astype(np.int64) - meta.modality_lut_first, 0, len(table) - 1)]
     return arr.astype(np.float64) * meta.slope + meta.intercept
 
 
 def modality_range(meta: PixelMeta) -> tuple[float, float]:
+    if meta.modality_lut is not None:
+        return float(min(meta.modality_lut)), float(max(meta.modality_lut))
     lo, hi = apply_modality_lut(np.array(meta.stored_range), meta)
     return float(min(lo, hi)), float(max(lo, hi))
 

@@ -1,8 +1,9 @@
 """Orientation, breast crop and resize as pure array functions, with the geometry to undo them.
 
 Every image leaves here with the chest wall on the left edge. The crop keeps the largest bright
-connected component (the breast), so burned-in markers, text and film edges are ignored; the resize
-keeps the aspect ratio and pads, so microcalcifications are not squashed.
+connected component (the breast), so burned-in markers, text and film edges are ignored, and what lies
+outside that component (dilated) inside the crop box is blanked; the resize keeps the aspect ratio and
+pads, so microcalcifications are not squashed.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def subsample_step(shape: tuple[int, ...]) -> int:
 
 def find_breast(
     small: np.ndarray, step: int, full_shape: tuple[int, int], margin: float = 0.02
-) -> tuple[tuple[int, int, int, int], bool]:
-    """Box (y0, y1, x0, x1) of the breast in the full image, and whether its chest wall is on the left.
+) -> tuple[tuple[int, int, int, int], bool, np.ndarray]:
+    """Box (y0, y1, x0, x1) of the breast in the full image, whether its chest wall is on the left, and
+    the breast mask on the subsampled grid.
 
     `small` is the full image subsampled by `step` (img[::step, ::step]): detection is fast and
     blind to fine burned-in text.
@@ -89,7 +91,20 @@ def find_breast(
     my, mx = int(margin * (y1 - y0)), int(margin * (x1 - x0))
     h, w = full_shape
     box = (max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx))
-    return box, chest_wall_on_left(mask)
+    return box, chest_wall_on_left(mask), mask
+
+
+DILATE = 0.03  # the kept region: the breast mask grown by this fraction of the crop's longer side
+
+
+def keep_region(mask: np.ndarray, step: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part of the subsampled breast mask inside `box` (full-image pixels), dilated: the skin line
+    and the few pixels lost to subsampling stay, a marker apart from the breast does not."""
+    y0, y1, x0, x1 = box
+    region = mask[y0 // step : -(-y1 // step), x0 // step : -(-x1 // step)].astype(np.uint8)
+    radius = max(1, round(DILATE * max(region.shape)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(region, kernel)
 
 
 def needs_flip(side: Side | None, chest_left_by_pixels: bool) -> tuple[bool, bool]:
@@ -147,16 +162,22 @@ def orient_and_fit(
     full_shape: tuple[int, int],
     shape: tuple[int, int],
     values: Callable[[np.ndarray], np.ndarray] = identity,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Geometry, bool]:
     """Fit the cropped breast to `shape` and flip it so its chest wall is on the left.
 
     `values` maps the resized crop to brightness: the preprocessing resizes stored values and decodes
     only the small result (exact for the linear steps of the grayscale pipeline, a close approximation
-    for a window). Returns (output, geometry, laterality_disagrees).
+    for a window). `keep`: a mask over the crop (any resolution); outside it the output is black.
+    Returns (output, geometry, laterality_disagrees).
     """
     flip, disagrees = needs_flip(side, chest_left)
     new, scale, offset = fit_shape(crop.shape, shape)
     small = values(resize(crop, new))
+    if keep is not None:
+        small = small * cv2.resize(keep, (new[1], new[0]), interpolation=cv2.INTER_NEAREST).astype(
+            small.dtype
+        )
     out = pad(small[:, ::-1] if flip else small, shape, offset)
     return (
         out,

@@ -19,7 +19,13 @@ from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import Cache, quantize, write_entry
 from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
-from mammofuse.imaging.geometry import find_breast, orient_and_fit, seed_parity, subsample_step
+from mammofuse.imaging.geometry import (
+    find_breast,
+    keep_region,
+    orient_and_fit,
+    seed_parity,
+    subsample_step,
+)
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import Problems
 from mammofuse.storage import locked
@@ -45,9 +51,10 @@ def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: 
         return out, geometry, False
     step = subsample_step(raw.shape)
     small = apply_table(raw[::step, ::step], table, offset)
-    box, chest_left = find_breast(small, step, raw.shape, cfg.margin)
+    box, chest_left, mask = find_breast(small, step, raw.shape, cfg.margin)
+    keep = keep_region(mask, step, box) if cfg.blank_outside_breast else None
     y0, y1, x0, x1 = box
-    return orient_and_fit(raw[y0:y1, x0:x1], box, chest_left, side, raw.shape, cfg.size, values)
+    return orient_and_fit(raw[y0:y1, x0:x1], box, chest_left, side, raw.shape, cfg.size, values, keep)
 
 
 def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
