@@ -38,6 +38,16 @@ class TestFactory:
         )
         assert net.head.in_features == 2 * 128 + 8 and net.dropout.p == 0.5
 
+    def test_mlp_fusion_puts_both_branches_on_one_scale(self):
+        torch.manual_seed(0)
+        net = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none", fusion="mlp"), 3).eval()
+        x = torch.rand(4, 1, 64, 32)
+        features = net.features(x, x, 100 * torch.randn(4, 3))  # a clinical vector on another scale
+        image, clinical = features[:, :256], features[:, 256:]
+        assert clinical.shape[1] == 16  # through the default MLP
+        for branch in (image, clinical):  # each normalised per breast
+            torch.testing.assert_close(branch.mean(1), torch.zeros(4), atol=1e-4, rtol=0)
+
 
 class TestPretrainedWeights:
     def test_a_local_weights_file_is_loaded(self, tmp_path):

@@ -81,12 +81,13 @@ class TestHonesty:
             cfg = apply_preset(load_config(her2_ready / "cohort.toml"), str(her2_ready.parent / "fast.toml"))
             cfg.train.shuffle_labels = shuffled
             cfg.train.epochs = 3
+            cfg.model.fusion = "mlp"  # with "concat" the image features drown HER2: 0.73-0.79, not 1.0
             run_dir = her2_ready / "work" / "runs" / f"shuffled-{shuffled}"
             train(cfg, run_dir)
             result = evaluate_run(run_dir)
             assert result.model.test.n >= 70
             aucs[shuffled] = result.model.test.auc.auc
-        assert aucs[False] > 0.75, aucs  # the control finds HER2 (0.87 when written)
+        assert aucs[False] > 0.95, aucs  # the control finds HER2 (1.0 when written)
         # about 2.5 standard errors for this test split: fails when the split or the labels leak
         assert abs(aucs[True] - 0.5) < 0.2, aucs
 

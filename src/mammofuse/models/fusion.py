@@ -28,20 +28,27 @@ class TwoViewNet(nn.Module):
         first = create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
         second = first if cfg.shared_backbone else create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
         self.backbones = nn.ModuleDict({View.CC.value: first, View.MLO.value: second})
-        if cfg.clinical_hidden and n_clinical:
-            self.clinical = nn.Sequential(nn.Linear(n_clinical, cfg.clinical_hidden), nn.ReLU())
-            clinical_out = cfg.clinical_hidden
+        image_out = 2 * first.out_channels
+        hidden = cfg.clinical_hidden or (16 if cfg.fusion == "mlp" else 0)
+        if hidden and n_clinical:
+            self.clinical = nn.Sequential(nn.Linear(n_clinical, hidden), nn.ReLU())
+            clinical_out = hidden
         else:
             self.clinical, clinical_out = nn.Identity(), n_clinical
+        self.image_norm: nn.Module = nn.Identity()
+        if cfg.fusion == "mlp":  # one scale for both branches; the image branch's dropout regularises it
+            self.image_norm = nn.Sequential(nn.LayerNorm(image_out), nn.Dropout(cfg.dropout))
+            if clinical_out:
+                self.clinical = nn.Sequential(self.clinical, nn.LayerNorm(clinical_out))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(2 * first.out_channels + clinical_out, n_outputs)
+        self.head = nn.Linear(image_out + clinical_out, n_outputs)
 
     def backbone(self, view: View) -> Backbone:
         return self.backbones[view.value]  # type: ignore[return-value]
 
     def features(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
         pooled = [self.backbone(v).pool(self.backbone(v)(x)) for v, x in zip(VIEWS, (cc, mlo))]  # 2 x (B, C)
-        return torch.cat([*pooled, self.clinical(clinical)], dim=1)  # (B, 2C + F')
+        return torch.cat([self.image_norm(torch.cat(pooled, dim=1)), self.clinical(clinical)], dim=1)
 
     def forward(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(cc, mlo, clinical)))  # (B, n_outputs)
@@ -50,7 +57,7 @@ class TwoViewNet(nn.Module):
         return list(self.backbones.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [*self.clinical.parameters(), *self.head.parameters()]
+        return [*self.image_norm.parameters(), *self.clinical.parameters(), *self.head.parameters()]
 
 
 def create_model(cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> TwoViewNet:
