@@ -138,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder of DICOM files, or an image-table CSV (path, patient, side, view)",
     )
     p.add_argument(
-        "--clinical", type=Path, required=True, metavar="CSV", help="clinical CSV (same columns as training)"
+        "--clinical",
+        type=Path,
+        metavar="CSV",
+        help="clinical CSV (same columns as training; not needed for an image-only model)",
     )
     p.add_argument(
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"

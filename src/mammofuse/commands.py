@@ -222,7 +222,7 @@ def print_cv(result: CvEvaluation) -> None:
         "Brier",
     ):
         table.add_column(title)
-    for name, part in (("image + clinical", result.model), ("clinical only", result.baseline)):
+    for name, part in ((result.model_name, result.model), ("clinical only", result.baseline)):
         if part is not None:
             at = part.at_threshold
             rates = (at.sensitivity, at.specificity, at.ppv, at.npv)

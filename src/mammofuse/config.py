@@ -131,7 +131,8 @@ class LabelsConfig(_Section):
 class ClinicalConfig(_Section):
     """The clinical CSV and which of its columns are features."""
 
-    path: Path | None = Path("clinical.csv")
+    use: bool = Field(True, description="false: no clinical data; the model is image only")
+    path: Path | None = Field(Path("clinical.csv"), description="the clinical CSV ('': none, as use = false)")
     patient_column: str = "patient_id"
     side_column: str = "side"
     numeric: list[str] = ["age", "tumour_size_mm", "ki67"]
@@ -140,6 +141,14 @@ class ClinicalConfig(_Section):
         "drop",
         description="'drop' rows with a missing value (the study), or 'impute' from the training split",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clinical_data(cls, data: Any) -> Any:
+        """use = false or path = '' (TOML has no null): one way to say it from here on."""
+        if isinstance(data, dict) and (data.get("use") is False or ("path" in data and not data["path"])):
+            return {**data, "use": False, "path": None, "numeric": [], "categorical": []}
+        return data
 
     @model_validator(mode="after")
     def _columns_disjoint(self) -> ClinicalConfig:

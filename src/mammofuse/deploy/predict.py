@@ -23,7 +23,7 @@ from mammofuse.explain.explain import CaseInput
 from mammofuse.imaging.cache import dequantize
 from mammofuse.imaging.preprocess import preprocess_file
 from mammofuse.models import positive_probability
-from mammofuse.problems import Problems
+from mammofuse.problems import DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
 
@@ -66,20 +66,26 @@ def score(
     return probabilities, clinical
 
 
-def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=None, strict: bool = False):
+def predict_breasts(
+    bundle_dir: Path, images: Path, clinical: Path | None, progress=None, strict: bool = False
+):
     """(predictions, problems, bundle, preprocessed inputs of the scored rows). A breast unlike the
     training data is flagged in `unlike_training`; with `strict` it is not scored."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
     pairs = pair_views(find_images(images_cfg, problems, progress), images_cfg.duplicate_policy, problems)
-    clin_cfg = bundle.config.clinical.model_copy(update={"path": clinical.resolve()})
-    table = read_clinical(clin_cfg, problems)
-    values = table.values if table else {}
     columns = bundle.members[0].encoder.numeric + bundle.members[0].encoder.categorical
+    if clinical is None and columns:
+        raise DataError(f"this model uses clinical data ({', '.join(columns)}): give --clinical CSV")
+    table = None
+    if clinical is not None and columns:
+        clin_cfg = bundle.config.clinical.model_copy(update={"path": clinical.resolve(), "use": True})
+        table = read_clinical(clin_cfg, problems)
+    values = table.values if table else {}
     rows: list[dict] = []
     inputs: dict[int, CaseInput] = {}
-    for key in sorted(set(pairs) | set(values)):
+    for key in sorted(set(pairs) | set(values)):  # a breast known from either source is listed
         pid, side = key
         number = len(rows) + 1
         row: dict[str, Any] = {
@@ -99,7 +105,7 @@ def predict_breasts(bundle_dir: Path, images: Path, clinical: Path, progress=Non
         if missing:
             reason = f"no usable {' or '.join(missing)} image"
         elif key not in values and columns:
-            reason = f"no row in {clinical.name}"
+            reason = f"no row in {clinical.name if clinical else 'the clinical CSV'}"
         else:
             reason = _unknown_reason(bundle, frame)
         if reason is None:

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.evaluate import BASELINE, MODEL
-from mammofuse.evaluation.result import CvEvaluation, PooledMetrics
+from mammofuse.evaluation.result import BASELINE, CvEvaluation, PooledMetrics
 from mammofuse.runs import Run
 
 
@@ -95,8 +94,8 @@ def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
     """ROC and calibration of the out-of-fold predictions (first repeat), and train vs validation AUC
     per epoch of every fold."""
     first = oof[oof["repeat"] == 0]
-    curves = {MODEL: (first["label"].to_numpy(), first["probability"].to_numpy())}
-    aucs = {MODEL: result.model.auc.text}
+    curves = {result.model_name: (first["label"].to_numpy(), first["probability"].to_numpy())}
+    aucs = {result.model_name: result.model.auc.text}
     if result.baseline is not None:
         curves[BASELINE] = (first["label"].to_numpy(), first["clinical_probability"].to_numpy())
         aucs[BASELINE] = result.baseline.auc.text

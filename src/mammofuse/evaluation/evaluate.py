@@ -17,13 +17,11 @@ from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import Evaluation
+from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 from mammofuse.training.module import predict
 from mammofuse.training.run import loader
-
-MODEL, BASELINE = "image + clinical", "clinical only"
 
 
 def clinical_baseline(
@@ -73,7 +71,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
             rows.append(row)
     pd.DataFrame(rows).to_csv(run.predictions, index=False)
 
-    curves = {MODEL: (test_y, test_p)}
+    curves = {MODEL if baseline is not None else IMAGE_ONLY: (test_y, test_p)}
     if baseline is not None:
         base_threshold = metrics.youden_threshold(val_y, baseline[VAL])
         result["baseline"] = {
@@ -91,7 +89,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
 def metric_rows(result: Evaluation) -> list[dict[str, str]]:
     """The model and the clinical-only baseline as formatted rows (terminal table and report)."""
     rows = []
-    for name, part in ((MODEL, result.model), (BASELINE, result.baseline)):
+    for name, part in ((result.model_name, result.model), (BASELINE, result.baseline)):
         if part is not None:
             test, at = part.test, part.test.at_youden
             rows.append(
@@ -111,7 +109,7 @@ def metric_rows(result: Evaluation) -> list[dict[str, str]]:
 
 def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
     run.figures.mkdir(exist_ok=True)
-    aucs = {MODEL: result.model.test.auc.text}
+    aucs = {result.model_name: result.model.test.auc.text}
     if result.baseline is not None:
         aucs[BASELINE] = result.baseline.test.auc.text
     figures = {

@@ -87,7 +87,20 @@ class Comparison(_Result):
         return f"{interval}, paired bootstrap {p_text(self.p_value)}"
 
 
-class Evaluation(_Result):
+MODEL, IMAGE_ONLY, BASELINE = "image + clinical", "image only", "clinical only"
+
+
+class _Named:
+    baseline: object
+
+    @property
+    def model_name(self) -> str:
+        """How the terminal, the figures and the report name the model: a run without clinical inputs
+        (clinical.use = false) has no clinical-only baseline and is an image-only model."""
+        return MODEL if self.baseline is not None else IMAGE_ONLY
+
+
+class Evaluation(_Named, _Result):
     run: str
     model: ModelMetrics
     baseline: ModelMetrics | None = None
@@ -112,7 +125,7 @@ class PooledMetrics(_Result):
         return f"{mean:.3f} ± {sd:.3f} ({len(values)} folds)"
 
 
-class CvEvaluation(_Result):
+class CvEvaluation(_Named, _Result):
     """What `mammofuse cv` writes to the run's metrics.json."""
 
     run: str

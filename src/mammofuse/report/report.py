@@ -143,7 +143,7 @@ def build_cv_report(run: Run) -> Path:
         "`mammofuse predict` averages (with their spread per breast); Grad-CAM maps are averaged over them. "
         "The figures above are of the fold models on breasts they never saw."
     )
-    models = [("image + clinical", result.model)]
+    models = [(result.model_name, result.model)]
     if result.baseline is not None:
         models.append(("clinical only (logistic regression, same folds)", result.baseline))
     html = (
