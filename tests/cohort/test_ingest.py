@@ -194,6 +194,24 @@ class TestBadInput:
         assert breast in keys(before) and breast not in keys(manifest)
         assert len(manifest) == len(before) - 1
 
+    @pytest.mark.parametrize("cut", [True, False])
+    def test_compressed_pixel_data_cut_short_or_followed_by_padding(self, tmp_path, capsys, cut):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        cohort = tmp_path / "rle"
+        synthesize(cohort, SynthOptions(breasts=6, seed=9, image_size=(64, 48), compression="rle", workers=1))
+        path = image_path(cohort, 0, "cc")
+        data = path.read_bytes()
+        # cut inside the fragments, or trailing padding (FFFC,FFFC) after the delimiter (PS3.5 7.5): valid
+        padding = bytes.fromhex("FCFFFCFF") + b"OB\0\0" + (4).to_bytes(4, "little") + b"\0" * 4
+        path.write_bytes(data[: len(data) - 200] if cut else data + padding)
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        hits = exclusions[exclusions["path"] == str(path)]
+        if cut:
+            assert hits["category"].tolist() == ["truncated pixel data"] and "cut short" in out
+        else:
+            assert hits.empty and str(path) in set(manifest["cc_path"])
+
     def test_truncated_header(self, tiny_cohort, capsys):
         path = image_path(tiny_cohort, 1, "cc")
         path.write_bytes(path.read_bytes()[:300])

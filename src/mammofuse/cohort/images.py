@@ -189,14 +189,8 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
         (length,), header_len = struct.unpack(order + "L", head[8:12]), 12
     else:
         (length,), header_len = struct.unpack(order + "H", head[6:8]), 8
-    if length == 0xFFFFFFFF:  # encapsulated: must end with a Sequence Delimitation Item
-        fp.seek(-8, 2)
-        if fp.read(8) != struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0):
-            raise HeaderError(
-                "truncated pixel data",
-                f"{fp.name}: compressed pixel data is cut short "
-                "(no sequence delimiter at the end of the file)",
-            )
+    if length == 0xFFFFFFFF:  # encapsulated: items, then a Sequence Delimitation Item (PS3.5 A.4)
+        _check_fragments(fp, start + header_len, order, size)
     elif length == 0:
         raise HeaderError("no pixel data", f"{fp.name}: Pixel Data element is empty")
     elif start + header_len + length > size:
@@ -204,6 +198,30 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
             "truncated pixel data",
             f"{fp.name}: pixel data is cut short ({size - start - header_len} of {length} bytes present)",
         )
+
+
+def _check_fragments(fp, pos: int, order: str, size: int) -> None:
+    """Walk the item headers of encapsulated pixel data (8 bytes each, seeking over the fragments) to
+    its sequence delimiter: a file cut short ends before it. Elements after the pixel data (trailing
+    padding) are allowed."""
+    while True:
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8:
+            raise HeaderError(
+                "truncated pixel data",
+                f"{fp.name}: compressed pixel data is cut short (the file ends before its delimiter)",
+            )
+        group, element, length = struct.unpack(order + "HHL", head)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return
+        if (group, element) != (0xFFFE, 0xE000) or pos + 8 + length > size:
+            raise HeaderError(
+                "truncated pixel data",
+                f"{fp.name}: compressed pixel data is cut short or damaged (an item at byte {pos} runs past "
+                "the end of the file or is not an item)",
+            )
+        pos += 8 + length
 
 
 def _match(pattern: str | None, rel: str, group: str) -> str | None:
