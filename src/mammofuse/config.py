@@ -70,6 +70,11 @@ class ImagesConfig(_Section):
     duplicate_policy: Literal["first", "last", "largest", "error"] = Field(
         "first", description="more than one image for a view of a breast: which to keep (by path order)"
     )
+    exam_policy: Literal["latest", "earliest", "before_label_date"] = Field(
+        "latest",
+        description="several exams of a breast (StudyInstanceUID, dated by StudyDate): the latest, the "
+        "earliest, or the latest on or before the breast's date in labels.date_column (e.g. the surgery)",
+    )
 
     @field_validator("side_pattern", "view_pattern", "patient_pattern")
     @classmethod
@@ -104,6 +109,11 @@ class LabelsConfig(_Section):
         "fraction", description="'fraction': invasive fraction in %; 'binary': a 0/1 column"
     )
     column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
+    date_column: str | None = Field(
+        None,
+        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD or DD.MM.YYYY) for "
+        "images.exam_policy = 'before_label_date'",
+    )
     threshold: float = Field(
         75.0,
         gt=0,
@@ -353,6 +363,14 @@ class CohortConfig(_Section):
     labels: LabelsConfig = LabelsConfig()
     clinical: ClinicalConfig = ClinicalConfig()
     split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _exam_date_given(self) -> CohortConfig:
+        if self.images.exam_policy == "before_label_date" and not self.labels.date_column:
+            raise ValueError(
+                "images.exam_policy = 'before_label_date' needs labels.date_column (a date per breast)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _label_is_not_a_feature(self) -> CohortConfig:

@@ -487,3 +487,56 @@ class TestImageTableChecks:
         code, out, manifest, exclusions = run_ingest(table_cohort, capsys)
         assert code == 0 and first["patient"] not in set(manifest["patient_id"])
         assert f"the header's PatientID is {other['patient']!r}, the table says {first['patient']!r}" in out
+
+
+class TestSeveralExams:
+    @pytest.fixture
+    def two_exams(self, tiny_cohort, capsys):
+        """The first kept breast imaged again a year earlier (both views, another StudyInstanceUID)."""
+        _, row = kept_row(tiny_cohort, capsys)
+        prior = {}
+        for view in ("cc", "mlo"):
+            path = image_path(tiny_cohort, row, view)
+            copy = path.with_name("prior_" + path.name)
+            shutil.copy(path, copy)
+
+            def earlier(ds):
+                ds.StudyInstanceUID, ds.StudyDate = "1.2.3.4.2024", "20240101"
+                ds.SOPInstanceUID = "1.2.3.4.2024." + ("1" if ds.ViewPosition == "CC" else "2")
+
+            edit_dicom(copy, earlier)
+            prior[view] = str(copy)
+        return tiny_cohort, row, prior
+
+    @pytest.mark.parametrize("policy", ["latest", "earliest"])
+    def test_one_exam_per_breast_by_policy_and_the_other_written_down(self, two_exams, capsys, policy):
+        cohort, row, prior = two_exams
+        edit_config(cohort, images={"exam_policy": policy})
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        assert code == 0, out
+        breast = truth(cohort).loc[row, ["patient_id", "side"]].tolist()
+        kept = manifest[(manifest["patient_id"] == breast[0]) & (manifest["side"] == breast[1])].iloc[0]
+        assert kept["cc_exam_date"] == kept["mlo_exam_date"] == (20250101 if policy == "latest" else 20240101)
+        assert (kept["cc_path"] == prior["cc"]) == (policy == "earliest")
+        other = exclusions[exclusions["category"] == "other exam"]
+        assert len(other) == 2 and f"(images.exam_policy = '{policy}')" in other.iloc[0]["reason"]
+
+    def test_the_latest_exam_before_the_label_date(self, two_exams, capsys):
+        cohort, row, prior = two_exams
+        labels = pd.read_csv(cohort / "labels.csv", dtype=str)
+        labels["surgery_date"] = "2024-06-30"  # after the prior exam, before the later one
+        labels.to_csv(cohort / "labels.csv", index=False)
+        edit_config(
+            cohort, images={"exam_policy": "before_label_date"}, labels={"date_column": "surgery_date"}
+        )
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        assert code == 0, out
+        assert list(manifest["cc_path"]) == [prior["cc"]]  # every other breast's one exam is after the date
+        late = exclusions[exclusions["category"] == "no exam before the label date"]
+        assert "no dated exam on or before 20240630" in late.iloc[0]["reason"]
+        assert len(set(zip(late["patient_id"], late["side"]))) == len(truth(cohort)) - 1  # all the others
+
+    def test_before_label_date_without_a_date_column_is_a_config_error(self, tiny_cohort, capsys):
+        edit_config(tiny_cohort, images={"exam_policy": "before_label_date"})
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "needs labels.date_column" in out

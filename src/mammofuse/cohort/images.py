@@ -62,6 +62,12 @@ class ImageRecord:
     bits_stored: int
     spacing_mm: float  # ImagerPixelSpacing (the detector's), else PixelSpacing; NaN when absent
     manufacturer: str
+    exam_uid: str = ""  # StudyInstanceUID
+    exam_date: str = ""  # StudyDate, YYYYMMDD
+
+    @property
+    def exam(self) -> str:
+        return self.exam_uid or self.exam_date
 
     @classmethod
     def of(cls, path: Path, patient_id: str, side: Side, view: View, ds: Dataset) -> ImageRecord:
@@ -76,6 +82,8 @@ class ImageRecord:
             bits_stored=int(ds.get("BitsStored", 0) or 0),
             spacing_mm=pixel_spacing(ds),
             manufacturer=_text(ds, "Manufacturer"),
+            exam_uid=_text(ds, "StudyInstanceUID"),
+            exam_date=_text(ds, "StudyDate"),
         )
 
 
@@ -389,6 +397,52 @@ def find_images(
 ) -> list[ImageRecord]:
     """Every usable image, from a header scan or the image table; unusable files go to `problems`."""
     return (_scan_table if cfg.source == "table" else _scan_tree)(cfg, problems, progress)
+
+
+def select_exams(
+    records: list[ImageRecord], policy: str, dates: dict[BreastKey, str], problems: Problems
+) -> list[ImageRecord]:
+    """One exam per breast (both views from it): a breast imaged at several exams (StudyInstanceUID,
+    dated by StudyDate) keeps the one `policy` picks; the other exams' images are written down. With
+    'before_label_date', the latest exam on or before the breast's date in `dates` (YYYYMMDD)."""
+    by_breast: dict[BreastKey, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        by_breast[(rec.patient_id, rec.side)][rec.exam].append(rec)
+    kept: list[ImageRecord] = []
+    for (pid, side), exams in by_breast.items():
+        if len(exams) == 1 and policy != "before_label_date":
+            kept += next(iter(exams.values()))
+            continue
+        dated = sorted(exams, key=lambda exam: (exams[exam][0].exam_date, exam))  # undated sort first
+        ids = {"patient_id": pid, "side": side.value}
+        if policy == "before_label_date":
+            limit = dates.get((pid, side))
+            dated = [e for e in dated if limit and exams[e][0].exam_date and exams[e][0].exam_date <= limit]
+            if not dated:
+                for rec in (r for recs in exams.values() for r in recs):
+                    problems.add_by_policy(
+                        "no exam before the label date",
+                        f"{rec.path}: patient {pid} side {side.value} has no dated exam on or before "
+                        f"{limit or 'its label date (none given)'} (exam_policy = 'before_label_date')",
+                        path=str(rec.path),
+                        **ids,
+                    )
+                continue
+        chosen = dated[0] if policy == "earliest" else dated[-1]
+        when = exams[chosen][0].exam_date or "an undated exam"
+        for exam, recs in exams.items():
+            if exam == chosen:
+                kept += recs
+                continue
+            for rec in recs:
+                problems.add_by_policy(
+                    "other exam",
+                    f"{rec.path}: exam of {rec.exam_date or 'no date'} of patient {pid} side {side.value}; "
+                    f"kept the exam of {when} (images.exam_policy = '{policy}')",
+                    path=str(rec.path),
+                    **ids,
+                )
+    return kept
 
 
 def pair_views(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mammofuse.cohort.images import ProgressFn, find_images, pair_views
+from mammofuse.cohort.images import ProgressFn, find_images, pair_views, select_exams
 from mammofuse.cohort.tables import read_clinical, read_labels
 from mammofuse.config import Config
 from mammofuse.domain import VIEWS
@@ -20,7 +20,7 @@ from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 
 KEY_COLUMNS = ["patient_id", "side"]
-IMAGE_FIELDS = ["sop_class", "bits_stored", "spacing_mm", "manufacturer"]  # what the header says
+IMAGE_FIELDS = ["sop_class", "bits_stored", "spacing_mm", "manufacturer", "exam_uid", "exam_date"]
 IMAGE_COLUMNS = [f"{v.value.lower()}_{field}" for field in IMAGE_FIELDS for v in VIEWS]
 
 
@@ -38,8 +38,10 @@ class IngestResult:
 
 def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) -> IngestResult:
     """Build the manifest; every problem goes to `problems` (which raises in strict mode)."""
-    pairs = pair_views(find_images(cfg.images, problems, progress), cfg.images.duplicate_policy, problems)
+    images = find_images(cfg.images, problems, progress)
     labels = read_labels(cfg.labels, problems)
+    images = select_exams(images, cfg.images.exam_policy, labels.date, problems)
+    pairs = pair_views(images, cfg.images.duplicate_policy, problems)
     clinical = read_clinical(cfg.clinical, problems)
     clinical_csv = cfg.clinical.path.name if cfg.clinical.path else ""
     numeric = clinical.numeric if clinical else []

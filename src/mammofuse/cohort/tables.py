@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from mammofuse.config import ClinicalConfig, LabelsConfig
@@ -110,22 +111,50 @@ def parse_number(text: str) -> float | None:
     return value if value == value else None  # NaN is not a number here
 
 
+def parse_date(text: str) -> str | None:
+    """A date as exports write it, as YYYYMMDD (DICOM's DA); None when it is not one."""
+    for form in ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text.strip(), form).strftime("%Y%m%d")
+        except ValueError:
+            continue
+    return None
+
+
 @dataclass
 class Labels:
     label: dict[BreastKey, int] = field(default_factory=dict)
     raw: dict[BreastKey, str] = field(default_factory=dict)  # every keyed row's text, valid or not
     value: dict[BreastKey, float] = field(default_factory=dict)  # valid invasive fractions, as written
+    date: dict[BreastKey, str] = field(default_factory=dict)  # labels.date_column as YYYYMMDD
 
 
 def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     """Labels per breast: binary, or 1 (positive) when the invasive fraction < threshold."""
-    _, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column, cfg.column], problems, "label CSV")
+    columns = [
+        cfg.patient_column,
+        cfg.side_column,
+        cfg.column,
+        *([cfg.date_column] if cfg.date_column else []),
+    ]
+    _, rows = read_rows(cfg.path, columns, problems, "label CSV")
     out = Labels()
     for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
         raw = row.values[cfg.column]
         out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
         where = f"{cfg.path.name} line {row.line}, column '{cfg.column}'"
         ids = {"patient_id": key[0], "side": key[1].value, "path": str(cfg.path)}
+        if cfg.date_column:
+            date = parse_date(row.values[cfg.date_column])
+            if date is None:
+                problems.add(
+                    "invalid date",
+                    f"{cfg.path.name} line {row.line}, column '{cfg.date_column}': "
+                    f"{row.values[cfg.date_column]!r} is not a date (YYYY-MM-DD, YYYYMMDD or DD.MM.YYYY)",
+                    **ids,
+                )
+                continue
+            out.date[key] = date
         if raw.lower() in NA_TOKENS:
             problems.add("missing label", f"{where}: no value (expected {_expected(cfg)})", **ids)
             continue

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammofuse.cohort.images import find_images, pair_views
+from mammofuse.cohort.images import find_images, pair_views, select_exams
 from mammofuse.cohort.tables import read_clinical
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
@@ -74,7 +74,10 @@ def predict_breasts(
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
-    pairs = pair_views(find_images(images_cfg, problems, progress), images_cfg.duplicate_policy, problems)
+    found = find_images(images_cfg, problems, progress)
+    policy = images_cfg.exam_policy
+    policy = "latest" if policy == "before_label_date" else policy  # new breasts have no label date
+    pairs = pair_views(select_exams(found, policy, {}, problems), images_cfg.duplicate_policy, problems)
     columns = bundle.members[0].encoder.numeric + bundle.members[0].encoder.categorical
     if clinical is None and columns:
         raise DataError(f"this model uses clinical data ({', '.join(columns)}): give --clinical CSV")
