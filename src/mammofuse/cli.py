@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     p.set_defaults(func=commands.cmd_synth)
 
+    p = sub.add_parser(
+        "import",
+        help="a public dataset (CBIS-DDSM, CMMD, VinDr-Mammo, RSNA) as a cohort that ingest accepts",
+        description="Reads the description files that come with the download (nothing is downloaded) and "
+        "writes OUT/images.csv, labels.csv, clinical.csv and cohort.toml. Endpoints: cbis-ddsm malignant; "
+        "cmmd malignant or luminal; vindr-mammo birads45 (BI-RADS 4-5 vs 1-3); rsna cancer.",
+    )
+    p.add_argument("dataset", choices=["cbis-ddsm", "cmmd", "vindr-mammo", "rsna"], metavar="DATASET")
+    p.add_argument("root", type=Path, metavar="ROOT", help="the dataset's folder as downloaded")
+    p.add_argument("--out", type=Path, required=True, help="the cohort folder to write")
+    p.add_argument("--label", help="the endpoint (default: the dataset's first, see above)")
+    p.set_defaults(func=commands.cmd_import)
+
     p = sub.add_parser("ingest", help="read the cohort: manifest.csv + exclusions.csv")
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--out", type=Path, help="output folder (default: work_dir from the config)")

@@ -49,6 +49,21 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from mammofuse.cohort.importers import import_dataset
+
+    check_writable(args.out)
+    imported, config = import_dataset(args.dataset, args.root, args.out, args.label)
+    labels = imported.labels
+    images = "side and view from the headers" if imported.images is None else f"{len(imported.images)} images"
+    console.print(
+        f"{args.dataset}: {len(labels)} breasts of {labels['patient_id'].nunique()} patients "
+        f"({int(labels['label'].sum())} {imported.positive}), {images}; wrote {args.out}"
+    )
+    console.print(f"next: mammofuse ingest {config}")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mammofuse.cohort.ingest import ingest, write_outputs
     from mammofuse.runs import Work

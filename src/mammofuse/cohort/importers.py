@@ -1,0 +1,231 @@
+"""Public mammography datasets as mammofuse cohorts, from each dataset's own published files.
+
+`mammofuse import NAME ROOT --out COHORT` reads the description files that come with the download
+(ROOT: the dataset's folder as downloaded) and writes COHORT/images.csv (path relative to ROOT, patient,
+side, view), labels.csv (patient_id, side, label: one binary endpoint per breast), clinical.csv (what the
+dataset has) and cohort.toml, which `mammofuse ingest` accepts. Every image row is listed, also views other
+than CC and MLO: ingest writes down why it leaves them out. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mammofuse.config import ClinicalConfig, Config, ImagesConfig, LabelsConfig, save_config
+from mammofuse.problems import DataError
+
+CBIS_SERIES = re.compile(r"(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)")
+CMMD_PATIENT = r"(?P<patient>D[12]-\d{4})"
+
+
+@dataclass
+class Imported:
+    """What an importer found: one row per image, per labelled breast, per breast with clinical data."""
+
+    images: pd.DataFrame | None  # path (relative to the root), patient_id, side (L/R), view; None: headers
+    labels: pd.DataFrame  # patient_id, side, label (0/1)
+    name: str  # the endpoint, as the terminal and the report name it
+    positive: str
+    negative: str
+    clinical: pd.DataFrame | None = None  # patient_id, side, then the feature columns
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    secondary_capture: bool = False  # the dataset's images are digitised film
+
+
+def _read(root: Path, *names: str) -> pd.DataFrame:
+    """A description file of the dataset (CSV, or the Excel file CMMD publishes), as text; the first of
+    `names` found below `root`."""
+    hits = [path for name in names for path in sorted(root.rglob(name))]
+    if not hits:
+        raise DataError(f"{root}: no {' or '.join(names)} (the dataset's description file) below it")
+    path = hits[0]
+    if path.suffix.lower() == ".xlsx":
+        try:
+            return pd.read_excel(path, dtype=str)
+        except ImportError:
+            raise DataError(f"{path}: reading Excel needs openpyxl (pip install openpyxl)") from None
+    return pd.read_csv(path, dtype=str)
+
+
+def _side(text: pd.Series) -> pd.Series:
+    return text.str.strip().str.upper().str[0]  # LEFT / L / l -> L
+
+
+def cbis_ddsm(root: Path, label: str) -> Imported:
+    """CBIS-DDSM: the four case-description CSVs (mass / calc, train / test), one row per abnormality.
+    A breast is positive when any of its abnormalities is MALIGNANT (BENIGN and BENIGN_WITHOUT_CALLBACK
+    are negative). The CSVs' `image file path` names UID folders that do not match a downloaded tree, a
+    known quirk, so images are matched on their series folder (`Mass-Training_P_00001_LEFT_CC`)."""
+    parts = []
+    for kind in ("mass", "calc"):
+        for split in ("train", "test"):
+            part = _read(root, f"{kind}_case_description_{split}_set.csv")
+            parts.append(part.rename(columns={"breast density": "breast_density"}))
+    cases = pd.concat(parts, ignore_index=True)
+    cases["side"] = _side(cases["left or right breast"])
+    cases["series"] = cases["image file path"].str.split("/").str[0]
+    found: dict[
+        str, str
+    ] = {}  # series folder of a full mammogram (ROI and crop folders end in _1, _2, ...) -> its file
+    for path in sorted(root.rglob("*.dcm")):
+        series = next((part for part in path.parts if CBIS_SERIES.fullmatch(part)), None)
+        if series:
+            found.setdefault(series, path.relative_to(root).as_posix())
+    images = cases.drop_duplicates("series").rename(columns={"image view": "view"})
+    images = images.assign(path=images["series"].map(found)).dropna(subset=["path"])
+    breast = cases.groupby(["patient_id", "side"])
+    labels = breast["pathology"].agg(lambda p: int((p == "MALIGNANT").any())).rename("label").reset_index()
+    clinical = breast.agg(
+        density=("breast_density", "first"),
+        abnormality=("abnormality type", lambda t: "+".join(sorted(set(t)))),
+    ).reset_index()
+    return Imported(
+        images[["path", "patient_id", "side", "view"]],
+        labels,
+        "malignancy",
+        "malignant",
+        "benign",
+        clinical,
+        categorical=["density", "abnormality"],
+        secondary_capture=True,
+    )
+
+
+def cmmd(root: Path, label: str) -> Imported:
+    """CMMD: the clinical file (CMMD_clinicaldata_revision, .xlsx as published or a .csv export) with one
+    row per patient and breast (ID1, LeftRight, Age, abnormality, classification, subtype); images in
+    CMMD/<ID1>/<study>/<series>/1-N.dcm, side and view read from each header. `label`: 'malignant'
+    (Malignant vs Benign) or 'luminal' (Luminal A/B vs other subtypes, malignant breasts only)."""
+    table = _read(root, "CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv")
+    table = table.assign(patient_id=table["ID1"].str.strip(), side=_side(table["LeftRight"]))
+    if label == "luminal":
+        table = table[table["subtype"].notna()]
+        labels = table.assign(label=table["subtype"].str.contains("Luminal", case=False).astype(int))
+        names = ("luminal subtype", "luminal", "non-luminal")
+    else:
+        malignant = table["classification"].str.strip().str.lower() == "malignant"
+        labels = table.assign(label=malignant.astype(int))
+        names = ("malignancy", "malignant", "benign")
+    clinical = table[["patient_id", "side", "Age", "abnormality"]].rename(columns={"Age": "age"})
+    return Imported(
+        None,  # ingest reads side and view from the headers, the patient from the folder (CMMD_PATIENT)
+        labels[["patient_id", "side", "label"]],
+        *names,
+        clinical,
+        numeric=["age"],
+        categorical=["abnormality"],
+    )
+
+
+def vindr_mammo(root: Path, label: str) -> Imported:
+    """VinDr-Mammo: breast-level_annotations.csv (study_id, image_id, laterality, view_position,
+    breast_birads, breast_density, split); images in images/<study_id>/<image_id>.dicom. One study is one
+    patient. Positive: BI-RADS 4 or 5 (suspicious), negative: BI-RADS 1-3."""
+    table = _read(root, "breast-level_annotations.csv")
+    table = table.assign(patient_id=table["study_id"], side=_side(table["laterality"]))
+    images = table.assign(
+        path=[f"images/{s}/{i}.dicom" for s, i in zip(table["study_id"], table["image_id"])],
+        view=table["view_position"],
+    )
+    birads = table["breast_birads"].str.extract(r"(\d)")[0].astype(float)
+    breast = table.assign(birads=birads).groupby(["patient_id", "side"])
+    labels = breast["birads"].max().ge(4).astype(int).rename("label").reset_index()
+    clinical = breast.agg(density=("breast_density", "first")).reset_index()
+    clinical["density"] = clinical["density"].str.replace("DENSITY ", "", regex=False)
+    return Imported(
+        images[["path", "patient_id", "side", "view"]],
+        labels,
+        "BI-RADS 4-5",
+        "BI-RADS 4-5",
+        "BI-RADS 1-3",
+        clinical,
+        categorical=["density"],
+    )
+
+
+def rsna(root: Path, label: str) -> Imported:
+    """RSNA Screening Mammography: train.csv (site_id, patient_id, image_id, laterality, view, age, cancer,
+    biopsy, invasive, BIRADS, implant, density, machine_id, ...); images in
+    train_images/<patient_id>/<image_id>.dcm. Positive: cancer = 1."""
+    table = _read(root, "train.csv")
+    table = table.assign(side=_side(table["laterality"]))
+    paths = [f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"])]
+    images = table.assign(path=paths)
+    breast = table.groupby(["patient_id", "side"])
+    labels = breast["cancer"].agg(lambda c: int((c == "1").any())).rename("label").reset_index()
+    clinical = breast.agg(
+        age=("age", "first"),
+        density=("density", "first"),
+        implant=("implant", "first"),
+        machine=("machine_id", "first"),
+    ).reset_index()
+    return Imported(
+        images[["path", "patient_id", "side", "view"]],
+        labels,
+        "cancer",
+        "cancer",
+        "no cancer",
+        clinical,
+        numeric=["age"],
+        categorical=["density", "implant", "machine"],
+    )
+
+
+IMPORTERS: dict[str, tuple[Callable[[Path, str], Imported], tuple[str, ...]]] = {
+    "cbis-ddsm": (cbis_ddsm, ("malignant",)),
+    "cmmd": (cmmd, ("malignant", "luminal")),
+    "vindr-mammo": (vindr_mammo, ("birads45",)),
+    "rsna": (rsna, ("cancer",)),
+}
+
+
+def import_dataset(name: str, root: Path, out: Path, label: str | None = None) -> tuple[Imported, Path]:
+    """Write COHORT/images.csv, labels.csv, clinical.csv and cohort.toml for a public dataset."""
+    if name not in IMPORTERS:
+        raise DataError(f"unknown dataset {name!r} (known: {', '.join(IMPORTERS)})")
+    reader, endpoints = IMPORTERS[name]
+    label = label or endpoints[0]
+    if label not in endpoints:
+        raise DataError(f"{name}: unknown label {label!r} (known: {', '.join(endpoints)})")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (the dataset as downloaded)")
+    root = root.resolve()
+    imported = reader(root, label)
+    out.mkdir(parents=True, exist_ok=True)
+    on_table = imported.images is not None
+    if imported.images is not None:
+        imported.images.to_csv(out / "images.csv", index=False)
+    imported.labels.to_csv(out / "labels.csv", index=False)
+    has_clinical = imported.clinical is not None and bool(imported.numeric or imported.categorical)
+    if has_clinical:
+        assert imported.clinical is not None
+        imported.clinical.to_csv(out / "clinical.csv", index=False)
+    cfg = Config(
+        work_dir=Path("work"),
+        images=ImagesConfig(
+            source="table" if on_table else "dicom",
+            root=root,
+            table=Path("images.csv") if on_table else None,
+            patient_pattern=None if on_table else CMMD_PATIENT,
+            check_patient_id=False,  # the dataset's own table maps files to patients
+            accept_secondary_capture=imported.secondary_capture,
+        ),
+        labels=LabelsConfig(
+            kind="binary",
+            column="label",
+            name=imported.name,
+            positive=imported.positive,
+            negative=imported.negative,
+        ),
+        clinical=ClinicalConfig(
+            use=has_clinical, numeric=imported.numeric, categorical=imported.categorical, na_policy="impute"
+        ),
+    )
+    save_config(cfg, out / "cohort.toml")
+    return imported, out / "cohort.toml"
