@@ -185,6 +185,15 @@ class PreprocessConfig(_Section):
     margin: float = Field(
         0.02, ge=0, le=0.5, description="margin around the breast box, fraction of its size"
     )
+    spacing_mm: float | None = Field(
+        None,
+        gt=0,
+        description="'breast' mode: resample every image to this pixel spacing (mm, from ImagerPixelSpacing, "
+        "else PixelSpacing), so that `size` is one physical field of view and a calcification has the same "
+        "size in pixels on every detector; beyond the field the breast is cut (chest wall kept). Images "
+        "without a spacing are fitted to `size` as without this setting, with a warning. Unset: the breast "
+        "box is fitted to `size`",
+    )
     blank_outside_breast: bool = Field(
         True,
         description="'breast' mode: set everything outside the (dilated) breast mask to black, so burned-in "

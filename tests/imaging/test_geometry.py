@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -18,11 +19,14 @@ def phantom(view=View.CC, shape=(300, 240), seed=0):
     return img, place, rng
 
 
-def breast_mode(img: np.ndarray, side: Side, shape=(256, 128), blank: bool = True):
+def breast_mode(
+    img: np.ndarray, side: Side, shape=(256, 128), blank: bool = True, spacing=None, header_spacing=None
+):
     """The production path ('breast' mode of preprocess_pixels) on an image stored as 12-bit values."""
     raw = np.round(np.clip(img, 0, 1) * 4095).astype(np.uint16)
-    cfg = PreprocessConfig(size=shape, voi="none", blank_outside_breast=blank)
-    out, g, disagrees = preprocess_pixels(raw, PixelMeta(bits_stored=12), side, cfg)
+    cfg = PreprocessConfig(size=shape, voi="none", blank_outside_breast=blank, spacing_mm=spacing)
+    meta = PixelMeta(bits_stored=12, spacing_mm=header_spacing)
+    out, g, disagrees = preprocess_pixels(raw, meta, side, cfg)
     return dequantize(out), g, disagrees
 
 
@@ -114,6 +118,43 @@ class TestMappingBack:
         back = map_to_original(heat, g)
         assert back.shape == img.shape
         assert centroid(back)[1] > 0.75 * img.shape[1]  # the chest wall of a right breast is on the right
+
+
+def rows_with_breast(out: np.ndarray) -> int:
+    return int((out > 0.05).any(axis=1).sum())
+
+
+class TestPhysicalScale:
+    def test_one_breast_at_two_detector_resolutions_comes_out_the_same_size(self):
+        img, _, _ = phantom(shape=(300, 240))
+        fine = cv2.resize(
+            img, (480, 600), interpolation=cv2.INTER_LINEAR
+        )  # twice the pixels, half the spacing
+        coarse_out, g, _ = breast_mode(img, Side.LEFT, spacing=1.6, header_spacing=0.8)
+        fine_out, g_fine, _ = breast_mode(fine, Side.LEFT, spacing=1.6, header_spacing=0.4)
+        box_rows = g.box[1] - g.box[0]
+        assert abs(rows_with_breast(coarse_out) - box_rows / 2) <= 4  # 0.8 mm pixels become 1.6 mm pixels
+        assert abs(rows_with_breast(fine_out) - rows_with_breast(coarse_out)) <= 3
+        assert g.spacing_mm == g_fine.spacing_mm == 1.6
+        fitted, g_fit, _ = breast_mode(img, Side.LEFT)  # without: the breast box fills the output
+        assert g_fit.spacing_mm is None and rows_with_breast(fitted) > rows_with_breast(coarse_out) + 20
+
+    def test_a_breast_beyond_the_field_of_view_is_cut_keeping_the_chest_wall(self):
+        img, _, _ = phantom(shape=(300, 240))
+        out, g, _ = breast_mode(
+            img[:, ::-1].copy(), Side.RIGHT, shape=(128, 64), spacing=1.0, header_spacing=1.0
+        )
+        assert out.shape == (128, 64) and g.flipped
+        assert (g.box[1] - g.box[0], g.box[3] - g.box[2]) == (128, 64)  # cut to the field
+        assert g.box[3] >= 235  # a right breast's chest wall (right edge) is kept
+        assert out[:, :3].mean() > 0.2  # and lands on the left
+
+    def test_without_a_header_spacing_the_breast_is_fitted(self):
+        img, _, _ = phantom(shape=(300, 240))
+        out, g, _ = breast_mode(img, Side.LEFT, spacing=1.0, header_spacing=None)
+        fitted, _, _ = breast_mode(img, Side.LEFT)
+        assert g.spacing_mm is None
+        np.testing.assert_array_equal(out, fitted)
 
 
 class TestSeedParity:

@@ -12,6 +12,7 @@ from mammofuse.domain import Side
 from mammofuse.imaging.cache import Cache, load_entry
 from mammofuse.imaging.preprocess import preprocess_cohort, preprocess_file
 from mammofuse.problems import Problems
+from tests.cohort.helpers import edit_config
 
 SMALL = PreprocessConfig(size=(64, 32), workers=1)
 
@@ -210,3 +211,19 @@ class TestChecksumOnRead:
         assert main(["preprocess", config, "--verify"]) == 0
         assert "1 damaged entries rebuilt" in capsys.readouterr().out
         assert main(["train", config, "--preset", preset]) == 0
+
+
+class TestPixelSpacing:
+    def test_an_image_without_a_spacing_is_fitted_and_warned_about(self, tiny_cohort, capsys):
+        manifest, work = ingested(tiny_cohort)
+        path = Path(manifest.loc[0, "cc_path"])
+        ds = pydicom.dcmread(path)
+        del ds.ImagerPixelSpacing
+        ds.save_as(path)
+        edit_config(tiny_cohort, preprocess={"spacing_mm": 2.0})
+        assert main(["preprocess", str(tiny_cohort / "cohort.toml")]) == 0
+        written = pd.read_csv(work / "preprocess_problems.csv")
+        assert written[["category", "path", "severity"]].values.tolist() == [
+            ["no pixel spacing", str(path), "warning"]
+        ]
+        assert "instead of resampled to 2 mm per pixel" in capsys.readouterr().out

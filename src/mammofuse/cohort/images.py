@@ -29,6 +29,7 @@ from mammofuse.domain import (
     parse_view,
     view_from_patient_orientation,
 )
+from mammofuse.imaging.decode import pixel_spacing
 from mammofuse.problems import DataError, Problems
 
 PIXEL_GROUP = 0x7FE0
@@ -85,20 +86,6 @@ class ImageRecord:
             exam_uid=_text(ds, "StudyInstanceUID"),
             exam_date=_text(ds, "StudyDate"),
         )
-
-
-def pixel_spacing(ds: Dataset) -> float:
-    """Row spacing in mm: ImagerPixelSpacing (at the detector, what mammography systems write), else
-    PixelSpacing; NaN when neither is present or readable."""
-    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
-        value = ds.get(keyword)
-        try:
-            spacing = float(value[0]) if value else 0.0
-        except (TypeError, ValueError, IndexError):
-            continue
-        if spacing > 0:
-            return spacing
-    return float("nan")
 
 
 def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:

@@ -35,6 +35,7 @@ class PixelMeta:
     voi_lut_bits: int = 16
     modality_lut: tuple[int, ...] | None = None  # Modality LUT Sequence table (C.11.1.1.1)
     modality_lut_first: int = 0
+    spacing_mm: float | None = None  # row spacing (pixel_spacing), None when the header has none
 
     @property
     def stored_range(self) -> tuple[int, int]:
@@ -64,6 +65,20 @@ def _lut(ds: Dataset, keyword: str) -> tuple[tuple[int, ...] | None, int, int]:
     return table, descriptor[1], descriptor[2]
 
 
+def pixel_spacing(ds: Dataset) -> float:
+    """Row spacing in mm: ImagerPixelSpacing (at the detector, what mammography systems write), else
+    PixelSpacing; NaN when neither is present or readable."""
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            spacing = float(value[0]) if value else 0.0
+        except (TypeError, ValueError, IndexError):
+            continue
+        if spacing > 0:
+            return spacing
+    return float("nan")
+
+
 def meta_from_dataset(ds: Dataset) -> PixelMeta:
     """Read PixelMeta from a header; missing optional tags take their DICOM defaults."""
     lut, first, bits = _lut(ds, "VOILUTSequence")
@@ -82,6 +97,7 @@ def meta_from_dataset(ds: Dataset) -> PixelMeta:
         voi_lut_bits=bits,
         modality_lut=modality_lut,
         modality_lut_first=modality_first,
+        spacing_mm=None if np.isnan(spacing := pixel_spacing(ds)) else spacing,
     )
 
 

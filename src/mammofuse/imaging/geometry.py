@@ -30,6 +30,7 @@ class Geometry:
     scale: float  # output pixels per original pixel
     offset: tuple[int, int]  # (top, left) padding in the output
     output_shape: tuple[int, int]
+    spacing_mm: float | None = None  # output pixel spacing, when resampled by the header's spacing
 
     def to_dict(self) -> dict:
         """Plain JSON types (numpy scalars become Python numbers)."""
@@ -133,14 +134,30 @@ def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def fit_shape(
-    shape_in: tuple[int, int], shape: tuple[int, int]
+    shape_in: tuple[int, int], shape: tuple[int, int], scale: float | None = None
 ) -> tuple[tuple[int, int], float, tuple[int, int]]:
     """Size that fits `shape_in` into `shape` keeping the aspect ratio, the scale, and the (top, left)
-    offset that pads it: the chest wall stays on the left edge, the breast centred vertically."""
+    offset that pads it: the chest wall stays on the left edge, the breast centred vertically. `scale`:
+    a given one (a physical pixel size) instead of the largest that fits (the input must fit at it)."""
     h, w = shape_in
-    scale = min(shape[0] / h, shape[1] / w)
+    scale = scale or min(shape[0] / h, shape[1] / w)
     new = (max(1, min(shape[0], round(h * scale))), max(1, min(shape[1], round(w * scale))))
     return new, scale, ((shape[0] - new[0]) // 2, 0)
+
+
+def cut_to_field(
+    box: tuple[int, int, int, int], chest_left: bool, scale: float, shape: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The part of a breast box that fits `shape` at `scale` (output pixels per original pixel): kept
+    from the chest wall outwards, centred vertically; what lies beyond the field of view is cut."""
+    y0, y1, x0, x1 = box
+    max_h, max_w = int(shape[0] / scale), int(shape[1] / scale)
+    if y1 - y0 > max_h:
+        y0 += (y1 - y0 - max_h) // 2
+        y1 = y0 + max_h
+    if x1 - x0 > max_w:
+        x0, x1 = (x0, x0 + max_w) if chest_left else (x1 - max_w, x1)
+    return y0, y1, x0, x1
 
 
 def pad(img: np.ndarray, shape: tuple[int, int], offset: tuple[int, int]) -> np.ndarray:
@@ -163,16 +180,18 @@ def orient_and_fit(
     shape: tuple[int, int],
     values: Callable[[np.ndarray], np.ndarray] = identity,
     keep: np.ndarray | None = None,
+    spacing: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, Geometry, bool]:
     """Fit the cropped breast to `shape` and flip it so its chest wall is on the left.
 
     `values` maps the resized crop to brightness: the preprocessing resizes stored values and decodes
     only the small result (exact for the linear steps of the grayscale pipeline, a close approximation
     for a window). `keep`: a mask over the crop (any resolution); outside it the output is black.
-    Returns (output, geometry, laterality_disagrees).
+    `spacing`: (input, output) pixel spacing in mm, to resample at a physical scale instead of filling
+    `shape` (the crop must fit: `cut_to_field`). Returns (output, geometry, laterality_disagrees).
     """
     flip, disagrees = needs_flip(side, chest_left)
-    new, scale, offset = fit_shape(crop.shape, shape)
+    new, scale, offset = fit_shape(crop.shape, shape, spacing[0] / spacing[1] if spacing else None)
     small = values(resize(crop, new))
     if keep is not None:
         small = small * cv2.resize(keep, (new[1], new[0]), interpolation=cv2.INTER_NEAREST).astype(
@@ -181,7 +200,15 @@ def orient_and_fit(
     out = pad(small[:, ::-1] if flip else small, shape, offset)
     return (
         out,
-        Geometry((full_shape[0], full_shape[1]), box, flip, scale, offset, (shape[0], shape[1])),
+        Geometry(
+            (full_shape[0], full_shape[1]),
+            box,
+            flip,
+            scale,
+            offset,
+            (shape[0], shape[1]),
+            spacing[1] if spacing else None,
+        ),
         disagrees,
     )
 

@@ -20,6 +20,7 @@ from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import Cache, quantize, write_entry
 from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
 from mammofuse.imaging.geometry import (
+    cut_to_field,
     find_breast,
     keep_region,
     orient_and_fit,
@@ -52,9 +53,13 @@ def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: 
     step = subsample_step(raw.shape)
     small = apply_table(raw[::step, ::step], table, offset)
     box, chest_left, mask = find_breast(small, step, raw.shape, cfg.margin)
+    spacing = (meta.spacing_mm, cfg.spacing_mm) if cfg.spacing_mm and meta.spacing_mm else None
+    if spacing:
+        box = cut_to_field(box, chest_left, spacing[0] / spacing[1], cfg.size)
     keep = keep_region(mask, step, box) if cfg.blank_outside_breast else None
     y0, y1, x0, x1 = box
-    return orient_and_fit(raw[y0:y1, x0:x1], box, chest_left, side, raw.shape, cfg.size, values, keep)
+    crop = raw[y0:y1, x0:x1]
+    return orient_and_fit(crop, box, chest_left, side, raw.shape, cfg.size, values, keep, spacing)
 
 
 def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
@@ -173,6 +178,18 @@ def _build(
             problems.add("undecodable pixels", failed[keys[bad[0]]], path=bad[0], **ids)
             continue
         for path in paths:
+            if (
+                cfg.spacing_mm
+                and cfg.mode == "breast"
+                and not cache.index[keys[path]]["geometry"].get("spacing_mm")
+            ):
+                problems.warn(
+                    "no pixel spacing",
+                    f"{path}: no ImagerPixelSpacing or PixelSpacing in the header: fitted to the output size "
+                    f"instead of resampled to {cfg.spacing_mm:g} mm per pixel (breast kept)",
+                    path=path,
+                    **ids,
+                )
             if cache.index[keys[path]].get("laterality_disagrees"):
                 problems.warn(
                     "laterality disagrees with pixels",
