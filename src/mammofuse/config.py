@@ -368,6 +368,7 @@ class CohortConfig(_Section):
     """What the data is: where the images, labels and clinical data are, and how breasts are split."""
 
     work_dir: Path = Field(Path("mammofuse-work"), description="where the stages write their files")
+    description: str = Field("", description="what this cohort is, in a sentence: the report states it")
     images: ImagesConfig = ImagesConfig()
     labels: LabelsConfig = LabelsConfig()
     clinical: ClinicalConfig = ClinicalConfig()

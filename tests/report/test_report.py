@@ -50,6 +50,35 @@ class TestReport:
         ):
             assert text in html, text
 
+    def test_answers_a_clinical_reviewer_first_questions(self, report, trained_master):
+        """Where the breasts went, Table 1, the operating point with intervals, calibration, the decision
+        curve, subgroups, the endpoint and the model card (issue 12)."""
+        import pandas as pd
+
+        html = report.read_text()
+        run = report.parent
+        data = pd.read_csv(run / "data.csv")
+        truth = pd.read_csv(trained_master.parents[2] / "truth.csv")
+        assert f"{len(truth)} breasts of {truth['patient_id'].nunique()} patients" in html  # the flow's start
+        assert "Flow of breasts from the export to the analysis" in html
+        assert "Table 1: the breasts analysed" in html
+        for variable in ("age, median [IQR]", "her2, n (%)", "density, n (%)", "patients"):
+            assert variable in html, variable
+        test = data[data["split"] == "test"]
+        assert f"<td>{len(test)}</td>" in html  # the test column of Table 1
+        metrics = __import__("json").loads((run / "metrics.json").read_text())
+        confusion = metrics["model"]["test"]["at_youden"]["confusion"]
+        row = "".join(f"<td>{confusion[k]}</td>" for k in ("tp", "fn", "fp", "tn"))
+        assert row in html  # the confusion matrix
+        low, high = metrics["model"]["test"]["at_youden_ci"]["sensitivity"]
+        assert f"[{low:.2f}, {high:.2f}]" in html  # sensitivity with its interval
+        assert "calibration [95 % CI]" in html and "slope" in html
+        assert "Decision curve" in html and "Subgroups (test breasts)" in html
+        assert "Endpoint: EIC" in html and "invasive_fraction &lt; 75 %" in html
+        assert "A synthetic cohort written by" in html
+        assert "Model card" in html and "Intended use" in html
+        assert "<details><summary>The run's full configuration (TOML)</summary>" in html
+
     def test_identifies_cases_by_row_number_never_by_patient(self, report):
         html = report.read_text()
         assert "row " in html and not re.search(r"MF\d{5}", html)
@@ -73,3 +102,24 @@ class TestReport:
         assert loaded, result.stderr[-2000:]
         ok, total = map(int, loaded.groups())
         assert total >= 6 and ok == total
+        shot = tmp_path / "page.png"  # the whole page as a person sees it at 1,400 px
+        subprocess.run(
+            [
+                CHROMIUM,
+                *OFFLINE_FLAGS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--window-size=1400,9000",
+                f"--screenshot={shot}",
+                report.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+        from PIL import Image
+
+        with Image.open(shot) as image:
+            assert image.width == 1400
+            inked = (
+                Image.eval(image.convert("L"), lambda v: 255 if v < 200 else 0).getbbox() or (0, 0, 0, 0)
+            )[3]
+        assert inked > 3000  # the page is drawn, figures and tables included, well down the screenshot

@@ -68,9 +68,12 @@ class TestOutOfFold:
             "pooled AUC [95 % CI]",
             "fold AUC mean ± sd",
             "What the images add",
+            "Table 1: the breasts analysed",
+            "Flow of breasts",
+            "Decision curve",
         ):
             assert text in html, text
-        assert html.count("data:image/png;base64,") == 3
+        assert html.count("data:image/png;base64,") == 5  # flow, ROC, calibration, decision, overfitting
 
 
 class TestResume:

@@ -268,6 +268,8 @@ def cohort_config(image_size: tuple[int, int]) -> Config:
     size = (min(1024, h), min(512, max(8, h // 2)))
     return Config(
         work_dir=Path("work"),
+        description="A synthetic cohort written by `mammofuse synth`: generated images and data with a "
+        "planted signal, not patients.",
         images=ImagesConfig(root=Path("dicom")),
         preprocess=PreprocessConfig(size=size),
     )

@@ -248,7 +248,13 @@ def model_card(cfg: Config, info: dict, validation: str) -> str:
 
 **What it predicts.** The probability that a breast is {labels.positive} (label 1) rather than
 {labels.negative} (label 0), from its CC and MLO mammograms and clinical data. Endpoint {labels.name}:
-{labels.definition}. A research model: not for clinical decisions.
+{labels.definition}.
+
+**Intended use.** Research: studying whether mammograms add to clinical data for this endpoint, on
+cohorts like the training data. Not for clinical decisions.
+
+**Data.** {cfg.description or "The cohort named in config.toml."} Trained on
+{info["profile"]["breasts"]} breasts.
 
 **Model.** {ensemble}Two {cfg.model.backbone} backbones ({views}, initial weights:
 {cfg.model.pretrained}), pooled features joined with the clinical features, a linear head.

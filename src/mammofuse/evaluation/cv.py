@@ -103,6 +103,7 @@ def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
     figures = {
         "roc": plots.roc_figure(curves, aucs, where="out of fold"),
         "calibration": plots.calibration_figure(curves, where="out of fold"),
+        "decision": plots.decision_figure(curves, where="out of fold"),
         "overfitting": plots.overfitting_figure({run.name: fold_epochs(run, result)}),
     }
     for name, fig in figures.items():

@@ -17,7 +17,7 @@ from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation
+from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, AtThreshold, Evaluation
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 from mammofuse.training.module import predict
@@ -107,15 +107,23 @@ def metric_rows(result: Evaluation) -> list[dict[str, str]]:
     return rows
 
 
+def _point(at: AtThreshold) -> tuple[float, float]:
+    return 1 - at.specificity, at.sensitivity
+
+
 def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
     run.figures.mkdir(exist_ok=True)
     aucs = {result.model_name: result.model.test.auc.text}
     if result.baseline is not None:
         aucs[BASELINE] = result.baseline.test.auc.text
+    operating = {result.model_name: _point(result.model.test.at_youden)}
+    if result.baseline is not None:
+        operating[BASELINE] = _point(result.baseline.test.at_youden)
     figures = {
-        "roc": plots.roc_figure(curves, aucs),
+        "roc": plots.roc_figure(curves, aucs, operating=operating),
         "pr": plots.pr_figure(curves),
         "calibration": plots.calibration_figure(curves),
+        "decision": plots.decision_figure(curves),
     }
     epochs = run.read_epochs()
     if epochs is not None:

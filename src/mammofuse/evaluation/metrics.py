@@ -161,6 +161,96 @@ def at_calls(labels: np.ndarray, calls: np.ndarray, threshold: float) -> dict[st
     }
 
 
+RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+
+
+def rates_with_ci(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    groups: np.ndarray | None = None,
+    n: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """95 % intervals of sensitivity, specificity, PPV, NPV and accuracy at a fixed threshold, from the
+    same patient bootstrap as the AUC (the threshold is not re-chosen per resample: it was fixed on
+    validation)."""
+    y = np.asarray(labels) == 1
+    call = np.asarray(probs) >= threshold
+    w = patient_weights(y.astype(int), groups, n, np.random.default_rng(seed))
+    tp, fp = w @ (y & call), w @ (~y & call)
+    fn, tn = w @ (y & ~call), w @ (~y & ~call)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+            "accuracy": (tp + tn) / w.sum(axis=1),
+        }
+    return {k: [float(q) for q in np.nanpercentile(v, [2.5, 97.5])] for k, v in values.items()}
+
+
+def _logit(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _calibration_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(intercept with the slope fixed at 1, slope) of a weighted logistic recalibration y ~ lp, by
+    Newton's method (two small problems; no extra dependency)."""
+    a = 0.0  # calibration-in-the-large: y ~ a + offset(lp)
+    for _ in range(50):
+        mu = 1 / (1 + np.exp(-(a + lp)))
+        step = float(np.sum(w * (y - mu)) / max(float(np.sum(w * mu * (1 - mu))), 1e-12))
+        a += step
+        if abs(step) < 1e-10:
+            break
+    beta = np.zeros(2)  # slope: y ~ b0 + b1 lp
+    x = np.column_stack([np.ones_like(lp), lp])
+    for _ in range(50):
+        fitted = 1 / (1 + np.exp(-(x @ beta)))
+        hessian = (x * (w * fitted * (1 - fitted))[:, None]).T @ x + 1e-9 * np.eye(2)
+        delta = np.linalg.solve(hessian, x.T @ (w * (y - fitted)))
+        beta += delta
+        if np.abs(delta).max() < 1e-10:
+            break
+    return float(a), float(beta[1])
+
+
+def calibration_with_ci(
+    labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None = None, n: int = 500, seed: int = 0
+) -> dict[str, float]:
+    """Calibration intercept (calibration-in-the-large; 0 is ideal) and slope (1 is ideal; below 1: the
+    predictions are too extreme, the usual sign of overfitting), with 95 % patient-bootstrap intervals."""
+    y, lp = np.asarray(labels, float), _logit(probs)
+    intercept, slope = _calibration_fit(y, lp, np.ones_like(y))
+    fits = np.array(
+        [
+            _calibration_fit(y, lp, w)
+            for w in patient_weights(y.astype(int), groups, n, np.random.default_rng(seed))
+        ]
+    )
+    (i_low, s_low), (i_high, s_high) = np.nanpercentile(fits, [2.5, 97.5], axis=0)
+    return {
+        "intercept": intercept,
+        "intercept_low": float(i_low),
+        "intercept_high": float(i_high),
+        "slope": slope,
+        "slope_low": float(s_low),
+        "slope_high": float(s_high),
+    }
+
+
+def net_benefit(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Decision-curve net benefit at each threshold probability t: TP/N - FP/N x t / (1 - t)
+    (Vickers & Elkin 2006)."""
+    y = np.asarray(labels) == 1
+    call = np.asarray(probs)[None, :] >= thresholds[:, None]
+    tp, fp = (call & y).sum(axis=1), (call & ~y).sum(axis=1)
+    return (tp - fp * thresholds / (1 - thresholds)) / len(y)
+
+
 def brier(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(brier_score_loss(labels, probs))
 
@@ -176,4 +266,6 @@ def summary(
         "brier": brier(labels, probs),
         "at_0.5": at_threshold(labels, probs, 0.5),
         "at_youden": at_threshold(labels, probs, threshold),
+        "at_youden_ci": rates_with_ci(labels, probs, threshold, groups, seed=seed),
+        "calibration": calibration_with_ci(labels, probs, groups, seed=seed),
     }

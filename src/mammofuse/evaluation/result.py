@@ -51,6 +51,17 @@ class AtThreshold(_Result):
     confusion: Confusion
 
 
+class Calibration(_Result):
+    """Logistic recalibration of the predictions: intercept (slope fixed at 1) and slope, 95 % intervals."""
+
+    intercept: float
+    intercept_low: float
+    intercept_high: float
+    slope: float
+    slope_low: float
+    slope_high: float
+
+
 class SplitMetrics(_Result):
     """Every headline figure of one model on one split."""
 
@@ -60,6 +71,8 @@ class SplitMetrics(_Result):
     brier: float
     at_half: AtThreshold = Field(alias="at_0.5")
     at_youden: AtThreshold
+    at_youden_ci: dict[str, list[float]] | None = None  # rate -> [low, high], patient bootstrap
+    calibration: Calibration | None = None
 
 
 class ModelMetrics(_Result):

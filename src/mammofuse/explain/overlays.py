@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from mammofuse.domain import VIEWS, View
@@ -28,6 +30,9 @@ def for_display(img: np.ndarray) -> np.ndarray:
     return resize(img.astype(np.float32), (round(img.shape[0] * scale), round(img.shape[1] * scale)))
 
 
+SCALING = "each view's map scaled to its own maximum (Grad-CAM's min-max): compare where, not how much"
+
+
 def case_figure(
     pre: dict[View, np.ndarray],
     cam_pre: dict[View, np.ndarray],
@@ -35,17 +40,25 @@ def case_figure(
     cam_original: dict[View, np.ndarray] | None,
     title: str,
 ) -> Figure:
-    """Top: what the model saw (preprocessed); bottom: the same map on the original image geometry."""
-    rows = 2 if original is not None else 1
-    fig = Figure(figsize=(6.4, 4.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, 2, squeeze=False)
-    for j, view in enumerate(VIEWS):
-        axes[0, j].imshow(overlay(pre[view], cam_pre[view]))
-        axes[0, j].set_title(f"{view.value} (model input)", fontsize=9)
-        if original is not None and cam_original is not None:
-            axes[1, j].imshow(overlay(for_display(original[view]), for_display(cam_original[view])))
-            axes[1, j].set_title(f"{view.value} (original)", fontsize=9)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
+    """The clean model input (top, so nothing hides the calcifications), the map on it (middle) and on
+    the original image (bottom), CC and MLO side by side, one colour bar, the title in large type."""
+    panels = [("model input", pre, None), ("Grad-CAM on the input", pre, cam_pre)]
+    if original is not None and cam_original is not None:
+        panels.append(("Grad-CAM on the original", original, cam_original))
+    fig = Figure(figsize=(7.2, 3.9 * len(panels) + 0.8), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for i, (what, images, cams) in enumerate(panels):
+        for j, view in enumerate(VIEWS):
+            img = for_display(images[view]) if what.endswith("original") else images[view]
+            if cams is None:
+                axes[i, j].imshow(img, cmap="gray", vmin=0, vmax=1)
+            else:
+                cam = for_display(cams[view]) if what.endswith("original") else cams[view]
+                axes[i, j].imshow(overlay(img, cam))
+            axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
+            axes[i, j].axis("off")
+    scale = ScalarMappable(Normalize(0, 1), colormaps["jet"])
+    bar = fig.colorbar(scale, ax=axes[1:, :].ravel().tolist(), shrink=0.8, pad=0.02)
+    bar.set_label("Grad-CAM, 0-1 per view (scaled to its maximum)", fontsize=11)
+    fig.suptitle(title, fontsize=16, fontweight="bold")
     return fig

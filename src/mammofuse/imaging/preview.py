@@ -9,17 +9,20 @@ from mammofuse.imaging.cache import load_entry
 
 
 def contact_sheet(table: pd.DataFrame, n: int = 8) -> Figure:
-    """CC and MLO side by side for the first `n` breasts; cases named by row number, never by patient."""
-    rows = table.head(n)
+    """CC and MLO side by side for `n` breasts, half of them positive where the cohort has enough (the
+    first of each class, in table order); cases named by their row in the table, never by patient."""
+    positives = table[table["label"] == 1].head(n // 2)
+    rows = pd.concat([positives, table[table["label"] != 1].head(n - len(positives))]).sort_index()
     cols = 4  # two breasts (CC, MLO each) per line
     lines = (len(rows) + 1) // 2
     fig = Figure(figsize=(2.2 * cols, 3.2 * max(lines, 1)), layout="constrained")
     axes = fig.subplots(max(lines, 1), cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (_, row) in enumerate(rows.iterrows()):
+    for i, (number, row) in enumerate(rows.iterrows()):
         for j, view in enumerate(("cc", "mlo")):
             ax = axes[i // 2, (i % 2) * 2 + j]
             ax.imshow(load_entry(row[f"{view}_cache"]), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"row {i + 1} {row['side']} {view.upper()}  label {row['label']}", fontsize=8)
+            name = f"row {int(number) + 1} {row['side']} {view.upper()}"
+            ax.set_title(f"{name}  label {row['label']}", fontsize=9)
     return fig

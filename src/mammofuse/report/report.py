@@ -19,21 +19,27 @@ from mammofuse.config import Config, to_toml
 from mammofuse.deploy.bundle import versions
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
-from mammofuse.evaluation.result import p_text
+from mammofuse.evaluation.result import Evaluation, p_text
+from mammofuse.explain.overlays import SCALING
 from mammofuse.problems import EXCLUDED, WARNING
+from mammofuse.report import clinical
 from mammofuse.runs import Run, Work
 
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
     "calibration": "Calibration of the out-of-fold predictions",
+    "decision": "Decision curve of the out-of-fold predictions",
     "overfitting": "Train vs validation AUC per epoch, every fold",
 }
 FIGURES = {
-    "training": "Training curves",
-    "roc": "ROC",
+    "roc": "ROC with the operating points",
     "calibration": "Calibration",
+    "decision": "Decision curve: net benefit of acting on the model",
     "pr": "Precision-recall",
+    "training": "Training curves",
 }
+WIDE = {"training", "flow"}  # figures shown at the page's full width
+RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
 def data_uri(path: Path) -> str:
@@ -55,7 +61,9 @@ def _dropped(run: Run, work: Work) -> list[tuple[str, int, str]]:
 
 def _cohort(run: Run, work: Work) -> dict:
     data = run.read_data()
-    per_split = data.groupby("split")["label"].agg(breasts="size", positive="sum")
+    per_split = data.groupby("split").agg(
+        breasts=("label", "size"), positive=("label", "sum"), patients=("patient_id", "nunique")
+    )
     per_split["negative"] = per_split["breasts"] - per_split["positive"]
     order = [s for s in ("train", "val", "test") if s in per_split.index]
     return {
@@ -65,12 +73,79 @@ def _cohort(run: Run, work: Work) -> dict:
     }
 
 
-def _figures(run: Run, titles: dict[str, str]) -> list[dict[str, str]]:
+def _figures(run: Run, titles: dict[str, str]) -> list[dict[str, Any]]:
     return [
-        {"title": title, "src": data_uri(run.figures / f"{name}.png")}
+        {"title": title, "src": data_uri(run.figures / f"{name}.png"), "wide": name in WIDE}
         for name, title in titles.items()
         if (run.figures / f"{name}.png").is_file()
     ]
+
+
+def _analysed(run: Run) -> pd.DataFrame:
+    """The breasts a run analysed with their split; for a cross-validation, with their fold (first
+    repeat, numbered from 1) instead."""
+    if not run.is_cv:
+        return run.read_data()
+    folds = pd.read_csv(run.folds, dtype={"patient_id": str, "side": str})
+    first = folds[folds["repeat"] == 0][["patient_id", "side", "fold"]].assign(fold=lambda t: t["fold"] + 1)
+    data = run.fold(0, 0).read_data().drop(columns=["split"])  # every breast, as some part of fold 1
+    return data.merge(first, on=["patient_id", "side"])
+
+
+def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
+    """The flow figure (drawn into the run's figures) and Table 1."""
+    data = _analysed(run)
+    _, info = work.read_manifest()
+    run.figures.mkdir(exist_ok=True)
+    path = run.figures / "flow.png"
+    counts = clinical.flow(data, work, run.preprocess_problems)
+    clinical.flow_figure(counts).savefig(path, dpi=100)
+    title = f"Flow of breasts from the export to the analysis: {clinical.flow_text(counts)}"
+    flow = {"title": title, "src": data_uri(path), "wide": True}
+    return {"flow": flow, "table_one": clinical.table_one(data, info)}
+
+
+def _operating_rows(result: Evaluation) -> list[dict[str, Any]]:
+    """Per model: the confusion matrix and every rate at the validation-chosen threshold with its interval."""
+    rows = []
+    for name, part in ((result.model_name, result.model), ("clinical only", result.baseline)):
+        if part is None:
+            continue
+        at, ci = part.test.at_youden, part.test.at_youden_ci or {}
+        rates = {
+            k: f"{getattr(at, k):.2f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if k in ci else "")
+            for k in RATES
+        }
+        cal = part.test.calibration
+        calibration = (
+            f"intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], "
+            f"slope {cal.slope:.2f} [{cal.slope_low:.2f}, {cal.slope_high:.2f}]"
+            if cal
+            else ""
+        )
+        rows.append(
+            {
+                "name": name,
+                "threshold": f"{at.threshold:.3f}",
+                "confusion": at.confusion,
+                "calibration": calibration,
+                **rates,
+            }
+        )
+    return rows
+
+
+def _model_card(run: Run) -> str:
+    card = run.bundle / "model_card.md"
+    return card.read_text(encoding="utf-8") if card.is_file() else ""
+
+
+def _test_subgroups(run: Run) -> list[dict[str, str]]:
+    predictions = run.read_predictions()
+    test = predictions[predictions["split"] == "test"].copy()
+    test[["patient_id", "side"]] = test["key"].str.rsplit("/", n=1, expand=True)
+    data = run.read_data().drop(columns=["label", "split"], errors="ignore")
+    return clinical.subgroups(test.merge(data, on=["patient_id", "side"], how="left"))
 
 
 def _environment() -> Environment:
@@ -80,6 +155,8 @@ def _environment() -> Environment:
 def _common(run: Run, cfg: Config) -> dict[str, Any]:
     return {
         "title": f"mammofuse report: {run.name}",
+        "description": cfg.description,
+        "model_card": _model_card(run),
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "labels": cfg.labels,
         "config": to_toml(cfg),
@@ -154,6 +231,7 @@ def build_cv_report(run: Run) -> Path:
             result=result,
             models=models,
             dropped=_dropped(run, Work(cfg.work_dir)),
+            **_cohort_pages(run, Work(cfg.work_dir)),
             folds=fold_table(run, result),
             figures=_figures(run, CV_FIGURES),
             bundle_text=bundle_text,
@@ -176,12 +254,16 @@ def build_report(run_dir: Path) -> Path:
         for r in pd.read_csv(run.explain_index).itertuples():
             caption = f"{r.category.replace('-', ' ')}: row {r.row}, label {r.label}, p = {r.probability:.2f}"
             gallery.append({"src": data_uri(run.explain / str(r.file)), "caption": caption})
+    work = Work(cfg.work_dir)
     html = (
         _environment()
         .get_template("report.html.j2")
         .render(
             **_common(run, cfg),
-            cohort=_cohort(run, Work(cfg.work_dir)),
+            cohort=_cohort(run, work),
+            **_cohort_pages(run, work),
+            operating=_operating_rows(evaluation),
+            subgroups=_test_subgroups(run),
             metrics=metric_rows(evaluation),
             threshold=evaluation.model.threshold,
             test=evaluation.model.test,
@@ -189,6 +271,7 @@ def build_report(run_dir: Path) -> Path:
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,
+            scaling=SCALING,
         )
     )
     run.report.write_text(html, encoding="utf-8")
