@@ -30,7 +30,7 @@ class TestReadOnlyDisk:
 
     def test_evaluate_and_predict_with_a_read_only_output_folder(self, trained_master, tmp_path, capsys):
         cohort = trained_master.parents[2]
-        with tmpfs(tmp_path / "disk") as disk:
+        with tmpfs(tmp_path / "disk", "64m") as disk:
             run_dir = disk / "run"
             shutil.copytree(trained_master, run_dir)
             before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
