@@ -155,12 +155,8 @@ def table_one(data: pd.DataFrame, info: dict[str, Any]) -> dict[str, object]:
             continue
         rows.append({"variable": f"{column}, n (%)", "values": ["" for _ in groups]})
         for level in sorted(data[column].dropna().astype(str).unique()):
-            rows.append(
-                {
-                    "variable": f"  {level}",
-                    "values": [_share(g[column].astype(str) == level, g) for _, g in groups],
-                }
-            )
+            shares = [_share(g[column].astype(str) == level, g) for _, g in groups]
+            rows.append({"variable": level, "values": shares, "indent": True})
         missing = [int(g[column].isna().sum()) for _, g in groups]
         if any(missing):
             rows.append({"variable": "missing", "values": [str(m) for m in missing], "indent": True})
