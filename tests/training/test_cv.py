@@ -71,6 +71,9 @@ class TestOutOfFold:
             "Table 1: the breasts analysed",
             "Flow of breasts",
             "Decision curve",
+            "Operating point",
+            "calibration [95 % CI]",
+            "fold 1",  # Table 1 and the flow by fold
         ):
             assert text in html, text
         assert html.count("data:image/png;base64,") == 5  # flow, ROC, calibration, decision, overfitting

@@ -48,12 +48,17 @@ def _pooled(
 ) -> PooledMetrics:
     fold_aucs = [metrics.auc(g["label"], g[column]) for _, g in oof.groupby(["repeat", "fold"])]
     calls = oof[column] >= oof[threshold]
+    first = oof[oof["repeat"] == 0]  # each breast once: intervals by the patient bootstrap
+    y, patients = first["label"].to_numpy(), first["patient_id"].to_numpy()
+    first_calls = (first[column] >= first[threshold]).to_numpy(float)
     return PooledMetrics.model_validate(
         {
             "auc": metrics.auc_with_ci(labels, scores, groups),
             "fold_aucs": fold_aucs,
             "brier": metrics.brier(oof["label"], oof[column]),
             "at_threshold": metrics.at_calls(oof["label"], calls, float(oof[threshold].mean())),
+            "at_threshold_ci": metrics.rates_with_ci(y, first_calls, 0.5, patients),
+            "calibration": metrics.calibration_with_ci(y, first[column].to_numpy(), patients),
         }
     )
 

@@ -128,6 +128,8 @@ class PooledMetrics(_Result):
     fold_aucs: list[float]  # each held-out fold on its own, repeat by repeat
     brier: float
     at_threshold: AtThreshold  # every breast called at its own fold's validation-chosen threshold
+    at_threshold_ci: dict[str, list[float]] | None = None  # rate -> [low, high] (first repeat)
+    calibration: Calibration | None = None  # of the first repeat's out-of-fold probabilities
 
     @property
     def fold_auc_text(self) -> str:

@@ -137,7 +137,7 @@ def table_one(data: pd.DataFrame, info: dict[str, Any]) -> dict[str, object]:
     by = "split" if "split" in data else "fold"
     groups: list[tuple[str, pd.DataFrame]] = [("all", data)]
     groups += [(f"label {v}", data[data["label"] == v]) for v in (1, 0)]
-    groups += [(str(s), g) for s, g in data.groupby(by, sort=False)]
+    groups += [(f"fold {s}" if by == "fold" else str(s), g) for s, g in data.groupby(by, sort=by == "fold")]
     if by == "split":
         order = {s: i for i, s in enumerate(SPLITS)}
         groups = groups[:3] + sorted(groups[3:], key=lambda g: order.get(g[0], 9))

@@ -19,11 +19,11 @@ from mammofuse.config import Config, to_toml
 from mammofuse.deploy.bundle import versions
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
-from mammofuse.evaluation.result import Evaluation, p_text
+from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, p_text
 from mammofuse.explain.overlays import SCALING
 from mammofuse.problems import EXCLUDED, WARNING
 from mammofuse.report import clinical
-from mammofuse.runs import Run, Work
+from mammofuse.runs import Run, Work, read_table
 
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
@@ -105,33 +105,25 @@ def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
     return {"flow": flow, "table_one": clinical.table_one(data, info)}
 
 
-def _operating_rows(result: Evaluation) -> list[dict[str, Any]]:
-    """Per model: the confusion matrix and every rate at the validation-chosen threshold with its interval."""
+def _operating_rows(
+    models: list[tuple[str, AtThreshold, dict | None, Calibration | None]],
+) -> list[dict[str, Any]]:
+    """Per model: the confusion matrix and every rate at its threshold with its interval, and calibration."""
     rows = []
-    for name, part in ((result.model_name, result.model), ("clinical only", result.baseline)):
-        if part is None:
-            continue
-        at, ci = part.test.at_youden, part.test.at_youden_ci or {}
+    for name, at, ci, cal in models:
+        ci = ci or {}
         rates = {
             k: f"{getattr(at, k):.2f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if k in ci else "")
             for k in RATES
         }
-        cal = part.test.calibration
         calibration = (
             f"intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], "
             f"slope {cal.slope:.2f} [{cal.slope_low:.2f}, {cal.slope_high:.2f}]"
             if cal
             else ""
         )
-        rows.append(
-            {
-                "name": name,
-                "threshold": f"{at.threshold:.3f}",
-                "confusion": at.confusion,
-                "calibration": calibration,
-                **rates,
-            }
-        )
+        row = {"name": name, "threshold": f"{at.threshold:.3f}", "confusion": at.confusion}
+        rows.append({**row, "calibration": calibration, **rates})
     return rows
 
 
@@ -140,12 +132,17 @@ def _model_card(run: Run) -> str:
     return card.read_text(encoding="utf-8") if card.is_file() else ""
 
 
-def _test_subgroups(run: Run) -> list[dict[str, str]]:
-    predictions = run.read_predictions()
-    test = predictions[predictions["split"] == "test"].copy()
-    test[["patient_id", "side"]] = test["key"].str.rsplit("/", n=1, expand=True)
-    data = run.read_data().drop(columns=["label", "split"], errors="ignore")
-    return clinical.subgroups(test.merge(data, on=["patient_id", "side"], how="left"))
+def _subgroups(run: Run) -> list[dict[str, str]]:
+    """Subgroup AUCs of the test breasts, or of the first repeat's out-of-fold predictions."""
+    if run.is_cv:
+        scored = read_table(run.oof, "cv")
+        scored = scored[scored["repeat"] == 0]
+    else:
+        predictions = run.read_predictions()
+        scored = predictions[predictions["split"] == "test"].copy()
+        scored[["patient_id", "side"]] = scored["key"].str.rsplit("/", n=1, expand=True)
+    data = _analysed(run).drop(columns=["label", "split", "fold"], errors="ignore")
+    return clinical.subgroups(scored.merge(data, on=["patient_id", "side"], how="left"))
 
 
 def _environment() -> Environment:
@@ -232,6 +229,10 @@ def build_cv_report(run: Run) -> Path:
             models=models,
             dropped=_dropped(run, Work(cfg.work_dir)),
             **_cohort_pages(run, Work(cfg.work_dir)),
+            operating=_operating_rows(
+                [(name, m.at_threshold, m.at_threshold_ci, m.calibration) for name, m in models]
+            ),
+            subgroups=_subgroups(run),
             folds=fold_table(run, result),
             figures=_figures(run, CV_FIGURES),
             bundle_text=bundle_text,
@@ -255,6 +256,7 @@ def build_report(run_dir: Path) -> Path:
             caption = f"{r.category.replace('-', ' ')}: row {r.row}, label {r.label}, p = {r.probability:.2f}"
             gallery.append({"src": data_uri(run.explain / str(r.file)), "caption": caption})
     work = Work(cfg.work_dir)
+    models = ((evaluation.model_name, evaluation.model), (BASELINE, evaluation.baseline))
     html = (
         _environment()
         .get_template("report.html.j2")
@@ -262,8 +264,14 @@ def build_report(run_dir: Path) -> Path:
             **_common(run, cfg),
             cohort=_cohort(run, work),
             **_cohort_pages(run, work),
-            operating=_operating_rows(evaluation),
-            subgroups=_test_subgroups(run),
+            operating=_operating_rows(
+                [
+                    (name, part.test.at_youden, part.test.at_youden_ci, part.test.calibration)
+                    for name, part in models
+                    if part is not None
+                ]
+            ),
+            subgroups=_subgroups(run),
             metrics=metric_rows(evaluation),
             threshold=evaluation.model.threshold,
             test=evaluation.model.test,
