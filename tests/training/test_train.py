@@ -204,7 +204,7 @@ def train_command(ready, epochs: int) -> tuple[list[str], dict[str, str]]:
 class TestFaithfulResume:
     def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(self, ready):
         """A real SIGKILL of a `mammofuse train` subprocess, then the same command again."""
-        argv, env = train_command(ready, epochs=4)  # demo_cpu: shuffling, augmentation, dropout all draw
+        argv, env = train_command(ready, epochs=8)  # demo_cpu: shuffling, augmentation, dropout all draw
         assert subprocess.run([*argv, "--run", "whole"], env=env, capture_output=True).returncode == 0
         killed = ready / "work" / "runs" / "killed"
         proc = subprocess.Popen([*argv, "--run", "killed"], env=env, stdout=subprocess.DEVNULL)
@@ -215,7 +215,8 @@ class TestFaithfulResume:
         ):
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.05)
-        time.sleep(random.Random().uniform(0, 0.5))  # between epochs or inside the next one
+        time.sleep(random.Random().uniform(0, 0.3))  # between epochs or inside the next one
+        assert proc.poll() is None, "the run ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         resumed = subprocess.run([*argv, "--run", "killed"], env=env, capture_output=True, text=True)
