@@ -268,6 +268,9 @@ def print_evaluation(result: Evaluation) -> None:
     for row in metric_rows(result):
         table.add_row(*(row[k] for k in columns))
     console.print(table)
+    if result.contributions:
+        parts = "; ".join(f"{name} {auc.auc:.3f}" for name, auc in result.contributions.items())
+        console.print(f"what each input contributes (test AUC with it removed): {parts}")
     _print_footer(result, "sensitivity ... NPV at the threshold chosen on validation")
 
 

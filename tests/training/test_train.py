@@ -87,6 +87,10 @@ class TestHonesty:
             result = evaluate_run(run_dir)
             assert result.model.test.n >= 70
             aucs[shuffled] = result.model.test.auc.auc
+            if not shuffled:  # the label is HER2, a clinical input: the ablation must show it (issue 13)
+                removed = {name: auc.auc for name, auc in result.contributions.items()}
+                assert removed["images shuffled"] > 0.9, removed
+                assert removed["clinical at its training mean"] < 0.75, removed
         assert aucs[False] > 0.95, aucs  # the control finds HER2 (1.0 when written)
         # about 2.5 standard errors for this test split: fails when the split or the labels leak
         assert abs(aucs[True] - 0.5) < 0.2, aucs

@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from mammofuse.config import Config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, AtThreshold, Evaluation
+from mammofuse.models import TwoViewNet
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 from mammofuse.training.module import predict
@@ -33,6 +35,32 @@ def clinical_baseline(
     train = data[data["split"] == TRAIN]
     model = LogisticRegression(max_iter=2000, random_state=seed).fit(encoder.transform(train), train["label"])
     return {s: model.predict_proba(encoder.transform(data[data["split"] == s]))[:, 1] for s in (VAL, TEST)}
+
+
+def contributions(
+    net: TwoViewNet, data: pd.DataFrame, encoder: ClinicalEncoder, cfg: Config, seed: int
+) -> dict[str, dict[str, object]]:
+    """What each input contributes, measured on the test breasts: the model's AUC as trained, with the
+    clinical vector set to its training mean, with the images shuffled across breasts (both views of a
+    breast stay together), and with both. An input the model ignores costs nothing when removed."""
+    test = data[data["split"] == TEST].reset_index(drop=True)
+    clinical = encoder.transform(test)
+    mean = np.repeat(
+        encoder.transform(data[data["split"] == TRAIN]).mean(axis=0, keepdims=True), len(test), 0
+    )
+    order = np.random.default_rng(seed).permutation(len(test))
+    shuffled = test.assign(
+        cc_cache=test["cc_cache"].to_numpy()[order], mlo_cache=test["mlo_cache"].to_numpy()[order]
+    )
+    cases = {"as trained": (test, clinical), "images shuffled": (shuffled, clinical)}
+    if clinical.shape[1]:
+        cases["clinical at its training mean"] = (test, mean)
+        cases["both"] = (shuffled, mean)
+    out = {}
+    for name, (table, vectors) in cases.items():
+        probs, labels, _ = predict(net, loader(BreastDataset(table, vectors), cfg))
+        out[name] = metrics.auc_with_ci(labels, probs, test["patient_id"].to_numpy(), seed=seed)
+    return out
 
 
 def evaluate_run(run_dir: Path) -> Evaluation:
@@ -80,6 +108,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
         }
         result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST], patients)
         curves[BASELINE] = (test_y, baseline[TEST])
+    result["contributions"] = contributions(net, data, encoder, cfg, cfg.train.seed)
     evaluation = Evaluation.model_validate(result)
     run.write_evaluation(evaluation)
     _figures(run, evaluation, curves)

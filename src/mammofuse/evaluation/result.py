@@ -119,6 +119,7 @@ class Evaluation(_Named, _Result):
     baseline: ModelMetrics | None = None
     comparison: Comparison | None = None
     warnings: list[str] = []
+    contributions: dict[str, AucInterval] | None = None  # test AUC with an input removed (evaluate)
 
 
 class PooledMetrics(_Result):

@@ -276,6 +276,7 @@ def build_report(run_dir: Path) -> Path:
             threshold=evaluation.model.threshold,
             test=evaluation.model.test,
             comparison=evaluation.comparison,
+            contributions=evaluation.contributions,
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,
