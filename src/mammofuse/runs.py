@@ -138,7 +138,7 @@ class Work:
 
     def check_cohort(self, cfg: CohortConfig, sections: tuple[str, ...] = COHORT_SECTIONS) -> None:
         """Refuse a config whose cohort part differs from the one this folder was built from."""
-        recorded = self._recorded()
+        recorded = _with_defaults(self._recorded())
         now = cfg.record(sections)
         changed = [
             line
@@ -157,6 +157,17 @@ class Work:
         if not self.cohort_record.is_file():
             return {}
         return tomllib.loads(self.cohort_record.read_text(encoding="utf-8"))
+
+
+def _with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A cohort record with the settings added since it was written at their defaults, so a work folder
+    made by an older mammofuse still matches a config that leaves them unset."""
+    sections = {name: recorded[name] for name in COHORT_SECTIONS if name in recorded}
+    try:
+        filled = CohortConfig.model_validate(sections).model_dump(mode="json", exclude_none=True)
+    except ValueError:  # not valid any more: compare as written, every difference shows
+        return recorded
+    return {**recorded, **{name: filled[name] for name in sections}}
 
 
 def _differences(old: Any, new: Any, key: str) -> list[str]:

@@ -5,15 +5,18 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 
 import pandas as pd
 import pytest
+import tomli_w
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from mammofuse.cli import main
-from mammofuse.config import load_config
+from mammofuse.config import ConfigError, load_config
 from mammofuse.presets import apply_preset
+from mammofuse.runs import Work
 from mammofuse.training.run import train
 from tests.cohort.helpers import edit_config
 
@@ -161,6 +164,17 @@ class TestLastCheckpoint:
 
 
 class TestRunInputs:
+    def test_a_work_folder_from_before_a_setting_existed_still_matches(self, ready):
+        record = ready / "work" / "cohort.toml"
+        data = tomllib.loads(record.read_text())
+        del data["images"]["exam_policy"], data["clinical"]["use"]  # as an older mammofuse wrote it
+        record.write_text(tomli_w.dumps(data))
+        cfg = load_config(ready / "cohort.toml")
+        Work(cfg.work_dir).check_cohort(cfg)  # the defaults match: no error
+        cfg.images.exam_policy = "earliest"
+        with pytest.raises(ConfigError, match="images.exam_policy: 'latest' -> 'earliest'"):
+            Work(cfg.work_dir).check_cohort(cfg)
+
     def test_a_changed_cohort_config_is_refused_with_what_differs(self, ready, capsys):
         edit_config(ready, labels={"threshold": 60.0})
         assert run(ready) == 2
