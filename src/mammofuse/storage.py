@@ -1,5 +1,6 @@
-"""Where output goes: a disk that is full, read-only or not ours is found before the work starts, and
-reported as one line that says what to do."""
+"""Where output goes: a disk that is full, read-only or not ours is found before the work starts and
+reported as one line that says what to do; files are written whole or not at all; one process at a time
+writes a folder."""
 
 from __future__ import annotations
 
