@@ -16,7 +16,8 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from mammofuse.config import Config, to_toml
-from mammofuse.deploy.bundle import versions
+from mammofuse.deploy.bundle import CARD, versions
+from mammofuse.evaluation import metrics
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, p_text
@@ -39,7 +40,6 @@ FIGURES = {
     "training": "Training curves",
 }
 WIDE = {"training", "flow"}  # figures shown at the page's full width
-RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
 def data_uri(path: Path) -> str:
@@ -86,7 +86,7 @@ def _analysed(run: Run) -> pd.DataFrame:
     repeat, numbered from 1) instead."""
     if not run.is_cv:
         return run.read_data()
-    folds = pd.read_csv(run.folds, dtype={"patient_id": str, "side": str})
+    folds = read_table(run.folds, "cv")
     first = folds[folds["repeat"] == 0][["patient_id", "side", "fold"]].assign(fold=lambda t: t["fold"] + 1)
     data = run.fold(0, 0).read_data().drop(columns=["split"])  # every breast, as some part of fold 1
     return data.merge(first, on=["patient_id", "side"])
@@ -114,7 +114,7 @@ def _operating_rows(
         ci = ci or {}
         rates = {
             k: f"{getattr(at, k):.2f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if k in ci else "")
-            for k in RATES
+            for k in metrics.RATES
         }
         calibration = (
             f"intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], "
@@ -128,7 +128,7 @@ def _operating_rows(
 
 
 def _model_card(run: Run) -> str:
-    card = run.bundle / "model_card.md"
+    card = run.bundle / CARD
     return card.read_text(encoding="utf-8") if card.is_file() else ""
 
 
