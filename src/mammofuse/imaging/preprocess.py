@@ -17,7 +17,7 @@ import pydicom
 
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
-from mammofuse.imaging.cache import Cache, quantize, write_entry
+from mammofuse.imaging.cache import Cache, quantize, settings_hash, write_entry
 from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
 from mammofuse.imaging.geometry import (
     cut_to_field,
@@ -114,9 +114,8 @@ def preprocess_cohort(
     return the manifest rows that have both views cached, with columns cc_cache and mlo_cache.
     One process at a time builds a cache (two runs needing the same one: the second waits, then
     reuses what the first built)."""
-    cache = Cache(cache_root, cfg.settings())
-    with locked(cache.dir, "preprocess", on_wait=_say_waiting):
-        cache = Cache(cache_root, cfg.settings())  # what a process we waited for has built
+    with locked(cache_root / settings_hash(cfg.settings()), "preprocess", on_wait=_say_waiting):
+        cache = Cache(cache_root, cfg.settings())  # read after the wait: what the other process built
         return _build(manifest, cfg, cache, problems, progress, verify)
 
 
