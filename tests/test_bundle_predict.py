@@ -220,3 +220,24 @@ class TestUnlikeTraining:
         pred = predict(run / "bundle", trained_master.parents[2], tmp_path / "p.csv")
         scored = pred[pred["reason"] == ""]
         assert (scored["unlike_training"] == "").mean() > 0.95
+
+
+class TestLateFusion:
+    def test_the_validation_fitted_regression_travels_with_the_bundle(self, ready, tmp_path):
+        """model.fusion = 'late': evaluate fits the regression on validation, the bundle carries it, and
+        predict gives what evaluate gave on the same test breasts."""
+        preset = ready.parent / "late.toml"
+        fast = (ready.parent / "fast.toml").read_text()
+        preset.write_text(fast.replace("[model]\n", '[model]\nfusion = "late"\n'))
+        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset)]) == 0
+        run = ready / "work" / "runs" / "late"
+        assert main(["evaluate", str(run)]) == 0
+        stacker = json.loads((run / "stacker.json").read_text())
+        assert set(stacker) == {"intercept", "image", "clinical"} and len(stacker["clinical"]) > 5
+        assert json.loads((run / "bundle" / "stacker.json").read_text()) == stacker
+        pred = predict(run / "bundle", ready, tmp_path / "p.csv")
+        pred["key"] = pred["patient_id"] + "/" + pred["side"]
+        evaluated = pd.read_csv(run / "predictions.csv")
+        merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
+        assert len(merged) == (evaluated["split"] == "test").sum()
+        assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5

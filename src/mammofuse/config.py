@@ -290,12 +290,13 @@ class ModelConfig(_Section):
         "replicate", description="grey input: replicate to 3 channels, or adapt the first convolution to 1"
     )
     clinical_hidden: int = Field(0, ge=0, description="0: clinical vector joins directly; >0: through an MLP")
-    fusion: Literal["concat", "mlp"] = Field(
+    fusion: Literal["concat", "mlp", "late"] = Field(
         "concat",
         description="'concat': pooled image features and the clinical vector side by side (the study); "
         "'mlp': both normalised to one scale (LayerNorm), the clinical vector through an MLP "
         "(clinical_hidden, default 16) and dropout on the image branch, so the many image features cannot "
-        "drown the few clinical ones",
+        "drown the few clinical ones; 'late': the network sees the images only, and a logistic regression "
+        "on its logit and the clinical vector, fitted on the validation breasts, makes the probability",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the linear head")
 

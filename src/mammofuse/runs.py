@@ -13,6 +13,7 @@ Every stage finds another stage's output through here, never by a file name of i
         config.toml            the run's resolved config (cohort + experiment)
         data.csv               every breast with its split and cache entries
         encoder.json           the clinical encoder, fitted on the training split
+        stacker.json           late fusion: the regression on the image logit and clinical data (evaluate)
         ingest.json            the feature columns ingest found
         preprocess_problems.csv  breasts the run's preprocessing could not use
         epochs.csv, checkpoints/{best,last,previous}.ckpt       train
@@ -272,6 +273,10 @@ class Run:
 
     def read_data(self) -> pd.DataFrame:
         return read_table(self.data, "train")
+
+    @property
+    def stacker(self) -> Path:
+        return self.dir / "stacker.json"
 
     def read_encoder(self) -> ClinicalEncoder:
         try:

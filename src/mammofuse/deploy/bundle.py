@@ -41,12 +41,14 @@ from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
 from mammofuse.models import ModelError, TwoViewNet, load_network
+from mammofuse.models.stacking import Stacker
 from mammofuse.runs import Run, read_table
 
 BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
-WEIGHTS, ENCODER, CONFIG, INFO, CARD, SUMS = (
+WEIGHTS, ENCODER, STACKER, CONFIG, INFO, CARD, SUMS = (
     "model.safetensors",
     "encoder.json",
+    "stacker.json",
     "config.toml",
     "bundle.json",
     "model_card.md",
@@ -91,6 +93,7 @@ class Member:
 
     net: TwoViewNet
     encoder: ClinicalEncoder
+    stacker: Stacker | None = None  # late fusion: the regression on the net's logit and the clinical data
 
 
 @dataclass
@@ -111,6 +114,8 @@ def _save_member(out: Path, run: Run) -> float:
     out.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_model(run.read_net(), str(out / WEIGHTS))
     run.read_encoder().save(out / ENCODER)
+    if run.stacker.is_file():
+        shutil.copyfile(run.stacker, out / STACKER)
     return run.read_evaluation().model.threshold
 
 
@@ -306,4 +311,13 @@ def _load_member(folder: Path, cfg: Config) -> Member:
     except ValueError as exc:
         raise ModelError(str(exc)) from None
     weights = folder / WEIGHTS
-    return Member(load_network(cfg.model, len(encoder.feature_names), weights, str(weights)), encoder)
+    net = load_network(cfg.model, len(encoder.feature_names), weights, str(weights))
+    stacker = None
+    if cfg.model.fusion == "late":
+        try:
+            stacker = Stacker.model_validate_json((folder / STACKER).read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as exc:
+            raise ModelError(
+                f"{folder / STACKER}: the late-fusion regression cannot be read ({exc})"
+            ) from None
+    return Member(net, encoder, stacker)

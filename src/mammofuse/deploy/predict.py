@@ -61,7 +61,10 @@ def score(
         vector = member.encoder.transform(frame)  # (1, F)
         with torch.no_grad():
             logits = member.net(x[View.CC], x[View.MLO], torch.from_numpy(vector))
-        probabilities.append(float(positive_probability(logits)[0]))
+        probability = positive_probability(logits).numpy()
+        if member.stacker is not None:  # late fusion: the clinical data joins here
+            probability = member.stacker.apply(probability, vector)
+        probabilities.append(float(probability[0]))
         clinical.append(vector[0])
     return probabilities, clinical
 

@@ -20,6 +20,7 @@ from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, AtThreshold, Evaluation
 from mammofuse.models import TwoViewNet
+from mammofuse.models.stacking import Stacker
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 from mammofuse.training.module import predict
@@ -38,7 +39,12 @@ def clinical_baseline(
 
 
 def contributions(
-    net: TwoViewNet, data: pd.DataFrame, encoder: ClinicalEncoder, cfg: Config, seed: int
+    net: TwoViewNet,
+    data: pd.DataFrame,
+    encoder: ClinicalEncoder,
+    cfg: Config,
+    seed: int,
+    stacker: Stacker | None = None,
 ) -> dict[str, dict[str, object]]:
     """What each input contributes, measured on the test breasts: the model's AUC as trained, with the
     clinical vector set to its training mean, with the images shuffled across breasts (both views of a
@@ -59,6 +65,8 @@ def contributions(
     out = {}
     for name, (table, vectors) in cases.items():
         probs, labels, _ = predict(net, loader(BreastDataset(table, vectors), cfg))
+        if stacker is not None:
+            probs = stacker.apply(probs, vectors)
         out[name] = metrics.auc_with_ci(labels, probs, test["patient_id"].to_numpy(), seed=seed)
     return out
 
@@ -77,6 +85,15 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     patients = data.loc[data["split"] == TEST, "patient_id"].to_numpy()  # in the loader's order
     baseline = clinical_baseline(encoder, data, cfg.train.seed)
 
+    stacker = None
+    if cfg.model.fusion == "late":  # the images' logit and the clinical data, fitted on validation only
+        vectors = {split: encoder.transform(data[data["split"] == split]) for split in (VAL, TEST)}
+        p, y, _ = preds[VAL]
+        stacker = Stacker.fit(p, vectors[VAL], y, cfg.train.seed)
+        run.stacker.write_text(stacker.model_dump_json(indent=2), encoding="utf-8")
+        preds = {split: (stacker.apply(p, vectors[split]), y, k) for split, (p, y, k) in preds.items()}
+    else:
+        run.stacker.unlink(missing_ok=True)
     (val_p, val_y, _), (test_p, test_y, _) = preds[VAL], preds[TEST]
     if len(np.unique(test_y)) < 2:
         raise DataError("the test split has only one class: no AUC can be computed")
@@ -108,7 +125,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
         }
         result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST], patients)
         curves[BASELINE] = (test_y, baseline[TEST])
-    result["contributions"] = contributions(net, data, encoder, cfg, cfg.train.seed)
+    result["contributions"] = contributions(net, data, encoder, cfg, cfg.train.seed, stacker)
     evaluation = Evaluation.model_validate(result)
     run.write_evaluation(evaluation)
     _figures(run, evaluation, curves)

@@ -29,6 +29,8 @@ class TwoViewNet(nn.Module):
         second = first if cfg.shared_backbone else create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
         self.backbones = nn.ModuleDict({View.CC.value: first, View.MLO.value: second})
         image_out = 2 * first.out_channels
+        if cfg.fusion == "late":  # images only: the clinical data joins after (models.stacking)
+            n_clinical = 0
         hidden = cfg.clinical_hidden or (16 if cfg.fusion == "mlp" else 0)
         if hidden and n_clinical:
             self.clinical = nn.Sequential(nn.Linear(n_clinical, hidden), nn.ReLU())
@@ -40,6 +42,7 @@ class TwoViewNet(nn.Module):
             self.image_norm = nn.Sequential(nn.LayerNorm(image_out), nn.Dropout(cfg.dropout))
             if clinical_out:
                 self.clinical = nn.Sequential(self.clinical, nn.LayerNorm(clinical_out))
+        self.uses_clinical = clinical_out > 0
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(image_out + clinical_out, n_outputs)
 
@@ -48,6 +51,8 @@ class TwoViewNet(nn.Module):
 
     def features(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
         pooled = [self.backbone(v).pool(self.backbone(v)(x)) for v, x in zip(VIEWS, (cc, mlo))]  # 2 x (B, C)
+        if not self.uses_clinical:  # late fusion, or a cohort without clinical data
+            return self.image_norm(torch.cat(pooled, dim=1))
         return torch.cat([self.image_norm(torch.cat(pooled, dim=1)), self.clinical(clinical)], dim=1)
 
     def forward(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""Late fusion (`model.fusion = "late"`): the network sees only the images; a logistic regression on its
+logit and the encoded clinical vector, fitted on the validation breasts (never on test), makes the
+probability. The clinical data cannot be drowned by the image features, and its weight is explicit."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from sklearn.linear_model import LogisticRegression
+
+
+def logit(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class Stacker(BaseModel):
+    """stacker.json: nothing more, nothing less."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intercept: float
+    image: float  # weight of the image network's logit
+    clinical: list[float]  # weights of the encoded clinical features, in the encoder's order
+
+    @classmethod
+    def fit(cls, image_probs: np.ndarray, clinical: np.ndarray, labels: np.ndarray, seed: int = 0) -> Stacker:
+        """Fitted on validation predictions (L2-regularised: the validation part is small)."""
+        x = np.column_stack([logit(image_probs), clinical])
+        model = LogisticRegression(max_iter=2000, random_state=seed).fit(x, labels)
+        coef = model.coef_[0]
+        return cls(
+            intercept=float(model.intercept_[0]), image=float(coef[0]), clinical=[float(c) for c in coef[1:]]
+        )
+
+    def apply(self, image_probs: np.ndarray, clinical: np.ndarray) -> np.ndarray:
+        z = (
+            self.intercept
+            + self.image * logit(image_probs)
+            + np.asarray(clinical) @ np.asarray(self.clinical)
+        )
+        return 1 / (1 + np.exp(-z))
