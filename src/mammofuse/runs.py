@@ -41,7 +41,7 @@ import tomli_w
 from mammofuse.config import COHORT_SECTIONS, CohortConfig, Config, ConfigError, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.evaluation.result import CvEvaluation, Evaluation
-from mammofuse.problems import DataError
+from mammofuse.problems import EXCLUDED, EXCLUSION_COLUMNS, DataError
 
 if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
@@ -53,6 +53,15 @@ def _require(path: Path, command: str) -> Path:
     if not path.exists():
         raise DataError(f"{path}: not found; run `mammofuse {command}` first")
     return path
+
+
+def read_problems(path: Path) -> pd.DataFrame:
+    """An exclusions.csv or preprocess_problems.csv as text ('' for empty cells; no rows when the file
+    is absent); files written before warnings were told apart have every row `excluded`."""
+    if not path.is_file():
+        return pd.DataFrame(columns=list(EXCLUSION_COLUMNS), dtype=str)
+    table = pd.read_csv(path, dtype=str).fillna("")
+    return table if "severity" in table else table.assign(severity=EXCLUDED)
 
 
 def read_table(path: Path, command: str) -> pd.DataFrame:

@@ -53,6 +53,12 @@ def _read(root: Path, *names: str) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str)
 
 
+def _any_positive(rows: pd.DataFrame, positive: pd.Series) -> pd.DataFrame:
+    """patient_id, side, label: 1 when any row of a breast (an image, an abnormality) is positive."""
+    hit = positive.groupby([rows["patient_id"], rows["side"]]).any()
+    return hit.astype(int).rename("label").reset_index()
+
+
 def _side(text: pd.Series) -> pd.Series:
     return text.str.strip().str.upper().str[0]  # LEFT / L / l -> L
 
@@ -80,7 +86,7 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
     images = cases.drop_duplicates("series").rename(columns={"image view": "view"})
     images = images.assign(path=images["series"].map(found)).dropna(subset=["path"])
     breast = cases.groupby(["patient_id", "side"])
-    labels = breast["pathology"].agg(lambda p: int((p == "MALIGNANT").any())).rename("label").reset_index()
+    labels = _any_positive(cases, cases["pathology"] == "MALIGNANT")
     clinical = breast.agg(
         density=("breast_density", "first"),
         abnormality=("abnormality type", lambda t: "+".join(sorted(set(t)))),
@@ -134,8 +140,8 @@ def vindr_mammo(root: Path, label: str) -> Imported:
         view=table["view_position"],
     )
     birads = table["breast_birads"].str.extract(r"(\d)")[0].astype(float)
-    breast = table.assign(birads=birads).groupby(["patient_id", "side"])
-    labels = breast["birads"].max().ge(4).astype(int).rename("label").reset_index()
+    breast = table.groupby(["patient_id", "side"])
+    labels = _any_positive(table, birads >= 4)
     clinical = breast.agg(density=("breast_density", "first")).reset_index()
     clinical["density"] = clinical["density"].str.replace("DENSITY ", "", regex=False)
     return Imported(
@@ -158,7 +164,7 @@ def rsna(root: Path, label: str) -> Imported:
     paths = [f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"])]
     images = table.assign(path=paths)
     breast = table.groupby(["patient_id", "side"])
-    labels = breast["cancer"].agg(lambda c: int((c == "1").any())).rename("label").reset_index()
+    labels = _any_positive(table, table["cancer"].str.strip() == "1")
     clinical = breast.agg(
         age=("age", "first"),
         density=("density", "first"),

@@ -40,35 +40,31 @@ def clinical_baseline(
 
 def contributions(
     net: TwoViewNet,
-    data: pd.DataFrame,
-    encoder: ClinicalEncoder,
+    test: pd.DataFrame,
+    clinical: np.ndarray,
+    as_trained: np.ndarray,
+    train_mean: np.ndarray,
     cfg: Config,
-    seed: int,
     stacker: Stacker | None = None,
 ) -> dict[str, dict[str, object]]:
-    """What each input contributes, measured on the test breasts: the model's AUC as trained, with the
-    clinical vector set to its training mean, with the images shuffled across breasts (both views of a
-    breast stay together), and with both. An input the model ignores costs nothing when removed."""
-    test = data[data["split"] == TEST].reset_index(drop=True)
-    clinical = encoder.transform(test)
-    mean = np.repeat(
-        encoder.transform(data[data["split"] == TRAIN]).mean(axis=0, keepdims=True), len(test), 0
-    )
+    """What each input contributes, measured on the test breasts: the model's AUC as trained (`as_trained`:
+    its probabilities, in `test`'s order), with the clinical vector set to its training mean, with the
+    images shuffled across breasts (both views of a breast stay together), and with both. An input the
+    model ignores costs nothing when removed."""
+    seed, labels = cfg.train.seed, test["label"].to_numpy()
+    mean = np.repeat(train_mean, len(test), axis=0)
     order = np.random.default_rng(seed).permutation(len(test))
-    shuffled = test.assign(
-        cc_cache=test["cc_cache"].to_numpy()[order], mlo_cache=test["mlo_cache"].to_numpy()[order]
-    )
-    cases = {"as trained": (test, clinical), "images shuffled": (shuffled, clinical)}
+    shuffled = test.assign(**{c: test[c].to_numpy()[order] for c in ("cc_cache", "mlo_cache")})
+    cases = {"images shuffled": (shuffled, clinical)}
     if clinical.shape[1]:
         cases["clinical at its training mean"] = (test, mean)
         cases["both"] = (shuffled, mean)
-    out = {}
+    probabilities = {"as trained": as_trained}
     for name, (table, vectors) in cases.items():
-        probs, labels, _ = predict(net, loader(BreastDataset(table, vectors), cfg))
-        if stacker is not None:
-            probs = stacker.apply(probs, vectors)
-        out[name] = metrics.auc_with_ci(labels, probs, test["patient_id"].to_numpy(), seed=seed)
-    return out
+        probs, _, _ = predict(net, loader(BreastDataset(table, vectors), cfg))
+        probabilities[name] = probs if stacker is None else stacker.apply(probs, vectors)
+    groups = test["patient_id"].to_numpy()
+    return {name: metrics.auc_with_ci(labels, p, groups, seed=seed) for name, p in probabilities.items()}
 
 
 def evaluate_run(run_dir: Path) -> Evaluation:
@@ -78,16 +74,16 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     encoder = run.read_encoder()
     net = run.read_net()
 
-    preds: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
-    for split in (VAL, TEST):
-        part = data[data["split"] == split].reset_index(drop=True)
-        preds[split] = predict(net, loader(BreastDataset(part, encoder.transform(part)), cfg))
-    patients = data.loc[data["split"] == TEST, "patient_id"].to_numpy()  # in the loader's order
+    parts = {split: data[data["split"] == split].reset_index(drop=True) for split in (VAL, TEST)}
+    vectors = {split: encoder.transform(part) for split, part in parts.items()}
+    preds: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {
+        split: predict(net, loader(BreastDataset(part, vectors[split]), cfg)) for split, part in parts.items()
+    }
+    patients = parts[TEST]["patient_id"].to_numpy()  # in the loader's order
     baseline = clinical_baseline(encoder, data, cfg.train.seed)
 
     stacker = None
     if cfg.model.fusion == "late":  # the images' logit and the clinical data, fitted on validation only
-        vectors = {split: encoder.transform(data[data["split"] == split]) for split in (VAL, TEST)}
         p, y, _ = preds[VAL]
         stacker = Stacker.fit(p, vectors[VAL], y, cfg.train.seed)
         run.stacker.write_text(stacker.model_dump_json(indent=2), encoding="utf-8")
@@ -125,7 +121,8 @@ def evaluate_run(run_dir: Path) -> Evaluation:
         }
         result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST], patients)
         curves[BASELINE] = (test_y, baseline[TEST])
-    result["contributions"] = contributions(net, data, encoder, cfg, cfg.train.seed, stacker)
+    train_mean = encoder.transform(data[data["split"] == TRAIN]).mean(axis=0, keepdims=True)
+    result["contributions"] = contributions(net, parts[TEST], vectors[TEST], test_p, train_mean, cfg, stacker)
     evaluation = Evaluation.model_validate(result)
     run.write_evaluation(evaluation)
     _figures(run, evaluation, curves)

@@ -49,12 +49,11 @@ def case_figure(
     axes = fig.subplots(len(panels), 2, squeeze=False)
     for i, (what, images, cams) in enumerate(panels):
         for j, view in enumerate(VIEWS):
-            img = for_display(images[view]) if what.endswith("original") else images[view]
+            img = for_display(images[view])
             if cams is None:
                 axes[i, j].imshow(img, cmap="gray", vmin=0, vmax=1)
             else:
-                cam = for_display(cams[view]) if what.endswith("original") else cams[view]
-                axes[i, j].imshow(overlay(img, cam))
+                axes[i, j].imshow(overlay(img, for_display(cams[view])))
             axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
             axes[i, j].axis("off")
     scale = ScalarMappable(Normalize(0, 1), colormaps["jet"])

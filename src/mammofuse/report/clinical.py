@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from mammofuse.evaluation import metrics
 from mammofuse.problems import EXCLUDED
-from mammofuse.runs import Work
+from mammofuse.runs import Work, read_problems
 
 SPLITS = ("train", "val", "test")
 
@@ -34,19 +34,15 @@ class Flow:
     parts: list[tuple[str, int, int]]  # (split or fold, breasts, positives)
 
 
-def _breasts_left_out(path, kept: set[tuple[str, str]]) -> tuple[list[tuple[str, int]], set[tuple[str, str]]]:
+def _breasts_left_out(
+    path: Path, kept: set[tuple[str, str]]
+) -> tuple[list[tuple[str, int]], set[tuple[str, str]]]:
     """Per reason, the breasts an exclusions file leaves out (not those merely warned about, nor images
     of breasts that were kept: a duplicate or an older exam)."""
-    if not path.is_file():
-        return [], set()
-    table = pd.read_csv(path, dtype=str).fillna("")
-    if "severity" in table:
-        table = table[table["severity"] == EXCLUDED]
-    table = table[table["patient_id"] != ""]
-    breasts = {
-        (p, s): c for p, s, c in zip(table["patient_id"], table["side"], table["category"], strict=True)
-    }
-    out = {b: c for b, c in breasts.items() if b not in kept}
+    table = read_problems(path)
+    table = table[(table["severity"] == EXCLUDED) & (table["patient_id"] != "")]
+    keys = zip(table["patient_id"], table["side"], table["category"], strict=True)
+    out = {(patient, side): category for patient, side, category in keys if (patient, side) not in kept}
     return Counter(out.values()).most_common(), set(out)
 
 

@@ -22,9 +22,9 @@ from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, p_text
 from mammofuse.explain.overlays import SCALING
-from mammofuse.problems import EXCLUDED, WARNING
+from mammofuse.problems import WARNING
 from mammofuse.report import clinical
-from mammofuse.runs import Run, Work, read_table
+from mammofuse.runs import Run, Work, read_problems, read_table
 
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
@@ -51,11 +51,9 @@ def _dropped(run: Run, work: Work) -> list[tuple[str, int, str]]:
     counted: (reason, count, 'left out' | 'kept')."""
     dropped: Counter[tuple[str, str]] = Counter()
     for path in (work.exclusions, run.preprocess_problems):
-        if path.is_file():
-            table = pd.read_csv(path, dtype=str)
-            severity = table["severity"] if "severity" in table else pd.Series(EXCLUDED, index=table.index)
-            kept = severity.map({WARNING: "kept, with a warning"}).fillna("left out")
-            dropped.update(zip(table["category"].fillna(""), kept, strict=True))
+        table = read_problems(path)
+        kept = table["severity"].map({WARNING: "kept, with a warning"}).fillna("left out")
+        dropped.update(zip(table["category"], kept, strict=True))
     return [(reason, n, kept) for (reason, kept), n in dropped.most_common()]
 
 
