@@ -299,6 +299,18 @@ class ModelConfig(_Section):
         "on its logit and the clinical vector, fitted on the validation breasts, makes the probability",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the linear head")
+    kind: Literal["whole", "patches"] = Field(
+        "whole",
+        description="'whole': the backbone sees each view whole and its feature map is averaged (the study); "
+        "'patches': each view is cut into tiles at the working resolution, the backbone encodes every tile "
+        "with breast in it, and attention pools the tiles (calcifications stay at full resolution)",
+    )
+    tile: int = Field(128, ge=32, description="patches: tile side in pixels (best a multiple of 32)")
+    attention_hidden: int = Field(64, ge=4, description="patches: width of the attention network")
+    tile_batch: int = Field(0, ge=0, description="patches: tiles encoded per pass (0: all); bounds memory")
+    checkpoint_tiles: bool = Field(
+        False, description="patches: recompute tile features in the backward pass (less memory, more time)"
+    )
 
     @field_validator("backbone")
     @classmethod
@@ -336,6 +348,16 @@ class TrainConfig(_Section):
     devices: str = Field("auto", description="Lightning devices ('auto', 1, '0,1', ...)")
     ddp: bool = Field(False, description="distributed data parallel over the devices")
     shuffle_labels: bool = Field(False, description="leakage guard: shuffle labels within the training split")
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = Field(
+        "auto",
+        description="'auto': bf16-mixed on a GPU that supports it, 16-mixed on other GPUs, 32-true on "
+        "the CPU (deterministic)",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the network (a GPU speed-up; runs uncompiled, with a message, "
+        "where compilation fails)",
+    )
 
 
 COHORT_SECTIONS = ("images", "labels", "clinical", "split")

@@ -17,7 +17,8 @@ class TestGradcam:
         run = Run(trained_master)
         data, encoder, net = run.read_data(), run.read_encoder(), run.read_net()
         case = case_from_row(data.iloc[0], [encoder.transform(data.iloc[[0]])[0]])
-        cams, original, back = case_maps([net], case, voi=True)
+        cams, original, back, attention = case_maps([net], case, voi=True)
+        assert attention is None  # a whole-image model
         for view in VIEWS:
             assert cams[view].shape == case.images[view].shape
             assert cams[view].min() >= 0 and cams[view].max() <= 1
@@ -82,7 +83,7 @@ class TestGradcamOnALearnedSignal:
         ratios = []
         for i, row in positives.iterrows():
             case = case_from_row(row, [encoder.transform(data.loc[[i]])[0]])
-            _, original, back = case_maps([net], case, cfg.preprocess.voi == "window")
+            _, original, back, _ = case_maps([net], case, cfg.preprocess.voi == "window")
             for view in VIEWS:
                 key = view.value.lower()
                 cam, img = back[view], original[view]

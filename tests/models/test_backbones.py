@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from mammofuse.config import ModelConfig
-from mammofuse.domain import View
+from mammofuse.domain import VIEWS, View
 from mammofuse.models import ModelError, create_backbone, create_model
 from mammofuse.registry import BACKBONES
 
@@ -42,7 +42,8 @@ class TestFactory:
         torch.manual_seed(0)
         net = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none", fusion="mlp"), 3).eval()
         x = torch.rand(4, 1, 64, 32)
-        features = net.features(x, x, 100 * torch.randn(4, 3))  # a clinical vector on another scale
+        pooled = [net.view_features(v, x) for v in VIEWS]
+        features = net.fused(pooled, net.clinical(100 * torch.randn(4, 3)))  # clinical on another scale
         image, clinical = features[:, :256], features[:, 256:]
         assert clinical.shape[1] == 16  # through the default MLP
         for branch in (image, clinical):  # each normalised per breast

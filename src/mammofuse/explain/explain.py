@@ -16,7 +16,7 @@ import pydicom
 import torch
 
 from mammofuse.domain import VIEWS, View
-from mammofuse.explain.gradcam import gradcam
+from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
@@ -67,30 +67,39 @@ def original_image(path: str, voi: bool) -> np.ndarray:
     return decode(ds.pixel_array, meta_from_dataset(ds), voi)
 
 
-def explain_breast(
-    nets: list[TwoViewNet], pre: dict[View, np.ndarray], clinical: list[np.ndarray]
-) -> dict[View, np.ndarray]:
-    """Grad-CAM maps of one breast at the preprocessed resolution, averaged over the networks (the
-    members of a fold ensemble; one network for a single run)."""
+Maps = dict[View, np.ndarray]
+
+
+def explain_breast(nets: list[TwoViewNet], pre: Maps, clinical: list[np.ndarray]) -> tuple[Maps, Maps | None]:
+    """Grad-CAM maps of one breast at the preprocessed resolution and, for a patch model, its tile
+    attention, each averaged over the networks (the members of a fold ensemble; one for a single run)."""
     x = {v: torch.from_numpy(pre[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
-    maps = [
-        gradcam(net, x[View.CC], x[View.MLO], torch.from_numpy(c)[None]) for net, c in zip(nets, clinical)
-    ]
-    return {v: np.mean([m[v][0] for m in maps], axis=0) for v in VIEWS}
+    inputs = [(net, x[View.CC], x[View.MLO], torch.from_numpy(c)[None]) for net, c in zip(nets, clinical)]
+    cams = [gradcam(*args) for args in inputs]
+    attention = [attention_maps(*args) for args in inputs]
+    mean = {v: np.mean([m[v][0] for m in cams], axis=0) for v in VIEWS}
+    if any(a is None for a in attention):
+        return mean, None
+    return mean, {v: np.mean([a[v][0] for a in attention if a is not None], axis=0) for v in VIEWS}
 
 
-def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool):
-    """(maps at the preprocessed resolution, original images, maps on the original geometry)."""
-    cams = explain_breast(nets, case.images, case.clinical)
+def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool) -> tuple[Maps, Maps, Maps, Maps | None]:
+    """(Grad-CAM at the preprocessed resolution, original images, Grad-CAM on the original geometry,
+    tile attention of a patch model or None)."""
+    cams, attention = explain_breast(nets, case.images, case.clinical)
     original = {v: original_image(case.paths[v], voi) for v in VIEWS}
     back = {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
-    return cams, original, back
+    return cams, original, back, attention
 
 
 def write_case(nets: list[TwoViewNet], case: CaseInput, voi: bool, title: str, path: Path) -> None:
     """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom)."""
-    cams, original, back = case_maps(nets, case, voi)
-    case_figure(case.images, cams, original, back, title).savefig(path, dpi=100)
+    cams, original, back, attention = case_maps(nets, case, voi)
+    tiles = nets[0].attention(View.CC)
+    figure = case_figure(
+        case.images, cams, original, back, title, attention, tile=tiles.tile if tiles is not None else 0
+    )
+    figure.savefig(path, dpi=100)
 
 
 def explain_cases(

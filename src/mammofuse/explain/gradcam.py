@@ -2,10 +2,16 @@
 
 The two-view network is wrapped so that only the explained view's image varies: the other view's
 pooled features and the clinical vector are computed once and held fixed. The target layer is the
-backbone's last feature layer, named by the backbone for every supported architecture.
+backbone's last feature layer, named by the backbone for every supported architecture. For the patch
+model, the tiles' feature maps are put back where the tiles were (pytorch-grad-cam's
+`reshape_transform`), so Grad-CAM weighs and draws one map over the whole view; the attention over the
+tiles is a second explanation (`attention_maps`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -15,6 +21,7 @@ from torch import nn
 
 from mammofuse.domain import VIEWS, View
 from mammofuse.models import TwoViewNet
+from mammofuse.models.tiles import TileAttention, padded
 
 POSITIVE = 1  # the logit explained: label 1, the positive class
 
@@ -25,17 +32,14 @@ class OneView(nn.Module):
     def __init__(self, net: TwoViewNet, view: View, other: torch.Tensor, clinical: torch.Tensor) -> None:
         super().__init__()
         self.net, self.view = net, view
-        other_view = VIEWS[1 - VIEWS.index(view)]
         with torch.no_grad():
-            backbone = net.backbone(other_view)
-            self.other = backbone.pool(backbone(other))  # (B, C)
+            self.other = net.view_features(VIEWS[1 - VIEWS.index(view)], other)  # (B, C)
             self.clinical = net.clinical(clinical)  # (B, F')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        backbone = self.net.backbone(self.view)
-        pooled = backbone.pool(backbone(x))  # (B, C)
+        pooled = self.net.view_features(self.view, x)  # (B, C)
         parts = [pooled, self.other] if self.view is View.CC else [self.other, pooled]
-        return self.net.head(self.net.dropout(torch.cat([*parts, self.clinical], dim=1)))
+        return self.net.fuse(parts, self.clinical)
 
 
 def gradcam(
@@ -44,11 +48,47 @@ def gradcam(
     """Grad-CAM maps for label 1, per view: {view: (B, H, W) in [0, 1]} at the input's resolution."""
     net = net.eval()
     images = {View.CC: cc, View.MLO: mlo}
+    height, width = cc.shape[-2:]
     maps = {}
     for view in VIEWS:
-        other = images[VIEWS[1 - VIEWS.index(view)]]
-        wrapper = OneView(net, view, other, clinical)
-        with GradCAM(model=wrapper, target_layers=[net.backbone(view).target_layer]) as cam:
+        wrapper = OneView(net, view, images[VIEWS[1 - VIEWS.index(view)]], clinical)
+        x, reshape, attention = images[view], None, net.attention(view)
+        if attention is not None:  # padded here, so Grad-CAM's map covers whole tiles
+            x, reshape = padded(x, attention.tile), attention.assemble
+        with (
+            all_tiles_at_once(attention),
+            GradCAM(wrapper, [net.backbone(view).target_layer], reshape_transform=reshape) as cam,
+        ):
             targets = [ClassifierOutputTarget(POSITIVE)] * len(cc)
-            maps[view] = cam(input_tensor=images[view].clone().requires_grad_(True), targets=targets)
+            maps[view] = cam(input_tensor=x.clone().requires_grad_(True), targets=targets)[:, :height, :width]
     return maps
+
+
+@contextmanager
+def all_tiles_at_once(attention: TileAttention | None) -> Iterator[None]:
+    """Grad-CAM hooks one forward pass of the target layer: the tiles go through in one batch."""
+    if attention is None:
+        yield
+        return
+    saved, attention.tile_batch = attention.tile_batch, 0
+    try:
+        yield
+    finally:
+        attention.tile_batch = saved
+
+
+def attention_maps(
+    net: TwoViewNet, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor
+) -> dict[View, np.ndarray] | None:
+    """The patch model's tile attention per view: {view: (B, H, W)}, each pixel its tile's weight (the
+    weights of a view sum to 1 over its tiles); None for the whole-image model."""
+    attention = {v: net.attention(v) for v in VIEWS}
+    if any(a is None for a in attention.values()):
+        return None
+    with torch.no_grad():
+        net.eval()(cc, mlo, clinical)
+    return {
+        v: a.attention_map((cc.shape[-2], cc.shape[-1])).numpy()
+        for v, a in attention.items()
+        if a is not None
+    }

@@ -7,6 +7,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from mammofuse.domain import VIEWS, View
 from mammofuse.imaging.geometry import resize
@@ -33,16 +34,33 @@ def for_display(img: np.ndarray) -> np.ndarray:
 SCALING = "each view's map scaled to its own maximum (Grad-CAM's min-max): compare where, not how much"
 
 
+TOP_TILES = 3
+
+
+def top_tiles(attention: np.ndarray, tile: int, k: int = TOP_TILES) -> list[tuple[int, int]]:
+    """(row, column) of the top-left corners of the k tiles with the most attention (H, W map, each
+    pixel its tile's weight), highest first."""
+    corners = [(r, c) for r in range(0, attention.shape[0], tile) for c in range(0, attention.shape[1], tile)]
+    weights = np.array([attention[r, c] for r, c in corners])
+    return [corners[i] for i in np.argsort(-weights, kind="stable")[:k] if weights[i] > 0]
+
+
 def case_figure(
     pre: dict[View, np.ndarray],
     cam_pre: dict[View, np.ndarray],
     original: dict[View, np.ndarray] | None,
     cam_original: dict[View, np.ndarray] | None,
     title: str,
+    attention: dict[View, np.ndarray] | None = None,
+    tile: int = 0,
 ) -> Figure:
     """The clean model input (top, so nothing hides the calcifications), the map on it (middle) and on
-    the original image (bottom), CC and MLO side by side, one colour bar, the title in large type."""
+    the original image (bottom), CC and MLO side by side, one colour bar, the title in large type. A
+    patch model adds its tile attention, each view's top tiles outlined."""
     panels = [("model input", pre, None), ("Grad-CAM on the input", pre, cam_pre)]
+    if attention is not None:
+        scaled = {v: a / a.max() if a.max() > 0 else a for v, a in attention.items()}
+        panels.append((f"tile attention, top {TOP_TILES} outlined", pre, scaled))
     if original is not None and cam_original is not None:
         panels.append(("Grad-CAM on the original", original, cam_original))
     fig = Figure(figsize=(7.2, 3.9 * len(panels) + 0.8), layout="constrained")
@@ -56,8 +74,23 @@ def case_figure(
                 axes[i, j].imshow(overlay(img, for_display(cams[view])))
             axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
             axes[i, j].axis("off")
+            if what.startswith("tile attention") and attention is not None:
+                _outline(
+                    axes[i, j], top_tiles(attention[view], tile), tile, img.shape[0] / images[view].shape[0]
+                )
     scale = ScalarMappable(Normalize(0, 1), colormaps["jet"])
     bar = fig.colorbar(scale, ax=axes[1:, :].ravel().tolist(), shrink=0.8, pad=0.02)
-    bar.set_label("Grad-CAM, 0-1 per view (scaled to its maximum)", fontsize=11)
+    bar.set_label("0-1 per view (each map scaled to its maximum)", fontsize=11)
     fig.suptitle(title, fontsize=16, fontweight="bold")
     return fig
+
+
+def _outline(ax, corners: list[tuple[int, int]], tile: int, scale: float) -> None:
+    """White squares around the given tiles, numbered by rank."""
+    for rank, (r, c) in enumerate(corners, start=1):
+        ax.add_patch(
+            Rectangle(
+                (c * scale, r * scale), tile * scale, tile * scale, fill=False, edgecolor="white", lw=1.5
+            )
+        )
+        ax.text(c * scale + 3, r * scale + 3, str(rank), color="white", fontsize=10, va="top", ha="left")

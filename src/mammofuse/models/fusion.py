@@ -1,6 +1,8 @@
 """The two-view + clinical network: a backbone per view, pooled, joined with the clinical vector.
 
-A plain nn.Module, separate from the training loop; `create_model` builds it from the config.
+A plain nn.Module, separate from the training loop; `create_model` builds it from the config. Two kinds:
+"whole" (the backbone sees the whole view, its feature map averaged) and "patches" (the backbone encodes
+tiles of the view at full resolution, pooled by attention: `models.tiles`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, View
 from mammofuse.models.backbones import Backbone, create_backbone
+from mammofuse.models.tiles import TileAttention
 from mammofuse.problems import ModelError
 
 
@@ -28,6 +31,9 @@ class TwoViewNet(nn.Module):
         first = create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
         second = first if cfg.shared_backbone else create_backbone(cfg.backbone, cfg.pretrained, cfg.grey)
         self.backbones = nn.ModuleDict({View.CC.value: first, View.MLO.value: second})
+        self.kind = cfg.kind
+        if cfg.kind == "patches":  # attention per view over the tiles its backbone encodes
+            self.tiles = nn.ModuleDict({v.value: TileAttention(first.out_channels, cfg) for v in VIEWS})
         image_out = 2 * first.out_channels
         if cfg.fusion == "late":  # images only: the clinical data joins after (models.stacking)
             n_clinical = 0
@@ -49,20 +55,37 @@ class TwoViewNet(nn.Module):
     def backbone(self, view: View) -> Backbone:
         return self.backbones[view.value]  # type: ignore[return-value]
 
-    def features(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
-        pooled = [self.backbone(v).pool(self.backbone(v)(x)) for v, x in zip(VIEWS, (cc, mlo))]  # 2 x (B, C)
-        if not self.uses_clinical:  # late fusion, or a cohort without clinical data
-            return self.image_norm(torch.cat(pooled, dim=1))
-        return torch.cat([self.image_norm(torch.cat(pooled, dim=1)), self.clinical(clinical)], dim=1)
+    def attention(self, view: View) -> TileAttention | None:
+        """The patch model's tile attention of `view` (None for the whole-image model)."""
+        return self.tiles[view.value] if self.kind == "patches" else None  # type: ignore[return-value]
+
+    def view_features(self, view: View, x: torch.Tensor) -> torch.Tensor:
+        """One view's image (B, 1, H, W) -> its pooled features (B, C)."""
+        backbone, attention = self.backbone(view), self.attention(view)
+        if attention is None:
+            return backbone.pool(backbone(x))
+        return attention(x, backbone)
+
+    def fused(self, pooled: list[torch.Tensor], clinical: torch.Tensor) -> torch.Tensor:
+        """Both views' pooled features (CC, MLO) and the clinical branch's output -> what the head sees."""
+        image = self.image_norm(torch.cat(pooled, dim=1))
+        parts = [image, clinical] if self.uses_clinical else [image]  # late fusion: images only
+        return torch.cat(parts, dim=1)
+
+    def fuse(self, pooled: list[torch.Tensor], clinical: torch.Tensor) -> torch.Tensor:
+        """Both views' pooled features (CC, MLO) and the clinical branch's output -> logits."""
+        return self.head(self.dropout(self.fused(pooled, clinical)))
 
     def forward(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(cc, mlo, clinical)))  # (B, n_outputs)
+        pooled = [self.view_features(v, x) for v, x in zip(VIEWS, (cc, mlo))]  # 2 x (B, C)
+        return self.fuse(pooled, self.clinical(clinical))  # (B, n_outputs)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbones.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [*self.image_norm.parameters(), *self.clinical.parameters(), *self.head.parameters()]
+        tiles = self.tiles.parameters() if self.kind == "patches" else []
+        return [*tiles, *self.image_norm.parameters(), *self.clinical.parameters(), *self.head.parameters()]
 
 
 def create_model(cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> TwoViewNet:

@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from mammofuse.config import Config
+from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.imaging.preprocess import preprocess_cohort
@@ -178,6 +179,30 @@ def loader(dataset: BreastDataset, cfg: Config, sampler: Sampler[int] | None = N
     )
 
 
+def precision_for(cfg: TrainConfig) -> str:
+    """The training precision: as configured, or by hardware ('auto'): bf16 autocast on a GPU that has
+    it (no loss scaling needed), fp16 autocast on older GPUs, fp32 on the CPU (deterministic)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def compiled(net: nn.Module) -> None:
+    """torch.compile the network in place (its weights keep their names); where compilation fails the
+    network runs as it is, with a message, instead of the run failing."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # fall back to eager per graph that cannot compile
+    try:
+        net.compile()
+    except Exception as exc:  # no compiler toolchain, an unsupported platform, ...
+        console.print(
+            f"[yellow]warning:[/] train.compile: torch.compile is not available ({exc}); uncompiled"
+        )
+
+
 def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) -> L.Trainer:
     gpu = torch.cuda.is_available()
     best = ModelCheckpoint(
@@ -197,8 +222,9 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         accelerator="auto",
         devices=cfg.train.devices,
         strategy="ddp" if cfg.train.ddp else "auto",
-        precision="16-mixed" if gpu else "32-true",
-        deterministic=True if not gpu else "warn",
+        precision=precision_for(cfg.train),  # type: ignore[arg-type]
+        deterministic=not gpu,  # on a GPU, speed: cudnn picks the fastest kernels for the input shapes
+        benchmark=gpu,
         callbacks=[best, last, EpochReport(run), *(callbacks or [])],
         plugins=[AtomicCheckpointIO(keep={run.checkpoint("last"): run.checkpoint("previous")})],
         logger=False,
@@ -242,6 +268,8 @@ def fit(
     data = prepare_run(cfg, run, splits, table)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
     module = BreastClassifier(net, cfg.train)
+    if cfg.train.compile:
+        compiled(module.net)
     if done:
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
