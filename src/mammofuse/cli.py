@@ -106,6 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining (SimCLR) of the preset's backbone on mammograms, no label read",
+        description="Pretrain the backbone the preset names on the work folder's training-split images (or "
+        "on every mammogram under --images, an unlabelled archive) by SimCLR, with crops at the working "
+        "resolution. Writes FILE (weights + card) and FILE.json (the card); set model.pretrained = FILE to "
+        "start training from it. Rerun with the same FILE to resume, or with more --epochs to continue.",
+    )
+    _config_and_work(p)
+    p.add_argument("--preset", help=presets_help + " (names the backbone and the preprocessing)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="epochs (default 20)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="an unlabelled archive of DICOM files instead")
+    p.add_argument(
+        "--out", dest="weights", type=Path, required=True, metavar="FILE", help="weights file to write"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="crops per batch (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 0.001)")
+    p.add_argument(
+        "--crop",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="crop size (default: the patch model's tile, else half the image)",
+    )
+    p.set_defaults(func=commands.cmd_pretrain)
+
+    p = sub.add_parser(
         "cv",
         help="repeated patient-grouped k-fold cross-validation: an out-of-fold AUC over every breast",
     )

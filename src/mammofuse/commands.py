@@ -190,6 +190,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mammofuse.presets import apply_preset
+    from mammofuse.training.pretrain import PretrainOptions, pretrain
+
+    cfg = config_from_args(args)
+    if args.preset:
+        cfg = apply_preset(cfg, args.preset)
+    out = args.weights.resolve()
+    check_writable(out.parent, cfg.cache_dir)
+    options = PretrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        crop=tuple(args.crop) if args.crop else None,
+    )
+    pretrain(cfg, out, options, args.images)
+    return 0
+
+
 def cmd_cv(args: argparse.Namespace) -> int:
     from mammofuse.runs import Run
 

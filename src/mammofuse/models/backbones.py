@@ -148,8 +148,9 @@ def _file_state(path: Path, spec: BackboneSpec, model: nn.Module) -> dict[str, t
     return state
 
 
-def _adapt_first_conv(body: nn.Module) -> None:
-    """Replace the first 3-channel convolution by a 1-channel one whose kernel is the sum over RGB."""
+def _adapt_first_conv(body: nn.Module) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """Replace the first 3-channel convolution by a 1-channel one whose kernel is the sum over RGB;
+    return (the replaced, its replacement)."""
     for parent in body.modules():
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
@@ -168,7 +169,7 @@ def _adapt_first_conv(body: nn.Module) -> None:
                     if child.bias is not None and conv.bias is not None:
                         conv.bias.copy_(child.bias)
                 setattr(parent, child_name, conv)
-                return
+                return child, conv
     raise ModelError("no 3-channel first convolution to adapt")
 
 
@@ -182,12 +183,13 @@ class Backbone(nn.Module):
         super().__init__()
         spec = spec_of(name)
         self.name = name
-        cut = FAMILIES[spec.family].cut(_classifier(spec, pretrained))
+        whole = _classifier(spec, pretrained)
+        cut = FAMILIES[spec.family].cut(whole)
         self.body, self.post_pool = cut.body, cut.post_pool
         self.out_channels, self.target_name = cut.channels, cut.target
         self.replicate = grey == "replicate"
-        if not self.replicate:
-            _adapt_first_conv(self.body)
+        self._whole = [whole]  # in a list: not a submodule, so the weights' names stay the body's
+        self._adapted = None if self.replicate else _adapt_first_conv(self.body)
         mean = spec.mean if self.replicate else [sum(spec.mean) / 3]
         std = spec.std if self.replicate else [sum(spec.std) / 3]
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
@@ -205,6 +207,20 @@ class Backbone(nn.Module):
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, C)
         return torch.flatten(self.post_pool(nn.functional.adaptive_avg_pool2d(fmap, 1)), 1)
+
+    def classifier_state(self) -> dict[str, torch.Tensor]:
+        """These weights as the whole classification network's state_dict, with the 3-channel first
+        convolution it was cut from: what `model.pretrained = FILE` loads (an adapted 1-channel kernel is
+        spread evenly over RGB, so adapting it again gives it back exactly)."""
+        whole = self._whole[0]  # shares every module with the body, but maybe not the first convolution
+        state = {k: v.detach().clone() for k, v in whole.state_dict().items()}
+        if self._adapted is not None:
+            old, new = self._adapted
+            name = next(n for n, m in whole.named_modules() if m is old or m is new)
+            state[f"{name}.weight"] = new.weight.detach().repeat(1, 3, 1, 1) / 3
+            if new.bias is not None:
+                state[f"{name}.bias"] = new.bias.detach().clone()
+        return state
 
 
 def create_backbone(name: str, pretrained: str = "none", grey: str = "replicate") -> Backbone:

@@ -1,0 +1,271 @@
+"""`mammofuse pretrain`: self-supervised pretraining of a backbone on mammograms, no label read.
+
+Hospitals hold far more unlabelled mammograms than labelled cases, and ImageNet weights need a download
+that a hospital machine may not have. SimCLR [Chen et al. 2020] through lightly (its NT-Xent loss and
+projection head): two random views of the same crop are pulled together, views of other crops pushed
+apart. The views suit mammograms: crops at the working resolution (no resizing: calcifications keep their
+size; the patch model's tile, or half the image for a whole-image model) that hold breast, flips,
+brightness / contrast / gamma jitter, a little blur and noise; no colour jitter, no greyscale conversion.
+
+The images are the work folder's training split (preprocessed as the preset says), or every mammogram in
+an unlabelled archive folder (`--images DIR`). The result is the backbone as a whole classification
+network's state_dict (what `model.pretrained = FILE` loads) with a card (method, epochs, images, a hash
+of the images): in the file and beside it as JSON. Each finished epoch is checkpointed (FILE.resume.ckpt):
+an interrupted run, or a rerun with more epochs, continues from there to the result of one straight run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mammofuse import __version__
+from mammofuse.cohort.images import find_images
+from mammofuse.config import Config
+from mammofuse.data.balance import epoch_seed
+from mammofuse.data.splits import TRAIN
+from mammofuse.imaging.cache import entry_record, load_entry
+from mammofuse.imaging.preprocess import preprocess_cohort
+from mammofuse.models.backbones import Backbone
+from mammofuse.models.tiles import CONTENT
+from mammofuse.problems import DataError, Problems
+from mammofuse.runs import Work
+from mammofuse.storage import replace_text
+from mammofuse.ui import console, progress, show_problems
+
+METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
+TEMPERATURE = 0.2
+TRIES = 10  # random crops drawn to find one that is mostly breast
+
+
+@dataclass(frozen=True)
+class PretrainOptions:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    crop: tuple[int, int] | None = None  # default: the tile (patch model), else half the image
+
+
+class Views(Dataset):
+    """Each item: two augmented views (2, 1, h, w) of one random crop of a preprocessed image."""
+
+    def __init__(self, entries: list[str], crop: tuple[int, int]) -> None:
+        self.entries, self.crop = entries, crop
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = torch.from_numpy(load_entry(self.entries[i]))  # (H, W), [0, 1]
+        patch = self._crop(img)
+        return torch.stack([augment(patch), augment(patch)])[:, None]
+
+    def _crop(self, img: torch.Tensor) -> torch.Tensor:
+        """A crop of the working size that is mostly breast (the best of a few draws)."""
+        h, w = min(self.crop[0], img.shape[0]), min(self.crop[1], img.shape[1])
+        best, best_fill = img[:h, :w], -1.0
+        for _ in range(TRIES):
+            y = int(torch.randint(0, img.shape[0] - h + 1, ()))
+            x = int(torch.randint(0, img.shape[1] - w + 1, ()))
+            patch = img[y : y + h, x : x + w]
+            fill = float((patch > CONTENT).float().mean())
+            if fill > best_fill:
+                best, best_fill = patch, fill
+            if fill >= 0.5:
+                break
+        return best
+
+
+def augment(patch: torch.Tensor) -> torch.Tensor:
+    """One view of a grey patch (h, w) in [0, 1]: flips, intensity jitter, sometimes blur, noise. Draws
+    from torch's global generator (seeded per epoch)."""
+    out = patch
+    if torch.rand(()) < 0.5:
+        out = out.flip(-1)
+    if torch.rand(()) < 0.5:
+        out = out.flip(-2)
+    gamma = float(torch.empty(()).uniform_(0.7, 1.4))
+    contrast, brightness = (
+        float(torch.empty(()).uniform_(0.7, 1.3)),
+        float(torch.empty(()).uniform_(-0.1, 0.1)),
+    )
+    out = ((out.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
+    if torch.rand(()) < 0.3:
+        kernel = torch.tensor([0.25, 0.5, 0.25])
+        out = nn.functional.conv2d(out[None, None], (kernel[:, None] * kernel[None])[None, None], padding=1)[
+            0, 0
+        ]
+    out = out + 0.01 * torch.randn_like(out)
+    return out.clamp(0, 1) * (patch > 0)  # the background stays black, as preprocessing leaves it
+
+
+def training_images(cfg: Config, images: Path | None) -> tuple[list[str], str]:
+    """The cache entries to learn from and where they came from: the work folder's training split, or
+    every usable mammogram under `images` (an unlabelled archive). Preprocessed with the run's settings;
+    what cannot be used is reported, as `mammofuse preprocess` reports it."""
+    problems = Problems()
+    if images is None:
+        work = Work(cfg.work_dir)
+        work.check_cohort(cfg, ("images",))
+        splits = work.read_splits()
+        if "split" not in splits:
+            raise DataError(
+                f"{work.splits} holds cross-validation folds: every breast is some fold's test breast, so "
+                "pretraining on them would show each fold's model its test images. Give --images DIR (an "
+                "unlabelled archive), or pretrain on a single split (split.folds = 0)"
+            )
+        manifest, _ = work.read_manifest()
+        train = splits[splits["split"] == TRAIN][["patient_id", "side"]]
+        manifest = manifest.merge(train, on=["patient_id", "side"])
+        source = f"training split of {work.dir} ({len(manifest)} breasts)"
+    else:
+        archive = cfg.images.model_copy(update={"root": images.resolve(), "source": "dicom", "table": None})
+        records = find_images(archive, problems, progress("reading headers"))
+        if not records:
+            raise DataError(f"{images}: no usable mammogram found")
+        # each image on its own (the views need not pair): the cache builds each file once
+        manifest = pd.DataFrame(
+            {
+                "patient_id": r.patient_id,
+                "side": r.side.value,
+                "cc_path": str(r.path),
+                "mlo_path": str(r.path),
+            }
+            for r in records
+        )
+        source = f"archive {images.resolve()} ({len(records)} images)"
+    table, _, _ = preprocess_cohort(
+        manifest, cfg.preprocess, cfg.cache_dir, problems, progress("preprocessing")
+    )
+    if problems.items:
+        show_problems(problems, "preprocessing problems", "(not written: pretrain keeps no run folder)")
+    entries = sorted(set(table["cc_cache"]) | set(table["mlo_cache"]))
+    if not entries:
+        raise DataError("no image to pretrain on is left after preprocessing")
+    return entries, source
+
+
+def images_hash(entries: list[str]) -> str:
+    """What the images were: a hash of their cached arrays' checksums, in a fixed order."""
+    crcs = sorted(str(entry_record(e)["crc32"]) for e in entries)
+    return hashlib.sha256("\n".join(crcs).encode()).hexdigest()[:16]
+
+
+def default_crop(cfg: Config) -> tuple[int, int]:
+    if cfg.model.kind == "patches":
+        return cfg.model.tile, cfg.model.tile
+    h, w = cfg.preprocess.output_shape
+    return max(32, h // 2), max(32, w // 2)
+
+
+def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | None = None) -> dict[str, Any]:
+    """Pretrain cfg.model's backbone; write OUT (weights + card) and OUT.json (the card); return the card."""
+    entries, source = training_images(cfg, images)
+    crop = options.crop or default_crop(cfg)
+    card: dict[str, Any] = {
+        "method": METHOD,
+        "backbone": cfg.model.backbone,
+        "grey": cfg.model.grey,
+        "start": cfg.model.pretrained,
+        "epochs": options.epochs,
+        "images": len(entries),
+        "images_hash": images_hash(entries),
+        "source": source,
+        "crop": list(crop),
+        "batch_size": options.batch_size,
+        "lr": options.lr,
+        "seed": options.seed,
+        "mammofuse": __version__,
+    }
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(options.seed)
+    backbone = Backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.grey)
+    head = SimCLRProjectionHead(backbone.out_channels, backbone.out_channels, 64)
+    model = nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
+    resume = Path(f"{out}.resume.ckpt")
+    done, losses = _resume(resume, card, model, optimizer)
+    criterion = NTXentLoss(temperature=TEMPERATURE)
+    data = Views(entries, crop)
+    batch = min(options.batch_size, len(data))
+    console.print(
+        f"pretraining {cfg.model.backbone} by {METHOD.split(' (')[0]} on {len(entries)} images "
+        f"({source}), crops {crop[0]}x{crop[1]}, {options.epochs} epochs -> {out}"
+        + (f"; resuming after epoch {done}" if done else "")
+    )
+    for epoch in range(done, options.epochs):
+        torch.manual_seed(epoch_seed(options.seed, epoch))  # the epoch's order and views, as if never stopped
+        order = torch.Generator().manual_seed(epoch_seed(options.seed, epoch))
+        loader = DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, generator=order)
+        model.train()
+        total = 0.0
+        for views in progress(f"epoch {epoch + 1}/{options.epochs}")(loader, len(loader)):
+            views = views.to(device, non_blocking=True)  # (B, 2, 1, h, w)
+            z = [head(backbone.pool(backbone(views[:, k]))) for k in (0, 1)]
+            loss = criterion(z[0], z[1])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        losses.append(total / max(1, len(loader)))
+        console.print(f"epoch {epoch + 1:3d}/{options.epochs}  contrastive loss {losses[-1]:.4f}")
+        _save(
+            resume,
+            {
+                "card": card,
+                "epoch": epoch + 1,
+                "losses": losses,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+        )
+    card["losses"] = [round(x, 5) for x in losses]
+    card["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    _save(out, {"state_dict": backbone.cpu().classifier_state(), "card": card})
+    replace_text(Path(f"{out}.json"), json.dumps(card, indent=2))
+    console.print(f'wrote {out} (card: {out}.json); use it with model.pretrained = "{out}"')
+    return card
+
+
+def _resume(path: Path, card: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer):
+    """(epochs done, their losses) from a resume checkpoint made with the same settings; else (0, [])."""
+    if not path.is_file():
+        return 0, []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        console.print(f"[yellow]warning:[/] {path} cannot be read ({type(exc).__name__}); starting over")
+        return 0, []
+    same = {k: v for k, v in state["card"].items() if k != "epochs"} == {
+        k: v for k, v in card.items() if k != "epochs"
+    }
+    if not same or state["epoch"] > card["epochs"]:
+        console.print(f"{path}: made with other settings or more epochs; starting over")
+        return 0, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), list(state["losses"])
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    """torch.save through a temporary file and a rename: a kill mid-write leaves the old file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

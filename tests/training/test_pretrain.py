@@ -1,0 +1,79 @@
+"""`mammofuse pretrain`: a backbone learnt from images alone, loaded like any weights file, resumable."""
+
+import json
+import shutil
+
+import torch
+
+from mammofuse.cli import main
+from mammofuse.config import ModelConfig
+from mammofuse.models import create_backbone
+from mammofuse.runs import Work
+
+PRESET = """
+[model]
+backbone = "tiny_cnn"
+pretrained = "none"
+grey = "adapt"
+"""
+
+
+def pretrain(cohort, out, *extra) -> int:
+    preset = cohort.parent / "ssl.toml"
+    preset.write_text(PRESET)
+    argv = ["pretrain", str(cohort / "cohort.toml"), "--preset", str(preset), "--out", str(out)]
+    return main([*argv, "--batch-size", "32", *extra])
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+class TestPretrain:
+    def test_learns_from_the_training_images_without_labels_and_loads_as_model_pretrained(
+        self, ready, tmp_path
+    ):
+        (ready / "labels.csv").unlink()  # never read: ingest and split are done
+        (ready / "clinical.csv").unlink()
+        out = tmp_path / "ssl" / "tiny.pt"
+        assert pretrain(ready, out, "--epochs", "1") == 0
+        card = json.loads((tmp_path / "ssl" / "tiny.pt.json").read_text())
+        splits = Work(ready / "work").read_splits()
+        n_train = int((splits["split"] == "train").sum())
+        assert card["images"] == 2 * n_train  # both views of every training breast, nothing else
+        assert card["epochs"] == 1 and card["method"].startswith("SimCLR") and len(card["images_hash"]) == 16
+        assert torch.load(out, weights_only=True)["card"] == card
+        torch.manual_seed(0)  # what pretrain started from
+        start = create_backbone("tiny_cnn", "none", "adapt").classifier_state()
+        learnt = weights(out)
+        assert any(not torch.equal(learnt[k], start[k]) for k in start if k.startswith("features"))
+        loaded = create_backbone("tiny_cnn", str(out), "adapt")  # the path model.pretrained takes
+        assert torch.allclose(loaded.classifier_state()["features.0.weight"], learnt["features.0.weight"])
+        ModelConfig(backbone="tiny_cnn", pretrained=str(out), grey="adapt")  # a valid setting
+
+    def test_an_interrupted_pretraining_continues_to_the_same_weights(self, ready, tmp_path):
+        assert pretrain(ready, tmp_path / "straight.pt", "--epochs", "2") == 0
+        assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "1") == 0
+        assert (tmp_path / "resumed.pt.resume.ckpt").is_file()
+        assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2") == 0
+        straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+    def test_an_unlabelled_archive_folder_serves_every_mammogram_in_it(self, ready, tmp_path):
+        archive = tmp_path / "archive" / "nested"
+        archive.mkdir(parents=True)
+        files = sorted((ready / "dicom").rglob("*.dcm"))[:40]
+        for i, f in enumerate(files):
+            shutil.copy(f, archive / f"{i}.dcm")
+        (archive / "notes.txt").write_text("not a mammogram")
+        out = tmp_path / "archive.pt"
+        assert pretrain(ready, out, "--epochs", "1", "--images", str(tmp_path / "archive")) == 0
+        card = json.loads((tmp_path / "archive.pt.json").read_text())
+        assert card["source"].startswith("archive") and card["images"] == len(files)
+
+    def test_cross_validation_folds_are_refused_without_an_archive(self, ready, tmp_path, capsys):
+        work = Work(ready / "work")
+        splits = work.read_splits()
+        splits.drop(columns="split").assign(fold=range(len(splits))).to_csv(work.splits, index=False)
+        assert pretrain(ready, tmp_path / "x.pt", "--epochs", "1") == 2
+        assert "--images" in capsys.readouterr().out
