@@ -308,6 +308,11 @@ class ModelConfig(_Section):
     tile: int = Field(128, ge=32, description="patches: tile side in pixels (best a multiple of 32)")
     attention_hidden: int = Field(64, ge=4, description="patches: width of the attention network")
     tile_batch: int = Field(0, ge=0, description="patches: tiles encoded per pass (0: all); bounds memory")
+    auxiliary: dict[str, float] = Field(
+        {},
+        description="clinical columns the network also learns to predict from the images, with their loss "
+        "weights (e.g. {her2 = 0.3, grade = 0.2}); these columns are then not inputs",
+    )
     checkpoint_tiles: bool = Field(
         False, description="patches: recompute tile features in the backward pass (less memory, more time)"
     )
@@ -436,6 +441,19 @@ class ExperimentConfig(_Section):
 
 class Config(CohortConfig, ExperimentConfig):
     """A study: the cohort's files and every setting of the pipeline."""
+
+    @model_validator(mode="after")
+    def _auxiliary_targets_are_clinical_columns(self) -> Config:
+        columns = [*self.clinical.numeric, *self.clinical.categorical]
+        for name, weight in self.model.auxiliary.items():
+            if name not in columns:
+                raise ValueError(
+                    f"model.auxiliary: {name!r} is not a clinical column (clinical.numeric and "
+                    f"clinical.categorical: {', '.join(columns) or 'none, clinical.use is false'})"
+                )
+            if not weight > 0:
+                raise ValueError(f"model.auxiliary.{name}: the loss weight must be positive (found {weight})")
+        return self
 
     def resolve_paths(self, base: Path) -> Config:
         """Return a copy whose relative paths are made absolute against `base`."""

@@ -120,3 +120,44 @@ class ClinicalEncoder:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"{path}: {where or 'the file'}: {first['msg']}") from None
+
+
+@dataclass
+class AuxiliaryTargets:
+    """Clinical columns the network learns to predict from the images, as extra training targets
+    (multitask learning, as Tsai et al. 2024 did for EIC): a categorical column as class indices, a
+    numeric one standardised, both learnt from the training rows only. Missing values are NaN (left out
+    of the loss). These columns are then not inputs: the clinical encoder leaves them out."""
+
+    weights: dict[str, float]
+    categories: dict[str, list[str]] = field(default_factory=dict)  # categorical targets
+    means: dict[str, float] = field(default_factory=dict)  # numeric targets
+    stds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, weights: dict[str, float], numeric: list[str]) -> AuxiliaryTargets:
+        aux = cls(dict(weights))
+        for col in weights:
+            if col in numeric:
+                values = pd.to_numeric(train[col], errors="coerce")
+                aux.means[col], aux.stds[col] = float(values.mean()), float(values.std(ddof=0)) or 1.0
+            else:
+                aux.categories[col] = sorted(train[col].map(as_category).dropna().unique().tolist())
+        return aux
+
+    def outputs(self, col: str) -> int:
+        """Outputs of the column's head: one per category, or one value."""
+        return len(self.categories[col]) if col in self.categories else 1
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """(N, K) float32: class index or standardised value per target column, NaN when missing (or a
+        category the training rows did not have)."""
+        columns = []
+        for col in self.weights:
+            if col in self.categories:
+                index = {v: float(i) for i, v in enumerate(self.categories[col])}
+                columns.append(df[col].map(as_category).map(index).astype(float).to_numpy(np.float32))
+            else:
+                values = pd.to_numeric(df[col], errors="coerce")
+                columns.append(((values - self.means[col]) / self.stds[col]).to_numpy(np.float32))
+        return np.stack(columns, axis=1) if columns else np.zeros((len(df), 0), np.float32)

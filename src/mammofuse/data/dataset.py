@@ -18,7 +18,7 @@ from mammofuse.data.balance import (
     balancing_augmentation,
     standard_augmentation,
 )
-from mammofuse.data.clinical import ClinicalEncoder
+from mammofuse.data.clinical import AuxiliaryTargets, ClinicalEncoder
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.imaging.cache import load_entry
 from mammofuse.problems import DataError
@@ -41,12 +41,14 @@ class BreastDataset(Dataset):
         order: np.ndarray | None = None,
         strong: np.ndarray | None = None,
         strong_transform: Transform | None = None,
+        auxiliary: np.ndarray | None = None,
     ) -> None:
         self.cc = table["cc_cache"].tolist()
         self.mlo = table["mlo_cache"].tolist()
         self.keys = (table["patient_id"].astype(str) + "/" + table["side"].astype(str)).tolist()
         self.labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)
         self.clinical = torch.as_tensor(clinical, dtype=torch.float32)
+        self.auxiliary = None if auxiliary is None else torch.as_tensor(auxiliary, dtype=torch.float32)
         self.order = np.arange(len(table)) if order is None else np.asarray(order)
         self.strong = np.zeros(len(self.order), bool) if strong is None else np.asarray(strong)
         self.transform = transform
@@ -65,13 +67,16 @@ class BreastDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
         row, strong = int(self.order[i]), bool(self.strong[i])
-        return {
+        item = {
             "cc": self._view(self.cc[row], strong),
             "mlo": self._view(self.mlo[row], strong),
             "clinical": self.clinical[row],
             "label": self.labels[row],
             "key": self.keys[row],
         }
+        if self.auxiliary is not None:
+            item["auxiliary"] = self.auxiliary[row]  # (K,): the auxiliary targets, NaN when missing
+        return item
 
 
 @dataclass
@@ -83,6 +88,7 @@ class SplitData:
     test: BreastDataset
     encoder: ClinicalEncoder
     sampler: Sampler[int]  # the training order: seeded per epoch (shuffled, or class-balanced)
+    auxiliary: AuxiliaryTargets | None = None  # extra targets predicted from the images
 
 
 def build_datasets(
@@ -102,6 +108,12 @@ def build_datasets(
     rng = np.random.default_rng(seed)
     if cfg.train.shuffle_labels:  # leakage guard: before anything is fitted or balanced on the labels
         parts[TRAIN]["label"] = rng.permutation(parts[TRAIN]["label"].to_numpy())
+    targets = cfg.model.auxiliary  # predicted, so not inputs
+    auxiliary = AuxiliaryTargets.fit(parts[TRAIN], targets, numeric) if targets else None
+    numeric, categorical = (
+        [c for c in numeric if c not in targets],
+        [c for c in categorical if c not in targets],
+    )
     encoder = ClinicalEncoder.fit(
         parts[TRAIN], numeric, categorical, impute=cfg.clinical.na_policy == "impute"
     )
@@ -113,6 +125,7 @@ def build_datasets(
         order=order,
         strong=strong,
         strong_transform=balancing_augmentation(cfg.data),
+        auxiliary=None if auxiliary is None else auxiliary.transform(parts[TRAIN]),
     )
     sampler: Sampler[int] = (
         ClassBalancedSampler(parts[TRAIN]["label"].to_numpy(), seed)
@@ -120,4 +133,4 @@ def build_datasets(
         else EpochShuffle(len(train), seed)
     )
     val, test = (BreastDataset(parts[s], encoder.transform(parts[s])) for s in (VAL, TEST))
-    return SplitData(train, val, test, encoder, sampler)
+    return SplitData(train, val, test, encoder, sampler, auxiliary)

@@ -34,7 +34,7 @@ class TwoViewNet(nn.Module):
         self.kind = cfg.kind
         if cfg.kind == "patches":  # attention per view over the tiles its backbone encodes
             self.tiles = nn.ModuleDict({v.value: TileAttention(first.out_channels, cfg) for v in VIEWS})
-        image_out = 2 * first.out_channels
+        image_out = 2 * first.out_channels  # image_features
         if cfg.fusion == "late":  # images only: the clinical data joins after (models.stacking)
             n_clinical = 0
         hidden = cfg.clinical_hidden or (16 if cfg.fusion == "mlp" else 0)
@@ -76,9 +76,19 @@ class TwoViewNet(nn.Module):
         """Both views' pooled features (CC, MLO) and the clinical branch's output -> logits."""
         return self.head(self.dropout(self.fused(pooled, clinical)))
 
-    def forward(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
+    def scores(
+        self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, n_outputs), the image features (B, 2C) they came from: what auxiliary heads read)."""
         pooled = [self.view_features(v, x) for v, x in zip(VIEWS, (cc, mlo))]  # 2 x (B, C)
-        return self.fuse(pooled, self.clinical(clinical))  # (B, n_outputs)
+        return self.fuse(pooled, self.clinical(clinical)), torch.cat(pooled, dim=1)
+
+    @property
+    def image_features(self) -> int:
+        return 2 * self.backbone(View.CC).out_channels
+
+    def forward(self, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor) -> torch.Tensor:
+        return self.scores(cc, mlo, clinical)[0]  # (B, n_outputs)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbones.parameters())

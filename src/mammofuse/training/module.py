@@ -8,15 +8,23 @@ import torch
 from torch import nn
 
 from mammofuse.config import TrainConfig
+from mammofuse.data.clinical import AuxiliaryTargets
 from mammofuse.evaluation.metrics import auc
 from mammofuse.models import TwoViewNet, positive_probability
 
 
 class BreastClassifier(L.LightningModule):
-    def __init__(self, net: TwoViewNet, cfg: TrainConfig) -> None:
+    def __init__(self, net: TwoViewNet, cfg: TrainConfig, auxiliary: AuxiliaryTargets | None = None) -> None:
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.cfg = cfg
+        # Auxiliary heads live here, not in the network: they serve training only, so the network that
+        # is evaluated, explained and bundled is the same with or without them.
+        self.targets = auxiliary
+        columns = list(auxiliary.weights) if auxiliary else []
+        self.auxiliary = nn.ModuleList(
+            nn.Linear(net.image_features, auxiliary.outputs(c)) for c in columns if auxiliary
+        )
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._train: list[tuple[torch.Tensor, torch.Tensor]] = []  # this epoch's training scores
@@ -31,13 +39,34 @@ class BreastClassifier(L.LightningModule):
             p.requires_grad_(not frozen)
 
     def training_step(self, batch: dict, _: int) -> torch.Tensor:
-        logits = self(batch)
+        cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
+        logits, features = self.net.scores(cc, mlo, batch["clinical"])
         loss = self.loss(logits, batch["label"])
+        if self.targets is not None:
+            extra = self.auxiliary_loss(features, batch["auxiliary"])
+            self.log("train_aux_loss", extra, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+            loss = loss + extra
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         size = len(batch["label"])
         self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=size)
         self._train.append((positive_probability(logits).detach().cpu(), batch["label"].cpu()))
         return loss
+
+    def auxiliary_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the auxiliary losses (cross-entropy for a category, squared error for a
+        standardised number) over the breasts whose target is known."""
+        assert self.targets is not None
+        total = features.new_zeros(())
+        for j, (column, weight) in enumerate(self.targets.weights.items()):
+            known = ~torch.isnan(targets[:, j])
+            if not known.any():
+                continue
+            out, y = self.auxiliary[j](features[known]), targets[known, j]
+            if column in self.targets.categories:
+                total = total + weight * nn.functional.cross_entropy(out.float(), y.long())
+            else:
+                total = total + weight * nn.functional.mse_loss(out[:, 0].float(), y)
+        return total
 
     def validation_step(self, batch: dict, _: int) -> None:
         logits = self(batch)
@@ -57,7 +86,7 @@ class BreastClassifier(L.LightningModule):
     def configure_optimizers(self):
         groups = [
             {"params": self.net.backbone_parameters(), "lr": self.cfg.lr * self.cfg.backbone_lr_mult},
-            {"params": self.net.head_parameters(), "lr": self.cfg.lr},
+            {"params": [*self.net.head_parameters(), *self.auxiliary.parameters()], "lr": self.cfg.lr},
         ]
         opt: torch.optim.Optimizer
         if self.cfg.optimizer == "adamw":

@@ -267,7 +267,7 @@ def fit(
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = prepare_run(cfg, run, splits, table)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
-    module = BreastClassifier(net, cfg.train)
+    module = BreastClassifier(net, cfg.train, data.auxiliary)
     if cfg.train.compile:
         compiled(module.net)
     if done:
