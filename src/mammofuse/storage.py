@@ -76,8 +76,12 @@ class InUse(DataError):
 def locked(folder: Path, what: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the folder for one command: a second process is refused (InUse, naming who holds it) or,
     with `on_wait`, told who holds it and made to wait. The kernel releases the lock when its holder
-    dies, even by kill -9: no stale lock to remove by hand."""
+    dies, even by kill -9: no stale lock to remove by hand. A DDP worker (LOCAL_RANK > 0) is the lock
+    holder's own child, started by Lightning to run the same command: it does not take the lock again."""
     folder.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        yield
+        return
     with (folder / LOCK_NAME).open("a+", encoding="utf-8") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -73,6 +73,7 @@ class BreastDataset(Dataset):
             "clinical": self.clinical[row],
             "label": self.labels[row],
             "key": self.keys[row],
+            "row": row,  # which breast: a distributed sampler pads with repeats, gathered scores drop them
         }
         if self.auxiliary is not None:
             item["auxiliary"] = self.auxiliary[row]  # (K,): the auxiliary targets, NaN when missing

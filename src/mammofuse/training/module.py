@@ -26,8 +26,8 @@ class BreastClassifier(L.LightningModule):
             nn.Linear(net.image_features, auxiliary.outputs(c)) for c in columns if auxiliary
         )
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._train: list[tuple[torch.Tensor, torch.Tensor]] = []  # this epoch's training scores
+        self._val: list[tuple[torch.Tensor, ...]] = []  # (probabilities, labels, rows) per batch
+        self._train: list[tuple[torch.Tensor, ...]] = []  # this epoch's training scores, the same
 
     def forward(self, batch: dict) -> torch.Tensor:
         cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
@@ -42,14 +42,14 @@ class BreastClassifier(L.LightningModule):
         cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
         logits, features = self.net.scores(cc, mlo, batch["clinical"])
         loss = self.loss(logits, batch["label"])
+        metrics = {"train_acc": (logits.argmax(1) == batch["label"]).float().mean()}
         if self.targets is not None:
-            extra = self.auxiliary_loss(features, batch["auxiliary"])
-            self.log("train_aux_loss", extra, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
-            loss = loss + extra
-        acc = (logits.argmax(1) == batch["label"]).float().mean()
+            metrics["train_aux_loss"] = self.auxiliary_loss(features, batch["auxiliary"])
+            loss = loss + metrics["train_aux_loss"]
+        metrics["train_loss"] = loss
         size = len(batch["label"])
-        self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=size)
-        self._train.append((positive_probability(logits).detach().cpu(), batch["label"].cpu()))
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        self._train.append(_scored(logits, batch))
         return loss
 
     def auxiliary_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,18 +70,40 @@ class BreastClassifier(L.LightningModule):
 
     def validation_step(self, batch: dict, _: int) -> None:
         logits = self(batch)
-        self.log("val_loss", self.loss(logits, batch["label"]), on_epoch=True, batch_size=len(batch["label"]))
-        self._val.append((positive_probability(logits).detach().cpu(), batch["label"].cpu()))
+        loss = self.loss(logits, batch["label"])
+        self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
+        self._val.append(_scored(logits, batch))
 
     def on_validation_epoch_end(self) -> None:
         """Validation AUC and accuracy, and the AUC of the epoch's training batches as they were scored
-        while training (augmented, dropout on): with the validation AUC, the overfitting picture."""
-        probs, labels = _joined(self._val)
+        while training (augmented, dropout on): with the validation AUC, the overfitting picture. Under
+        DDP each process scored part of the breasts: the scores are gathered and one AUC computed over
+        all of them (a mean of per-process AUCs is not the AUC), each breast once."""
+        probs, labels = self._gathered(self._val, once=True)
         value = auc(labels, probs)
-        self.log("val_auc", 0.5 if np.isnan(value) else value, sync_dist=True)
+        self.log("val_auc", 0.5 if np.isnan(value) else value, sync_dist=True)  # equal on every process
         self.log("val_acc", float(np.mean((probs >= 0.5) == labels)), sync_dist=True)
-        if self._train:  # validation runs after the epoch's training batches
-            self.log("train_auc", auc(*_joined(self._train)[::-1]), sync_dist=True)
+        if self._train:  # validation runs after the epoch's training batches (balancing copies count)
+            probs, labels = self._gathered(self._train, once=False)
+            self.log("train_auc", auc(labels, probs), sync_dist=True)
+
+    def _gathered(self, batches: list[tuple[torch.Tensor, ...]], once: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, labels) of the collected batches from every process (the list is emptied);
+        `once`: each breast once (a distributed sampler pads the last batches with repeats)."""
+        probs, labels, rows = (torch.cat(parts) for parts in zip(*batches))
+        batches.clear()
+        if self.trainer.world_size > 1:
+            probs, labels, rows = (self._from_all(t) for t in (probs, labels, rows))
+        if once:
+            keep = np.unique(rows.numpy(), return_index=True)[1]
+            probs, labels = probs[keep], labels[keep]
+        return probs.numpy(), labels.numpy()
+
+    def _from_all(self, values: torch.Tensor) -> torch.Tensor:
+        """One process's tensor (N,) -> every process's, concatenated (world * N,)."""
+        gathered = self.all_gather(values.to(self.device))
+        assert isinstance(gathered, torch.Tensor)
+        return gathered.flatten().cpu()
 
     def configure_optimizers(self):
         groups = [
@@ -101,12 +123,13 @@ class BreastClassifier(L.LightningModule):
         return opt
 
 
-def _joined(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) of the collected batches; the list is emptied."""
-    probs = torch.cat([p for p, _ in batches]).numpy()
-    labels = torch.cat([y for _, y in batches]).numpy()
-    batches.clear()
-    return probs, labels
+def _scored(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:
+    """(probabilities, labels, rows) of one batch, kept on the CPU for the epoch's AUC."""
+    return (
+        positive_probability(logits).detach().cpu(),
+        batch["label"].cpu(),
+        torch.as_tensor(batch["row"]).cpu(),
+    )
 
 
 def predict(

@@ -222,6 +222,7 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         accelerator="auto",
         devices=cfg.train.devices,
         strategy="ddp" if cfg.train.ddp else "auto",
+        sync_batchnorm=cfg.train.ddp and gpu,  # one set of batch statistics (SyncBatchNorm needs a GPU)
         precision=precision_for(cfg.train),  # type: ignore[arg-type]
         deterministic=not gpu,  # on a GPU, speed: cudnn picks the fastest kernels for the input shapes
         benchmark=gpu,
@@ -240,6 +241,7 @@ def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # inside Lightning's DDP gather
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
 
