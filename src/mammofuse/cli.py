@@ -6,6 +6,7 @@ Data and config problems end with a clear message and exit code 2, never a trace
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="decode, orient, crop and resize every image into the cache")
     _config_and_work(p)
     p.add_argument("--workers", type=int, help="processes (default: preprocess.workers; 0 = all cores)")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        type=_cluster_address,
+        help="decode on a Dask cluster: dask://HOST:PORT (a running scheduler; its workers need mammofuse "
+        "and the same paths to the images and the cache) or local:N (N worker processes started here)",
+    )
     p.add_argument(
         "--preview",
         type=int,
@@ -271,6 +279,12 @@ def _at_least_two(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be at least 2, found {value}")
     return value
+
+
+def _cluster_address(text: str) -> str:
+    if not re.fullmatch(r"dask://\S+|local:\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected dask://HOST:PORT or local:N")
+    return text
 
 
 def _positive_int(text: str) -> int:

@@ -105,6 +105,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     work.check_cohort(cfg, ("images", "labels", "clinical"))
     if args.workers is not None:
         cfg.preprocess.workers = args.workers
+    if args.cluster:
+        cfg.preprocess.cluster = args.cluster  # checked by the command line's parser
     manifest, _ = work.read_manifest()
     check_writable(work.dir, cfg.cache_dir)
     problems = Problems(strict=args.strict)

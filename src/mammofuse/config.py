@@ -201,6 +201,12 @@ class PreprocessConfig(_Section):
     )
     cache_dir: Path | None = Field(None, description="where arrays are cached (default: WORK_DIR/cache)")
     workers: int = Field(0, ge=0, description="worker processes; 0 uses every core")
+    cluster: str | None = Field(
+        None,
+        pattern=r"^(dask://\S+|local:\d+)$",
+        description="decode on a Dask cluster instead of local processes: 'dask://HOST:PORT' (a running "
+        "scheduler whose workers see the same files) or 'local:N' (N worker processes started here)",
+    )
 
     @field_validator("size")
     @classmethod
@@ -219,7 +225,7 @@ class PreprocessConfig(_Section):
 
     def settings(self) -> dict[str, Any]:
         """The fields that change the arrays (what the cache key hashes)."""
-        return self.model_dump(mode="json", exclude={"cache_dir", "workers"})
+        return self.model_dump(mode="json", exclude={"cache_dir", "workers", "cluster"})
 
     @property
     def output_shape(self) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Process-parallel map over independent jobs, in order, with an optional progress wrapper."""
+"""Process-parallel map over independent jobs, in order, with an optional progress wrapper: on this
+machine's cores, or on a Dask cluster's workers (archive-scale preprocessing)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
+
+from mammofuse.problems import DataError
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -21,8 +24,13 @@ def parallel_map(
     workers: int = 0,
     progress: Progress | None = None,
     chunksize: int = 4,
+    cluster: str | None = None,
 ) -> Iterator[R]:
-    """Yield fn(job) for each job, in order; `workers` 0 uses every core, 1 runs in this process."""
+    """Yield fn(job) for each job, in order; `workers` 0 uses every core, 1 runs in this process;
+    `cluster` ('dask://HOST:PORT' or 'local:N'): on a Dask cluster's workers instead."""
+    if cluster and jobs:
+        yield from cluster_map(fn, jobs, cluster, progress)
+        return
     n = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     if n == 1:
         results: Iterable[R] = map(fn, jobs)
@@ -44,3 +52,37 @@ def die_with(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
+
+
+def cluster_map(
+    fn: Callable[[J], R], jobs: list[J], cluster: str, progress: Progress | None = None
+) -> Iterator[R]:
+    """fn(job) for each job on a Dask distributed cluster, yielded in order as they finish: a running
+    scheduler ('dask://HOST:PORT'; its workers must have mammofuse installed and see the same files), or
+    a LocalCluster of N single-threaded worker processes started here ('local:N', 0: every core). The
+    jobs are submitted at once; the scheduler balances them over the workers."""
+    from dask.distributed import Client, LocalCluster
+
+    if cluster.startswith("local:"):
+        n = int(cluster.removeprefix("local:") or 0) or os.cpu_count() or 1
+        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(local)
+    else:
+        address = "tcp://" + cluster.removeprefix("dask://")
+        try:
+            client = Client(address, timeout="20s")
+        except OSError as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+        local = None
+    try:
+        futures = client.map(fn, jobs, pure=False)
+        results = (future.result() for future in futures)
+        yield from (progress(results, len(jobs)) if progress else results)
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+
+
+class ClusterError(DataError):
+    """The cluster named cannot be used."""

@@ -227,3 +227,26 @@ class TestPixelSpacing:
             ["no pixel spacing", str(path), "warning"]
         ]
         assert "instead of resampled to 2 mm per pixel" in capsys.readouterr().out
+
+
+class TestCluster:
+    def test_a_local_dask_cluster_builds_the_same_cache_and_a_rerun_reuses_it(self, tiny_cohort, tmp_path):
+        manifest, work = ingested(tiny_cohort)
+        here, _, _ = preprocess_cohort(manifest, SMALL, tmp_path / "here", Problems())
+        config, elsewhere = str(tiny_cohort / "cohort.toml"), work / "cache"
+        edit_config(tiny_cohort, preprocess={"size": [64, 32], "cache_dir": str(elsewhere)})
+        assert main(["preprocess", config, "--work", str(work), "--cluster", "local:2"]) == 0
+        table = pd.read_csv(work / "preprocessed.csv", dtype={"patient_id": str})
+        assert len(table) == len(here)
+        for a, b in zip(
+            here["cc_cache"].tolist() + here["mlo_cache"].tolist(),
+            table["cc_cache"].tolist() + table["mlo_cache"].tolist(),
+        ):
+            np.testing.assert_array_equal(load_entry(a), load_entry(b))
+        _, again, _ = preprocess_cohort(manifest, SMALL, elsewhere, Problems())
+        assert again.decoded == 0  # the cluster's entries are this machine's cache
+
+    def test_a_bad_cluster_address_is_refused_by_the_command_line(self, tiny_cohort, capsys):
+        with pytest.raises(SystemExit):
+            main(["preprocess", str(tiny_cohort / "cohort.toml"), "--cluster", "spark://x"])
+        assert "expected dask://HOST:PORT or local:N" in capsys.readouterr().err

@@ -153,7 +153,7 @@ def _build(
 
     failed: dict[str, str] = {}
     saved = time.monotonic()
-    for result in parallel_map(_run_job, jobs, cfg.workers, progress):
+    for result in parallel_map(_run_job, jobs, cfg.workers, progress, cluster=cfg.cluster):
         key = result.pop("key")
         if "error" in result:
             failed[key] = result["error"]
