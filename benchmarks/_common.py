@@ -60,6 +60,7 @@ def prepared_data(
     write_outputs(result, cfg, Work(cfg.work_dir))
     table, _, _ = preprocess_cohort(result.manifest, cfg.preprocess, cfg.cache_dir, Problems())
     splits = make_splits(table, cfg.split)
+    splits.to_csv(Work(cfg.work_dir).splits, index=False)  # for benchmarks that run `fit` on the cohort
     return cfg, build_datasets(table, splits, cfg, result.numeric, result.categorical, seed=0)
 
 

@@ -1,64 +1,207 @@
-"""Training throughput through the real loader (cache + augmentation) against in-memory tensors, for the
-same model and batch, side by side (goal: within 10 %). resnet18 at the study's 200x200 (seed parity)
-and at 512x256 (breast crop).
+"""Training throughput on whatever this machine has (the GPU when there is one), side by side:
 
-    python benchmarks/bench_train.py [--batch 16] [--steps 3] [--backbone resnet18]
+1. one in-memory training step (a fixed batch already on the device): fp32, the precision `train.precision
+   = "auto"` picks, and (GPU, or --compile) torch.compile'd with channels_last;
+2. the input pipeline alone: batches from the cache to the device, augmented, with no model (the loader
+   path: each image augmented in the loader's processes; the device path: uint16 batches moved, then
+   augmented as a batch where the model is);
+3. `mammofuse train`'s real epochs (the Lightning loop, checkpoints included) through each pipeline.
+
+Printed as breasts per second and as ratios to the fastest in-memory step (goal on an H100/H200: real
+training >= 0.8 of it; on a 2-core CPU: no slower than before). On a GPU, `nvidia-smi dmon` samples the
+SM use during the real epochs (goal >= 80 %).
+
+    python benchmarks/bench_train.py [--breasts 160] [--size 512 256] [--batch 16] [--backbone resnet18]
+                                     [--epochs 2] [--workers 0 2] [--compile] [--root DIR]
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import copy
+import shutil
+import subprocess
 import time
 
 import torch
-from _common import bench_parser, prepared_data, train_step
+from _common import bench_parser, prepared_data
 from torch.utils.data import DataLoader
 
-SETTINGS = {
-    "200x200 (seed parity)": {"mode": "seed_parity", "parity_resize": 256, "parity_crop": 200},
-    "512x256 (breast)": {"mode": "breast", "size": (512, 256)},
-}
+from mammofuse.data.balance import BatchAugmentation
+from mammofuse.models import create_model
+from mammofuse.training.run import precision_for
+
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
-def samples_per_second(step, batches, n: int, batch: int) -> float:
-    step(next(batches))  # warm-up: allocator, kernels, loader workers
+def in_memory(
+    cfg, n_clinical: int, batch: dict, device: torch.device, precision: str, compile_: bool, steps: int
+):
+    """Breasts/s of forward + loss + backward + AdamW on one fixed batch already on the device."""
+    net = create_model(cfg.model, n_clinical).to(device).to(memory_format=torch.channels_last).train()
+    if compile_:
+        net.compile()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    cc, mlo = (batch[v].to(device).contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
+    clinical, label = batch["clinical"].to(device), batch["label"].to(device)
+
+    def step() -> None:
+        with torch.autocast(
+            device.type, AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST
+        ):
+            loss = torch.nn.functional.cross_entropy(net(cc, mlo, clinical), label)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(3 if compile_ else 1):  # warm-up: kernels, allocator, compilation
+        step()
+    return timed_rate(step, steps, len(label), device)
+
+
+def timed_rate(step, steps: int, per_step: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * per_step / (time.perf_counter() - start)
+
+
+def pipeline(
+    dataset, batch: int, workers: int, device: torch.device, augment: BatchAugmentation | None
+) -> float:
+    """Breasts/s of batches reaching the device (and, raw, augmented there), no model."""
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    it = iter(loader)
+    next(it)  # workers started
+    n = min(len(loader) - 1, 20)
     start = time.perf_counter()
     for _ in range(n):
-        step(next(batches))
+        b = next(it)
+        for view in ("cc", "mlo"):
+            x = b[view].to(device, non_blocking=True)
+            if augment is not None:
+                x = augment(x.float() * (1 / 65535))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return n * batch / (time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def sm_use(samples: list[float]):
+    """Collect nvidia-smi dmon's SM % while the block runs (nothing without a GPU)."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    proc = subprocess.Popen(["nvidia-smi", "dmon", "-s", "u", "-d", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        out = proc.communicate()[0]
+        samples += [float(line.split()[1]) for line in out.splitlines() if line.strip()[:1].isdigit()]
+
+
+def real_training(cfg, epochs: int, augment_on: str, workers: int, samples: list[float]) -> float:
+    """Breasts/s of `mammofuse train`'s epochs after the first (start-up and first-epoch compile left out)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from mammofuse.runs import Work
+    from mammofuse.training.run import fit
+
+    class EpochTimes(Callback):
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            self.starts.append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            self.starts.append(time.perf_counter())
+
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.train.epochs, run_cfg.train.augment_on, run_cfg.train.num_workers = epochs, augment_on, workers
+    run_cfg.train.batch_size = cfg.train.batch_size
+    work = Work(cfg.work_dir)
+    run = work.run(f"bench-{augment_on}-{workers}")
+    shutil.rmtree(run.dir, ignore_errors=True)
+    times = EpochTimes()
+    with sm_use(samples):
+        fit(run_cfg, run, work.read_splits(), callbacks=[times])
+    n_train = (work.read_splits()["split"] == "train").sum()
+    later = [b - a for a, b in zip(times.starts[2::2], times.starts[3::2])] or [
+        times.starts[1] - times.starts[0]
+    ]
+    return n_train / (sum(later) / len(later))
 
 
 def main() -> None:
     parser = bench_parser(__doc__)
+    parser.add_argument("--breasts", type=int, default=160)
+    parser.add_argument("--image-size", type=int, nargs=2, default=[1024, 832], help="generated image size")
+    parser.add_argument("--size", type=int, nargs=2, default=[512, 256], help="preprocessed size")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader processes to compare")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0], help="loader processes to compare")
+    parser.add_argument("--compile", action="store_true", help="also time a compiled step on the CPU")
     args = parser.parse_args()
-    device = "GPU" if torch.cuda.is_available() else "CPU"
-    threads = torch.get_num_threads()
-    print(f"{args.backbone}, batch {args.batch}, {args.steps} steps, {device}, {threads} torch threads")
-    for name, settings in SETTINGS.items():
-        cfg, data = prepared_data(args.root, 160, (1024, 832), settings)
-        cfg.model.backbone, cfg.model.pretrained = args.backbone, "none"
-        step = train_step(cfg, len(data.encoder.feature_names))
-        fixed = next(iter(DataLoader(data.train, batch_size=args.batch)))
-        memory = samples_per_second(step, itertools.repeat(fixed), args.steps, args.batch)
-        for workers in args.workers:
-            loader = DataLoader(
-                data.train,
-                batch_size=args.batch,
-                shuffle=True,
-                drop_last=True,
-                num_workers=workers,
-                persistent_workers=workers > 0,
-            )
-            real = samples_per_second(
-                step, itertools.chain.from_iterable(itertools.repeat(loader)), args.steps, args.batch
-            )
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
+    settings = {"mode": "breast", "size": tuple(args.size)}
+    cfg, data = prepared_data(args.root, args.breasts, tuple(args.image_size), settings)
+    cfg.model = cfg.model.model_copy(update={"backbone": args.backbone, "pretrained": "none"})
+    cfg.train.batch_size = args.batch
+    n_clinical = len(data.encoder.feature_names)
+    print(f"{name}; {args.backbone}, two views {args.size[0]}x{args.size[1]}, batch {args.batch}")
+
+    batch = next(iter(DataLoader(data.val, batch_size=args.batch)))
+    chosen = precision_for(cfg.train)
+    rates = {"fp32": in_memory(cfg, n_clinical, batch, device, "32-true", False, args.steps)}
+    if chosen != "32-true":
+        rates[chosen] = in_memory(cfg, n_clinical, batch, device, chosen, False, args.steps)
+    if device.type == "cuda" or args.compile:
+        rates[f"{chosen} + compile"] = in_memory(cfg, n_clinical, batch, device, chosen, True, args.steps)
+    best = max(rates.values())
+    for what, rate in rates.items():
+        print(f"in-memory step, {what:22s} {rate:8.1f} breasts/s  ({rate / best:.2f} of the best)")
+
+    raw = copy.copy(data.train)  # the same breasts, served as stored, augmented on the device
+    raw.raw, raw.transform = True, None
+    augment = BatchAugmentation(cfg.data).to(device)
+    for workers in args.workers:
+        loader_rate = pipeline(data.train, args.batch, workers, device, None)
+        device_rate = pipeline(raw, args.batch, workers, device, augment)
+        print(
+            f"input pipeline, {workers} workers: loader path {loader_rate:8.1f} breasts/s | device path "
+            f"{device_rate:8.1f} breasts/s ({device_rate / loader_rate:.2f}x)"
+        )
+
+    for workers in args.workers:
+        for where in ("loader", "device"):
+            samples: list[float] = []
+            rate = real_training(cfg, args.epochs, where, workers, samples)
+            sm = f", SM busy {sum(samples) / len(samples):.0f} %" if samples else ""
             print(
-                f"{name:24s} {workers} loader workers: real loader {real:7.2f} samples/s | in-memory "
-                f"{memory:7.2f} samples/s | ratio {real / memory:.2f} (goal >= 0.90)"
+                f"mammofuse train, augment on the {where}, {workers} workers: {rate:8.1f} breasts/s "
+                f"({rate / best:.2f} of the best in-memory step{sm})"
             )
 
 

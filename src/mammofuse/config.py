@@ -359,6 +359,13 @@ class TrainConfig(_Section):
     devices: str = Field("auto", description="Lightning devices ('auto', 1, '0,1', ...)")
     ddp: bool = Field(False, description="distributed data parallel over the devices")
     shuffle_labels: bool = Field(False, description="leakage guard: shuffle labels within the training split")
+    augment_on: Literal["auto", "loader", "device"] = Field(
+        "auto",
+        description="where training images are decoded and augmented: 'loader' (each image in the loader's "
+        "processes, on the CPU), 'device' (batches travel as 16-bit integers and are augmented as a whole "
+        "batch on the GPU), 'auto' (device on a GPU, loader on the CPU; data.balance = 'augment' always "
+        "uses the loader)",
+    )
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = Field(
         "auto",
         description="'auto': bf16-mixed on a GPU that supports it, 16-mixed on other GPUs, 32-true on "

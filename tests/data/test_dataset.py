@@ -4,9 +4,12 @@ import pytest
 import torch
 
 from mammofuse.cli import main
-from mammofuse.config import DataConfig, load_config
-from mammofuse.data.balance import ClassBalancedSampler, EpochShuffle, balanced_order
+from mammofuse.config import DataConfig, ModelConfig, TrainConfig, load_config
+from mammofuse.data.balance import BatchAugmentation, ClassBalancedSampler, EpochShuffle, balanced_order
 from mammofuse.data.dataset import build_datasets
+from mammofuse.models import create_model
+from mammofuse.problems import DataError
+from mammofuse.training.module import BreastClassifier
 
 LABELS = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
 
@@ -87,3 +90,38 @@ class TestBuildDatasets:
         n_pos = splits.loc[splits["split"] == "train", "label"].sum()
         assert len(data.train) == n_train + 2 * n_pos
         assert data.train.transform is not None and data.val.transform is None and data.test.transform is None
+
+
+class TestAugmentationOnTheDevice:
+    def test_raw_batches_are_the_stored_integers_and_become_the_same_brightness(self, prepared):
+        cfg, table, splits = prepared
+        on_loader = build_datasets(table, splits, cfg, [], [], seed=0)
+        cfg.train.augment_on = "device"
+        raw = build_datasets(table, splits, cfg, [], [], seed=0)
+        assert raw.train.transform is None and raw.train.raw and raw.val.raw
+        stored, plain = raw.val[0]["cc"], on_loader.val[0]["cc"]
+        assert stored.dtype == torch.uint16
+        module = BreastClassifier(
+            create_model(ModelConfig(backbone="tiny_cnn", pretrained="none"), 0), TrainConfig(), raw=True
+        )
+        batch = module.on_after_batch_transfer({"cc": stored[None], "mlo": stored[None]}, 0)
+        assert torch.equal(batch["cc"][0], plain)
+
+    def test_each_image_of_a_batch_gets_its_own_draw_in_range_and_seeded(self):
+        augment = BatchAugmentation(DataConfig())
+        yy = torch.linspace(0, 1, 64)[:, None].expand(64, 32)
+        batch = (0.2 + 0.6 * yy)[None, None].repeat(16, 1, 1, 1)  # 16 copies of one image
+        torch.manual_seed(3)
+        out = augment(batch)
+        assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 1
+        assert len({round(float(o.sum()), 3) for o in out}) == 16  # no two draws alike
+        flipped = [bool(o[0, :8].mean() > o[0, -8:].mean()) for o in out]  # bright rows now on top
+        assert 0 < sum(flipped) < 16
+        torch.manual_seed(3)
+        assert torch.equal(augment(batch), out)
+
+    def test_balancing_by_augmentation_stays_on_the_loader(self, prepared):
+        cfg, table, splits = prepared
+        cfg.data, cfg.train.augment_on = DataConfig(balance="augment"), "device"
+        with pytest.raises(DataError, match="augment_on = 'loader'"):
+            build_datasets(table, splits, cfg, [], [], seed=0)

@@ -296,3 +296,18 @@ class TestFaithfulResume:
         assert len(list(checkpoints.glob("last.ckpt.unreadable-*"))) == 1
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]
         assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+class TestInputPipeline:
+    def test_augmenting_whole_batches_on_the_device_trains_like_the_loader_path(self, ready):
+        preset = ready.parent / "device.toml"
+        fast = (ready.parent / "fast.toml").read_text()
+        device = fast.replace("augment = false", "augment = true").replace(
+            "[train]\n", '[train]\naugment_on = "device"\n'
+        )
+        preset.write_text(device)
+        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset)]) == 0
+        epochs = pd.read_csv(ready / "work" / "runs" / "device" / "epochs.csv")
+        assert (
+            len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
+        )

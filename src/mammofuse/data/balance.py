@@ -100,6 +100,34 @@ def standard_augmentation(cfg: DataConfig) -> v2.Compose:
     )
 
 
+class BatchAugmentation(torch.nn.Module):
+    """`standard_augmentation` on a whole batch (B, 1, H, W) where it lies (the GPU), each image its own
+    draw: the affine and the flip through kornia, brightness, contrast and gamma as torchvision's and
+    RandomGamma's definitions, vectorised. Draws from torch's global generator (seeded per epoch)."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        self.geometry = torch.nn.Sequential(
+            K.RandomAffine(cfg.augment_rotation_deg, translate=(0.03, 0.03), scale=(0.95, 1.05), p=1.0),
+            K.RandomVerticalFlip(p=0.5),
+        )
+        self.log_gamma = float(np.log(1.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.geometry(x)
+        b = x.shape[0]
+
+        def draw(low: float, high: float) -> torch.Tensor:
+            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(low, high)
+
+        x = (x * draw(0.9, 1.1)).clamp(0, 1)  # brightness: scale
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (mean + (x - mean) * draw(0.9, 1.1)).clamp(0, 1)  # contrast: toward the image's mean
+        return x ** draw(-self.log_gamma, self.log_gamma).exp()
+
+
 def balancing_augmentation(cfg: DataConfig) -> v2.RandomAffine:
     """The study's third variant: random rotation and scaling of added positives."""
     return v2.RandomAffine(degrees=cfg.rotation_deg, scale=(1 - cfg.scale, 1 + cfg.scale))

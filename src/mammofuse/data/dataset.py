@@ -30,7 +30,8 @@ class BreastDataset(Dataset):
     """One breast per item: both preprocessed views, the encoded clinical vector and the label.
 
     `order` lists row positions to serve (balancing copies repeat rows); `strong` marks items that
-    get the balancing augmentation (rotation and scaling) on top of the standard one.
+    get the balancing augmentation (rotation and scaling) on top of the standard one. `raw`: the views as
+    stored (uint16, no transform), for a model that converts and augments whole batches on its device.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class BreastDataset(Dataset):
         strong: np.ndarray | None = None,
         strong_transform: Transform | None = None,
         auxiliary: np.ndarray | None = None,
+        raw: bool = False,
     ) -> None:
         self.cc = table["cc_cache"].tolist()
         self.mlo = table["mlo_cache"].tolist()
@@ -53,11 +55,14 @@ class BreastDataset(Dataset):
         self.strong = np.zeros(len(self.order), bool) if strong is None else np.asarray(strong)
         self.transform = transform
         self.strong_transform = strong_transform
+        self.raw = raw
 
     def __len__(self) -> int:
         return len(self.order)
 
     def _view(self, path: str, strong: bool) -> torch.Tensor:
+        if self.raw:
+            return torch.from_numpy(load_entry(path, raw=True))[None]  # (1, H, W) uint16
         img = torch.from_numpy(load_entry(path))[None]  # (1, H, W)
         if strong and self.strong_transform is not None:
             img = self.strong_transform(img)
@@ -92,6 +97,13 @@ class SplitData:
     auxiliary: AuxiliaryTargets | None = None  # extra targets predicted from the images
 
 
+def augments_on_device(cfg: Config) -> bool:
+    """Whether training batches travel raw and are augmented on the device (train.augment_on)."""
+    if cfg.train.augment_on == "auto":
+        return torch.cuda.is_available() and cfg.data.balance != "augment"
+    return cfg.train.augment_on == "device"
+
+
 def build_datasets(
     table: pd.DataFrame,
     splits: pd.DataFrame,
@@ -119,19 +131,23 @@ def build_datasets(
         parts[TRAIN], numeric, categorical, impute=cfg.clinical.na_policy == "impute"
     )
     order, strong = balanced_order(parts[TRAIN]["label"].to_numpy(), cfg.data, rng)
+    raw = augments_on_device(cfg)
+    if raw and strong.any():
+        raise DataError("data.balance = 'augment' augments on the loader: set train.augment_on = 'loader'")
     train = BreastDataset(
         parts[TRAIN],
         encoder.transform(parts[TRAIN]),
-        transform=standard_augmentation(cfg.data) if cfg.data.augment else None,
+        transform=standard_augmentation(cfg.data) if cfg.data.augment and not raw else None,
         order=order,
         strong=strong,
         strong_transform=balancing_augmentation(cfg.data),
         auxiliary=None if auxiliary is None else auxiliary.transform(parts[TRAIN]),
+        raw=raw,
     )
     sampler: Sampler[int] = (
         ClassBalancedSampler(parts[TRAIN]["label"].to_numpy(), seed)
         if cfg.data.balance == "sampler"
         else EpochShuffle(len(train), seed)
     )
-    val, test = (BreastDataset(parts[s], encoder.transform(parts[s])) for s in (VAL, TEST))
+    val, test = (BreastDataset(parts[s], encoder.transform(parts[s]), raw=raw) for s in (VAL, TEST))
     return SplitData(train, val, test, encoder, sampler, auxiliary)

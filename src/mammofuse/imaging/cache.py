@@ -137,17 +137,18 @@ class DamagedEntry(DataError):
     """A cached array whose checksum differs from the one recorded when it was written."""
 
 
-def load_entry(path: str | Path) -> np.ndarray:
-    """A cached array as float32 brightness in [0, 1], checked against the checksum its index recorded:
-    a bit flipped on disk since preprocessing stops the read instead of training on it (the crc32 costs
-    a few per cent of the read: benchmarks/bench_cache_read.py)."""
+def load_entry(path: str | Path, raw: bool = False) -> np.ndarray:
+    """A cached array as float32 brightness in [0, 1] (`raw`: as stored, uint16 of QUANT steps, half the
+    bytes to move), checked against the checksum its index recorded: a bit flipped on disk since
+    preprocessing stops the read instead of training on it (the crc32 costs a few per cent of the read:
+    benchmarks/bench_cache_read.py)."""
     arr = np.load(path, allow_pickle=False)
     if checksum(arr) != entry_record(path)["crc32"]:
         raise DamagedEntry(
             f"{path}: the cached array differs from what preprocessing wrote (checksum): the disk damaged "
             "it; `mammofuse preprocess --verify` rebuilds damaged entries"
         )
-    return dequantize(arr)
+    return arr if raw else dequantize(arr)
 
 
 @lru_cache(maxsize=4)

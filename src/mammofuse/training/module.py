@@ -10,12 +10,23 @@ from torch import nn
 from mammofuse.config import TrainConfig
 from mammofuse.data.clinical import AuxiliaryTargets
 from mammofuse.evaluation.metrics import auc
+from mammofuse.imaging.cache import QUANT
 from mammofuse.models import TwoViewNet, positive_probability
 
 
 class BreastClassifier(L.LightningModule):
-    def __init__(self, net: TwoViewNet, cfg: TrainConfig, auxiliary: AuxiliaryTargets | None = None) -> None:
+    def __init__(
+        self,
+        net: TwoViewNet,
+        cfg: TrainConfig,
+        auxiliary: AuxiliaryTargets | None = None,
+        raw: bool = False,
+        augmentation: nn.Module | None = None,
+    ) -> None:
+        """`raw`: batches arrive as stored (uint16) and become brightness here, on the device, where
+        `augmentation` (data.balance.BatchAugmentation) then transforms the training batches."""
         super().__init__()
+        self.raw, self.augmentation = raw, augmentation
         self.net = net.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
         self.cfg = cfg
         # Auxiliary heads live here, not in the network: they serve training only, so the network that
@@ -32,6 +43,15 @@ class BreastClassifier(L.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
         return self.net(cc, mlo, batch["clinical"])  # (B, 2)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if self.raw:
+            for view in ("cc", "mlo"):
+                x = batch[view].float() * (1.0 / QUANT)  # on the device: half the bytes of float32 moved
+                if self.augmentation is not None and self.trainer.training:
+                    x = self.augmentation(x)
+                batch[view] = x
+        return batch
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.cfg.freeze_backbone_epochs

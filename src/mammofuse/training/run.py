@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from mammofuse.config import Config, TrainConfig
-from mammofuse.data.balance import epoch_seed
+from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
@@ -269,7 +269,9 @@ def fit(
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = prepare_run(cfg, run, splits, table)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
-    module = BreastClassifier(net, cfg.train, data.auxiliary)
+    raw = data.train.raw
+    augmentation = BatchAugmentation(cfg.data) if raw and cfg.data.augment else None
+    module = BreastClassifier(net, cfg.train, data.auxiliary, raw, augmentation)
     if cfg.train.compile:
         compiled(module.net)
     if done:
