@@ -261,6 +261,8 @@ class TestModelVariants:
         assert len(index) >= 2 and all((run / "explain" / f).is_file() for f in index["file"])
         net = Run(run).read_net()
         assert net.kind == "patches" and net.attention(View.CC) is not None
+        assert main(["report", str(run)]) == 0
+        assert "tile attention" in (run / "report.html").read_text()
         pred = predict(run / "bundle", ready, tmp_path / "p.csv")
         pred["key"] = pred["patient_id"] + "/" + pred["side"]
         evaluated = pd.read_csv(run / "predictions.csv")

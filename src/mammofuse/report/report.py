@@ -279,6 +279,8 @@ def build_report(run_dir: Path) -> Path:
             figures=figures,
             gallery=gallery,
             scaling=SCALING,
+            patches=cfg.model.kind == "patches",
+            tile=cfg.model.tile,
         )
     )
     run.report.write_text(html, encoding="utf-8")
