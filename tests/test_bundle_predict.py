@@ -11,6 +11,7 @@ from mammofuse.domain import View
 from mammofuse.models import ModelError
 from mammofuse.runs import Run
 from tests.cohort.helpers import edit_dicom
+from tests.training.fixtures import train_variant
 
 
 @pytest.fixture
@@ -227,34 +228,19 @@ class TestModelVariants:
     def test_the_validation_fitted_regression_travels_with_the_bundle(self, ready, tmp_path):
         """model.fusion = 'late': evaluate fits the regression on validation, the bundle carries it, and
         predict gives what evaluate gave on the same test breasts."""
-        preset = ready.parent / "late.toml"
-        fast = (ready.parent / "fast.toml").read_text()
-        preset.write_text(fast.replace("[model]\n", '[model]\nfusion = "late"\n'))
-        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset)]) == 0
-        run = ready / "work" / "runs" / "late"
+        run = train_variant(ready, "late", '[model]\nfusion = "late"\n')
         assert main(["evaluate", str(run)]) == 0
         stacker = json.loads((run / "stacker.json").read_text())
         assert set(stacker) == {"intercept", "image", "clinical"} and len(stacker["clinical"]) > 5
         assert json.loads((run / "bundle" / "stacker.json").read_text()) == stacker
-        pred = predict(run / "bundle", ready, tmp_path / "p.csv")
-        pred["key"] = pred["patient_id"] + "/" + pred["side"]
-        evaluated = pd.read_csv(run / "predictions.csv")
-        merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
-        assert len(merged) == (evaluated["split"] == "test").sum()
-        assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5
+        assert_predict_gives_what_evaluate_gave(run, ready, tmp_path)
 
     def test_a_patch_model_trains_explains_with_its_attention_and_predicts_as_evaluated(
         self, ready, tmp_path
     ):
         """model.kind = 'patches' end to end: train, evaluate, explain (Grad-CAM and the tile attention
         in the case figures), the bundle, and predict giving what evaluate gave."""
-        preset = ready.parent / "patches.toml"
-        fast = (ready.parent / "fast.toml").read_text()
-        preset.write_text(
-            fast.replace("[model]\n", '[model]\nkind = "patches"\ntile = 32\ntile_batch = 16\n')
-        )
-        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset)]) == 0
-        run = ready / "work" / "runs" / "patches"
+        run = train_variant(ready, "patches", '[model]\nkind = "patches"\ntile = 32\ntile_batch = 16\n')
         assert main(["evaluate", str(run)]) == 0
         assert main(["explain", str(run), "--n", "1"]) == 0
         index = pd.read_csv(run / "explain" / "index.csv")
@@ -263,9 +249,14 @@ class TestModelVariants:
         assert net.kind == "patches" and net.attention(View.CC) is not None
         assert main(["report", str(run)]) == 0
         assert "tile attention" in (run / "report.html").read_text()
-        pred = predict(run / "bundle", ready, tmp_path / "p.csv")
-        pred["key"] = pred["patient_id"] + "/" + pred["side"]
-        evaluated = pd.read_csv(run / "predictions.csv")
-        merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
-        assert len(merged) == (evaluated["split"] == "test").sum()
-        assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5
+        assert_predict_gives_what_evaluate_gave(run, ready, tmp_path)
+
+
+def assert_predict_gives_what_evaluate_gave(run, cohort, tmp_path) -> None:
+    """The run's bundle scores the cohort's test breasts as `evaluate` did."""
+    pred = predict(run / "bundle", cohort, tmp_path / "p.csv")
+    pred["key"] = pred["patient_id"] + "/" + pred["side"]
+    evaluated = pd.read_csv(run / "predictions.csv")
+    merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
+    assert len(merged) == (evaluated["split"] == "test").sum()
+    assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5

@@ -86,3 +86,12 @@ def trained_master(ready_master: Path, tmp_path_factory) -> Path:
     run_dir = cohort / "work" / "runs" / "fast"
     assert main(["evaluate", str(run_dir)]) == 0
     return run_dir
+
+
+def train_variant(ready: Path, name: str, toml: str, *extra: str) -> Path:
+    """Train a variant of the fast preset (`toml`: its differences, in TOML) on a ready cohort; return
+    the run folder (WORK/runs/NAME)."""
+    preset = ready.parent / f"{name}.toml"
+    preset.write_text(f'extends = "{ready.parent / "fast.toml"}"\n{toml}')
+    assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset), *extra]) == 0
+    return ready / "work" / "runs" / name

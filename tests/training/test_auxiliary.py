@@ -13,6 +13,7 @@ from mammofuse.data.clinical import AuxiliaryTargets
 from mammofuse.runs import Run
 from mammofuse.training.module import BreastClassifier
 from tests.models.test_tiles import patch_net
+from tests.training.fixtures import train_variant
 
 
 class TestConfig:
@@ -56,11 +57,7 @@ class TestTargets:
 
 class TestTraining:
     def test_a_run_with_an_auxiliary_target_leaves_it_out_of_the_inputs(self, ready, capsys):
-        preset = ready.parent / "aux.toml"
-        fast = (ready.parent / "fast.toml").read_text()
-        preset.write_text(fast.replace("[model]\n", "[model]\nauxiliary = {her2 = 0.5, age = 0.2}\n"))
-        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset)]) == 0
-        run = Run(ready / "work" / "runs" / "aux")
+        run = Run(train_variant(ready, "aux", "[model]\nauxiliary = {her2 = 0.5, age = 0.2}\n"))
         features = run.read_encoder().feature_names
         assert not any(f.startswith(("her2", "age")) for f in features) and "ki67" in features
         state = torch.load(run.checkpoint("best"), weights_only=True)["state_dict"]

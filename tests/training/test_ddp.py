@@ -32,9 +32,8 @@ def test_the_validation_auc_is_computed_once_over_the_gathered_scores(tmp_path):
 
 def test_train_under_ddp_checkpoints_and_resumes(ready):
     preset = ready.parent / "ddp.toml"
-    fast = (ready.parent / "fast.toml").read_text()
     preset.write_text(
-        fast.replace("[train]\n", '[train]\ndevices = "2"\nddp = true\n').replace("epochs = 2", "epochs = 1")
+        f'extends = "{ready.parent / "fast.toml"}"\n[train]\ndevices = "2"\nddp = true\nepochs = 1\n'
     )
     train = [sys.executable, "-m", "mammofuse", "train", str(ready / "cohort.toml"), "--preset", str(preset)]
     env = {**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"}

@@ -19,6 +19,7 @@ from mammofuse.presets import apply_preset
 from mammofuse.runs import Work
 from mammofuse.training.run import train
 from tests.cohort.helpers import edit_config
+from tests.training.fixtures import train_variant
 
 
 def run(cohort, *extra):
@@ -300,14 +301,8 @@ class TestFaithfulResume:
 
 class TestInputPipeline:
     def test_augmenting_whole_batches_on_the_device_trains_like_the_loader_path(self, ready):
-        preset = ready.parent / "device.toml"
-        fast = (ready.parent / "fast.toml").read_text()
-        device = fast.replace("augment = false", "augment = true").replace(
-            "[train]\n", '[train]\naugment_on = "device"\n'
-        )
-        preset.write_text(device)
-        assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset)]) == 0
-        epochs = pd.read_csv(ready / "work" / "runs" / "device" / "epochs.csv")
+        run = train_variant(ready, "device", '[data]\naugment = true\n[train]\naugment_on = "device"\n')
+        epochs = pd.read_csv(run / "epochs.csv")
         assert (
             len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
         )
