@@ -199,6 +199,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     resume = Path(f"{out}.resume.ckpt")
     done, losses = _resume(resume, card, model, optimizer)
     criterion = NTXentLoss(temperature=TEMPERATURE)
+    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0  # keep a GPU fed
     data = Views(entries, crop)
     batch = min(options.batch_size, len(data))
     console.print(
@@ -209,7 +210,15 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     for epoch in range(done, options.epochs):
         torch.manual_seed(epoch_seed(options.seed, epoch))  # the epoch's order and views, as if never stopped
         order = torch.Generator().manual_seed(epoch_seed(options.seed, epoch))
-        loader = DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, generator=order)
+        loader = DataLoader(
+            data,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            generator=order,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+        )  # worker seeds come from `order` too: the same views on a rerun
         model.train()
         total = 0.0
         for views in progress(f"epoch {epoch + 1}/{options.epochs}")(loader, len(loader)):
