@@ -200,6 +200,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     done, losses = _resume(resume, card, model, optimizer)
     criterion = NTXentLoss(temperature=TEMPERATURE)
     workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0  # keep a GPU fed
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     data = Views(entries, crop)
     batch = min(options.batch_size, len(data))
     console.print(
@@ -223,7 +224,8 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
         total = 0.0
         for views in progress(f"epoch {epoch + 1}/{options.epochs}")(loader, len(loader)):
             views = views.to(device, non_blocking=True)  # (B, 2, 1, h, w)
-            z = [head(backbone.pool(backbone(views[:, k]))) for k in (0, 1)]
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):  # a GPU's fast path
+                z = [head(backbone.pool(backbone(views[:, k]))).float() for k in (0, 1)]
             loss = criterion(z[0], z[1])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
