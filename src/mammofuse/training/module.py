@@ -32,17 +32,21 @@ class BreastClassifier(L.LightningModule):
         # Auxiliary heads live here, not in the network: they serve training only, so the network that
         # is evaluated, explained and bundled is the same with or without them.
         self.targets = auxiliary
-        columns = list(auxiliary.weights) if auxiliary else []
-        self.auxiliary = nn.ModuleList(
-            nn.Linear(net.image_features, auxiliary.outputs(c)) for c in columns if auxiliary
-        )
+        heads: list[nn.Module] = []
+        if auxiliary is not None:
+            heads = [nn.Linear(net.image_features, auxiliary.outputs(c)) for c in auxiliary.weights]
+        self.auxiliary = nn.ModuleList(heads)
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self._val: list[tuple[torch.Tensor, ...]] = []  # (probabilities, labels, rows) per batch
         self._train: list[tuple[torch.Tensor, ...]] = []  # this epoch's training scores, the same
 
     def forward(self, batch: dict) -> torch.Tensor:
+        return self.scores(batch)[0]  # (B, 2)
+
+    def scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, 2), image features (B, 2C)) of a batch."""
         cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
-        return self.net(cc, mlo, batch["clinical"])  # (B, 2)
+        return self.net.scores(cc, mlo, batch["clinical"])
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.raw:
@@ -59,8 +63,7 @@ class BreastClassifier(L.LightningModule):
             p.requires_grad_(not frozen)
 
     def training_step(self, batch: dict, _: int) -> torch.Tensor:
-        cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
-        logits, features = self.net.scores(cc, mlo, batch["clinical"])
+        logits, features = self.scores(batch)
         loss = self.loss(logits, batch["label"])
         metrics = {"train_acc": (logits.argmax(1) == batch["label"]).float().mean()}
         if self.targets is not None:
