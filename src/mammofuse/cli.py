@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--out", type=Path, help="output folder (default: work_dir from the config)")
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        type=_cluster_address,
+        help="read the headers on a Dask cluster: dask://HOST:PORT or local:N (see preprocess --cluster)",
+    )
     p.set_defaults(func=commands.cmd_ingest)
 
     p = sub.add_parser("preprocess", help="decode, orient, crop and resize every image into the cache")

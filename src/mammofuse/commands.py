@@ -73,7 +73,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     check_writable(work.dir)
     problems = Problems(strict=args.strict)
     with locked(work.dir, "ingest"):
-        result = ingest(cfg, problems, progress=progress("reading headers"))
+        result = ingest(cfg, problems, progress=progress("reading headers"), cluster=args.cluster)
         m = result.manifest
         pos = int(m["label"].sum())
         console.print(

@@ -540,3 +540,18 @@ class TestSeveralExams:
         edit_config(tiny_cohort, images={"exam_policy": "before_label_date"})
         code, out, _, _ = run_ingest(tiny_cohort, capsys)
         assert code == 2 and "needs labels.date_column" in out
+
+
+class TestCluster:
+    def test_headers_read_on_a_local_dask_cluster_give_the_same_manifest_and_exclusions(
+        self, tiny_cohort, capsys, monkeypatch
+    ):
+        (tiny_cohort / "dicom" / "README.txt").write_text("exported by PACS")  # one problem among the files
+        path = image_path(tiny_cohort, 1, "cc")
+        path.write_bytes(path.read_bytes()[:300])
+        _, _, here, left_out = run_ingest(tiny_cohort, capsys)
+        monkeypatch.setattr("mammofuse.cohort.images.SCAN_CHUNK", 7)  # several chunks, in order
+        code, _, there, left_out_there = run_ingest(tiny_cohort, capsys, "--cluster", "local:2")
+        assert code == 0 and len(left_out) >= 2
+        pd.testing.assert_frame_equal(here, there)
+        pd.testing.assert_frame_equal(left_out, left_out_there)

@@ -30,6 +30,7 @@ from mammofuse.domain import (
     view_from_patient_orientation,
 )
 from mammofuse.imaging.decode import pixel_spacing
+from mammofuse.parallel import parallel_map
 from mammofuse.problems import DataError, Problems
 
 PIXEL_GROUP = 0x7FE0
@@ -287,21 +288,48 @@ def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
     )
 
 
-def _scan_tree(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None) -> list[ImageRecord]:
+SCAN_CHUNK = 256  # files per task on a cluster: a task's overhead spread over many header reads
+
+
+def _read_one(path: Path, cfg: ImagesConfig) -> ImageRecord | tuple[str, str]:
+    """One file's record, or (problem category, message) when it cannot be used."""
+    rel = path.relative_to(cfg.root).as_posix()
+    try:
+        ds = read_header(path)
+        check_image(ds, rel, cfg)
+        pid, side, view = identify(ds, rel, cfg)
+    except HeaderError as err:
+        return err.category, str(err)
+    return ImageRecord.of(path, pid, side, view, ds)
+
+
+def _read_chunk(job: tuple[list[Path], ImagesConfig]) -> list[ImageRecord | tuple[str, str]]:
+    files, cfg = job
+    return [_read_one(path, cfg) for path in files]
+
+
+def _scan_tree(
+    cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None, cluster: str | None = None
+) -> list[ImageRecord]:
+    """Every file under images.root, read in order here, or in chunks on a Dask cluster (`cluster`,
+    as `parallel_map` takes it): the same records and problems, in the same order, either way."""
     if not cfg.root.is_dir():
         raise DataError(f"{cfg.root}: image folder not found (images.root)")
     files = sorted(p for p in cfg.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    found: Iterable[ImageRecord | tuple[str, str]]
+    if cluster:
+        jobs = [(files[i : i + SCAN_CHUNK], cfg) for i in range(0, len(files), SCAN_CHUNK)]
+        found = (
+            r for chunk in parallel_map(_read_chunk, jobs, progress=progress, cluster=cluster) for r in chunk
+        )
+    else:
+        found = (_read_one(path, cfg) for path in (progress(files, len(files)) if progress else files))
     records = []
-    for path in progress(files, len(files)) if progress else files:
-        rel = path.relative_to(cfg.root).as_posix()
-        try:
-            ds = read_header(path)
-            check_image(ds, rel, cfg)
-            pid, side, view = identify(ds, rel, cfg)
-        except HeaderError as err:
-            problems.add(err.category, str(err), path=str(path))
-            continue
-        records.append(ImageRecord.of(path, pid, side, view, ds))
+    for path, result in zip(files, found):
+        if isinstance(result, ImageRecord):
+            records.append(result)
+        else:
+            problems.add(result[0], result[1], path=str(path))
     return records
 
 
@@ -380,10 +408,13 @@ ProgressFn = Callable[[Iterable, int], Iterable]
 
 
 def find_images(
-    cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None = None
+    cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None = None, cluster: str | None = None
 ) -> list[ImageRecord]:
-    """Every usable image, from a header scan or the image table; unusable files go to `problems`."""
-    return (_scan_table if cfg.source == "table" else _scan_tree)(cfg, problems, progress)
+    """Every usable image, from a header scan (on a Dask cluster with `cluster`) or the image table;
+    unusable files go to `problems`."""
+    if cfg.source == "table":
+        return _scan_table(cfg, problems, progress)
+    return _scan_tree(cfg, problems, progress, cluster)
 
 
 def select_exams(

@@ -36,9 +36,12 @@ class IngestResult:
         return self.problems.counts()
 
 
-def ingest(cfg: Config, problems: Problems, progress: ProgressFn | None = None) -> IngestResult:
-    """Build the manifest; every problem goes to `problems` (which raises in strict mode)."""
-    images = find_images(cfg.images, problems, progress)
+def ingest(
+    cfg: Config, problems: Problems, progress: ProgressFn | None = None, cluster: str | None = None
+) -> IngestResult:
+    """Build the manifest; every problem goes to `problems` (which raises in strict mode). `cluster`:
+    read the headers on a Dask cluster (dask://HOST:PORT or local:N)."""
+    images = find_images(cfg.images, problems, progress, cluster)
     labels = read_labels(cfg.labels, problems)
     images = select_exams(images, cfg.images.exam_policy, labels.date, problems)
     pairs = pair_views(images, cfg.images.duplicate_policy, problems)
