@@ -306,3 +306,9 @@ class TestInputPipeline:
         assert (
             len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
         )
+
+    def test_a_compiled_network_trains_and_its_checkpoint_evaluates_like_any_other(self, ready):
+        run = train_variant(ready, "compiled", "[train]\ncompile = true\n", "--epochs", "1")
+        state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+        assert not any("_orig_mod" in k for k in state)  # the weights keep their names
+        assert main(["evaluate", str(run)]) == 0
