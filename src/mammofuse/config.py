@@ -358,6 +358,7 @@ class TrainConfig(_Section):
     num_workers: int = Field(-1, ge=-1, description="loader processes; -1: 0 on CPU, up to 8 on a GPU")
     devices: str = Field("auto", description="Lightning devices ('auto', 1, '0,1', ...)")
     ddp: bool = Field(False, description="distributed data parallel over the devices")
+    nodes: int = Field(1, ge=1, description="machines taking part in DDP (each runs the same command)")
     shuffle_labels: bool = Field(False, description="leakage guard: shuffle labels within the training split")
     augment_on: Literal["auto", "loader", "device"] = Field(
         "auto",

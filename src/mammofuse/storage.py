@@ -72,14 +72,22 @@ class InUse(DataError):
     """Another mammofuse process is working in the folder."""
 
 
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")  # Lightning, torchrun, SLURM
+
+
+def distributed_follower() -> bool:
+    """Whether this process is one of a distributed run's processes other than its first."""
+    return any(os.environ.get(name, "0") not in ("", "0") for name in RANK_VARIABLES)
+
+
 @contextmanager
 def locked(folder: Path, what: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the folder for one command: a second process is refused (InUse, naming who holds it) or,
     with `on_wait`, told who holds it and made to wait. The kernel releases the lock when its holder
-    dies, even by kill -9: no stale lock to remove by hand. A DDP worker (LOCAL_RANK > 0) is the lock
-    holder's own child, started by Lightning to run the same command: it does not take the lock again."""
+    dies, even by kill -9: no stale lock to remove by hand. A DDP process other than the first (started
+    by Lightning, torchrun or SLURM to run the same command) does not take the lock: the first holds it."""
     folder.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if distributed_follower():
         yield
         return
     with (folder / LOCK_NAME).open("a+", encoding="utf-8") as fh:

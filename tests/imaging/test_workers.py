@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mammofuse.cli import main
-from mammofuse.storage import locked
+from mammofuse.storage import InUse, locked
 from tests.cohort.helpers import edit_config
 
 
@@ -74,3 +74,16 @@ def test_a_lock_held_by_a_killed_process_is_free(tmp_path):
     proc.wait()
     with locked(tmp_path, "y"):
         pass
+
+
+@pytest.mark.parametrize("variable", ["LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"])
+def test_the_other_processes_of_a_distributed_run_leave_the_lock_to_the_first(
+    tmp_path, monkeypatch, variable
+):
+    with locked(tmp_path, "train"):  # the run's first process
+        monkeypatch.setenv(variable, "1")  # another process of the same DDP run (Lightning, torchrun, SLURM)
+        with locked(tmp_path, "train"):
+            pass
+        monkeypatch.setenv(variable, "0")
+        with pytest.raises(InUse), locked(tmp_path, "train"):
+            pass

@@ -221,6 +221,7 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         max_epochs=cfg.train.epochs,
         accelerator="auto",
         devices=cfg.train.devices,
+        num_nodes=cfg.train.nodes,
         strategy="ddp" if cfg.train.ddp else "auto",
         sync_batchnorm=cfg.train.ddp and gpu,  # one set of batch statistics (SyncBatchNorm needs a GPU)
         precision=precision_for(cfg.train),  # type: ignore[arg-type]
