@@ -57,15 +57,16 @@ def case_figure(
     """The clean model input (top, so nothing hides the calcifications), the map on it (middle) and on
     the original image (bottom), CC and MLO side by side, one colour bar, the title in large type. A
     patch model adds its tile attention, each view's top tiles outlined."""
-    panels = [("model input", pre, None), ("Grad-CAM on the input", pre, cam_pre)]
+    Panel = tuple[str, dict[View, np.ndarray], dict[View, np.ndarray] | None, bool]  # ..., outline top tiles
+    panels: list[Panel] = [("model input", pre, None, False), ("Grad-CAM on the input", pre, cam_pre, False)]
     if attention is not None:
         scaled = {v: a / a.max() if a.max() > 0 else a for v, a in attention.items()}
-        panels.append((f"tile attention, top {TOP_TILES} outlined", pre, scaled))
+        panels.append((f"tile attention, top {TOP_TILES} outlined", pre, scaled, True))
     if original is not None and cam_original is not None:
-        panels.append(("Grad-CAM on the original", original, cam_original))
+        panels.append(("Grad-CAM on the original", original, cam_original, False))
     fig = Figure(figsize=(7.2, 3.9 * len(panels) + 0.8), layout="constrained")
     axes = fig.subplots(len(panels), 2, squeeze=False)
-    for i, (what, images, cams) in enumerate(panels):
+    for i, (what, images, cams, outline) in enumerate(panels):
         for j, view in enumerate(VIEWS):
             img = for_display(images[view])
             if cams is None:
@@ -74,7 +75,7 @@ def case_figure(
                 axes[i, j].imshow(overlay(img, for_display(cams[view])))
             axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
             axes[i, j].axis("off")
-            if what.startswith("tile attention") and attention is not None:
+            if outline and attention is not None:
                 _outline(
                     axes[i, j], top_tiles(attention[view], tile), tile, img.shape[0] / images[view].shape[0]
                 )
