@@ -28,6 +28,7 @@ from _common import bench_parser, prepared_data
 from torch.utils.data import DataLoader
 
 from mammofuse.data.balance import BatchAugmentation
+from mammofuse.imaging.cache import QUANT
 from mammofuse.models import create_model
 from mammofuse.training.run import precision_for
 
@@ -94,7 +95,7 @@ def pipeline(
         for view in ("cc", "mlo"):
             x = b[view].to(device, non_blocking=True)
             if augment is not None:
-                x = augment(x.float() * (1 / 65535))
+                x = augment(x.float() * (1 / QUANT))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return n * batch / (time.perf_counter() - start)
@@ -134,7 +135,6 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, samples: list
 
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.train.epochs, run_cfg.train.augment_on, run_cfg.train.num_workers = epochs, augment_on, workers
-    run_cfg.train.batch_size = cfg.train.batch_size
     work = Work(cfg.work_dir)
     run = work.run(f"bench-{augment_on}-{workers}")
     shutil.rmtree(run.dir, ignore_errors=True)

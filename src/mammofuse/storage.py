@@ -47,15 +47,22 @@ def check_writable(*folders: Path) -> None:
             os.unlink(probe)
 
 
-def replace_text(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary file renamed over the old one (a full disk or a
-    kill leaves the previous version)."""
+@contextmanager
+def replaced(path: Path) -> Iterator[Path]:
+    """Write a file whole or not at all: the block writes the temporary path it is given, which is then
+    renamed over `path` (a full disk, an error or a kill in the block leaves the previous version)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """`path` holds `text`, written whole or not at all (`replaced`)."""
+    with replaced(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def disk_error(exc: OSError) -> str | None:

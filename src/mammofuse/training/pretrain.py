@@ -42,7 +42,7 @@ from mammofuse.models.backbones import Backbone
 from mammofuse.models.tiles import CONTENT
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
-from mammofuse.storage import replace_text
+from mammofuse.storage import replace_text, replaced
 from mammofuse.ui import console, progress, show_problems
 
 METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
@@ -272,11 +272,7 @@ def _resume(path: Path, card: dict[str, Any], model: nn.Module, optimizer: torch
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
-    """torch.save through a temporary file and a rename: a kill mid-write leaves the old file whole."""
+    """torch.save whole or not at all: a kill mid-write leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replaced(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

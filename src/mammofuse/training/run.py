@@ -31,7 +31,7 @@ from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run, Work
-from mammofuse.storage import replace_text
+from mammofuse.storage import replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
 
@@ -152,14 +152,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with replaced(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             if path in self.keep and path.is_file():
                 os.replace(path, self.keep[path])
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def loader(dataset: BreastDataset, cfg: Config, sampler: Sampler[int] | None = None) -> DataLoader:
