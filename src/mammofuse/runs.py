@@ -17,6 +17,7 @@ Every stage finds another stage's output through here, never by a file name of i
         ingest.json            the feature columns ingest found
         preprocess_problems.csv  breasts the run's preprocessing could not use
         epochs.csv, checkpoints/{best,last,previous}.ckpt       train
+        hardware.json          how each training session ran (device, precision, input pipeline)
         metrics.json, predictions.csv, figures/                 evaluate
         bundle/                the deployable model (deploy.bundle)
         explain/               Grad-CAM overlays and explain/index.csv
@@ -219,6 +220,11 @@ class Run:
     @property
     def preprocess_problems(self) -> Path:
         return self.dir / "preprocess_problems.csv"
+
+    @property
+    def hardware(self) -> Path:
+        """How each training session ran: device, precision, input pipeline (training.run.setup)."""
+        return self.dir / "hardware.json"
 
     @property
     def epochs(self) -> Path:

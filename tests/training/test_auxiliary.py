@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mammofuse.cli import main
 from mammofuse.config import ConfigError, TrainConfig, parse_config
@@ -51,6 +52,11 @@ class TestTargets:
         assert module.auxiliary_loss(features, unknown) == 0
         targets = torch.tensor([[1.0, 0.3], [float("nan"), -1.0], [0.0, float("nan")]])
         loss = module.auxiliary_loss(features, targets)
+        her2, ki67 = module.auxiliary[0](features[[0, 2]]), module.auxiliary[1](features[[0, 1]])[:, 0]
+        expected = F.cross_entropy(her2, torch.tensor([1, 0])) + 0.5 * F.mse_loss(
+            ki67, torch.tensor([0.3, -1.0])
+        )
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)  # the mean over the known ones
         loss.backward()
         assert loss > 0 and module.net.backbone_parameters()[0].grad.abs().sum() > 0
 

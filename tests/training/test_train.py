@@ -125,8 +125,13 @@ class TestResume:
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1]
         train(cfg, run_dir)
-        assert "resuming from" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "resuming from" in out and "training on CPU" in out
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]
+        sessions = json.loads((run_dir / "hardware.json").read_text())  # how each session trained
+        assert [s["from epoch"] for s in sessions] == [0, 1]
+        assert sessions[1]["precision"] == "32-true"
+        assert sessions[1]["torch threads"] == torch.get_num_threads()
         state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         n_train = (pd.read_csv(run_dir / "data.csv")["split"] == "train").sum()
         steps = -(-n_train // cfg.train.batch_size)

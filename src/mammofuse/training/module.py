@@ -77,18 +77,18 @@ class BreastClassifier(L.LightningModule):
 
     def auxiliary_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the auxiliary losses (cross-entropy for a category, squared error for a
-        standardised number) over the breasts whose target is known."""
+        standardised number), each the mean over the breasts whose target is known (none known: 0).
+        Masked rather than selected, so the step never waits for the device to say which are known."""
         assert self.targets is not None
         total = features.new_zeros(())
         for j, (column, weight) in enumerate(self.targets.weights.items()):
             known = ~torch.isnan(targets[:, j])
-            if not known.any():
-                continue
-            out, y = self.auxiliary[j](features[known]), targets[known, j]
+            y, out = targets[:, j].nan_to_num(0.0), self.auxiliary[j](features).float()
             if column in self.targets.categories:
-                total = total + weight * nn.functional.cross_entropy(out.float(), y.long())
+                each = nn.functional.cross_entropy(out, y.long(), reduction="none")
             else:
-                total = total + weight * nn.functional.mse_loss(out[:, 0].float(), y)
+                each = (out[:, 0] - y) ** 2
+            total = total + weight * (each * known).sum() / known.sum().clamp(min=1)
         return total
 
     def validation_step(self, batch: dict, _: int) -> None:
@@ -113,10 +113,11 @@ class BreastClassifier(L.LightningModule):
     def _gathered(self, batches: list[tuple[torch.Tensor, ...]], once: bool) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, labels) of the collected batches from every process (the list is emptied);
         `once`: each breast once (a distributed sampler pads the last batches with repeats)."""
-        probs, labels, rows = (torch.cat(parts) for parts in zip(*batches))
+        probs, labels, rows = (torch.cat([t.to(self.device) for t in parts]) for parts in zip(*batches))
         batches.clear()
         if self.trainer.world_size > 1:
             probs, labels, rows = (self._from_all(t) for t in (probs, labels, rows))
+        probs, labels, rows = (t.cpu() for t in (probs, labels, rows))  # the epoch's one wait for the device
         if once:
             keep = np.unique(rows.numpy(), return_index=True)[1]
             probs, labels = probs[keep], labels[keep]
@@ -124,9 +125,9 @@ class BreastClassifier(L.LightningModule):
 
     def _from_all(self, values: torch.Tensor) -> torch.Tensor:
         """One process's tensor (N,) -> every process's, concatenated (world * N,)."""
-        gathered = self.all_gather(values.to(self.device))
+        gathered = self.all_gather(values)
         assert isinstance(gathered, torch.Tensor)
-        return gathered.flatten().cpu()
+        return gathered.flatten()
 
     def configure_optimizers(self):
         groups = [
@@ -147,12 +148,9 @@ class BreastClassifier(L.LightningModule):
 
 
 def _scored(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:
-    """(probabilities, labels, rows) of one batch, kept on the CPU for the epoch's AUC."""
-    return (
-        positive_probability(logits).detach().cpu(),
-        batch["label"].cpu(),
-        torch.as_tensor(batch["row"]).cpu(),
-    )
+    """(probabilities, labels, rows) of one batch for the epoch's AUC, left where they are: a copy to the
+    CPU here would make every step wait for the GPU; `_gathered` moves the epoch's scores once."""
+    return positive_probability(logits).detach(), batch["label"], torch.as_tensor(batch["row"])
 
 
 def predict(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from mammofuse.models.tiles import CONTENT
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 from mammofuse.storage import replace_text, replaced
+from mammofuse.training.run import loader_workers
 from mammofuse.ui import console, progress, show_problems
 
 METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
@@ -199,7 +199,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     resume = Path(f"{out}.resume.ckpt")
     done, losses = _resume(resume, card, model, optimizer)
     criterion = NTXentLoss(temperature=TEMPERATURE)
-    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0  # keep a GPU fed
+    workers = loader_workers(cfg.train)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     data = Views(entries, crop)
     batch = min(options.batch_size, len(data))

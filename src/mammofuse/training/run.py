@@ -31,7 +31,7 @@ from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run, Work
-from mammofuse.storage import replace_text, replaced
+from mammofuse.storage import distributed_follower, replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
 
@@ -158,11 +158,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.replace(path, self.keep[path])
 
 
+def loader_workers(cfg: TrainConfig) -> int:
+    """Loader processes: as configured, or (-1) none on the CPU (they would take the model's cores) and
+    up to 8 beside a GPU."""
+    if cfg.num_workers >= 0:
+        return cfg.num_workers
+    return min(8, torch.get_num_threads()) if torch.cuda.is_available() else 0
+
+
 def loader(dataset: BreastDataset, cfg: Config, sampler: Sampler[int] | None = None) -> DataLoader:
     """Batches in the sampler's order (the training order), or in the dataset's order."""
-    workers = cfg.train.num_workers
-    if workers < 0:
-        workers = min(8, torch.get_num_threads()) if torch.cuda.is_available() else 0
+    workers = loader_workers(cfg.train)
     return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
@@ -183,6 +189,39 @@ def precision_for(cfg: TrainConfig) -> str:
     if not torch.cuda.is_available():
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def setup(cfg: Config, raw: bool) -> dict[str, Any]:
+    """How this session trains: the hardware and what was chosen for it (precision, where batches are
+    augmented, loader processes, compilation). CPU results reproduce exactly only with the same number of
+    torch threads, so it is recorded too."""
+    gpu = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name() if gpu else "CPU",
+        "devices": cfg.train.devices,
+        "nodes": cfg.train.nodes,
+        "torch threads": torch.get_num_threads(),
+        "precision": precision_for(cfg.train),
+        "augment on": ("device" if raw else "loader") if cfg.data.augment else "no augmentation",
+        "loader processes": loader_workers(cfg.train),
+        "compiled": cfg.train.compile,
+        "torch": torch.__version__,
+    }
+
+
+def record_setup(run: Run, session: dict[str, Any], from_epoch: int) -> None:
+    """Say how training runs and add it to the run's hardware.json (a resumed run may have moved to other
+    hardware: one entry per session, with the epoch it started from)."""
+    console.print(
+        f"training on {session['device']} ({session['torch threads']} torch threads): "
+        f"{session['precision']}, augmentation: {session['augment on']}, "
+        f"{session['loader processes']} loader processes{', compiled' if session['compiled'] else ''}"
+    )
+    if distributed_follower():
+        return
+    sessions = json.loads(run.hardware.read_text(encoding="utf-8")) if run.hardware.is_file() else []
+    sessions = [s for s in sessions if s["from epoch"] < from_epoch]  # a start over forgets later ones
+    replace_text(run.hardware, json.dumps([*sessions, {"from epoch": from_epoch, **session}], indent=2))
 
 
 def compiled(net: nn.Module) -> None:
@@ -273,6 +312,7 @@ def fit(
         compiled(module.net)
     if done:
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
+    record_setup(run, setup(cfg, raw), from_epoch=done)
     trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
     try:
         trainer.fit(
