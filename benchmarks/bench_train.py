@@ -22,6 +22,7 @@ import copy
 import shutil
 import subprocess
 import time
+import warnings
 
 import torch
 from _common import bench_parser, prepared_data
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader
 from mammofuse.data.balance import BatchAugmentation
 from mammofuse.imaging.cache import QUANT
 from mammofuse.models import create_model
+from mammofuse.training.module import BreastClassifier
 from mammofuse.training.run import precision_for
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -116,7 +118,23 @@ def sm_use(samples: list[float]):
         samples += [float(line.split()[1]) for line in out.splitlines() if line.strip()[:1].isdigit()]
 
 
-def real_training(cfg, epochs: int, augment_on: str, workers: int, samples: list[float]) -> float:
+def host_waits(fn) -> int:
+    """How many times `fn` makes the CPU wait for the GPU (CUDA's sync debug mode): each wait empties the
+    queue of GPU work, so a training step should have none."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in seen)
+
+
+def real_training(
+    cfg, epochs: int, augment_on: str, workers: int, compile_: bool, samples: list[float]
+) -> float:
     """Breasts/s of `mammofuse train`'s epochs after the first (start-up and first-epoch compile left out)."""
     from lightning.pytorch.callbacks import Callback
 
@@ -135,6 +153,7 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, samples: list
 
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.train.epochs, run_cfg.train.augment_on, run_cfg.train.num_workers = epochs, augment_on, workers
+    run_cfg.train.compile = compile_
     work = Work(cfg.work_dir)
     run = work.run(f"bench-{augment_on}-{workers}")
     shutil.rmtree(run.dir, ignore_errors=True)
@@ -194,10 +213,23 @@ def main() -> None:
             f"{device_rate:8.1f} breasts/s ({device_rate / loader_rate:.2f}x)"
         )
 
+    if device.type == "cuda":
+        views = next(iter(DataLoader(raw, batch_size=args.batch)))
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in views.items()}
+        for view in ("cc", "mlo"):
+            batch[view] = batch[view].float() * (1 / QUANT)
+        module = BreastClassifier(create_model(cfg.model, n_clinical), cfg.train).to(device)
+        waits = {
+            "batch augmentation": host_waits(lambda: augment(batch["cc"])),
+            "training step": host_waits(lambda: module.training_step(batch, 0).backward()),
+        }
+        print("times the CPU waits for the GPU: " + ", ".join(f"{k} {v}" for k, v in waits.items()))
+
+    compile_ = device.type == "cuda" or args.compile  # as the best in-memory step
     for workers in args.workers:
         for where in ("loader", "device"):
             samples: list[float] = []
-            rate = real_training(cfg, args.epochs, where, workers, samples)
+            rate = real_training(cfg, args.epochs, where, workers, compile_, samples)
             sm = f", SM busy {sum(samples) / len(samples):.0f} %" if samples else ""
             print(
                 f"mammofuse train, augment on the {where}, {workers} workers: {rate:8.1f} breasts/s "

@@ -12,6 +12,7 @@ from mammofuse.problems import DataError
 from mammofuse.training.module import BreastClassifier
 
 LABELS = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # the GPU path where there is one
 
 
 class TestBalancing:
@@ -93,7 +94,8 @@ class TestBuildDatasets:
 
 
 class TestAugmentationOnTheDevice:
-    def test_raw_batches_are_the_stored_integers_and_become_the_same_brightness(self, prepared):
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_raw_batches_are_the_stored_integers_and_become_the_same_brightness(self, prepared, device):
         cfg, table, splits = prepared
         on_loader = build_datasets(table, splits, cfg, [], [], seed=0)
         cfg.train.augment_on = "device"
@@ -103,14 +105,17 @@ class TestAugmentationOnTheDevice:
         assert stored.dtype == torch.uint16
         module = BreastClassifier(
             create_model(ModelConfig(backbone="tiny_cnn", pretrained="none"), 0), TrainConfig(), raw=True
-        )
-        batch = module.on_after_batch_transfer({"cc": stored[None], "mlo": stored[None]}, 0)
-        assert torch.equal(batch["cc"][0], plain)
+        ).to(device)
+        moved = stored[None].pin_memory() if device == "cuda" else stored[None]  # as the loader pins it
+        moved = moved.to(device, non_blocking=True)
+        batch = module.on_after_batch_transfer({"cc": moved, "mlo": moved}, 0)
+        assert batch["cc"].device.type == device and torch.equal(batch["cc"][0].cpu(), plain)
 
-    def test_each_image_of_a_batch_gets_its_own_draw_in_range_and_seeded(self):
-        augment = BatchAugmentation(DataConfig())
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_each_image_of_a_batch_gets_its_own_draw_in_range_and_seeded(self, device):
+        augment = BatchAugmentation(DataConfig()).to(device)
         yy = torch.linspace(0, 1, 64)[:, None].expand(64, 32)
-        batch = (0.2 + 0.6 * yy)[None, None].repeat(16, 1, 1, 1)  # 16 copies of one image
+        batch = (0.2 + 0.6 * yy)[None, None].repeat(16, 1, 1, 1).to(device)  # 16 copies of one image
         torch.manual_seed(3)
         out = augment(batch)
         assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 1

@@ -1,0 +1,60 @@
+"""Training on a CUDA GPU: what only a GPU shows (skipped without one; benchmarks/gpu_check.sh runs them).
+The CPU runs the same code paths in test_train.py and tests/data/test_dataset.py."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from mammofuse.cli import main
+from mammofuse.config import ModelConfig, TrainConfig
+from mammofuse.data.clinical import AuxiliaryTargets
+from mammofuse.models import create_model
+from mammofuse.training.module import BreastClassifier
+from tests.training.fixtures import train_variant
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(dtype):
+    """A step that copies a result to the CPU (.cpu(), .item(), a boolean mask's size) stalls the queue
+    of GPU work behind it every batch; CUDA's sync debug mode turns any such wait into an error."""
+    aux = AuxiliaryTargets({"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0})
+    net = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none", grey="adapt"), 3)
+    module = BreastClassifier(net, TrainConfig(), aux).cuda()
+    b = 8
+    batch = {
+        "cc": torch.rand(b, 1, 128, 64, device="cuda"),
+        "mlo": torch.rand(b, 1, 128, 64, device="cuda"),
+        "clinical": torch.rand(b, 3, device="cuda"),
+        "label": torch.randint(0, 2, (b,), device="cuda"),
+        "row": torch.arange(b, device="cuda"),
+        "auxiliary": torch.tensor([[1.0, 0.3], [float("nan"), -1.0]] * (b // 2), device="cuda"),
+    }
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            loss = module.training_step(batch, 0)
+            module.validation_step(batch, 0)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item() and len(module._train) == len(module._val) == 1
+
+
+def test_a_run_on_the_gpu_picks_the_fast_settings_says_so_and_evaluates(ready):
+    """`mammofuse train` with every setting left to the hardware: bf16 (or fp16), batches augmented on the
+    GPU, loader processes; compiled on request. The checkpoint then evaluates like a CPU one."""
+    run = train_variant(ready, "gpu", "[data]\naugment = true\n[train]\ncompile = true\n")
+    (session,) = json.loads((run / "hardware.json").read_text())
+    assert session["device"] == torch.cuda.get_device_name()
+    assert session["precision"] == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed")
+    assert session["augment on"] == "device" and session["loader processes"] > 0 and session["compiled"]
+    epochs = pd.read_csv(run / "epochs.csv")
+    assert len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
+    assert main(["evaluate", str(run)]) == 0
+    auc = json.loads((run / "metrics.json").read_text())["model"]["test"]["auc"]
+    assert auc["low"] <= auc["auc"] <= auc["high"]
