@@ -212,13 +212,13 @@ def setup(cfg: Config, raw: bool) -> dict[str, Any]:
 def record_setup(run: Run, session: dict[str, Any], from_epoch: int) -> None:
     """Say how training runs and add it to the run's hardware.json (a resumed run may have moved to other
     hardware: one entry per session, with the epoch it started from)."""
+    if distributed_follower():  # the run's first process speaks for all
+        return
     console.print(
         f"training on {session['device']} ({session['torch threads']} torch threads): "
         f"{session['precision']}, augmentation: {session['augment on']}, "
         f"{session['loader processes']} loader processes{', compiled' if session['compiled'] else ''}"
     )
-    if distributed_follower():
-        return
     sessions = json.loads(run.hardware.read_text(encoding="utf-8")) if run.hardware.is_file() else []
     sessions = [s for s in sessions if s["from epoch"] < from_epoch]  # a start over forgets later ones
     replace_text(run.hardware, json.dumps([*sessions, {"from epoch": from_epoch, **session}], indent=2))
