@@ -90,5 +90,16 @@ class TestThresholds:
         assert m["sensitivity"] == 1.0 and m["specificity"] == 0.75 and m["ppv"] == pytest.approx(2 / 3)
         assert m["npv"] == 1.0 and m["accuracy"] == pytest.approx(5 / 6)
 
+    def test_a_threshold_above_every_score_leaves_ppv_undefined_quietly(self, recwarn):
+        ci = metrics.rates_with_ci(Y, P, threshold=0.95)  # nobody called positive: PPV has no value
+        assert (
+            np.isnan(ci["ppv"]).all() and ci["sensitivity"] == [0.0, 0.0] and ci["specificity"] == [1.0, 1.0]
+        )
+        extreme = metrics.calibration_with_ci(Y, np.where(Y == 1, 1.0, 0.0), n=50)  # perfectly separated
+        assert np.isfinite(extreme["intercept"])
+        assert not [
+            w for w in recwarn if issubclass(w.category, RuntimeWarning)
+        ]  # nothing for a user to puzzle over
+
     def test_brier_score(self):
         assert metrics.brier(np.array([0, 1]), np.array([0.0, 0.5])) == pytest.approx(0.125)

@@ -10,7 +10,10 @@ drawn), so the AUCs of 2,000 resamples are one vectorised weighted Mann-Whitney 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from scipy.special import expit
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
 
 N_BOOTSTRAP = 2000
@@ -188,7 +191,9 @@ def rates_with_ci(
             "npv": tn / (tn + fn),
             "accuracy": (tp + tn) / w.sum(axis=1),
         }
-    return {k: [float(q) for q in np.nanpercentile(v, [2.5, 97.5])] for k, v in values.items()}
+    with warnings.catch_warnings():  # a rate undefined in every resample (no breast called positive: no
+        warnings.simplefilter("ignore", RuntimeWarning)  # PPV) has the interval [nan, nan], shown as such
+        return {k: [float(q) for q in np.nanpercentile(v, [2.5, 97.5])] for k, v in values.items()}
 
 
 def _logit(probs: np.ndarray) -> np.ndarray:
@@ -201,7 +206,7 @@ def _calibration_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray) -> tuple[floa
     Newton's method (two small problems; no extra dependency)."""
     a = 0.0  # calibration-in-the-large: y ~ a + offset(lp)
     for _ in range(50):
-        mu = 1 / (1 + np.exp(-(a + lp)))
+        mu = expit(a + lp)  # no overflow warning where the predictions are extreme
         step = float(np.sum(w * (y - mu)) / max(float(np.sum(w * mu * (1 - mu))), 1e-12))
         a += step
         if abs(step) < 1e-10:
@@ -209,7 +214,7 @@ def _calibration_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray) -> tuple[floa
     beta = np.zeros(2)  # slope: y ~ b0 + b1 lp
     x = np.column_stack([np.ones_like(lp), lp])
     for _ in range(50):
-        fitted = 1 / (1 + np.exp(-(x @ beta)))
+        fitted = expit(x @ beta)
         hessian = (x * (w * fitted * (1 - fitted))[:, None]).T @ x + 1e-9 * np.eye(2)
         delta = np.linalg.solve(hessian, x.T @ (w * (y - fitted)))
         beta += delta
