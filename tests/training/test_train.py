@@ -312,6 +312,18 @@ class TestInputPipeline:
             len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
         )
 
+    def test_the_precision_a_gpu_picks_trains_a_patch_model_with_every_head_and_evaluates(self, ready):
+        """bf16 autocast (what `auto` picks on a GPU) on the CPU: the patch model's tile selection and
+        attention, the mlp fusion and an auxiliary head all mix bf16 activations with fp32 buffers."""
+        variant = '[model]\nkind = "patches"\ntile = 32\nfusion = "mlp"\nauxiliary = {her2 = 0.3}\n'
+        run = train_variant(ready, "bf16", variant + '[train]\nprecision = "bf16-mixed"\n', "--epochs", "1")
+        (session,) = json.loads((run / "hardware.json").read_text())
+        assert session["precision"] == "bf16-mixed"
+        assert pd.read_csv(run / "epochs.csv")["train_loss"].notna().all()
+        assert main(["evaluate", str(run)]) == 0
+        auc = json.loads((run / "metrics.json").read_text())["model"]["test"]["auc"]
+        assert auc["low"] <= auc["auc"] <= auc["high"]
+
     def test_a_compiled_network_trains_and_its_checkpoint_evaluates_like_any_other(self, ready):
         run = train_variant(ready, "compiled", "[train]\ncompile = true\n", "--epochs", "1")
         state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
