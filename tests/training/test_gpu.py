@@ -2,6 +2,7 @@
 The CPU runs the same code paths in test_train.py and tests/data/test_dataset.py."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,9 +11,10 @@ import torch
 from mammofuse.cli import main
 from mammofuse.config import ModelConfig, TrainConfig
 from mammofuse.data.clinical import AuxiliaryTargets
-from mammofuse.models import create_model
+from mammofuse.models import create_backbone, create_model
 from mammofuse.training.module import BreastClassifier
 from tests.training.fixtures import train_variant
+from tests.training.test_pretrain import pretrain
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -58,3 +60,16 @@ def test_a_run_on_the_gpu_picks_the_fast_settings_says_so_and_evaluates(ready):
     assert main(["evaluate", str(run)]) == 0
     auc = json.loads((run / "metrics.json").read_text())["model"]["test"]["auc"]
     assert auc["low"] <= auc["auc"] <= auc["high"]
+
+
+def test_pretraining_on_the_gpu_writes_weights_a_cpu_model_loads(ready, tmp_path):
+    """`mammofuse pretrain` on the GPU (bf16 autocast, loader processes): its weights are plain CPU
+    tensors that `model.pretrained` loads anywhere."""
+    out = tmp_path / "gpu.pt"
+    assert pretrain(ready, out, "--epochs", "1") == 0
+    card = json.loads(Path(f"{out}.json").read_text())
+    assert len(card["losses"]) == 1 and card["losses"][0] > 0
+    state = torch.load(out, weights_only=True, map_location="cpu")["state_dict"]
+    assert all(t.device.type == "cpu" for t in state.values())
+    loaded = create_backbone("tiny_cnn", str(out), "adapt")
+    assert torch.allclose(loaded.classifier_state()["features.0.weight"], state["features.0.weight"])

@@ -221,7 +221,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
             pin_memory=device.type == "cuda",
         )  # worker seeds come from `order` too: the same views on a rerun
         model.train()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)  # summed there: no wait each step
         for views in progress(f"epoch {epoch + 1}/{options.epochs}")(loader, len(loader)):
             views = views.to(device, non_blocking=True)  # (B, 2, 1, h, w)
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):  # a GPU's fast path
@@ -230,8 +230,8 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
-        losses.append(total / max(1, len(loader)))
+            total += loss.detach()
+        losses.append(float(total) / max(1, len(loader)))
         console.print(f"epoch {epoch + 1:3d}/{options.epochs}  contrastive loss {losses[-1]:.4f}")
         _save(
             resume,
