@@ -337,6 +337,10 @@ class Run:
     def fold(self, repeat: int, fold: int) -> Run:
         return Run(self.dir / "folds" / f"r{repeat}f{fold}")
 
+    def fold_runs(self) -> list[Run]:
+        """The fold runs made so far, by name."""
+        return [Run(d) for d in sorted((self.dir / "folds").glob("r*f*")) if d.is_dir()]
+
     @property
     def folds(self) -> Path:
         """Which breasts are in which fold of which repeat."""

@@ -80,6 +80,12 @@ class TestReport:
         assert "Model card" in html and "Intended use" in html
         assert "<details><summary>The run's full configuration (TOML)</summary>" in html
 
+    def test_says_on_what_hardware_and_with_what_precision_the_model_was_trained(self, report):
+        html = report.read_text()
+        table = html[html.index("How it was trained") : html.index("<h2>Versions")]
+        for text in ("<td>CPU</td>", "<td>32-true</td>", "<td>no augmentation</td>", "from 1"):
+            assert text in table, text
+
     def test_identifies_cases_by_row_number_never_by_patient(self, report):
         html = report.read_text()
         assert "row " in html and not re.search(r"MF\d{5}", html)

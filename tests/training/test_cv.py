@@ -77,6 +77,9 @@ class TestOutOfFold:
         ):
             assert text in html, text
         assert html.count("data:image/png;base64,") == 5  # flow, ROC, calibration, decision, overfitting
+        trained = html[html.index("How it was trained") : html.index("<h2>Versions")]
+        assert trained.count("<td>CPU</td>") == 1  # one setup trained every fold
+        assert all(f"r{r}f{f}: from 1" in trained for r in (0, 1) for f in (0, 1, 2))
 
 
 class TestResume:

@@ -7,6 +7,7 @@ that decoded (`data-figures-loaded` on <body>) so a headless browser can check i
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,6 +144,28 @@ def _subgroups(run: Run) -> list[dict[str, str]]:
     return clinical.subgroups(scored.merge(data, on=["patient_id", "side"], how="left"))
 
 
+TRAINED_ON = ["device", "precision", "augment on", "loader processes", "compiled", "torch threads", "torch"]
+
+
+def _trained_on(run: Run) -> list[dict[str, Any]]:
+    """How the run was trained (RUN/hardware.json; every fold's for a cv run): one row per distinct
+    setup, with the epochs (and folds) it trained. Runs trained before the file existed have none."""
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for trained in run.fold_runs() if run.is_cv else [run]:
+        if not trained.hardware.is_file():
+            continue
+        for session in json.loads(trained.hardware.read_text(encoding="utf-8")):
+            setup = tuple(_shown(session.get(k, "")) for k in TRAINED_ON)
+            epochs = f"from {session['from epoch'] + 1}"
+            epochs = f"{trained.name}: {epochs}" if run.is_cv else epochs
+            rows.setdefault(setup, {**dict(zip(TRAINED_ON, setup)), "epochs": []})["epochs"].append(epochs)
+    return [{**row, "epochs": "; ".join(row["epochs"])} for row in rows.values()]
+
+
+def _shown(value: object) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
 def _environment() -> Environment:
     return Environment(loader=PackageLoader("mammofuse.report"), autoescape=select_autoescape(["html", "j2"]))
 
@@ -156,6 +179,7 @@ def _common(run: Run, cfg: Config) -> dict[str, Any]:
         "labels": cfg.labels,
         "config": to_toml(cfg),
         "versions": versions(),
+        "trained_on": _trained_on(run),
         "model": cfg.model,
     }
 
@@ -187,7 +211,7 @@ def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], 
         _environment()
         .get_template("compare.html.j2")
         .render(
-            **{**_common(first, cfg), "title": "mammofuse comparison", "model": None},
+            **{**_common(first, cfg), "title": "mammofuse comparison", "model": None, "trained_on": []},
             rows=rows,
             first=table["preset"].iloc[0],
             folds=result.folds,
