@@ -362,10 +362,10 @@ class TrainConfig(_Section):
     shuffle_labels: bool = Field(False, description="leakage guard: shuffle labels within the training split")
     augment_on: Literal["auto", "loader", "device"] = Field(
         "auto",
-        description="where training images are decoded and augmented: 'loader' (each image in the loader's "
-        "processes, on the CPU), 'device' (batches travel as 16-bit integers and are augmented as a whole "
-        "batch on the GPU), 'auto' (device on a GPU, loader on the CPU; data.balance = 'augment' always "
-        "uses the loader)",
+        description="where training images are augmented: 'loader' (each image in the loader's processes), "
+        "'device' (batches travel as 16-bit integers and are augmented as a whole batch where the model is: "
+        "the GPU, or the CPU, where it is also faster), 'auto' (device; data.balance = 'augment' always uses "
+        "the loader)",
     )
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed"] = Field(
         "auto",

@@ -5,7 +5,13 @@ import torch
 
 from mammofuse.cli import main
 from mammofuse.config import DataConfig, ModelConfig, TrainConfig, load_config
-from mammofuse.data.balance import BatchAugmentation, ClassBalancedSampler, EpochShuffle, balanced_order
+from mammofuse.data.balance import (
+    BatchAugmentation,
+    ClassBalancedSampler,
+    EpochShuffle,
+    balanced_order,
+    standard_augmentation,
+)
 from mammofuse.data.dataset import build_datasets
 from mammofuse.models import create_model
 from mammofuse.problems import DataError
@@ -83,7 +89,7 @@ class TestBuildDatasets:
 
     def test_validation_and_test_are_never_augmented_or_copied(self, prepared):
         cfg, table, splits = prepared
-        cfg.data = DataConfig(balance="copy", copies=3, augment=True)
+        cfg.data, cfg.train.augment_on = DataConfig(balance="copy", copies=3, augment=True), "loader"
         data = build_datasets(table, splits, cfg, [], [], seed=0)
         assert len(data.val) == (splits["split"] == "val").sum()
         assert torch.equal(data.val[0]["cc"], data.val[0]["cc"])
@@ -97,8 +103,9 @@ class TestAugmentationOnTheDevice:
     @pytest.mark.parametrize("device", DEVICES)
     def test_raw_batches_are_the_stored_integers_and_become_the_same_brightness(self, prepared, device):
         cfg, table, splits = prepared
+        cfg.train.augment_on = "loader"
         on_loader = build_datasets(table, splits, cfg, [], [], seed=0)
-        cfg.train.augment_on = "device"
+        cfg.train.augment_on = "auto"  # the device path, on a GPU and on the CPU alike
         raw = build_datasets(table, splits, cfg, [], [], seed=0)
         assert raw.train.transform is None and raw.train.raw and raw.val.raw
         stored, plain = raw.val[0]["cc"], on_loader.val[0]["cc"]
@@ -124,6 +131,16 @@ class TestAugmentationOnTheDevice:
         assert 0 < sum(flipped) < 16
         torch.manual_seed(3)
         assert torch.equal(augment(batch), out)
+
+    def test_the_device_path_resamples_like_the_loader_path_inventing_no_grey_levels(self):
+        """Both paths rotate, shift and scale with nearest-neighbour resampling (torchvision's default on
+        the loader path): a black-and-white image stays black and white, as under the loader path."""
+        torch.manual_seed(0)
+        dots = (torch.rand(8, 1, 64, 32) > 0.9).float()  # isolated bright pixels, as calcifications are
+        on_device = BatchAugmentation(DataConfig()).geometry(dots)
+        on_loader = standard_augmentation(DataConfig()).transforms[0](dots[0])
+        for out in (on_device, on_loader):
+            assert set(out.unique().tolist()) <= {0.0, 1.0}
 
     def test_balancing_by_augmentation_stays_on_the_loader(self, prepared):
         cfg, table, splits = prepared

@@ -110,7 +110,9 @@ class BatchAugmentation(torch.nn.Module):
         import kornia.augmentation as K
 
         self.geometry = torch.nn.Sequential(
-            K.RandomAffine(cfg.augment_rotation_deg, translate=(0.03, 0.03), scale=(0.95, 1.05), p=1.0),
+            K.RandomAffine(  # nearest-neighbour resampling, as torchvision's RandomAffine on the loader path
+                cfg.augment_rotation_deg, (0.03, 0.03), (0.95, 1.05), resample="nearest", p=1.0
+            ),
             K.RandomVerticalFlip(p=0.5),
         )
         self.log_gamma = float(np.log(1.2))

@@ -98,9 +98,11 @@ class SplitData:
 
 
 def augments_on_device(cfg: Config) -> bool:
-    """Whether training batches travel raw and are augmented on the device (train.augment_on)."""
+    """Whether training batches travel raw and are augmented as batches where the model is
+    (train.augment_on). `auto` does so on a GPU and on the CPU alike: a whole batch at once is faster
+    than image by image on both (demo, 2 CPU cores: 8.8 vs 10.6 s an epoch)."""
     if cfg.train.augment_on == "auto":
-        return torch.cuda.is_available() and cfg.data.balance != "augment"
+        return cfg.data.balance != "augment"
     return cfg.train.augment_on == "device"
 
 
