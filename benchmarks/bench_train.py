@@ -28,7 +28,7 @@ import torch
 from _common import bench_parser, prepared_data
 from torch.utils.data import DataLoader
 
-from mammofuse.data.balance import BatchAugmentation
+from mammofuse.data.balance import BatchAugmentation, standard_augmentation
 from mammofuse.imaging.cache import QUANT
 from mammofuse.models import create_model
 from mammofuse.training.module import BreastClassifier
@@ -202,11 +202,15 @@ def main() -> None:
     for what, rate in rates.items():
         print(f"in-memory step, {what:22s} {rate:8.1f} breasts/s  ({rate / best:.2f} of the best)")
 
-    raw = copy.copy(data.train)  # the same breasts, served as stored, augmented on the device
+    # the same breasts both ways: augmented image by image in the loader, or served as stored and augmented
+    # as a batch on the device
+    per_image = copy.copy(data.train)
+    per_image.raw, per_image.transform = False, standard_augmentation(cfg.data)
+    raw = copy.copy(data.train)
     raw.raw, raw.transform = True, None
     augment = BatchAugmentation(cfg.data).to(device)
     for workers in args.workers:
-        loader_rate = pipeline(data.train, args.batch, workers, device, None)
+        loader_rate = pipeline(per_image, args.batch, workers, device, None)
         device_rate = pipeline(raw, args.batch, workers, device, augment)
         print(
             f"input pipeline, {workers} workers: loader path {loader_rate:8.1f} breasts/s | device path "
