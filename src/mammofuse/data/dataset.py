@@ -100,7 +100,7 @@ class SplitData:
 def augments_on_device(cfg: Config) -> bool:
     """Whether training batches travel raw and are augmented as batches where the model is
     (train.augment_on). `auto` does so on a GPU and on the CPU alike: a whole batch at once is faster
-    than image by image on both (demo, 2 CPU cores: 8.8 vs 10.6 s an epoch)."""
+    than image by image on both (2 CPU cores: 1.1-1.3x a training epoch, benchmarks/bench_train.py)."""
     if cfg.train.augment_on == "auto":
         return cfg.data.balance != "augment"
     return cfg.train.augment_on == "device"
