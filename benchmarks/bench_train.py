@@ -5,7 +5,9 @@
 2. the input pipeline alone: batches from the cache to the device, augmented, with no model (the loader
    path: each image augmented in the loader's processes; the device path: uint16 batches moved, then
    augmented as a batch where the model is);
-3. `mammofuse train`'s real epochs (the Lightning loop, checkpoints included) through each pipeline.
+3. on a GPU, how often the batch augmentation and a training step make the CPU wait for the GPU;
+4. `mammofuse train`'s real epochs (the Lightning loop, validation and checkpoints included) through each
+   pipeline, compiled like the best in-memory step on a GPU (or with --compile).
 
 Printed as breasts per second and as ratios to the fastest in-memory step (goal on an H100/H200: real
 training >= 0.8 of it; on a 2-core CPU: no slower than before). On a GPU, `nvidia-smi dmon` samples the
