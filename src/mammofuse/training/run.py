@@ -130,8 +130,10 @@ class EpochSeed(Callback):
     """Augmentation (torchvision v2 draws from torch's global generator) and dropout are reseeded from
     (seed, epoch) when an epoch starts, as the training order is (data.balance.EpochShuffle). A run resumed
     after epoch e therefore draws exactly what the uninterrupted run drew: a faithful resume on CPU, with
-    no generator state to save. (With loader worker processes, on a GPU, the workers' seeds are drawn
-    when the epoch's iterator is made, before this hook: the order is still exact, augmentation is not.)"""
+    no generator state to save. On the device path (train.augment_on, the default), augmentation is drawn
+    in this process, so loader worker processes change nothing; on the loader path with worker processes,
+    their seeds are drawn when the epoch's iterator is made, before this hook: the order is still exact,
+    augmentation is not."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
