@@ -6,7 +6,7 @@ import torchvision
 
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, View
-from mammofuse.models import ModelError, create_backbone, create_model
+from mammofuse.models import ModelError, create_backbone, create_model, describe
 from mammofuse.registry import BACKBONES
 
 
@@ -48,6 +48,23 @@ class TestFactory:
         assert clinical.shape[1] == 16  # through the default MLP
         for branch in (image, clinical):  # each normalised per breast
             torch.testing.assert_close(branch.mean(1), torch.zeros(4), atol=1e-4, rtol=0)
+
+
+class TestDescription:
+    """What the model card and the report say the network is: it must match the config, not one default."""
+
+    @pytest.mark.parametrize(
+        ("model", "says", "never"),
+        [
+            ({}, ["on each whole view", "one backbone per view", "side by side"], ["tiles", "logistic"]),
+            ({"kind": "patches", "tile": 64, "fusion": "mlp"}, ["64-pixel tiles", "attention", "MLP"], []),
+            ({"fusion": "late", "shared_backbone": True}, ["shared", "logistic regression"], []),
+            ({"auxiliary": {"her2": 0.3}}, ["her2 (weight 0.3)", "not inputs"], []),
+        ],
+    )
+    def test_says_what_the_config_builds(self, model, says, never):
+        text = describe(ModelConfig(backbone="resnet18", pretrained="none", **model))
+        assert all(s in text for s in says) and not any(n in text for n in never), text
 
 
 class TestPretrainedWeights:

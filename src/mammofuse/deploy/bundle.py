@@ -40,7 +40,7 @@ from mammofuse import __version__
 from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
-from mammofuse.models import ModelError, TwoViewNet, load_network
+from mammofuse.models import ModelError, TwoViewNet, describe, load_network
 from mammofuse.models.stacking import Stacker
 from mammofuse.runs import Run, read_table
 
@@ -187,8 +187,8 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     validation = (
         f"Patient-grouped, label-stratified split (seed {cfg.split.seed}); the threshold {threshold:.3f} was "
         f"chosen on validation (Youden) and applied unchanged to test.\n"
-        f"- test: {test.n} breasts ({test.positives} {cfg.labels.positive}), AUC {test.auc.text}\n"
-        f"  (95 % bootstrap over {test.auc.unit}s, stratified by label, {test.auc.n_bootstrap} resamples)\n"
+        f"- test: {test.n} breasts ({test.positives} {cfg.labels.positive}), AUC {test.auc.text} "
+        f"(95 % bootstrap over {test.auc.unit}s, stratified by label, {test.auc.n_bootstrap} resamples)\n"
     )
     if baseline is not None:
         validation += f"- clinical-only baseline, same split: AUC {baseline.test.auc.text}\n"
@@ -225,8 +225,8 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
         f"validation part of its training folds; this ensemble uses their mean, {threshold:.3f}.\n"
         f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s); "
         f"per fold {model.fold_auc_text}\n"
-        "- these figures are of the fold models, each on the breasts it never saw; the ensemble itself has\n"
-        "  not been scored on breasts that none of its members saw\n"
+        "- these figures are of the fold models, each on the breasts it never saw; the ensemble itself has "
+        "not been scored on breasts that none of its members saw\n"
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
@@ -248,32 +248,25 @@ def model_card(cfg: Config, info: dict, validation: str) -> str:
     labels = cfg.labels
     members = info.get("members")
     ensemble = f"An ensemble of {len(members)} fold models, probabilities averaged. " if members else ""
-    views = "shared" if cfg.model.shared_backbone else "one per view"
-    return f"""# Model card
-
-**What it predicts.** The probability that a breast is {labels.positive} (label 1) rather than
-{labels.negative} (label 0), from its CC and MLO mammograms and clinical data. Endpoint {labels.name}:
-{labels.definition}.
-
-**Intended use.** Research: studying whether mammograms add to clinical data for this endpoint, on
-cohorts like the training data. Not for clinical decisions.
-
-**Data.** {cfg.description or "The cohort named in config.toml."} Trained on
-{info["profile"]["breasts"]} breasts.
-
-**Model.** {ensemble}Two {cfg.model.backbone} backbones ({views}, initial weights:
-{cfg.model.pretrained}), pooled features joined with the clinical features, a linear head.
-Input: {cfg.preprocess.mode} preprocessing at {cfg.preprocess.output_shape[0]} x
-{cfg.preprocess.output_shape[1]} pixels.
-
-**Validation.** {validation}
-**Limits.** Validated on one cohort; performance on other scanners, populations or prevalences is
-unknown until measured there. Inputs must follow the same ingestion and preprocessing (they do when
-scored through `mammofuse predict`).
-
-**Made with** mammofuse {info["versions"]["mammofuse"]}, torch {info["versions"]["torch"]},
-on {info["created"]}.
-"""
+    card = [
+        "# Model card",
+        f"**What it predicts.** The probability that a breast is {labels.positive} (label 1) rather than "
+        f"{labels.negative} (label 0), from its CC and MLO mammograms and clinical data. Endpoint "
+        f"{labels.name}: {labels.definition}.",
+        "**Intended use.** Research: studying whether mammograms add to clinical data for this endpoint, on "
+        "cohorts like the training data. Not for clinical decisions.",
+        f"**Data.** {cfg.description or 'The cohort named in config.toml.'} Trained on "
+        f"{info['profile']['breasts']} breasts.",
+        f"**Model.** {ensemble}{describe(cfg.model)} Input: {cfg.preprocess.mode} preprocessing at "
+        f"{cfg.preprocess.output_shape[0]} x {cfg.preprocess.output_shape[1]} pixels.",
+        f"**Validation.** {validation.rstrip()}",
+        "**Limits.** Validated on one cohort; performance on other scanners, populations or prevalences is "
+        "unknown until measured there. Inputs must follow the same ingestion and preprocessing (they do when "
+        "scored through `mammofuse predict`).",
+        f"**Made with** mammofuse {info['versions']['mammofuse']}, torch {info['versions']['torch']}, on "
+        f"{info['created']}.",
+    ]
+    return "\n\n".join(card) + "\n"  # a paragraph a line: Markdown and the report wrap it to the page
 
 
 def load_bundle(path: Path) -> Bundle:

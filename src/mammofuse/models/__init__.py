@@ -1,7 +1,7 @@
 """The two-view + clinical network and the backbone factory."""
 
 from mammofuse.models.backbones import Backbone, create_backbone
-from mammofuse.models.fusion import TwoViewNet, create_model, load_network, positive_probability
+from mammofuse.models.fusion import TwoViewNet, create_model, describe, load_network, positive_probability
 from mammofuse.problems import ModelError
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "TwoViewNet",
     "create_backbone",
     "create_model",
+    "describe",
     "load_network",
     "positive_probability",
 ]

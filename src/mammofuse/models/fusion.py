@@ -103,6 +103,30 @@ def create_model(cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> TwoVi
     return TwoViewNet(cfg, n_clinical, n_outputs)
 
 
+def describe(cfg: ModelConfig) -> str:
+    """The network the config builds, in a sentence or two (model card, report)."""
+    views = "one backbone shared by both views" if cfg.shared_backbone else "one backbone per view"
+    if cfg.kind == "patches":
+        images = (
+            f"{cfg.backbone} on {cfg.tile}-pixel tiles of each view at full working resolution ({views}); "
+            "the tiles with breast are encoded and pooled by gated attention, tiles of air are skipped"
+        )
+    else:
+        images = f"{cfg.backbone} on each whole view ({views}), its feature map averaged"
+    fusion = {
+        "concat": "the two views' features and the clinical features side by side into a linear head",
+        "mlp": "the two views' features and the clinical features (through a small MLP), each normalised to "
+        "one scale, into a linear head",
+        "late": "the two views' features into a linear head that sees no clinical data; a logistic "
+        "regression fitted on the validation breasts joins its logit with the clinical features",
+    }[cfg.fusion]
+    text = f"{images}; {fusion}. Initial weights: {cfg.pretrained}."
+    if cfg.auxiliary:
+        targets = ", ".join(f"{c} (weight {w:g})" for c, w in cfg.auxiliary.items())
+        text += f" While training, extra heads also predicted {targets} from the images (not inputs)."
+    return text
+
+
 def load_network(
     cfg: ModelConfig, n_clinical: int, weights: dict[str, torch.Tensor] | Path, source: str
 ) -> TwoViewNet:

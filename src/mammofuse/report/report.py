@@ -23,6 +23,7 @@ from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, p_text
 from mammofuse.explain.overlays import SCALING
+from mammofuse.models import describe
 from mammofuse.problems import WARNING
 from mammofuse.report import clinical
 from mammofuse.runs import Run, Work, read_problems, read_table
@@ -181,6 +182,7 @@ def _common(run: Run, cfg: Config) -> dict[str, Any]:
         "versions": versions(),
         "trained_on": _trained_on(run),
         "model": cfg.model,
+        "architecture": describe(cfg.model),
     }
 
 
