@@ -113,8 +113,9 @@ def describe(cfg: ModelConfig) -> str:
         )
     else:
         images = f"{cfg.backbone} on each whole view ({views}), its feature map averaged"
+    clinical = "the clinical features" + (" (through a small MLP)" if cfg.clinical_hidden else "")
     fusion = {
-        "concat": "the two views' features and the clinical features side by side into a linear head",
+        "concat": f"the two views' features and {clinical} side by side into a linear head",
         "mlp": "the two views' features and the clinical features (through a small MLP), each normalised to "
         "one scale, into a linear head",
         "late": "the two views' features into a linear head that sees no clinical data; a logistic "
