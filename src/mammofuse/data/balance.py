@@ -88,14 +88,22 @@ class RandomGamma(torch.nn.Module):
         return img.clamp(0, 1) ** gamma
 
 
+# The standard augmentation's ranges, shared by its two implementations (per image on the loader, per
+# batch on the device) so that they stay one augmentation.
+TRANSLATE = (0.03, 0.03)  # fraction of the width, of the height
+SCALE = (0.95, 1.05)
+JITTER = 0.1  # brightness and contrast factors in [1 - JITTER, 1 + JITTER]
+GAMMA = 1.2  # gamma log-uniform in [1 / GAMMA, GAMMA]
+
+
 def standard_augmentation(cfg: DataConfig) -> v2.Compose:
     """Small affine, a vertical flip (the chest wall stays on the left), brightness/contrast/gamma."""
     return v2.Compose(
         [
-            v2.RandomAffine(degrees=cfg.augment_rotation_deg, translate=(0.03, 0.03), scale=(0.95, 1.05)),
+            v2.RandomAffine(degrees=cfg.augment_rotation_deg, translate=TRANSLATE, scale=SCALE),
             v2.RandomVerticalFlip(0.5),
-            v2.ColorJitter(brightness=0.1, contrast=0.1),
-            RandomGamma(1.2),
+            v2.ColorJitter(brightness=JITTER, contrast=JITTER),
+            RandomGamma(GAMMA),
         ]
     )
 
@@ -111,11 +119,11 @@ class BatchAugmentation(torch.nn.Module):
 
         self.geometry = torch.nn.Sequential(
             K.RandomAffine(  # nearest-neighbour resampling, as torchvision's RandomAffine on the loader path
-                cfg.augment_rotation_deg, (0.03, 0.03), (0.95, 1.05), resample="nearest", p=1.0
+                cfg.augment_rotation_deg, TRANSLATE, SCALE, resample="nearest", p=1.0
             ),
             K.RandomVerticalFlip(p=0.5),
         )
-        self.log_gamma = float(np.log(1.2))
+        self.log_gamma = float(np.log(GAMMA))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.geometry(x)
@@ -124,9 +132,9 @@ class BatchAugmentation(torch.nn.Module):
         def draw(low: float, high: float) -> torch.Tensor:
             return torch.empty(b, 1, 1, 1, device=x.device).uniform_(low, high)
 
-        x = (x * draw(0.9, 1.1)).clamp(0, 1)  # brightness: scale
+        x = (x * draw(1 - JITTER, 1 + JITTER)).clamp(0, 1)  # brightness: scale
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (mean + (x - mean) * draw(0.9, 1.1)).clamp(0, 1)  # contrast: toward the image's mean
+        x = (mean + (x - mean) * draw(1 - JITTER, 1 + JITTER)).clamp(0, 1)  # contrast: toward the mean
         return x ** draw(-self.log_gamma, self.log_gamma).exp()
 
 
