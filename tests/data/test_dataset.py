@@ -142,6 +142,47 @@ class TestAugmentationOnTheDevice:
         for out in (on_device, on_loader):
             assert set(out.unique().tolist()) <= {0.0, 1.0}
 
+    def test_shifts_scales_and_rotations_stay_in_the_loader_paths_ranges(self):
+        """A centred bright square: its centre moves at most the translation range (3 % of the width and
+        height, and the range is used), its area changes at most by the scale range (plus a pixel's
+        rounding on each side); it is symmetric, so rotation about the centre and the flip keep its centre."""
+        torch.manual_seed(0)
+        h, w = 128, 96
+        square = torch.zeros(256, 1, h, w)
+        square[:, :, 44:84, 28:68] = 1.0
+        out = BatchAugmentation(DataConfig()).geometry(square)[:, 0]
+        ys, xs = torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32)
+        area = out.sum(dim=(1, 2))
+        dy = (out.sum(2) * ys).sum(1) / area - (h - 1) / 2
+        dx = (out.sum(1) * xs).sum(1) / area - (w - 1) / 2
+        assert dx.abs().max() <= 0.03 * w + 0.5 and dy.abs().max() <= 0.03 * h + 0.5
+        assert dx.abs().max() > 0.02 * w and dy.abs().max() > 0.02 * h
+        assert (area >= (0.95 * 40 - 1) ** 2).all() and (area <= (1.05 * 40 + 1) ** 2).all()
+
+    def test_the_batch_augmentation_never_makes_the_cpu_wait_for_the_gpu(self):
+        """Run on the meta device, tensors without data: reading a value back (an `.item()`, an `if` on a
+        tensor, a boolean selection, a copy to the CPU) raises there, as it would make the CPU wait for the
+        GPU. And no tensor is copied in from the CPU (a wait too, unless pinned)."""
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_leaves
+
+        class FromTheCpu(TorchDispatchMode):
+            def __init__(self) -> None:
+                super().__init__()
+                self.ops: list[str] = []
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+                if any(t.device.type == "cpu" and t.dim() > 0 for t in tensors):
+                    self.ops.append(str(func))
+                return out
+
+        batch = torch.empty(8, 1, 64, 32, device="meta")
+        with FromTheCpu() as watch:
+            out = BatchAugmentation(DataConfig())(batch)
+        assert out.shape == batch.shape and out.device.type == "meta" and watch.ops == []
+
     def test_balancing_by_augmentation_stays_on_the_loader(self, prepared):
         cfg, table, splits = prepared
         cfg.data, cfg.train.augment_on = DataConfig(balance="augment"), "device"

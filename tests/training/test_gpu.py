@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mammofuse.cli import main
-from mammofuse.config import ModelConfig, TrainConfig
+from mammofuse.config import DataConfig, ModelConfig, TrainConfig
+from mammofuse.data.balance import BatchAugmentation
 from mammofuse.data.clinical import AuxiliaryTargets
 from mammofuse.models import create_backbone, create_model
 from mammofuse.training.module import BreastClassifier
@@ -22,10 +23,12 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(dtype):
     """A step that copies a result to the CPU (.cpu(), .item(), a boolean mask's size) stalls the queue
-    of GPU work behind it every batch; CUDA's sync debug mode turns any such wait into an error."""
+    of GPU work behind it every batch; CUDA's sync debug mode turns any such wait into an error. The step
+    includes the batch augmentation on the GPU (the device path)."""
     aux = AuxiliaryTargets({"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0})
     net = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none", grey="adapt"), 3)
     module = BreastClassifier(net, TrainConfig(), aux).cuda()
+    augment = BatchAugmentation(DataConfig()).cuda()
     b = 8
     batch = {
         "cc": torch.rand(b, 1, 128, 64, device="cuda"),
@@ -39,6 +42,7 @@ def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(dtype):
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            batch["cc"], batch["mlo"] = augment(batch["cc"]), augment(batch["mlo"])
             loss = module.training_step(batch, 0)
             module.validation_step(batch, 0)
         loss.backward()

@@ -110,32 +110,46 @@ def standard_augmentation(cfg: DataConfig) -> v2.Compose:
 
 class BatchAugmentation(torch.nn.Module):
     """`standard_augmentation` on a whole batch (B, 1, H, W) where it lies (the GPU), each image its own
-    draw: the affine and the flip through kornia, brightness, contrast and gamma as torchvision's and
-    RandomGamma's definitions, vectorised. Draws from torch's global generator (seeded per epoch)."""
+    draw: the affine through kornia's warp (nearest-neighbour, as torchvision's RandomAffine on the loader
+    path), the flip, and brightness, contrast and gamma as torchvision's and RandomGamma's definitions.
+
+    Every parameter is drawn with torch on the batch's device, from torch's global generator (seeded per
+    epoch), and nothing is read back: the CPU never waits for the GPU here, so it can queue the next step.
+    (Kornia's RandomAffine module moves its draws to the CPU and back, a wait per batch on a GPU.)"""
 
     def __init__(self, cfg: DataConfig) -> None:
         super().__init__()
-        import kornia.augmentation as K
-
-        self.geometry = torch.nn.Sequential(
-            K.RandomAffine(  # nearest-neighbour resampling, as torchvision's RandomAffine on the loader path
-                cfg.augment_rotation_deg, TRANSLATE, SCALE, resample="nearest", p=1.0
-            ),
-            K.RandomVerticalFlip(p=0.5),
-        )
+        self.degrees = float(cfg.augment_rotation_deg)
         self.log_gamma = float(np.log(GAMMA))
+
+    def geometry(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotation about the centre, translation and isotropic scaling, then a vertical flip of half."""
+        from kornia.geometry.transform import get_affine_matrix2d, warp_affine
+
+        b, _, h, w = x.shape
+        dx, dy = TRANSLATE[0] * w, TRANSLATE[1] * h
+        shift = torch.stack([_uniform(x, -dx, dx), _uniform(x, -dy, dy)], -1)
+        centre = torch.stack([x.new_full((b,), (w - 1) / 2), x.new_full((b,), (h - 1) / 2)], -1)
+        scale = _uniform(x, *SCALE)[:, None].expand(b, 2)
+        matrix = get_affine_matrix2d(shift, centre, scale, _uniform(x, -self.degrees, self.degrees))
+        x = warp_affine(x, matrix[:, :2], (h, w), mode="nearest", align_corners=False)
+        return torch.where(_uniform(x, 0, 1)[:, None, None, None] < 0.5, x.flip(-2), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.geometry(x)
-        b = x.shape[0]
 
-        def draw(low: float, high: float) -> torch.Tensor:
-            return torch.empty(b, 1, 1, 1, device=x.device).uniform_(low, high)
+        def factor(low: float, high: float) -> torch.Tensor:
+            return _uniform(x, low, high)[:, None, None, None]
 
-        x = (x * draw(1 - JITTER, 1 + JITTER)).clamp(0, 1)  # brightness: scale
+        x = (x * factor(1 - JITTER, 1 + JITTER)).clamp(0, 1)  # brightness: scale
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (mean + (x - mean) * draw(1 - JITTER, 1 + JITTER)).clamp(0, 1)  # contrast: toward the mean
-        return x ** draw(-self.log_gamma, self.log_gamma).exp()
+        x = (mean + (x - mean) * factor(1 - JITTER, 1 + JITTER)).clamp(0, 1)  # contrast: toward the mean
+        return x ** factor(-self.log_gamma, self.log_gamma).exp()
+
+
+def _uniform(batch: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """One number per image of `batch`, uniform in [low, high), made on its device (no copy from the CPU)."""
+    return torch.empty(batch.shape[0], device=batch.device).uniform_(low, high)
 
 
 def balancing_augmentation(cfg: DataConfig) -> v2.RandomAffine:
