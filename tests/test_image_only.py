@@ -26,7 +26,7 @@ def test_every_stage_runs_image_only_and_says_so(ready, capsys):
     assert "image only" in report and "image + clinical" not in report
     argv = ["predict", str(run_dir / "bundle"), "--images", str(ready / "dicom")]
     assert main([*argv, "--out", str(work / "p.csv")]) == 0
-    predicted = pd.read_csv(work / "p.csv").fillna({"reason": ""})
+    predicted = pd.read_csv(work / "p.csv", dtype={"reason": str}).fillna({"reason": ""})
     assert (predicted["reason"] == "").mean() > 0.9  # no clinical CSV needed, none missing
 
 

@@ -16,6 +16,7 @@ from mammofuse.data.dataset import build_datasets
 from mammofuse.models import create_model
 from mammofuse.problems import DataError
 from mammofuse.training.module import BreastClassifier
+from tests.waits import FromTheCpu
 
 LABELS = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]  # the GPU path where there is one
@@ -160,27 +161,11 @@ class TestAugmentationOnTheDevice:
         assert (area >= (0.95 * 40 - 1) ** 2).all() and (area <= (1.05 * 40 + 1) ** 2).all()
 
     def test_the_batch_augmentation_never_makes_the_cpu_wait_for_the_gpu(self):
-        """Run on the meta device, tensors without data: reading a value back (an `.item()`, an `if` on a
-        tensor, a boolean selection, a copy to the CPU) raises there, as it would make the CPU wait for the
-        GPU. And no tensor is copied in from the CPU (a wait too, unless pinned)."""
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils._pytree import tree_leaves
-
-        class FromTheCpu(TorchDispatchMode):
-            def __init__(self) -> None:
-                super().__init__()
-                self.ops: list[str] = []
-
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-                if any(t.device.type == "cpu" and t.dim() > 0 for t in tensors):
-                    self.ops.append(str(func))
-                return out
-
-        batch = torch.empty(8, 1, 64, 32, device="meta")
+        """On the meta device (tests/waits.py): nothing read back, nothing copied from the CPU."""
+        batch, augment = torch.empty(8, 1, 64, 32, device="meta"), BatchAugmentation(DataConfig())
+        augment(batch)  # the first call imports kornia, which makes its constants on the CPU once
         with FromTheCpu() as watch:
-            out = BatchAugmentation(DataConfig())(batch)
+            out = augment(batch)
         assert out.shape == batch.shape and out.device.type == "meta" and watch.ops == []
 
     def test_balancing_by_augmentation_stays_on_the_loader(self, prepared):

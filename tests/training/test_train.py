@@ -14,12 +14,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from mammofuse.cli import main
-from mammofuse.config import ConfigError, load_config
+from mammofuse.config import ConfigError, ModelConfig, TrainConfig, load_config
+from mammofuse.data.clinical import AuxiliaryTargets
+from mammofuse.models import create_model
 from mammofuse.presets import apply_preset
 from mammofuse.runs import Work
+from mammofuse.training.module import BreastClassifier
 from mammofuse.training.run import train
 from tests.cohort.helpers import edit_config
 from tests.training.fixtures import train_variant
+from tests.waits import FromTheCpu
 
 
 def run(cohort, *extra):
@@ -311,6 +315,32 @@ class TestInputPipeline:
         assert (
             len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
         )
+
+    @pytest.mark.parametrize("fusion", ["concat", "mlp", "late"])
+    def test_a_whole_image_training_step_never_makes_the_cpu_wait_for_a_gpu(self, fusion):
+        """The CPU's check of what tests/training/test_gpu.py checks on a GPU: the issue's network (two
+        resnet18s) with auxiliary heads, a training step, its backward pass and a validation step on the
+        meta device. (The patch model selects its breast tiles with a boolean mask: a wait per view, on
+        purpose.)"""
+        aux = AuxiliaryTargets(
+            {"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0}
+        )
+        net = create_model(ModelConfig(backbone="resnet18", pretrained="none", fusion=fusion), 3)
+        module = BreastClassifier(net, TrainConfig(), aux).to("meta")
+        nan = float("nan")
+        batch = {
+            "cc": torch.empty(4, 1, 128, 64),
+            "mlo": torch.empty(4, 1, 128, 64),
+            "clinical": torch.empty(4, 3),
+            "label": torch.tensor([0, 1, 0, 1]),
+            "row": torch.arange(4),
+            "auxiliary": torch.tensor([[1.0, 0.3], [nan, -1.0], [0.0, nan], [nan, nan]]),
+        }
+        batch = {key: value.to("meta") for key, value in batch.items()}  # as the loader delivers it
+        with FromTheCpu() as watch:
+            module.training_step(batch, 0).backward()
+            module.validation_step(batch, 0)
+        assert watch.ops == [] and len(module._train) == len(module._val) == 1
 
     def test_the_precision_a_gpu_picks_trains_a_patch_model_with_every_head_and_evaluates(self, ready):
         """bf16 autocast (what `auto` picks on a GPU) on the CPU: the patch model's tile selection and
