@@ -20,6 +20,7 @@ from tests.training.test_pretrain import pretrain
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # a step without a Trainer
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(dtype):
     """A step that copies a result to the CPU (.cpu(), .item(), a boolean mask's size) stalls the queue

@@ -23,7 +23,7 @@ from mammofuse.training.module import BreastClassifier
 from mammofuse.training.run import train
 from tests.cohort.helpers import edit_config
 from tests.training.fixtures import train_variant
-from tests.waits import FromTheCpu
+from tests.waits import FromTheCpu, HostReads
 
 
 def run(cohort, *extra):
@@ -316,6 +316,7 @@ class TestInputPipeline:
             len(epochs) == 2 and epochs["train_loss"].notna().all() and epochs["val_auc"].between(0, 1).all()
         )
 
+    @pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # a step without a Trainer
     @pytest.mark.parametrize("fusion", ["concat", "mlp", "late"])
     def test_a_whole_image_training_step_never_makes_the_cpu_wait_for_a_gpu(self, fusion):
         """The CPU's check of what tests/training/test_gpu.py checks on a GPU: the issue's network (two
@@ -341,6 +342,27 @@ class TestInputPipeline:
             module.training_step(batch, 0).backward()
             module.validation_step(batch, 0)
         assert watch.ops == [] and len(module._train) == len(module._val) == 1
+
+    def test_a_real_training_step_reads_nothing_back_from_its_tensors(self, ready):
+        """A whole `train` under Lightning (its loop, precision plugin, logging, callbacks; the batch
+        augmentation, mlp fusion, an auxiliary head): nothing between a batch's start and its end reads a
+        tensor's value on the host, which on a GPU would wait for the queued work. Per epoch it may."""
+        reads = HostReads()
+
+        class Steps(Callback):
+            def on_train_batch_start(self, *_):
+                reads.counting = True
+
+            def on_train_batch_end(self, *_):
+                reads.counting, self.steps = False, getattr(self, "steps", 0) + 1
+
+        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+        cfg.data.augment, cfg.train.augment_on = True, "device"
+        cfg.model.fusion, cfg.model.auxiliary = "mlp", {"her2": 0.3}
+        steps = Steps()
+        with reads:
+            train(cfg, ready / "work" / "runs" / "reads", callbacks=[steps])
+        assert steps.steps >= 4 and reads.reads == 0
 
     def test_the_precision_a_gpu_picks_trains_a_patch_model_with_every_head_and_evaluates(self, ready):
         """bf16 autocast (what `auto` picks on a GPU) on the CPU: the patch model's tile selection and
