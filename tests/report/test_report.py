@@ -74,6 +74,7 @@ class TestReport:
         assert f"[{low:.2f}, {high:.2f}]" in html  # sensitivity with its interval
         assert "calibration [95 % CI]" in html and "slope" in html
         assert "Decision curve" in html and "Subgroups (test breasts)" in html
+        assert "a group gets its AUC without one" in html  # and says why
         assert "What each input contributes" in html and "clinical at its training mean" in html
         assert "Endpoint: EIC" in html and "invasive_fraction &lt; 75 %" in html
         assert "A synthetic cohort written by" in html

@@ -18,6 +18,9 @@ from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, r
 
 N_BOOTSTRAP = 2000
 SMALL_CLASS = 20  # fewer positives or negatives than this: intervals are wide and unstable
+# Fewer positives or negatives than this: no interval at all. A bootstrap of a handful is degenerate: three
+# negatives ranked below five positives give AUC 1 in every resample, an interval [1, 1] claiming certainty.
+FEWEST_FOR_INTERVAL = 5
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:

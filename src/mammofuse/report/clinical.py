@@ -184,7 +184,8 @@ SUBGROUPS = {  # column -> how to band it (None: its own categories)
 
 def subgroups(scored: pd.DataFrame, column: str = "probability") -> list[dict[str, str]]:
     """AUC with its patient-bootstrap interval in each subgroup the cohort has (density, age band,
-    tumour size band, manufacturer); a group with fewer than 20 of a class is flagged, not hidden.
+    tumour size band, manufacturer); a group with fewer than 20 of a class is flagged, not hidden, and one
+    with fewer than 5 of a class gets its AUC without an interval (a bootstrap of a handful is degenerate).
     `scored`: one row per scored breast with label, the score column, patient_id and the data columns."""
     rows = []
     for variable, bands in SUBGROUPS.items():
@@ -204,12 +205,20 @@ def subgroups(scored: pd.DataFrame, column: str = "probability") -> list[dict[st
             part = scored[labels == level]
             y, p = part["label"].to_numpy(), part[column].to_numpy()
             positives, negatives = int(y.sum()), int((y == 0).sum())
-            if positives and negatives:
+            fewest = min(positives, negatives)
+            if fewest >= metrics.FEWEST_FOR_INTERVAL:
                 interval = metrics.auc_with_ci(y, p, part["patient_id"].to_numpy())
                 auc = f"{interval['auc']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+                note = (
+                    f"fewer than {metrics.SMALL_CLASS} of a class: unstable"
+                    if fewest < metrics.SMALL_CLASS
+                    else ""
+                )
+            elif fewest:
+                auc = f"{metrics.auc(y, p):.3f} (no interval)"
+                note = f"fewer than {metrics.FEWEST_FOR_INTERVAL} of a class: too few for an interval"
             else:
-                auc = "n/a (one class)"
-            small = min(positives, negatives) < metrics.SMALL_CLASS
+                auc, note = "n/a (one class)", ""
             rows.append(
                 {
                     "variable": variable.replace("cc_", ""),
@@ -217,7 +226,7 @@ def subgroups(scored: pd.DataFrame, column: str = "probability") -> list[dict[st
                     "breasts": str(len(part)),
                     "positives": str(positives),
                     "auc": auc,
-                    "note": f"fewer than {metrics.SMALL_CLASS} of a class: unstable" if small else "",
+                    "note": note,
                 }
             )
     return rows

@@ -168,7 +168,9 @@ def _shown(value: object) -> str:
 
 
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("mammofuse.report"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=PackageLoader("mammofuse.report"), autoescape=select_autoescape(["html", "j2"]))
+    env.globals["fewest_for_interval"] = metrics.FEWEST_FOR_INTERVAL
+    return env
 
 
 def _common(run: Run, cfg: Config) -> dict[str, Any]:

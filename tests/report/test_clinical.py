@@ -1,0 +1,24 @@
+import numpy as np
+import pandas as pd
+
+from mammofuse.report.clinical import subgroups
+
+
+def test_a_subgroup_too_small_for_an_interval_gets_none_instead_of_a_degenerate_one():
+    """Density 'a': three negatives ranked below five positives. Every bootstrap resample of them gives AUC 1,
+    so a percentile interval would read [1.000, 1.000]: certainty from eight breasts. Density 'b' (30 of each
+    class) and 'c' (8 of each) get an interval, 'c' flagged as unstable."""
+    rng = np.random.default_rng(0)
+    groups = {"a": (5, 3), "b": (30, 30), "c": (8, 8)}
+    rows = []
+    for density, (positives, negatives) in groups.items():
+        for label, count in ((1, positives), (0, negatives)):
+            for _ in range(count):
+                probability = 0.9 if density == "a" and label else 0.1 if density == "a" else rng.random()
+                rows.append({"density": density, "label": label, "probability": probability})
+    scored = pd.DataFrame(rows).assign(patient_id=lambda d: [f"P{i}" for i in range(len(d))])
+    found = {row["group"]: row for row in subgroups(scored)}
+    assert found["a"]["auc"] == "1.000 (no interval)" and "too few for an interval" in found["a"]["note"]
+    assert "[" in found["b"]["auc"] and found["b"]["note"] == ""
+    low, high = map(float, found["c"]["auc"].split("[")[1].rstrip("]").split(", "))
+    assert low < high and "unstable" in found["c"]["note"]
