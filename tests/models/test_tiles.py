@@ -10,6 +10,7 @@ from mammofuse.explain.gradcam import OneView, attention_maps, gradcam
 from mammofuse.explain.overlays import top_tiles
 from mammofuse.models import create_model
 from mammofuse.models.tiles import content_mask, cut_tiles
+from tests.waits import HostReads
 
 
 def patch_net(n_clinical: int = 3, **model) -> torch.nn.Module:
@@ -80,6 +81,17 @@ class TestAttention:
         assert torch.allclose(plain[0], chunked[0], atol=1e-5)
         assert len(plain[1]) == len(chunked[1])
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain[1], chunked[1]))
+
+    def test_a_training_pass_waits_for_the_gpu_once_per_view(self):
+        """Which tiles hold breast is known only from the data, so the network reads it back once per view
+        (tests/waits.py; a wait on a GPU); the tile features go in and out by those indices, forward and
+        backward, without another read."""
+        net, x = patch_net(), torch.cat([breast_image(), breast_image().flip(-1)])
+        reads = HostReads()
+        reads.counting = True
+        with reads:
+            net(x, x, torch.randn(2, 3))[:, 1].sum().backward()
+        assert reads.reads == len(VIEWS)
 
 
 class TestExplanations:

@@ -86,9 +86,10 @@ class TileAttention(nn.Module):
         tiles, grid = cut_tiles(x, self.tile)
         mask = content_mask(tiles)  # (B, N)
         self.last = Layout(mask, grid)
-        kept = self.encode(encoder, tiles[mask])  # (K, C)
+        breast = mask.nonzero(as_tuple=True)  # the one wait for the GPU per view: K is known only here
+        kept = self.encode(encoder, tiles[breast])  # (K, C)
         feats = kept.new_zeros(*mask.shape, kept.shape[1])
-        feats[mask] = kept  # (B, N, C)
+        feats[breast] = kept  # (B, N, C)
         logits = self.score(torch.tanh(self.value(feats)) * torch.sigmoid(self.gate(feats))).squeeze(-1)
         weights = torch.softmax(logits.float().masked_fill(~mask, float("-inf")), dim=1)  # (B, N)
         self.last.weights = weights.detach()
