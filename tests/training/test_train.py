@@ -321,8 +321,8 @@ class TestInputPipeline:
     def test_a_whole_image_training_step_never_makes_the_cpu_wait_for_a_gpu(self, fusion):
         """The CPU's check of what tests/training/test_gpu.py checks on a GPU: the issue's network (two
         resnet18s) with auxiliary heads, a training step, its backward pass and a validation step on the
-        meta device. (The patch model selects its breast tiles with a boolean mask: a wait per view, on
-        purpose.)"""
+        meta device. (The patch model finds its breast tiles from the data: one wait per view, on purpose;
+        tests/models/test_tiles.py counts it.)"""
         aux = AuxiliaryTargets(
             {"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0}
         )
@@ -350,11 +350,13 @@ class TestInputPipeline:
         reads = HostReads()
 
         class Steps(Callback):
+            steps = 0
+
             def on_train_batch_start(self, *_):
                 reads.counting = True
 
             def on_train_batch_end(self, *_):
-                reads.counting, self.steps = False, getattr(self, "steps", 0) + 1
+                reads.counting, self.steps = False, self.steps + 1
 
         cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
         cfg.data.augment, cfg.train.augment_on = True, "device"
