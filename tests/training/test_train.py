@@ -4,6 +4,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 
@@ -12,6 +13,7 @@ import pytest
 import tomli_w
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mammofuse.cli import main
 from mammofuse.config import ConfigError, ModelConfig, TrainConfig, load_config
@@ -20,7 +22,7 @@ from mammofuse.models import create_model
 from mammofuse.presets import apply_preset
 from mammofuse.runs import Work
 from mammofuse.training.module import BreastClassifier
-from mammofuse.training.run import train
+from mammofuse.training.run import AtomicCheckpointIO, train
 from tests.cohort.helpers import edit_config
 from tests.training.fixtures import train_variant
 from tests.waits import FromTheCpu, HostReads
@@ -150,6 +152,7 @@ class LastCheckpointSteps(Callback):
         self.path, self.seen = path, []
 
     def _record(self, trainer):
+        trainer.strategy.checkpoint_io.wait()  # checkpoints are written in a thread
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         self.seen.append((state["global_step"], trainer.global_step))
 
@@ -159,6 +162,43 @@ class LastCheckpointSteps(Callback):
 
     def on_fit_end(self, trainer, module):
         self._record(trainer)
+
+
+class TestCheckpointWriter:
+    """Checkpoints are written in a thread (training goes on meanwhile): what lands is the state at the
+    moment of saving, in order, and a failed write is not lost."""
+
+    def test_the_file_holds_the_weights_as_they_were_when_saved_not_as_training_left_them(
+        self, tmp_path, monkeypatch
+    ):
+        released, write = threading.Event(), TorchCheckpointIO.save_checkpoint
+
+        def slow_disk(self, *args, **kwargs):
+            released.wait(10)
+            write(self, *args, **kwargs)
+
+        monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", slow_disk)
+        path = tmp_path / "last.ckpt"
+        io, weights = AtomicCheckpointIO(keep={path: tmp_path / "previous.ckpt"}), torch.zeros(1000)
+        io.save_checkpoint({"epoch": 0, "state_dict": {"w": weights}}, path)
+        weights += 1  # the next step changes the weights in place while the write waits for the disk
+        released.set()
+        io.save_checkpoint({"epoch": 1, "state_dict": {"w": weights}}, path)
+        io.teardown()
+        last = torch.load(path, weights_only=True)
+        previous = torch.load(tmp_path / "previous.ckpt", weights_only=True)
+        assert previous["epoch"] == 0 and torch.equal(previous["state_dict"]["w"], torch.zeros(1000))
+        assert last["epoch"] == 1 and torch.equal(last["state_dict"]["w"], torch.ones(1000))
+
+    def test_a_failed_write_is_raised_at_the_next_checkpoint_and_leaves_the_last_one_whole(self, tmp_path):
+        io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+        io.save_checkpoint({"epoch": 0}, path)
+        (tmp_path / "file").write_text("")
+        io.save_checkpoint({"epoch": 1}, tmp_path / "file" / "last.ckpt")  # under a file: cannot be written
+        with pytest.raises(OSError):
+            io.save_checkpoint({"epoch": 2}, path)
+        io.teardown()
+        assert torch.load(path, weights_only=True)["epoch"] == 0 and not list(tmp_path.glob(".*.tmp"))
 
 
 class TestLastCheckpoint:

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
@@ -146,18 +148,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed over the old one: a kill or a full disk
     in the middle of a write leaves the previous checkpoint whole. `keep`: checkpoint -> where its
     previous version goes (the run's last two epochs are kept, so a last checkpoint damaged after it
-    was written still leaves one to resume from)."""
+    was written still leaves one to resume from).
+
+    The write runs in a thread, so training does not wait for the disk: two resnet18s with their optimizer
+    state make a 268 MB checkpoint, 0.3-0.4 s to write, a third of an epoch at a GPU's pace. The checkpoint is
+    copied first (its tensors cloned where they lie), so training goes on changing the weights; writes go one
+    at a time, in order; a write's error (a full disk) is raised at the next checkpoint or when training ends,
+    which waits for the last write."""
 
     def __init__(self, keep: dict[Path, Path] | None = None) -> None:
         super().__init__()
         self.keep = keep or {}
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
+        self.wait()
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().clone())
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending = self._writer.submit(self._write, snapshot, Path(path), storage_options)
+
+    def _write(self, checkpoint: dict[str, Any], path: Path, storage_options: Any) -> None:
         with replaced(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             if path in self.keep and path.is_file():
                 os.replace(path, self.keep[path])
+
+    def wait(self) -> None:
+        """Return when the last checkpoint is on disk; raise its write's error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
 
 
 def loader_workers(cfg: TrainConfig) -> int:
