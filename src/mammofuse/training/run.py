@@ -154,7 +154,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     state make a 268 MB checkpoint, 0.3-0.4 s to write, a third of an epoch at a GPU's pace. The checkpoint is
     copied first (its tensors cloned where they lie), so training goes on changing the weights; writes go one
     at a time, in order; a write's error (a full disk) is raised at the next checkpoint or when training ends,
-    which waits for the last write."""
+    which waits for the last write. (The loader's processes are persistent, forked at the first epoch before
+    any write starts: forking beside a running thread could hang the children.)"""
 
     def __init__(self, keep: dict[Path, Path] | None = None) -> None:
         super().__init__()
