@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from mammofuse.cli import main
 from mammofuse.cohort.synth import SynthOptions, synthesize
+from mammofuse.config import ModelConfig, TrainConfig
+from mammofuse.data.clinical import AuxiliaryTargets
+from mammofuse.models import create_model
+from mammofuse.training.module import BreastClassifier
 from tests.cohort.helpers import edit_config
 
 FAST_PRESET = """
@@ -95,3 +100,25 @@ def train_variant(ready: Path, name: str, toml: str, *extra: str) -> Path:
     preset.write_text(f'extends = "{ready.parent / "fast.toml"}"\n{toml}')
     assert main(["train", str(ready / "cohort.toml"), "--preset", str(preset), *extra]) == 0
     return ready / "work" / "runs" / name
+
+
+def step_module(model: ModelConfig, device: str) -> BreastClassifier:
+    """A training module with two auxiliary heads (a category, a number) and 3 clinical inputs, on `device`:
+    for running single training steps outside Lightning."""
+    aux = AuxiliaryTargets({"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0})
+    return BreastClassifier(create_model(model, 3), TrainConfig(), aux).to(device)
+
+
+def step_batch(size: int, device: str) -> dict[str, torch.Tensor]:
+    """A batch for `step_module` (size a multiple of 4), as the loader delivers it to `device`; auxiliary
+    targets partly unknown (NaN), one breast with none known."""
+    nan = float("nan")
+    batch = {
+        "cc": torch.rand(size, 1, 128, 64),
+        "mlo": torch.rand(size, 1, 128, 64),
+        "clinical": torch.rand(size, 3),
+        "label": torch.arange(size) % 2,
+        "row": torch.arange(size),
+        "auxiliary": torch.tensor([[1.0, 0.3], [nan, -1.0], [0.0, nan], [nan, nan]] * (size // 4)),
+    }
+    return {key: value.to(device) for key, value in batch.items()}

@@ -9,12 +9,10 @@ import pytest
 import torch
 
 from mammofuse.cli import main
-from mammofuse.config import DataConfig, ModelConfig, TrainConfig
+from mammofuse.config import DataConfig, ModelConfig
 from mammofuse.data.balance import BatchAugmentation
-from mammofuse.data.clinical import AuxiliaryTargets
-from mammofuse.models import create_backbone, create_model
-from mammofuse.training.module import BreastClassifier
-from tests.training.fixtures import train_variant
+from mammofuse.models import create_backbone
+from tests.training.fixtures import step_batch, step_module, train_variant
 from tests.training.test_pretrain import pretrain
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -26,19 +24,9 @@ def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(dtype):
     """A step that copies a result to the CPU (.cpu(), .item(), a boolean mask's size) stalls the queue
     of GPU work behind it every batch; CUDA's sync debug mode turns any such wait into an error. The step
     includes the batch augmentation on the GPU (the device path)."""
-    aux = AuxiliaryTargets({"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0})
-    net = create_model(ModelConfig(backbone="tiny_cnn", pretrained="none", grey="adapt"), 3)
-    module = BreastClassifier(net, TrainConfig(), aux).cuda()
+    module = step_module(ModelConfig(backbone="tiny_cnn", pretrained="none", grey="adapt"), "cuda")
     augment = BatchAugmentation(DataConfig()).cuda()
-    b = 8
-    batch = {
-        "cc": torch.rand(b, 1, 128, 64, device="cuda"),
-        "mlo": torch.rand(b, 1, 128, 64, device="cuda"),
-        "clinical": torch.rand(b, 3, device="cuda"),
-        "label": torch.randint(0, 2, (b,), device="cuda"),
-        "row": torch.arange(b, device="cuda"),
-        "auxiliary": torch.tensor([[1.0, 0.3], [float("nan"), -1.0]] * (b // 2), device="cuda"),
-    }
+    batch = step_batch(8, "cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

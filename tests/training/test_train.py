@@ -16,15 +16,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mammofuse.cli import main
-from mammofuse.config import ConfigError, ModelConfig, TrainConfig, load_config
-from mammofuse.data.clinical import AuxiliaryTargets
-from mammofuse.models import create_model
+from mammofuse.config import ConfigError, ModelConfig, load_config
 from mammofuse.presets import apply_preset
 from mammofuse.runs import Work
-from mammofuse.training.module import BreastClassifier
 from mammofuse.training.run import AtomicCheckpointIO, train
 from tests.cohort.helpers import edit_config
-from tests.training.fixtures import train_variant
+from tests.training.fixtures import step_batch, step_module, train_variant
 from tests.waits import FromTheCpu, HostReads
 
 
@@ -363,21 +360,8 @@ class TestInputPipeline:
         resnet18s) with auxiliary heads, a training step, its backward pass and a validation step on the
         meta device. (The patch model finds its breast tiles from the data: one wait per view, on purpose;
         tests/models/test_tiles.py counts it.)"""
-        aux = AuxiliaryTargets(
-            {"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0}
-        )
-        net = create_model(ModelConfig(backbone="resnet18", pretrained="none", fusion=fusion), 3)
-        module = BreastClassifier(net, TrainConfig(), aux).to("meta")
-        nan = float("nan")
-        batch = {
-            "cc": torch.empty(4, 1, 128, 64),
-            "mlo": torch.empty(4, 1, 128, 64),
-            "clinical": torch.empty(4, 3),
-            "label": torch.tensor([0, 1, 0, 1]),
-            "row": torch.arange(4),
-            "auxiliary": torch.tensor([[1.0, 0.3], [nan, -1.0], [0.0, nan], [nan, nan]]),
-        }
-        batch = {key: value.to("meta") for key, value in batch.items()}  # as the loader delivers it
+        model = ModelConfig(backbone="resnet18", pretrained="none", fusion=fusion)
+        module, batch = step_module(model, "meta"), step_batch(4, "meta")
         with FromTheCpu() as watch:
             module.training_step(batch, 0).backward()
             module.validation_step(batch, 0)

@@ -152,11 +152,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     The write runs in a thread, so training does not wait for the disk: two resnet18s with their optimizer
     state make a 256 MiB checkpoint, 0.7 s to write on 2 CPU cores, more than half an epoch at a GPU's pace
-    (benchmarks/bench_checkpoint.py). The checkpoint is
-    copied first (its tensors cloned where they lie), so training goes on changing the weights; writes go one
-    at a time, in order; a write's error (a full disk) is raised at the next checkpoint or when training ends,
-    which waits for the last write. (The loader's processes are persistent, forked at the first epoch before
-    any write starts: forking beside a running thread could hang the children.)"""
+    (benchmarks/bench_checkpoint.py). The checkpoint is copied first (its tensors cloned where they lie), so
+    training goes on changing the weights; writes go one at a time, in order; a write's error (a full disk)
+    is raised at the next checkpoint or when training ends, which waits for the last write. (The loader's
+    processes are persistent, forked at the first epoch before any write starts: forking beside a running
+    thread could hang the children.)"""
 
     def __init__(self, keep: dict[Path, Path] | None = None) -> None:
         super().__init__()
