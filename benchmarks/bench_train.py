@@ -6,12 +6,14 @@
    path: each image augmented in the loader's processes; the device path: uint16 batches moved, then
    augmented as a batch where the model is);
 3. on a GPU, how often the batch augmentation and a training step make the CPU wait for the GPU;
-4. `mammofuse train`'s real epochs (the Lightning loop, validation and checkpoints included) through each
-   pipeline, compiled like the best in-memory step on a GPU (or with --compile).
+4. `mammofuse train`'s real epochs after the first through each pipeline, compiled like the best in-memory
+   step on a GPU (or with --compile): its training batches (the Lightning loop, the loader's first batch of
+   each epoch included), and whole epochs (validation and checkpoints included).
 
 Printed as breasts per second and as ratios to the fastest in-memory step (goal on an H100/H200: real
-training >= 0.8 of it; on a 2-core CPU: no slower than before). On a GPU, `nvidia-smi dmon` samples the
-SM use during the real epochs (goal >= 80 %).
+training >= 0.8 of it; on a 2-core CPU: no slower than before). On a GPU, nvidia-smi samples how busy it is
+every 100 ms (the share of time a kernel ran, `dmon`'s "sm"), averaged over the same spans as each figure,
+start-up and compilation left out (goal >= 80 %).
 
     python benchmarks/bench_train.py [--breasts 160] [--size 512 256] [--batch 16] [--backbone resnet18]
                                      [--epochs 2] [--workers 0 2] [--compile] [--root DIR]
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import shutil
 import subprocess
 import time
@@ -28,12 +31,13 @@ import warnings
 
 import torch
 from _common import bench_parser, prepared_data
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from mammofuse.data.balance import BatchAugmentation, standard_augmentation
 from mammofuse.imaging.cache import QUANT
 from mammofuse.models import create_model
-from mammofuse.training.module import BreastClassifier
+from mammofuse.training.module import BreastClassifier, fused_on
 from mammofuse.training.run import precision_for
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -46,7 +50,7 @@ def in_memory(
     net = create_model(cfg.model, n_clinical).to(device).to(memory_format=torch.channels_last).train()
     if compile_:
         net.compile()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused_on(device))  # as training's
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     cc, mlo = (batch[v].to(device).contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
     clinical, label = batch["clinical"].to(device), batch["label"].to(device)
@@ -106,18 +110,30 @@ def pipeline(
 
 
 @contextlib.contextmanager
-def sm_use(samples: list[float]):
-    """Collect nvidia-smi dmon's SM % while the block runs (nothing without a GPU)."""
-    if not torch.cuda.is_available():
+def gpu_use(samples: list[tuple[float, float]]):
+    """Collect (time.time(), GPU busy %) from nvidia-smi every 100 ms while the block runs: the share of
+    time a kernel ran (what `nvidia-smi dmon` calls sm), to be matched against the epochs' times (nothing
+    where nvidia-smi cannot run)."""
+    query = ["--query-gpu=timestamp,utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"]
+    try:
+        proc = subprocess.Popen(["nvidia-smi", *query], stdout=subprocess.PIPE, text=True)
+    except OSError:
         yield
         return
-    proc = subprocess.Popen(["nvidia-smi", "dmon", "-s", "u", "-d", "1"], stdout=subprocess.PIPE, text=True)
     try:
         yield
     finally:
         proc.terminate()
-        out = proc.communicate()[0]
-        samples += [float(line.split()[1]) for line in out.splitlines() if line.strip()[:1].isdigit()]
+        for line in proc.communicate()[0].splitlines():
+            with contextlib.suppress(ValueError):
+                stamp, busy = line.split(",")
+                when = datetime.datetime.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S.%f").timestamp()
+                samples.append((when, float(busy)))
+
+
+def mean_within(samples: list[tuple[float, float]], spans: list[tuple[float, float]]) -> float | None:
+    inside = [busy for when, busy in samples if any(a <= when <= b for a, b in spans)]
+    return sum(inside) / len(inside) if inside else None
 
 
 def host_waits(fn) -> int:
@@ -134,24 +150,36 @@ def host_waits(fn) -> int:
     return sum("synchroniz" in str(w.message) for w in seen)
 
 
-def real_training(
-    cfg, epochs: int, augment_on: str, workers: int, compile_: bool, samples: list[float]
-) -> float:
-    """Breasts/s of `mammofuse train`'s epochs after the first (start-up and first-epoch compile left out)."""
-    from lightning.pytorch.callbacks import Callback
+class EpochTimes(Callback):
+    """When each epoch's training batches ran (from the epoch's start, its loader's first batch included, to
+    its last step done on the device) and when the whole epoch did (validation and checkpoints included),
+    as time.time() to match nvidia-smi's samples; and how many breasts each epoch trained on."""
 
+    def __init__(self) -> None:
+        self.training: list[tuple[float, float]] = []
+        self.whole: list[tuple[float, float]] = []
+        self.breasts: list[int] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.start = time.time()
+        self.breasts.append(0)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.breasts[-1] += len(batch["label"])
+        if batch_idx == trainer.num_training_batches - 1:
+            if module.device.type == "cuda":
+                torch.cuda.synchronize()  # once an epoch: the queued steps are done
+            self.training.append((self.start, time.time()))
+
+    def on_train_epoch_end(self, trainer, module) -> None:  # Lightning calls it after validation
+        self.whole.append((self.start, time.time()))
+
+
+def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: bool) -> dict[str, float]:
+    """`mammofuse train`'s epochs after the first (start-up and the first epoch's compilation left out):
+    breasts/s of the training batches and of the whole epochs, and the GPU's busy % over each."""
     from mammofuse.runs import Work
     from mammofuse.training.run import fit
-
-    class EpochTimes(Callback):
-        def __init__(self) -> None:
-            self.starts: list[float] = []
-
-        def on_train_epoch_start(self, trainer, module) -> None:
-            self.starts.append(time.perf_counter())
-
-        def on_train_epoch_end(self, trainer, module) -> None:
-            self.starts.append(time.perf_counter())
 
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.train.epochs, run_cfg.train.augment_on, run_cfg.train.num_workers = epochs, augment_on, workers
@@ -159,14 +187,18 @@ def real_training(
     work = Work(cfg.work_dir)
     run = work.run(f"bench-{augment_on}-{workers}")
     shutil.rmtree(run.dir, ignore_errors=True)
-    times = EpochTimes()
-    with sm_use(samples):
+    times, samples = EpochTimes(), []
+    with gpu_use(samples):
         fit(run_cfg, run, work.read_splits(), callbacks=[times])
-    n_train = (work.read_splits()["split"] == "train").sum()
-    later = [b - a for a, b in zip(times.starts[2::2], times.starts[3::2])] or [
-        times.starts[1] - times.starts[0]
-    ]
-    return n_train / (sum(later) / len(later))
+    first = 1 if epochs > 1 else 0
+    breasts = sum(times.breasts[first:])
+    out = {}
+    for part, spans in (("training", times.training[first:]), ("whole", times.whole[first:])):
+        out[part] = breasts / sum(b - a for a, b in spans)
+        busy = mean_within(samples, spans)
+        if busy is not None:
+            out[f"{part} busy"] = busy
+    return out
 
 
 def main() -> None:
@@ -234,13 +266,14 @@ def main() -> None:
     compile_ = device.type == "cuda" or args.compile  # as the best in-memory step
     for workers in args.workers:
         for where in ("device", "loader"):  # the device path first: the figure the goal is about
-            samples: list[float] = []
-            rate = real_training(cfg, args.epochs, where, workers, compile_, samples)
-            sm = f", SM busy {sum(samples) / len(samples):.0f} %" if samples else ""
-            print(
-                f"mammofuse train, augment on the {where}, {workers} workers: {rate:8.1f} breasts/s "
-                f"({rate / best:.2f} of the best in-memory step{sm})"
-            )
+            measured = real_training(cfg, args.epochs, where, workers, compile_)
+            for part, what in (("training", "training batches"), ("whole", "whole epochs")):
+                rate = measured[part]
+                busy = f", GPU busy {measured[f'{part} busy']:.0f} %" if f"{part} busy" in measured else ""
+                print(
+                    f"mammofuse train, augment on the {where}, {workers} workers, {what:16s} {rate:8.1f} "
+                    f"breasts/s ({rate / best:.2f} of the best in-memory step{busy})"
+                )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 # the tests that only a GPU runs (tests/training/test_gpu.py, the device path of the input pipeline on CUDA, a
 # compiled bf16 run), then bench_train at the issue's setting (resnet18, two views 1024 x 512, batch 32,
 # 8 loader processes): in-memory steps (fp32 / bf16 / compiled), the input pipeline alone, how often a step
-# waits for the GPU, and `mammofuse train`'s real epochs with nvidia-smi's SM use; before it, how long training
-# stops for a checkpoint (bench_checkpoint). Logs go to $OUT.
+# waits for the GPU, and `mammofuse train`'s real epochs (its training batches, and whole epochs with
+# validation and checkpoints) with the GPU's busy % over each; before it, how long training stops for a
+# checkpoint (bench_checkpoint). Logs go to $OUT.
 #
 # The GPU machine has torch, Lightning, pandas, scikit-learn, OpenCV but not the rest; prepare the wheels
 # here first (from the project's root):
@@ -30,4 +31,4 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/trainin
 timeout 60 python3 benchmarks/bench_checkpoint.py 2>&1 | tee "$OUT/bench_checkpoint.log"
 
 timeout 300 python3 benchmarks/bench_train.py --breasts 600 --image-size 1024 832 --size 1024 512 \
-  --batch 32 --workers 8 --epochs 3 --root /tmp/mammofuse-bench 2>&1 | tee "$OUT/bench_train.log"
+  --batch 32 --workers 8 --epochs 5 --root /tmp/mammofuse-bench 2>&1 | tee "$OUT/bench_train.log"

@@ -33,8 +33,8 @@ class FromTheCpu(TorchDispatchMode):
 
 class HostReads(TorchDispatchMode):
     """Counts, while `counting` is on, the operations that read a tensor's value back to the host: free on the
-    CPU, a wait for every queued kernel on a GPU. Torch's optimizers are left out: what they read are their
-    step counters, which stay on the CPU on a GPU too (neither capturable nor fused)."""
+    CPU, a wait for every queued kernel on a GPU. Torch's optimizers are left out: what they read on the CPU
+    are their step counters, which a GPU's fused optimizer (training.module.fused_on) keeps on the GPU."""
 
     READS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default"}
 

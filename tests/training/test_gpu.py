@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mammofuse.cli import main
-from mammofuse.config import DataConfig, ModelConfig
+from mammofuse.config import DataConfig, ModelConfig, TrainConfig
 from mammofuse.data.balance import BatchAugmentation
 from mammofuse.models import create_backbone
 from tests.training.fixtures import step_batch, step_module, train_variant
@@ -38,6 +38,35 @@ def test_a_training_step_never_makes_the_cpu_wait_for_the_gpu(dtype):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss).item() and len(module._train) == len(module._val) == 1
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_optimizer_step_with_fp16_loss_scaling_never_makes_the_cpu_wait(optimizer):
+    """On a GPU the optimizer is fused: one kernel updates every weight, and under fp16 loss scaling (GPUs
+    without bf16) it skips an overflowed step on the GPU, where GradScaler's own check (`found_inf.item()`)
+    makes the CPU wait every step."""
+    module = step_module(ModelConfig(backbone="tiny_cnn", pretrained="none", grey="adapt"), "cuda")
+    module.cfg = TrainConfig(optimizer=optimizer, scheduler="none")
+    opt = module.configure_optimizers()
+    assert all(group["fused"] for group in opt.param_groups)
+    scaler = torch.amp.GradScaler("cuda")
+    batch = step_batch(8, "cuda")
+    before = [p.detach().clone() for p in module.net.parameters()]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = module.training_step(batch, 0)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    changed = any(not torch.equal(a, b) for a, b in zip(before, module.net.parameters()))
+    assert changed or scaler.get_scale() < 2.0**16  # stepped, or skipped steps whose gradients overflowed
 
 
 def test_a_run_on_the_gpu_picks_the_fast_settings_says_so_and_evaluates(ready):

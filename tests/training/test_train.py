@@ -140,6 +140,36 @@ class TestResume:
         steps = -(-n_train // cfg.train.batch_size)
         assert (state["epoch"], state["global_step"]) == (2, 3 * steps)  # third epoch (0-based), complete
 
+    def test_a_run_resumed_on_other_hardware_updates_its_weights_as_this_hardware_does(self, ready):
+        """A GPU writes its optimizer with the fused kernel's flag; resumed on the CPU, the run goes on with
+        the CPU's default kernel, and ends where the CPU's own uninterrupted run ends."""
+        cfg, run_dir = interrupted_run(ready, "moved")
+        for name in ("last", "previous"):
+            path = run_dir / "checkpoints" / f"{name}.ckpt"
+            if path.is_file():
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                for group in state["optimizer_states"][0]["param_groups"]:
+                    group["fused"] = True  # as a GPU run writes it
+                torch.save(state, path)
+        flags = OptimizerFlags()
+        train(cfg, run_dir, callbacks=[flags])
+        assert flags.fused == {None}
+        train(cfg, ready / "work" / "runs" / "stayed")
+        moved, stayed = (
+            torch.load(ready / "work" / "runs" / r / "checkpoints" / "last.ckpt", weights_only=True)
+            for r in ("moved", "stayed")
+        )
+        for key, weight in stayed["state_dict"].items():
+            assert torch.equal(moved["state_dict"][key], weight), key
+
+
+class OptimizerFlags(Callback):
+    def __init__(self) -> None:
+        self.fused: set = set()
+
+    def on_train_epoch_start(self, trainer, module):
+        self.fused |= {g["fused"] for opt in trainer.optimizers for g in opt.param_groups}
+
 
 class LastCheckpointSteps(Callback):
     """Records, after every epoch (Lightning runs checkpoint callbacks last, so: at the next epoch's start

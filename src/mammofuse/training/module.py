@@ -129,22 +129,45 @@ class BreastClassifier(L.LightningModule):
         assert isinstance(gathered, torch.Tensor)
         return gathered.flatten()
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed run updates its weights the way this session's hardware does (`fused_on`), not the
+        way the hardware that wrote the checkpoint did: torch restores an optimizer's flags with its state,
+        so a GPU run resumed on the CPU would otherwise go on with the fused kernel (other numbers than
+        the CPU's default) and a CPU run resumed on a GPU without it."""
+        fused = fused_on(self.trainer.strategy.root_device)
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state["param_groups"]:
+                group["fused"] = fused
+
     def configure_optimizers(self):
         groups = [
             {"params": self.net.backbone_parameters(), "lr": self.cfg.lr * self.cfg.backbone_lr_mult},
             {"params": [*self.net.head_parameters(), *self.auxiliary.parameters()], "lr": self.cfg.lr},
         ]
         opt: torch.optim.Optimizer
+        fused = fused_on(self.device)  # Lightning has moved the module to its device by now
         if self.cfg.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused)
         else:
             opt = torch.optim.SGD(
-                groups, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay
+                groups,
+                lr=self.cfg.lr,
+                momentum=self.cfg.momentum,
+                weight_decay=self.cfg.weight_decay,
+                fused=fused,
             )
         if self.cfg.scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
+
+
+def fused_on(device: torch.device) -> bool | None:
+    """Whether the optimizer updates every weight in one fused kernel: on a GPU, yes (a handful of kernel
+    launches per step instead of a loop of them; under fp16 loss scaling the overflow check then stays on
+    the GPU, where the scaler's own check makes the CPU wait every step); elsewhere torch's default, so
+    the CPU's numbers stay as they were."""
+    return True if device.type == "cuda" else None
 
 
 def _scored(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:

@@ -42,6 +42,7 @@ from mammofuse.models.tiles import CONTENT
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 from mammofuse.storage import replace_text, replaced
+from mammofuse.training.module import fused_on
 from mammofuse.training.run import loader_workers
 from mammofuse.ui import console, progress, show_problems
 
@@ -195,7 +196,9 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     backbone = Backbone(cfg.model.backbone, cfg.model.pretrained, cfg.model.grey)
     head = SimCLRProjectionHead(backbone.out_channels, backbone.out_channels, 64)
     model = nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=options.lr, weight_decay=1e-4, fused=fused_on(device)
+    )
     resume = Path(f"{out}.resume.ckpt")
     done, losses = _resume(resume, card, model, optimizer)
     criterion = NTXentLoss(temperature=TEMPERATURE)
