@@ -153,16 +153,22 @@ def host_waits(fn) -> int:
 class EpochTimes(Callback):
     """When each epoch's training batches ran (from the epoch's start, its loader's first batch included, to
     its last step done on the device) and when the whole epoch did (validation and checkpoints included),
-    as time.time() to match nvidia-smi's samples; and how many breasts each epoch trained on."""
+    as time.time() to match nvidia-smi's samples; how long each waited for its first batch; and how many
+    breasts each epoch trained on."""
 
     def __init__(self) -> None:
         self.training: list[tuple[float, float]] = []
         self.whole: list[tuple[float, float]] = []
+        self.first_batch: list[float] = []
         self.breasts: list[int] = []
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self.start = time.time()
         self.breasts.append(0)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.first_batch.append(time.time() - self.start)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.breasts[-1] += len(batch["label"])
@@ -177,7 +183,9 @@ class EpochTimes(Callback):
 
 def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: bool) -> dict[str, float]:
     """`mammofuse train`'s epochs after the first (start-up and the first epoch's compilation left out):
-    breasts/s of the training batches and of the whole epochs, and the GPU's busy % over each."""
+    breasts/s of the training batches and of the whole epochs, the GPU's busy % over each, and the mean
+    seconds an epoch waited for its first batch and spent after its training batches (validation,
+    checkpoints)."""
     from mammofuse.runs import Work
     from mammofuse.training.run import fit
 
@@ -192,7 +200,11 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: boo
         fit(run_cfg, run, work.read_splits(), callbacks=[times])
     first = 1 if epochs > 1 else 0
     breasts = sum(times.breasts[first:])
-    out = {}
+    out = {
+        "first batch": sum(times.first_batch[first:]) / len(times.first_batch[first:]),
+        "after": sum(w[1] - t[1] for t, w in zip(times.training[first:], times.whole[first:]))
+        / len(times.whole[first:]),
+    }
     for part, spans in (("training", times.training[first:]), ("whole", times.whole[first:])):
         out[part] = breasts / sum(b - a for a, b in spans)
         busy = mean_within(samples, spans)
@@ -274,6 +286,10 @@ def main() -> None:
                     f"mammofuse train, augment on the {where}, {workers} workers, {what:16s} {rate:8.1f} "
                     f"breasts/s ({rate / best:.2f} of the best in-memory step{busy})"
                 )
+            print(
+                f"  an epoch waited {1000 * measured['first batch']:.0f} ms for its first batch and spent "
+                f"{1000 * measured['after']:.0f} ms after its training batches (validation, checkpoints)"
+            )
 
 
 if __name__ == "__main__":
