@@ -11,9 +11,9 @@
    each epoch included), and whole epochs (validation and checkpoints included).
 
 Printed as breasts per second and as ratios to the fastest in-memory step (goal on an H100/H200: real
-training >= 0.8 of it; on a 2-core CPU: no slower than before). On a GPU, nvidia-smi samples how busy it is
-every 100 ms (the share of time a kernel ran, `dmon`'s "sm"), averaged over the same spans as each figure,
-start-up and compilation left out (goal >= 80 %).
+training >= 0.8 of it; on a 2-core CPU: no slower than before). On a GPU, how busy it is (the share of time
+a kernel ran, `nvidia-smi dmon`'s "sm") is sampled every 100 ms and averaged over the same spans as each
+figure, start-up and compilation left out (goal >= 80 %).
 
     python benchmarks/bench_train.py [--breasts 160] [--size 512 256] [--batch 16] [--backbone resnet18]
                                      [--epochs 2] [--workers 0 2] [--compile] [--root DIR]
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import shutil
 import subprocess
+import threading
 import time
 import warnings
 
@@ -109,26 +109,44 @@ def pipeline(
     return n * batch / (time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def gpu_use(samples: list[tuple[float, float]]):
-    """Collect (time.time(), GPU busy %) from nvidia-smi every 100 ms while the block runs: the share of
-    time a kernel ran (what `nvidia-smi dmon` calls sm), to be matched against the epochs' times (nothing
-    where nvidia-smi cannot run)."""
-    query = ["--query-gpu=timestamp,utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"]
-    try:
-        proc = subprocess.Popen(["nvidia-smi", *query], stdout=subprocess.PIPE, text=True)
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        proc.terminate()
-        for line in proc.communicate()[0].splitlines():
-            with contextlib.suppress(ValueError):
-                stamp, busy = line.split(",")
-                when = datetime.datetime.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S.%f").timestamp()
-                samples.append((when, float(busy)))
+class GpuBusy:
+    """How busy the GPU is (the share of time a kernel ran: nvidia-smi's utilization.gpu, `dmon`'s "sm"),
+    sampled every 100 ms in a thread, each sample stamped with time.time(): through NVML
+    (torch.cuda.utilization, with nvidia-ml-py installed), else by asking nvidia-smi; nothing where neither
+    answers. Started once the loader's processes are forked: a thread running beside a fork can hang the
+    child."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        read = self._reader()
+        while read is not None and not self._stop.wait(0.1):
+            with contextlib.suppress(Exception):
+                self.samples.append((time.time(), read()))
+
+    @staticmethod
+    def _reader():
+        if torch.cuda.is_available():
+            with contextlib.suppress(Exception):  # no nvidia-ml-py, no NVML
+                torch.cuda.utilization()
+                return lambda: float(torch.cuda.utilization())
+        if shutil.which("nvidia-smi") is None:
+            return None
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"]
+        return lambda: float(subprocess.run(query, capture_output=True, text=True, check=True).stdout)
 
 
 def mean_within(samples: list[tuple[float, float]], spans: list[tuple[float, float]]) -> float | None:
@@ -153,16 +171,19 @@ def host_waits(fn) -> int:
 class EpochTimes(Callback):
     """When each epoch's training batches ran (from the epoch's start, its loader's first batch included, to
     its last step done on the device) and when the whole epoch did (validation and checkpoints included),
-    as time.time() to match nvidia-smi's samples; how long each waited for its first batch; and how many
-    breasts each epoch trained on."""
+    as time.time() to match the GPU's busy samples (taken from the second epoch on); how long each epoch
+    waited for its first batch; and how many breasts each epoch trained on."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy: GpuBusy) -> None:
+        self.busy = busy
         self.training: list[tuple[float, float]] = []
         self.whole: list[tuple[float, float]] = []
         self.first_batch: list[float] = []
         self.breasts: list[int] = []
 
     def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == 1:  # the loader's processes (persistent) are forked by now
+            self.busy.start()
         self.start = time.time()
         self.breasts.append(0)
 
@@ -195,9 +216,12 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: boo
     work = Work(cfg.work_dir)
     run = work.run(f"bench-{augment_on}-{workers}")
     shutil.rmtree(run.dir, ignore_errors=True)
-    times, samples = EpochTimes(), []
-    with gpu_use(samples):
+    busy = GpuBusy()
+    times = EpochTimes(busy)
+    try:
         fit(run_cfg, run, work.read_splits(), callbacks=[times])
+    finally:
+        busy.stop()
     first = 1 if epochs > 1 else 0
     breasts = sum(times.breasts[first:])
     out = {
@@ -207,9 +231,9 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: boo
     }
     for part, spans in (("training", times.training[first:]), ("whole", times.whole[first:])):
         out[part] = breasts / sum(b - a for a, b in spans)
-        busy = mean_within(samples, spans)
-        if busy is not None:
-            out[f"{part} busy"] = busy
+        mean = mean_within(busy.samples, spans)
+        if mean is not None:
+            out[f"{part} busy"] = mean
     return out
 
 

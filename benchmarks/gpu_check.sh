@@ -9,7 +9,8 @@
 #
 # The GPU machine has torch, Lightning, pandas, scikit-learn, OpenCV but not the rest; prepare the wheels
 # here first (from the project's root):
-#   bash ../shared/tools/device-wheels kornia==0.9.0 kornia_rs==0.2.0
+#   bash ../shared/tools/device-wheels kornia==0.9.0 kornia_rs==0.2.0 nvidia-ml-py==13.615.71
+# (nvidia-ml-py: NVML from Python, for the GPU's busy %; without it bench_train asks nvidia-smi)
 # then run `bash benchmarks/gpu_check.sh` there with `.whl` carried (timeout 540 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
