@@ -59,6 +59,18 @@ class TestPretrain:
         straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
         assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
+    def test_a_pretraining_begun_on_a_gpu_continues_on_the_cpu_as_the_cpu_would_have(self, ready, tmp_path):
+        assert pretrain(ready, tmp_path / "straight.pt", "--epochs", "2") == 0
+        assert pretrain(ready, tmp_path / "moved.pt", "--epochs", "1") == 0
+        resume = tmp_path / "moved.pt.resume.ckpt"
+        state = torch.load(resume, weights_only=True)
+        for group in state["optimizer"]["param_groups"]:
+            group["fused"] = True  # as a GPU writes it
+        torch.save(state, resume)
+        assert pretrain(ready, tmp_path / "moved.pt", "--epochs", "2") == 0
+        straight, moved = weights(tmp_path / "straight.pt"), weights(tmp_path / "moved.pt")
+        assert all(torch.equal(straight[k], moved[k]) for k in straight)
+
     def test_an_unlabelled_archive_folder_serves_every_mammogram_in_it(self, ready, tmp_path):
         archive = tmp_path / "archive" / "nested"
         archive.mkdir(parents=True)

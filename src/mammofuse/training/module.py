@@ -130,14 +130,9 @@ class BreastClassifier(L.LightningModule):
         return gathered.flatten()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A resumed run updates its weights the way this session's hardware does (`fused_on`), not the
-        way the hardware that wrote the checkpoint did: torch restores an optimizer's flags with its state,
-        so a GPU run resumed on the CPU would otherwise go on with the fused kernel (other numbers than
-        the CPU's default) and a CPU run resumed on a GPU without it."""
-        fused = fused_on(self.trainer.strategy.root_device)
+        """A resumed run updates its weights the way this session's hardware does."""
         for state in checkpoint.get("optimizer_states", []):
-            for group in state["param_groups"]:
-                group["fused"] = fused
+            on_this_hardware(state, self.trainer.strategy.root_device)
 
     def configure_optimizers(self):
         groups = [
@@ -168,6 +163,15 @@ def fused_on(device: torch.device) -> bool | None:
     the GPU, where the scaler's own check makes the CPU wait every step); elsewhere torch's default, so
     the CPU's numbers stay as they were."""
     return True if device.type == "cuda" else None
+
+
+def on_this_hardware(optimizer_state: dict, device: torch.device) -> dict:
+    """A saved optimizer state, set to update the weights the way `device` does (`fused_on`): torch restores
+    an optimizer's flags with its state, so a GPU run resumed on the CPU would otherwise go on with the fused
+    kernel (other numbers than the CPU's default), and a CPU run resumed on a GPU without it."""
+    for group in optimizer_state["param_groups"]:
+        group["fused"] = fused_on(device)
+    return optimizer_state
 
 
 def _scored(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:

@@ -42,7 +42,7 @@ from mammofuse.models.tiles import CONTENT
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 from mammofuse.storage import replace_text, replaced
-from mammofuse.training.module import fused_on
+from mammofuse.training.module import fused_on, on_this_hardware
 from mammofuse.training.run import loader_workers
 from mammofuse.ui import console, progress, show_problems
 
@@ -200,7 +200,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
         model.parameters(), lr=options.lr, weight_decay=1e-4, fused=fused_on(device)
     )
     resume = Path(f"{out}.resume.ckpt")
-    done, losses = _resume(resume, card, model, optimizer)
+    done, losses = _resume(resume, card, model, optimizer, device)
     criterion = NTXentLoss(temperature=TEMPERATURE)
     workers = loader_workers(cfg.train)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -254,8 +254,11 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     return card
 
 
-def _resume(path: Path, card: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer):
-    """(epochs done, their losses) from a resume checkpoint made with the same settings; else (0, [])."""
+def _resume(
+    path: Path, card: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+):
+    """(epochs done, their losses) from a resume checkpoint made with the same settings (on any hardware);
+    else (0, [])."""
     if not path.is_file():
         return 0, []
     try:
@@ -270,7 +273,7 @@ def _resume(path: Path, card: dict[str, Any], model: nn.Module, optimizer: torch
         console.print(f"{path}: made with other settings or more epochs; starting over")
         return 0, []
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(on_this_hardware(state["optimizer"], device))
     return int(state["epoch"]), list(state["losses"])
 
 
