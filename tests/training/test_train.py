@@ -64,10 +64,16 @@ class TestSmoke:
         assert {"key", "label", "probability", "baseline_probability"} <= set(predictions.columns)
         assert "clinical only" in out
 
-    def test_checkpoints_load_with_weights_only(self, ready):
+    def test_checkpoints_load_with_weights_only_and_the_best_holds_just_the_weights(self, ready):
         assert run(ready) == 0
-        ckpt = ready / "work" / "runs" / "fast" / "checkpoints" / "best.ckpt"
-        assert "state_dict" in torch.load(ckpt, map_location="cpu", weights_only=True)
+        folder = ready / "work" / "runs" / "fast" / "checkpoints"
+        best, last = (
+            torch.load(folder / f"{n}.ckpt", map_location="cpu", weights_only=True) for n in ("best", "last")
+        )
+        assert (
+            "state_dict" in best and "optimizer_states" not in best
+        )  # evaluate, explain, bundle need no more
+        assert "optimizer_states" in last  # what a resume needs
 
 
 class TestHonesty:

@@ -274,11 +274,15 @@ def compiled(net: nn.Module) -> None:
 
 def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) -> L.Trainer:
     gpu = torch.cuda.is_available()
+    # The best epoch's weights alone: evaluate, explain and bundle read only them, and resuming starts from
+    # the last epoch's full checkpoint; without the optimizer's state it is a third of the size (85 of 256 MiB
+    # for two resnet18s with AdamW).
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename=run.checkpoint("best").stem,
         monitor="val_auc",
         mode="max",
+        save_weights_only=True,
         enable_version_counter=False,
     )
     # Every epoch, improved or not: `save_last` of a monitored checkpoint writes only when it improves,
