@@ -19,6 +19,8 @@ from mammofuse.problems import DataError, ModelError
 from mammofuse.storage import disk_error
 from mammofuse.ui import console
 
+CONFIG_HELP = "the study's cohort config (TOML: where the DICOMs and CSVs are, the work folder)"
+RUN_HELP = "a run folder: WORK/runs/NAME"
 EXIT_DATA_ERROR = 2
 
 
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_config)
 
     p = sub.add_parser("synth", help="write a realistic synthetic cohort (DICOM + CSVs + cohort.toml)")
-    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the cohort folder to write")
     p.add_argument(
         "--breasts",
         type=_positive_int,
@@ -64,14 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
         "writes OUT/images.csv, labels.csv, clinical.csv and cohort.toml. Endpoints: cbis-ddsm malignant; "
         "cmmd malignant or luminal; vindr-mammo birads45 (BI-RADS 4-5 vs 1-3); rsna cancer.",
     )
-    p.add_argument("dataset", choices=["cbis-ddsm", "cmmd", "vindr-mammo", "rsna"], metavar="DATASET")
+    p.add_argument(
+        "dataset",
+        choices=["cbis-ddsm", "cmmd", "vindr-mammo", "rsna"],
+        metavar="DATASET",
+        help="cbis-ddsm, cmmd, vindr-mammo or rsna",
+    )
     p.add_argument("root", type=Path, metavar="ROOT", help="the dataset's folder as downloaded")
     p.add_argument("--out", type=Path, required=True, help="the cohort folder to write")
     p.add_argument("--label", help="the endpoint (default: the dataset's first, see above)")
     p.set_defaults(func=commands.cmd_import)
 
     p = sub.add_parser("ingest", help="read the cohort: manifest.csv + exclusions.csv")
-    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("config", type=Path, metavar="CONFIG", help=CONFIG_HELP)
     p.add_argument("--out", type=Path, help="output folder (default: work_dir from the config)")
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
     p.add_argument(
@@ -168,11 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_tune)
 
     p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.set_defaults(func=commands.cmd_evaluate)
 
     p = sub.add_parser("explain", help="Grad-CAM overlays (CC and MLO) for the test breasts that matter most")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.add_argument(
         "--n",
         type=_positive_int,
@@ -182,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_explain)
 
     p = sub.add_parser("predict", help="score new breasts with a model bundle (RUN_DIR/bundle)")
-    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
     p.add_argument(
         "--images",
         type=Path,
@@ -210,11 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="work with a model bundle: `bundle verify DIR` checks every file")
     action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     v = action.add_parser("verify", help="check every file of a bundle against its SHA-256 and schema")
-    v.add_argument("bundle", type=Path, metavar="DIR")
+    v.add_argument("bundle", type=Path, metavar="DIR", help="a model bundle folder (RUN_DIR/bundle)")
     v.set_defaults(func=commands.cmd_bundle_verify)
 
     p = sub.add_parser("report", help="one self-contained report.html for a run (open it offline)")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser(
@@ -237,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BREASTS,
         help=f"cohort size (default {DEFAULT_BREASTS})",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated cohort (default 0)")
     p.add_argument("--epochs", type=_positive_int, help="override the demo_cpu preset's epochs (default 15)")
     _image_size(p, (256, 208))
     p.set_defaults(func=lambda args: commands.cmd_demo(args, run=main))
@@ -246,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_and_work(p: argparse.ArgumentParser) -> None:
     """The arguments every stage after ingest shares: the study's config and its work folder."""
-    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("config", type=Path, metavar="CONFIG", help=CONFIG_HELP)
     p.add_argument("--work", type=Path, help="work folder (default: work_dir from the config)")
 
 
