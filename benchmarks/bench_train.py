@@ -206,7 +206,7 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: boo
     """`mammofuse train`'s epochs after the first (start-up and the first epoch's compilation left out):
     breasts/s of the training batches and of the whole epochs, the GPU's busy % over each, and the mean
     seconds an epoch waited for its first batch and spent after its training batches (validation,
-    checkpoints)."""
+    checkpoints), and how long the first epoch took (compilation included)."""
     from mammofuse.runs import Work
     from mammofuse.training.run import fit
 
@@ -225,6 +225,7 @@ def real_training(cfg, epochs: int, augment_on: str, workers: int, compile_: boo
     first = 1 if epochs > 1 else 0
     breasts = sum(times.breasts[first:])
     out = {
+        "first epoch": times.whole[0][1] - times.whole[0][0],
         "first batch": sum(times.first_batch[first:]) / len(times.first_batch[first:]),
         "after": sum(w[1] - t[1] for t, w in zip(times.training[first:], times.whole[first:]))
         / len(times.whole[first:]),
@@ -312,7 +313,8 @@ def main() -> None:
                 )
             print(
                 f"  an epoch waited {1000 * measured['first batch']:.0f} ms for its first batch and spent "
-                f"{1000 * measured['after']:.0f} ms after its training batches (validation, checkpoints)"
+                f"{1000 * measured['after']:.0f} ms after its training batches (validation, checkpoints); "
+                f"the first epoch took {measured['first epoch']:.1f} s"
             )
 
 

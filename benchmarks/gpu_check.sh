@@ -22,14 +22,18 @@ fi
 export PYTHONUNBUFFERED=1 MAMMOFUSE_NO_PROGRESS=1
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
+mark() { echo "--- ${SECONDS} s since the start: $1 done" | tee -a "$OUT/gpu.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning; print('torch', torch.__version__, '| lightning', lightning.__version__)"
 
 timeout 200 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/training/test_gpu.py \
   tests/training/test_train.py::TestInputPipeline tests/data/test_dataset.py::TestAugmentationOnTheDevice \
   2>&1 | tee "$OUT/tests.log"
+mark tests
 
 timeout 60 python3 benchmarks/bench_checkpoint.py 2>&1 | tee "$OUT/bench_checkpoint.log"
+mark bench_checkpoint
 
 timeout 300 python3 benchmarks/bench_train.py --breasts 600 --image-size 1024 832 --size 1024 512 \
   --batch 32 --workers 8 --epochs 5 --root /tmp/mammofuse-bench 2>&1 | tee "$OUT/bench_train.log"
+mark bench_train
