@@ -122,3 +122,9 @@ def step_batch(size: int, device: str) -> dict[str, torch.Tensor]:
         "auxiliary": torch.tensor([[1.0, 0.3], [nan, -1.0], [0.0, nan], [nan, nan]] * (size // 4)),
     }
     return {key: value.to(device) for key, value in batch.items()}
+
+
+def as_a_gpu_writes_it(optimizer_state: dict) -> None:
+    """Mark a saved optimizer state as a GPU run writes it (training.module.fused_on)."""
+    for group in optimizer_state["param_groups"]:
+        group["fused"] = True

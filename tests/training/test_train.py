@@ -21,7 +21,7 @@ from mammofuse.presets import apply_preset
 from mammofuse.runs import Work
 from mammofuse.training.run import AtomicCheckpointIO, train
 from tests.cohort.helpers import edit_config
-from tests.training.fixtures import step_batch, step_module, train_variant
+from tests.training.fixtures import as_a_gpu_writes_it, step_batch, step_module, train_variant
 from tests.waits import FromTheCpu, HostReads
 
 
@@ -154,8 +154,7 @@ class TestResume:
             path = run_dir / "checkpoints" / f"{name}.ckpt"
             if path.is_file():
                 state = torch.load(path, map_location="cpu", weights_only=True)
-                for group in state["optimizer_states"][0]["param_groups"]:
-                    group["fused"] = True  # as a GPU run writes it
+                as_a_gpu_writes_it(state["optimizer_states"][0])
                 torch.save(state, path)
         flags = OptimizerFlags()
         train(cfg, run_dir, callbacks=[flags])
