@@ -5,8 +5,11 @@
 2. the input pipeline alone: batches from the cache to the device, augmented, with no model (the loader
    path: each image augmented in the loader's processes; the device path: uint16 batches moved, then
    augmented as a batch where the model is);
-3. on a GPU, how often the batch augmentation and a training step make the CPU wait for the GPU;
-4. `mammofuse train`'s real epochs after the first through each pipeline, compiled like the best in-memory
+3. with loader processes, how long an epoch waits for its first batch after a pause standing in for the last
+   epoch's validation: a DataLoader with persistent processes vs `fit`'s EpochStream, which reads on into the
+   next epoch;
+4. on a GPU, how often the batch augmentation and a training step make the CPU wait for the GPU;
+5. `mammofuse train`'s real epochs after the first through each pipeline, compiled like the best in-memory
    step on a GPU (or with --compile): its training batches (the Lightning loop, the loader's first batch of
    each epoch included), and whole epochs (validation and checkpoints included).
 
@@ -34,7 +37,8 @@ from _common import bench_parser, prepared_data
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from mammofuse.data.balance import BatchAugmentation, standard_augmentation
+from mammofuse.data.balance import BatchAugmentation, EpochShuffle, standard_augmentation
+from mammofuse.data.epochs import EpochStream
 from mammofuse.imaging.cache import QUANT
 from mammofuse.models import create_model
 from mammofuse.training.module import BreastClassifier, fused_on
@@ -107,6 +111,41 @@ def pipeline(
     if device.type == "cuda":
         torch.cuda.synchronize()
     return n * batch / (time.perf_counter() - start)
+
+
+def first_batch_waits(
+    dataset, batch: int, workers: int, pause: float = 0.3, epochs: int = 3
+) -> dict[str, float]:
+    """Mean seconds from an epoch's start to its first batch, after a pause standing in for the previous
+    epoch's validation and checkpoint: a DataLoader with persistent processes (starts an epoch when asked),
+    and `fit`'s EpochStream (reads the next epoch while one ends), the same order both ways."""
+    plain = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=EpochShuffle(len(dataset), 0),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    loaders = {
+        "DataLoader": plain,
+        "EpochStream": EpochStream(dataset, batch, EpochShuffle(len(dataset), 0), num_workers=workers),
+    }
+    waits = {}
+    for name, loader in loaders.items():
+        waited = []
+        for epoch in range(epochs + 1):  # the first epoch starts the processes: left out
+            loader.sampler.set_epoch(epoch)  # as Lightning does
+            start = time.perf_counter()
+            it = iter(loader)
+            next(it)
+            waited.append(time.perf_counter() - start)
+            for _ in it:
+                pass
+            time.sleep(pause)
+        waits[name] = sum(waited[1:]) / epochs
+        if isinstance(loader, EpochStream):
+            loader.close()
+    return waits
 
 
 class GpuBusy:
@@ -286,6 +325,13 @@ def main() -> None:
         print(
             f"input pipeline, {workers} workers: loader path {loader_rate:8.1f} breasts/s | device path "
             f"{device_rate:8.1f} breasts/s ({device_rate / loader_rate:.2f}x)"
+        )
+
+    for workers in [w for w in args.workers if w > 0]:
+        waits = first_batch_waits(raw, args.batch, workers)
+        print(
+            f"an epoch's first batch after validation, {workers} workers: DataLoader (persistent processes) "
+            f"{1000 * waits['DataLoader']:.0f} ms | EpochStream (fit's) {1000 * waits['EpochStream']:.0f} ms"
         )
 
     if device.type == "cuda":

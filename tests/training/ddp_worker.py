@@ -1,7 +1,8 @@
 """Run by tests/training/test_ddp.py: one epoch of the real BreastClassifier under DDP on the CPU (gloo,
-2 processes), on an odd number of validation breasts so the distributed sampler pads with a repeat. Each
-process writes the validation scores it computed itself (OUT/rank<r>.pt); process 0 also writes the
-validation AUC the module logged (OUT/logged.json).
+2 processes), through `fit`'s loaders (EpochStream), on an odd number of validation breasts so the
+distributed sampler pads with a repeat. Each process writes the validation scores it computed itself and the
+training breasts it saw (OUT/rank<r>.pt); process 0 also writes the validation AUC the module logged
+(OUT/logged.json).
 
     python tests/training/ddp_worker.py OUT
 """
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mammofuse.config import ModelConfig, TrainConfig
+from mammofuse.data.balance import EpochShuffle
+from mammofuse.data.epochs import EpochStream
 from mammofuse.models import create_model
 from mammofuse.training.module import BreastClassifier
 
@@ -44,6 +47,13 @@ class Breasts(Dataset):
 class Recording(BreastClassifier):
     """The module as trained, keeping a copy of this process's own validation scores."""
 
+    def on_train_epoch_start(self) -> None:
+        self.trained: list[torch.Tensor] = []
+
+    def training_step(self, batch: dict, i: int) -> torch.Tensor:
+        self.trained.append(batch["row"])
+        return super().training_step(batch, i)
+
     def on_validation_epoch_start(self) -> None:
         self.mine: list[tuple[torch.Tensor, ...]] = []
 
@@ -67,9 +77,11 @@ def main(out: Path) -> None:
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, DataLoader(Breasts(64, 0), batch_size=8), DataLoader(Breasts(45, 1), batch_size=8))
+    train = EpochStream(Breasts(64, 0), 8, EpochShuffle(64, seed=0))
+    trainer.fit(module, train, EpochStream(Breasts(45, 1), 8))
     probs, labels, rows = (torch.cat(parts) for parts in zip(*module.mine))
-    torch.save({"probs": probs, "labels": labels, "rows": rows}, out / f"rank{trainer.global_rank}.pt")
+    scores = {"probs": probs, "labels": labels, "rows": rows, "trained": torch.cat(module.trained)}
+    torch.save(scores, out / f"rank{trainer.global_rank}.pt")
     if trainer.global_rank == 0:
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
         (out / "logged.json").write_text(json.dumps(logged))

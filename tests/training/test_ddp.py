@@ -21,6 +21,8 @@ def test_the_validation_auc_is_computed_once_over_the_gathered_scores(tmp_path):
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     rows = torch.cat([p["rows"] for p in parts]).numpy()
     assert len(rows) == 46 and len(np.unique(rows)) == 45  # the sampler padded one breast, twice scored
+    trained = [set(p["trained"].tolist()) for p in parts]  # each process trained on its half
+    assert len(trained[0]) == len(trained[1]) == 32 and trained[0] | trained[1] == set(range(64))
     _, first = np.unique(rows, return_index=True)
     probs = torch.cat([p["probs"] for p in parts]).numpy()[first]
     labels = torch.cat([p["labels"] for p in parts]).numpy()[first]

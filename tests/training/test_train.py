@@ -17,6 +17,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mammofuse.cli import main
 from mammofuse.config import ConfigError, ModelConfig, load_config
+from mammofuse.data.dataset import augments_on_device
+from mammofuse.data.epochs import EpochBatches
 from mammofuse.presets import apply_preset
 from mammofuse.runs import Work
 from mammofuse.training.run import AtomicCheckpointIO, train
@@ -117,9 +119,9 @@ class Interrupt(Callback):
             raise RuntimeError("power cut")
 
 
-def interrupted_run(ready, name: str, done: int = 1):
+def interrupted_run(ready, name: str, done: int = 1, preset: str = "fast.toml"):
     """(config, run folder) of a 3-epoch run stopped by an exception after `done` epochs."""
-    cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+    cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / preset))
     cfg.train.epochs = 3
     run_dir = ready / "work" / "runs" / name
     with pytest.raises(RuntimeError, match="power cut"):
@@ -165,6 +167,38 @@ class TestResume:
         )
         for key, weight in stayed["state_dict"].items():
             assert torch.equal(moved["state_dict"][key], weight), key
+
+    def test_with_loader_processes_reading_ahead_a_resumed_run_ends_where_an_uninterrupted_one_does(
+        self, ready, monkeypatch
+    ):
+        """Loader processes read the next epoch's batches while an epoch ends, one iterator for the whole run
+        (EpochStream); a resumed run starts its loaders at the epoch it resumes from, and trains on the same
+        batches, augmented alike (on the device path, drawn in this process)."""
+        starts, start = [], EpochBatches.__init__
+
+        def recorded(self, sampler, batch_size, first):
+            starts.append(first)
+            start(self, sampler, batch_size, first)
+
+        monkeypatch.setattr(EpochBatches, "__init__", recorded)
+        preset = ready.parent / "ahead.toml"
+        preset.write_text(
+            f'extends = "{ready.parent / "fast.toml"}"\n[data]\naugment = true\n[train]\nnum_workers = 2\n'
+        )
+        cfg, run_dir = interrupted_run(ready, "resumed", preset=preset.name)
+        assert cfg.data.augment and augments_on_device(cfg)
+        starts.clear()
+        train(cfg, run_dir)
+        assert starts == [1, 1]  # training's loader and validation's, once each, at the resumed epoch
+        starts.clear()
+        train(cfg, ready / "work" / "runs" / "whole")
+        assert starts == [0, 0]  # not again at each epoch
+        resumed, whole = (
+            torch.load(ready / "work" / "runs" / r / "checkpoints" / "last.ckpt", weights_only=True)
+            for r in ("resumed", "whole")
+        )
+        for key, weight in whole["state_dict"].items():
+            assert torch.equal(resumed["state_dict"][key], weight), key
 
 
 class OptimizerFlags(Callback):

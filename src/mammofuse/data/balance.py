@@ -43,8 +43,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochShuffle(Sampler[int]):
-    """A new order every epoch, drawn from (seed, epoch). Lightning calls `set_epoch` before each epoch's
-    iterator is made (the hook DistributedSampler uses), so a resumed run shuffles as an uninterrupted one."""
+    """A new order every epoch, drawn from (seed, epoch). The training loader calls `set_epoch` before it
+    draws an epoch's order (data.epochs.EpochBatches; the hook DistributedSampler uses), so a resumed run
+    shuffles as an uninterrupted one."""
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0

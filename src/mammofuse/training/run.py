@@ -24,11 +24,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
+from mammofuse.data.epochs import EpochStream
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import create_model
 from mammofuse.problems import DataError, Problems
@@ -134,7 +135,7 @@ class EpochSeed(Callback):
     after epoch e therefore draws exactly what the uninterrupted run drew: a faithful resume on CPU, with
     no generator state to save. On the device path (train.augment_on, the default), augmentation is drawn
     in this process, so loader worker processes change nothing; on the loader path with worker processes,
-    their seeds are drawn when the epoch's iterator is made, before this hook: the order is still exact,
+    their seeds are drawn when the run's loader starts (data.epochs.EpochStream): the order is still exact,
     augmentation is not."""
 
     def __init__(self, seed: int) -> None:
@@ -154,9 +155,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     state make a 256 MiB checkpoint, 0.7 s to write on 2 CPU cores, more than half an epoch at a GPU's pace
     (benchmarks/bench_checkpoint.py). The checkpoint is copied first (its tensors cloned where they lie), so
     training goes on changing the weights; writes go one at a time, in order; a write's error (a full disk)
-    is raised at the next checkpoint or when training ends, which waits for the last write. (The loader's
-    processes are persistent, forked at the first epoch before any write starts: forking beside a running
-    thread could hang the children.)"""
+    is raised at the next checkpoint or when training ends, which waits for the last write. (The loaders'
+    processes start once a run, at the first epoch and the first validation, before any write starts:
+    forking beside a running thread could hang the children.)"""
 
     def __init__(self, keep: dict[Path, Path] | None = None) -> None:
         super().__init__()
@@ -200,19 +201,19 @@ def loader_workers(cfg: TrainConfig) -> int:
     return min(8, torch.get_num_threads()) if torch.cuda.is_available() else 0
 
 
-def loader(dataset: BreastDataset, cfg: Config, sampler: Sampler[int] | None = None) -> DataLoader:
-    """Batches in the sampler's order (the training order), or in the dataset's order."""
-    workers = loader_workers(cfg.train)
-    return DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
+def loader_options(cfg: Config) -> dict[str, Any]:
+    """The DataLoader options of every loader of a run: its processes, pinned memory beside a GPU."""
+    return {
+        "num_workers": loader_workers(cfg.train),
+        "pin_memory": torch.cuda.is_available(),
         # the workers' seeds come from here, not from torch's global generator, which EpochSeed owns
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-    )
+        "generator": torch.Generator().manual_seed(cfg.train.seed),
+    }
+
+
+def loader(dataset: BreastDataset, cfg: Config) -> DataLoader:
+    """One pass over `dataset` in its order (evaluation); training goes through `EpochStream`s."""
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, **loader_options(cfg))
 
 
 def precision_for(cfg: TrainConfig) -> str:
@@ -352,17 +353,18 @@ def fit(
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     record_setup(run, setup(cfg, raw), from_epoch=done)
     trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
+    size = cfg.train.batch_size
+    train_batches = EpochStream(data.train, size, data.sampler, **loader_options(cfg))
+    val_batches = EpochStream(data.val, size, **loader_options(cfg))
     try:
-        trainer.fit(
-            module,
-            loader(data.train, cfg, sampler=data.sampler),
-            loader(data.val, cfg),
-            ckpt_path=resume if done else None,
-        )
+        trainer.fit(module, train_batches, val_batches, ckpt_path=resume if done else None)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after saving what it can
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
+    finally:
+        train_batches.close()
+        val_batches.close()
     return run.checkpoint("best")
 
 
