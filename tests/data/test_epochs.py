@@ -98,7 +98,9 @@ def test_without_a_sampler_each_pass_serves_the_dataset_in_order():
 
 def test_closing_stops_the_loader_processes():
     stream = EpochStream(Counted(), BATCH, EpochShuffle(N, seed=5), num_workers=2)
-    next(iter(stream))
+    batches = iter(stream)
+    next(batches)  # Lightning holds the pass it stopped reading until training's objects are collected
     assert len(multiprocessing.active_children()) == 2
     stream.close()
     assert multiprocessing.active_children() == []
+    assert list(batches) == []

@@ -1,11 +1,11 @@
-"""Training batches, epoch after epoch, from one loader iterator that never waits for an epoch to start.
+"""Training batches, epoch after epoch, from one loader iterator that reads the next epoch while one ends.
 
 A DataLoader begins an epoch's batches only when the epoch asks for the first one. Its processes sit idle
 through the end of the previous epoch, its validation and its checkpoint, and every epoch then starts by
-waiting for one batch to be read and assembled: about 0.1 s with 2 loader processes on 2 CPU cores, and a
-tenth of an epoch at a GPU's compiled pace (benchmarks/bench_train.py prints the wait). `EpochStream` keeps
-one iterator over the sampler's epochs one after another, so while an epoch ends the processes already
-read the next one's first batches (`prefetch_factor` each).
+waiting for one batch to be read and assembled: 50-120 ms with 2 loader processes on 2 CPU cores, and
+(estimated) 5-10 % of an epoch at a GPU's compiled pace (benchmarks/bench_train.py prints it).
+`EpochStream` keeps one iterator over the sampler's epochs one after another, so while an epoch ends the
+processes already read the next one's first batches (`prefetch_factor` each).
 
 The batches are the DataLoader's, epoch by epoch: the sampler's order for the epoch Lightning asks for
 (`set_epoch`), the last partial batch kept. Without loader processes nothing is read ahead, so the CPU's
@@ -89,9 +89,11 @@ class EpochStream:
                     self.dataset, batch_sampler=order, worker_init_fn=self.worker_init_fn, **self.options
                 )
             )
-        batches, self._ahead, n = self._batches, None, len(self)
+        self._ahead, n = None, len(self)
         for i in range(n):
-            batch = next(batches)
+            if self._batches is None:  # closed while Lightning still holds this pass
+                return
+            batch = next(self._batches)
             if i == n - 1:  # the iterator stands at the next epoch (Lightning stops at len, not at the end)
                 self._ahead = self.sampler.epoch = epoch + 1
             yield batch
