@@ -2,10 +2,11 @@
 # The GPU checks of issue 14 in one call to a GPU machine (at most 9 minutes: each part has a time limit):
 # the tests that only a GPU runs (tests/training/test_gpu.py, the device path of the input pipeline on CUDA, a
 # compiled bf16 run), then bench_train at the issue's setting (resnet18, two views 1024 x 512, batch 32,
-# 8 loader processes): in-memory steps (fp32 / bf16 / compiled), the input pipeline alone, how often a step
-# waits for the GPU, and `mammofuse train`'s real epochs (its training batches, and whole epochs with
-# validation and checkpoints) with the GPU's busy % over each; before it, how long training stops for a
-# checkpoint (bench_checkpoint). Logs go to $OUT.
+# 8 loader processes): in-memory steps (fp32 / bf16 / compiled), the input pipeline alone, how long an epoch
+# waits for its first batch (a DataLoader vs fit's EpochStream), how often a step waits for the GPU, and
+# `mammofuse train`'s real epochs (its training batches, and whole epochs with validation and checkpoints)
+# with the GPU's busy % over each; before it, how long training stops for a checkpoint (bench_checkpoint).
+# Logs go to $OUT.
 #
 # The GPU machine has torch, Lightning, pandas, scikit-learn, OpenCV but not the rest; prepare the wheels
 # here first (from the project's root):
