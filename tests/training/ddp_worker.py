@@ -45,7 +45,7 @@ class Breasts(Dataset):
 
 
 class Recording(BreastClassifier):
-    """The module as trained, keeping a copy of this process's own validation scores."""
+    """The module as trained, keeping the training breasts this process saw and its own validation scores."""
 
     def on_train_epoch_start(self) -> None:
         self.trained: list[torch.Tensor] = []

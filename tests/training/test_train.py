@@ -129,6 +129,16 @@ def interrupted_run(ready, name: str, done: int = 1, preset: str = "fast.toml"):
     return cfg, run_dir
 
 
+def assert_same_last_weights(ready, *runs: str) -> None:
+    """The runs' last checkpoints hold exactly the same weights."""
+    first, second = (
+        torch.load(ready / "work" / "runs" / r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for r in runs
+    )
+    for key, weight in second.items():
+        assert torch.equal(first[key], weight), key
+
+
 class TestResume:
     def test_an_interrupted_run_resumes_from_its_last_checkpoint(self, ready, capsys):
         cfg, run_dir = interrupted_run(ready, "resumed")
@@ -161,12 +171,7 @@ class TestResume:
         train(cfg, run_dir, callbacks=[flags])
         assert flags.fused == {None}
         train(cfg, ready / "work" / "runs" / "stayed")
-        moved, stayed = (
-            torch.load(ready / "work" / "runs" / r / "checkpoints" / "last.ckpt", weights_only=True)
-            for r in ("moved", "stayed")
-        )
-        for key, weight in stayed["state_dict"].items():
-            assert torch.equal(moved["state_dict"][key], weight), key
+        assert_same_last_weights(ready, "moved", "stayed")
 
     def test_with_loader_processes_reading_ahead_a_resumed_run_ends_where_an_uninterrupted_one_does(
         self, ready, monkeypatch
@@ -193,12 +198,7 @@ class TestResume:
         starts.clear()
         train(cfg, ready / "work" / "runs" / "whole")
         assert starts == [0, 0]  # not again at each epoch
-        resumed, whole = (
-            torch.load(ready / "work" / "runs" / r / "checkpoints" / "last.ckpt", weights_only=True)
-            for r in ("resumed", "whole")
-        )
-        for key, weight in whole["state_dict"].items():
-            assert torch.equal(resumed["state_dict"][key], weight), key
+        assert_same_last_weights(ready, "resumed", "whole")
 
 
 class OptimizerFlags(Callback):
