@@ -470,8 +470,29 @@ class TestInputPipeline:
         auc = json.loads((run / "metrics.json").read_text())["model"]["test"]["auc"]
         assert auc["low"] <= auc["auc"] <= auc["high"]
 
-    def test_a_compiled_network_trains_and_its_checkpoint_evaluates_like_any_other(self, ready):
-        run = train_variant(ready, "compiled", "[train]\ncompile = true\n", "--epochs", "1")
+    def test_compiled_training_runs_each_batch_size_on_a_graph_made_for_it_and_evaluates_like_any_run(
+        self, ready, monkeypatch
+    ):
+        """`train.compile` compiles what the training and validation steps run. An epoch's last batch is
+        partial (175 training breasts in batches of 32; 19 validation breasts): it gets a graph of its own,
+        and the full batches after it go on running theirs (the compiler would otherwise meet it with a graph
+        for any batch size and run every later batch on that). The graphs run as traced here (a recording
+        backend instead of inductor's code generation, a minute on this machine; tests/training/test_gpu.py
+        compiles for real)."""
+        graphs: list[bool] = []  # per graph compiled: whether it takes any batch size
+
+        def recording(graph, inputs):
+            graphs.append(any(isinstance(x, torch.SymInt) for x in inputs))  # a free size comes as an input
+            return graph.forward
+
+        compile_ = torch.compile
+        monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=recording, **kw))
+        torch._dynamo.reset()  # no graph left from another test's network
+        try:
+            run = train_variant(ready, "compiled", "[train]\ncompile = true\n")  # two epochs
+        finally:
+            torch._dynamo.reset()
+        assert len(graphs) >= 2 and not any(graphs)  # training and validation at least, none for any size
         state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
         assert not any("_orig_mod" in k for k in state)  # the weights keep their names
         assert main(["evaluate", str(run)]) == 0

@@ -23,7 +23,6 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
-from torch import nn
 from torch.utils.data import DataLoader
 
 from mammofuse.config import Config, TrainConfig
@@ -31,7 +30,7 @@ from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.data.epochs import EpochStream
 from mammofuse.imaging.preprocess import preprocess_cohort
-from mammofuse.models import create_model
+from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run, Work
 from mammofuse.storage import distributed_follower, replace_text, replaced
@@ -259,14 +258,24 @@ def record_setup(run: Run, session: dict[str, Any], from_epoch: int) -> None:
     replace_text(run.hardware, json.dumps([*sessions, {"from epoch": from_epoch, **session}], indent=2))
 
 
-def compiled(net: nn.Module) -> None:
-    """torch.compile the network in place (its weights keep their names); where compilation fails the
-    network runs as it is, with a message, instead of the run failing."""
+def compiled(net: TwoViewNet, static_shapes: bool) -> None:
+    """torch.compile what a training or validation step runs of the network (`scores`: the logits and the
+    image features the auxiliary heads read), in place: the weights keep their names. (`nn.Module.compile`
+    would compile only `forward`, which the steps do not call.) Where compilation fails the network runs
+    as it is, with a message, instead of the run failing.
+
+    `static_shapes` (the whole-image network, whose inputs have one size): each batch size gets a graph made
+    for it. By default torch.compile meets an epoch's last, partial batch by compiling a graph for any batch
+    size, and every later full batch then runs that more general graph, not the one made for it (the
+    in-memory step that bench_train compares training with runs the specialised one). Here the partial batch
+    costs the same one compilation and the full batches keep theirs. The patch model encodes a different
+    number of tiles in every batch: its shapes stay free."""
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True  # fall back to eager per graph that cannot compile
+    dynamic = False if static_shapes else None
     try:
-        net.compile()
+        net.scores = torch.compile(net.scores, dynamic=dynamic)  # type: ignore[method-assign]
     except Exception as exc:  # no compiler toolchain, an unsupported platform, ...
         console.print(
             f"[yellow]warning:[/] train.compile: torch.compile is not available ({exc}); uncompiled"
@@ -348,7 +357,7 @@ def fit(
     augmentation = BatchAugmentation(cfg.data) if raw and cfg.data.augment else None
     module = BreastClassifier(net, cfg.train, data.auxiliary, raw, augmentation)
     if cfg.train.compile:
-        compiled(module.net)
+        compiled(module.net, static_shapes=cfg.model.kind == "whole")
     if done:
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     record_setup(run, setup(cfg, raw), from_epoch=done)
