@@ -19,7 +19,8 @@ a kernel ran, `nvidia-smi dmon`'s "sm") is sampled every 100 ms and averaged ove
 figure, start-up and compilation left out (goal >= 80 %).
 
     python benchmarks/bench_train.py [--breasts 160] [--size 512 256] [--batch 16] [--backbone resnet18]
-                                     [--epochs 2] [--workers 0 2] [--compile] [--root DIR]
+                                     [--epochs 2] [--workers 0 2] [--compile] [--paths device loader]
+                                     [--root DIR]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from mammofuse.data.epochs import EpochStream
 from mammofuse.imaging.cache import QUANT
 from mammofuse.models import create_model
 from mammofuse.training.module import BreastClassifier, fused_on
-from mammofuse.training.run import precision_for
+from mammofuse.training.run import compiled, precision_for
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -53,7 +54,7 @@ def in_memory(
     """Breasts/s of forward + loss + backward + AdamW on one fixed batch already on the device."""
     net = create_model(cfg.model, n_clinical).to(device).to(memory_format=torch.channels_last).train()
     if compile_:
-        net.compile()
+        compiled(net, static_shapes=True)  # as training compiles it
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused_on(device))  # as training's
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     cc, mlo = (batch[v].to(device).contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
@@ -63,7 +64,7 @@ def in_memory(
         with torch.autocast(
             device.type, AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST
         ):
-            loss = torch.nn.functional.cross_entropy(net(cc, mlo, clinical), label)
+            loss = torch.nn.functional.cross_entropy(net.scores(cc, mlo, clinical)[0], label)  # as a step
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -288,6 +289,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="loader processes to compare")
     parser.add_argument("--compile", action="store_true", help="also time a compiled step on the CPU")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["device", "loader"],
+        default=["device", "loader"],
+        help="where `mammofuse train`'s real epochs augment (each a run; compiled, each compiles anew)",
+    )
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -301,7 +309,16 @@ def main() -> None:
     n_clinical = len(data.encoder.feature_names)
     print(f"{name}; {args.backbone}, two views {args.size[0]}x{args.size[1]}, batch {args.batch}")
 
-    batch = next(iter(DataLoader(data.val, batch_size=args.batch)))
+    # the same breasts both ways: augmented image by image in the loader, or served as stored and augmented
+    # as a batch on the device
+    per_image = copy.copy(data.train)
+    per_image.raw, per_image.transform = False, standard_augmentation(cfg.data)
+    raw = copy.copy(data.train)
+    raw.raw, raw.transform = True, None
+
+    batch = next(iter(DataLoader(raw, batch_size=args.batch)))  # a full training batch, as the net sees it
+    for view in ("cc", "mlo"):
+        batch[view] = batch[view].float() * (1 / QUANT)
     chosen = precision_for(cfg.train)
     rates = {"fp32": in_memory(cfg, n_clinical, batch, device, "32-true", False, args.steps)}
     if chosen != "32-true":
@@ -312,12 +329,6 @@ def main() -> None:
     for what, rate in rates.items():
         print(f"in-memory step, {what:22s} {rate:8.1f} breasts/s  ({rate / best:.2f} of the best)")
 
-    # the same breasts both ways: augmented image by image in the loader, or served as stored and augmented
-    # as a batch on the device
-    per_image = copy.copy(data.train)
-    per_image.raw, per_image.transform = False, standard_augmentation(cfg.data)
-    raw = copy.copy(data.train)
-    raw.raw, raw.transform = True, None
     augment = BatchAugmentation(cfg.data).to(device)
     for workers in args.workers:
         loader_rate = pipeline(per_image, args.batch, workers, device, None)
@@ -335,10 +346,7 @@ def main() -> None:
         )
 
     if device.type == "cuda":
-        views = next(iter(DataLoader(raw, batch_size=args.batch)))
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in views.items()}
-        for view in ("cc", "mlo"):
-            batch[view] = batch[view].float() * (1 / QUANT)
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         module = BreastClassifier(create_model(cfg.model, n_clinical), cfg.train).to(device)
         waits = {
             "batch augmentation": host_waits(lambda: augment(batch["cc"])),
@@ -348,7 +356,7 @@ def main() -> None:
 
     compile_ = device.type == "cuda" or args.compile  # as the best in-memory step
     for workers in args.workers:
-        for where in ("device", "loader"):  # the device path first: the figure the goal is about
+        for where in args.paths:  # the device path first: the figure the goal is about
             measured = real_training(cfg, args.epochs, where, workers, compile_)
             for part, what in (("training", "training batches"), ("whole", "whole epochs")):
                 rate = measured[part]
@@ -362,6 +370,14 @@ def main() -> None:
                 f"{1000 * measured['after']:.0f} ms after its training batches (validation, checkpoints); "
                 f"the first epoch took {measured['first epoch']:.1f} s"
             )
+    if compile_:
+        from torch._dynamo.utils import counters
+
+        cache = counters["inductor"]
+        print(
+            f"compiled graphs from inductor's cache: {cache['fxgraph_cache_hit']} found, "
+            f"{cache['fxgraph_cache_miss']} compiled"
+        )
 
 
 if __name__ == "__main__":
