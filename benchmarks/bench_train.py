@@ -54,7 +54,7 @@ def in_memory(
     """Breasts/s of forward + loss + backward + AdamW on one fixed batch already on the device."""
     net = create_model(cfg.model, n_clinical).to(device).to(memory_format=torch.channels_last).train()
     if compile_:
-        compiled(net, static_shapes=True)  # as training compiles it
+        compiled(net)  # as training compiles it
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused_on(device))  # as training's
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     cc, mlo = (batch[v].to(device).contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))

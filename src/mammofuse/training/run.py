@@ -258,22 +258,22 @@ def record_setup(run: Run, session: dict[str, Any], from_epoch: int) -> None:
     replace_text(run.hardware, json.dumps([*sessions, {"from epoch": from_epoch, **session}], indent=2))
 
 
-def compiled(net: TwoViewNet, static_shapes: bool) -> None:
+def compiled(net: TwoViewNet) -> None:
     """torch.compile what a training or validation step runs of the network (`scores`: the logits and the
     image features the auxiliary heads read), in place: the weights keep their names. (`nn.Module.compile`
     would compile only `forward`, which the steps do not call.) Where compilation fails the network runs
     as it is, with a message, instead of the run failing.
 
-    `static_shapes` (the whole-image network, whose inputs have one size): each batch size gets a graph made
-    for it. By default torch.compile meets an epoch's last, partial batch by compiling a graph for any batch
-    size, and every later full batch then runs that more general graph, not the one made for it (the
-    in-memory step that bench_train compares training with runs the specialised one). Here the partial batch
-    costs the same one compilation and the full batches keep theirs. The patch model encodes a different
-    number of tiles in every batch: its shapes stay free."""
+    The whole-image network's inputs have one size: each batch size gets a graph made for it. By default
+    torch.compile meets an epoch's last, partial batch by compiling a graph for any batch size, and every
+    later full batch then runs that more general graph, not the one made for it (the in-memory step that
+    bench_train compares training with runs the specialised one). Here the partial batch costs the same one
+    compilation and the full batches keep theirs. The patch model encodes a different number of tiles in
+    every batch: its shapes stay free."""
     import torch._dynamo
 
     torch._dynamo.config.suppress_errors = True  # fall back to eager per graph that cannot compile
-    dynamic = False if static_shapes else None
+    dynamic = False if net.kind == "whole" else None
     try:
         net.scores = torch.compile(net.scores, dynamic=dynamic)  # type: ignore[method-assign]
     except Exception as exc:  # no compiler toolchain, an unsupported platform, ...
@@ -357,7 +357,7 @@ def fit(
     augmentation = BatchAugmentation(cfg.data) if raw and cfg.data.augment else None
     module = BreastClassifier(net, cfg.train, data.auxiliary, raw, augmentation)
     if cfg.train.compile:
-        compiled(module.net, static_shapes=cfg.model.kind == "whole")
+        compiled(module.net)
     if done:
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     record_setup(run, setup(cfg, raw), from_epoch=done)
