@@ -34,10 +34,11 @@ def sampler(kind: str):
     return EpochShuffle(N, seed=5) if kind == "shuffle" else ClassBalancedSampler(labels.astype(int), seed=5)
 
 
-def dataloader_epoch(kind: str, epoch: int) -> list[list[int]]:
+def dataloader_epoch(kind: str, epoch: int, drop_last: bool = False) -> list[list[int]]:
     order = sampler(kind)
     order.set_epoch(epoch)
-    return [b["i"].tolist() for b in DataLoader(Counted(), batch_size=BATCH, sampler=order)]
+    loader = DataLoader(Counted(), batch_size=BATCH, sampler=order, drop_last=drop_last)
+    return [b["i"].tolist() for b in loader]
 
 
 def passes(stream: EpochStream, epochs) -> list[list[list[int]]]:
@@ -56,6 +57,16 @@ def test_each_pass_serves_the_batches_a_dataloader_gives_that_epoch(kind, worker
     assert len(stream) == 6
     try:
         assert passes(stream, range(3)) == [dataloader_epoch(kind, e) for e in range(3)]
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_with_drop_last_each_epoch_leaves_out_its_partial_batch_as_a_dataloader_does(workers):
+    stream = EpochStream(Counted(), BATCH, sampler("shuffle"), drop_last=True, num_workers=workers)
+    assert len(stream) == 5
+    try:
+        assert passes(stream, range(3)) == [dataloader_epoch("shuffle", e, drop_last=True) for e in range(3)]
     finally:
         stream.close()
 

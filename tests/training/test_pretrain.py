@@ -20,9 +20,9 @@ grey = "adapt"
 """
 
 
-def pretrain(cohort, out, *extra) -> int:
+def pretrain(cohort, out, *extra, processes: int = 0) -> int:
     preset = cohort.parent / "ssl.toml"
-    preset.write_text(PRESET)
+    preset.write_text(PRESET + f"[train]\nnum_workers = {processes}\n")
     argv = ["pretrain", str(cohort / "cohort.toml"), "--preset", str(preset), "--out", str(out)]
     return main([*argv, "--batch-size", "32", *extra])
 
@@ -66,6 +66,15 @@ class TestPretrain:
             as_a_gpu_writes_it(state["optimizer"])
             torch.save(state, resume)
         assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2") == 0
+        straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+    def test_loader_processes_draw_the_same_views_and_resume_to_the_same_weights(self, ready, tmp_path):
+        """Two loader processes (reading the next epoch ahead), stopped after one epoch and resumed, end
+        with the weights of one straight run that read every image in the main process."""
+        assert pretrain(ready, tmp_path / "straight.pt", "--epochs", "2") == 0
+        assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "1", processes=2) == 0
+        assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2", processes=2) == 0
         straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
         assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 

@@ -12,6 +12,8 @@ an unlabelled archive folder (`--images DIR`). The result is the backbone as a w
 network's state_dict (what `model.pretrained = FILE` loads) with a card (method, epochs, images, a hash
 of the images): in the file and beside it as JSON. Each finished epoch is checkpointed (FILE.resume.ckpt):
 an interrupted run, or a rerun with more epochs, continues from there to the result of one straight run.
+Each image's crop and views are drawn from (seed, epoch, image), so the result does not depend on the
+number of loader processes either; they read the next epoch while one ends (data.epochs.EpochStream).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,13 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, Sampler
 
 from mammofuse import __version__
 from mammofuse.cohort.images import find_images
 from mammofuse.config import Config
-from mammofuse.data.balance import epoch_seed
+from mammofuse.data.balance import EpochShuffle, epoch_seed
+from mammofuse.data.epochs import EpochStream
 from mammofuse.data.splits import TRAIN
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.preprocess import preprocess_cohort
@@ -60,27 +64,50 @@ class PretrainOptions:
     crop: tuple[int, int] | None = None  # default: the tile (patch model), else half the image
 
 
-class Views(Dataset):
-    """Each item: two augmented views (2, 1, h, w) of one random crop of a preprocessed image."""
+class EpochItems(Sampler[tuple[int, int]]):
+    """`sampler`'s indices as (epoch, index) keys: an item's crop and views are drawn from both, so they
+    do not depend on which loader process reads the item, or when (a resumed run, or a loader that reads
+    the next epoch ahead, draws what one straight run draws)."""
 
-    def __init__(self, entries: list[str], crop: tuple[int, int]) -> None:
-        self.entries, self.crop = entries, crop
+    def __init__(self, sampler: EpochShuffle) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class Views(Dataset):
+    """Each item, keyed (epoch, index): two augmented views (2, 1, h, w) of one random crop of a
+    preprocessed image, drawn from a generator seeded by (seed, epoch, index)."""
+
+    def __init__(self, entries: list[str], crop: tuple[int, int], seed: int) -> None:
+        self.entries, self.crop, self.seed = entries, crop, seed
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        epoch, i = key
+        draws = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) * len(self.entries) + i)
         img = torch.from_numpy(load_entry(self.entries[i]))  # (H, W), [0, 1]
-        patch = self._crop(img)
-        return torch.stack([augment(patch), augment(patch)])[:, None]
+        patch = self._crop(img, draws)
+        return torch.stack([augment(patch, draws), augment(patch, draws)])[:, None]
 
-    def _crop(self, img: torch.Tensor) -> torch.Tensor:
+    def _crop(self, img: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
         """A crop of the working size that is mostly breast (the best of a few draws)."""
         h, w = min(self.crop[0], img.shape[0]), min(self.crop[1], img.shape[1])
         best, best_fill = img[:h, :w], -1.0
         for _ in range(TRIES):
-            y = int(torch.randint(0, img.shape[0] - h + 1, ()))
-            x = int(torch.randint(0, img.shape[1] - w + 1, ()))
+            y = int(torch.randint(0, img.shape[0] - h + 1, (), generator=draws))
+            x = int(torch.randint(0, img.shape[1] - w + 1, (), generator=draws))
             patch = img[y : y + h, x : x + w]
             fill = float((patch > CONTENT).float().mean())
             if fill > best_fill:
@@ -90,26 +117,25 @@ class Views(Dataset):
         return best
 
 
-def augment(patch: torch.Tensor) -> torch.Tensor:
-    """One view of a grey patch (h, w) in [0, 1]: flips, intensity jitter, sometimes blur, noise. Draws
-    from torch's global generator (seeded per epoch)."""
+def augment(patch: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+    """One view of a grey patch (h, w) in [0, 1]: flips, intensity jitter, sometimes blur, noise."""
+
+    def uniform(low: float, high: float) -> float:
+        return float(torch.empty(()).uniform_(low, high, generator=draws))
+
     out = patch
-    if torch.rand(()) < 0.5:
+    if uniform(0, 1) < 0.5:
         out = out.flip(-1)
-    if torch.rand(()) < 0.5:
+    if uniform(0, 1) < 0.5:
         out = out.flip(-2)
-    gamma = float(torch.empty(()).uniform_(0.7, 1.4))
-    contrast, brightness = (
-        float(torch.empty(()).uniform_(0.7, 1.3)),
-        float(torch.empty(()).uniform_(-0.1, 0.1)),
-    )
+    gamma, contrast, brightness = uniform(0.7, 1.4), uniform(0.7, 1.3), uniform(-0.1, 0.1)
     out = ((out.clamp(0, 1) ** gamma - 0.5) * contrast + 0.5 + brightness).clamp(0, 1)
-    if torch.rand(()) < 0.3:
+    if uniform(0, 1) < 0.3:
         kernel = torch.tensor([0.25, 0.5, 0.25])
         out = nn.functional.conv2d(out[None, None], (kernel[:, None] * kernel[None])[None, None], padding=1)[
             0, 0
         ]
-    out = out + 0.01 * torch.randn_like(out)
+    out = out + 0.01 * torch.randn(out.shape, generator=draws)
     return out.clamp(0, 1) * (patch > 0)  # the background stays black, as preprocessing leaves it
 
 
@@ -204,48 +230,49 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     criterion = NTXentLoss(temperature=TEMPERATURE)
     workers = loader_workers(cfg.train)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    data = Views(entries, crop)
+    data = Views(entries, crop, options.seed)
     batch = min(options.batch_size, len(data))
     console.print(
         f"pretraining {cfg.model.backbone} by {METHOD.split(' (')[0]} on {len(entries)} images "
         f"({source}), crops {crop[0]}x{crop[1]}, {options.epochs} epochs -> {out}"
         + (f"; resuming after epoch {done}" if done else "")
     )
-    for epoch in range(done, options.epochs):
-        torch.manual_seed(epoch_seed(options.seed, epoch))  # the epoch's order and views, as if never stopped
-        order = torch.Generator().manual_seed(epoch_seed(options.seed, epoch))
-        loader = DataLoader(
-            data,
-            batch_size=batch,
-            shuffle=True,
-            drop_last=True,
-            generator=order,
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-        )  # worker seeds come from `order` too: the same views on a rerun
-        model.train()
-        total = torch.zeros((), dtype=torch.float64, device=device)  # summed there: no wait each step
-        for views in progress(f"epoch {epoch + 1}/{options.epochs}")(loader, len(loader)):
-            views = views.to(device, non_blocking=True)  # (B, 2, 1, h, w)
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):  # a GPU's fast path
-                z = [head(backbone.pool(backbone(views[:, k]))).float() for k in (0, 1)]
-            loss = criterion(z[0], z[1])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        losses.append(float(total) / max(1, len(loader)))
-        console.print(f"epoch {epoch + 1:3d}/{options.epochs}  contrastive loss {losses[-1]:.4f}")
-        _save(
-            resume,
-            {
-                "card": card,
-                "epoch": epoch + 1,
-                "losses": losses,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-            },
-        )
+    batches = EpochStream(  # the loader processes read the next epoch while one ends
+        data,
+        batch,
+        order=EpochItems(EpochShuffle(len(data), options.seed)),
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    try:
+        for epoch in range(done, options.epochs):
+            batches.sampler.set_epoch(epoch)
+            model.train()
+            total = torch.zeros((), dtype=torch.float64, device=device)  # summed there: no wait each step
+            for views in progress(f"epoch {epoch + 1}/{options.epochs}")(batches, len(batches)):
+                views = views.to(device, non_blocking=True)  # (B, 2, 1, h, w)
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):  # a GPU's fast path
+                    z = [head(backbone.pool(backbone(views[:, k]))).float() for k in (0, 1)]
+                loss = criterion(z[0], z[1])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach()
+            losses.append(float(total) / max(1, len(batches)))
+            console.print(f"epoch {epoch + 1:3d}/{options.epochs}  contrastive loss {losses[-1]:.4f}")
+            _save(
+                resume,
+                {
+                    "card": card,
+                    "epoch": epoch + 1,
+                    "losses": losses,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
+            )
+    finally:
+        batches.close()
     card["losses"] = [round(x, 5) for x in losses]
     card["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
     _save(out, {"state_dict": backbone.cpu().classifier_state(), "card": card})
