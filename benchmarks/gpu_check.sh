@@ -10,9 +10,12 @@
 #
 # The GPU machine has torch, Lightning, pandas, scikit-learn, OpenCV but not the rest; prepare the wheels
 # here first (from the project's root):
-#   bash ../shared/tools/device-wheels kornia==0.9.0 kornia_rs==0.2.0 nvidia-ml-py==13.615.71
-# (nvidia-ml-py: NVML from Python, for the GPU's busy %; without it bench_train asks nvidia-smi)
-# then run `bash benchmarks/gpu_check.sh` there with `.whl` carried (timeout 590 s).
+#   bash ../shared/tools/device-wheels kornia==0.9.0 kornia_rs==0.2.0 nvidia-ml-py==13.615.71 \
+#     safetensors==0.8.0 pytest==9.0.3 pluggy==1.6.0 iniconfig==2.3.0
+# (nvidia-ml-py: NVML from Python, for the GPU's busy %; without it bench_train asks nvidia-smi. safetensors
+# (mammofuse.models imports it) and pytest are not among the packages the image is said to have.)
+# then run `bash benchmarks/gpu_check.sh` there with `.whl` carried (timeout 590 s). A package still missing
+# stops the script within seconds, naming it, before any device time goes into the checks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then
@@ -26,6 +29,9 @@ mkdir -p "$OUT"
 mark() { echo "--- ${SECONDS} s since the start: $1 done" | tee -a "$OUT/gpu.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning; print('torch', torch.__version__, '| lightning', lightning.__version__)"
+# every module the checks below import (a CPU venv with only the image's packages and these wheels ran them all)
+python3 -c "import pytest, kornia, pydicom, pytorch_grad_cam, tests.training.fixtures, mammofuse.cli, mammofuse.training.run" \
+  2>&1 | tee -a "$OUT/gpu.txt" || exit 3
 
 timeout 170 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/training/test_gpu.py \
   tests/training/test_train.py::TestInputPipeline tests/data/test_dataset.py::TestAugmentationOnTheDevice \
