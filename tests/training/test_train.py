@@ -181,9 +181,9 @@ class TestResume:
         batches, augmented alike (on the device path, drawn in this process)."""
         starts, start = [], EpochBatches.__init__
 
-        def recorded(self, sampler, batch_size, first):
+        def recorded(self, sampler, batch_size, first, *rest):
             starts.append(first)
-            start(self, sampler, batch_size, first)
+            start(self, sampler, batch_size, first, *rest)
 
         monkeypatch.setattr(EpochBatches, "__init__", recorded)
         preset = ready.parent / "ahead.toml"
