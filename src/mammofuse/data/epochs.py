@@ -30,7 +30,7 @@ class EpochBatches(Sampler[list[Any]]):
     def __init__(self, sampler: Sampler[Any], batch_size: int, first: int, drop_last: bool = False) -> None:
         self.sampler, self.batch_size, self.first, self.drop_last = sampler, batch_size, first, drop_last
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         for epoch in itertools.count(self.first):
             set_epoch = getattr(self.sampler, "set_epoch", None)
             if set_epoch is not None:
