@@ -31,6 +31,11 @@ def weights(path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+def assert_same_weights(a, b) -> None:
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 class TestPretrain:
     def test_learns_from_the_training_images_without_labels_and_loads_as_model_pretrained(
         self, ready, tmp_path
@@ -66,8 +71,7 @@ class TestPretrain:
             as_a_gpu_writes_it(state["optimizer"])
             torch.save(state, resume)
         assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2") == 0
-        straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
-        assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+        assert_same_weights(tmp_path / "straight.pt", tmp_path / "resumed.pt")
 
     def test_loader_processes_draw_the_same_views_and_resume_to_the_same_weights(self, ready, tmp_path):
         """Two loader processes (reading the next epoch ahead), stopped after one epoch and resumed, end
@@ -75,8 +79,7 @@ class TestPretrain:
         assert pretrain(ready, tmp_path / "straight.pt", "--epochs", "2") == 0
         assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "1", processes=2) == 0
         assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2", processes=2) == 0
-        straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
-        assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+        assert_same_weights(tmp_path / "straight.pt", tmp_path / "resumed.pt")
 
     def test_an_unlabelled_archive_folder_serves_every_mammogram_in_it(self, ready, tmp_path):
         archive = tmp_path / "archive" / "nested"
