@@ -49,6 +49,7 @@ class TestPretrain:
         n_train = int((splits["split"] == "train").sum())
         assert card["images"] == 2 * n_train  # both views of every training breast, nothing else
         assert card["epochs"] == 1 and card["method"].startswith("SimCLR") and len(card["images_hash"]) == 16
+        assert card["views"].startswith("per image")
         assert torch.load(out, weights_only=True)["card"] == card
         torch.manual_seed(0)  # what pretrain started from
         start = create_backbone("tiny_cnn", "none", "adapt").classifier_state()
@@ -79,6 +80,21 @@ class TestPretrain:
         assert pretrain(ready, tmp_path / "straight.pt", "--epochs", "2") == 0
         assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "1", processes=2) == 0
         assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2", processes=2) == 0
+        assert_same_weights(tmp_path / "straight.pt", tmp_path / "resumed.pt")
+
+    def test_a_resume_file_from_other_settings_is_not_resumed(self, ready, tmp_path, capsys):
+        """A resume checkpoint whose card differs (here: written before views were drawn per image) starts
+        over: the result is one straight run's, never a mix of two settings."""
+        assert pretrain(ready, tmp_path / "straight.pt", "--epochs", "2") == 0
+        assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "1") == 0
+        resume = tmp_path / "resumed.pt.resume.ckpt"
+        state = torch.load(resume, weights_only=True)
+        del state["card"]["views"]
+        state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
+        torch.save(state, resume)
+        capsys.readouterr()
+        assert pretrain(ready, tmp_path / "resumed.pt", "--epochs", "2") == 0
+        assert "made with other settings" in " ".join(capsys.readouterr().out.split())  # however wrapped
         assert_same_weights(tmp_path / "straight.pt", tmp_path / "resumed.pt")
 
     def test_an_unlabelled_archive_folder_serves_every_mammogram_in_it(self, ready, tmp_path):

@@ -52,6 +52,7 @@ from mammofuse.ui import console, progress, show_problems
 
 METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
 TEMPERATURE = 0.2
+VIEWS = "per image from (seed, epoch, image)"  # in the card: a resume file drawn otherwise is not resumed
 TRIES = 10  # random crops drawn to find one that is mostly breast
 
 
@@ -212,6 +213,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
         "images_hash": images_hash(entries),
         "source": source,
         "crop": list(crop),
+        "views": VIEWS,
         "batch_size": options.batch_size,
         "lr": options.lr,
         "seed": options.seed,
