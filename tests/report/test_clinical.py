@@ -22,3 +22,19 @@ def test_a_subgroup_too_small_for_an_interval_gets_none_instead_of_a_degenerate_
     assert "[" in found["b"]["auc"] and found["b"]["note"] == ""
     low, high = map(float, found["c"]["auc"].split("[")[1].rstrip("]").split(", "))
     assert low < high and "unstable" in found["c"]["note"]
+
+
+def test_a_subgroup_whose_classes_separate_in_every_resample_is_flagged_with_its_interval():
+    """Density 'a': 25 positives all scored above 25 negatives. Every resample gives AUC 1, so the interval
+    reads [1.000, 1.000]; enough breasts for an interval, but the report says it has no width."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {"density": density, "label": label, "probability": score}
+        for density in ("a", "b")
+        for label in (0, 1)
+        for score in (0.5 * rng.random(25) + (0.5 * label if density == "a" else 0.25))
+    ]
+    scored = pd.DataFrame(rows).assign(patient_id=lambda d: [f"P{i}" for i in range(len(d))])
+    found = {row["group"]: row for row in subgroups(scored)}
+    assert found["a"]["auc"] == "1.000 [1.000, 1.000]" and "no width" in found["a"]["note"]
+    assert "no width" not in found["b"]["note"]

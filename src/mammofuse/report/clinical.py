@@ -186,6 +186,7 @@ def subgroups(scored: pd.DataFrame, column: str = "probability") -> list[dict[st
     """AUC with its patient-bootstrap interval in each subgroup the cohort has (density, age band,
     tumour size band, manufacturer); a group with fewer than 20 of a class is flagged, not hidden, and one
     with fewer than 5 of a class gets its AUC without an interval (a bootstrap of a handful is degenerate).
+    An interval of no width (a group whose classes separate perfectly in every resample) is flagged too.
     `scored`: one row per scored breast with label, the score column, patient_id and the data columns."""
     rows = []
     for variable, bands in SUBGROUPS.items():
@@ -209,11 +210,14 @@ def subgroups(scored: pd.DataFrame, column: str = "probability") -> list[dict[st
             if fewest >= metrics.FEWEST_FOR_INTERVAL:
                 interval = metrics.auc_with_ci(y, p, part["patient_id"].to_numpy())
                 auc = f"{interval['auc']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
-                note = (
-                    f"fewer than {metrics.SMALL_CLASS} of a class: unstable"
-                    if fewest < metrics.SMALL_CLASS
-                    else ""
-                )
+                notes = []
+                if fewest < metrics.SMALL_CLASS:
+                    notes.append(f"fewer than {metrics.SMALL_CLASS} of a class: unstable")
+                if interval["low"] == interval["high"]:  # e.g. classes separated in every resample
+                    notes.append(
+                        "the same AUC in every resample: an interval of no width understates the uncertainty"
+                    )
+                note = "; ".join(notes)
             elif fewest:
                 auc = f"{metrics.auc(y, p):.3f} (no interval)"
                 note = f"fewer than {metrics.FEWEST_FOR_INTERVAL} of a class: too few for an interval"
