@@ -47,7 +47,7 @@ from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 from mammofuse.storage import replace_text, replaced
 from mammofuse.training.module import fused_on, on_this_hardware
-from mammofuse.training.run import loader_workers
+from mammofuse.training.run import loader_options
 from mammofuse.ui import console, progress, show_problems
 
 METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
@@ -230,7 +230,6 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     resume = Path(f"{out}.resume.ckpt")
     done, losses = _resume(resume, card, model, optimizer, device)
     criterion = NTXentLoss(temperature=TEMPERATURE)
-    workers = loader_workers(cfg.train)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     data = Views(entries, crop, options.seed)
     batch = min(options.batch_size, len(data))
@@ -244,8 +243,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
         batch,
         order=EpochItems(EpochShuffle(len(data), options.seed)),
         drop_last=True,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
+        **loader_options(cfg),  # train.num_workers processes, pinned memory beside a GPU, as training's
     )
     try:
         for epoch in range(done, options.epochs):
