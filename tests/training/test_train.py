@@ -200,6 +200,25 @@ class TestResume:
         assert starts == [0, 0]  # not again at each epoch
         assert_same_last_weights(ready, "resumed", "whole")
 
+    def test_on_the_loader_path_processes_and_a_resume_augment_as_one_straight_run_in_this_process(
+        self, ready
+    ):
+        """Augmented image by image in the loader (balancing copies rotated and scaled on top), each item's
+        draws come from (seed, epoch, item): 2 loader processes, interrupted and resumed, end with the
+        weights of one straight run read in this process."""
+        variant = '[data]\naugment = true\nbalance = "augment"\n[train]\nnum_workers = {}\n'
+        for name, workers in (("processes", 2), ("here", 0)):
+            (ready.parent / f"{name}.toml").write_text(
+                f'extends = "{ready.parent / "fast.toml"}"\n' + variant.format(workers)
+            )
+        cfg, run_dir = interrupted_run(ready, "processes", preset="processes.toml")
+        assert not augments_on_device(cfg)
+        train(cfg, run_dir)
+        here = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "here.toml"))
+        here.train.epochs = 3
+        train(here, ready / "work" / "runs" / "here")
+        assert_same_last_weights(ready, "processes", "here")
+
 
 class OptimizerFlags(Callback):
     def __init__(self) -> None:

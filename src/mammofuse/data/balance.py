@@ -8,6 +8,7 @@ numpy Generator or torch Generator passed in.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -40,6 +41,29 @@ def balanced_order(
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's draws: a run resumed at epoch e draws what the uninterrupted run drew."""
     return seed * 100_003 + epoch
+
+
+def item_seed(seed: int, epoch: int, index: int, n: int) -> int:
+    """The seed of one item's draws in an epoch of `n` items (its augmentation): the same whichever
+    loader process reads the item, and when (data.epochs.EpochItems)."""
+    return epoch_seed(seed, epoch) * n + index
+
+
+@contextmanager
+def seeded_global(seed: int | None) -> Iterator[None]:
+    """Inside, torch's global CPU generator (what torchvision's transforms draw from) is seeded with `seed`;
+    after, it is as it was (None: left alone). torch.manual_seed would also queue the seed for CUDA:
+    about 60x slower, 0.2 ms an item on 2 CPU cores."""
+    if seed is None:
+        yield
+        return
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
 
 
 class EpochShuffle(Sampler[int]):

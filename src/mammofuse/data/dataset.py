@@ -16,6 +16,8 @@ from mammofuse.data.balance import (
     EpochShuffle,
     balanced_order,
     balancing_augmentation,
+    item_seed,
+    seeded_global,
     standard_augmentation,
 )
 from mammofuse.data.clinical import AuxiliaryTargets, ClinicalEncoder
@@ -32,6 +34,11 @@ class BreastDataset(Dataset):
     `order` lists row positions to serve (balancing copies repeat rows); `strong` marks items that
     get the balancing augmentation (rotation and scaling) on top of the standard one. `raw`: the views as
     stored (uint16, no transform), for a model that converts and augments whole batches on its device.
+
+    Items are asked for by position, or (training) by (epoch, position) key (data.epochs.EpochItems):
+    then the transforms draw from a generator seeded by (seed, epoch, position), so an item is augmented
+    alike whichever loader process reads it, and when: a resumed run, and a run with any number of loader
+    processes, augment as one straight run in this process does.
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class BreastDataset(Dataset):
         strong_transform: Transform | None = None,
         auxiliary: np.ndarray | None = None,
         raw: bool = False,
+        seed: int = 0,
     ) -> None:
         self.cc = table["cc_cache"].tolist()
         self.mlo = table["mlo_cache"].tolist()
@@ -56,6 +64,7 @@ class BreastDataset(Dataset):
         self.transform = transform
         self.strong_transform = strong_transform
         self.raw = raw
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.order)
@@ -70,11 +79,14 @@ class BreastDataset(Dataset):
             img = self.transform(img)
         return img
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
+        epoch, i = key if isinstance(key, tuple) else (None, key)
         row, strong = int(self.order[i]), bool(self.strong[i])
+        with seeded_global(None if epoch is None else item_seed(self.seed, epoch, i, len(self))):
+            cc, mlo = self._view(self.cc[row], strong), self._view(self.mlo[row], strong)
         item = {
-            "cc": self._view(self.cc[row], strong),
-            "mlo": self._view(self.mlo[row], strong),
+            "cc": cc,
+            "mlo": mlo,
             "clinical": self.clinical[row],
             "label": self.labels[row],
             "key": self.keys[row],
@@ -145,6 +157,7 @@ def build_datasets(
         strong_transform=balancing_augmentation(cfg.data),
         auxiliary=None if auxiliary is None else auxiliary.transform(parts[TRAIN]),
         raw=raw,
+        seed=seed,
     )
     sampler: Sampler[int] = (
         ClassBalancedSampler(parts[TRAIN]["label"].to_numpy(), seed)

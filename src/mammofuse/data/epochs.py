@@ -38,6 +38,29 @@ class EpochBatches(Sampler[list[Any]]):
             yield from BatchSampler(self.sampler, self.batch_size, self.drop_last)
 
 
+class EpochItems(Sampler[tuple[int, int]]):
+    """`sampler`'s indices as (epoch, index) keys, for a dataset that draws an item's augmentation from
+    both (data.balance.item_seed): what an item gets then does not depend on which loader process reads
+    it, or when (a resumed run, or a loader that reads the next epoch ahead, draws what one straight run
+    draws). `set_epoch` is passed on to `sampler` (its order per epoch)."""
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        set_epoch = getattr(self.sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
 class NextEpoch:
     """Where Lightning says which epoch comes next (it calls `set_epoch` on a loader's `.sampler`)."""
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,13 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from mammofuse import __version__
 from mammofuse.cohort.images import find_images
 from mammofuse.config import Config
-from mammofuse.data.balance import EpochShuffle, epoch_seed
-from mammofuse.data.epochs import EpochStream
+from mammofuse.data.balance import EpochShuffle, item_seed
+from mammofuse.data.epochs import EpochItems, EpochStream
 from mammofuse.data.splits import TRAIN
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.preprocess import preprocess_cohort
@@ -65,26 +64,6 @@ class PretrainOptions:
     crop: tuple[int, int] | None = None  # default: the tile (patch model), else half the image
 
 
-class EpochItems(Sampler[tuple[int, int]]):
-    """`sampler`'s indices as (epoch, index) keys: an item's crop and views are drawn from both, so they
-    do not depend on which loader process reads the item, or when (a resumed run, or a loader that reads
-    the next epoch ahead, draws what one straight run draws)."""
-
-    def __init__(self, sampler: EpochShuffle) -> None:
-        self.sampler, self.epoch = sampler, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return ((epoch, i) for i in self.sampler)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
 class Views(Dataset):
     """Each item, keyed (epoch, index): two augmented views (2, 1, h, w) of one random crop of a
     preprocessed image, drawn from a generator seeded by (seed, epoch, index)."""
@@ -97,7 +76,7 @@ class Views(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
         epoch, i = key
-        draws = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) * len(self.entries) + i)
+        draws = torch.Generator().manual_seed(item_seed(self.seed, epoch, i, len(self.entries)))
         img = torch.from_numpy(load_entry(self.entries[i]))  # (H, W), [0, 1]
         patch = self._crop(img, draws)
         return torch.stack([augment(patch, draws), augment(patch, draws)])[:, None]

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
-from mammofuse.data.epochs import EpochStream
+from mammofuse.data.epochs import EpochItems, EpochStream
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
@@ -133,9 +133,8 @@ class EpochSeed(Callback):
     (seed, epoch) when an epoch starts, as the training order is (data.balance.EpochShuffle). A run resumed
     after epoch e therefore draws exactly what the uninterrupted run drew: a faithful resume on CPU, with
     no generator state to save. On the device path (train.augment_on, the default), augmentation is drawn
-    in this process, so loader worker processes change nothing; on the loader path with worker processes,
-    their seeds are drawn when the run's loader starts (data.epochs.EpochStream): the order is still exact,
-    augmentation is not."""
+    in this process; on the loader path each item's augmentation is drawn from (seed, epoch, item)
+    (data.dataset.BreastDataset), so loader processes change nothing on either path."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -363,7 +362,7 @@ def fit(
     record_setup(run, setup(cfg, raw), from_epoch=done)
     trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
     size = cfg.train.batch_size
-    train_batches = EpochStream(data.train, size, data.sampler, **loader_options(cfg))
+    train_batches = EpochStream(data.train, size, EpochItems(data.sampler), **loader_options(cfg))
     val_batches = EpochStream(data.val, size, **loader_options(cfg))
     try:
         trainer.fit(module, train_batches, val_batches, ckpt_path=resume if done else None)
