@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from mammofuse.evaluation import metrics
@@ -92,14 +93,32 @@ class TestThresholds:
 
     def test_a_threshold_above_every_score_leaves_ppv_undefined_quietly(self, recwarn):
         ci = metrics.rates_with_ci(Y, P, threshold=0.95)  # nobody called positive: PPV has no value
-        assert (
-            np.isnan(ci["ppv"]).all() and ci["sensitivity"] == [0.0, 0.0] and ci["specificity"] == [1.0, 1.0]
-        )
+        assert np.isnan(ci["ppv"]).all()
+        assert ci["sensitivity"][0] == 0.0 and ci["specificity"][1] == 1.0
         extreme = metrics.calibration_with_ci(Y, np.where(Y == 1, 1.0, 0.0), n=50)  # perfectly separated
         assert np.isfinite(extreme["intercept"])
         assert not [
             w for w in recwarn if issubclass(w.category, RuntimeWarning)
         ]  # nothing for a user to puzzle over
+
+    def test_a_rate_of_one_on_few_breasts_gets_the_exact_interval_not_one_of_no_width(self):
+        """10 of 10 positives found: the bootstrap finds 1.0 in every resample; the exact binomial interval
+        says how little 10 breasts tell."""
+        y = np.r_[np.zeros(30, int), np.ones(10, int)]
+        ci = metrics.rates_with_ci(y, np.r_[np.linspace(0, 0.4, 30), np.linspace(0.6, 1, 10)], 0.5)
+        assert ci["sensitivity"] == [pytest.approx(0.6915, abs=1e-4), 1.0]  # Clopper-Pearson, 10 / 10
+        assert ci["specificity"] == [pytest.approx(0.8843, abs=1e-4), 1.0]  # 30 / 30
+        assert ci["sensitivity"][0] == pytest.approx(0.025 ** (1 / 10))  # its lower end, in closed form
+
+    def test_a_rate_interval_covers_both_the_bootstrap_and_the_exact_one(self):
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, 300)
+        p = 0.3 * y + rng.random(300)
+        ci = metrics.rates_with_ci(y, p, 0.6)
+        found, positives = int(((p >= 0.6) & (y == 1)).sum()), int(y.sum())
+        exact = binomtest(found, positives).proportion_ci(0.95, "exact")
+        assert ci["sensitivity"][0] <= exact.low < found / positives < exact.high <= ci["sensitivity"][1]
+        assert ci["sensitivity"][1] - ci["sensitivity"][0] < 0.2  # 150 positives still tell a lot
 
     def test_brier_score(self):
         assert metrics.brier(np.array([0, 1]), np.array([0.0, 0.5])) == pytest.approx(0.125)

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 from scipy.special import expit
+from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
 
 N_BOOTSTRAP = 2000
@@ -180,23 +181,33 @@ def rates_with_ci(
 ) -> dict[str, list[float]]:
     """95 % intervals of sensitivity, specificity, PPV, NPV and accuracy at a fixed threshold, from the
     same patient bootstrap as the AUC (the threshold is not re-chosen per resample: it was fixed on
-    validation)."""
+    validation), each widened where needed to cover the exact binomial (Clopper-Pearson) interval of the
+    breast counts. A percentile bootstrap of a rate near 0 or 1 is too narrow on a small split, and of a
+    rate of 0 or 1 has no width at all: 10 of 10 positives found reads [1.00, 1.00] however few the
+    breasts, where the exact interval is [0.69, 1.00]."""
     y = np.asarray(labels) == 1
     call = np.asarray(probs) >= threshold
     w = patient_weights(y.astype(int), groups, n, np.random.default_rng(seed))
-    tp, fp = w @ (y & call), w @ (~y & call)
-    fn, tn = w @ (y & ~call), w @ (~y & ~call)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = {
-            "sensitivity": tp / (tp + fn),
-            "specificity": tn / (tn + fp),
-            "ppv": tp / (tp + fp),
-            "npv": tn / (tn + fn),
-            "accuracy": (tp + tn) / w.sum(axis=1),
-        }
-    with warnings.catch_warnings():  # a rate undefined in every resample (no breast called positive: no
-        warnings.simplefilter("ignore", RuntimeWarning)  # PPV) has the interval [nan, nan], shown as such
-        return {k: [float(q) for q in np.nanpercentile(v, [2.5, 97.5])] for k, v in values.items()}
+    weights = np.vstack([np.ones(len(y)), w])  # row 0: the breasts as they are
+    tp, fp = weights @ (y & call), weights @ (~y & call)
+    fn, tn = weights @ (y & ~call), weights @ (~y & ~call)
+    counts = {  # (hits, trials) per row
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "ppv": (tp, tp + fp),
+        "npv": (tn, tn + fn),
+        "accuracy": (tp + tn, weights.sum(axis=1)),
+    }
+    intervals = {}
+    for name, (hits, trials) in counts.items():
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a rate undefined in every resample (no breast
+            low, high = np.nanpercentile(hits[1:] / trials[1:], [2.5, 97.5])  # called positive: no PPV)
+        if trials[0] > 0:  # [nan, nan] where the rate has no value, shown as such
+            exact = binomtest(int(round(hits[0])), int(round(trials[0]))).proportion_ci(0.95, "exact")
+            low, high = np.fmin(low, exact.low), np.fmax(high, exact.high)
+        intervals[name] = [float(low), float(high)]
+    return intervals
 
 
 def _logit(probs: np.ndarray) -> np.ndarray:
