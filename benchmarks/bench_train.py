@@ -185,7 +185,11 @@ class GpuBusy:
                 return lambda: float(torch.cuda.utilization())
         if shutil.which("nvidia-smi") is None:
             return None
-        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"]
+        gpu = "0"  # nvidia-smi counts every GPU of the machine: name torch's by its UUID
+        with contextlib.suppress(Exception):
+            uuid = str(torch.cuda.get_device_properties(0).uuid)
+            gpu = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", gpu]
         return lambda: float(subprocess.run(query, capture_output=True, text=True, check=True).stdout)
 
 
