@@ -57,7 +57,9 @@ class TestBootstrap:
         assert ci["low"] < ci["auc"] < ci["high"] and ci["n_bootstrap"] >= 2000
 
     def test_paired_difference_of_a_model_with_itself_is_zero(self):
-        d = metrics.paired_auc_difference(Y, P, P, n=200)
+        rng = np.random.default_rng(3)
+        y, p = rng.integers(0, 2, 60), rng.random(60)
+        d = metrics.paired_auc_difference(y, p, p, n=200)
         assert d["difference"] == 0 and d["low"] == d["high"] == 0 and d["p_value"] == 1.0
 
     def test_p_is_never_zero_and_is_written_as_less_than(self):
@@ -72,6 +74,21 @@ class TestBootstrap:
     def test_a_small_class_is_warned_about(self):
         assert "fewer than 20" in metrics.small_sample_warning(12, 80)
         assert metrics.small_sample_warning(25, 80) is None
+        assert "without an interval" in metrics.small_sample_warning(3, 80)
+
+    def test_too_few_of_a_class_get_an_auc_without_an_interval_or_p(self):
+        """One positive ranked first: the bootstrap would read 1.000 [1.000, 1.000], certainty from one
+        breast; the AUC is given alone."""
+        from mammofuse.evaluation.result import AucInterval, Comparison
+
+        y = np.r_[np.zeros(30, int), np.ones(4, int)]
+        p = np.r_[np.linspace(0, 0.5, 30), np.linspace(0.6, 1, 4)]
+        interval = AucInterval.model_validate(metrics.auc_with_ci(y, p))
+        assert interval.auc == 1.0 and interval.text == "1.000 (no interval)"
+        diff = Comparison.model_validate(metrics.paired_auc_difference(y, p, np.zeros(34)))
+        assert diff.text == "+0.500 (no interval, no p-value)"
+        five = np.r_[np.zeros(30, int), np.ones(5, int)]  # enough: an interval, as before
+        assert metrics.auc_with_ci(five, np.r_[p, 1.0])["low"] == 1.0
 
     def test_paired_difference_detects_a_better_model(self):
         rng = np.random.default_rng(2)

@@ -188,7 +188,11 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
         f"Patient-grouped, label-stratified split (seed {cfg.split.seed}); the threshold {threshold:.3f} was "
         f"chosen on validation (Youden) and applied unchanged to test.\n"
         f"- test: {test.n} breasts ({test.positives} {cfg.labels.positive}), AUC {test.auc.text} "
-        f"(95 % bootstrap over {test.auc.unit}s, stratified by label, {test.auc.n_bootstrap} resamples)\n"
+        + (
+            f"(95 % bootstrap over {test.auc.unit}s, stratified by label, {test.auc.n_bootstrap} resamples)\n"
+            if test.auc.has_interval
+            else "(too few breasts of a class for an interval: these figures mean little)\n"
+        )
     )
     if baseline is not None:
         validation += f"- clinical-only baseline, same split: AUC {baseline.test.auc.text}\n"

@@ -83,10 +83,13 @@ def auc_with_ci(
     level: float = 0.95,
 ) -> dict[str, object]:
     """AUC and its patient-level stratified bootstrap percentile interval. `probs` may be (R, N): R
-    repeats of out-of-fold scores of the same breasts, whose AUCs are averaged (in every resample too)."""
+    repeats of out-of-fold scores of the same breasts, whose AUCs are averaged (in every resample too).
+    With fewer than FEWEST_FOR_INTERVAL breasts of a class the interval is NaN: none is given."""
     labels = np.asarray(labels)
-    boot = mean_auc(labels, probs, patient_weights(labels, groups, n, np.random.default_rng(seed)))
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    lo = hi = float("nan")
+    if not too_few_for_interval(labels):
+        boot = mean_auc(labels, probs, patient_weights(labels, groups, n, np.random.default_rng(seed)))
+        lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     unit = "breast" if groups is None else "patient"
     return {
         "auc": mean_auc(labels, probs),
@@ -109,28 +112,41 @@ def paired_auc_difference(
     (`a` and `b` may be (R, N) repeats, as in `auc_with_ci`).
 
     p counts the resamples on the far side of zero, plus one (Davison & Hinkley 1997, eq. 4.11), so it
-    is never reported as 0: with 2,000 resamples the smallest p is about 0.001."""
+    is never reported as 0: with 2,000 resamples the smallest p is about 0.001. With fewer than
+    FEWEST_FOR_INTERVAL breasts of a class, interval and p are NaN: none is given."""
     labels = np.asarray(labels)
+    difference = float(mean_auc(labels, a)) - float(mean_auc(labels, b))
+    if too_few_for_interval(labels):
+        return {"difference": difference, "low": float("nan"), "high": float("nan"), "p_value": float("nan")}
     weights = patient_weights(labels, groups, n, np.random.default_rng(seed))
     diff = np.asarray(mean_auc(labels, a, weights)) - np.asarray(mean_auc(labels, b, weights))
     lo, hi = np.quantile(diff, [0.025, 0.975])
     tail = min(int(np.sum(diff <= 0)), int(np.sum(diff >= 0)))
     return {
-        "difference": float(mean_auc(labels, a)) - float(mean_auc(labels, b)),
+        "difference": difference,
         "low": float(lo),
         "high": float(hi),
         "p_value": min(1.0, 2 * (tail + 1) / (n + 1)),
     }
 
 
+def too_few_for_interval(labels: np.ndarray) -> bool:
+    """Whether a class has fewer than FEWEST_FOR_INTERVAL breasts: too few for a bootstrap interval."""
+    positives = int(np.sum(np.asarray(labels) == 1))
+    return min(positives, len(labels) - positives) < FEWEST_FOR_INTERVAL
+
+
 def small_sample_warning(positives: int, negatives: int, where: str = "the test part") -> str | None:
-    """A warning when a class is too small for a stable AUC interval, else None."""
+    """A warning when a class is too small for a stable AUC interval (or for any), else None."""
     if min(positives, negatives) >= SMALL_CLASS:
         return None
-    return (
-        f"{where} has {positives} positive and {negatives} negative breasts (fewer than {SMALL_CLASS} in a "
-        "class): its AUC interval is wide and may be unstable"
-    )
+    counts = f"{where} has {positives} positive and {negatives} negative breasts"
+    if min(positives, negatives) < FEWEST_FOR_INTERVAL:
+        return (
+            f"{counts} (fewer than {FEWEST_FOR_INTERVAL} in a class): its AUCs are given without an interval "
+            "(a bootstrap of so few is degenerate) and mean little"
+        )
+    return f"{counts} (fewer than {SMALL_CLASS} in a class): its AUC interval is wide and may be unstable"
 
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:

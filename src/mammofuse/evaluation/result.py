@@ -14,6 +14,9 @@ def p_text(p: float) -> str:
     return "p < 0.0005" if p < 0.0005 else f"p = {p:.3f}"
 
 
+NO_INTERVAL = "no interval"  # too few breasts of a class: the warnings say how few
+
+
 class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", populate_by_name=True)
 
@@ -29,8 +32,15 @@ class AucInterval(_Result):
     unit: str = "breast"  # what the bootstrap resampled: "patient" (all their breasts) or "breast"
 
     @property
+    def has_interval(self) -> bool:
+        """False where a class had too few breasts for one (metrics.FEWEST_FOR_INTERVAL): NaN bounds."""
+        return self.low == self.low
+
+    @property
     def text(self) -> str:
-        """'0.812 [0.712, 0.905]'."""
+        """'0.812 [0.712, 0.905]', or '1.000 (no interval)'."""
+        if not self.has_interval:
+            return f"{self.auc:.3f} ({NO_INTERVAL})"
         return f"{self.auc:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
@@ -96,6 +106,8 @@ class Comparison(_Result):
     @property
     def text(self) -> str:
         """'+0.189 [+0.080, +0.312], paired bootstrap p = 0.001'."""
+        if self.low != self.low:  # NaN: too few of a class
+            return f"{self.difference:+.3f} ({NO_INTERVAL}, no p-value)"
         interval = f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
         return f"{interval}, paired bootstrap {p_text(self.p_value)}"
 
