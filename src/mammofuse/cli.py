@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     presets_help = "experiment preset: " + ", ".join(_preset_names()) + ", or a .toml file"
     p = sub.add_parser("train", help="train the two-view + clinical model (resumes an interrupted run)")
     _experiment(p, presets_help, "")
-    p.add_argument("--force", action="store_true", help="start a finished or interrupted run over")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start a finished or interrupted run over (its evaluation, bundle and report are removed)",
+    )
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser(

@@ -293,6 +293,20 @@ class Run:
     def stacker(self) -> Path:
         return self.dir / "stacker.json"
 
+    @property
+    def made_from_model(self) -> list[Path]:
+        """What evaluate, explain, bundle and report made from the trained model: it describes that model
+        alone, so a run trained over (`train --force`) must not keep it."""
+        return [
+            self.metrics,
+            self.predictions,
+            self.stacker,
+            self.figures,
+            self.bundle,
+            self.explain,
+            self.report,
+        ]
+
     def read_encoder(self) -> ClinicalEncoder:
         try:
             return ClinicalEncoder.load(_require(self.encoder, "train"))

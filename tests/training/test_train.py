@@ -383,14 +383,24 @@ class TestFaithfulResume:
 
     def test_a_finished_run_is_left_alone_unless_forced(self, ready, capsys):
         assert run(ready) == 0
-        best = ready / "work" / "runs" / "fast" / "checkpoints" / "best.ckpt"
+        run_dir = ready / "work" / "runs" / "fast"
+        best = run_dir / "checkpoints" / "best.ckpt"
         stamp = best.stat().st_mtime_ns
         assert run(ready) == 0
         assert "finished before (2 epochs); `--force` starts it over" in capsys.readouterr().out
         assert best.stat().st_mtime_ns == stamp
+        assert main(["evaluate", str(run_dir)]) == 0
+        capsys.readouterr()
         assert run(ready, "--force") == 0
         out = capsys.readouterr().out
         assert "resuming" not in out and "epoch   2/2" in out
+        # what was made from the old model goes with it: no report or bundle of a model that is gone
+        assert "removed the previous model's metrics.json, predictions.csv" in out
+        for name in ("metrics.json", "predictions.csv", "figures", "bundle"):
+            assert not (run_dir / name).exists(), name
+        assert len(json.loads((run_dir / "hardware.json").read_text())) == 1  # this session's alone
+        assert main(["report", str(run_dir)]) == 2
+        assert "error:" in (out := capsys.readouterr().out) and "first" in out  # evaluate it first
 
     def test_ctrl_c_says_how_to_resume_and_keeps_the_finished_epochs(self, ready):
         argv, env = train_command(ready, epochs=50)

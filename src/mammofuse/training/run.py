@@ -409,6 +409,15 @@ def epochs_in(checkpoint: Path) -> int:
 
 
 def start_over(run: Run) -> None:
-    """Forget a run's training (`train --force`): its checkpoints and epoch log."""
-    shutil.rmtree(run.checkpoints, ignore_errors=True)
-    run.epochs.unlink(missing_ok=True)
+    """Forget a run's training (`train --force`): its checkpoints, epoch log and sessions, and what was made
+    from its model (metrics, predictions, figures, Grad-CAM maps, bundle, report). Kept, they would
+    describe a model that is gone beside the training curves of the new one, and `report` or `predict`
+    would use them without a word."""
+    removed = [path.name for path in run.made_from_model if path.exists()]
+    for path in [run.checkpoints, run.epochs, run.hardware, *run.made_from_model]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if removed:
+        console.print(f"--force: removed the previous model's {', '.join(removed)}")
