@@ -4,6 +4,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from mammofuse.evaluation import metrics
+from mammofuse.evaluation.result import AucInterval, Comparison
 
 Y = np.array([0, 0, 0, 0, 1, 1])
 P = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.9])
@@ -79,8 +80,6 @@ class TestBootstrap:
     def test_too_few_of_a_class_get_an_auc_without_an_interval_or_p(self):
         """One positive ranked first: the bootstrap would read 1.000 [1.000, 1.000], certainty from one
         breast; the AUC is given alone."""
-        from mammofuse.evaluation.result import AucInterval, Comparison
-
         y = np.r_[np.zeros(30, int), np.ones(4, int)]
         p = np.r_[np.linspace(0, 0.5, 30), np.linspace(0.6, 1, 4)]
         interval = AucInterval.model_validate(metrics.auc_with_ci(y, p))
