@@ -34,12 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mammofuse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("config", help="print the default config (TOML), or check one")
+    p = sub.add_parser(
+        "config",
+        help="print the default config (TOML), or check one",
+        description="Print every setting with its default (a starting point for a study's cohort.toml), or "
+        "--check a config: each bad key or value is named, then the config is printed resolved.",
+    )
     p.add_argument("--show", action="store_true", help="print the defaults (the default action)")
     p.add_argument("--check", type=Path, metavar="CONFIG", help="validate CONFIG and print it resolved")
     p.set_defaults(func=commands.cmd_config)
 
-    p = sub.add_parser("synth", help="write a realistic synthetic cohort (DICOM + CSVs + cohort.toml)")
+    p = sub.add_parser(
+        "synth",
+        help="write a realistic synthetic cohort (DICOM + CSVs + cohort.toml)",
+        description="Write a generated cohort as a hospital would export it (MONOCHROME1 and 2, both sides, "
+        "markers burned in, missing clinical values): OUT_DIR/dicom/ (CC and MLO per breast), labels.csv, "
+        "clinical.csv and cohort.toml. EIC goes with calcification and some clinical variables by a planted "
+        "signal (--signal); truth.csv is for tests only. No real patient is in it.",
+    )
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the cohort folder to write")
     p.add_argument(
         "--breasts",
@@ -77,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="the endpoint (default: the dataset's first, see above)")
     p.set_defaults(func=commands.cmd_import)
 
-    p = sub.add_parser("ingest", help="read the cohort: manifest.csv + exclusions.csv")
+    p = sub.add_parser(
+        "ingest",
+        help="read the cohort: manifest.csv + exclusions.csv",
+        description="Read every DICOM header and the label and clinical CSVs; pair each breast's CC and MLO; "
+        "write WORK/manifest.csv (the breasts kept) and WORK/exclusions.csv (every file, row or breast "
+        "left out, with its reason). Pixels are not read here.",
+    )
     p.add_argument("config", type=Path, metavar="CONFIG", help=CONFIG_HELP)
     p.add_argument("--out", type=Path, help="output folder (default: work_dir from the config)")
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
@@ -89,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_ingest)
 
-    p = sub.add_parser("preprocess", help="decode, orient, crop and resize every image into the cache")
+    p = sub.add_parser(
+        "preprocess",
+        help="decode, orient, crop and resize every image into the cache",
+        description="Decode each image of WORK/manifest.csv, apply its header's value transforms "
+        "(MONOCHROME1 inverted), face every breast the same way, crop to the breast and resize, into the "
+        "cache (one entry per image and setting). Writes "
+        "WORK/preprocessed.csv and preprocess_problems.csv. Entries already cached are reused, so an "
+        "interrupted run resumes where it stopped.",
+    )
     _config_and_work(p)
     p.add_argument("--workers", type=int, help="processes (default: preprocess.workers; 0 = all cores)")
     p.add_argument(
@@ -116,12 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
     p.set_defaults(func=commands.cmd_preprocess)
 
-    p = sub.add_parser("split", help="patient-grouped, label-stratified splits -> splits.csv")
+    p = sub.add_parser(
+        "split",
+        help="patient-grouped, label-stratified splits -> splits.csv",
+        description="Assign every breast of WORK/preprocessed.csv to train, val or test "
+        "(split.test_fraction, split.val_fraction, split.seed), label-stratified: both breasts of a patient "
+        "always land in the same set. Writes WORK/splits.csv.",
+    )
     _config_and_work(p)
     p.set_defaults(func=commands.cmd_split)
 
     presets_help = "experiment preset: " + ", ".join(_preset_names()) + ", or a .toml file"
-    p = sub.add_parser("train", help="train the two-view + clinical model (resumes an interrupted run)")
+    p = sub.add_parser(
+        "train",
+        help="train the two-view + clinical model (resumes an interrupted run)",
+        description="Train the preset's model on WORK/splits.csv's training breasts; the clinical encoder is "
+        "fitted on them alone, and the best epoch is chosen by validation AUC. Writes WORK/runs/RUN/ "
+        "(config.toml, epochs.csv, checkpoints/, hardware.json). Rerun the same command to resume from the "
+        "last finished epoch; a run folder started with other settings is refused.",
+    )
     _experiment(p, presets_help, "")
     p.add_argument(
         "--force",
@@ -159,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "cv",
         help="repeated patient-grouped k-fold cross-validation: an out-of-fold AUC over every breast",
+        description="Train one model per fold (each fold's patients held out) and score every breast once "
+        "per repeat while it was held out: the pooled out-of-fold AUC, beside the clinical-only baseline. "
+        "Writes WORK/runs/RUN/ (folds.csv, oof.csv, metrics.json, a fold-ensemble bundle/). Finished "
+        "folds are kept when an interrupted run is resumed. On a cohort of about 1,000 breasts this is "
+        "the estimate to trust over one test split.",
     )
     _experiment(p, presets_help, "-cv")
     _folds_and_repeats(p)
@@ -167,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "tune",
         help="Optuna search over experiment settings on validation data (the test split is never used)",
+        description="Try settings from the search space (--space) on the training split, each judged by "
+        "validation AUC; the study is stored (--storage), so a rerun adds trials until --trials are done. "
+        "Writes the best trial's settings as a preset TOML: cross-validate it (`mammofuse cv`), since the "
+        "best of many validation AUCs is optimistic.",
     )
     _experiment(p, presets_help + " (the starting point)", "-tune")
     p.add_argument("--trials", type=_positive_int, default=20, help="trials to finish in all (default 20)")
@@ -178,11 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", type=Path, help="search space TOML (default: lr, weight decay, dropout, ...)")
     p.set_defaults(func=commands.cmd_tune)
 
-    p = sub.add_parser("evaluate", help="test metrics with 95%% intervals, beside the clinical-only baseline")
+    p = sub.add_parser(
+        "evaluate",
+        help="test metrics with 95%% intervals, beside the clinical-only baseline",
+        description="Score the test split with the best checkpoint and with the clinical-only baseline "
+        "(fitted on the training split): AUC, the paired AUC difference, sensitivity ... NPV at the "
+        "threshold chosen on validation, and calibration, with 95 % bootstrap intervals over patients. "
+        "Writes metrics.json, "
+        "predictions.csv, figures/ and the deployable bundle/ into RUN_DIR.",
+    )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.set_defaults(func=commands.cmd_evaluate)
 
-    p = sub.add_parser("explain", help="Grad-CAM overlays (CC and MLO) for the test breasts that matter most")
+    p = sub.add_parser(
+        "explain",
+        help="Grad-CAM overlays (CC and MLO) for the test breasts that matter most",
+        description="Grad-CAM of each view's backbone for the test breasts with the highest and lowest "
+        "scores, and the false positives and negatives at the validation threshold. Writes RUN_DIR/explain/ "
+        "(one PNG per breast, both views side by side) and explain/index.csv.",
+    )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.add_argument(
         "--n",
@@ -192,7 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_explain)
 
-    p = sub.add_parser("predict", help="score new breasts with a model bundle (RUN_DIR/bundle)")
+    p = sub.add_parser(
+        "predict",
+        help="score new breasts with a model bundle (RUN_DIR/bundle)",
+        description="Preprocess new DICOM files as in training and score each breast with both views: a "
+        "probability and the label at the bundle's threshold, one row per breast in --out. A breast that "
+        "cannot be scored gets a row with its reason; one unlike the training data is flagged "
+        "(unlike_training).",
+    )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
     p.add_argument(
         "--images",
@@ -218,19 +287,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_predict)
 
-    p = sub.add_parser("bundle", help="work with a model bundle: `bundle verify DIR` checks every file")
+    p = sub.add_parser(
+        "bundle",
+        help="work with a model bundle: `bundle verify DIR` checks every file",
+        description="A bundle (RUN_DIR/bundle, written by evaluate and cv) holds the weights, the config, "
+        "the clinical encoder, the threshold, a model card and a manifest of SHA-256 sums.",
+    )
     action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     v = action.add_parser("verify", help="check every file of a bundle against its SHA-256 and schema")
     v.add_argument("bundle", type=Path, metavar="DIR", help="a model bundle folder (RUN_DIR/bundle)")
     v.set_defaults(func=commands.cmd_bundle_verify)
 
-    p = sub.add_parser("report", help="one self-contained report.html for a run (open it offline)")
+    p = sub.add_parser(
+        "report",
+        help="one self-contained report.html for a run (open it offline)",
+        description="Write RUN_DIR/report.html from the run's evaluation: flow of breasts, metrics with "
+        "intervals beside the clinical-only baseline, curves, calibration, subgroups, training curves and "
+        "Grad-CAM overlays, all inside one file. Run evaluate (and explain) first.",
+    )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.set_defaults(func=commands.cmd_report)
 
     p = sub.add_parser(
         "compare",
         help="cross-validate several presets on identical folds; paired differences against the first",
+        description="Run `mammofuse cv` for each preset on the same folds, then compare each with the first "
+        "on the same breasts: paired AUC differences with intervals and Holm-adjusted p-values. Writes "
+        "WORK/compare.csv, compare.png (training vs validation curves) and compare.html.",
     )
     _config_and_work(p)
     p.add_argument("--presets", nargs="+", required=True, help=presets_help + " (the first is the reference)")
@@ -238,7 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every preset")
     p.set_defaults(func=commands.cmd_compare)
 
-    p = sub.add_parser("demo", help="run the whole pipeline on a generated cohort (CPU, no download)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a generated cohort (CPU, no download)",
+        description="synth -> ingest -> preprocess -> split -> train (preset demo_cpu) -> evaluate -> "
+        "explain -> report into --out, each step as its own command runs it. About 4 minutes on 2 CPU "
+        "cores; rerun the same command to resume (the cache and finished epochs are kept).",
+    )
     p.add_argument(
         "--out", type=Path, default=Path("mammofuse-demo"), help="output folder (default mammofuse-demo)"
     )
