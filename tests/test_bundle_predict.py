@@ -168,6 +168,9 @@ class TestPredict:
         scored = pred[pred["reason"] == ""]
         assert len(scored) >= 2 and scored["probability"].between(0, 1).all()
         assert set(scored["label"]) <= {0, 1}
+        written = pd.read_csv(out, dtype=str, keep_default_na=False)  # as a spreadsheet shows it
+        assert set(written.loc[written["reason"] == "", "label"]) <= {"0", "1"}  # not "1.0"
+        assert (written.loc[written["reason"] != "", "label"] == "").all()
         assert sorted(p.name for p in (out.parent / "explain").glob("row*.png")) == sorted(
             f"row{r}.png" for r in scored["row"]
         )

@@ -135,4 +135,6 @@ def predict_breasts(
             )
         row["reason"] = reason or ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=OUTPUT_COLUMNS), problems, bundle, inputs
+    out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+    out["label"] = out["label"].astype("Int64")  # 0 or 1, empty when not scored (never "1.0")
+    return out, problems, bundle, inputs
