@@ -77,6 +77,8 @@ class TestReport:
         assert "a group gets its AUC without one" in html  # and says why
         assert "What each input contributes" in html and "clinical at its training mean" in html
         assert "Endpoint: EIC" in html and "invasive_fraction &lt; 75 %" in html
+        text = " ".join(html.split())
+        assert "so it flatters the model; the test AUC is the estimate" in text  # beside the val AUC column
         assert "A synthetic cohort written by" in html
         assert "Model card" in html and "Intended use" in html
         assert "<details><summary>The run's full configuration (TOML)</summary>" in html
