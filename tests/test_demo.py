@@ -1,6 +1,8 @@
 import json
+from pathlib import Path
 
 from mammofuse.cli import main
+from mammofuse.demo import run_demo
 
 
 class TestDemo:
@@ -19,3 +21,27 @@ class TestDemo:
         assert "(no interval)" in printed and "without an interval" in printed  # so no interval of no width
         assert "no interval" in (run / "report.html").read_text()
         assert "epoch   1/1" in printed and "open the report" in printed
+
+    def test_a_rerun_keeps_its_cohort_and_a_rerun_with_another_cohort_trains_its_model_again(self, tmp_path):
+        calls: list[list[str]] = []
+
+        def command(argv: list[str]) -> int:  # stands in for the CLI: each stage as its command line
+            calls.append(argv)
+            if argv[0] == "synth":
+                Path(argv[1]).mkdir(parents=True, exist_ok=True)
+                (Path(argv[1]) / "cohort.toml").write_text("")
+            return 0
+
+        def demo(seed: int) -> tuple[list[str], list[str]]:
+            calls.clear()
+            assert run_demo(tmp_path / "demo", command, breasts=60, seed=seed) == 0
+            return [argv[0] for argv in calls], next(argv for argv in calls if argv[0] == "train")
+
+        stages, train = demo(seed=0)
+        assert stages[0] == "synth" and "--force" not in train
+        stages, train = demo(seed=0)  # resumes: the same cohort, training goes on where it stopped
+        assert stages[0] == "ingest" and "--force" not in train
+        stages, train = demo(seed=1)  # another cohort: the old model must not stand for it
+        assert stages[0] == "synth" and "--force" in train
+        stages, train = demo(seed=1)
+        assert stages[0] == "ingest" and "--force" not in train

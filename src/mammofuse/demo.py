@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from mammofuse.ui import console
 
 DEMO_IMAGE_SIZE = (256, 208)
 DEMO_PRESET = "demo_cpu"
+DEMO_RECORD = "demo.json"  # the options of the cohort in the output folder, once it is whole
 
 
 def run_demo(
@@ -42,17 +44,31 @@ def run_demo(
         str(w),
     ]
     train = ["train", config, "--work", str(work.dir), "--preset", DEMO_PRESET]
+    train += ["--epochs", str(epochs)] if epochs else []
+    wanted = {"breasts": breasts, "seed": seed, "image_size": [h, w]}
+    record = out / DEMO_RECORD
+    before = json.loads(record.read_text()) if record.is_file() else None
+    if before is not None and before != wanted:  # the run's model was trained on that other cohort
+        console.print(
+            f"{out} held the demo of another cohort ({_options(before)}): its model is trained again"
+        )
+        train.append("--force")
+    kept = before == wanted and Path(config).is_file()  # a rerun keeps its cohort, and so the cache's entries
+    if kept:
+        console.print(f"cohort: {cohort}, generated before ({_options(wanted)})")
     steps = [
-        synth,
+        *([] if kept else [synth]),
         ["ingest", config, "--out", str(work.dir)],
         ["preprocess", config, "--work", str(work.dir), "--preview", "8"],
         ["split", config, "--work", str(work.dir)],
-        train + (["--epochs", str(epochs)] if epochs else []),
+        train,
         ["evaluate", str(run_dir.dir)],
         ["explain", str(run_dir.dir), "--n", "2"],
         ["report", str(run_dir.dir)],
     ]
     for argv in steps:
+        if argv is train:  # the cohort is whole: this folder now holds its demo
+            record.write_text(json.dumps(wanted), encoding="utf-8")
         console.rule(f"mammofuse {argv[0]}")
         code = run(argv)
         if code:
@@ -63,3 +79,8 @@ def run_demo(
     console.print(f"[bold]open the report: {run_dir.report}[/]")
     console.print(f"look at the inputs: {work.preview}")
     return 0
+
+
+def _options(options: dict) -> str:
+    h, w = options["image_size"]
+    return f"--breasts {options['breasts']} --seed {options['seed']} --image-size {h} {w}"

@@ -11,7 +11,7 @@ Every stage finds another stage's output through here, never by a file name of i
       cache/                   preprocessed arrays (imaging.cache)
       runs/NAME/               `Run`
         config.toml            the run's resolved config (cohort + experiment)
-        data.csv               every breast with its split and cache entries
+        data.csv               every breast with its split, cache entries and their checksums
         encoder.json           the clinical encoder, fitted on the training split
         stacker.json           late fusion: the regression on the image logit and clinical data (evaluate)
         ingest.json            the feature columns ingest found

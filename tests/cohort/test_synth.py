@@ -9,10 +9,26 @@ import pytest
 
 from mammofuse.cohort.synth import SynthOptions, synthesize
 from mammofuse.config import load_config
+from mammofuse.problems import DataError
 
 
 def dicoms(cohort: Path) -> list[Path]:
     return sorted((cohort / "dicom").rglob("*.dcm"))
+
+
+class TestWrittenAgain:
+    def test_a_cohort_written_over_another_replaces_it_and_a_foreign_file_stops_it(self, tmp_path):
+        out = tmp_path / "cohort"
+        synthesize(out, SynthOptions(breasts=6, seed=1, image_size=(64, 52), workers=1))
+        synthesize(out, SynthOptions(breasts=4, seed=2, image_size=(64, 52), workers=1))
+        truth = pd.read_csv(out / "truth.csv")
+        written = [p.relative_to(out).as_posix() for p in dicoms(out)]
+        assert written == sorted([*truth["cc_path"], *truth["mlo_path"]])  # nothing of the first is left
+        foreign = out / "dicom" / "S00001" / "notes.txt"
+        foreign.write_text("a reader's notes")
+        with pytest.raises(DataError, match=r"notes.txt: not written by `mammofuse synth`"):
+            synthesize(out, SynthOptions(breasts=4, seed=3, image_size=(64, 52), workers=1))
+        assert foreign.is_file() and len(dicoms(out)) == 8  # nothing removed
 
 
 class TestSynthesizedFiles:

@@ -402,6 +402,22 @@ class TestFaithfulResume:
         assert main(["report", str(run_dir)]) == 2
         assert "error:" in (out := capsys.readouterr().out) and "first" in out  # evaluate it first
 
+    def test_a_run_trained_on_data_that_changed_since_is_neither_resumed_nor_kept(self, ready, capsys):
+        assert run(ready) == 0
+        for path in (ready / "dicom").rglob("*.dcm"):
+            os.utime(path)  # the export written again byte for byte: new dates, new cache entries
+        assert run(ready) == 0
+        assert "finished before (2 epochs)" in capsys.readouterr().out  # the same data, by checksum
+        splits_csv = ready / "work" / "splits.csv"
+        splits = pd.read_csv(splits_csv, dtype=str)
+        splits.loc[splits.index[splits["split"] == "train"][0], "split"] = "val"  # the split made again
+        splits.to_csv(splits_csv, index=False)
+        assert run(ready) == 2  # it used to report the old model as finished, and evaluate it
+        out = " ".join(capsys.readouterr().out.split())
+        assert "was trained on other data than it is given now (1 with another split" in out
+        assert "`train --force`" in out and "--run NAME" in out
+        assert run(ready, "--force") == 0
+
     def test_ctrl_c_says_how_to_resume_and_keeps_the_finished_epochs(self, ready):
         argv, env = train_command(ready, epochs=50)
         proc = subprocess.Popen(

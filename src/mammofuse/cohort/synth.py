@@ -9,6 +9,8 @@ for tests and benchmarks only: it is never read by the pipeline.
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,10 +25,12 @@ from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_
 from mammofuse.config import Config, ImagesConfig, PreprocessConfig, save_config
 from mammofuse.domain import VIEWS, Side, View
 from mammofuse.parallel import parallel_map
+from mammofuse.problems import DataError
 
 Compression = Literal["none", "rle", "jpeg2000"]
 _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 FIELD_OF_VIEW_MM = 240.0  # detector height (24 x 30 cm detectors; ~3,000 rows at 0.08 mm)
+_FOLDER, _FILE = re.compile(r"S\d{5,}"), re.compile(r"IMG_[0-9a-f]{10}\.dcm")  # what synth writes in dicom/
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
 NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
@@ -134,7 +138,7 @@ def _write_breast(job: _BreastJob) -> dict[str, object]:
     )
     chest_wall_left = job.side is Side.LEFT
     row: dict[str, object] = {}
-    folder = job.out_dir / f"S{job.index // 2 + 1:05d}"
+    folder = job.out_dir / f"S{job.index // 2 + 1:05d}"  # the names _FOLDER and _FILE match
     folder.mkdir(parents=True, exist_ok=True)
     for view in VIEWS:
         img, place = render_view(anatomy, view, job.image_size, rng)
@@ -204,8 +208,10 @@ def _write_dicom(
 
 
 def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int]:
-    """Write a cohort to `out`; return counts. Deterministic for options.seed (any worker count)."""
+    """Write a cohort to `out`; return counts. Deterministic for options.seed (any worker count). A cohort
+    synth wrote there before is replaced, never mixed with this one: its file names differ by seed."""
     out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out / "dicom")
     rng = np.random.default_rng(options.seed)
     keys = _patients(options.breasts, options.bilateral_fraction, rng)
     clin = _clinical(keys, rng)
@@ -260,6 +266,22 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
         "positives": int(label.sum()),
         "images": 2 * len(keys),
     }
+
+
+def _remove_previous(dicom: Path) -> None:
+    """Remove the DICOM folder of a cohort synth wrote before (a finished or an interrupted one); refuse a
+    folder that holds anything synth does not write, naming it."""
+    if not dicom.exists():
+        return
+    for path in dicom.rglob("*"):
+        if not (
+            path.is_dir() and _FOLDER.fullmatch(path.name) or path.is_file() and _FILE.fullmatch(path.name)
+        ):
+            raise DataError(
+                f"{path}: not written by `mammofuse synth`; it writes {dicom} whole, so that folder may hold "
+                "nothing else: choose another output folder"
+            )
+    shutil.rmtree(dicom)
 
 
 def cohort_config(image_size: tuple[int, int]) -> Config:

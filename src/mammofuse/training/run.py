@@ -7,6 +7,7 @@ predict with it alone: the resolved config, data.csv, the encoder, epochs.csv an
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -29,10 +30,12 @@ from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.data.epochs import EpochItems, EpochStream
+from mammofuse.domain import VIEWS
+from mammofuse.imaging.cache import entry_record
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
-from mammofuse.runs import Run, Work
+from mammofuse.runs import KEY_DTYPES, Run, Work
 from mammofuse.storage import distributed_follower, replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
@@ -112,20 +115,50 @@ def work_splits(cfg: Config) -> pd.DataFrame:
     return splits
 
 
-def prepare_run(cfg: Config, run: Run, splits: pd.DataFrame, table: pd.DataFrame | None = None) -> SplitData:
+def prepare_run(
+    cfg: Config, run: Run, splits: pd.DataFrame, table: pd.DataFrame, data: pd.DataFrame, info: dict
+) -> SplitData:
     """Write the run directory's data files (config, data.csv, encoder) and return the datasets.
-    `table`: the cohort already preprocessed with this run's settings (else it is made here)."""
-    manifest, info = Work(cfg.work_dir).read_manifest()
-    run.dir.mkdir(parents=True, exist_ok=True)
-    if table is None:
-        table = preprocessed_for(cfg, manifest, run)
-    data = build_datasets(table, splits, cfg, info["numeric"], info["categorical"], seed=cfg.train.seed)
+    `table`: the cohort preprocessed with this run's settings; `data`: `run_data` of it."""
+    datasets = build_datasets(table, splits, cfg, info["numeric"], info["categorical"], seed=cfg.train.seed)
     run.write_config(cfg)
-    joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
-    joined.to_csv(run.data, index=False)
-    data.encoder.save(run.encoder)
+    data.to_csv(run.data, index=False)
+    datasets.encoder.save(run.encoder)
     run.ingest_info.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    return data
+    return datasets
+
+
+def run_data(table: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """A run's data.csv: every breast with its split, and the checksums of its two cached images (what the
+    model saw, wherever the files lie), as read back from the file."""
+    joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
+    for view in VIEWS:
+        name = view.value.lower()
+        joined[f"{name}_crc32"] = [entry_record(path)["crc32"] for path in joined[f"{name}_cache"]]
+    return pd.read_csv(io.StringIO(joined.to_csv(index=False)), dtype=KEY_DTYPES)
+
+
+def changed_data(before: pd.DataFrame, now: pd.DataFrame, features: list[str]) -> str:
+    """How the data a run was trained on (its data.csv) differs from what it would be given now; '' when
+    it does not. Breasts added or gone, and breasts with another split, label, clinical value or image
+    (by checksum: a cohort written again byte for byte, or moved, is the same data)."""
+    key = ["patient_id", "side"]
+    parts = {
+        "split": ["split"],
+        "label": ["label"],
+        "clinical value": features,
+        "image": [f"{v.value.lower()}_crc32" for v in VIEWS],
+    }
+    parts = {what: cols for what, cols in parts.items() if cols and set(cols) <= set(before) & set(now)}
+    a, b = before.set_index(key), now.set_index(key)
+    new, gone = len(b.index.difference(a.index)), len(a.index.difference(b.index))
+    found = ([f"{new} new breasts"] if new else []) + ([f"{gone} breasts gone"] if gone else [])
+    common = a.index.intersection(b.index)
+    for what, cols in parts.items():
+        differs = (a.loc[common, cols].astype(str) != b.loc[common, cols].astype(str)).any(axis=1)
+        if differs.any():
+            found.append(f"{int(differs.sum())} with another {what}")
+    return ", ".join(found)
 
 
 class EpochSeed(Callback):
@@ -346,11 +379,25 @@ def fit(
     finished run is left as it is."""
     _quiet_lightning()
     resume, done = resume_point(run)
+    manifest, info = Work(cfg.work_dir).read_manifest()
+    run.dir.mkdir(parents=True, exist_ok=True)
+    if table is None:
+        table = preprocessed_for(cfg, manifest, run)
+    now = run_data(table, splits)
+    trained = done and run.data.is_file()
+    changed = changed_data(run.read_data(), now, info["numeric"] + info["categorical"]) if trained else ""
+    if changed:
+        raise DataError(
+            f"{run.dir} was trained on other data than it is given now ({changed}: the cohort or the split "
+            "was made again): it can neither resume nor stand for this data. Start it over (`train --force`, "
+            "or delete the folder), or train another run beside it (--run NAME)"
+        )
     if done >= cfg.train.epochs:
-        console.print(f"{run.dir}: finished before ({done} epochs); `--force` starts it over")
+        epochs = f"{done} epoch" + ("s" if done > 1 else "")
+        console.print(f"{run.dir}: finished before ({epochs}); `--force` starts it over")
         return run.checkpoint("best")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    data = prepare_run(cfg, run, splits, table)
+    data = prepare_run(cfg, run, splits, table, now, info)
     net = create_model(cfg.model, n_clinical=len(data.encoder.feature_names))
     raw = data.train.raw
     augmentation = BatchAugmentation(cfg.data) if raw and cfg.data.augment else None
