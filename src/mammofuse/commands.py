@@ -244,6 +244,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def print_cv(result: CvEvaluation) -> None:
     from rich.table import Table
 
+    from mammofuse.evaluation.metrics import rate_text
+
     cohort = f"{result.breasts} breasts ({result.positives} positive) of {result.patients} patients"
     title = f"out of fold: {cohort}, {result.folds} folds x {result.repeats}"
     table = Table(title=title, title_justify="left")
@@ -263,7 +265,7 @@ def print_cv(result: CvEvaluation) -> None:
             at = part.at_threshold
             rates = (at.sensitivity, at.specificity, at.ppv, at.npv)
             table.add_row(
-                name, part.auc.text, part.fold_auc_text, *(f"{v:.2f}" for v in rates), f"{part.brier:.3f}"
+                name, part.auc.text, part.fold_auc_text, *map(rate_text, rates), f"{part.brier:.3f}"
             )
     console.print(table)
     _print_footer(result, "sens ... NPV: each breast at its fold's threshold")

@@ -111,6 +111,9 @@ class TestThresholds:
         ci = metrics.rates_with_ci(Y, P, threshold=0.95)  # nobody called positive: PPV has no value
         assert np.isnan(ci["ppv"]).all()
         assert ci["sensitivity"][0] == 0.0 and ci["specificity"][1] == 1.0
+        ppv = metrics.at_threshold(Y, P, 0.95)["ppv"]
+        assert metrics.rate_text(ppv, ci["ppv"]) == "n/a"  # printed and reported: not "nan [nan, nan]"
+        assert metrics.rate_text(0.5, [0.25, 0.75]) == "0.50 [0.25, 0.75]"
         extreme = metrics.calibration_with_ci(Y, np.where(Y == 1, 1.0, 0.0), n=50)  # perfectly separated
         assert np.isfinite(extreme["intercept"])
         assert not [

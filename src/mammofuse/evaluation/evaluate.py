@@ -141,10 +141,7 @@ def metric_rows(result: Evaluation) -> list[dict[str, str]]:
                     "auc": test.auc.text,
                     "val_auc": f"{part.val_auc:.3f}",
                     "brier": f"{test.brier:.3f}",
-                    **{
-                        k: f"{getattr(at, k):.2f}"
-                        for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy")
-                    },
+                    **{k: metrics.rate_text(getattr(at, k)) for k in metrics.RATES},
                 }
             )
     return rows

@@ -187,6 +187,16 @@ def at_calls(labels: np.ndarray, calls: np.ndarray, threshold: float) -> dict[st
 RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
+def rate_text(value: float, interval: list[float] | None = None) -> str:
+    """A rate as printed, with its interval where there is one: "n/a" where the rate has no value (no
+    breast called positive has no PPV), never "nan"."""
+    if np.isnan(value):
+        return "n/a"
+    if interval is None or np.isnan(interval).any():
+        return f"{value:.2f}"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def rates_with_ci(
     labels: np.ndarray,
     probs: np.ndarray,

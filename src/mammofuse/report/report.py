@@ -112,10 +112,7 @@ def _operating_rows(
     rows = []
     for name, at, ci, cal in models:
         ci = ci or {}
-        rates = {
-            k: f"{getattr(at, k):.2f}" + (f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]" if k in ci else "")
-            for k in metrics.RATES
-        }
+        rates = {k: metrics.rate_text(getattr(at, k), ci.get(k)) for k in metrics.RATES}
         calibration = (
             f"intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], "
             f"slope {cal.slope:.2f} [{cal.slope_low:.2f}, {cal.slope_high:.2f}]"
