@@ -80,7 +80,7 @@ def case_figure(
                     axes[i, j], top_tiles(attention[view], tile), tile, img.shape[0] / images[view].shape[0]
                 )
     scale = ScalarMappable(Normalize(0, 1), colormaps["jet"])
-    bar = fig.colorbar(scale, ax=axes[1:, :].ravel().tolist(), shrink=0.8, pad=0.02)
+    bar = fig.colorbar(scale, ax=axes.ravel().tolist(), shrink=0.6, pad=0.08)  # every row keeps its width
     bar.set_label("0-1 per view (each map scaled to its maximum)", fontsize=11)
     fig.suptitle(title, fontsize=16, fontweight="bold")
     return fig
