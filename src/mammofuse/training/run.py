@@ -40,6 +40,8 @@ from mammofuse.storage import distributed_follower, replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
 
+CHECKSUMS = {view: f"{view.value.lower()}_crc32" for view in VIEWS}  # data.csv: what each image was
+
 EPOCH_COLUMNS = [
     "epoch",
     "train_loss",
@@ -132,9 +134,8 @@ def run_data(table: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     """A run's data.csv: every breast with its split, and the checksums of its two cached images (what the
     model saw, wherever the files lie), as read back from the file."""
     joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
-    for view in VIEWS:
-        name = view.value.lower()
-        joined[f"{name}_crc32"] = [entry_record(path)["crc32"] for path in joined[f"{name}_cache"]]
+    for view, column in CHECKSUMS.items():
+        joined[column] = [entry_record(path)["crc32"] for path in joined[f"{view.value.lower()}_cache"]]
     return pd.read_csv(io.StringIO(joined.to_csv(index=False)), dtype=KEY_DTYPES)
 
 
@@ -147,7 +148,7 @@ def changed_data(before: pd.DataFrame, now: pd.DataFrame, features: list[str]) -
         "split": ["split"],
         "label": ["label"],
         "clinical value": features,
-        "image": [f"{v.value.lower()}_crc32" for v in VIEWS],
+        "image": list(CHECKSUMS.values()),
     }
     parts = {what: cols for what, cols in parts.items() if cols and set(cols) <= set(before) & set(now)}
     a, b = before.set_index(key), now.set_index(key)
@@ -376,7 +377,8 @@ def fit(
     callbacks: list[Callback] | None = None,
 ) -> Path:
     """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint; a
-    finished run is left as it is."""
+    finished run is left as it is. A run trained on other data than `splits` and the cohort give now is
+    refused (DataError): it can stand for neither."""
     _quiet_lightning()
     resume, done = resume_point(run)
     manifest, info = Work(cfg.work_dir).read_manifest()
@@ -388,9 +390,10 @@ def fit(
     changed = changed_data(run.read_data(), now, info["numeric"] + info["categorical"]) if trained else ""
     if changed:
         raise DataError(
-            f"{run.dir} was trained on other data than it is given now ({changed}: the cohort or the split "
-            "was made again): it can neither resume nor stand for this data. Start it over (`train --force`, "
-            "or delete the folder), or train another run beside it (--run NAME)"
+            f"{run.dir} was trained on other data than it is given now ({changed}: the cohort, its "
+            "preprocessing or the split was made again): it can neither resume nor stand for this data. "
+            "Start it over (`train --force`, or delete the folder), or train another run beside it "
+            "(--run NAME)"
         )
     if done >= cfg.train.epochs:
         epochs = f"{done} epoch" + ("s" if done > 1 else "")
