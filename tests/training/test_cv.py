@@ -98,6 +98,17 @@ class TestResume:
         assert out.count("finished before, kept") == 4
         pd.testing.assert_frame_equal(pd.read_csv(run / "oof.csv"), before)
 
+    def test_finished_folds_of_data_that_changed_since_are_not_pooled(self, cv_master, tmp_path, capsys):
+        root = tmp_path / "ready"
+        shutil.copytree(cv_master.parents[3], root)
+        manifest_csv = root / "cohort" / "work" / "manifest.csv"
+        manifest = pd.read_csv(manifest_csv, dtype=str)
+        manifest.loc[0, "age"] = "101"  # a clinical value corrected in the export since
+        manifest.to_csv(manifest_csv, index=False)
+        assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "was trained on other data than it is given now (1 with another clinical value" in out
+
     def test_other_folds_in_a_started_run_are_refused(self, cv_master, tmp_path, capsys):
         root = tmp_path / "ready"
         shutil.copytree(cv_master.parents[3], root)

@@ -20,7 +20,7 @@ from mammofuse.evaluation.evaluate import evaluate_run
 from mammofuse.evaluation.result import CvEvaluation
 from mammofuse.problems import DataError
 from mammofuse.runs import KEY_DTYPES, Run, Work
-from mammofuse.training.run import fit, preprocessed_for
+from mammofuse.training.run import check_same_data, fit, preprocessed_for, run_data
 from mammofuse.ui import console
 
 DEFAULT_FOLDS = 5
@@ -58,18 +58,19 @@ def run_cv(cfg: Config, run_dir: Path) -> CvEvaluation:
     run.check_config(cfg)
     folds = assign_folds(cfg, run)
     run.write_config(cfg)
-    manifest, _ = Work(cfg.work_dir).read_manifest()
+    manifest, info = Work(cfg.work_dir).read_manifest()
     table = preprocessed_for(cfg, manifest, run)  # once for every fold, its problems reported once
     k, r = cfg.split.folds, cfg.split.repeats
     for repeat in range(r):
         for fold in range(k):
             fold_run = run.fold(repeat, fold)
             title = f"repeat {repeat + 1}/{r}, fold {fold + 1}/{k}"
+            splits = fold_splits(folds, repeat, fold, cfg.split.val_fraction, cfg.split.seed)
             if fold_run.metrics.is_file():
+                check_same_data(fold_run, run_data(table, splits), info)  # its predictions are pooled
                 console.print(f"{title}: finished before, kept ({fold_run.dir})")
                 continue
             console.rule(title)
-            splits = fold_splits(folds, repeat, fold, cfg.split.val_fraction, cfg.split.seed)
             fit(cfg, fold_run, splits, table)
             evaluate_run(fold_run.dir)
     return pool_folds(run, k, r)

@@ -139,6 +139,21 @@ def run_data(table: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(joined.to_csv(index=False)), dtype=KEY_DTYPES)
 
 
+def check_same_data(run: Run, now: pd.DataFrame, info: dict) -> None:
+    """Refuse a run trained on other data than `now` (its `run_data`) with a DataError that says what
+    changed: it can neither resume nor stand for this data."""
+    if not run.data.is_file():
+        return
+    changed = changed_data(run.read_data(), now, info["numeric"] + info["categorical"])
+    if changed:
+        raise DataError(
+            f"{run.dir} was trained on other data than it is given now ({changed}: the cohort, its "
+            "preprocessing or the split was made again): it can neither resume nor stand for this data. "
+            "Start it over (`train --force`, or delete the folder), or train another run beside it "
+            "(--run NAME)"
+        )
+
+
 def changed_data(before: pd.DataFrame, now: pd.DataFrame, features: list[str]) -> str:
     """How the data a run was trained on (its data.csv) differs from what it would be given now; '' when
     it does not. Breasts added or gone, and breasts with another split, label, clinical value or image
@@ -386,15 +401,8 @@ def fit(
     if table is None:
         table = preprocessed_for(cfg, manifest, run)
     now = run_data(table, splits)
-    trained = done and run.data.is_file()
-    changed = changed_data(run.read_data(), now, info["numeric"] + info["categorical"]) if trained else ""
-    if changed:
-        raise DataError(
-            f"{run.dir} was trained on other data than it is given now ({changed}: the cohort, its "
-            "preprocessing or the split was made again): it can neither resume nor stand for this data. "
-            "Start it over (`train --force`, or delete the folder), or train another run beside it "
-            "(--run NAME)"
-        )
+    if done:
+        check_same_data(run, now, info)
     if done >= cfg.train.epochs:
         epochs = f"{done} epoch" + ("s" if done > 1 else "")
         console.print(f"{run.dir}: finished before ({epochs}); `--force` starts it over")
