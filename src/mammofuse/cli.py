@@ -112,9 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode, orient, crop and resize every image into the cache",
         description="Decode each image of WORK/manifest.csv, apply its header's value transforms "
         "(MONOCHROME1 inverted), face every breast the same way, crop to the breast and resize, into the "
-        "cache (one entry per image and setting). Writes "
-        "WORK/preprocessed.csv and preprocess_problems.csv. Entries already cached are reused, so an "
-        "interrupted run resumes where it stopped.",
+        "cache (one entry per image and setting). Writes WORK/preprocessed.csv and preprocess_problems.csv. "
+        "Entries already cached are reused, so an interrupted run resumes where it stopped.",
     )
     _config_and_work(p)
     p.add_argument("--workers", type=int, help="processes (default: preprocess.workers; 0 = all cores)")
@@ -233,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score the test split with the best checkpoint and with the clinical-only baseline "
         "(fitted on the training split): AUC, the paired AUC difference, sensitivity ... NPV at the "
         "threshold chosen on validation, and calibration, with 95 % bootstrap intervals over patients. "
-        "Writes metrics.json, "
-        "predictions.csv, figures/ and the deployable bundle/ into RUN_DIR.",
+        "Writes metrics.json, predictions.csv, figures/ and the deployable bundle/ into RUN_DIR.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.set_defaults(func=commands.cmd_evaluate)
