@@ -55,7 +55,7 @@ def flow(data: pd.DataFrame, work: Work, preprocess_problems: Path) -> Flow:
     preprocess_out, _ = _breasts_left_out(preprocess_problems, analysed)
     found = ingested | lost_at_ingest
     if "split" not in data:
-        parts = [(f"fold {k + 1}", len(g), int(g["label"].sum())) for k, g in data.groupby("fold")]
+        parts = [(f"fold {k}", len(g), int(g["label"].sum())) for k, g in data.groupby("fold")]  # from 1
     else:
         parts = [
             (s, int((data["split"] == s).sum()), int(data.loc[data["split"] == s, "label"].sum()))
