@@ -122,14 +122,16 @@ def fold_epochs(run: Run, result: CvEvaluation) -> list[pd.DataFrame]:
 
 
 def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
-    """One row per fold: its held-out breasts, AUCs and validation-chosen threshold."""
+    """One row per fold: its held-out breasts, AUCs and validation-chosen threshold; numbered from 1, as
+    Table 1 and the flow number them, beside the fold's run folder."""
     oof = pd.read_csv(run.oof)
     rows = []
     for (repeat, fold), g in oof.groupby(["repeat", "fold"]):
         rows.append(
             {
-                "repeat": int(repeat),
-                "fold": int(fold),
+                "repeat": int(repeat) + 1,
+                "fold": int(fold) + 1,
+                "run folder": run.fold(int(repeat), int(fold)).dir.relative_to(run.dir).as_posix(),
                 "breasts": len(g),
                 "positive": int(g["label"].sum()),
                 "AUC": f"{metrics.auc(g['label'], g['probability']):.3f}",
