@@ -41,6 +41,7 @@ import tomli_w
 
 from mammofuse.config import COHORT_SECTIONS, CohortConfig, Config, ConfigError, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
+from mammofuse.domain import VIEWS
 from mammofuse.evaluation.result import CvEvaluation, Evaluation
 from mammofuse.problems import EXCLUDED, EXCLUSION_COLUMNS, DataError
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
 
 KEY_DTYPES = {"patient_id": str, "side": str}  # patient IDs such as "007" stay text
+CHECKSUMS = {view: f"{view.value.lower()}_crc32" for view in VIEWS}  # data.csv: what each image was
 
 
 def _require(path: Path, command: str) -> Path:
@@ -179,6 +181,37 @@ def _with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
     except ValueError:  # not valid any more: compare as written, every difference shows
         return recorded
     return {**recorded, **{name: filled[name] for name in sections}}
+
+
+def data_changes(before: pd.DataFrame, now: pd.DataFrame, features: list[str]) -> dict[str, int]:
+    """How the breasts a run was trained on (its data.csv) differ from `now`: {what: breasts}, empty when
+    they do not. Breasts new or gone, and breasts with another split, label, clinical value or image (by
+    checksum: a cohort written again byte for byte, or moved, is the same data); a part either side lacks
+    (a manifest has no split) is not compared."""
+    key = ["patient_id", "side"]
+    parts = {
+        "split": ["split"],
+        "label": ["label"],
+        "clinical value": features,
+        "image": list(CHECKSUMS.values()),
+    }
+    a, b = before.set_index(key), now.set_index(key)
+    found = {
+        "new breast": len(b.index.difference(a.index)),
+        "breast gone": len(a.index.difference(b.index)),
+    }
+    common = a.index.intersection(b.index)
+    for what, cols in parts.items():
+        if cols and set(cols) <= set(a.columns) & set(b.columns):
+            differs = (a.loc[common, cols].astype(str) != b.loc[common, cols].astype(str)).any(axis=1)
+            found[f"with another {what}"] = int(differs.sum())
+    return {what: n for what, n in found.items() if n}
+
+
+def changes_text(changes: dict[str, int]) -> str:
+    """`data_changes` in words: "36 new breasts, 1 breast gone, 7 with another split"."""
+    words = {what: what.replace("breast", "breasts") if n > 1 else what for what, n in changes.items()}
+    return ", ".join(f"{n} {words[what]}" for what, n in changes.items())
 
 
 def _differences(old: Any, new: Any, key: str) -> list[str]:

@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -326,7 +327,12 @@ class TestRunInputs:
         import pydicom
 
         data = pd.read_csv(ready / "work" / "preprocessed.csv", dtype={"patient_id": str})
-        damaged = data.loc[0, "mlo_path"]
+        shared = data.loc[0, "mlo_path"]  # the copied work folder reads the session's master cohort
+        damaged = str(ready.parent / "damaged.dcm")  # so this test damages a file of its own
+        shutil.copy(shared, damaged)
+        for name in ("manifest.csv", "preprocessed.csv"):
+            table = pd.read_csv(ready / "work" / name, dtype=str, keep_default_na=False)
+            table.replace({shared: damaged}).to_csv(ready / "work" / name, index=False)
         ds = pydicom.dcmread(damaged)
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # claims JPEG 2000, holds raw bytes
         ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
@@ -417,6 +423,20 @@ class TestFaithfulResume:
         assert "was trained on other data than it is given now (1 with another split" in out
         assert "`train --force`" in out and "--run NAME" in out
         assert run(ready, "--force") == 0
+
+    def test_the_report_of_a_run_says_when_the_export_was_ingested_again_after_it(self, ready):
+        assert run(ready) == 0
+        run_dir = ready / "work" / "runs" / "fast"
+        assert main(["evaluate", str(run_dir)]) == 0 and main(["report", str(run_dir)]) == 0
+        assert "was written again after this run was trained" not in (run_dir / "report.html").read_text()
+        manifest_csv = ready / "work" / "manifest.csv"
+        manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
+        trained = pd.read_csv(run_dir / "data.csv", dtype=str).iloc[0]
+        gone = (manifest["patient_id"] == trained["patient_id"]) & (manifest["side"] == trained["side"])
+        manifest[~gone].to_csv(manifest_csv, index=False)  # one of the run's breasts gone from a new ingest
+        assert main(["report", str(run_dir)]) == 0
+        html = " ".join((run_dir / "report.html").read_text().split())
+        assert "manifest.csv was written again after this run was trained (1 breast gone)" in html
 
     def test_ctrl_c_says_how_to_resume_and_keeps_the_finished_epochs(self, ready):
         argv, env = train_command(ready, epochs=50)

@@ -26,7 +26,7 @@ from mammofuse.explain.overlays import SCALING
 from mammofuse.models import describe
 from mammofuse.problems import WARNING
 from mammofuse.report import clinical
-from mammofuse.runs import Run, Work, read_problems, read_table
+from mammofuse.runs import Run, Work, changes_text, data_changes, read_problems, read_table
 
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
@@ -95,13 +95,21 @@ def _analysed(run: Run) -> pd.DataFrame:
 def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
     """The flow figure (drawn into the run's figures) and Table 1."""
     data = _analysed(run)
-    _, info = work.read_manifest()
+    manifest, info = work.read_manifest()
     run.figures.mkdir(exist_ok=True)
     path = run.figures / "flow.png"
     counts = clinical.flow(data, work, run.preprocess_problems)
     clinical.flow_figure(counts).savefig(path, dpi=100)
     title = f"Flow of breasts from the export to the analysis: {clinical.flow_text(counts)}"
-    flow = {"title": title, "src": data_uri(path), "wide": True}
+    changes = data_changes(data, manifest, info["numeric"] + info["categorical"])
+    changes.pop("new breast", None)  # ingested, then left out at preprocessing
+    warning = (
+        f"{work.manifest} was written again after this run was trained ({changes_text(changes)}): the "
+        "flow's first two steps count that ingest, not the one this run's breasts came from"
+        if changes
+        else ""
+    )
+    flow = {"title": title, "src": data_uri(path), "wide": True, "warning": warning}
     return {"flow": flow, "table_one": clinical.table_one(data, info)}
 
 

@@ -30,17 +30,14 @@ from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.data.epochs import EpochItems, EpochStream
-from mammofuse.domain import VIEWS
 from mammofuse.imaging.cache import entry_record
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
-from mammofuse.runs import KEY_DTYPES, Run, Work
+from mammofuse.runs import CHECKSUMS, KEY_DTYPES, Run, Work, changes_text, data_changes
 from mammofuse.storage import distributed_follower, replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
-
-CHECKSUMS = {view: f"{view.value.lower()}_crc32" for view in VIEWS}  # data.csv: what each image was
 
 EPOCH_COLUMNS = [
     "epoch",
@@ -144,37 +141,14 @@ def check_same_data(run: Run, now: pd.DataFrame, info: dict) -> None:
     changed: it can neither resume nor stand for this data."""
     if not run.data.is_file():
         return
-    changed = changed_data(run.read_data(), now, info["numeric"] + info["categorical"])
+    changed = data_changes(run.read_data(), now, info["numeric"] + info["categorical"])
     if changed:
         raise DataError(
-            f"{run.dir} was trained on other data than it is given now ({changed}: the cohort, its "
-            "preprocessing or the split was made again): it can neither resume nor stand for this data. "
+            f"{run.dir} was trained on other data than it is given now ({changes_text(changed)}: the cohort, "
+            "its preprocessing or the split was made again): it can neither resume nor stand for this data. "
             "Start it over (`train --force`, or delete the folder), or train another run beside it "
             "(--run NAME)"
         )
-
-
-def changed_data(before: pd.DataFrame, now: pd.DataFrame, features: list[str]) -> str:
-    """How the data a run was trained on (its data.csv) differs from what it would be given now; '' when
-    it does not. Breasts added or gone, and breasts with another split, label, clinical value or image
-    (by checksum: a cohort written again byte for byte, or moved, is the same data)."""
-    key = ["patient_id", "side"]
-    parts = {
-        "split": ["split"],
-        "label": ["label"],
-        "clinical value": features,
-        "image": list(CHECKSUMS.values()),
-    }
-    parts = {what: cols for what, cols in parts.items() if cols and set(cols) <= set(before) & set(now)}
-    a, b = before.set_index(key), now.set_index(key)
-    new, gone = len(b.index.difference(a.index)), len(a.index.difference(b.index))
-    found = ([f"{new} new breasts"] if new else []) + ([f"{gone} breasts gone"] if gone else [])
-    common = a.index.intersection(b.index)
-    for what, cols in parts.items():
-        differs = (a.loc[common, cols].astype(str) != b.loc[common, cols].astype(str)).any(axis=1)
-        if differs.any():
-            found.append(f"{int(differs.sum())} with another {what}")
-    return ", ".join(found)
 
 
 class EpochSeed(Callback):
