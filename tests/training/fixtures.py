@@ -58,7 +58,9 @@ def ready_master(tmp_path_factory) -> Path:
 def ready(ready_master: Path, tmp_path: Path) -> Path:
     out = tmp_path / "ready"
     shutil.copytree(ready_master.parent, out)
-    # the copied config still points at the copied cohort: its paths are relative
+    # The copied config points at the copied cohort (its paths are relative), but the copied work folder's
+    # CSVs name the master's DICOM files and cache: a test that changes a DICOM changes a copy of its own
+    # and points the manifest at it, or every later test sees the change.
     return out / "cohort"
 
 
