@@ -41,15 +41,14 @@ import tomli_w
 
 from mammofuse.config import COHORT_SECTIONS, CohortConfig, Config, ConfigError, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
-from mammofuse.domain import VIEWS
 from mammofuse.evaluation.result import CvEvaluation, Evaluation
+from mammofuse.imaging.cache import CHECKSUMS
 from mammofuse.problems import EXCLUDED, EXCLUSION_COLUMNS, DataError
 
 if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
 
 KEY_DTYPES = {"patient_id": str, "side": str}  # patient IDs such as "007" stay text
-CHECKSUMS = {view: f"{view.value.lower()}_crc32" for view in VIEWS}  # data.csv: what each image was
 
 
 def _require(path: Path, command: str) -> Path:

@@ -17,7 +17,7 @@ import pydicom
 
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
-from mammofuse.imaging.cache import Cache, quantize, settings_hash, write_entry
+from mammofuse.imaging.cache import CHECKSUMS, Cache, quantize, settings_hash, write_entry
 from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
 from mammofuse.imaging.geometry import (
     cut_to_field,
@@ -201,4 +201,5 @@ def _build(
     out = manifest.iloc[kept].copy()
     for view, column in columns.items():
         out[f"{view.value.lower()}_cache"] = [str(cache.path(keys[p])) for p in out[column]]
+        out[CHECKSUMS[view]] = [cache.index[keys[p]]["crc32"] for p in out[column]]  # what the entry holds
     return out.reset_index(drop=True), stats, cache

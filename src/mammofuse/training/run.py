@@ -30,11 +30,10 @@ from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.data.epochs import EpochItems, EpochStream
-from mammofuse.imaging.cache import entry_record
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
-from mammofuse.runs import CHECKSUMS, KEY_DTYPES, Run, Work, changes_text, data_changes
+from mammofuse.runs import KEY_DTYPES, Run, Work, changes_text, data_changes
 from mammofuse.storage import distributed_follower, replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
@@ -128,11 +127,9 @@ def prepare_run(
 
 
 def run_data(table: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
-    """A run's data.csv: every breast with its split, and the checksums of its two cached images (what the
-    model saw, wherever the files lie), as read back from the file."""
+    """A run's data.csv: every breast with its split, its cache entries and their checksums (what the model
+    saw, wherever the files lie), as read back from the file."""
     joined = table.merge(splits[["patient_id", "side", "split"]], on=["patient_id", "side"])
-    for view, column in CHECKSUMS.items():
-        joined[column] = [entry_record(path)["crc32"] for path in joined[f"{view.value.lower()}_cache"]]
     return pd.read_csv(io.StringIO(joined.to_csv(index=False)), dtype=KEY_DTYPES)
 
 
