@@ -3,15 +3,50 @@ import tomllib
 import optuna
 import pandas as pd
 import pytest
+from lightning.pytorch.callbacks import Callback
 
 from mammofuse.cli import main
 from mammofuse.config import ConfigError
-from mammofuse.tuning.tune import read_space
+from mammofuse.storage import locked
+from mammofuse.tuning import tune as tuning
+from mammofuse.tuning.tune import TrialSeeded, read_space, resume_interrupted
 
 
-def tune(cohort, *extra) -> int:
+def tune(cohort, *extra, epochs: int = 1) -> int:
     config = str(cohort / "cohort.toml")
-    return main(["tune", config, "--preset", str(cohort.parent / "fast.toml"), "--epochs", "1", *extra])
+    return main(
+        ["tune", config, "--preset", str(cohort.parent / "fast.toml"), "--epochs", str(epochs), *extra]
+    )
+
+
+def finished(cohort, name: str) -> list[tuple[dict, float]]:
+    """(settings, validation AUC) of the study's finished trials, in order."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{cohort / 'work' / 'tune.db'}")
+    return [(t.params, t.value) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+class PowerCut(BaseException):
+    """The process dies: no handler runs, so the trial is left RUNNING in the study (as by kill -9)."""
+
+
+def stop_after_one_epoch(monkeypatch, folder: str, stop: type[BaseException]) -> None:
+    """tune's trial training in `folder` stops after its first epoch (checkpointed) with `stop`: the
+    KeyboardInterrupt that `fit` raises on Ctrl-C, or a PowerCut."""
+    real = tuning.fit
+
+    class Stop(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise RuntimeError("stop")
+
+    def fit(cfg, run, *args, callbacks=(), **kwargs):
+        if run.dir.name != folder:
+            return real(cfg, run, *args, callbacks=callbacks, **kwargs)
+        with pytest.raises(RuntimeError, match="stop"):
+            real(cfg, run, *args, callbacks=[*callbacks, Stop()], **kwargs)
+        raise stop()
+
+    monkeypatch.setattr(tuning, "fit", fit)
 
 
 class TestTune:
@@ -38,6 +73,60 @@ class TestTune:
         assert "1 trials finished before, going on" in capsys.readouterr().out
         study = optuna.load_study(study_name="fast-tune", storage=f"sqlite:///{ready / 'work' / 'tune.db'}")
         assert len(study.trials) == 3
+
+
+class TestInterrupted:
+    def test_a_rerun_draws_new_settings_and_goes_on_as_one_straight_study(self, ready, capsys):
+        assert tune(ready, "--trials", "3", "--run", "straight") == 0
+        assert tune(ready, "--trials", "1", "--run", "resumed") == 0
+        assert tune(ready, "--trials", "3", "--run", "resumed") == 0
+        straight = finished(ready, "straight")
+        # a resumed study drew its first trials' settings again (a TPE sampler seeded once per process)
+        assert len({str(params) for params, _ in straight}) == 3
+        assert finished(ready, "resumed") == straight
+
+    def test_an_interrupted_trial_goes_on_from_its_checkpoint(self, ready, monkeypatch, capsys):
+        assert tune(ready, "--trials", "3", "--run", "straight", epochs=2) == 0
+        stop_after_one_epoch(monkeypatch, "trial-001", PowerCut)  # its process dies in trial 1
+        with pytest.raises(PowerCut):
+            tune(ready, "--trials", "3", "--run", "stopped", epochs=2)
+        monkeypatch.undo()
+        capsys.readouterr()
+        # the retry of trial 1 is trial 2, so the next new trial is 3: Ctrl-C there
+        stop_after_one_epoch(monkeypatch, "trial-003", KeyboardInterrupt)
+        assert tune(ready, "--trials", "3", "--run", "stopped", epochs=2) == 130
+        out = " ".join(capsys.readouterr().out.split())
+        assert "trial 1 was stopped before it finished: it goes on from its last checkpoint" in out
+        assert "trial 2 (trial 1 goes on)" in out and "(1 of 2 epochs done)" in out
+        monkeypatch.undo()
+        assert tune(ready, "--trials", "3", "--run", "stopped", epochs=2) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "trial 3 was stopped before it finished" in out and "(1 of 2 epochs done)" in out
+        assert finished(ready, "stopped") == finished(ready, "straight")
+        runs = ready / "work" / "runs"
+        for straight, stopped in (("trial-001", "trial-001"), ("trial-002", "trial-003")):
+            pd.testing.assert_frame_equal(
+                pd.read_csv(runs / "straight" / straight / "epochs.csv"),
+                pd.read_csv(runs / "stopped" / stopped / "epochs.csv"),
+            )
+
+    def test_a_running_trial_is_left_to_its_process_while_it_lives(self, tmp_path):
+        study = optuna.create_study(direction="maximize", sampler=TrialSeeded(0))
+        first, second = study.ask(), study.ask()  # two processes, side by side
+        first.suggest_float("lr", 1e-4, 1e-2)
+        second.suggest_float("lr", 1e-4, 1e-2)
+        assert first.params != second.params  # not the same draw twice
+        for trial in (first, second):
+            (tmp_path / f"trial-{trial.number:03d}").mkdir()
+        with locked(tmp_path / "trial-000", "tune trial 0"):
+            assert resume_interrupted(study, tmp_path) == [1]  # trial 1's process is gone
+        assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+        assert resume_interrupted(study, tmp_path) == [0]  # its lock is free now: it died
+        assert resume_interrupted(study, tmp_path) == []  # each queued once
+        for trial in (second, first):  # in the order they were queued
+            retry = study.ask()
+            retry.suggest_float("lr", 1e-4, 1e-2)
+            assert (retry.params, retry.user_attrs) == (trial.params, {"resumes": trial.number})
 
 
 class TestBadInput:

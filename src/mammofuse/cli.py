@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tune",
         help="Optuna search over experiment settings on validation data (the test split is never used)",
         description="Try settings from the search space (--space) on the training split, each judged by "
-        "validation AUC; the study is stored (--storage), so a rerun adds trials until --trials are done. "
+        "validation AUC; the study is stored (--storage), so a rerun adds trials until --trials are done, "
+        "and a trial that was interrupted goes on from its last checkpoint with its own settings. "
         "Writes the best trial's settings as a preset TOML: cross-validate it (`mammofuse cv`), since the "
         "best of many validation AUCs is optimistic.",
     )

@@ -221,18 +221,18 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mammofuse.tuning.tune import read_space, run_tune, trials_table
+    from mammofuse.tuning.tune import finished_trials, read_space, run_tune, trials_table
 
     space = read_space(args.space)  # a bad space stops here, before anything is written
     cfg, run_dir = run_config(args, args.preset)
     if not args.run:
         run_dir = run_dir.with_name(run_dir.name + "-tune")
     console.print(f"tuning {', '.join(space)} on the validation split -> {run_dir}")
-    # not locked: several processes may work on one study (each trial has its own run folder)
+    # several processes may work on one study: each trial holds its own run folder (run_tune)
     study, best = run_tune(cfg, run_dir, args.preset, args.trials, args.storage, space)
     table = trials_table(study)
     console.print(table.to_string(index=False))
-    best_trial, n = study.best_trial, len(study.trials)
+    best_trial, n = study.best_trial, finished_trials(study)
     console.print(
         f"best: trial {best_trial.number}, validation AUC {best_trial.value:.3f} (best of {n}: optimistic)"
     )

@@ -87,6 +87,20 @@ def distributed_follower() -> bool:
     return any(os.environ.get(name, "0") not in ("", "0") for name in RANK_VARIABLES)
 
 
+def in_use(folder: Path) -> bool:
+    """Whether a living process holds the folder (`locked`); False where nobody does or it has no lock."""
+    lock = folder / LOCK_NAME
+    if not lock.is_file():
+        return False
+    with lock.open("a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 @contextmanager
 def locked(folder: Path, what: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the folder for one command: a second process is refused (InUse, naming who holds it) or,

@@ -5,8 +5,10 @@ test split is removed before anything is trained, so no trial, and no choice mad
 sees it. Hopeless trials are stopped early (Optuna's median pruner, fed every epoch's validation AUC
 through a Lightning callback). The study lives in a database (default sqlite:///WORK/tune.db; any
 SQLAlchemy URL, e.g. PostgreSQL, lets several machines share one study), so an interrupted `tune` goes
-on with the same study. The best trial's settings are written as a preset (best.toml) for train, cv
-and compare.
+on with the same study: a trial stopped before it finished (Ctrl-C, a dead process) is run again with
+its settings from its last checkpoint, and each trial's draw depends on the seed and its place in the
+study, so the resumed study is the uninterrupted one. The best trial's settings are written as a preset
+(best.toml) for train, cv and compare.
 
 The best validation AUC of many trials is optimistic: report a tuned setup by cross-validating
 best.toml (`mammofuse cv`) or, better, on data the tuning never saw.
@@ -15,21 +17,27 @@ best.toml (`mammofuse cv`) or, better, on data the tuning never saw.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import optuna
 import pandas as pd
 import tomli_w
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mammofuse.config import EXPERIMENT_SECTIONS, Config, ConfigError, ExperimentConfig, parse_config
 from mammofuse.data.splits import TEST
 from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
-from mammofuse.training.run import fit, preprocessed_for, work_splits
+from mammofuse.storage import in_use, locked
+from mammofuse.training.run import fit, preprocessed_for, resume_point, work_splits
 from mammofuse.ui import console
 
 
@@ -130,6 +138,61 @@ class Pruning(L.Callback):
             )
 
 
+RESUMES = "resumes"  # user attribute of a trial that finishes an interrupted one: that trial's number
+INTERRUPTED = "interrupted"  # user attribute of a trial stopped by Ctrl-C
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def stands_for(trial: optuna.Trial | FrozenTrial) -> int:
+    """The trial whose settings and run folder a trial has: its own number, or the interrupted one's."""
+    return int(trial.user_attrs.get(RESUMES, trial.number))
+
+
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler, seeded for each trial from (seed, the trial's place in the study).
+
+    One TPESampler(seed) draws a process's trials from one generator started at `seed`, so a study
+    resumed by a second `tune` drew its first trials' settings again, and processes sharing a study drew
+    the same settings side by side. Here a trial's draw depends on the seed, its place and the trials
+    finished before it, whichever process makes it. A trial that finishes an interrupted one takes no
+    place (it repeats that trial's settings): a study interrupted and resumed draws what an uninterrupted
+    one draws."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        earlier = study.get_trials(deepcopy=False)
+        place = sum(1 for t in earlier if t.number < trial.number and RESUMES not in t.user_attrs)
+        seed = int(np.random.SeedSequence([self.seed, place]).generate_state(1)[0])
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+
+
 def open_study(storage: str, name: str, seed: int) -> optuna.Study:
     """Create the study or load it to go on; an unreachable storage is a clear ConfigError."""
     try:
@@ -138,7 +201,7 @@ def open_study(storage: str, name: str, seed: int) -> optuna.Study:
             study_name=name,
             direction="maximize",
             load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=seed),
+            sampler=TrialSeeded(seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
         )
     except Exception as exc:  # sqlalchemy: bad URL, unreachable server, missing driver, ...
@@ -146,20 +209,65 @@ def open_study(storage: str, name: str, seed: int) -> optuna.Study:
         raise ConfigError(f"--storage {storage}: cannot open the study there ({message})") from None
 
 
+def trial_run(tune_dir: Path, trial: optuna.Trial | FrozenTrial) -> Run:
+    return Run(tune_dir / f"trial-{stands_for(trial):03d}")
+
+
+def resume_interrupted(study: optuna.Study, tune_dir: Path) -> list[int]:
+    """Queue again, with its own settings, every trial stopped before it finished: by Ctrl-C, or by the
+    death of its process (kill -9, a power cut: left RUNNING, its run folder here no longer held; a
+    RUNNING trial whose folder is not here belongs to another machine and is left to it). The retry
+    trains on in that trial's run folder from its last checkpoint. Returns the trials queued again."""
+    trials = study.get_trials(deepcopy=False)
+    dead = [
+        t.number
+        for t in trials
+        if t.state == TrialState.RUNNING
+        and trial_run(tune_dir, t).dir.is_dir()
+        and not in_use(trial_run(tune_dir, t).dir)
+    ]
+    for number in dead:
+        study.tell(number, state=TrialState.FAIL)
+    stopped = {
+        stands_for(t)
+        for t in trials
+        if t.number in dead or (t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED))
+    }
+    going = {stands_for(t) for t in trials if t.state in (*FINISHED, TrialState.WAITING)}
+    going |= {stands_for(t) for t in trials if t.state == TrialState.RUNNING and t.number not in dead}
+    queued = sorted(stopped - going)
+    for number in queued:
+        study.enqueue_trial(trials[number].params, user_attrs={RESUMES: number})
+    return queued
+
+
+def replay(trial: optuna.Trial, run: Run) -> None:
+    """Report to a retry the epochs its interrupted trial had finished (the run resumes after them), and
+    prune it where the pruner would have."""
+    _, done = resume_point(run)
+    epochs = run.read_epochs()
+    if not done or epochs is None:
+        return
+    aucs = [float(auc) for auc in epochs["val_auc"][:done]]
+    for epoch, auc in enumerate(aucs):
+        trial.report(auc, epoch)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"validation AUC {aucs[-1]:.3f} at epoch {done}")
+
+
 def run_tune(
     cfg: Config, tune_dir: Path, preset: str | None, trials: int, storage: str | None, space: Space
 ) -> tuple[optuna.Study, Path]:
-    """Run trials until `trials` have finished (complete or pruned); write best.toml; return the study."""
+    """Run trials until `trials` have finished (complete or pruned); write best.toml; return the study.
+
+    Several processes may work on one study: each trial holds its run folder, and a trial is started
+    (and interrupted ones found and queued again) under the tune folder's lock."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = work_splits(cfg)
     inner = splits[splits["split"] != TEST].reset_index(drop=True)  # the test split is never touched
     work = Work(cfg.work_dir)
     study = open_study(storage or f"sqlite:///{work.tune_db}", tune_dir.name, cfg.train.seed)
-    done = [
-        t
-        for t in study.trials
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    ]
+    done = [t for t in study.trials if t.state in FINISHED]
     if done:
         console.print(f"study {study.study_name}: {len(done)} trials finished before, going on")
     table = None  # the cohort preprocessed once for every trial, unless the trials change preprocessing
@@ -167,15 +275,42 @@ def run_tune(
         tune_dir.mkdir(parents=True, exist_ok=True)
         table = preprocessed_for(cfg, work.read_manifest()[0], Run(tune_dir))
 
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, space)
-        console.rule(f"trial {trial.number}: " + ", ".join(f"{k} = {_show(v)}" for k, v in params.items()))
-        run = Run(tune_dir / f"trial-{trial.number:03d}")
+    def objective(trial: optuna.Trial, run: Run) -> float:
+        params = suggest(trial, space)  # a retry is given its interrupted trial's settings
+        again = f" (trial {stands_for(trial)} goes on)" if RESUMES in trial.user_attrs else ""
+        console.rule(
+            f"trial {trial.number}{again}: " + ", ".join(f"{k} = {_show(v)}" for k, v in params.items())
+        )
+        replay(trial, run)
         fit(with_params(cfg, params), run, inner, table, callbacks=[Pruning(trial)])
         epochs = run.read_epochs()
         return float(epochs["val_auc"].max()) if epochs is not None else 0.5
 
-    study.optimize(objective, n_trials=max(0, trials - len(done)), catch=())
+    while True:
+        with ExitStack() as held:
+            with locked(tune_dir, "tune", on_wait=lambda holder: None):
+                for number in resume_interrupted(study, tune_dir):
+                    console.print(
+                        f"trial {number} was stopped before it finished: it goes on from its last checkpoint"
+                    )
+                now = study.get_trials(deepcopy=False)
+                started = {stands_for(t) for t in now if t.state in (*FINISHED, TrialState.RUNNING)}
+                if len(started) >= trials and not any(t.state == TrialState.WAITING for t in now):
+                    break
+                trial = study.ask()
+                run = trial_run(tune_dir, trial)
+                held.enter_context(locked(run.dir, f"tune trial {trial.number}"))
+            try:
+                study.tell(trial, objective(trial, run))
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            except KeyboardInterrupt:
+                trial.set_user_attr(INTERRUPTED, True)
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            except Exception:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
     best = write_best(study, tune_dir, preset)
     return study, best
 
@@ -192,8 +327,9 @@ def write_best(study: optuna.Study, tune_dir: Path, preset: str | None) -> Path:
         data["extends"] = str(Path(preset).resolve()) if Path(preset).suffix == ".toml" else preset
     data.update(_nested(best.params))
     header = (
-        f"# mammofuse tune: best of {len(study.trials)} trials of study {study.study_name!r} (trial "
-        f"{best.number}, validation AUC {best.value:.3f}; optimistic: cross-validate it before reporting)\n"
+        f"# mammofuse tune: best of {finished_trials(study)} finished trials of study {study.study_name!r} "
+        f"(trial {best.number}, validation AUC {best.value:.3f}; optimistic: cross-validate it before "
+        "reporting)\n"
     )
     path = tune_dir / "best.toml"
     tune_dir.mkdir(parents=True, exist_ok=True)
@@ -202,4 +338,11 @@ def write_best(study: optuna.Study, tune_dir: Path, preset: str | None) -> Path:
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    return study.trials_dataframe(attrs=("number", "value", "state", "params"))
+    """One row per trial: number, value, state, the trial it goes on with (a retry), its settings."""
+    table = study.trials_dataframe(attrs=("number", "value", "state", "params"))
+    table.insert(3, "goes on with", [t.user_attrs.get(RESUMES, "") for t in study.trials])
+    return table.rename(columns=lambda name: name.removeprefix("params_"))
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return sum(t.state in FINISHED for t in study.trials)
