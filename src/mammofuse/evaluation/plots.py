@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -113,6 +115,24 @@ def calibration_figure(curves: Curves, bins: int = 5, where: str = "test") -> Fi
     return fig
 
 
+def _marks(epochs: pd.DataFrame, train: bool = False) -> dict[str, Any]:
+    """Points as well as lines for a run of one or two epochs (a line of one point is not drawn); a
+    training curve's points are open."""
+    if len(epochs) >= 3:
+        return {}
+    return {"marker": "o", "ms": 4} | ({"mfc": "none"} if train else {})
+
+
+def _by_epoch(ax: Axes, last: int) -> None:
+    """An epoch axis with whole-number ticks (not 0.96, 0.98, ... for a run of one epoch)."""
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0.5, max(last, 1) + 0.5)
+    if last <= 10:
+        ax.set_xticks(range(1, max(last, 1) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 @legible
 def overfitting_figure(runs: dict[str, list[pd.DataFrame]]) -> Figure:
     """Train (dashed) and validation (solid) AUC per epoch, one colour per setup, one line per fold:
@@ -123,11 +143,13 @@ def overfitting_figure(runs: dict[str, list[pd.DataFrame]]) -> Figure:
         colour = f"C{i}"
         for j, epochs in enumerate(folds):
             label = name if j == 0 else None
+            x = epochs["epoch"]
             if "train_auc" in epochs:
-                ax.plot(epochs["epoch"], epochs["train_auc"], ls="--", c=colour, alpha=0.6)
-            ax.plot(epochs["epoch"], epochs["val_auc"], c=colour, alpha=0.8, label=label)
+                ax.plot(x, epochs["train_auc"], ls="--", c=colour, alpha=0.6, **_marks(epochs, train=True))
+            ax.plot(x, epochs["val_auc"], c=colour, alpha=0.8, label=label, **_marks(epochs))
     ax.axhline(0.5, ls=":", c="grey")
-    ax.set(xlabel="epoch", ylabel="AUC", ylim=(0.3, 1.0), title="Train (dashed) and validation AUC per fold")
+    ax.set(ylabel="AUC", ylim=(0.3, 1.0), title="Train (dashed) and validation AUC per fold")
+    _by_epoch(ax, max((int(e["epoch"].max()) for folds in runs.values() for e in folds if len(e)), default=1))
     ax.legend(fontsize=10)
     return fig
 
@@ -136,15 +158,17 @@ def overfitting_figure(runs: dict[str, list[pd.DataFrame]]) -> Figure:
 def training_figure(epochs: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9, 3.5), layout="constrained")
     loss, acc = fig.subplots(1, 2)
-    loss.plot(epochs["epoch"], epochs["train_loss"], label="train")
-    loss.plot(epochs["epoch"], epochs["val_loss"], label="validation")
-    loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-    acc.plot(epochs["epoch"], epochs["train_acc"], label="train accuracy")
-    acc.plot(epochs["epoch"], epochs["val_acc"], label="validation accuracy")
+    train, val = _marks(epochs, train=True), _marks(epochs)
+    loss.plot(epochs["epoch"], epochs["train_loss"], label="train", **train)
+    loss.plot(epochs["epoch"], epochs["val_loss"], label="validation", **val)
+    loss.set(ylabel="loss", title="Loss")
+    acc.plot(epochs["epoch"], epochs["train_acc"], label="train accuracy", **train)
+    acc.plot(epochs["epoch"], epochs["val_acc"], label="validation accuracy", **val)
     if "train_auc" in epochs:
-        acc.plot(epochs["epoch"], epochs["train_auc"], ls="--", label="train AUC")
-    acc.plot(epochs["epoch"], epochs["val_auc"], label="validation AUC")
-    acc.set(xlabel="epoch", ylim=(0, 1), title="Accuracy and AUC")
+        acc.plot(epochs["epoch"], epochs["train_auc"], ls="--", label="train AUC", **train)
+    acc.plot(epochs["epoch"], epochs["val_auc"], label="validation AUC", **val)
+    acc.set(ylim=(0, 1), title="Accuracy and AUC")
     for ax in (loss, acc):
+        _by_epoch(ax, int(epochs["epoch"].max()) if len(epochs) else 1)
         ax.legend(fontsize=10)
     return fig

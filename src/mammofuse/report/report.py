@@ -228,7 +228,8 @@ def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], 
             comparisons=int(table["p"].notna().sum()),
             figures=[
                 {
-                    "title": "Train (dashed) vs validation AUC per epoch, every fold of every setup",
+                    "title": "Train (dashed; open points) vs validation AUC per epoch, every fold of "
+                    "every setup",
                     "src": data_uri(figure),
                 }
             ],
