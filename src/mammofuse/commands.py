@@ -128,6 +128,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     )
     if stats.leftovers:
         console.print(f"removed {stats.leftovers} temporary files an interrupted run had left in the cache")
+    if enlarged := stats.enlarged_text(cfg.preprocess.output_shape):
+        console.print(f"[yellow]{enlarged}[/]")
     console.print(
         f"cache: {cache.dir} ({cfg.preprocess.mode}, {cfg.preprocess.output_shape[0]}x"
         f"{cfg.preprocess.output_shape[1]})"
@@ -178,6 +180,7 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mammofuse.models.fusion import headline
     from mammofuse.runs import Run
     from mammofuse.training.run import start_over, train
 
@@ -185,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with locked(run_dir, "train"):
         if args.force:
             start_over(Run(run_dir))
-        console.print(f"training {cfg.model.backbone} ({cfg.model.pretrained}) -> {run_dir}")
+        console.print(f"training {headline(cfg.model)} -> {run_dir}")
         best = train(cfg, run_dir)
     console.print(f"best checkpoint: {best}")
     console.print(f"next: mammofuse evaluate {run_dir}")
@@ -418,6 +421,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     """Cross-validate one preset as `mammofuse cv` does (fold ensemble included); its run folder."""
     from mammofuse.deploy.bundle import write_cv_bundle
+    from mammofuse.models.fusion import headline
     from mammofuse.training.cv import cv_config, run_cv
 
     cfg, run_dir = run_config(args, preset)
@@ -425,9 +429,7 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     if not getattr(args, "run", None):
         run_dir = run_dir.with_name(run_dir.name + "-cv")
     k, r = cfg.split.folds, cfg.split.repeats
-    console.print(
-        f"cross-validating {cfg.model.backbone} ({cfg.model.pretrained}): {k} folds x {r} -> {run_dir}"
-    )
+    console.print(f"cross-validating {headline(cfg.model)}: {k} folds x {r} -> {run_dir}")
     with locked(run_dir, "cv"):
         print_cv(run_cv(cfg, run_dir))
         write_cv_bundle(run_dir)

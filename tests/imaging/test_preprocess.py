@@ -54,6 +54,19 @@ class TestCache:
         assert stats.decoded == 2 * len(manifest) and cache_a.dir != cache_b.dir
         assert not set(table_a["cc_cache"]) & set(table_b["cc_cache"])
 
+    def test_images_enlarged_beyond_their_stored_pixels_are_counted_and_said(self, tiny_cohort, capsys):
+        manifest, work = ingested(tiny_cohort)
+        _, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        assert stats.enlarged == 0 and stats.enlarged_text((64, 32)) is None  # smaller than the export
+        large = SMALL.model_copy(update={"size": (640, 320)})  # some 8x the tiny cohort's pixels
+        _, stats, _ = preprocess_cohort(manifest, large, work / "cache", Problems())
+        assert stats.enlarged == 2 * len(manifest) and stats.largest_scale > 5
+        edit_config(tiny_cohort, preprocess={"size": [640, 320], "workers": 1})
+        assert main(["preprocess", str(tiny_cohort / "cohort.toml"), "--work", str(work)]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"{2 * len(manifest)} images were enlarged to fit 640x320 (up to" in out
+        assert "no finer detail than the export holds" in out
+
     def test_workers_do_not_change_the_settings_key(self, tiny_cohort):
         manifest, work = ingested(tiny_cohort)
         preprocess_cohort(manifest, SMALL, work / "cache", Problems())

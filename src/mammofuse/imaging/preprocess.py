@@ -32,6 +32,7 @@ from mammofuse.problems import Problems
 from mammofuse.storage import locked
 
 SAVE_EVERY_S = 5.0  # the cache index is saved at least this often while preprocessing: a kill keeps the rest
+ENLARGED = 1.25  # an image resized up by more than this is reported: it has no detail the export lacks
 
 
 def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: PreprocessConfig):
@@ -100,6 +101,19 @@ class PreprocessStats:
     rebuilt: int = 0  # entries that existed but were damaged
     failed: int = 0
     leftovers: int = 0  # temporary files of an interrupted run, removed
+    enlarged: int = 0  # images of the kept breasts resized up by more than ENLARGED
+    largest_scale: float = 0.0  # output pixels per stored pixel, the largest of the kept images
+
+    def enlarged_text(self, size: tuple[int, int]) -> str | None:
+        """A line when images were enlarged to fit `size`: the model sees no finer detail than the export
+        holds, so a smaller size loses nothing and costs less."""
+        if not self.enlarged:
+            return None
+        return (
+            f"{self.enlarged} images were enlarged to fit {size[0]}x{size[1]} (up to "
+            f"{self.largest_scale:.1f}x their stored pixels): the model sees no finer detail than the export "
+            "holds; a preprocess.size at or below the export's resolution loses nothing and trains faster"
+        )
 
 
 def preprocess_cohort(
@@ -199,6 +213,9 @@ def _build(
                 )
         kept.append(i)
     out = manifest.iloc[kept].copy()
+    scales = [cache.index[keys[p]]["geometry"]["scale"] for c in columns.values() for p in out[c]]
+    stats.enlarged = sum(scale > ENLARGED for scale in scales)
+    stats.largest_scale = max(scales, default=0.0)
     for view, column in columns.items():
         out[f"{view.value.lower()}_cache"] = [str(cache.path(keys[p])) for p in out[column]]
         out[CHECKSUMS[view]] = [cache.index[keys[p]]["crc32"] for p in out[column]]  # what the entry holds

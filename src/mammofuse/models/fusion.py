@@ -103,6 +103,12 @@ def create_model(cfg: ModelConfig, n_clinical: int, n_outputs: int = 2) -> TwoVi
     return TwoViewNet(cfg, n_clinical, n_outputs)
 
 
+def headline(cfg: ModelConfig) -> str:
+    """The network in a few words, for the line that starts training: "resnet18 (imagenet)"."""
+    net = f"{cfg.backbone} on {cfg.tile}-pixel tiles" if cfg.kind == "patches" else cfg.backbone
+    return f"{net} ({cfg.pretrained})"
+
+
 def describe(cfg: ModelConfig) -> str:
     """The network the config builds, in a sentence or two (model card, report)."""
     views = "one backbone shared by both views" if cfg.shared_backbone else "one backbone per view"

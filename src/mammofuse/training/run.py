@@ -93,6 +93,8 @@ def preprocessed_for(cfg: Config, manifest: pd.DataFrame, run: Run) -> pd.DataFr
             f"this run's preprocessing ({cfg.preprocess.mode}, {h}x{w}) was not in the cache: "
             f"{stats.decoded} images decoded into {cache.dir}"
         )
+        if enlarged := stats.enlarged_text((h, w)):
+            console.print(f"[yellow]{enlarged}[/]")
     problems.write_csv(run.preprocess_problems)
     if problems.items:
         show_problems(problems, "preprocessing problems", str(run.preprocess_problems))
