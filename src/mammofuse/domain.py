@@ -19,6 +19,10 @@ class View(StrEnum):
     CC = "CC"
     MLO = "MLO"
 
+    def column(self, field: str) -> str:
+        """The name of this view's `field` in the work folder's tables: "cc_path", "mlo_cache", ..."""
+        return f"{self.value.lower()}_{field}"
+
 
 VIEWS: tuple[View, ...] = (View.CC, View.MLO)
 

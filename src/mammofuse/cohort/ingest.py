@@ -21,7 +21,7 @@ from mammofuse.runs import Work
 
 KEY_COLUMNS = ["patient_id", "side"]
 IMAGE_FIELDS = ["sop_class", "bits_stored", "spacing_mm", "manufacturer", "exam_uid", "exam_date"]
-IMAGE_COLUMNS = [f"{v.value.lower()}_{field}" for field in IMAGE_FIELDS for v in VIEWS]
+IMAGE_COLUMNS = [v.column(field) for field in IMAGE_FIELDS for v in VIEWS]
 
 
 @dataclass
@@ -80,13 +80,9 @@ def ingest(
             continue
         row: dict[str, object] = {
             **ids,
-            **{f"{v.value.lower()}_path": str(views[v].path) for v in VIEWS},
+            **{v.column("path"): str(views[v].path) for v in VIEWS},
             "label": labels.label[key],
-            **{
-                f"{v.value.lower()}_{field}": getattr(views[v], field)
-                for field in IMAGE_FIELDS
-                for v in VIEWS
-            },
+            **{v.column(field): getattr(views[v], field) for field in IMAGE_FIELDS for v in VIEWS},
         }
         if clinical is not None:
             if key not in clinical.values:
@@ -105,7 +101,8 @@ def ingest(
                 continue
             row.update(clinical.values[key])
         rows.append(row)
-    columns = [*KEY_COLUMNS, "cc_path", "mlo_path", "label", *IMAGE_COLUMNS, *numeric, *categorical]
+    paths = [v.column("path") for v in VIEWS]
+    columns = [*KEY_COLUMNS, *paths, "label", *IMAGE_COLUMNS, *numeric, *categorical]
     return IngestResult(pd.DataFrame(rows, columns=columns), problems, numeric, categorical)
 
 

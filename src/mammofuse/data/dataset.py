@@ -22,6 +22,7 @@ from mammofuse.data.balance import (
 )
 from mammofuse.data.clinical import AuxiliaryTargets, ClinicalEncoder
 from mammofuse.data.splits import TEST, TRAIN, VAL
+from mammofuse.domain import View
 from mammofuse.imaging.cache import load_entry
 from mammofuse.problems import DataError
 
@@ -53,8 +54,8 @@ class BreastDataset(Dataset):
         raw: bool = False,
         seed: int = 0,
     ) -> None:
-        self.cc = table["cc_cache"].tolist()
-        self.mlo = table["mlo_cache"].tolist()
+        self.cc = table[View.CC.column("cache")].tolist()
+        self.mlo = table[View.MLO.column("cache")].tolist()
         self.keys = (table["patient_id"].astype(str) + "/" + table["side"].astype(str)).tolist()
         self.labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)
         self.clinical = torch.as_tensor(clinical, dtype=torch.float32)

@@ -43,14 +43,10 @@ def training_profile(train: pd.DataFrame, held_out_scores: np.ndarray, seed: int
     """The profile of training breasts (rows of a run's data.csv, with their cache entries and what
     ingest read from the headers) and of the scores of held-out breasts."""
     shapes = np.array(
-        [
-            entry_record(p)["geometry"]["original_shape"]
-            for v in VIEWS
-            for p in train[f"{v.value.lower()}_cache"]
-        ]
+        [entry_record(p)["geometry"]["original_shape"] for v in VIEWS for p in train[v.column("cache")]]
     )
     sample = train.sample(min(SAMPLE, len(train)), random_state=seed)
-    means = [float(load_entry(p).mean()) for v in VIEWS for p in sample[f"{v.value.lower()}_cache"]]
+    means = [float(load_entry(p).mean()) for v in VIEWS for p in sample[v.column("cache")]]
     low, high = np.percentile(means, [1, 99])
     spacing = _header_values(train, "spacing_mm").astype(float).dropna()
     makers = _header_values(train, "manufacturer").fillna("").astype(str)
@@ -66,7 +62,7 @@ def training_profile(train: pd.DataFrame, held_out_scores: np.ndarray, seed: int
 
 
 def _header_values(table: pd.DataFrame, field: str) -> pd.Series:
-    columns = [f"{v.value.lower()}_{field}" for v in VIEWS if f"{v.value.lower()}_{field}" in table]
+    columns = [v.column(field) for v in VIEWS if v.column(field) in table]
     return pd.concat([table[c] for c in columns]) if columns else pd.Series([], dtype=object)
 
 

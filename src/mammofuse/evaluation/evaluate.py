@@ -17,6 +17,7 @@ from mammofuse.config import Config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
+from mammofuse.domain import VIEWS
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, AtThreshold, Evaluation
 from mammofuse.models import TwoViewNet
@@ -54,7 +55,7 @@ def contributions(
     seed, labels = cfg.train.seed, test["label"].to_numpy()
     mean = np.repeat(train_mean, len(test), axis=0)
     order = np.random.default_rng(seed).permutation(len(test))
-    shuffled = test.assign(**{c: test[c].to_numpy()[order] for c in ("cc_cache", "mlo_cache")})
+    shuffled = test.assign(**{c: test[c].to_numpy()[order] for c in (v.column("cache") for v in VIEWS)})
     cases = {"images shuffled": (shuffled, clinical)}
     if clinical.shape[1]:
         cases["clinical at its training mean"] = (test, mean)

@@ -51,14 +51,11 @@ def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str
 
 def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
     """A breast of a run's data.csv, its images read back from the cache."""
-    columns = {v: v.value.lower() for v in VIEWS}
     return CaseInput(
-        images={v: load_entry(row[f"{c}_cache"]) for v, c in columns.items()},
+        images={v: load_entry(row[v.column("cache")]) for v in VIEWS},
         clinical=clinical,
-        paths={v: str(row[f"{c}_path"]) for v, c in columns.items()},
-        geometry={
-            v: Geometry.from_dict(entry_record(row[f"{c}_cache"])["geometry"]) for v, c in columns.items()
-        },
+        paths={v: str(row[v.column("path")]) for v in VIEWS},
+        geometry={v: Geometry.from_dict(entry_record(row[v.column("cache")])["geometry"]) for v in VIEWS},
     )
 
 

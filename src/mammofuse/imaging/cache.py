@@ -26,7 +26,7 @@ from mammofuse.problems import DataError
 
 CACHE_VERSION = 2  # bump when the preprocessing code changes what it writes
 QUANT = 65535
-CHECKSUMS = {view: f"{view.value.lower()}_crc32" for view in VIEWS}  # a table's column per view
+CHECKSUMS = {view: view.column("crc32") for view in VIEWS}  # a table's column per view
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

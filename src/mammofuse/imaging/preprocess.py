@@ -148,7 +148,7 @@ def _build(
     verify: bool,
 ) -> tuple[pd.DataFrame, PreprocessStats, Cache]:
     stats = PreprocessStats(leftovers=cache.remove_leftovers())
-    columns = {view: f"{view.value.lower()}_path" for view in VIEWS}
+    columns = {view: view.column("path") for view in VIEWS}
     breasts = manifest[["patient_id", "side", *columns.values()]].to_dict("records")
     keys: dict[str, str] = {}
     jobs: list[_Job] = []
@@ -217,6 +217,6 @@ def _build(
     stats.enlarged = sum(scale > ENLARGED for scale in scales)
     stats.largest_scale = max(scales, default=0.0)
     for view, column in columns.items():
-        out[f"{view.value.lower()}_cache"] = [str(cache.path(keys[p])) for p in out[column]]
+        out[view.column("cache")] = [str(cache.path(keys[p])) for p in out[column]]
         out[CHECKSUMS[view]] = [cache.index[keys[p]]["crc32"] for p in out[column]]  # what the entry holds
     return out.reset_index(drop=True), stats, cache

@@ -38,6 +38,7 @@ from mammofuse.config import Config
 from mammofuse.data.balance import EpochShuffle, item_seed
 from mammofuse.data.epochs import EpochItems, EpochStream
 from mammofuse.data.splits import TRAIN
+from mammofuse.domain import VIEWS
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models.backbones import Backbone
@@ -51,7 +52,7 @@ from mammofuse.ui import console, progress, show_problems
 
 METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
 TEMPERATURE = 0.2
-VIEWS = "per image from (seed, epoch, image)"  # in the card: a resume file drawn otherwise is not resumed
+VIEW_DRAWS = "per image from (seed, epoch, image)"  # in the card: a resume drawn otherwise is not resumed
 TRIES = 10  # random crops drawn to find one that is mostly breast
 
 
@@ -148,8 +149,7 @@ def training_images(cfg: Config, images: Path | None) -> tuple[list[str], str]:
             {
                 "patient_id": r.patient_id,
                 "side": r.side.value,
-                "cc_path": str(r.path),
-                "mlo_path": str(r.path),
+                **{v.column("path"): str(r.path) for v in VIEWS},
             }
             for r in records
         )
@@ -159,7 +159,7 @@ def training_images(cfg: Config, images: Path | None) -> tuple[list[str], str]:
     )
     if problems.items:
         show_problems(problems, "preprocessing problems", "(not written: pretrain keeps no run folder)")
-    entries = sorted(set(table["cc_cache"]) | set(table["mlo_cache"]))
+    entries = sorted({path for v in VIEWS for path in table[v.column("cache")]})
     if not entries:
         raise DataError("no image to pretrain on is left after preprocessing")
     return entries, source
@@ -192,7 +192,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
         "images_hash": images_hash(entries),
         "source": source,
         "crop": list(crop),
-        "views": VIEWS,
+        "views": VIEW_DRAWS,
         "batch_size": options.batch_size,
         "lr": options.lr,
         "seed": options.seed,
