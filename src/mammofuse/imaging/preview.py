@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mammofuse.domain import VIEWS
 from mammofuse.imaging.cache import load_entry
 
 
@@ -20,9 +21,9 @@ def contact_sheet(table: pd.DataFrame, n: int = 8) -> Figure:
     for ax in axes.flat:
         ax.axis("off")
     for i, (number, row) in enumerate(rows.iterrows()):
-        for j, view in enumerate(("cc", "mlo")):
+        for j, view in enumerate(VIEWS):
             ax = axes[i // 2, (i % 2) * 2 + j]
-            ax.imshow(load_entry(row[f"{view}_cache"]), cmap="gray", vmin=0, vmax=1)
-            name = f"row {int(number) + 1} {row['side']} {view.upper()}"
+            ax.imshow(load_entry(row[view.column("cache")]), cmap="gray", vmin=0, vmax=1)
+            name = f"row {int(number) + 1} {row['side']} {view.value}"
             ax.set_title(f"{name}  label {row['label']}", fontsize=9)
     return fig

@@ -227,7 +227,7 @@ def resume_interrupted(study: optuna.Study, tune_dir: Path) -> list[int]:
         and not in_use(trial_run(tune_dir, t).dir)
     ]
     for number in dead:
-        study.tell(number, state=TrialState.FAIL)
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
     stopped = {
         stands_for(t)
         for t in trials
