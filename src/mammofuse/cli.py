@@ -202,10 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
         "per repeat while it was held out: the pooled out-of-fold AUC, beside the clinical-only baseline. "
         "Writes WORK/runs/RUN/ (folds.csv, oof.csv, metrics.json, a fold-ensemble bundle/). Finished "
         "folds are kept when an interrupted run is resumed. On a cohort of about 1,000 breasts this is "
-        "the estimate to trust over one test split.",
+        "the estimate to trust over one test split. With --tune, nested: each fold tunes its settings on its "
+        "training folds first.",
     )
     _experiment(p, presets_help, "-cv")
     _folds_and_repeats(p)
+    p.add_argument(
+        "--tune",
+        type=_positive_int,
+        metavar="TRIALS",
+        help="nested cross-validation: before training, each fold tunes its settings with TRIALS Optuna "
+        "trials on its training folds alone (as `mammofuse tune` does on one split), so the pooled AUC is an "
+        "honest estimate of tuning and training together (default run name: NAME-tuned-cv)",
+    )
+    p.add_argument("--space", type=Path, help="with --tune: the search space TOML (default: tune's)")
     p.set_defaults(func=commands.cmd_cv)
 
     p = sub.add_parser(

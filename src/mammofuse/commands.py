@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -218,7 +219,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from mammofuse.runs import Run
 
     run = Run(_cross_validate(args, args.preset))
-    console.print(f"wrote {run.metrics}, {run.oof.name} and the fold ensemble {run.bundle.name}/")
+    ensemble = f" and the fold ensemble {run.bundle.name}/" if run.bundle.is_dir() else ""
+    console.print(f"wrote {run.metrics}, {run.oof.name}{ensemble}")
     console.print(f"next: mammofuse report {run.dir}")
     return 0
 
@@ -420,19 +422,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     """Cross-validate one preset as `mammofuse cv` does (fold ensemble included); its run folder."""
-    from mammofuse.deploy.bundle import write_cv_bundle
+    from mammofuse.deploy.bundle import ensemble_problem, write_cv_bundle
     from mammofuse.models.fusion import headline
+    from mammofuse.runs import Run
     from mammofuse.training.cv import cv_config, run_cv
 
+    tuning = None
+    if getattr(args, "tune", None):
+        from mammofuse.tuning.tune import Tuning, read_space
+
+        tuning = Tuning(args.tune, read_space(args.space))  # a bad space stops here, before any work
     cfg, run_dir = run_config(args, preset)
     cfg = cv_config(cfg, args.folds, args.repeats)
     if not getattr(args, "run", None):
-        run_dir = run_dir.with_name(run_dir.name + "-cv")
+        run_dir = run_dir.with_name(run_dir.name + ("-tuned-cv" if tuning else "-cv"))
     k, r = cfg.split.folds, cfg.split.repeats
-    console.print(f"cross-validating {headline(cfg.model)}: {k} folds x {r} -> {run_dir}")
+    nested = f", each fold tuned by {tuning.trials} trials on its training folds" if tuning else ""
+    console.print(f"cross-validating {headline(cfg.model)}: {k} folds x {r}{nested} -> {run_dir}")
     with locked(run_dir, "cv"):
-        print_cv(run_cv(cfg, run_dir))
-        write_cv_bundle(run_dir)
+        print_cv(run_cv(cfg, run_dir, tuning))
+        problem = ensemble_problem(run_dir)
+        if problem:
+            shutil.rmtree(Run(run_dir).bundle, ignore_errors=True)  # not one of other folds' models
+            console.print(f"[yellow]no bundle: {problem}[/]")
+        else:
+            write_cv_bundle(run_dir)
     return run_dir
 
 

@@ -393,6 +393,20 @@ class Run:
         return self.dir / "folds.csv"
 
     @property
+    def tuning(self) -> Path:
+        """Nested cross-validation: how each fold's settings were tuned (trials, search space)."""
+        return self.dir / "tuning.json"
+
+    def read_tuning(self) -> dict[str, Any]:
+        """Nested cross-validation: {"trials": N, "space": {"section.field": what is drawn}}."""
+        return dict(json.loads(self.tuning.read_text(encoding="utf-8")))
+
+    @property
+    def study(self) -> Path:
+        """Nested cross-validation, in a fold's run: the fold's own study (tune.db, a run per trial)."""
+        return self.dir / "tune"
+
+    @property
     def oof(self) -> Path:
         """Out-of-fold predictions: every breast once per repeat."""
         return self.dir / "oof.csv"

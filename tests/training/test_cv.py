@@ -1,5 +1,6 @@
 import json
 import shutil
+import tomllib
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from mammofuse.cli import main
-from mammofuse.deploy.bundle import load_bundle
+from mammofuse.config import ConfigError
+from mammofuse.deploy.bundle import ensemble_problem, load_bundle
 from mammofuse.runs import Run
 
 
@@ -143,6 +145,51 @@ class TestFoldEnsemble:
                 probs.append(float(torch.softmax(fold.read_net()(*x, clinical), 1)[0, 1]))
         assert row["probability"] == pytest.approx(np.mean(probs), abs=1e-5)
         assert row["spread"] == pytest.approx(np.std(probs), abs=1e-5) and row["spread"] > 0
+
+
+class TestNested:
+    def test_each_fold_tunes_on_its_training_folds_alone_and_trains_with_its_choice(self, ready, capsys):
+        assert cv(ready, "--folds", "2", "--tune", "2") == 0
+        run = Run(ready / "work" / "runs" / "fast-tuned-cv")
+        oof = pd.read_csv(run.oof, dtype={"patient_id": str})
+        space = set(run.read_tuning()["space"])
+        for fold in run.fold_runs():
+            held_out = set(oof.loc[oof["fold"] == int(fold.dir.name[-1]), "patient_id"])
+            trials = sorted(fold.study.glob("trial-*"))
+            assert len(trials) == 2
+            for trial in trials:  # no trial trained or was scored on a breast of the held-out fold
+                data = pd.read_csv(trial / "data.csv", dtype={"patient_id": str})
+                assert set(data["split"]) == {"train", "val"} and not held_out & set(data["patient_id"])
+            best = tomllib.loads((fold.study / "best.toml").read_text())
+            chosen = fold.read_config()
+            assert {f"{section}.{name}" for section in best for name in best[section]} == space
+            for section, values in best.items():
+                for name, value in values.items():
+                    assert getattr(getattr(chosen, section), name) == value  # trained with the choice
+        assert run.bundle.is_dir() and main(["report", str(run.dir)]) == 0
+        html = " ".join(run.report.read_text().split())
+        assert "Nested cross-validation." in html and "settings chosen" in html
+        capsys.readouterr()
+        assert cv(ready, "--folds", "2", "--tune", "2") == 0  # finished: nothing tuned or trained again
+        out = capsys.readouterr().out
+        assert out.count("finished before, kept") == 2 and "trial 0" not in out
+        assert cv(ready, "--folds", "2", "--run", "fast-tuned-cv") == 2  # not as a plain one
+        out = " ".join(capsys.readouterr().out.split())
+        assert "was started as a nested cross-validation (2 trials per fold over" in out
+
+    def test_preprocessing_cannot_be_tuned_per_fold(self):
+        from mammofuse.tuning.tune import Range, Tuning
+
+        with pytest.raises(ConfigError, match="cannot tune preprocess.margin: its folds share one"):
+            Tuning(2, {"preprocess.margin": Range(low=0.0, high=0.1)})
+
+    def test_folds_tuned_to_other_networks_make_no_fold_ensemble(self, cv_master, tmp_path):
+        run_dir = tmp_path / "cv"
+        shutil.copytree(cv_master, run_dir)
+        assert ensemble_problem(run_dir) is None
+        config = run_dir / "folds" / "r1f2" / "config.toml"
+        config.write_text(config.read_text().replace('backbone = "tiny_cnn"', 'backbone = "resnet18"'))
+        assert "the tuned folds r1f2 chose network settings other than" in ensemble_problem(run_dir)
 
 
 class TestBadInput:

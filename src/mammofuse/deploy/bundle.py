@@ -209,6 +209,26 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     return _write(out, cfg, info, validation)
 
 
+def ensemble_problem(run_dir: Path) -> str | None:
+    """Why the folds of a cross-validation cannot make one fold ensemble, if they cannot: tuned folds
+    (nested cross-validation) that chose other network settings than the run's config (dropout aside,
+    which holds no weights). The ensemble loads every member with the run's settings."""
+    run = Run(run_dir)
+
+    def network(cfg: Config) -> dict:
+        return cfg.model.model_dump(mode="json", exclude={"dropout"})
+
+    shared = network(run.read_config())
+    other = [f.dir.name for f in run.fold_runs() if network(f.read_config()) != shared]
+    if not other:
+        return None
+    return (
+        f"the tuned folds {', '.join(other)} chose network settings other than the cross-validation's own, "
+        "so the folds make no fold ensemble; for a model to use, tune on the whole cohort (`mammofuse "
+        "tune`) and train its best.toml"
+    )
+
+
 def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     """Write the fold ensemble of a finished cross-validation: every fold model is a member."""
     run = Run(run_dir)
@@ -234,6 +254,13 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
+    if run.tuning.is_file():
+        tuning = run.read_tuning()
+        validation += (
+            f"- nested: each fold model's settings ({', '.join(tuning['space'])}) were chosen by "
+            f"{tuning['trials']} trials on its training folds alone (the cross-validation's "
+            "folds/*/config.toml); config.toml here is the untuned starting point\n"
+        )
     every_breast = run.fold(0, 0).read_data()  # each is a training breast of some member
     info = {
         "kind": "fold ensemble",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mammofuse.config import Config
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, CvEvaluation, PooledMetrics
 from mammofuse.runs import Run
@@ -125,8 +126,10 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
     """One row per fold: its held-out breasts, AUCs and validation-chosen threshold; numbered from 1, as
     Table 1 and the flow number them, beside the fold's run folder."""
     oof = pd.read_csv(run.oof)
+    tuned = list(run.read_tuning()["space"]) if run.tuning.is_file() else []
     rows = []
     for (repeat, fold), g in oof.groupby(["repeat", "fold"]):
+        chosen = run.fold(int(repeat), int(fold)).read_config() if tuned else None
         rows.append(
             {
                 "repeat": int(repeat) + 1,
@@ -139,6 +142,14 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
                 if result.baseline is not None
                 else "",
                 "threshold": f"{g['threshold'].iloc[0]:.3f}",
+                **({"settings chosen": ", ".join(_setting(chosen, key) for key in tuned)} if tuned else {}),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _setting(cfg: Config | None, key: str) -> str:
+    """ "section.field = value" of a nested cross-validation fold's config."""
+    section, name = key.split(".", 1)
+    value = getattr(getattr(cfg, section), name)
+    return f"{key} = {value:.3g}" if isinstance(value, float) else f"{key} = {value}"

@@ -249,6 +249,12 @@ def build_cv_report(run: Run) -> Path:
         "`mammofuse predict` averages (with their spread per breast); Grad-CAM maps are averaged over them. "
         "The figures above are of the fold models on breasts they never saw."
     )
+    if not run.bundle.is_dir():
+        bundle_text = (
+            "None: the tuned folds chose different networks, which make no single fold ensemble. The "
+            "figures above estimate what tuning and training give; for a model to use, tune on the whole "
+            "cohort (`mammofuse tune`) and train its best.toml."
+        )
     models = [(result.model_name, result.model)]
     if result.baseline is not None:
         models.append(("clinical only (logistic regression, same folds)", result.baseline))
@@ -268,6 +274,7 @@ def build_cv_report(run: Run) -> Path:
             folds=fold_table(run, result),
             figures=_figures(run, CV_FIGURES),
             bundle_text=bundle_text,
+            tuning=run.read_tuning() if run.tuning.is_file() else None,
         )
     )
     run.report.write_text(html, encoding="utf-8")

@@ -4,12 +4,15 @@ The folds are made from the work folder's preprocessed table with the cohort's s
 preset cross-validated on a work folder sees identical folds (what `compare` pairs on). Inside a fold,
 a patient-grouped validation part of the training folds picks the checkpoint and the threshold; the
 held-out fold is scored once. A finished fold (its metrics.json written) is never retrained; an
-interrupted one resumes from its last checkpoint.
+interrupted one resumes from its last checkpoint. Nested (`--tune`): each fold first tunes its settings
+with a study of its own on its training folds (the held-out fold removed), then trains with the best.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,6 +25,9 @@ from mammofuse.problems import DataError
 from mammofuse.runs import KEY_DTYPES, Run, Work
 from mammofuse.training.run import check_same_data, fit, preprocessed_for, run_data
 from mammofuse.ui import console
+
+if TYPE_CHECKING:
+    from mammofuse.tuning.tune import Tuning
 
 DEFAULT_FOLDS = 5
 
@@ -52,10 +58,36 @@ def assign_folds(cfg: Config, run: Run) -> pd.DataFrame:
     return folds
 
 
-def run_cv(cfg: Config, run_dir: Path) -> CvEvaluation:
-    """Train and evaluate every fold that is not finished yet, then pool the out-of-fold predictions."""
+def record_tuning(run: Run, tuning: Tuning | None) -> None:
+    """Write down how the folds are tuned (nested cross-validation); refuse to go on with a run folder
+    started otherwise (plain, or tuned with other trials or another search space)."""
+    now = tuning.describe() if tuning else None
+    if run.tuning.is_file():
+        before = json.loads(run.tuning.read_text(encoding="utf-8"))
+    else:
+        before = None if run.folds.is_file() else now  # a plain cross-validation was started there
+    if before != now:
+
+        def said(t: dict | None) -> str:
+            if t is None:
+                return "a plain cross-validation"
+            return f"a nested cross-validation ({t['trials']} trials per fold over {', '.join(t['space'])})"
+
+        raise DataError(
+            f"{run.dir} was started as {said(before)}, not as {said(now)}; give this one another --run "
+            "name, or delete that folder to start over"
+        )
+    if now is not None:
+        run.dir.mkdir(parents=True, exist_ok=True)
+        run.tuning.write_text(json.dumps(now, indent=2), encoding="utf-8")  # read by Run.read_tuning
+
+
+def run_cv(cfg: Config, run_dir: Path, tuning: Tuning | None = None) -> CvEvaluation:
+    """Train and evaluate every fold that is not finished yet, then pool the out-of-fold predictions.
+    With `tuning` (nested cross-validation), each fold first tunes its settings on its training folds."""
     run = Run(run_dir)
     run.check_config(cfg)
+    record_tuning(run, tuning)
     folds = assign_folds(cfg, run)
     run.write_config(cfg)
     manifest, info = Work(cfg.work_dir).read_manifest()
@@ -71,6 +103,12 @@ def run_cv(cfg: Config, run_dir: Path) -> CvEvaluation:
                 console.print(f"{title}: finished before, kept ({fold_run.dir})")
                 continue
             console.rule(title)
-            fit(cfg, fold_run, splits, table)
+            fold_cfg = cfg
+            if tuning is not None:
+                from mammofuse.tuning.tune import tune_fold
+
+                fold_cfg = tune_fold(cfg, fold_run, splits, table, tuning)
+                console.rule(f"{title}: the chosen settings on the fold's training folds")
+            fit(fold_cfg, fold_run, splits, table)
             evaluate_run(fold_run.dir)
     return pool_folds(run, k, r)

@@ -11,7 +11,8 @@ study, so the resumed study is the uninterrupted one. The best trial's settings 
 (best.toml) for train, cv and compare.
 
 The best validation AUC of many trials is optimistic: report a tuned setup by cross-validating
-best.toml (`mammofuse cv`) or, better, on data the tuning never saw.
+best.toml (`mammofuse cv`) or, better, by nested cross-validation (`mammofuse cv --tune`: `tune_fold`
+runs a study inside each fold on its training folds alone).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,27 @@ class Choice(_Spec):
 
 
 Space = dict[str, Range | Choice]  # "section.field" -> what to draw
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Nested cross-validation: each outer fold's settings tuned by `trials` trials drawn from `space`."""
+
+    trials: int
+    space: Space
+
+    def __post_init__(self) -> None:
+        preprocessing = [key for key in self.space if key.startswith("preprocess.")]
+        if preprocessing:
+            raise ConfigError(
+                f"nested cross-validation cannot tune {', '.join(preprocessing)}: its folds share one "
+                "preprocessing (their fold ensemble scores one preprocessed image); compare preprocessings "
+                "with `mammofuse compare`, or tune them with `mammofuse tune`"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """What a resumed nested cross-validation must match (JSON)."""
+        return {"trials": self.trials, "space": {k: v.model_dump() for k, v in self.space.items()}}
 
 
 def read_space(path: Path | None = None) -> Space:
@@ -258,22 +281,55 @@ def replay(trial: optuna.Trial, run: Run) -> None:
 def run_tune(
     cfg: Config, tune_dir: Path, preset: str | None, trials: int, storage: str | None, space: Space
 ) -> tuple[optuna.Study, Path]:
-    """Run trials until `trials` have finished (complete or pruned); write best.toml; return the study.
-
-    Several processes may work on one study: each trial holds its run folder, and a trial is started
-    (and interrupted ones found and queued again) under the tune folder's lock."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """`mammofuse tune`: a study on the work folder's training and validation split (its test split is
+    removed first); run it until `trials` have finished; write best.toml; return the study."""
     splits = work_splits(cfg)
-    inner = splits[splits["split"] != TEST].reset_index(drop=True)  # the test split is never touched
     work = Work(cfg.work_dir)
     study = open_study(storage or f"sqlite:///{work.tune_db}", tune_dir.name, cfg.train.seed)
-    done = [t for t in study.trials if t.state in FINISHED]
-    if done:
-        console.print(f"study {study.study_name}: {len(done)} trials finished before, going on")
     table = None  # the cohort preprocessed once for every trial, unless the trials change preprocessing
     if not any(key.startswith("preprocess.") for key in space):
         tune_dir.mkdir(parents=True, exist_ok=True)
         table = preprocessed_for(cfg, work.read_manifest()[0], Run(tune_dir))
+    optimize(study, cfg, splits, table, tune_dir, trials, space)
+    return study, write_best(study, tune_dir, preset)
+
+
+def tune_fold(cfg: Config, fold: Run, splits: pd.DataFrame, table: pd.DataFrame, tuning: Tuning) -> Config:
+    """Nested cross-validation: the settings of one outer fold, tuned on its training folds alone (a
+    study of its own in the fold's tune/ folder); the fold's held-out breasts are removed first, so the
+    choice never sees the breasts it is scored on. Returns `cfg` with the best trial's settings."""
+    tune_dir = fold.study
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(f"sqlite:///{tune_dir / 'tune.db'}", "tune", cfg.train.seed)
+    optimize(study, cfg, splits, table, tune_dir, tuning.trials, tuning.space)
+    write_best(study, tune_dir, None)
+    best = study.best_trial
+    console.print(
+        f"chosen for this fold: trial {best.number} (validation AUC {best.value:.3f}): "
+        + ", ".join(f"{k} = {_show(v)}" for k, v in best.params.items())
+    )
+    return with_params(cfg, best.params)
+
+
+def optimize(
+    study: optuna.Study,
+    cfg: Config,
+    splits: pd.DataFrame,
+    table: pd.DataFrame | None,
+    tune_dir: Path,
+    trials: int,
+    space: Space,
+) -> None:
+    """Run trials on the training and validation breasts of `splits` (its test breasts are removed
+    before anything is trained) until `trials` have finished (complete or pruned).
+
+    Several processes may work on one study: each trial holds its run folder, and a trial is started
+    (and interrupted ones found and queued again) under the tune folder's lock."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    inner = splits[splits["split"] != TEST].reset_index(drop=True)  # the test split is never touched
+    done = [t for t in study.trials if t.state in FINISHED]
+    if done:
+        console.print(f"study {study.study_name}: {len(done)} trials finished before, going on")
 
     def objective(trial: optuna.Trial, run: Run) -> float:
         params = suggest(trial, space)  # a retry is given its interrupted trial's settings
@@ -311,8 +367,6 @@ def run_tune(
             except Exception:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
-    best = write_best(study, tune_dir, preset)
-    return study, best
 
 
 def _show(value: Any) -> str:
