@@ -543,6 +543,17 @@ def to_toml(config: Config) -> str:
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
 
+def settings_text(values: dict[str, Any]) -> str:
+    """Settings ("section.field" -> value) for a person: "train.lr = 0.00118, data.balance = none"."""
+    return ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items())
+
+
+def setting(config: Config, key: str) -> Any:
+    """The value of "section.field" in `config`."""
+    section, name = key.split(".", 1)
+    return getattr(getattr(config, section), name)
+
+
 def save_config(config: Config, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_toml(config), encoding="utf-8")

@@ -79,7 +79,7 @@ class TestOutOfFold:
         ):
             assert text in html, text
         assert "patients analysed: fold 1 " in html and "fold 4" not in html  # 3 folds, as in Table 1
-        assert "<td>2</td><td>3</td><td>folds/r1f2</td>" in html  # the folds table: the last fold's row
+        assert '<td>2</td><td>3</td><td class="text">folds/r1f2</td>' in html  # the folds table's last row
         assert html.count("data:image/png;base64,") == 5  # flow, ROC, calibration, decision, overfitting
         trained = html[html.index("How it was trained") : html.index("<h2>Versions")]
         assert trained.count("<td>CPU</td>") == 1  # one setup trained every fold

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mammofuse.config import Config
+from mammofuse.config import setting, settings_text
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, CvEvaluation, PooledMetrics
 from mammofuse.runs import Run
@@ -129,7 +129,6 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
     tuned = list(run.read_tuning()["space"]) if run.tuning.is_file() else []
     rows = []
     for (repeat, fold), g in oof.groupby(["repeat", "fold"]):
-        chosen = run.fold(int(repeat), int(fold)).read_config() if tuned else None
         rows.append(
             {
                 "repeat": int(repeat) + 1,
@@ -142,14 +141,9 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
                 if result.baseline is not None
                 else "",
                 "threshold": f"{g['threshold'].iloc[0]:.3f}",
-                **({"settings chosen": ", ".join(_setting(chosen, key) for key in tuned)} if tuned else {}),
             }
         )
+        if tuned:  # nested cross-validation: what the fold chose
+            chosen = run.fold(int(repeat), int(fold)).read_config()
+            rows[-1]["settings chosen"] = settings_text({key: setting(chosen, key) for key in tuned})
     return pd.DataFrame(rows)
-
-
-def _setting(cfg: Config | None, key: str) -> str:
-    """ "section.field = value" of a nested cross-validation fold's config."""
-    section, name = key.split(".", 1)
-    value = getattr(getattr(cfg, section), name)
-    return f"{key} = {value:.3g}" if isinstance(value, float) else f"{key} = {value}"

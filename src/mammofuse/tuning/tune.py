@@ -34,7 +34,14 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mammofuse.config import EXPERIMENT_SECTIONS, Config, ConfigError, ExperimentConfig, parse_config
+from mammofuse.config import (
+    EXPERIMENT_SECTIONS,
+    Config,
+    ConfigError,
+    ExperimentConfig,
+    parse_config,
+    settings_text,
+)
 from mammofuse.data.splits import TEST
 from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
@@ -306,7 +313,7 @@ def tune_fold(cfg: Config, fold: Run, splits: pd.DataFrame, table: pd.DataFrame,
     best = study.best_trial
     console.print(
         f"chosen for this fold: trial {best.number} (validation AUC {best.value:.3f}): "
-        + ", ".join(f"{k} = {_show(v)}" for k, v in best.params.items())
+        + settings_text(best.params)
     )
     return with_params(cfg, best.params)
 
@@ -334,9 +341,7 @@ def optimize(
     def objective(trial: optuna.Trial, run: Run) -> float:
         params = suggest(trial, space)  # a retry is given its interrupted trial's settings
         again = f" (trial {stands_for(trial)} goes on)" if RESUMES in trial.user_attrs else ""
-        console.rule(
-            f"trial {trial.number}{again}: " + ", ".join(f"{k} = {_show(v)}" for k, v in params.items())
-        )
+        console.rule(f"trial {trial.number}{again}: " + settings_text(params))
         replay(trial, run)
         fit(with_params(cfg, params), run, inner, table, callbacks=[Pruning(trial)])
         epochs = run.read_epochs()
@@ -367,10 +372,6 @@ def optimize(
             except Exception:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
-
-
-def _show(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def write_best(study: optuna.Study, tune_dir: Path, preset: str | None) -> Path:
