@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mammofuse.config import COHORT_SECTIONS, Config, load_config, to_toml
+from mammofuse.config import COHORT_SECTIONS, Config, ConfigError, load_config, to_toml
 from mammofuse.problems import Problems
 from mammofuse.storage import check_writable, locked
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
@@ -428,6 +428,8 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     from mammofuse.training.cv import cv_config, run_cv
 
     tuning = None
+    if getattr(args, "space", None) and not args.tune:
+        raise ConfigError("--space is the search space of nested cross-validation: give --tune TRIALS too")
     if getattr(args, "tune", None):
         from mammofuse.tuning.tune import Tuning, read_space
 

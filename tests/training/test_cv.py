@@ -177,6 +177,10 @@ class TestNested:
         out = " ".join(capsys.readouterr().out.split())
         assert "was started as a nested cross-validation (2 trials per fold over" in out
 
+    def test_a_search_space_without_tune_is_refused(self, ready, capsys):
+        assert cv(ready, "--folds", "2", "--space", "space.toml") == 2
+        assert "--space is the search space of nested cross-validation" in capsys.readouterr().out
+
     def test_preprocessing_cannot_be_tuned_per_fold(self):
         from mammofuse.tuning.tune import Range, Tuning
 
