@@ -73,18 +73,10 @@ class TestTune:
         assert "1 trials finished before, going on" in capsys.readouterr().out
         study = optuna.load_study(study_name="fast-tune", storage=f"sqlite:///{ready / 'work' / 'tune.db'}")
         assert len(study.trials) == 3
+        assert len({str(t.params) for t in study.trials}) == 3  # the second run used to draw trial 0's again
 
 
 class TestInterrupted:
-    def test_a_rerun_draws_new_settings_and_goes_on_as_one_straight_study(self, ready, capsys):
-        assert tune(ready, "--trials", "3", "--run", "straight") == 0
-        assert tune(ready, "--trials", "1", "--run", "resumed") == 0
-        assert tune(ready, "--trials", "3", "--run", "resumed") == 0
-        straight = finished(ready, "straight")
-        # a resumed study drew its first trials' settings again (a TPE sampler seeded once per process)
-        assert len({str(params) for params, _ in straight}) == 3
-        assert finished(ready, "resumed") == straight
-
     def test_an_interrupted_trial_goes_on_from_its_checkpoint(self, ready, monkeypatch, capsys):
         assert tune(ready, "--trials", "3", "--run", "straight", epochs=2) == 0
         stop_after_one_epoch(monkeypatch, "trial-001", PowerCut)  # its process dies in trial 1
@@ -102,12 +94,14 @@ class TestInterrupted:
         assert tune(ready, "--trials", "3", "--run", "stopped", epochs=2) == 0
         out = " ".join(capsys.readouterr().out.split())
         assert "trial 3 was stopped before it finished" in out and "(1 of 2 epochs done)" in out
-        assert finished(ready, "stopped") == finished(ready, "straight")
+        straight = finished(ready, "straight")
+        assert finished(ready, "stopped") == straight  # the resumed study drew what the straight one drew
+        assert len({str(settings) for settings, _ in straight}) == 3
         runs = ready / "work" / "runs"
-        for straight, stopped in (("trial-001", "trial-001"), ("trial-002", "trial-003")):
+        for trial, retry in (("trial-001", "trial-001"), ("trial-002", "trial-003")):  # each trial's folder
             pd.testing.assert_frame_equal(
-                pd.read_csv(runs / "straight" / straight / "epochs.csv"),
-                pd.read_csv(runs / "stopped" / stopped / "epochs.csv"),
+                pd.read_csv(runs / "straight" / trial / "epochs.csv"),
+                pd.read_csv(runs / "stopped" / retry / "epochs.csv"),
             )
 
     def test_a_running_trial_is_left_to_its_process_while_it_lives(self, tmp_path):
