@@ -401,6 +401,10 @@ class Run:
         """Nested cross-validation: {"trials": N, "space": {"section.field": what is drawn}}."""
         return dict(json.loads(self.tuning.read_text(encoding="utf-8")))
 
+    def write_tuning(self, tuning: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tuning.write_text(json.dumps(tuning, indent=2), encoding="utf-8")
+
     @property
     def study(self) -> Path:
         """Nested cross-validation, in a fold's run: the fold's own study (tune.db, a run per trial)."""

@@ -17,7 +17,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from mammofuse.config import Config, to_toml
-from mammofuse.deploy.bundle import CARD, versions
+from mammofuse.deploy.bundle import CARD, ensemble_problem, versions
 from mammofuse.evaluation import metrics
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
@@ -249,12 +249,8 @@ def build_cv_report(run: Run) -> Path:
         "`mammofuse predict` averages (with their spread per breast); Grad-CAM maps are averaged over them. "
         "The figures above are of the fold models on breasts they never saw."
     )
-    if not run.bundle.is_dir():
-        bundle_text = (
-            "None: the tuned folds chose different networks, which make no single fold ensemble. The "
-            "figures above estimate what tuning and training give; for a model to use, tune on the whole "
-            "cohort (`mammofuse tune`) and train its best.toml."
-        )
+    if problem := ensemble_problem(run.dir):
+        bundle_text = f"None: {problem}. The figures above estimate what tuning and training give."
     models = [(result.model_name, result.model)]
     if result.baseline is not None:
         models.append(("clinical only (logistic regression, same folds)", result.baseline))

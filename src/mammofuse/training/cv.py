@@ -10,7 +10,6 @@ with a study of its own on its training folds (the held-out fold removed), then 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,10 +61,11 @@ def record_tuning(run: Run, tuning: Tuning | None) -> None:
     """Write down how the folds are tuned (nested cross-validation); refuse to go on with a run folder
     started otherwise (plain, or tuned with other trials or another search space)."""
     now = tuning.describe() if tuning else None
+    before = now  # a new run folder
     if run.tuning.is_file():
-        before = json.loads(run.tuning.read_text(encoding="utf-8"))
-    else:
-        before = None if run.folds.is_file() else now  # a plain cross-validation was started there
+        before = run.read_tuning()
+    elif run.folds.is_file():
+        before = None  # a plain cross-validation was started there
     if before != now:
 
         def said(t: dict | None) -> str:
@@ -78,8 +78,7 @@ def record_tuning(run: Run, tuning: Tuning | None) -> None:
             "name, or delete that folder to start over"
         )
     if now is not None:
-        run.dir.mkdir(parents=True, exist_ok=True)
-        run.tuning.write_text(json.dumps(now, indent=2), encoding="utf-8")  # read by Run.read_tuning
+        run.write_tuning(now)
 
 
 def run_cv(cfg: Config, run_dir: Path, tuning: Tuning | None = None) -> CvEvaluation:
