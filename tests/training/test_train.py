@@ -154,6 +154,7 @@ class TestResume:
         assert [s["from epoch"] for s in sessions] == [0, 1]
         assert sessions[1]["precision"] == "32-true"
         assert sessions[1]["torch threads"] == torch.get_num_threads()
+        assert sessions[1]["device"] == f"CPU ({torch.backends.cpu.get_cpu_capability()})"
         state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         n_train = (pd.read_csv(run_dir / "data.csv")["split"] == "train").sum()
         steps = -(-n_train // cfg.train.batch_size)

@@ -249,10 +249,11 @@ def precision_for(cfg: TrainConfig) -> str:
 def setup(cfg: Config, raw: bool) -> dict[str, Any]:
     """How this session trains: the hardware and what was chosen for it (precision, where batches are
     augmented, loader processes, compilation). CPU results reproduce exactly only with the same number of
-    torch threads, so it is recorded too."""
+    torch threads and the same vector instructions (AVX2, AVX512: other kernels sum in another order), so
+    both are recorded too."""
     gpu = torch.cuda.is_available()
     return {
-        "device": torch.cuda.get_device_name() if gpu else "CPU",
+        "device": torch.cuda.get_device_name() if gpu else f"CPU ({torch.backends.cpu.get_cpu_capability()})",
         "devices": cfg.train.devices,
         "nodes": cfg.train.nodes,
         "torch threads": torch.get_num_threads(),
