@@ -273,6 +273,16 @@ def print_cv(result: CvEvaluation) -> None:
                 name, part.auc.text, part.fold_auc_text, *map(rate_text, rates), f"{part.brier:.3f}"
             )
     console.print(table)
+    as_scored = [
+        f"{name} {part.auc_as_scored.text}"
+        for name, part in ((result.model_name, result.model), ("clinical only", result.baseline))
+        if part is not None and part.auc_as_scored is not None
+    ]
+    if as_scored:
+        console.print(
+            "pooled AUC: each fold's scores standardised on its validation breasts (one scale); of the "
+            f"probabilities as scored: {'; '.join(as_scored)}"
+        )
     _print_footer(result, "sens ... NPV: each breast at its fold's threshold")
 
 

@@ -10,6 +10,7 @@ import torch
 from mammofuse.cli import main
 from mammofuse.config import ConfigError
 from mammofuse.deploy.bundle import ensemble_problem, load_bundle
+from mammofuse.evaluation.cv import pool_folds
 from mammofuse.runs import Run
 
 
@@ -60,6 +61,24 @@ class TestOutOfFold:
         calls = (oof["probability"] >= oof["threshold"]).astype(int)
         assert result.model.at_threshold.confusion.tp == int(((calls == 1) & (oof["label"] == 1)).sum())
 
+    def test_a_fold_scoring_on_another_scale_leaves_the_pooled_auc_as_it_is(self, cv_master, tmp_path):
+        """One fold's logits halved and shifted down (another epoch chosen, another balancing): its own
+        ranking is the same, and the pooled AUC, which ranks each fold on its validation breasts' scale, does
+        not move; the AUC of the probabilities as scored does (that fold's breasts rank below the rest)."""
+        run = tmp_path / "run"
+        shutil.copytree(cv_master, run)
+        before = Run(run).read_cv_evaluation()
+        predictions = run / "folds" / "r0f1" / "predictions.csv"
+        scored = pd.read_csv(predictions)
+        logit = np.log(scored["probability"] / (1 - scored["probability"]))
+        scored["probability"] = 1 / (1 + np.exp(-(0.5 * logit - 3)))  # val and held-out breasts alike
+        scored.to_csv(predictions, index=False)
+        after = pool_folds(Run(run), 3, 2)
+        assert after.model.auc.auc == pytest.approx(before.model.auc.auc, abs=1e-12)
+        assert after.comparison.difference == pytest.approx(before.comparison.difference, abs=1e-12)
+        assert after.model.fold_aucs == pytest.approx(before.model.fold_aucs, abs=1e-12)
+        assert after.model.auc_as_scored.auc != pytest.approx(before.model.auc_as_scored.auc, abs=1e-4)
+
     def test_the_report_shows_the_cross_validation(self, cv_master, tmp_path):
         run = tmp_path / "run"
         shutil.copytree(cv_master, run)
@@ -82,7 +101,8 @@ class TestOutOfFold:
         assert '<td>2</td><td>3</td><td class="text">folds/r1f2</td>' in html  # the folds table's last row
         assert html.count("data:image/png;base64,") == 5  # flow, ROC, calibration, decision, overfitting
         trained = html[html.index("How it was trained") : html.index("<h2>Versions")]
-        assert trained.count("<td>CPU</td>") == 1  # one setup trained every fold
+        cpu = f"<td>CPU ({torch.backends.cpu.get_cpu_capability()})</td>"
+        assert trained.count(cpu) == 1  # one setup trained every fold
         assert all(f"r{r}f{f}: from 1" in trained for r in (0, 1) for f in (0, 1, 2))
 
 

@@ -247,8 +247,8 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
         f"repeat(s) (seed {cfg.split.seed}), over {evaluation.breasts} breasts ({evaluation.positives} "
         f"{cfg.labels.positive}) of {evaluation.patients} patients. Each fold model chose its threshold on a "
         f"validation part of its training folds; this ensemble uses their mean, {threshold:.3f}.\n"
-        f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s); "
-        f"per fold {model.fold_auc_text}\n"
+        f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s; each fold's "
+        f"scores standardised on its validation breasts, one scale); per fold {model.fold_auc_text}\n"
         "- these figures are of the fold models, each on the breasts it never saw; the ensemble itself has "
         "not been scored on breasts that none of its members saw\n"
     )

@@ -37,8 +37,9 @@ def _scores(run: Run, column: str) -> pd.Series:
 def compare_runs(runs: dict[str, Run]) -> pd.DataFrame:
     """One row per setup (and the clinical-only baseline of the first), differences against the first."""
     names = list(runs)
-    scores = {name: _scores(run, "probability") for name, run in runs.items()}
-    scores[CLINICAL_ONLY] = _scores(runs[names[0]], "clinical_probability")
+    # each fold's scores on one scale (cv.standardised), as the setups' pooled AUCs rank them
+    scores = {name: _scores(run, "score") for name, run in runs.items()}
+    scores[CLINICAL_ONLY] = _scores(runs[names[0]], "clinical_score")
     # breasts every setup scored (a preset's own preprocessing may have left one out)
     common = pd.concat(scores, axis=1, join="inner").dropna()
     wide = {name: common[name].unstack("repeat") for name in scores}  # (breasts, repeats)

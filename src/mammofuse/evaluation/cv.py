@@ -4,6 +4,13 @@ The headline is the pooled out-of-fold AUC (every breast scored by the one model
 averaged over repeats) with a patient-level bootstrap interval, beside the AUC of each fold (mean and
 sd), the clinical-only logistic regression fitted in the same folds, and the paired difference. The
 threshold metrics call each breast at the threshold its own fold chose on validation.
+
+Each fold model scores on a probability scale of its own (another epoch chosen, another balancing), and a
+pooled AUC ranks breasts of different folds against each other: one fold whose scores sit lower drags it
+below every fold's own AUC (Forman & Scholz 2010; Airola et al. 2011). So the pooled AUC ranks `score`: the
+fold's logit standardised by the mean and sd of its validation breasts' logits (training folds, no label
+read), which puts every fold on one scale and leaves each fold's ranking as it is. The AUC of the
+probabilities as scored is kept beside it; calibration, Brier and the threshold calls use the probabilities.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, CvEvaluation, PooledMetrics
 from mammofuse.runs import Run
 
+SCORE_OF = {"probability": "score", "clinical_probability": "clinical_score"}  # what the pooled AUC ranks
+
 
 def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
     """Every fold's held-out predictions with the fold's validation-chosen thresholds."""
@@ -24,8 +33,8 @@ def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
         for fold in range(folds):
             fold_run = run.fold(repeat, fold)
             result = fold_run.read_evaluation()
-            pred = fold_run.read_predictions()
-            pred = pred[pred["split"] == "test"]
+            every = fold_run.read_predictions()
+            val, pred = every[every["split"] == "val"], every[every["split"] == "test"]
             keys = pred["key"].str.split("/", n=1, expand=True)
             part = pd.DataFrame(
                 {
@@ -36,6 +45,10 @@ def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
                     "fold": fold,
                     "probability": pred["probability"].to_numpy(),
                     "clinical_probability": pred.get("baseline_probability", np.nan),
+                    "score": standardised(pred["probability"], val["probability"]),
+                    "clinical_score": standardised(
+                        pred.get("baseline_probability"), val.get("baseline_probability")
+                    ),
                     "threshold": result.model.threshold,
                     "clinical_threshold": result.baseline.threshold if result.baseline else np.nan,
                 }
@@ -44,9 +57,25 @@ def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _logit(p: pd.Series) -> np.ndarray:
+    p = np.clip(p.to_numpy(float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def standardised(held_out: pd.Series | None, val: pd.Series | None) -> np.ndarray | float:
+    """A fold's held-out logits on the common scale: minus the mean, over the sd, of its validation
+    breasts' logits (NaN where the fold has no such scores: a run without the clinical baseline)."""
+    if held_out is None or val is None or held_out.isna().any() or val.isna().any() or len(val) < 2:
+        return np.nan
+    reference = _logit(val)
+    sd = reference.std(ddof=1)
+    return (_logit(held_out) - reference.mean()) / (sd if sd > 0 else 1.0)
+
+
 def _pooled(
-    oof: pd.DataFrame, labels, groups, scores: np.ndarray, column: str, threshold: str
+    oof: pd.DataFrame, labels, groups, wide: pd.DataFrame, column: str, threshold: str
 ) -> PooledMetrics:
+    score = SCORE_OF[column]
     fold_aucs = [metrics.auc(g["label"], g[column]) for _, g in oof.groupby(["repeat", "fold"])]
     calls = oof[column] >= oof[threshold]
     first = oof[oof["repeat"] == 0]  # each breast once: intervals by the patient bootstrap
@@ -54,7 +83,8 @@ def _pooled(
     first_calls = (first[column] >= first[threshold]).to_numpy(float)
     return PooledMetrics.model_validate(
         {
-            "auc": metrics.auc_with_ci(labels, scores, groups),
+            "auc": metrics.auc_with_ci(labels, wide[score].to_numpy().T, groups),
+            "auc_as_scored": metrics.auc_with_ci(labels, wide[column].to_numpy().T, groups),
             "fold_aucs": fold_aucs,
             "brier": metrics.brier(oof["label"], oof[column]),
             "at_threshold": metrics.at_calls(oof["label"], calls, float(oof[threshold].mean())),
@@ -72,7 +102,7 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     wide = oof.pivot_table(index=["patient_id", "side", "label"], columns="repeat", aggfunc="first")
     index = wide.index.to_frame(index=False)
     labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
-    model_scores = wide["probability"].to_numpy().T  # (repeats, breasts)
+    model_scores = wide["score"].to_numpy().T  # (repeats, breasts)
     result = {
         "run": str(run.dir),
         "folds": folds,
@@ -80,13 +110,11 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
         "breasts": len(index),
         "positives": int(labels.sum()),
         "patients": int(index["patient_id"].nunique()),
-        "model": _pooled(oof, labels, groups, model_scores, "probability", "threshold"),
+        "model": _pooled(oof, labels, groups, wide, "probability", "threshold"),
     }
-    if oof["clinical_probability"].notna().all():
-        clinical_scores = wide["clinical_probability"].to_numpy().T
-        result["baseline"] = _pooled(
-            oof, labels, groups, clinical_scores, "clinical_probability", "clinical_threshold"
-        )
+    if oof["clinical_score"].notna().all():
+        clinical_scores = wide["clinical_score"].to_numpy().T
+        result["baseline"] = _pooled(oof, labels, groups, wide, "clinical_probability", "clinical_threshold")
         result["comparison"] = metrics.paired_auc_difference(labels, model_scores, clinical_scores, groups)
     warning = metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort")
     result["warnings"] = [warning] if warning else []
@@ -100,14 +128,17 @@ def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
     """ROC and calibration of the out-of-fold predictions (first repeat), and train vs validation AUC
     per epoch of every fold."""
     first = oof[oof["repeat"] == 0]
-    curves = {result.model_name: (first["label"].to_numpy(), first["probability"].to_numpy())}
+    y = first["label"].to_numpy()
+    curves = {result.model_name: (y, first["probability"].to_numpy())}
+    ranked = {result.model_name: (y, first["score"].to_numpy())}  # the ROC of the headline AUC
     aucs = {result.model_name: result.model.auc.text}
     if result.baseline is not None:
-        curves[BASELINE] = (first["label"].to_numpy(), first["clinical_probability"].to_numpy())
+        curves[BASELINE] = (y, first["clinical_probability"].to_numpy())
+        ranked[BASELINE] = (y, first["clinical_score"].to_numpy())
         aucs[BASELINE] = result.baseline.auc.text
     run.figures.mkdir(exist_ok=True)
     figures = {
-        "roc": plots.roc_figure(curves, aucs, where="out of fold"),
+        "roc": plots.roc_figure(ranked, aucs, where="out of fold, folds on one scale"),
         "calibration": plots.calibration_figure(curves, where="out of fold"),
         "decision": plots.decision_figure(curves, where="out of fold"),
         "overfitting": plots.overfitting_figure({run.name: fold_epochs(run, result)}),

@@ -137,7 +137,9 @@ class Evaluation(_Named, _Result):
 class PooledMetrics(_Result):
     """One model's out-of-fold figures over every breast (cross-validation)."""
 
-    auc: AucInterval  # the pooled out-of-fold AUC (mean over repeats), patient bootstrap interval
+    auc: AucInterval  # the pooled out-of-fold AUC (mean over repeats), patient bootstrap interval, each
+    # fold's scores standardised on its validation breasts (evaluation.cv.standardised)
+    auc_as_scored: AucInterval | None = None  # the same of the probabilities as the folds gave them
     fold_aucs: list[float]  # each held-out fold on its own, repeat by repeat
     brier: float
     at_threshold: AtThreshold  # every breast called at its own fold's validation-chosen threshold

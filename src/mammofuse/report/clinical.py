@@ -171,7 +171,7 @@ def _median(values: pd.Series) -> str:
 
 def _share(hit: pd.Series, group: pd.DataFrame) -> str:
     n = int(hit.sum())
-    return f"{n} ({100 * n / max(len(group), 1):.0f} %)"
+    return f"{n} ({100 * n / max(len(group), 1):.0f}\u00a0%)"  # a narrow column breaks before "(", not "%"
 
 
 SUBGROUPS = {  # column -> how to band it (None: its own categories)

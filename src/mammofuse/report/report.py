@@ -147,7 +147,8 @@ def _subgroups(run: Run) -> list[dict[str, str]]:
         scored = predictions[predictions["split"] == "test"].copy()
         scored[["patient_id", "side"]] = scored["key"].str.rsplit("/", n=1, expand=True)
     data = _analysed(run).drop(columns=["label", "split", "fold"], errors="ignore")
-    return clinical.subgroups(scored.merge(data, on=["patient_id", "side"], how="left"))
+    column = "score" if "score" in scored else "probability"  # out of fold: each fold on one scale (pooled)
+    return clinical.subgroups(scored.merge(data, on=["patient_id", "side"], how="left"), column)
 
 
 TRAINED_ON = ["device", "precision", "augment on", "loader processes", "compiled", "torch threads", "torch"]
