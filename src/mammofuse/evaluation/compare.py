@@ -1,9 +1,9 @@
 """A fair comparison of setups: every preset cross-validated on identical folds, paired differences.
 
-Each setup's pooled out-of-fold AUC (patient bootstrap interval) and, against the first setup (e.g.
-the study's `seed_parity`), the paired difference on the same breasts and resamples with its interval,
-its p-value and the Holm-adjusted p-value over all the comparisons made (Holm 1979). The clinical-only
-logistic regression, fitted in the same folds, is compared like a setup.
+Each setup's pooled out-of-fold AUC (patient bootstrap interval; each fold on one scale, as `cv` pools) and,
+against the first setup (e.g. the study's `seed_parity`), the paired difference on the same breasts and
+resamples with its interval, its p-value and the Holm-adjusted p-value over all the comparisons made (Holm
+1979). The clinical-only logistic regression, fitted in the same folds, is compared like a setup.
 """
 
 from __future__ import annotations
