@@ -8,6 +8,7 @@ from lightning.pytorch.callbacks import Callback
 from mammofuse.cli import main
 from mammofuse.config import ConfigError
 from mammofuse.storage import locked
+from mammofuse.training.run import kept_val_auc
 from mammofuse.tuning import tune as tuning
 from mammofuse.tuning.tune import TrialSeeded, read_space, resume_interrupted
 
@@ -74,6 +75,11 @@ class TestTune:
         study = optuna.load_study(study_name="fast-tune", storage=f"sqlite:///{ready / 'work' / 'tune.db'}")
         assert len(study.trials) == 3
         assert len({str(t.params) for t in study.trials}) == 3  # the second run used to draw trial 0's again
+
+
+def test_a_trial_is_scored_by_the_validation_auc_of_the_epoch_it_keeps():
+    epochs = pd.DataFrame({"epoch": [1, 2, 3], "val_auc": [0.6, 0.8, 0.7]})
+    assert (kept_val_auc(epochs, "best"), kept_val_auc(epochs, "last")) == (0.8, 0.7)
 
 
 class TestInterrupted:

@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train the two-view + clinical model (resumes an interrupted run)",
         description="Train the preset's model on WORK/splits.csv's training breasts; the clinical encoder is "
-        "fitted on them alone, and the best epoch is chosen by validation AUC. Writes WORK/runs/RUN/ "
+        "fitted on them alone, and the epoch kept is the one of the best validation AUC (or the last: "
+        "train.checkpoint). Writes WORK/runs/RUN/ "
         "(config.toml, epochs.csv, checkpoints/, hardware.json). Rerun the same command to resume from the "
         "last finished epoch; a run folder started with other settings, or trained on data that changed "
         "since (the cohort or the split made again), is refused.",

@@ -377,6 +377,12 @@ class TrainConfig(_Section):
         description="torch.compile the network (a GPU speed-up; runs uncompiled, with a message, "
         "where compilation fails)",
     )
+    checkpoint: Literal["best", "last"] = Field(
+        "best",
+        description="the epoch whose weights the run keeps (evaluate, explain, bundle): 'best' (the study's: "
+        "the highest validation AUC, a choice on the validation breasts that flatters their AUC and follows "
+        "their noise) or 'last' (the final epoch: nothing chosen; pair it with a schedule that ends low)",
+    )
 
 
 COHORT_SECTIONS = ("images", "labels", "clinical", "split")

@@ -16,7 +16,7 @@ Every stage finds another stage's output through here, never by a file name of i
         stacker.json           late fusion: the regression on the image logit and clinical data (evaluate)
         ingest.json            the feature columns ingest found
         preprocess_problems.csv  breasts the run's preprocessing could not use
-        epochs.csv, checkpoints/{best,last,previous}.ckpt       train (best: the weights alone)
+        epochs.csv, checkpoints/{best,last,previous}.ckpt       train (best: the kept epoch's weights alone)
         hardware.json          how each training session ran (device, precision, input pipeline)
         metrics.json, predictions.csv, figures/                 evaluate
         bundle/                the deployable model (deploy.bundle)

@@ -22,7 +22,7 @@ from mammofuse.config import ConfigError, ModelConfig, load_config
 from mammofuse.data.dataset import augments_on_device
 from mammofuse.data.epochs import EpochBatches
 from mammofuse.presets import apply_preset
-from mammofuse.runs import Work
+from mammofuse.runs import Run, Work
 from mammofuse.training.run import AtomicCheckpointIO, train
 from tests.cohort.helpers import edit_config
 from tests.training.fixtures import as_a_gpu_writes_it, step_batch, step_module, train_variant
@@ -298,6 +298,28 @@ class TestLastCheckpoint:
         assert pd.read_csv(run_dir / "epochs.csv")["improved"].sum() < 4  # the case that matters is here
         assert len(probe.seen) == 4
         assert [saved for saved, _ in probe.seen] == [now for _, now in probe.seen]
+
+
+class TestKeptEpoch:
+    @pytest.mark.parametrize("keep", ["best", "last"])
+    def test_the_run_keeps_the_best_validation_epoch_or_the_last(self, ready, keep):
+        """train.checkpoint: evaluate, explain and the bundle use the epoch of the best validation AUC (the
+        study's choice) or the last one; the kept model scores the validation breasts as that epoch did.
+        At this learning rate the validation AUC does not rise after the first epoch: the choices differ."""
+        run_dir = train_variant(ready, keep, f'[train]\ncheckpoint = "{keep}"\nepochs = 3\nlr = 1e-9\n')
+        assert main(["evaluate", str(run_dir)]) == 0
+        logged = pd.read_csv(run_dir / "epochs.csv")["val_auc"]
+        assert logged.idxmax() < len(logged) - 1
+        kept_epoch = int(logged.idxmax()) if keep == "best" else len(logged) - 1
+        assert Run(run_dir).read_evaluation().model.val_auc == pytest.approx(logged[kept_epoch], abs=1e-6)
+        kept, last = (
+            torch.load(run_dir / "checkpoints" / f"{name}.ckpt", weights_only=True)["state_dict"]
+            for name in ("best", "last")
+        )
+        assert all(torch.equal(kept[k], last[k]) for k in kept) == (kept_epoch == len(logged) - 1)
+        assert main(["report", str(run_dir)]) == 0
+        said = {"best": "those breasts chose the epoch kept and the threshold", "last": "the last epoch's"}
+        assert said[keep] in " ".join((run_dir / "report.html").read_text().split())
 
 
 class TestRunInputs:

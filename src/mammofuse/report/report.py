@@ -191,6 +191,7 @@ def _common(run: Run, cfg: Config) -> dict[str, Any]:
         "trained_on": _trained_on(run),
         "model": cfg.model,
         "architecture": describe(cfg.model),
+        "kept": cfg.train.checkpoint,  # the epoch kept: "best" (chosen on validation) or "last"
     }
 
 

@@ -2,7 +2,8 @@
 
 The run directory (layout: `mammofuse.runs.Run`) holds everything needed to evaluate the run or
 predict with it alone: the resolved config, data.csv, the encoder, epochs.csv and the checkpoints
-(best validation AUC, and the last two epochs).
+(best.ckpt: the kept epoch, by `train.checkpoint` the best validation AUC or the last; and the last two
+epochs, to resume from).
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ EPOCH_COLUMNS = [
 class EpochReport(Callback):
     """One line per epoch, like the study's log, and epochs.csv; its state survives a resume."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, keep: str = "best") -> None:
         self.path = run.epochs
         self.rows: list[dict[str, float]] = []
+        self.saved = "  improved, saved" if keep == "best" else "  improved"  # 'last' keeps every epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val_auc" not in trainer.callback_metrics:
@@ -71,7 +73,7 @@ class EpochReport(Callback):
                 f"epoch {row['epoch']:3d}/{trainer.max_epochs}  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_acc']:.3f} AUC {row['train_auc']:.3f} | "
                 f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
-                f"AUC {row['val_auc']:.3f}" + ("  improved, saved" if row["improved"] else "")
+                f"AUC {row['val_auc']:.3f}" + (self.saved if row["improved"] else "")
             )
 
     def state_dict(self) -> dict:
@@ -79,6 +81,11 @@ class EpochReport(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
+
+
+def kept_val_auc(epochs: pd.DataFrame, keep: str) -> float:
+    """The validation AUC of the epoch a run keeps (`train.checkpoint`): the best, or the last."""
+    return float(epochs["val_auc"].iloc[-1] if keep == "last" else epochs["val_auc"].max())
 
 
 def preprocessed_for(cfg: Config, manifest: pd.DataFrame, run: Run) -> pd.DataFrame:
@@ -306,13 +313,14 @@ def compiled(net: TwoViewNet) -> None:
 
 def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) -> L.Trainer:
     gpu = torch.cuda.is_available()
-    # The best epoch's weights alone: evaluate, explain and bundle read only them, and resuming starts from
-    # the last epoch's full checkpoint; without the optimizer's state it is a third of the size (85 of 256 MiB
-    # for two resnet18s with AdamW).
+    # The kept epoch's weights alone (the best validation AUC, or with train.checkpoint = "last" each
+    # epoch's in turn): evaluate, explain and bundle read only them, and resuming starts from the last
+    # epoch's full checkpoint; without the optimizer's state it is a third of the size (85 of 256 MiB for two
+    # resnet18s with AdamW).
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename=run.checkpoint("best").stem,
-        monitor="val_auc",
+        monitor="val_auc" if cfg.train.checkpoint == "best" else None,
         mode="max",
         save_weights_only=True,
         enable_version_counter=False,
@@ -332,7 +340,7 @@ def trainer_for(cfg: Config, run: Run, callbacks: list[Callback] | None = None) 
         precision=precision_for(cfg.train),  # type: ignore[arg-type]
         deterministic=not gpu,  # on a GPU, speed: cudnn picks the fastest kernels for the input shapes
         benchmark=gpu,
-        callbacks=[best, last, EpochReport(run), *(callbacks or [])],
+        callbacks=[best, last, EpochReport(run, cfg.train.checkpoint), *(callbacks or [])],
         plugins=[AtomicCheckpointIO(keep={run.checkpoint("last"): run.checkpoint("previous")})],
         logger=False,
         enable_progress_bar=console.is_terminal,
@@ -353,8 +361,8 @@ def _quiet_lightning() -> None:
 
 
 def train(cfg: Config, run_dir: Path, callbacks: list[Callback] | None = None) -> Path:
-    """Train on the work folder's split (or resume from the run's last checkpoint); return the best
-    checkpoint's path."""
+    """Train on the work folder's split (or resume from the run's last checkpoint); return the kept
+    checkpoint's path (best.ckpt)."""
     return fit(cfg, Run(run_dir), work_splits(cfg), callbacks=callbacks)
 
 

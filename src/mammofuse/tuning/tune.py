@@ -1,14 +1,14 @@
 """`mammofuse tune`: an Optuna study over experiment settings, scored on validation data only.
 
-Every trial trains on the work folder's training split and is scored by its best validation AUC; the
-test split is removed before anything is trained, so no trial, and no choice made from the trials, ever
-sees it. Hopeless trials are stopped early (Optuna's median pruner, fed every epoch's validation AUC
-through a Lightning callback). The study lives in a database (default sqlite:///WORK/tune.db; any
-SQLAlchemy URL, e.g. PostgreSQL, lets several machines share one study), so an interrupted `tune` goes
-on with the same study: a trial stopped before it finished (Ctrl-C, a dead process) is run again with
-its settings from its last checkpoint, and each trial's draw depends on the seed and its place in the
-study, so the resumed study is the uninterrupted one. The best trial's settings are written as a preset
-(best.toml) for train, cv and compare.
+Every trial trains on the work folder's training split and is scored by the validation AUC of the epoch
+it keeps (the best, or the last: `train.checkpoint`); the test split is removed before anything is
+trained, so no trial, and no choice made from the trials, ever sees it. Hopeless trials are stopped early
+(Optuna's median pruner, fed every epoch's validation AUC through a Lightning callback). The study lives
+in a database (default sqlite:///WORK/tune.db; any SQLAlchemy URL, e.g. PostgreSQL, lets several machines
+share one study), so an interrupted `tune` goes on with the same study: a trial stopped before it
+finished (Ctrl-C, a dead process) is run again with its settings from its last checkpoint, and each
+trial's draw depends on the seed and its place in the study, so the resumed study is the uninterrupted
+one. The best trial's settings are written as a preset (best.toml) for train, cv and compare.
 
 The best validation AUC of many trials is optimistic: report a tuned setup by cross-validating
 best.toml (`mammofuse cv`) or, better, by nested cross-validation (`mammofuse cv --tune`: `tune_fold`
@@ -46,7 +46,7 @@ from mammofuse.data.splits import TEST
 from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
 from mammofuse.storage import in_use, locked
-from mammofuse.training.run import fit, preprocessed_for, resume_point, work_splits
+from mammofuse.training.run import fit, kept_val_auc, preprocessed_for, resume_point, work_splits
 from mammofuse.ui import console
 
 
@@ -343,9 +343,10 @@ def optimize(
         again = f" (trial {stands_for(trial)} goes on)" if RESUMES in trial.user_attrs else ""
         console.rule(f"trial {trial.number}{again}: " + settings_text(params))
         replay(trial, run)
-        fit(with_params(cfg, params), run, inner, table, callbacks=[Pruning(trial)])
+        trial_cfg = with_params(cfg, params)
+        fit(trial_cfg, run, inner, table, callbacks=[Pruning(trial)])
         epochs = run.read_epochs()
-        return float(epochs["val_auc"].max()) if epochs is not None else 0.5
+        return kept_val_auc(epochs, trial_cfg.train.checkpoint) if epochs is not None else 0.5
 
     while True:
         with ExitStack() as held:
