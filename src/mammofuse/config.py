@@ -532,15 +532,28 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(f"{source}: invalid configuration\n{_describe(exc.errors(), Config)}") from None
 
 
+# The first line of a work folder's cohort.toml (runs.Work.record_cohort): a record, not a config to run.
+COHORT_RECORD_HEADER = (
+    "# mammofuse: the cohort settings this work folder was built from (written by ingest and split). Not a "
+    "config: commands take the study's own config, which also holds its experiment settings."
+)
+
+
 def load_config(path: str | Path) -> Config:
     """Read, validate and resolve a TOML config; raise ConfigError with a readable message."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    if text.startswith(COHORT_RECORD_HEADER):  # its experiment settings would silently be the defaults
+        raise ConfigError(
+            f"{path}: the work folder's record of its cohort settings, not a config; give the study's own "
+            "config (the one ingest was given: it also holds the experiment settings, e.g. preprocess.size)"
+        )
     return parse_config(data, str(path)).resolve_paths(path.parent)
 
 

@@ -39,7 +39,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import tomli_w
 
-from mammofuse.config import COHORT_SECTIONS, CohortConfig, Config, ConfigError, load_config, save_config
+from mammofuse.config import (
+    COHORT_RECORD_HEADER,
+    COHORT_SECTIONS,
+    CohortConfig,
+    Config,
+    ConfigError,
+    load_config,
+    save_config,
+)
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.evaluation.result import CvEvaluation, Evaluation
 from mammofuse.imaging.cache import CHECKSUMS
@@ -146,7 +154,7 @@ class Work:
         record = self._recorded()
         record.update(cfg.record(sections))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cohort_record.write_text(tomli_w.dumps(record), encoding="utf-8")
+        self.cohort_record.write_text(f"{COHORT_RECORD_HEADER}\n{tomli_w.dumps(record)}", encoding="utf-8")
 
     def check_cohort(self, cfg: CohortConfig, sections: tuple[str, ...] = COHORT_SECTIONS) -> None:
         """Refuse a config whose cohort part differs from the one this folder was built from."""

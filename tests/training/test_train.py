@@ -334,6 +334,14 @@ class TestRunInputs:
         with pytest.raises(ConfigError, match="images.exam_policy: 'latest' -> 'earliest'"):
             Work(cfg.work_dir).check_cohort(cfg)
 
+    def test_the_work_folders_record_of_its_cohort_is_refused_as_a_config(self, ready, capsys):
+        """WORK/cohort.toml holds the cohort sections alone: run as a config, its experiment settings would
+        silently be the defaults (preprocessing at 1024 x 512 for a cohort configured smaller)."""
+        assert main(["train", str(ready / "work" / "cohort.toml"), "--work", str(ready / "work")]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "the work folder's record of its cohort settings, not a config" in out
+        assert not (ready / "work" / "runs").exists()
+
     def test_a_changed_cohort_config_is_refused_with_what_differs(self, ready, capsys):
         edit_config(ready, labels={"threshold": 60.0})
         assert run(ready) == 2
