@@ -242,9 +242,10 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
             thresholds[name] = _save_member(out / "members" / name, run.fold(repeat, fold))
     threshold = sum(thresholds.values()) / len(thresholds)
     model, baseline = evaluation.model, evaluation.baseline
+    repeats = f"{evaluation.repeats} repeat" + ("s" if evaluation.repeats != 1 else "")
     validation = (
-        f"{evaluation.folds}-fold patient-grouped, label-stratified cross-validation, {evaluation.repeats} "
-        f"repeat(s) (seed {cfg.split.seed}), over {evaluation.breasts} breasts ({evaluation.positives} "
+        f"{evaluation.folds}-fold patient-grouped, label-stratified cross-validation, {repeats} "
+        f"(seed {cfg.split.seed}), over {evaluation.breasts} breasts ({evaluation.positives} "
         f"{cfg.labels.positive}) of {evaluation.patients} patients. Each fold model chose its threshold on a "
         f"validation part of its training folds; this ensemble uses their mean, {threshold:.3f}.\n"
         f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s; each fold's "
