@@ -64,11 +64,12 @@ def _logit(p: pd.Series) -> np.ndarray:
 
 def standardised(held_out: pd.Series | None, val: pd.Series | None) -> np.ndarray | float:
     """A fold's held-out logits on the common scale: minus the mean, over the sd, of its validation
-    breasts' logits (NaN where the fold has no such scores: a run without the clinical baseline)."""
-    if held_out is None or val is None or held_out.isna().any() or val.isna().any() or len(val) < 2:
+    breasts' logits (NaN where the fold has no such scores: a run without the clinical baseline; a
+    validation part too small for an sd only shifts them)."""
+    if held_out is None or val is None or held_out.isna().any() or val.isna().any():
         return np.nan
-    reference = _logit(val)
-    sd = reference.std(ddof=1)
+    reference = _logit(val) if len(val) else np.zeros(1)
+    sd = reference.std(ddof=1) if len(reference) > 1 else 0.0
     return (_logit(held_out) - reference.mean()) / (sd if sd > 0 else 1.0)
 
 
