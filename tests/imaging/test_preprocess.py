@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,25 @@ class TestCache:
         table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems(), verify=True)
         assert stats.decoded == 1 and stats.rebuilt == 1  # flipped bytes are caught by the checksum
         np.testing.assert_array_equal(load_entry(table.loc[0, "cc_cache"]), good)
+
+    def test_a_ctrl_c_while_an_entry_is_read_is_not_turned_into_another_error(self, tiny_cohort, monkeypatch):
+        """np.load checks isinstance(file, os.PathLike) inside np.fromfile and, when a KeyboardInterrupt is
+        raised there (from the ABC's Python hook), raises a TypeError instead: a Ctrl-C during a batch then
+        stopped training with a traceback. Entries are read without that check."""
+        manifest, work = ingested(tiny_cohort)
+        table, _, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        entry = table.loc[0, "cc_cache"]
+
+        def interrupted(cls, subclass):
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os.PathLike, "__subclasshook__", classmethod(interrupted))
+            os.PathLike._abc_caches_clear()  # the hook runs on the next isinstance check
+            try:
+                assert load_entry(entry).shape == (64, 32)  # the hook never runs: nothing to interrupt
+            finally:
+                os.PathLike._abc_caches_clear()
 
     def test_a_changed_file_gets_a_new_entry(self, tiny_cohort):
         manifest, work = ingested(tiny_cohort)

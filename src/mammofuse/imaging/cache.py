@@ -53,6 +53,23 @@ def dequantize(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32) * (1.0 / QUANT)
 
 
+def read_npy(path: str | Path) -> np.ndarray:
+    """An entry's array, read straight into memory. Not `np.load`: it reads a file through `np.fromfile`,
+    whose path check turns a Ctrl-C that lands inside it into "TypeError: expected str, bytes or
+    os.PathLike object, not BufferedReader" (numpy's NpyPath_PathlikeToFspath ignores an error from
+    isinstance), so training stopped with a traceback instead of saying how to resume."""
+    with open(path, "rb") as fh:
+        npy = np.lib.format
+        header = npy.read_array_header_1_0 if npy.read_magic(fh) == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = header(fh)
+        if dtype.hasobject:
+            raise ValueError(f"{path}: an array of Python objects, not a cache entry")
+        arr = np.empty(shape[::-1] if fortran else shape, dtype)
+        if fh.readinto(arr.reshape(-1).view(np.uint8).data) != arr.nbytes:  # into the array itself
+            raise EOFError(f"{path}: the file ends before its array does")
+    return arr.T if fortran else arr
+
+
 def write_entry(path: Path, arr: np.ndarray) -> dict[str, Any]:
     """Write atomically (a crash or a full disk never leaves a half entry under the real name); return
     the entry's record: checksum, byte size and shape."""
@@ -110,7 +127,7 @@ class Cache:
         if not verify:
             return True
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = read_npy(path)
         except (OSError, ValueError, EOFError):
             return False
         return list(arr.shape) == list(record["shape"]) and checksum(arr) == record["crc32"]
@@ -144,7 +161,7 @@ def load_entry(path: str | Path, raw: bool = False) -> np.ndarray:
     bytes to move), checked against the checksum its index recorded: a bit flipped on disk since
     preprocessing stops the read instead of training on it (the crc32 costs a few per cent of the read:
     benchmarks/bench_cache_read.py)."""
-    arr = np.load(path, allow_pickle=False)
+    arr = read_npy(path)
     if checksum(arr) != entry_record(path)["crc32"]:
         raise DamagedEntry(
             f"{path}: the cached array differs from what preprocessing wrote (checksum): the disk damaged "
