@@ -79,6 +79,19 @@ class TestOutOfFold:
         assert after.model.fold_aucs == pytest.approx(before.model.fold_aucs, abs=1e-12)
         assert after.model.auc_as_scored.auc != pytest.approx(before.model.auc_as_scored.auc, abs=1e-4)
 
+    def test_the_report_of_a_run_pooled_before_the_one_scale_says_so(self, cv_master, tmp_path):
+        run = tmp_path / "run"
+        shutil.copytree(cv_master, run)
+        assert main(["report", str(run)]) == 0
+        assert "standardised by the mean" in " ".join((run / "report.html").read_text().split())
+        metrics = json.loads((run / "metrics.json").read_text())
+        for part in ("model", "baseline"):
+            del metrics[part]["auc_as_scored"]  # as an older mammofuse wrote it
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        assert main(["report", str(run)]) == 0
+        html = " ".join((run / "report.html").read_text().split())
+        assert "ranks the probabilities as scored" in html and "standardised by the mean" not in html
+
     def test_the_report_shows_the_cross_validation(self, cv_master, tmp_path):
         run = tmp_path / "run"
         shutil.copytree(cv_master, run)
