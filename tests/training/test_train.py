@@ -493,6 +493,30 @@ class TestFaithfulResume:
         assert "interrupted; rerun the same command to resume" in out and "Traceback" not in out
         assert torch.load(last, weights_only=True)["epoch"] >= 0  # still whole
 
+    def test_a_ctrl_c_that_lands_where_its_exception_is_lost_still_stops_training(self, ready):
+        """Python raises a Ctrl-C's KeyboardInterrupt wherever the main thread is; C code that clears errors
+        (or numpy's fromfile, which replaces it) loses it there, and training went on to its last epoch.
+        Training now stops at the end of the batch under way, however the signal's moment was spent."""
+
+        class CtrlCWhereItIsLost(Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if trainer.current_epoch == 1 and batch_idx == 0:
+                    try:
+                        os.kill(os.getpid(), signal.SIGINT)
+                        time.sleep(0.05)  # the signal is handled here
+                    except KeyboardInterrupt:
+                        pass  # lost, as in C code that clears the error
+
+        cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
+        cfg.train.epochs = 3
+        run_dir = ready / "work" / "runs" / "lost"
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run_dir, callbacks=[CtrlCWhereItIsLost()])
+        assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1]  # the second epoch was cut short
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was before training
+        train(cfg, run_dir)
+        assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]  # and resumes
+
     def test_an_unreadable_last_checkpoint_is_set_aside_and_the_run_starts_over(self, ready, capsys):
         cfg, run_dir = interrupted_run(ready, "damaged")
         last = run_dir / "checkpoints" / "last.ckpt"

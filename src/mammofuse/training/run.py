@@ -13,9 +13,13 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +174,46 @@ class EpochSeed(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch))
+
+
+class CtrlC(Callback):
+    """Ctrl-C while `trainer.fit` runs stops training at the end of the batch under way, from where
+    Lightning's own handling of a KeyboardInterrupt stops cleanly. Python's default handler raises the
+    KeyboardInterrupt wherever the main thread happens to be, and some C code loses it there: numpy's
+    `fromfile` turned it into a TypeError, and C code that clears errors (a C-level hasattr) drops it, so a
+    Ctrl-C now and then ended in a traceback or was ignored. A second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Catch Ctrl-C in this block (in the main thread; elsewhere signals cannot be handled); one pressed
+        after the last batch, while training ends, is raised when the block ends."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._press)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)  # also undoes Lightning's SIG_IGN after an interrupt
+        self._stop()
+
+    def _press(self, signum: int, frame: Any) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def _stop(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._stop()
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._stop()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -400,12 +444,14 @@ def fit(
     if done:
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     record_setup(run, setup(cfg, raw), from_epoch=done)
-    trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), *(callbacks or [])])
+    ctrl_c = CtrlC()
+    trainer = trainer_for(cfg, run, [EpochSeed(cfg.train.seed), ctrl_c, *(callbacks or [])])
     size = cfg.train.batch_size
     train_batches = EpochStream(data.train, size, EpochItems(data.sampler), **loader_options(cfg))
     val_batches = EpochStream(data.val, size, **loader_options(cfg))
     try:
-        trainer.fit(module, train_batches, val_batches, ckpt_path=resume if done else None)
+        with ctrl_c.listening():
+            trainer.fit(module, train_batches, val_batches, ckpt_path=resume if done else None)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after saving what it can
         if trainer.interrupted:
             raise KeyboardInterrupt from None
