@@ -193,7 +193,7 @@ class CtrlC(Callback):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self._press)
+        previous = signal.signal(signal.SIGINT, self._press) or signal.default_int_handler  # None: set in C
         try:
             yield
         finally:
