@@ -265,19 +265,14 @@ def print_cv(result: CvEvaluation) -> None:
         "Brier",
     ):
         table.add_column(title)
-    for name, part in ((result.model_name, result.model), ("clinical only", result.baseline)):
-        if part is not None:
-            at = part.at_threshold
-            rates = (at.sensitivity, at.specificity, at.ppv, at.npv)
-            table.add_row(
-                name, part.auc.text, part.fold_auc_text, *map(rate_text, rates), f"{part.brier:.3f}"
-            )
+    parts = [(result.model_name, result.model)]
+    parts += [("clinical only", result.baseline)] if result.baseline is not None else []
+    for name, part in parts:
+        at = part.at_threshold
+        rates = (at.sensitivity, at.specificity, at.ppv, at.npv)
+        table.add_row(name, part.auc.text, part.fold_auc_text, *map(rate_text, rates), f"{part.brier:.3f}")
     console.print(table)
-    as_scored = [
-        f"{name} {part.auc_as_scored.text}"
-        for name, part in ((result.model_name, result.model), ("clinical only", result.baseline))
-        if part is not None and part.auc_as_scored is not None
-    ]
+    as_scored = [f"{name} {part.auc_as_scored.text}" for name, part in parts if part.auc_as_scored]
     if as_scored:
         console.print(
             "pooled AUC: each fold's scores standardised on its validation breasts (one scale); of the "
