@@ -43,6 +43,7 @@ class TestBundle:
             "model.safetensors",
             "config.toml",
             "encoder.json",
+            "baseline.json",
             "bundle.json",
             "model_card.md",
             "SHA256SUMS",
@@ -56,6 +57,10 @@ class TestBundle:
         assert set(weights) == set(Run(run).read_net().state_dict())
         card = (bundle / "model_card.md").read_text()
         assert "EIC positive (label 1)" in card and "invasive_fraction < 75 %" in card
+        baseline = json.loads((bundle / "baseline.json").read_text())  # the clinical-only model, as evaluated
+        evaluated = json.loads((run / "metrics.json").read_text())["baseline"]["test"]["at_youden"]
+        assert baseline["threshold"] == evaluated["threshold"]
+        assert len(baseline["clinical"]) == len(Run(run).read_encoder().feature_names)
         listed = [line.split("  ")[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()]
         assert sorted(listed) == sorted(n for n in names if n != "SHA256SUMS")
 
@@ -174,6 +179,80 @@ class TestPredict:
         assert sorted(p.name for p in (out.parent / "explain").glob("row*.png")) == sorted(
             f"row{r}.png" for r in scored["row"]
         )
+
+
+def held_out_keys(run) -> set[str]:
+    evaluated = pd.read_csv(run / "predictions.csv")
+    return set(evaluated.loc[evaluated["split"] == "test", "key"])
+
+
+def labels_of(cohort, keys: set[str], out) -> None:
+    """COHORT/labels.csv cut to the breasts in `keys` ('patient/side')."""
+    labels = pd.read_csv(cohort / "labels.csv", dtype=str)
+    labels[(labels["patient_id"] + "/" + labels["side"]).isin(keys)].to_csv(out, index=False)
+
+
+class TestExternalValidation:
+    def test_the_test_breasts_as_a_new_labelled_cohort_give_evaluates_figures(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
+        labels_of(cohort, held_out_keys(run), labels)
+        out = tmp_path / "site2" / "predictions.csv"
+        pred = predict(run / "bundle", cohort, out, "--labels", str(labels))
+        shown = " ".join(capsys.readouterr().out.split())
+        result = json.loads((out.parent / "validation.json").read_text())
+        evaluated = json.loads((run / "metrics.json").read_text())
+        assert result["labelled"] == len(held_out_keys(run)) < result["scored"]
+        for part in ("model", "baseline"):
+            ours, theirs = result[part], evaluated[part]["test"]
+            assert ours["auc"]["auc"] == pytest.approx(theirs["auc"]["auc"], abs=1e-9), part
+            assert ours["at_youden"]["threshold"] == pytest.approx(theirs["at_youden"]["threshold"]), part
+            assert ours["at_youden"]["confusion"] == theirs["at_youden"]["confusion"], part
+        assert result["comparison"]["difference"] == pytest.approx(evaluated["comparison"]["difference"])
+        assert result["internal"] == "test split" and result["internal_auc"] == evaluated["model"]["test"]["auc"]
+        unlabelled = result["scored"] - result["labelled"]
+        assert f"{unlabelled} scored breasts have no valid label in labels.csv" in shown
+        assert "clinical only" in shown and "calibration of image + clinical: intercept" in shown
+        truth = pd.read_csv(labels, dtype=str)
+        pred["key"] = pred["patient_id"] + "/" + pred["side"]
+        assert set(pred.loc[pred["truth"].notna(), "key"]) == set(truth["patient_id"] + "/" + truth["side"])
+        assert pred["clinical_probability"].notna().sum() == result["scored"]
+        assert sorted(p.name for p in (out.parent / "figures").iterdir()) == [
+            "calibration.png",
+            "decision.png",
+            "roc.png",
+        ]
+        page = (out.parent / "validation.html").read_text()
+        assert page.count('src="data:image/png;base64,') == 3  # one page, its figures inside
+        for part in ("model", "baseline"):
+            low, high = result[part]["auc"]["low"], result[part]["auc"]["high"]
+            assert f"{result[part]['auc']['auc']:.3f} [{low:.3f}, {high:.3f}]" in page
+        written = page + (out.parent / "validation.json").read_text()
+        assert not any(pid in written for pid in pred["patient_id"])  # no patient identifier
+
+    def test_a_bundle_written_before_bundles_kept_the_baseline_validates_the_model_alone(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        from mammofuse.deploy.bundle import write_sums
+
+        (run / "bundle" / "baseline.json").unlink()
+        write_sums(run / "bundle")  # as such a bundle was written: intact, without the file
+        cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
+        labels_of(cohort, held_out_keys(run), labels)
+        predict(run / "bundle", cohort, tmp_path / "predictions.csv", "--labels", str(labels))
+        result = json.loads((tmp_path / "validation.json").read_text())
+        assert "baseline" not in result and result["model"]["n"] == len(held_out_keys(run))
+        assert "carries no clinical-only regression" in " ".join(capsys.readouterr().out.split())
+
+    def test_labels_of_one_class_are_a_clear_error(self, run, tmp_path, trained_master, capsys):
+        cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
+        table = pd.read_csv(cohort / "labels.csv", dtype=str)
+        table.assign(invasive_fraction="90").to_csv(labels, index=False)  # every breast EIC negative
+        argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--labels", str(labels)]
+        assert main([*argv, "--clinical", str(cohort / "clinical.csv"), "--out", str(tmp_path / "p.csv")]) == 2
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "labels.csv: the " in shown and "scored breasts with a label are all of one class" in shown
 
 
 class TestUnlikeTraining:

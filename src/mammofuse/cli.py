@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Preprocess new DICOM files as in training and score each breast with both views: a "
         "probability and the label at the bundle's threshold, one row per breast in --out. A breast that "
         "cannot be scored gets a row with its reason; one unlike the training data is flagged "
-        "(unlike_training).",
+        "(unlike_training). With --labels: an external (or temporal) validation of the bundle on them.",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
     p.add_argument(
@@ -286,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="CSV",
         help="clinical CSV (same columns as training; not needed for an image-only model)",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="CSV",
+        help="label CSV of these breasts (same columns as training): also validate the model on them, "
+        "beside the clinical-only model that travels with the bundle (AUC with 95%% CI, calibration, "
+        "sens ... NPV at the bundle's threshold; nothing is fitted on them) -> validation.json and figures/ "
+        "next to --out",
     )
     p.add_argument(
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"

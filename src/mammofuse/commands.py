@@ -15,7 +15,7 @@ from mammofuse.storage import check_writable, locked
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
-    from mammofuse.evaluation.result import CvEvaluation, Evaluation
+    from mammofuse.evaluation.result import CvEvaluation, Evaluation, ExternalValidation
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -281,10 +281,9 @@ def print_cv(result: CvEvaluation) -> None:
     _print_footer(result, "sens ... NPV: each breast at its fold's threshold")
 
 
-def print_evaluation(result: Evaluation) -> None:
+def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
+    """A table of models' figures on one set of breasts (evaluate.split_row's rows)."""
     from rich.table import Table
-
-    from mammofuse.evaluation.evaluate import metric_rows
 
     columns = {
         "name": "model",
@@ -295,19 +294,48 @@ def print_evaluation(result: Evaluation) -> None:
         "npv": "NPV",
         "brier": "Brier",
     }
-    table = Table(title="test split", title_justify="left")
-    for title in columns.values():
-        table.add_column(title)
-    for row in metric_rows(result):
+    table = Table(title=title, title_justify="left")
+    for heading in columns.values():
+        table.add_column(heading)
+    for row in rows:
         table.add_row(*(row[k] for k in columns))
     console.print(table)
+
+
+def print_evaluation(result: Evaluation) -> None:
+    from mammofuse.evaluation.evaluate import metric_rows
+
+    _print_rows("test split", metric_rows(result))
     if result.contributions:
         parts = "; ".join(f"{name} {auc.auc:.3f}" for name, auc in result.contributions.items())
         console.print(f"what each input contributes (test AUC with it removed): {parts}")
     _print_footer(result, "sensitivity ... NPV at the threshold chosen on validation")
 
 
-def _print_footer(result: Evaluation | CvEvaluation, thresholds: str) -> None:
+def print_validation(result: ExternalValidation) -> None:
+    from mammofuse.evaluation.evaluate import split_row
+    from mammofuse.evaluation.result import BASELINE
+
+    title = f"{result.labels}: {result.labelled} labelled breasts ({result.model.positives} positive) scored"
+    rows = [split_row(result.model_name, result.model)]
+    rows += [split_row(BASELINE, result.baseline)] if result.baseline is not None else []
+    _print_rows(title, rows)
+    cal = result.model.calibration
+    if cal is not None:
+        console.print(
+            f"calibration of {result.model_name}: intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, "
+            f"{cal.intercept_high:+.2f}] (0: right on average), slope {cal.slope:.2f} [{cal.slope_low:.2f}, "
+            f"{cal.slope_high:.2f}] (1: as spread as it should be)"
+        )
+    if result.internal_auc is not None:
+        console.print(f"the bundle's own validation ({result.internal}): AUC {result.internal_auc.text}")
+    _print_footer(
+        result, "sens ... NPV at the bundle's thresholds, chosen on its training cohort's validation"
+    )
+    console.print("(an external validation only where none of these patients was in the training cohort)")
+
+
+def _print_footer(result: Evaluation | CvEvaluation | ExternalValidation, thresholds: str) -> None:
     """What the images add, how the figures were made, and any warning."""
     if result.comparison is not None:
         console.print(f"AUC difference (image + clinical - clinical only): {result.comparison.text}")
@@ -348,7 +376,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_writable(args.out.parent)
     table, problems, bundle, inputs = predict_breasts(
-        args.bundle, args.images, args.clinical, progress=progress("reading headers"), strict=args.strict
+        args.bundle,
+        args.images,
+        args.clinical,
+        progress=progress("reading headers"),
+        strict=args.strict,
+        labels=args.labels,
     )
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""
@@ -367,6 +400,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] {shift}")
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
     show_problem_lines(not_scored + [p.reason for p in problems.items], str(args.out))
+    if args.labels is not None:
+        from mammofuse.evaluation.external import validate, write_figures
+        from mammofuse.report.report import build_validation_report
+
+        out = args.out.parent
+        result = validate(table, args.bundle, bundle, args.labels, bundle.config.train.seed)
+        (out / "validation.json").write_text(result.to_json(), encoding="utf-8")
+        write_figures(result, table, out / "figures")
+        page = build_validation_report(result, bundle, out)
+        print_validation(result)
+        console.print(f"wrote {out / 'validation.json'}, {out / 'figures'}/ and the page {page}")
     if args.explain:
         from mammofuse.explain.explain import explain_cases
 

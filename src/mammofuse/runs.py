@@ -14,6 +14,7 @@ Every stage finds another stage's output through here, never by a file name of i
         data.csv               every breast with its split, cache entries and their checksums
         encoder.json           the clinical encoder, fitted on the training split
         stacker.json           late fusion: the regression on the image logit and clinical data (evaluate)
+        baseline.json          the clinical-only regression, fitted on the training split (evaluate)
         ingest.json            the feature columns ingest found
         preprocess_problems.csv  breasts the run's preprocessing could not use
         epochs.csv, checkpoints/{best,last,previous}.ckpt       train (best: the kept epoch's weights alone)
@@ -334,6 +335,10 @@ class Run:
         return self.dir / "stacker.json"
 
     @property
+    def baseline(self) -> Path:
+        return self.dir / "baseline.json"
+
+    @property
     def made_from_model(self) -> list[Path]:
         """What evaluate, explain, bundle and report made from the trained model: it describes that model
         alone, so a run trained over (`train --force`) must not keep it."""
@@ -341,6 +346,7 @@ class Run:
             self.metrics,
             self.predictions,
             self.stacker,
+            self.baseline,
             self.figures,
             self.bundle,
             self.explain,

@@ -180,6 +180,38 @@ class TestFoldEnsemble:
         assert row["spread"] == pytest.approx(np.std(probs), abs=1e-5) and row["spread"] > 0
 
 
+    def test_the_ensembles_clinical_baseline_averages_the_folds_and_old_folds_get_theirs(
+        self, cv_master, tmp_path, capsys
+    ):
+        root = tmp_path / "ready"
+        shutil.copytree(cv_master.parents[3], root)
+        run = root / "cohort" / "work" / "runs" / "fast-cv"
+        kept = {f.name: (f / "baseline.json").read_text() for f in (run / "folds").iterdir()}
+        for fold in kept:
+            (run / "folds" / fold / "baseline.json").unlink()  # folds evaluated before runs kept it
+        assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 0
+        assert {f: (run / "folds" / f / "baseline.json").read_text() for f in kept} == kept
+        cohort, out = root / "cohort", tmp_path / "site2" / "pred.csv"
+        argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--out", str(out)]
+        argv += ["--clinical", str(cohort / "clinical.csv"), "--labels", str(cohort / "labels.csv")]
+        assert main(argv) == 0
+        pred = pd.read_csv(out, dtype={"patient_id": str}).dropna(subset=["probability"])
+        row = pred.iloc[0]
+        breast = Run(run / "folds" / "r0f0").read_data()
+        breast = breast[(breast["patient_id"] == row["patient_id"]) & (breast["side"] == row["side"])]
+        from mammofuse.models.stacking import ClinicalBaseline
+
+        clinical = []
+        for name in kept:
+            fold = Run(run / "folds" / name)
+            model = ClinicalBaseline.model_validate_json(fold.baseline.read_text())
+            clinical.append(model.apply(fold.read_encoder().transform(breast))[0])
+        assert row["clinical_probability"] == pytest.approx(np.mean(clinical))
+        result = json.loads((out.parent / "validation.json").read_text())
+        assert result["kind"] == "fold ensemble" and result["internal"] == "pooled out-of-fold"
+        assert result["baseline"]["n"] == result["model"]["n"] == len(pred)
+
+
 class TestNested:
     def test_each_fold_tunes_on_its_training_folds_alone_and_trains_with_its_choice(self, ready, capsys):
         assert cv(ready, "--folds", "2", "--tune", "2") == 0

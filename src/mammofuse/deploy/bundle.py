@@ -5,6 +5,8 @@ cross-validation by `write_cv_bundle` (the fold ensemble, `mammofuse cv` does it
 
     model.safetensors  the network's weights (safetensors: tensors only, no pickle to run)
     encoder.json       the clinical encoder fitted on the training split
+    baseline.json      the clinical-only regression of the same training split (when the model uses
+                       clinical data): `predict --labels` scores a new labelled cohort with both
     members/NAME/      a fold ensemble instead: model.safetensors + encoder.json of every fold model
     config.toml        the run's resolved config (model, preprocessing, ingestion rules)
     bundle.json        format, library versions, threshold (chosen on validation), metrics, members
@@ -16,6 +18,7 @@ bundle is refused with the file named, never scored with (`mammofuse bundle veri
 
 A bundle scores a breast with every member and averages their probabilities (the spread says how
 much the members disagree); its threshold is the mean of the members' validation-chosen thresholds.
+The clinical-only baseline of a fold ensemble is the same: its members' regressions, averaged.
 [MONAI bundle metadata.json carries the same contract.]
 """
 
@@ -41,14 +44,15 @@ from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
-from mammofuse.models.stacking import Stacker
+from mammofuse.models.stacking import ClinicalBaseline, Stacker
 from mammofuse.runs import Run, read_table
 
 BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
-WEIGHTS, ENCODER, STACKER, CONFIG, INFO, CARD, SUMS = (
+WEIGHTS, ENCODER, STACKER, BASELINE, CONFIG, INFO, CARD, SUMS = (
     "model.safetensors",
     "encoder.json",
     "stacker.json",
+    "baseline.json",
     "config.toml",
     "bundle.json",
     "model_card.md",
@@ -94,6 +98,7 @@ class Member:
     net: TwoViewNet
     encoder: ClinicalEncoder
     stacker: Stacker | None = None  # late fusion: the regression on the net's logit and the clinical data
+    baseline: ClinicalBaseline | None = None  # the clinical-only regression of the same training data
 
 
 @dataclass
@@ -108,14 +113,22 @@ class Bundle:
     def nets(self) -> list[TwoViewNet]:
         return [m.net for m in self.members]
 
+    @property
+    def baselines(self) -> list[ClinicalBaseline] | None:
+        """Every member's clinical-only regression; None where the model uses no clinical data or the
+        bundle was written before bundles carried them."""
+        found = [m.baseline for m in self.members if m.baseline is not None]
+        return found if len(found) == len(self.members) else None
+
 
 def _save_member(out: Path, run: Run) -> float:
     """The weights and encoder of a trained, evaluated run into `out`; returns its threshold."""
     out.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_model(run.read_net(), str(out / WEIGHTS))
     run.read_encoder().save(out / ENCODER)
-    if run.stacker.is_file():
-        shutil.copyfile(run.stacker, out / STACKER)
+    for path, name in ((run.stacker, STACKER), (run.baseline, BASELINE)):
+        if path.is_file():
+            shutil.copyfile(path, out / name)
     return run.read_evaluation().model.threshold
 
 
@@ -345,4 +358,17 @@ def _load_member(folder: Path, cfg: Config) -> Member:
             raise ModelError(
                 f"{folder / STACKER}: the late-fusion regression cannot be read ({exc})"
             ) from None
-    return Member(net, encoder, stacker)
+    baseline = None
+    if (folder / BASELINE).is_file():  # checked against SHA256SUMS with the rest
+        try:
+            baseline = ClinicalBaseline.model_validate_json((folder / BASELINE).read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            raise ModelError(
+                f"{folder / BASELINE}: the clinical-only regression cannot be read ({exc})"
+            ) from None
+        if len(baseline.clinical) != len(encoder.feature_names):
+            raise ModelError(
+                f"{folder / BASELINE}: {len(baseline.clinical)} clinical weights for the encoder's "
+                f"{len(encoder.feature_names)} features"
+            )
+    return Member(net, encoder, stacker, baseline)

@@ -3,6 +3,8 @@
 The bundle's ingestion rules, preprocessing settings and clinical encoder are applied unchanged.
 One output row per breast: probability and label at the bundle's threshold, or the reason it could
 not be scored (a missing view, an unreadable file, a clinical value the encoder does not know).
+With a label CSV (`--labels`) each row also gets its true label and the clinical-only probability, and
+evaluation.external scores the bundle on them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
-from mammofuse.cohort.tables import read_clinical
+from mammofuse.cohort.tables import read_clinical, read_labels
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
@@ -26,6 +28,7 @@ from mammofuse.models import positive_probability
 from mammofuse.problems import DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
+LABELLED_COLUMNS = ["truth", "clinical_probability"]  # added with a label CSV
 
 
 def _images_config(bundle: Bundle, images: Path):
@@ -70,17 +73,28 @@ def score(
 
 
 def predict_breasts(
-    bundle_dir: Path, images: Path, clinical: Path | None, progress=None, strict: bool = False
+    bundle_dir: Path,
+    images: Path,
+    clinical: Path | None,
+    progress=None,
+    strict: bool = False,
+    labels: Path | None = None,
 ):
     """(predictions, problems, bundle, preprocessed inputs of the scored rows). A breast unlike the
-    training data is flagged in `unlike_training`; with `strict` it is not scored."""
+    training data is flagged in `unlike_training`; with `strict` it is not scored. With `labels` (a label
+    CSV as the bundle's config describes it) the rows gain `truth` and `clinical_probability`."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
     found = find_images(images_cfg, problems, progress)
+    truth = None
+    if labels is not None:
+        truth = read_labels(bundle.config.labels.model_copy(update={"path": labels.resolve()}), problems)
     policy = images_cfg.exam_policy
-    policy = "latest" if policy == "before_label_date" else policy  # new breasts have no label date
-    pairs = pair_views(select_exams(found, policy, {}, problems), images_cfg.duplicate_policy, problems)
+    if policy == "before_label_date" and not (truth and truth.date):
+        policy = "latest"  # new breasts have no label date
+    dates = truth.date if truth else {}
+    pairs = pair_views(select_exams(found, policy, dates, problems), images_cfg.duplicate_policy, problems)
     columns = bundle.members[0].encoder.numeric + bundle.members[0].encoder.categorical
     if clinical is None and columns:
         raise DataError(f"this model uses clinical data ({', '.join(columns)}): give --clinical CSV")
@@ -134,7 +148,15 @@ def predict_breasts(
                 pre, clinical_vectors, {v: str(views[v]) for v in VIEWS}, {v: done[v][1] for v in VIEWS}
             )
         row["reason"] = reason or ""
+        if truth is not None:
+            row["truth"] = truth.label.get(key)
+            if reason is None and bundle.baselines:
+                row["clinical_probability"] = float(
+                    np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
+                )
         rows.append(row)
-    out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+    out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS + (LABELLED_COLUMNS if truth is not None else []))
+    if truth is not None:
+        out["truth"] = out["truth"].astype("Int64")
     out["label"] = out["label"].astype("Int64")  # 0 or 1, empty when not scored (never "1.0")
     return out, problems, bundle, inputs

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
 from mammofuse.config import Config
 from mammofuse.data.clinical import ClinicalEncoder
@@ -19,9 +18,9 @@ from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.domain import VIEWS
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, AtThreshold, Evaluation
+from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation, SplitMetrics
 from mammofuse.models import TwoViewNet
-from mammofuse.models.stacking import Stacker
+from mammofuse.models.stacking import ClinicalBaseline, Stacker
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 from mammofuse.training.module import predict
@@ -30,13 +29,27 @@ from mammofuse.training.run import loader
 
 def clinical_baseline(
     encoder: ClinicalEncoder, data: pd.DataFrame, seed: int
-) -> dict[str, np.ndarray] | None:
-    """Logistic regression on the same encoded clinical data and split: what do the images add?"""
+) -> tuple[ClinicalBaseline, dict[str, np.ndarray]] | None:
+    """Logistic regression on the same encoded clinical data and split: what do the images add? The
+    fitted regression, its threshold chosen on validation, and its validation and test probabilities."""
     if not encoder.feature_names:
         return None
-    train = data[data["split"] == TRAIN]
-    model = LogisticRegression(max_iter=2000, random_state=seed).fit(encoder.transform(train), train["label"])
-    return {s: model.predict_proba(encoder.transform(data[data["split"] == s]))[:, 1] for s in (VAL, TEST)}
+    part = {s: data[data["split"] == s] for s in (TRAIN, VAL, TEST)}
+    fitted = ClinicalBaseline.fit(encoder.transform(part[TRAIN]), part[TRAIN]["label"].to_numpy(), seed)
+    probabilities = {s: fitted.apply(encoder.transform(part[s])) for s in (VAL, TEST)}
+    threshold = metrics.youden_threshold(part[VAL]["label"].to_numpy(), probabilities[VAL])
+    return fitted.model_copy(update={"threshold": threshold}), probabilities
+
+
+def write_baseline(run: Run) -> tuple[ClinicalBaseline, dict[str, np.ndarray]] | None:
+    """Fit the run's clinical-only baseline and keep it in baseline.json, which travels in the bundle so
+    that `predict --labels` scores new breasts with it too (no file where the run uses no clinical data)."""
+    fitted = clinical_baseline(run.read_encoder(), run.read_data(), run.read_config().train.seed)
+    if fitted is None:
+        run.baseline.unlink(missing_ok=True)
+    else:
+        run.baseline.write_text(fitted[0].model_dump_json(indent=2), encoding="utf-8")
+    return fitted
 
 
 def contributions(
@@ -81,7 +94,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
         split: predict(net, loader(BreastDataset(part, vectors[split]), cfg)) for split, part in parts.items()
     }
     patients = parts[TEST]["patient_id"].to_numpy()  # in the loader's order
-    baseline = clinical_baseline(encoder, data, cfg.train.seed)
+    baseline_model, baseline = write_baseline(run) or (None, None)
 
     stacker = None
     if cfg.model.fusion == "late":  # the images' logit and the clinical data, fitted on validation only
@@ -114,10 +127,9 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     pd.DataFrame(rows).to_csv(run.predictions, index=False)
 
     curves = {MODEL if baseline is not None else IMAGE_ONLY: (test_y, test_p)}
-    if baseline is not None:
-        base_threshold = metrics.youden_threshold(val_y, baseline[VAL])
+    if baseline_model is not None and baseline is not None:
         result["baseline"] = {
-            "test": metrics.summary(test_y, baseline[TEST], base_threshold, patients),
+            "test": metrics.summary(test_y, baseline[TEST], baseline_model.threshold, patients),
             "val_auc": metrics.auc(val_y, baseline[VAL]),
         }
         result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST], patients)
@@ -130,26 +142,24 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     return evaluation
 
 
+def split_row(name: str, split: SplitMetrics) -> dict[str, str]:
+    """One model's figures on one set of breasts, formatted (at its validation-chosen threshold)."""
+    return {
+        "name": name,
+        "auc": split.auc.text,
+        "brier": f"{split.brier:.3f}",
+        **{k: metrics.rate_text(getattr(split.at_youden, k)) for k in metrics.RATES},
+    }
+
+
 def metric_rows(result: Evaluation) -> list[dict[str, str]]:
     """The model and the clinical-only baseline as formatted rows (terminal table and report)."""
-    rows = []
-    for name, part in ((result.model_name, result.model), (BASELINE, result.baseline)):
-        if part is not None:
-            test, at = part.test, part.test.at_youden
-            rows.append(
-                {
-                    "name": name,
-                    "auc": test.auc.text,
-                    "val_auc": f"{part.val_auc:.3f}",
-                    "brier": f"{test.brier:.3f}",
-                    **{k: metrics.rate_text(getattr(at, k)) for k in metrics.RATES},
-                }
-            )
-    return rows
-
-
-def _point(at: AtThreshold) -> tuple[float, float]:
-    return 1 - at.specificity, at.sensitivity
+    parts = ((result.model_name, result.model), (BASELINE, result.baseline))
+    return [
+        {**split_row(name, part.test), "val_auc": f"{part.val_auc:.3f}"}
+        for name, part in parts
+        if part is not None
+    ]
 
 
 def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
@@ -157,9 +167,9 @@ def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
     aucs = {result.model_name: result.model.test.auc.text}
     if result.baseline is not None:
         aucs[BASELINE] = result.baseline.test.auc.text
-    operating = {result.model_name: _point(result.model.test.at_youden)}
+    operating = {result.model_name: plots.operating_point(result.model.test.at_youden)}
     if result.baseline is not None:
-        operating[BASELINE] = _point(result.baseline.test.at_youden)
+        operating[BASELINE] = plots.operating_point(result.baseline.test.at_youden)
     figures = {
         "roc": plots.roc_figure(curves, aucs, operating=operating),
         "pr": plots.pr_figure(curves),

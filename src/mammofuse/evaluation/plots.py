@@ -16,6 +16,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mammofuse.evaluation import metrics
+from mammofuse.evaluation.result import AtThreshold
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (labels, probabilities)
 FONT: dict[str, Any] = {"font.size": 12, "axes.titlesize": 13, "legend.fontsize": 10}  # legible in the report
@@ -31,6 +32,11 @@ def legible(make: F) -> F:
             return make(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
+
+
+def operating_point(at: AtThreshold) -> tuple[float, float]:
+    """Where a threshold's calls sit on the ROC plane: (1 - specificity, sensitivity)."""
+    return 1 - at.specificity, at.sensitivity
 
 
 @legible

@@ -168,3 +168,22 @@ class CvEvaluation(_Named, _Result):
     baseline: PooledMetrics | None = None
     comparison: Comparison | None = None
     warnings: list[str] = []
+
+
+class ExternalValidation(_Result):
+    """What `predict --labels` writes to validation.json: a bundle on labelled breasts none of its members
+    saw (evaluation.external). Nothing in it was fitted on these breasts."""
+
+    bundle: str
+    kind: str  # "single model" or "fold ensemble"
+    labels: str  # the label CSV's file name
+    model_name: str
+    listed: int  # breasts in predict's output
+    scored: int
+    labelled: int  # scored breasts with a valid label: the breasts of every figure here
+    model: SplitMetrics  # at_youden: at the bundle's threshold, chosen on the training cohort's validation
+    baseline: SplitMetrics | None = None  # the clinical-only regression that travelled with the bundle
+    comparison: Comparison | None = None
+    internal_auc: AucInterval | None = None  # what the bundle was validated with, for comparison
+    internal: str = ""  # where: "test split" or "pooled out-of-fold"
+    warnings: list[str] = []

@@ -1,11 +1,19 @@
-"""Late fusion (`model.fusion = "late"`): the network sees only the images; a logistic regression on its
+"""The logistic regressions a run keeps beside its network, each stored as its coefficients (JSON, no pickle).
+
+Late fusion (`model.fusion = "late"`): the network sees only the images; a logistic regression on its
 logit and the encoded clinical vector, fitted on the validation breasts (never on test), makes the
-probability. The clinical data cannot be drowned by the image features, and its weight is explicit."""
+probability. The clinical data cannot be drowned by the image features, and its weight is explicit.
+
+The clinical-only baseline: a logistic regression on the encoded clinical vector alone, fitted on the
+training split, with its threshold chosen on validation. Every evaluation shows it beside the model, and
+it travels in the bundle so that a new labelled cohort is scored by both (`predict --labels`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 
@@ -40,3 +48,23 @@ class Stacker(BaseModel):
             + np.asarray(clinical) @ np.asarray(self.clinical)
         )
         return 1 / (1 + np.exp(-z))
+
+
+class ClinicalBaseline(BaseModel):
+    """baseline.json: nothing more, nothing less."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intercept: float
+    clinical: list[float]  # weights of the encoded clinical features, in the encoder's order
+    threshold: float = Field(0.5, ge=0, le=1)  # chosen on the validation breasts (Youden)
+
+    @classmethod
+    def fit(cls, clinical: np.ndarray, labels: np.ndarray, seed: int = 0) -> ClinicalBaseline:
+        """Fitted on the training breasts (the threshold is set afterwards, on validation)."""
+        model = LogisticRegression(max_iter=2000, random_state=seed).fit(clinical, labels)
+        return cls(intercept=float(model.intercept_[0]), clinical=[float(c) for c in model.coef_[0]])
+
+    def apply(self, clinical: np.ndarray) -> np.ndarray:
+        """The probability of label 1, as scikit-learn's predict_proba computes it."""
+        return expit(np.asarray(clinical) @ np.asarray(self.clinical)[:, None] + self.intercept)[:, 0]

@@ -17,11 +17,11 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from mammofuse.config import Config, to_toml
-from mammofuse.deploy.bundle import CARD, ensemble_problem, versions
+from mammofuse.deploy.bundle import CARD, Bundle, ensemble_problem, versions
 from mammofuse.evaluation import metrics
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
-from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, p_text
+from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, ExternalValidation, p_text
 from mammofuse.explain.overlays import SCALING
 from mammofuse.models import describe
 from mammofuse.problems import WARNING
@@ -324,3 +324,49 @@ def build_report(run_dir: Path) -> Path:
     )
     run.report.write_text(html, encoding="utf-8")
     return run.report
+
+
+VALIDATION_FIGURES = {
+    "roc": "ROC; circles: the bundle's thresholds",
+    "calibration": "Calibration (quantile bins)",
+    "decision": "Decision curve (net benefit)",
+}
+
+
+def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Path) -> Path:
+    """OUT/validation.html: a bundle on new labelled breasts (`predict --labels`), beside its clinical-only
+    model; the figures from OUT/figures/."""
+    cfg = bundle.config
+    models = [(result.model_name, result.model)]
+    if result.baseline is not None:
+        models.append((BASELINE, result.baseline))
+    card = Path(result.bundle) / CARD
+    html = (
+        _environment()
+        .get_template("validation.html.j2")
+        .render(
+            title=f"mammofuse validation: {result.labels}",
+            description=None,  # the training cohort's words; these breasts are others
+            cases=False,  # no case is shown
+            model_card=card.read_text(encoding="utf-8") if card.is_file() else "",
+            created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            labels=cfg.labels,
+            config=to_toml(cfg),
+            versions=versions(),
+            model=cfg.model,
+            architecture=describe(cfg.model),
+            result=result,
+            models=models,
+            operating=_operating_rows(
+                [(name, part.at_youden, part.at_youden_ci, part.calibration) for name, part in models]
+            ),
+            figures=[
+                {"title": title, "src": data_uri(out / "figures" / f"{name}.png")}
+                for name, title in VALIDATION_FIGURES.items()
+                if (out / "figures" / f"{name}.png").is_file()
+            ],
+        )
+    )
+    path = out / "validation.html"
+    path.write_text(html, encoding="utf-8")
+    return path

@@ -18,7 +18,7 @@ import pandas as pd
 from mammofuse.config import Config
 from mammofuse.data.splits import fold_splits, make_folds
 from mammofuse.evaluation.cv import pool_folds
-from mammofuse.evaluation.evaluate import evaluate_run
+from mammofuse.evaluation.evaluate import evaluate_run, write_baseline
 from mammofuse.evaluation.result import CvEvaluation
 from mammofuse.problems import DataError
 from mammofuse.runs import KEY_DTYPES, Run, Work
@@ -99,6 +99,8 @@ def run_cv(cfg: Config, run_dir: Path, tuning: Tuning | None = None) -> CvEvalua
             splits = fold_splits(folds, repeat, fold, cfg.split.val_fraction, cfg.split.seed)
             if fold_run.metrics.is_file():
                 check_same_data(fold_run, run_data(table, splits), info)  # its predictions are pooled
+                if not fold_run.baseline.is_file():  # evaluated before runs kept it: the bundle needs it
+                    write_baseline(fold_run)
                 console.print(f"{title}: finished before, kept ({fold_run.dir})")
                 continue
             console.rule(title)

@@ -1,0 +1,106 @@
+"""`mammofuse predict BUNDLE ... --labels CSV`: a model bundle scored on labelled breasts it never saw.
+
+External validation (another hospital or scanner) or temporal validation (a later period): the breasts
+are scored exactly as `predict` scores any new breast, and nothing is fitted on them. The figures are
+those of `evaluate`: the AUC with a 95 % patient bootstrap interval, calibration (a model that ranks
+well can still be miscalibrated at a new site: intercept and slope say how), Brier, and sensitivity ...
+NPV at the bundle's own threshold (chosen on the training cohort's validation breasts). Beside them the
+clinical-only regression that travelled with the bundle, on the same breasts, paired: what the images
+add there. The internal figure the bundle was validated with is shown for comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammofuse.deploy.bundle import Bundle
+from mammofuse.evaluation import metrics, plots
+from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, ExternalValidation
+from mammofuse.problems import DataError
+
+FIGURES = ("roc", "calibration", "decision")
+
+
+def validate(
+    table: pd.DataFrame, bundle_dir: Path, bundle: Bundle, labels: Path, seed: int = 0
+) -> ExternalValidation:
+    """The bundle's figures on the scored breasts of `table` (predict's output with `truth`) that have a
+    valid label; a DataError where they hold one class only."""
+    scored = table[table["reason"] == ""]
+    used = scored[scored["truth"].notna()]
+    y = used["truth"].to_numpy(dtype=int)
+    if len(np.unique(y)) < 2:
+        raise DataError(
+            f"{labels.name}: the {len(used)} scored breasts with a label are all of one class (or none "
+            "has a label): no AUC can be computed. Are the labels keyed by the same patient IDs and sides "
+            "as the images?"
+        )
+    groups = used["patient_id"].to_numpy()
+    model_probs = used["probability"].to_numpy(dtype=float)
+    uses_clinical = bool(bundle.members[0].encoder.feature_names)
+    result: dict = {
+        "bundle": str(bundle_dir),
+        "kind": bundle.info["kind"],
+        "labels": labels.name,
+        "model_name": MODEL if uses_clinical else IMAGE_ONLY,
+        "listed": len(table),
+        "scored": len(scored),
+        "labelled": len(used),
+        "model": metrics.summary(y, model_probs, bundle.threshold, groups, seed),
+        "internal_auc": bundle.info.get("test_auc") or bundle.info.get("cv_auc"),
+        "internal": "pooled out-of-fold" if bundle.info.get("cv_auc") else "test split",
+    }
+    warnings = []
+    if bundle.baselines:
+        clinical = used["clinical_probability"].to_numpy(dtype=float)
+        threshold = float(np.mean([b.threshold for b in bundle.baselines]))
+        result["baseline"] = metrics.summary(y, clinical, threshold, groups, seed)
+        result["comparison"] = metrics.paired_auc_difference(y, model_probs, clinical, groups, seed=seed)
+    elif uses_clinical:
+        warnings.append(
+            "this bundle carries no clinical-only regression (written before mammofuse kept one), so no "
+            "baseline is beside the model; evaluate the run again (or run cv on it again) to write one"
+        )
+    unlabelled = len(scored) - len(used)
+    if unlabelled:
+        warnings.append(
+            f"{unlabelled} scored breasts have no valid label in {labels.name}: left out of the figures"
+        )
+    not_scored = int(table.loc[table["reason"] != "", "truth"].notna().sum())
+    if not_scored:
+        warnings.append(
+            f"{not_scored} labelled breasts could not be scored (their reason column says why): left out "
+            "of the figures"
+        )
+    small = metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled breasts")
+    warnings += [small] if small else []
+    result["warnings"] = warnings
+    return ExternalValidation.model_validate(result)
+
+
+def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) -> list[Path]:
+    """ROC (operating points at the bundle's thresholds), calibration and decision curve into `out`."""
+    used = table[(table["reason"] == "") & table["truth"].notna()]
+    y = used["truth"].to_numpy(dtype=int)
+    curves = {result.model_name: (y, used["probability"].to_numpy(dtype=float))}
+    aucs = {result.model_name: result.model.auc.text}
+    operating = {result.model_name: plots.operating_point(result.model.at_youden)}
+    if result.baseline is not None:
+        curves[BASELINE] = (y, used["clinical_probability"].to_numpy(dtype=float))
+        aucs[BASELINE] = result.baseline.auc.text
+        operating[BASELINE] = plots.operating_point(result.baseline.at_youden)
+    where = "new labelled breasts"
+    figures = {
+        "roc": plots.roc_figure(curves, aucs, where=where, operating=operating),
+        "calibration": plots.calibration_figure(curves, where=where),
+        "decision": plots.decision_figure(curves, where=where),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures.items():
+        fig.savefig(out / f"{name}.png", dpi=110)
+        written.append(out / f"{name}.png")
+    return written
