@@ -198,9 +198,14 @@ class TestExternalValidation:
     ):
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
         labels_of(cohort, held_out_keys(run), labels)
+        with labels.open("a") as fh:
+            fh.write("NOIMAGES,L,50\n")  # a labelled breast whose images are not in the export
         out = tmp_path / "site2" / "predictions.csv"
         pred = predict(run / "bundle", cohort, out, "--labels", str(labels))
         shown = " ".join(capsys.readouterr().out.split())
+        lost = pred[pred["patient_id"] == "NOIMAGES"]
+        assert lost["reason"].tolist() == ["no usable CC or MLO image"] and lost["truth"].tolist() == [1]
+        assert "1 labelled breasts could not be scored" in shown
         result = json.loads((out.parent / "validation.json").read_text())
         evaluated = json.loads((run / "metrics.json").read_text())
         assert result["labelled"] == len(held_out_keys(run)) < result["scored"]
@@ -210,13 +215,15 @@ class TestExternalValidation:
             assert ours["at_youden"]["threshold"] == pytest.approx(theirs["at_youden"]["threshold"]), part
             assert ours["at_youden"]["confusion"] == theirs["at_youden"]["confusion"], part
         assert result["comparison"]["difference"] == pytest.approx(evaluated["comparison"]["difference"])
-        assert result["internal"] == "test split" and result["internal_auc"] == evaluated["model"]["test"]["auc"]
+        assert result["internal"] == "test split"
+        assert result["internal_auc"] == evaluated["model"]["test"]["auc"]
         unlabelled = result["scored"] - result["labelled"]
         assert f"{unlabelled} scored breasts have no valid label in labels.csv" in shown
         assert "clinical only" in shown and "calibration of image + clinical: intercept" in shown
-        truth = pd.read_csv(labels, dtype=str)
+        truth = pd.read_csv(labels, dtype=str).query("patient_id != 'NOIMAGES'")
         pred["key"] = pred["patient_id"] + "/" + pred["side"]
-        assert set(pred.loc[pred["truth"].notna(), "key"]) == set(truth["patient_id"] + "/" + truth["side"])
+        labelled = pred["truth"].notna() & (pred["reason"] == "")
+        assert set(pred.loc[labelled, "key"]) == set(truth["patient_id"] + "/" + truth["side"])
         assert pred["clinical_probability"].notna().sum() == result["scored"]
         assert sorted(p.name for p in (out.parent / "figures").iterdir()) == [
             "calibration.png",
@@ -250,7 +257,8 @@ class TestExternalValidation:
         table = pd.read_csv(cohort / "labels.csv", dtype=str)
         table.assign(invasive_fraction="90").to_csv(labels, index=False)  # every breast EIC negative
         argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--labels", str(labels)]
-        assert main([*argv, "--clinical", str(cohort / "clinical.csv"), "--out", str(tmp_path / "p.csv")]) == 2
+        argv += ["--clinical", str(cohort / "clinical.csv"), "--out", str(tmp_path / "p.csv")]
+        assert main(argv) == 2
         shown = " ".join(capsys.readouterr().out.split())
         assert "labels.csv: the " in shown and "scored breasts with a label are all of one class" in shown
 

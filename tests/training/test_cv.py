@@ -179,7 +179,6 @@ class TestFoldEnsemble:
         assert row["probability"] == pytest.approx(np.mean(probs), abs=1e-5)
         assert row["spread"] == pytest.approx(np.std(probs), abs=1e-5) and row["spread"] > 0
 
-
     def test_the_ensembles_clinical_baseline_averages_the_folds_and_old_folds_get_theirs(
         self, cv_master, tmp_path, capsys
     ):

@@ -105,7 +105,8 @@ def predict_breasts(
     values = table.values if table else {}
     rows: list[dict] = []
     inputs: dict[int, CaseInput] = {}
-    for key in sorted(set(pairs) | set(values)):  # a breast known from either source is listed
+    labelled = set(truth.label) if truth is not None else set()
+    for key in sorted(set(pairs) | set(values) | labelled):  # a breast known from any source is listed
         pid, side = key
         number = len(rows) + 1
         row: dict[str, Any] = {
