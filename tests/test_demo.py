@@ -1,4 +1,5 @@
 import json
+import shlex
 from pathlib import Path
 
 from mammofuse.cli import main
@@ -21,6 +22,11 @@ class TestDemo:
         assert "(no interval)" in printed and "without an interval" in printed  # so no interval of no width
         assert "no interval" in (run / "report.html").read_text()
         assert "epoch   1/1" in printed and "open the report" in printed
+        hint = " ".join(printed.split("next, the model on a cohort it never saw: ")[1].split())  # unwrapped
+        for command in hint.split(" && "):  # the commands it suggests run as written
+            words = shlex.split(command)
+            assert words[0] == "mammofuse" and main(words[1:]) == 0, command
+        assert "labels.csv: " in capsys.readouterr().out and (out / "site2" / "validation.html").is_file()
 
     def test_a_rerun_keeps_its_cohort_and_a_rerun_with_another_cohort_trains_its_model_again(self, tmp_path):
         calls: list[list[str]] = []
