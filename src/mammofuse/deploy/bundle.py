@@ -306,8 +306,9 @@ def model_card(cfg: Config, info: dict, validation: str) -> str:
         f"{cfg.preprocess.output_shape[0]} x {cfg.preprocess.output_shape[1]} pixels.",
         f"**Validation.** {validation.rstrip()}",
         "**Limits.** Validated on one cohort; performance on other scanners, populations or prevalences is "
-        "unknown until measured there. Inputs must follow the same ingestion and preprocessing (they do when "
-        "scored through `mammofuse predict`).",
+        "unknown until measured there (`mammofuse predict --labels` measures it, beside the clinical-only "
+        "model that travels with this bundle when it uses clinical data). Inputs must follow the same "
+        "ingestion and preprocessing (they do when scored through `mammofuse predict`).",
         f"**Made with** mammofuse {info['versions']['mammofuse']}, torch {info['versions']['torch']}, on "
         f"{info['created']}.",
     ]
