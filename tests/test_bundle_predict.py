@@ -235,22 +235,34 @@ class TestExternalValidation:
         for part in ("model", "baseline"):
             low, high = result[part]["auc"]["low"], result[part]["auc"]["high"]
             assert f"{result[part]['auc']['auc']:.3f} [{low:.3f}, {high:.3f}]" in page
+        density = [g for g in result["subgroups"] if g["variable"] == "density"]
+        assert sum(int(g["breasts"]) for g in density) == result["labelled"]
+        assert f"{density[0]['auc']}</td>" in page
         written = page + (out.parent / "validation.json").read_text()
         assert not any(pid in written for pid in pred["patient_id"])  # no patient identifier
 
-    def test_a_bundle_written_before_bundles_kept_the_baseline_validates_the_model_alone(
+    def test_a_bundle_written_before_bundles_kept_the_baseline_validates_the_model_alone_by_scanner(
         self, run, tmp_path, trained_master, capsys
     ):
         from mammofuse.deploy.bundle import write_sums
 
         (run / "bundle" / "baseline.json").unlink()
         write_sums(run / "bundle")  # as such a bundle was written: intact, without the file
-        cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
-        labels_of(cohort, held_out_keys(run), labels)
+        cohort, labels, keys = tmp_path / "cohort", tmp_path / "labels.csv", held_out_keys(run)
+        shutil.copytree(trained_master.parents[2], cohort, ignore=shutil.ignore_patterns("work"))
+        truth = pd.read_csv(cohort / "truth.csv", dtype={"patient_id": str})
+        other = truth[(truth["patient_id"] + "/" + truth["side"]).isin(keys)].iloc[::2]
+        for path in other["cc_path"]:  # half the breasts imaged on another scanner
+            edit_dicom(cohort / path, lambda ds: setattr(ds, "Manufacturer", "Other Vendor"))
+        labels_of(cohort, keys, labels)
         predict(run / "bundle", cohort, tmp_path / "predictions.csv", "--labels", str(labels))
         result = json.loads((tmp_path / "validation.json").read_text())
-        assert "baseline" not in result and result["model"]["n"] == len(held_out_keys(run))
+        assert "baseline" not in result and result["model"]["n"] == len(keys)
         assert "carries no clinical-only regression" in " ".join(capsys.readouterr().out.split())
+        scanners = {
+            g["group"]: int(g["breasts"]) for g in result["subgroups"] if g["variable"] == "manufacturer"
+        }
+        assert scanners == {"Other Vendor": len(other), "mammofuse synthetic": len(keys) - len(other)}
 
     def test_labels_of_one_class_are_a_clear_error(self, run, tmp_path, trained_master, capsys):
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"

@@ -405,7 +405,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from mammofuse.report.report import build_validation_report
 
         out = args.out.parent
-        result = validate(table, args.bundle, bundle, args.labels, bundle.config.train.seed)
+        result = validate(table, args.bundle, bundle, args.labels, args.clinical, bundle.config.train.seed)
         (out / "validation.json").write_text(result.to_json(), encoding="utf-8")
         write_figures(result, table, out / "figures")
         page = build_validation_report(result, bundle, out)

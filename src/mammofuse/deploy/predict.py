@@ -3,8 +3,8 @@
 The bundle's ingestion rules, preprocessing settings and clinical encoder are applied unchanged.
 One output row per breast: probability and label at the bundle's threshold, or the reason it could
 not be scored (a missing view, an unreadable file, a clinical value the encoder does not know).
-With a label CSV (`--labels`) each row also gets its true label and the clinical-only probability, and
-evaluation.external scores the bundle on them.
+With a label CSV (`--labels`) each row also gets its true label, the clinical-only probability and the
+CC image's manufacturer, and evaluation.external scores the bundle on them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from mammofuse.models import positive_probability
 from mammofuse.problems import DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
-LABELLED_COLUMNS = ["truth", "clinical_probability"]  # added with a label CSV
+LABELLED_COLUMNS = ["truth", "clinical_probability", "manufacturer"]  # added with a label CSV (subgroups)
 
 
 def _images_config(bundle: Bundle, images: Path):
@@ -151,6 +151,7 @@ def predict_breasts(
         row["reason"] = reason or ""
         if truth is not None:
             row["truth"] = truth.label.get(key)
+            row["manufacturer"] = records[View.CC].manufacturer if View.CC in records else ""
             if reason is None and bundle.baselines:
                 row["clinical_probability"] = float(
                     np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])

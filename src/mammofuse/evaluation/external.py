@@ -16,19 +16,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammofuse.cohort.tables import read_clinical
 from mammofuse.deploy.bundle import Bundle
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, ExternalValidation
-from mammofuse.problems import DataError
-
-FIGURES = ("roc", "calibration", "decision")
+from mammofuse.problems import DataError, Problems
+from mammofuse.report.clinical import subgroups
 
 
 def validate(
-    table: pd.DataFrame, bundle_dir: Path, bundle: Bundle, labels: Path, seed: int = 0
+    table: pd.DataFrame,
+    bundle_dir: Path,
+    bundle: Bundle,
+    labels: Path,
+    clinical_csv: Path | None = None,
+    seed: int = 0,
 ) -> ExternalValidation:
     """The bundle's figures on the scored breasts of `table` (predict's output with `truth`) that have a
-    valid label; a DataError where they hold one class only."""
+    valid label, and by subgroup (manufacturer, and density, age and tumour size where `clinical_csv` has
+    them); a DataError where they hold one class only."""
     scored = table[table["reason"] == ""]
     used = scored[scored["truth"].notna()]
     y = used["truth"].to_numpy(dtype=int)
@@ -78,6 +84,7 @@ def validate(
     small = metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled breasts")
     warnings += [small] if small else []
     result["warnings"] = warnings
+    result["subgroups"] = subgroups(_with_clinical(used, bundle, clinical_csv).assign(label=y), "probability")
     return ExternalValidation.model_validate(result)
 
 
@@ -104,3 +111,20 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
         fig.savefig(out / f"{name}.png", dpi=110)
         written.append(out / f"{name}.png")
     return written
+
+
+def _with_clinical(used: pd.DataFrame, bundle: Bundle, clinical_csv: Path | None) -> pd.DataFrame:
+    """The scored breasts with their CC manufacturer and clinical values, for the subgroup table (the
+    clinical CSV read again as predict read it; its problems were reported there)."""
+    frame = used.rename(columns={"manufacturer": "cc_manufacturer"})
+    cfg = bundle.config.clinical
+    if clinical_csv is None or not cfg.use:
+        return frame
+    table = read_clinical(cfg.model_copy(update={"path": clinical_csv.resolve()}), Problems())
+    if table is None:
+        return frame
+    values = pd.DataFrame(
+        [{"patient_id": pid, "side": side.value, **row} for (pid, side), row in table.values.items()]
+    )
+    columns = [c for c in ("density", "age", "tumour_size_mm") if c in values]
+    return frame.merge(values[["patient_id", "side", *columns]], on=["patient_id", "side"], how="left")

@@ -187,3 +187,4 @@ class ExternalValidation(_Result):
     internal_auc: AucInterval | None = None  # what the bundle was validated with, for comparison
     internal: str = ""  # where: "test split" or "pooled out-of-fold"
     warnings: list[str] = []
+    subgroups: list[dict[str, str]] = []  # AUC by manufacturer, density, age and tumour size band

@@ -360,6 +360,8 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
             operating=_operating_rows(
                 [(name, part.at_youden, part.at_youden_ci, part.calibration) for name, part in models]
             ),
+            subgroups=result.subgroups,
+            subgroups_of="the labelled breasts scored; manufacturer: of the CC image",
             figures=[
                 {"title": title, "src": data_uri(out / "figures" / f"{name}.png")}
                 for name, title in VALIDATION_FIGURES.items()
