@@ -264,6 +264,46 @@ class TestExternalValidation:
         }
         assert scanners == {"Other Vendor": len(other), "mammofuse synthetic": len(keys) - len(other)}
 
+    def test_a_study_of_the_exam_before_surgery_takes_each_breasts_exam_by_its_label_date(
+        self, run, tmp_path, trained_master
+    ):
+        from mammofuse.config import load_config, save_config
+        from mammofuse.deploy.bundle import write_sums
+
+        bundle = run / "bundle"  # as a study that kept each breast's latest exam on or before its surgery
+        cfg = load_config(bundle / "config.toml")
+        images = cfg.images.model_copy(update={"exam_policy": "before_label_date"})
+        labels_cfg = cfg.labels.model_copy(update={"date_column": "surgery_date"})
+        save_config(cfg.model_copy(update={"images": images, "labels": labels_cfg}), bundle / "config.toml")
+        write_sums(bundle)
+        source, cohort = trained_master.parents[2], tmp_path / "new"
+        truth = pd.read_csv(source / "truth.csv", dtype={"patient_id": str})
+        truth = truth[(truth["patient_id"] + "/" + truth["side"]).isin(held_out_keys(run))]
+        for view in ("cc", "mlo"):
+            for path in truth[f"{view}_path"]:
+                (cohort / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source / path, cohort / path)
+            prior = cohort / truth.iloc[0][f"{view}_path"]  # the first breast imaged a year before too
+            shutil.copy(prior, prior.with_name("prior_" + prior.name))
+
+            def earlier(ds, view=view):
+                ds.StudyInstanceUID, ds.StudyDate = "1.2.3.4.2024", "20240101"
+                ds.SOPInstanceUID = "1.2.3.4.2024." + ("1" if view == "cc" else "2")
+
+            edit_dicom(prior.with_name("prior_" + prior.name), earlier)
+        shutil.copy(source / "clinical.csv", cohort / "clinical.csv")
+        labels = pd.read_csv(source / "labels.csv", dtype=str).merge(truth[["patient_id", "side"]])
+        labels["surgery_date"] = "2025-06-30"  # after every breast's exam of 2025-01-01
+        labels.loc[:1, "surgery_date"] = "2024-06-30"  # the first two: before it, after the prior exam
+        labels.to_csv(cohort / "labels.csv", index=False)
+        pred = predict(bundle, cohort, tmp_path / "out" / "p.csv", "--labels", str(cohort / "labels.csv"))
+        pred = pred[pred["truth"].notna()]  # the labelled breasts (the clinical CSV lists every breast)
+        reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
+        first, second = (labels.loc[i, "patient_id"] + labels.loc[i, "side"] for i in (0, 1))
+        assert reasons.pop(first) == ""  # scored: its exam of 2024, the one before its surgery
+        assert reasons.pop(second) == "no usable CC or MLO image"  # its only exam came after its surgery
+        assert set(reasons.values()) == {""} and len(reasons) == len(truth) - 2  # one exam, before surgery
+
     def test_labels_of_one_class_are_a_clear_error(self, run, tmp_path, trained_master, capsys):
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
         table = pd.read_csv(cohort / "labels.csv", dtype=str)
