@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixel encoding of the DICOM files",
     )
     p.add_argument("--signal", type=float, default=1.0, help="strength of the planted signal (0: none)")
-    p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
+    p.add_argument("--workers", type=_workers, default=0, help="processes (0: all cores)")
     p.set_defaults(func=commands.cmd_synth)
 
     p = sub.add_parser(
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Entries already cached are reused, so an interrupted run resumes where it stopped.",
     )
     _config_and_work(p)
-    p.add_argument("--workers", type=int, help="processes (default: preprocess.workers; 0 = all cores)")
+    p.add_argument("--workers", type=_workers, help="processes (default: preprocess.workers; 0 = all cores)")
     p.add_argument(
         "--cluster",
         metavar="ADDRESS",
@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"
     )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=0,
+        help="processes that decode the images (0, the default: every core)",
+    )
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
     p.add_argument(
         "--strict",
@@ -411,6 +417,13 @@ def _cluster_address(text: str) -> str:
     if not re.fullmatch(r"dask://\S+|local:\d+", text):
         raise argparse.ArgumentTypeError(f"{text!r}: expected dask://HOST:PORT or local:N")
     return text
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (every core) or a number of processes, found {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -379,9 +379,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.bundle,
         args.images,
         args.clinical,
-        progress=progress("reading headers"),
+        progress=progress,
         strict=args.strict,
         labels=args.labels,
+        workers=args.workers,
     )
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""

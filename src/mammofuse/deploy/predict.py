@@ -9,6 +9,7 @@ CC image's manufacturer, and evaluation.external scores the bundle on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
 from mammofuse.cohort.tables import read_clinical, read_labels
+from mammofuse.config import PreprocessConfig
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
-from mammofuse.domain import VIEWS, View
+from mammofuse.domain import VIEWS, Side, View
 from mammofuse.explain.explain import CaseInput
 from mammofuse.imaging.cache import dequantize
 from mammofuse.imaging.preprocess import preprocess_file
 from mammofuse.models import positive_probability
+from mammofuse.parallel import Progress, parallel_map
 from mammofuse.problems import DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
@@ -72,21 +75,33 @@ def score(
     return probabilities, clinical
 
 
+def _decode(job: tuple[dict[View, Path], str, PreprocessConfig]) -> tuple[dict | None, str]:
+    """Both views of one breast preprocessed (in a worker process), or why they cannot be."""
+    paths, side, cfg = job
+    try:
+        return {v: preprocess_file(paths[v], Side(side), cfg) for v in VIEWS}, ""
+    except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
+        return None, f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
+
+
 def predict_breasts(
     bundle_dir: Path,
     images: Path,
     clinical: Path | None,
-    progress=None,
+    progress: Callable[[str], Progress] | None = None,
     strict: bool = False,
     labels: Path | None = None,
+    workers: int = 0,
 ):
     """(predictions, problems, bundle, preprocessed inputs of the scored rows). A breast unlike the
     training data is flagged in `unlike_training`; with `strict` it is not scored. With `labels` (a label
-    CSV as the bundle's config describes it) the rows gain `truth` and `clinical_probability`."""
+    CSV as the bundle's config describes it) the rows gain `truth`, `clinical_probability` and the CC
+    image's `manufacturer`. Images are decoded by `workers` processes (0: every core); `progress` makes a
+    progress bar of a description."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
-    found = find_images(images_cfg, problems, progress)
+    found = find_images(images_cfg, problems, progress("reading headers") if progress else None)
     truth = None
     if labels is not None:
         truth = read_labels(bundle.config.labels.model_copy(update={"path": labels.resolve()}), problems)
@@ -104,59 +119,62 @@ def predict_breasts(
         table = read_clinical(clin_cfg, problems)
     values = table.values if table else {}
     rows: list[dict] = []
-    inputs: dict[int, CaseInput] = {}
+    waiting: dict[int, tuple[dict, pd.DataFrame]] = {}  # row number -> its image records and clinical row
     labelled = set(truth.label) if truth is not None else set()
     for key in sorted(set(pairs) | set(values) | labelled):  # a breast known from any source is listed
         pid, side = key
-        number = len(rows) + 1
         row: dict[str, Any] = {
-            "row": number,
+            "row": len(rows) + 1,
             "patient_id": pid,
             "side": side.value,
             "probability": np.nan,
             "spread": np.nan,
             "label": None,
             "unlike_training": "",
+            "reason": "",
         }
+        if truth is not None:
+            row["truth"] = truth.label.get(key)
         records = pairs.get(key, {})
-        views = {view: record.path for view, record in records.items()}
-        missing = [v.value for v in VIEWS if v not in views]
+        missing = [v.value for v in VIEWS if v not in records]
         frame = pd.DataFrame([values.get(key, {})], columns=columns)
-        reason = None
         if missing:
-            reason = f"no usable {' or '.join(missing)} image"
+            row["reason"] = f"no usable {' or '.join(missing)} image"
         elif key not in values and columns:
-            reason = f"no row in {clinical.name if clinical else 'the clinical CSV'}"
+            row["reason"] = f"no row in {clinical.name if clinical else 'the clinical CSV'}"
         else:
-            reason = _unknown_reason(bundle, frame)
-        if reason is None:
-            try:
-                done = {v: preprocess_file(views[v], side, bundle.config.preprocess) for v in VIEWS}
-                pre = {v: dequantize(done[v][0]) for v in VIEWS}
-            except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
-                reason = f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
-        if reason is None and bundle.profile is not None:
+            row["reason"] = _unknown_reason(bundle, frame) or ""
+        if truth is not None:
+            row["manufacturer"] = records[View.CC].manufacturer if View.CC in records else ""
+        if not row["reason"]:
+            waiting[row["row"]] = (records, frame)
+        rows.append(row)
+    cfg = bundle.config.preprocess
+    jobs = [({v: r[v].path for v in VIEWS}, rows[n - 1]["side"], cfg) for n, (r, _) in waiting.items()]
+    decoded = parallel_map(_decode, jobs, workers, progress("decoding") if progress else None)
+    inputs: dict[int, CaseInput] = {}
+    for (number, (records, frame)), (done, reason) in zip(waiting.items(), decoded):
+        row = rows[number - 1]
+        if done is None:
+            row["reason"] = reason
+            continue
+        pre = {v: dequantize(done[v][0]) for v in VIEWS}
+        if bundle.profile is not None:
             headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
             row["unlike_training"] = unlike(bundle.profile, pre, {v: done[v][1] for v in VIEWS}, headers)
             if strict and row["unlike_training"]:
-                reason = f"unlike the training data (--strict): {row['unlike_training']}"
-        if reason is None:
-            probabilities, clinical_vectors = score(bundle, pre, frame)
-            row["probability"] = float(np.mean(probabilities))
-            row["spread"] = float(np.std(probabilities))
-            row["label"] = int(row["probability"] >= bundle.threshold)
-            inputs[number] = CaseInput(
-                pre, clinical_vectors, {v: str(views[v]) for v in VIEWS}, {v: done[v][1] for v in VIEWS}
+                row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
+                continue
+        probabilities, clinical_vectors = score(bundle, pre, frame)
+        row["probability"] = float(np.mean(probabilities))
+        row["spread"] = float(np.std(probabilities))
+        row["label"] = int(row["probability"] >= bundle.threshold)
+        if truth is not None and bundle.baselines:
+            row["clinical_probability"] = float(
+                np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
             )
-        row["reason"] = reason or ""
-        if truth is not None:
-            row["truth"] = truth.label.get(key)
-            row["manufacturer"] = records[View.CC].manufacturer if View.CC in records else ""
-            if reason is None and bundle.baselines:
-                row["clinical_probability"] = float(
-                    np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
-                )
-        rows.append(row)
+        paths = {v: str(records[v].path) for v in VIEWS}
+        inputs[number] = CaseInput(pre, clinical_vectors, paths, {v: done[v][1] for v in VIEWS})
     out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:
         out["truth"] = out["truth"].astype("Int64")

@@ -1,0 +1,50 @@
+"""`mammofuse predict` on new full-size mammograms: images decoded by 1 process against every core.
+
+Prints the wall time of scoring the same cohort with 1 worker and with every core, side by side, their
+ratio (goal: close to the number of cores, as preprocessing), and checks that both gave the same table.
+The bundle is the tiny demo model (one epoch, seconds to train); decoding the full-size images is what
+is measured, as on a new site's export.
+
+    python benchmarks/bench_predict.py [--breasts 24] [--image-size 2048 1664] [--compression jpeg2000]
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from _common import bench_parser, cohort, timed
+
+from mammofuse.cli import main as mammofuse
+from mammofuse.demo import run_demo
+from mammofuse.deploy.predict import predict_breasts
+
+
+def main() -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--breasts", type=int, default=24)
+    parser.add_argument("--image-size", type=int, nargs=2, default=[2048, 1664])
+    parser.add_argument("--compression", default="jpeg2000", choices=["none", "rle", "jpeg2000"])
+    args = parser.parse_args()
+
+    root = cohort(args.root, args.breasts, tuple(args.image_size), args.compression, seed=1)
+    demo = args.root / "predict-bundle"
+    bundle = demo / "work" / "runs" / "demo_cpu" / "bundle"
+    if not (bundle / "bundle.json").is_file():
+        assert run_demo(demo, mammofuse, breasts=60, epochs=1, image_size=(64, 52)) == 0
+    tables: dict[int, pd.DataFrame] = {}
+
+    def scored(workers: int) -> None:
+        tables[workers] = predict_breasts(bundle, root / "dicom", root / "clinical.csv", workers=workers)[0]
+
+    cores = os.cpu_count() or 1
+    one, every = timed(lambda: scored(1)), timed(lambda: scored(0))
+    pd.testing.assert_frame_equal(tables[1], tables[0])
+    n = int((tables[1]["reason"] == "").sum())
+    size = f"{args.image_size[0]} x {args.image_size[1]} px, {args.compression}"
+    print(f"predict, {len(tables[1])} breasts ({n} scored) of {size}:")
+    print(f"  1 process {one:.1f} s, {cores} processes {every:.1f} s: {one / every:.2f}x (the same table)")
+
+
+if __name__ == "__main__":
+    main()
