@@ -28,6 +28,12 @@ def test_every_stage_runs_image_only_and_says_so(ready, capsys):
     assert main([*argv, "--out", str(work / "p.csv")]) == 0
     predicted = pd.read_csv(work / "p.csv", dtype={"reason": str}).fillna({"reason": ""})
     assert (predicted["reason"] == "").mean() > 0.9  # no clinical CSV needed, none missing
+    assert not (run_dir / "bundle" / "baseline.json").exists()  # no clinical-only model to carry
+    capsys.readouterr()
+    argv += ["--labels", str(ready / "labels.csv")]
+    assert main([*argv, "--out", str(work / "site2" / "p.csv")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "│ image only │" in out and "clinical only" not in out and "carries no clinical-only" not in out
 
 
 def test_a_model_with_clinical_inputs_asks_for_them(trained_master, capsys):
