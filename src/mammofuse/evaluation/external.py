@@ -21,7 +21,7 @@ from mammofuse.deploy.bundle import Bundle
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, ExternalValidation
 from mammofuse.problems import DataError, Problems
-from mammofuse.report.clinical import subgroups
+from mammofuse.report.clinical import SUBGROUPS, subgroups
 
 
 def validate(
@@ -88,7 +88,7 @@ def validate(
     return ExternalValidation.model_validate(result)
 
 
-def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) -> list[Path]:
+def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) -> None:
     """ROC (operating points at the bundle's thresholds), calibration and decision curve into `out`."""
     used = table[(table["reason"] == "") & table["truth"].notna()]
     y = used["truth"].to_numpy(dtype=int)
@@ -106,11 +106,8 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
         "decision": plots.decision_figure(curves, where=where),
     }
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     for name, fig in figures.items():
         fig.savefig(out / f"{name}.png", dpi=110)
-        written.append(out / f"{name}.png")
-    return written
 
 
 def _with_clinical(used: pd.DataFrame, bundle: Bundle, clinical_csv: Path | None) -> pd.DataFrame:
@@ -121,10 +118,10 @@ def _with_clinical(used: pd.DataFrame, bundle: Bundle, clinical_csv: Path | None
     if clinical_csv is None or not cfg.use:
         return frame
     table = read_clinical(cfg.model_copy(update={"path": clinical_csv.resolve()}), Problems())
-    if table is None:
+    if table is None or not table.values:
         return frame
     values = pd.DataFrame(
         [{"patient_id": pid, "side": side.value, **row} for (pid, side), row in table.values.items()]
     )
-    columns = [c for c in ("density", "age", "tumour_size_mm") if c in values]
+    columns = [c for c in SUBGROUPS if c in values]  # the manufacturer is the images
     return frame.merge(values[["patient_id", "side", *columns]], on=["patient_id", "side"], how="left")
