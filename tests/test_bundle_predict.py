@@ -148,6 +148,22 @@ class TestPredict:
         assert len(merged) == (evaluated["split"] == "test").sum()
         assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5
 
+    def test_with_a_cache_a_second_run_decodes_nothing_and_scores_alike(
+        self, run, tmp_path, trained_master, monkeypatch
+    ):
+        cohort, cache = trained_master.parents[2], tmp_path / "cache"
+        first = predict(run / "bundle", cohort, tmp_path / "1.csv", "--cache", str(cache), "--workers", "1")
+        assert (first["reason"] == "").sum() > 100 and any(cache.rglob("*.npy"))
+
+        def no_decoding(*args, **kwargs):
+            raise AssertionError("decoded again")
+
+        monkeypatch.setattr("mammofuse.imaging.preprocess.preprocess_file", no_decoding)
+        again = predict(run / "bundle", cohort, tmp_path / "2.csv", "--cache", str(cache))
+        pd.testing.assert_frame_equal(first, again)
+        elsewhere = predict(run / "bundle", cohort, tmp_path / "3.csv", "--workers", "1")  # no cache given
+        assert elsewhere.loc[first["reason"] == "", "reason"].str.contains("decoded again").all()
+
     def test_bad_inputs_are_listed_with_reasons_and_the_rest_scored(self, run, tmp_path, trained_master):
         source = trained_master.parents[2]
         truth = pd.read_csv(source / "truth.csv", dtype={"patient_id": str}).head(6)  # six new breasts

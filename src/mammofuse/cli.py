@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="processes that decode the images (0, the default: every core)",
     )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="keep the preprocessed images in DIR: a rerun, or another bundle with the same preprocessing, "
+        "decodes nothing again (default: a temporary folder, removed)",
+    )
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
     p.add_argument(
         "--strict",

@@ -38,6 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         compression=args.compression,
         signal=args.signal,
         workers=args.workers,
+        cache=args.cache,
     )
     check_writable(args.out_dir)
     start = time.perf_counter()
@@ -383,6 +384,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         strict=args.strict,
         labels=args.labels,
         workers=args.workers,
+        cache=args.cache,
     )
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""

@@ -9,7 +9,9 @@ CC image's manufacturer, and evaluation.external scores the bundle on them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,15 @@ import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
 from mammofuse.cohort.tables import read_clinical, read_labels
-from mammofuse.config import PreprocessConfig
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
-from mammofuse.domain import VIEWS, Side, View
+from mammofuse.domain import VIEWS, View
 from mammofuse.explain.explain import CaseInput
-from mammofuse.imaging.cache import dequantize
-from mammofuse.imaging.preprocess import preprocess_file
+from mammofuse.imaging.cache import entry_record, load_entry
+from mammofuse.imaging.geometry import Geometry
+from mammofuse.imaging.preprocess import UNDECODABLE, preprocess_cohort
 from mammofuse.models import positive_probability
-from mammofuse.parallel import Progress, parallel_map
+from mammofuse.parallel import Progress
 from mammofuse.problems import DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
@@ -75,13 +77,14 @@ def score(
     return probabilities, clinical
 
 
-def _decode(job: tuple[dict[View, Path], str, PreprocessConfig]) -> tuple[dict | None, str]:
-    """Both views of one breast preprocessed (in a worker process), or why they cannot be."""
-    paths, side, cfg = job
-    try:
-        return {v: preprocess_file(paths[v], Side(side), cfg) for v in VIEWS}, ""
-    except Exception as exc:  # any decoder failure: this breast is not scored, the rest are
-        return None, f"pixels cannot be decoded ({type(exc).__name__}: {exc})"
+@contextmanager
+def _cache_root(cache: Path | None) -> Iterator[Path]:
+    """The given cache folder, or a temporary one removed afterwards."""
+    if cache is not None:
+        yield cache
+        return
+    with tempfile.TemporaryDirectory(prefix="mammofuse-predict-") as folder:
+        yield Path(folder)
 
 
 def predict_breasts(
@@ -92,12 +95,14 @@ def predict_breasts(
     strict: bool = False,
     labels: Path | None = None,
     workers: int = 0,
+    cache: Path | None = None,
 ):
     """(predictions, problems, bundle, preprocessed inputs of the scored rows). A breast unlike the
     training data is flagged in `unlike_training`; with `strict` it is not scored. With `labels` (a label
     CSV as the bundle's config describes it) the rows gain `truth`, `clinical_probability` and the CC
-    image's `manufacturer`. Images are decoded by `workers` processes (0: every core); `progress` makes a
-    progress bar of a description."""
+    image's `manufacturer`. Images are decoded by `workers` processes (0: every core) into the preprocessed
+    cache under `cache` (kept; default: a temporary folder); `progress` makes a progress bar of a
+    description."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
@@ -149,32 +154,50 @@ def predict_breasts(
         if not row["reason"]:
             waiting[row["row"]] = (records, frame)
         rows.append(row)
-    cfg = bundle.config.preprocess
-    jobs = [({v: r[v].path for v in VIEWS}, rows[n - 1]["side"], cfg) for n, (r, _) in waiting.items()]
-    decoded = parallel_map(_decode, jobs, workers, progress("decoding") if progress else None)
+    # decoded as in training: into a preprocessed cache (given: kept, so a rerun or another bundle with the
+    # same preprocessing decodes nothing again; else a temporary one), on every core
+    cfg = bundle.config.preprocess.model_copy(update={"workers": workers, "cluster": None})
+    breasts = pd.DataFrame(
+        [
+            {"patient_id": rows[n - 1]["patient_id"], "side": rows[n - 1]["side"]}
+            | {v.column("path"): str(records[v].path) for v in VIEWS}
+            for n, (records, _) in waiting.items()
+        ],
+        columns=["patient_id", "side", *(v.column("path") for v in VIEWS)],
+    )
     inputs: dict[int, CaseInput] = {}
-    for (number, (records, frame)), (done, reason) in zip(waiting.items(), decoded):
-        row = rows[number - 1]
-        if done is None:
-            row["reason"] = reason
-            continue
-        pre = {v: dequantize(done[v][0]) for v in VIEWS}
-        if bundle.profile is not None:
-            headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
-            row["unlike_training"] = unlike(bundle.profile, pre, {v: done[v][1] for v in VIEWS}, headers)
-            if strict and row["unlike_training"]:
-                row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
+    with _cache_root(cache) as root:
+        decoding = Problems()
+        bar = progress("decoding") if progress else None
+        found, _, _ = preprocess_cohort(breasts, cfg, root, decoding, bar)
+        entries = {(e["patient_id"], e["side"]): e for e in found.to_dict("records")}
+        undecodable = {(p.patient_id, p.side): p.reason for p in decoding.items if p.category == UNDECODABLE}
+        problems.items += [p for p in decoding.items if p.category != UNDECODABLE]  # warnings, breast kept
+        for number, (records, frame) in waiting.items():
+            row = rows[number - 1]
+            key = (row["patient_id"], row["side"])
+            if key not in entries:
+                row["reason"] = undecodable.get(key, "pixels cannot be decoded")
                 continue
-        probabilities, clinical_vectors = score(bundle, pre, frame)
-        row["probability"] = float(np.mean(probabilities))
-        row["spread"] = float(np.std(probabilities))
-        row["label"] = int(row["probability"] >= bundle.threshold)
-        if truth is not None and bundle.baselines:
-            row["clinical_probability"] = float(
-                np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
-            )
-        paths = {v: str(records[v].path) for v in VIEWS}
-        inputs[number] = CaseInput(pre, clinical_vectors, paths, {v: done[v][1] for v in VIEWS})
+            cached = {v: entries[key][v.column("cache")] for v in VIEWS}
+            pre = {v: load_entry(cached[v]) for v in VIEWS}
+            geometry = {v: Geometry.from_dict(entry_record(cached[v])["geometry"]) for v in VIEWS}
+            if bundle.profile is not None:
+                headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
+                row["unlike_training"] = unlike(bundle.profile, pre, geometry, headers)
+                if strict and row["unlike_training"]:
+                    row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
+                    continue
+            probabilities, clinical_vectors = score(bundle, pre, frame)
+            row["probability"] = float(np.mean(probabilities))
+            row["spread"] = float(np.std(probabilities))
+            row["label"] = int(row["probability"] >= bundle.threshold)
+            if truth is not None and bundle.baselines:
+                row["clinical_probability"] = float(
+                    np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
+                )
+            paths = {v: str(records[v].path) for v in VIEWS}
+            inputs[number] = CaseInput(pre, clinical_vectors, paths, geometry)
     out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:
         out["truth"] = out["truth"].astype("Int64")

@@ -72,6 +72,9 @@ def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
     return preprocess_pixels(raw, meta_from_dataset(ds), side, cfg)
 
 
+UNDECODABLE = "undecodable pixels"  # the problem category of a breast whose image cannot be decoded
+
+
 @dataclass(frozen=True)
 class _Job:
     path: str
@@ -188,7 +191,7 @@ def _build(
         paths = [breast[c] for c in columns.values()]
         bad = [p for p in paths if keys[p] in failed]
         if bad:
-            problems.add("undecodable pixels", failed[keys[bad[0]]], path=bad[0], **ids)
+            problems.add(UNDECODABLE, failed[keys[bad[0]]], path=bad[0], **ids)
             continue
         for path in paths:
             if (
