@@ -38,7 +38,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
         compression=args.compression,
         signal=args.signal,
         workers=args.workers,
-        cache=args.cache,
     )
     check_writable(args.out_dir)
     start = time.perf_counter()
