@@ -384,6 +384,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         labels=args.labels,
         workers=args.workers,
         cache=args.cache,
+        keep_inputs=args.explain,
     )
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""

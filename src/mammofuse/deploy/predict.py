@@ -96,13 +96,14 @@ def predict_breasts(
     labels: Path | None = None,
     workers: int = 0,
     cache: Path | None = None,
+    keep_inputs: bool = False,
 ):
-    """(predictions, problems, bundle, preprocessed inputs of the scored rows). A breast unlike the
-    training data is flagged in `unlike_training`; with `strict` it is not scored. With `labels` (a label
-    CSV as the bundle's config describes it) the rows gain `truth`, `clinical_probability` and the CC
-    image's `manufacturer`. Images are decoded by `workers` processes (0: every core) into the preprocessed
-    cache under `cache` (kept; default: a temporary folder); `progress` makes a progress bar of a
-    description."""
+    """(predictions, problems, bundle, preprocessed inputs of the scored rows: kept for Grad-CAM with
+    `keep_inputs` alone, since on a large export they would fill memory). A breast unlike the training
+    data is flagged in `unlike_training`; with `strict` it is not scored. With `labels` (a label CSV as
+    the bundle's config describes it) the rows gain `truth`, `clinical_probability` and the CC image's
+    `manufacturer`. Images are decoded by `workers` processes (0: every core) into the preprocessed cache
+    under `cache` (kept; default: a temporary folder); `progress` makes a progress bar of a description."""
     bundle = load_bundle(bundle_dir)
     problems = Problems()
     images_cfg = _images_config(bundle, images)
@@ -196,8 +197,9 @@ def predict_breasts(
                 row["clinical_probability"] = float(
                     np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
                 )
-            paths = {v: str(records[v].path) for v in VIEWS}
-            inputs[number] = CaseInput(pre, clinical_vectors, paths, geometry)
+            if keep_inputs:
+                paths = {v: str(records[v].path) for v in VIEWS}
+                inputs[number] = CaseInput(pre, clinical_vectors, paths, geometry)
     out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:
         out["truth"] = out["truth"].astype("Int64")
