@@ -232,6 +232,10 @@ class TestExternalValidation:
             assert ours["at_youden"]["confusion"] == theirs["at_youden"]["confusion"], part
         assert result["comparison"]["difference"] == pytest.approx(evaluated["comparison"]["difference"])
         assert result["internal"] == "test split"
+        train = Run(run).read_data().query("split == 'train'")
+        assert result["training_prevalence"] == pytest.approx(train["label"].mean())
+        here, there = result["model"]["positives"] / result["model"]["n"], train["label"].mean()
+        assert f"prevalence: {100 * here:.1f} % label 1 here (training {100 * there:.1f} %)" in shown
         assert result["internal_auc"] == evaluated["model"]["test"]["auc"]
         unlabelled = result["scored"] - result["labelled"]
         assert f"{unlabelled} scored breasts have no valid label in labels.csv" in shown

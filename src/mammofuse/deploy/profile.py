@@ -34,6 +34,7 @@ class Profile(BaseModel):
     columns: tuple[int, int]
     brightness: tuple[float, float]  # 1st and 99th percentile of the inputs' mean brightness
     breasts: int
+    positives: int | None = None  # training breasts of label 1 (bundles before it: None)
     spacing_mm: tuple[float, float] | None = None  # min, max pixel spacing, where the headers give it
     manufacturers: list[str] | None = None
     scores: list[float] | None = None  # SCORE_QUANTILES of the probabilities of held-out breasts
@@ -55,6 +56,7 @@ def training_profile(train: pd.DataFrame, held_out_scores: np.ndarray, seed: int
         columns=(int(shapes[:, 1].min()), int(shapes[:, 1].max())),
         brightness=(float(low), float(high)),
         breasts=len(train),
+        positives=int(train["label"].sum()),
         spacing_mm=(float(spacing.min()), float(spacing.max())) if len(spacing) else None,
         manufacturers=sorted(set(makers) - {""}) or None,
         scores=[float(q) for q in np.percentile(held_out_scores, SCORE_QUANTILES)],

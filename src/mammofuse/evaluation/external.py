@@ -59,6 +59,9 @@ def validate(
         "internal_auc": bundle.info.get("test_auc") or bundle.info.get("cv_auc"),
         "internal": "pooled out-of-fold" if bundle.info.get("cv_auc") else "test split",
     }
+    profile = bundle.profile
+    if profile is not None and profile.positives is not None:
+        result["training_prevalence"] = profile.positives / profile.breasts
     warnings = []
     if bundle.baselines:
         clinical = used["clinical_probability"].to_numpy(dtype=float)

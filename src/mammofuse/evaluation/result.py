@@ -186,5 +186,15 @@ class ExternalValidation(_Result):
     comparison: Comparison | None = None
     internal_auc: AucInterval | None = None  # what the bundle was validated with, for comparison
     internal: str = ""  # where: "test split" or "pooled out-of-fold"
+    training_prevalence: float | None = None  # share of label 1 among the training breasts
+
+    @property
+    def prevalence_text(self) -> str:
+        """'24.7 % label 1 here (training 24.3 %)': what PPV, NPV and calibration in the large depend on."""
+        here = f"{100 * self.model.positives / self.model.n:.1f} % label 1 here"
+        if self.training_prevalence is None:
+            return here
+        return f"{here} (training {100 * self.training_prevalence:.1f} %)"
+
     warnings: list[str] = []
     subgroups: list[dict[str, str]] = []  # AUC by manufacturer, density, age and tumour size band
