@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -147,6 +148,27 @@ class TestPredict:
         merged = evaluated[evaluated["split"] == "test"].merge(pred, on="key")
         assert len(merged) == (evaluated["split"] == "test").sum()
         assert (merged["probability_x"] - merged["probability_y"]).abs().max() < 1e-5
+
+    def test_a_breast_whose_pixels_cannot_be_decoded_gets_the_decoders_reason(
+        self, run, tmp_path, trained_master, monkeypatch
+    ):
+        from mammofuse.imaging import preprocess
+
+        cohort = trained_master.parents[2]
+        breast = pd.read_csv(cohort / "truth.csv", dtype={"patient_id": str}).iloc[0]
+        broken, decode = cohort / breast["cc_path"], preprocess.preprocess_file
+
+        def decoder(path, side, cfg):
+            if Path(path) == broken:
+                raise ValueError("JPEG 2000 stream ends early")
+            return decode(path, side, cfg)
+
+        monkeypatch.setattr(preprocess, "preprocess_file", decoder)
+        pred = predict(run / "bundle", cohort, tmp_path / "p.csv", "--workers", "1")
+        mine = pred[(pred["patient_id"] == breast["patient_id"]) & (pred["side"] == breast["side"])]
+        reason = "pixels cannot be decoded (ValueError: JPEG 2000 stream ends early)"  # no file path
+        assert mine["reason"].tolist() == [reason]
+        assert (pred["reason"] == "").sum() > 100  # the rest scored
 
     def test_with_a_cache_a_second_run_decodes_nothing_and_scores_alike(
         self, run, tmp_path, trained_master, monkeypatch

@@ -172,7 +172,11 @@ def predict_breasts(
         bar = progress("decoding") if progress else None
         found, _, _ = preprocess_cohort(breasts, cfg, root, decoding, bar)
         entries = {(e["patient_id"], e["side"]): e for e in found.to_dict("records")}
-        undecodable = {(p.patient_id, p.side): p.reason for p in decoding.items if p.category == UNDECODABLE}
+        undecodable = {  # the reason without the file's path, as the other reasons
+            (p.patient_id, p.side): p.reason.removeprefix(f"{p.path}: ")
+            for p in decoding.items
+            if p.category == UNDECODABLE
+        }
         problems.items += [p for p in decoding.items if p.category != UNDECODABLE]  # warnings, breast kept
         for number, (records, frame) in waiting.items():
             row = rows[number - 1]
