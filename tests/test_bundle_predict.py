@@ -257,7 +257,7 @@ class TestExternalValidation:
         train = Run(run).read_data().query("split == 'train'")
         assert result["training_prevalence"] == pytest.approx(train["label"].mean())
         here, there = result["model"]["positives"] / result["model"]["n"], train["label"].mean()
-        assert f"prevalence: {100 * here:.1f} % label 1 here (training {100 * there:.1f} %)" in shown
+        assert f"prevalence: {100 * here:.1f} % label 1 here, {100 * there:.1f} % in training" in shown
         assert result["internal_auc"] == evaluated["model"]["test"]["auc"]
         unlabelled = result["scored"] - result["labelled"]
         assert f"{unlabelled} scored breasts have no valid label in labels.csv" in shown

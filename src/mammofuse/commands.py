@@ -329,7 +329,7 @@ def print_validation(result: ExternalValidation) -> None:
         )
     if result.internal_auc is not None:
         console.print(f"the bundle's own validation ({result.internal}): AUC {result.internal_auc.text}")
-    console.print(f"prevalence: {result.prevalence_text} (PPV, NPV, calibration-in-the-large vary with it)")
+    console.print(f"prevalence: {result.prevalence_text} (PPV, NPV, calibration in the large vary with it)")
     _print_footer(
         result, "sens ... NPV at the bundle's thresholds, chosen on its training cohort's validation"
     )

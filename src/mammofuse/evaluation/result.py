@@ -190,11 +190,11 @@ class ExternalValidation(_Result):
 
     @property
     def prevalence_text(self) -> str:
-        """'24.7 % label 1 here (training 24.3 %)': what PPV, NPV and calibration in the large depend on."""
+        """'24.7 % label 1 here, 24.3 % in training': what PPV, NPV and calibration in the large vary with."""
         here = f"{100 * self.model.positives / self.model.n:.1f} % label 1 here"
         if self.training_prevalence is None:
             return here
-        return f"{here} (training {100 * self.training_prevalence:.1f} %)"
+        return f"{here}, {100 * self.training_prevalence:.1f} % in training"
 
     warnings: list[str] = []
     subgroups: list[dict[str, str]] = []  # AUC by manufacturer, density, age and tumour size band
