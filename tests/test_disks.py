@@ -28,7 +28,9 @@ class TestReadOnlyDisk:
         one_line_error(out, f"{disk}: Read-only file system (the file system is read-only")
         assert "kept" not in out
 
-    def test_evaluate_and_predict_with_a_read_only_output_folder(self, trained_master, tmp_path, capsys):
+    def test_evaluate_and_predict_with_a_read_only_output_folder(
+        self, trained_master, tmp_path, capsys, monkeypatch
+    ):
         cohort = trained_master.parents[2]
         with tmpfs(tmp_path / "disk", "64m") as disk:
             run_dir = disk / "run"
@@ -44,6 +46,14 @@ class TestReadOnlyDisk:
             one_line_error(out, "Read-only file system")
             assert "scored" not in out  # refused before the work, not after scoring every breast
             assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+            argv[-1] = str(tmp_path / "out" / "p.csv")  # written elsewhere, its cache on the read-only disk
+
+            def scan(*args):
+                raise AssertionError("the export's headers were read before the cache folder was checked")
+
+            monkeypatch.setattr("mammofuse.deploy.predict.find_images", scan)
+            assert main([*argv, "--cache", str(disk / "cache")]) == 2
+            one_line_error(capsys.readouterr().out, f"{disk / 'cache'}: Read-only file system")
 
 
 class TestFullDisk:

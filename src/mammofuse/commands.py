@@ -375,7 +375,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mammofuse.deploy.predict import predict_breasts
     from mammofuse.deploy.profile import score_shift
 
-    check_writable(args.out.parent)
+    check_writable(args.out.parent, *([args.cache] if args.cache else []))
     table, problems, bundle, inputs = predict_breasts(
         args.bundle,
         args.images,
