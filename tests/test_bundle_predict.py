@@ -346,6 +346,45 @@ class TestExternalValidation:
         assert reasons.pop(second) == "no usable CC or MLO image"  # its only exam came after its surgery
         assert set(reasons.values()) == {""} and len(reasons) == len(truth) - 2  # one exam, before surgery
 
+    def test_two_bundles_on_the_same_new_breasts_compared_paired(
+        self, run, ready, tmp_path, trained_master, capsys
+    ):
+        other = train_variant(ready, "other", "[train]\nepochs = 1\nseed = 7\n")  # another model
+        assert main(["evaluate", str(other)]) == 0
+        cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
+        labels_of(cohort, held_out_keys(run), labels)
+        out = tmp_path / "site2" / "predictions.csv"
+        mine = predict(
+            run / "bundle", cohort, out, "--labels", str(labels), "--versus", str(other / "bundle")
+        )
+        theirs = pd.read_csv(out.parent / "versus_predictions.csv", dtype={"patient_id": str})
+        both = mine.merge(theirs, on=["patient_id", "side"]).dropna(subset=["truth_x", "probability_y"])
+        result = json.loads((out.parent / "validation.json").read_text())["versus"]
+        from mammofuse.evaluation.metrics import auc
+
+        y = both["truth_x"].astype(int).to_numpy()
+        assert result["n"] == len(both) == len(held_out_keys(run))
+        assert result["auc"]["auc"] == pytest.approx(auc(y, both["probability_x"].to_numpy()))
+        assert result["other_auc"]["auc"] == pytest.approx(auc(y, both["probability_y"].to_numpy()))
+        difference = result["auc"]["auc"] - result["other_auc"]["auc"]
+        assert result["comparison"]["difference"] == pytest.approx(difference) and difference != 0
+        assert f"versus {other / 'bundle'} (single model)" in " ".join(capsys.readouterr().out.split())
+        assert "Against another bundle:" in (out.parent / "validation.html").read_text()
+
+    def test_versus_without_labels_is_refused_before_any_work(self, run, trained_master, tmp_path, capsys):
+        cohort = trained_master.parents[2]
+        argv = [
+            "predict",
+            str(run / "bundle"),
+            "--images",
+            str(cohort / "dicom"),
+            "--versus",
+            str(run / "bundle"),
+        ]
+        assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 2
+        assert "--versus compares two bundles on labelled breasts" in capsys.readouterr().out
+        assert not (tmp_path / "p.csv").exists()
+
     def test_labels_of_one_class_are_a_clear_error(self, run, tmp_path, trained_master, capsys):
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
         table = pd.read_csv(cohort / "labels.csv", dtype=str)

@@ -300,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"
     )
     p.add_argument(
+        "--versus",
+        type=Path,
+        metavar="BUNDLE",
+        help="with --labels: also score this other bundle on the same breasts and compare the two, paired "
+        "(AUC difference with its interval and p) -> versus_predictions.csv and validation.json's 'versus'",
+    )
+    p.add_argument(
         "--workers",
         type=_workers,
         default=0,

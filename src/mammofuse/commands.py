@@ -330,6 +330,11 @@ def print_validation(result: ExternalValidation) -> None:
     if result.internal_auc is not None:
         console.print(f"the bundle's own validation ({result.internal}): AUC {result.internal_auc.text}")
     console.print(f"prevalence: {result.prevalence_text} (PPV, NPV, calibration in the large vary with it)")
+    if (v := result.versus) is not None:
+        console.print(
+            f"versus {v.bundle} ({v.kind}), on the {v.n} breasts both scored ({v.positives} positive): AUC "
+            f"{v.auc.text} vs {v.other_auc.text}; difference {v.comparison.text}"
+        )
     _print_footer(
         result, "sens ... NPV at the bundle's thresholds, chosen on its training cohort's validation"
     )
@@ -375,18 +380,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mammofuse.deploy.predict import predict_breasts
     from mammofuse.deploy.profile import score_shift
 
+    if args.versus is not None and args.labels is None:
+        raise ConfigError("--versus compares two bundles on labelled breasts: give --labels CSV too")
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
-    table, problems, bundle, inputs = predict_breasts(
-        args.bundle,
-        args.images,
-        args.clinical,
-        progress=progress,
-        strict=args.strict,
-        labels=args.labels,
-        workers=args.workers,
-        cache=args.cache,
-        keep_inputs=args.explain,
-    )
+
+    def score_with(bundle_dir: Path, keep_inputs: bool = False):
+        return predict_breasts(
+            bundle_dir,
+            args.images,
+            args.clinical,
+            progress=progress,
+            strict=args.strict,
+            labels=args.labels,
+            workers=args.workers,
+            cache=args.cache,
+            keep_inputs=keep_inputs,
+        )
+
+    table, problems, bundle, inputs = score_with(args.bundle, keep_inputs=args.explain)
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""
     console.print(
@@ -409,7 +420,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from mammofuse.report.report import build_validation_report
 
         out = args.out.parent
-        result = validate(table, args.bundle, bundle, args.labels, args.clinical, bundle.config.train.seed)
+        versus = None
+        if args.versus is not None:
+            other, _, other_bundle, _ = score_with(args.versus)
+            other.to_csv(out / "versus_predictions.csv", index=False)
+            versus = (args.versus, other_bundle, other)
+        seed = bundle.config.train.seed
+        result = validate(table, args.bundle, bundle, args.labels, args.clinical, seed, versus)
         (out / "validation.json").write_text(result.to_json(), encoding="utf-8")
         write_figures(result, table, out / "figures")
         page = build_validation_report(result, bundle, out)

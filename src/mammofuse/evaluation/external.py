@@ -31,10 +31,12 @@ def validate(
     labels: Path,
     clinical_csv: Path | None = None,
     seed: int = 0,
+    versus: tuple[Path, Bundle, pd.DataFrame] | None = None,
 ) -> ExternalValidation:
     """The bundle's figures on the scored breasts of `table` (predict's output with `truth`) that have a
     valid label, and by subgroup (manufacturer, and density, age and tumour size where `clinical_csv` has
-    them); a DataError where they hold one class only."""
+    them); a DataError where they hold one class only. `versus`: another bundle's folder, the bundle and
+    its output on the same breasts, compared paired."""
     scored = table[table["reason"] == ""]
     used = scored[scored["truth"].notna()]
     y = used["truth"].to_numpy(dtype=int)
@@ -88,7 +90,28 @@ def validate(
     warnings += [small] if small else []
     result["warnings"] = warnings
     result["subgroups"] = subgroups(_with_clinical(used, bundle, clinical_csv).assign(label=y), "probability")
+    if versus is not None:
+        result["versus"] = _versus(used, *versus, seed)
     return ExternalValidation.model_validate(result)
+
+
+def _versus(used: pd.DataFrame, other_dir: Path, other: Bundle, table: pd.DataFrame, seed: int) -> dict:
+    """This bundle against another on the labelled breasts both scored: each AUC and the paired difference."""
+    theirs = table.loc[table["reason"] == "", ["patient_id", "side", "probability"]]
+    both = used.merge(theirs, on=["patient_id", "side"], suffixes=("", "_other"))
+    y, groups = both["truth"].to_numpy(dtype=int), both["patient_id"].to_numpy()
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{other_dir}: it scored no breasts of both classes that this bundle scored too")
+    mine, others = both["probability"].to_numpy(dtype=float), both["probability_other"].to_numpy(dtype=float)
+    return {
+        "bundle": str(other_dir),
+        "kind": other.info["kind"],
+        "n": len(both),
+        "positives": int(y.sum()),
+        "auc": metrics.auc_with_ci(y, mine, groups, seed=seed),
+        "other_auc": metrics.auc_with_ci(y, others, groups, seed=seed),
+        "comparison": metrics.paired_auc_difference(y, mine, others, groups, seed=seed),
+    }
 
 
 def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) -> None:

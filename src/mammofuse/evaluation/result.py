@@ -170,6 +170,19 @@ class CvEvaluation(_Named, _Result):
     warnings: list[str] = []
 
 
+class Versus(_Result):
+    """Two bundles on the same new labelled breasts (`predict --labels --versus`): paired, on the breasts
+    both scored."""
+
+    bundle: str  # the other bundle
+    kind: str
+    n: int
+    positives: int
+    auc: AucInterval  # this bundle's, on these breasts
+    other_auc: AucInterval
+    comparison: Comparison  # this bundle's AUC minus the other's, paired bootstrap
+
+
 class ExternalValidation(_Result):
     """What `predict --labels` writes to validation.json: a bundle on labelled breasts none of its members
     saw (evaluation.external). Nothing in it was fitted on these breasts."""
@@ -198,3 +211,4 @@ class ExternalValidation(_Result):
 
     warnings: list[str] = []
     subgroups: list[dict[str, str]] = []  # AUC by manufacturer, density, age and tumour size band
+    versus: Versus | None = None
