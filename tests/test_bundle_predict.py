@@ -7,8 +7,11 @@ import pytest
 from safetensors.torch import load_file
 
 from mammofuse.cli import main
-from mammofuse.deploy.bundle import load_bundle
+from mammofuse.config import load_config, save_config
+from mammofuse.deploy.bundle import load_bundle, write_sums
 from mammofuse.domain import View
+from mammofuse.evaluation.metrics import auc
+from mammofuse.imaging import preprocess
 from mammofuse.models import ModelError
 from mammofuse.runs import Run
 from tests.cohort.helpers import edit_dicom
@@ -128,8 +131,6 @@ class TestIntegrity:
         assert named in out and "Traceback" not in out
 
     def test_a_consistent_bundle_with_an_unknown_key_is_refused_by_its_schema(self, run):
-        from mammofuse.deploy.bundle import write_sums
-
         edit_json(run / "bundle" / "encoder.json", lambda d: d.update(scale_mode="robust"))
         write_sums(run / "bundle")  # the checksums agree: only the schema can tell
         with pytest.raises(ModelError, match="encoder.json: unknown key.*scale_mode"):
@@ -152,8 +153,6 @@ class TestPredict:
     def test_a_breast_whose_pixels_cannot_be_decoded_gets_the_decoders_reason(
         self, run, tmp_path, trained_master, monkeypatch
     ):
-        from mammofuse.imaging import preprocess
-
         cohort = trained_master.parents[2]
         breast = pd.read_csv(cohort / "truth.csv", dtype={"patient_id": str}).iloc[0]
         broken, decode = cohort / breast["cc_path"], preprocess.preprocess_file
@@ -286,8 +285,6 @@ class TestExternalValidation:
     def test_a_bundle_written_before_bundles_kept_the_baseline_validates_the_model_alone_by_scanner(
         self, run, tmp_path, trained_master, capsys
     ):
-        from mammofuse.deploy.bundle import write_sums
-
         (run / "bundle" / "baseline.json").unlink()
         write_sums(run / "bundle")  # as such a bundle was written: intact, without the file
         cohort, labels, keys = tmp_path / "cohort", tmp_path / "labels.csv", held_out_keys(run)
@@ -309,9 +306,6 @@ class TestExternalValidation:
     def test_a_study_of_the_exam_before_surgery_takes_each_breasts_exam_by_its_label_date(
         self, run, tmp_path, trained_master
     ):
-        from mammofuse.config import load_config, save_config
-        from mammofuse.deploy.bundle import write_sums
-
         bundle = run / "bundle"  # as a study that kept each breast's latest exam on or before its surgery
         cfg = load_config(bundle / "config.toml")
         images = cfg.images.model_copy(update={"exam_policy": "before_label_date"})
@@ -360,8 +354,6 @@ class TestExternalValidation:
         theirs = pd.read_csv(out.parent / "versus_predictions.csv", dtype={"patient_id": str})
         both = mine.merge(theirs, on=["patient_id", "side"]).dropna(subset=["truth_x", "probability_y"])
         result = json.loads((out.parent / "validation.json").read_text())["versus"]
-        from mammofuse.evaluation.metrics import auc
-
         y = both["truth_x"].astype(int).to_numpy()
         assert result["n"] == len(both) == len(held_out_keys(run))
         assert result["auc"]["auc"] == pytest.approx(auc(y, both["probability_x"].to_numpy()))

@@ -11,6 +11,7 @@ from mammofuse.cli import main
 from mammofuse.config import ConfigError
 from mammofuse.deploy.bundle import ensemble_problem, load_bundle
 from mammofuse.evaluation.cv import pool_folds
+from mammofuse.models.stacking import ClinicalBaseline
 from mammofuse.runs import Run
 
 
@@ -198,8 +199,6 @@ class TestFoldEnsemble:
         row = pred.iloc[0]
         breast = Run(run / "folds" / "r0f0").read_data()
         breast = breast[(breast["patient_id"] == row["patient_id"]) & (breast["side"] == row["side"])]
-        from mammofuse.models.stacking import ClinicalBaseline
-
         clinical = []
         for name in kept:
             fold = Run(run / "folds" / name)
