@@ -200,6 +200,9 @@ class ExternalValidation(_Result):
     internal_auc: AucInterval | None = None  # what the bundle was validated with, for comparison
     internal: str = ""  # where: "test split" or "pooled out-of-fold"
     training_prevalence: float | None = None  # share of label 1 among the training breasts
+    warnings: list[str] = []
+    subgroups: list[dict[str, str]] = []  # AUC by manufacturer, density, age and tumour size band
+    versus: Versus | None = None
 
     @property
     def prevalence_text(self) -> str:
@@ -208,7 +211,3 @@ class ExternalValidation(_Result):
         if self.training_prevalence is None:
             return here
         return f"{here}, {100 * self.training_prevalence:.1f} % in training"
-
-    warnings: list[str] = []
-    subgroups: list[dict[str, str]] = []  # AUC by manufacturer, density, age and tumour size band
-    versus: Versus | None = None
