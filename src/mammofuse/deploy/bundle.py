@@ -264,7 +264,8 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
         f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s; each fold's "
         f"scores standardised on its validation breasts, one scale); per fold {model.fold_auc_text}\n"
         "- these figures are of the fold models, each on the breasts it never saw; the ensemble itself has "
-        "not been scored on breasts that none of its members saw\n"
+        "not been scored on breasts that none of its members saw (`mammofuse predict --labels` does that, "
+        "on a labelled cohort from elsewhere)\n"
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
