@@ -94,7 +94,8 @@ def evaluate_run(run_dir: Path) -> Evaluation:
         split: predict(net, loader(BreastDataset(part, vectors[split]), cfg)) for split, part in parts.items()
     }
     patients = parts[TEST]["patient_id"].to_numpy()  # in the loader's order
-    baseline_model, baseline = write_baseline(run) or (None, None)
+    fitted = write_baseline(run)  # the regression and its validation and test probabilities, or None
+    baseline = fitted[1] if fitted is not None else None
 
     stacker = None
     if cfg.model.fusion == "late":  # the images' logit and the clinical data, fitted on validation only
@@ -127,13 +128,14 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     pd.DataFrame(rows).to_csv(run.predictions, index=False)
 
     curves = {MODEL if baseline is not None else IMAGE_ONLY: (test_y, test_p)}
-    if baseline_model is not None and baseline is not None:
+    if fitted is not None:
+        regression, probabilities = fitted
         result["baseline"] = {
-            "test": metrics.summary(test_y, baseline[TEST], baseline_model.threshold, patients),
-            "val_auc": metrics.auc(val_y, baseline[VAL]),
+            "test": metrics.summary(test_y, probabilities[TEST], regression.threshold, patients),
+            "val_auc": metrics.auc(val_y, probabilities[VAL]),
         }
-        result["comparison"] = metrics.paired_auc_difference(test_y, test_p, baseline[TEST], patients)
-        curves[BASELINE] = (test_y, baseline[TEST])
+        result["comparison"] = metrics.paired_auc_difference(test_y, test_p, probabilities[TEST], patients)
+        curves[BASELINE] = (test_y, probabilities[TEST])
     train_mean = encoder.transform(data[data["split"] == TRAIN]).mean(axis=0, keepdims=True)
     result["contributions"] = contributions(net, parts[TEST], vectors[TEST], test_p, train_mean, cfg, stacker)
     evaluation = Evaluation.model_validate(result)
