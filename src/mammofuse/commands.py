@@ -377,14 +377,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mammofuse.deploy.predict import predict_breasts
+    from mammofuse.deploy.predict import cache_folder, predict_breasts
     from mammofuse.deploy.profile import score_shift
 
     if args.versus is not None and args.labels is None:
         raise ConfigError("--versus compares two bundles on labelled breasts: give --labels CSV too")
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
 
-    def score_with(bundle_dir: Path, keep_inputs: bool = False):
+    def score_with(bundle_dir: Path, cache: Path, keep_inputs: bool = False):
         return predict_breasts(
             bundle_dir,
             args.images,
@@ -393,11 +393,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             strict=args.strict,
             labels=args.labels,
             workers=args.workers,
-            cache=args.cache,
+            cache=cache,
             keep_inputs=keep_inputs,
         )
 
-    table, problems, bundle, inputs = score_with(args.bundle, keep_inputs=args.explain)
+    with cache_folder(args.cache) as cache:  # one for both bundles: the same preprocessing decodes once
+        table, problems, bundle, inputs = score_with(args.bundle, cache, keep_inputs=args.explain)
+        versus = None
+        if args.versus is not None:
+            other, _, other_bundle, _ = score_with(args.versus, cache)
+            versus = (args.versus, other_bundle, other)
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""
     console.print(
@@ -420,11 +425,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from mammofuse.report.report import build_validation_report
 
         out = args.out.parent
-        versus = None
-        if args.versus is not None:
-            other, _, other_bundle, _ = score_with(args.versus)
-            other.to_csv(out / "versus_predictions.csv", index=False)
-            versus = (args.versus, other_bundle, other)
+        if versus is not None:
+            versus[2].to_csv(out / "versus_predictions.csv", index=False)
         seed = bundle.config.train.seed
         result = validate(table, args.bundle, bundle, args.labels, args.clinical, seed, versus)
         (out / "validation.json").write_text(result.to_json(), encoding="utf-8")

@@ -78,7 +78,7 @@ def score(
 
 
 @contextmanager
-def _cache_root(cache: Path | None) -> Iterator[Path]:
+def cache_folder(cache: Path | None) -> Iterator[Path]:
     """The given cache folder, or a temporary one removed afterwards."""
     if cache is not None:
         yield cache
@@ -167,7 +167,7 @@ def predict_breasts(
         columns=["patient_id", "side", *(v.column("path") for v in VIEWS)],
     )
     inputs: dict[int, CaseInput] = {}
-    with _cache_root(cache) as root:
+    with cache_folder(cache) as root:
         decoding = Problems()
         bar = progress("decoding") if progress else None
         found, _, _ = preprocess_cohort(breasts, cfg, root, decoding, bar)
