@@ -22,7 +22,7 @@ from _common import bench_parser, cohort, timed
 
 from mammofuse.cli import main as mammofuse
 from mammofuse.demo import run_demo
-from mammofuse.deploy.predict import predict_breasts
+from mammofuse.deploy.predict import NewBreasts, predict_breasts
 
 
 def main() -> None:
@@ -40,8 +40,8 @@ def main() -> None:
     tables: dict[str, pd.DataFrame] = {}
 
     def scored(workers: int, cache: Path | None = None, name: str = "") -> None:
-        found = predict_breasts(bundle, root / "dicom", root / "clinical.csv", workers=workers, cache=cache)
-        tables[name or str(workers)] = found[0]
+        breasts = NewBreasts(root / "dicom", root / "clinical.csv")
+        tables[name or str(workers)] = predict_breasts(bundle, breasts, workers=workers, cache=cache).table
 
     cores = os.cpu_count() or 1
     one, every = timed(lambda: scored(1)), timed(lambda: scored(0))

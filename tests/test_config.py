@@ -1,3 +1,4 @@
+import re
 import tomllib
 from pathlib import Path
 
@@ -44,6 +45,18 @@ class TestLoadConfig:
     def test_table_source_needs_a_table(self, tmp_path):
         with pytest.raises(ConfigError, match="images.table"):
             load_config(write(tmp_path, "[images]\nsource = 'table'\n"))
+
+    @pytest.mark.parametrize(
+        "clinical, said",
+        [
+            ("rename = { Alter = 'age', Age = 'age' }", "several columns renamed to ['age']"),
+            ("rename = { Pat = 'patient_id' }", "a column renamed to a key column (['patient_id'])"),
+            ("recode = { erstatus = { pos = 'positive' } }", "recode: ['erstatus'] not among the features"),
+        ],
+    )
+    def test_a_rename_or_recode_that_cannot_work_is_refused(self, tmp_path, clinical, said):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            load_config(write(tmp_path, f"[clinical]\n{clinical}\n"))
 
     def test_invalid_toml_is_a_config_error(self, tmp_path):
         with pytest.raises(ConfigError, match="not valid TOML"):

@@ -15,6 +15,7 @@ from rich.markup import escape
 from mammofuse import __version__, commands
 from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.config import ConfigError
+from mammofuse.deploy import COHORT_LABELS
 from mammofuse.problems import DataError, ModelError
 from mammofuse.storage import disk_error
 from mammofuse.ui import console
@@ -68,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixel encoding of the DICOM files",
     )
     p.add_argument("--signal", type=float, default=1.0, help="strength of the planted signal (0: none)")
+    p.add_argument(
+        "--site",
+        choices=["a", "b"],
+        default="a",
+        help="'b': another hospital (its own scanner, a brighter tone curve; its own export: other column "
+        "names and codes, ';'-separated CSVs with decimal commas, the invasive fraction as 0-1) with a "
+        "cohort.toml that reads it; the same --seed gives the same breasts at either site (default 'a')",
+    )
     p.add_argument("--workers", type=_workers, default=0, help="processes (0: all cores)")
     p.set_defaults(func=commands.cmd_synth)
 
@@ -277,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--images",
         type=Path,
-        required=True,
         metavar="DIR_OR_TABLE",
-        help="a folder of DICOM files, or an image-table CSV (path, patient, side, view)",
+        help="a folder of DICOM files, or an image-table CSV (path, patient, side, view); read with the "
+        "bundle's own rules (its [images] settings)",
     )
     p.add_argument(
         "--clinical",
@@ -288,13 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="clinical CSV (same columns as training; not needed for an image-only model)",
     )
     p.add_argument(
+        "--cohort",
+        type=Path,
+        metavar="CONFIG",
+        help="instead of --images and --clinical: another site's cohort config, whose [images], [labels] and "
+        "[clinical] say where its files are and how its export writes them (side and view patterns, column "
+        "names, clinical.rename and clinical.recode, labels.scale); the model's features, endpoint and "
+        "preprocessing stay the bundle's",
+    )
+    p.add_argument(
         "--labels",
         type=Path,
+        nargs="?",
+        const=COHORT_LABELS,
         metavar="CSV",
-        help="label CSV of these breasts (same columns as training): also validate the model on them, "
-        "beside the clinical-only model that travels with the bundle (AUC with 95%% CI, calibration, "
-        "sens ... NPV at the bundle's threshold; nothing is fitted on them) -> validation.json and figures/ "
-        "next to --out",
+        help="label CSV of these breasts (same columns as training; with --cohort, --labels alone takes the "
+        "site's own): also validate the model on them, beside the clinical-only model that travels with "
+        "the bundle (AUC with 95%% CI, calibration, sens ... NPV at the bundle's threshold; nothing is "
+        "fitted on them) -> validation.json, figures/ and validation.html next to --out",
     )
     p.add_argument(
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"

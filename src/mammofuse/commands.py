@@ -37,6 +37,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         image_size=tuple(args.image_size),
         compression=args.compression,
         signal=args.signal,
+        site=args.site,
         workers=args.workers,
     )
     check_writable(args.out_dir)
@@ -377,32 +378,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mammofuse.deploy.predict import cache_folder, predict_breasts
+    from mammofuse.deploy import COHORT_LABELS
+    from mammofuse.deploy.predict import NewBreasts, cache_folder, predict_breasts
     from mammofuse.deploy.profile import score_shift
 
+    if args.cohort is not None and (args.images or args.clinical):
+        raise ConfigError(
+            "--cohort says where the images and the clinical CSV are: leave out --images and --clinical"
+        )
+    if args.cohort is None and args.images is None:
+        raise ConfigError(
+            "give the new breasts' images (--images DIR_OR_TABLE) or a site's cohort config (--cohort)"
+        )
+    if args.cohort is None and args.labels is COHORT_LABELS:
+        raise ConfigError(
+            "--labels without a CSV takes the label CSV of --cohort: give --labels CSV, or --cohort"
+        )
     if args.versus is not None and args.labels is None:
-        raise ConfigError("--versus compares two bundles on labelled breasts: give --labels CSV too")
+        raise ConfigError("--versus compares two bundles on labelled breasts: give --labels too")
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
+    breasts = NewBreasts(args.images, args.clinical, args.labels, args.cohort)
 
     def score_with(bundle_dir: Path, cache: Path, keep_inputs: bool = False):
         return predict_breasts(
             bundle_dir,
-            args.images,
-            args.clinical,
+            breasts,
             progress=progress,
             strict=args.strict,
-            labels=args.labels,
             workers=args.workers,
             cache=cache,
             keep_inputs=keep_inputs,
         )
 
     with cache_folder(args.cache) as cache:  # one for both bundles: the same preprocessing decodes once
-        table, problems, bundle, inputs = score_with(args.bundle, cache, keep_inputs=args.explain)
+        predicted = score_with(args.bundle, cache, keep_inputs=args.explain)
         versus = None
         if args.versus is not None:
-            other, _, other_bundle, _ = score_with(args.versus, cache)
-            versus = (args.versus, other_bundle, other)
+            versus = (args.versus, score_with(args.versus, cache))
+    table, problems, bundle = predicted.table, predicted.problems, predicted.bundle
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""
     console.print(
@@ -426,9 +439,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         out = args.out.parent
         if versus is not None:
-            versus[2].to_csv(out / "versus_predictions.csv", index=False)
-        seed = bundle.config.train.seed
-        result = validate(table, args.bundle, bundle, args.labels, args.clinical, seed, versus)
+            versus[1].table.to_csv(out / "versus_predictions.csv", index=False)
+        result = validate(predicted, args.bundle, bundle.config.train.seed, versus)
         (out / "validation.json").write_text(result.to_json(), encoding="utf-8")
         write_figures(result, table, out / "figures")
         page = build_validation_report(result, bundle, out)
@@ -438,7 +450,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from mammofuse.explain.explain import explain_cases
 
         out = args.out.parent / "explain"
-        written = explain_cases(bundle.nets, inputs, bundle.config.preprocess.voi == "window", out)
+        written = explain_cases(bundle.nets, predicted.inputs, bundle.config.preprocess.voi == "window", out)
         console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
     return 0
 

@@ -151,13 +151,23 @@ class ClinicalConfig(_Section):
         "drop",
         description="'drop' rows with a missing value (the study), or 'impute' from the training split",
     )
+    rename: dict[str, str] = Field(
+        {},
+        description='CSV column -> the name `numeric` and `categorical` use (e.g. { Alter = "age" }): '
+        "another export's columns read as the model's features",
+    )
+    recode: dict[str, dict[str, str]] = Field(
+        {},
+        description="feature -> { value as written -> value as the features use it } (e.g. { er = { pos = "
+        '"positive", neg = "negative" } }); other values are read as written',
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _no_clinical_data(cls, data: Any) -> Any:
         """use = false or path = '' (TOML has no null): one way to say it from here on."""
         if isinstance(data, dict) and (data.get("use") is False or ("path" in data and not data["path"])):
-            return {**data, "use": False, "path": None, "numeric": [], "categorical": []}
+            return {**data, "use": False, "path": None, "numeric": [], "categorical": [], "recode": {}}
         return data
 
     @model_validator(mode="after")
@@ -165,6 +175,20 @@ class ClinicalConfig(_Section):
         both = sorted(set(self.numeric) & set(self.categorical))
         if both:
             raise ValueError(f"columns listed as both numeric and categorical: {both}")
+        return self
+
+    @model_validator(mode="after")
+    def _renamed_and_recoded_features(self) -> ClinicalConfig:
+        targets = list(self.rename.values())
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise ValueError(f"rename: several columns renamed to {twice}")
+        keys = {self.patient_column, self.side_column}
+        if keys & set(targets):
+            raise ValueError(f"rename: a column renamed to a key column ({sorted(keys & set(targets))})")
+        unknown = sorted(set(self.recode) - set(self.numeric) - set(self.categorical))
+        if unknown:
+            raise ValueError(f"recode: {unknown} not among the features (numeric, categorical)")
         return self
 
 

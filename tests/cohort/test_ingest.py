@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import pandas as pd
@@ -169,6 +170,45 @@ class TestRealExportShapes:
         assert code == 0 and len(manifest) == 2  # both bad rows belong to the first breast
         assert "images.csv line 2, column 'view': view 'ML' is neither CC nor MLO" in out
         assert "images.csv line 3: " in out and "nowhere.dcm does not exist" in out
+
+    def test_another_sites_export_read_with_its_own_cohort_config_gives_the_same_breasts(
+        self, tmp_path, capsys
+    ):
+        from mammofuse.cohort.synth import SITE_B_CLINICAL, SynthOptions, synthesize
+
+        manifests = {}
+        for site in "ab":  # the same seed: the same breasts, written by two hospitals' exports
+            cohort = tmp_path / site
+            synthesize(cohort, SynthOptions(breasts=30, seed=4, image_size=(64, 52), workers=1, site=site))
+            code, out, manifests[site], _ = run_ingest(cohort, capsys)
+            assert code == 0, out
+        b = tmp_path / "b"
+        header = (b / "clinical.csv").read_text().splitlines()[0]
+        assert header.split(";") == list(SITE_B_CLINICAL.values())  # ';'-separated, its own names
+        clinical, labels = (b / "clinical.csv").read_text(), (b / "labels.csv").read_text()
+        assert (
+            re.search(r";\d+,\d;", clinical) and ";G2;" in clinical and ";pos;" in clinical
+        )  # its own codes
+        assert re.search(r";0,\d+\n", labels)  # the invasive fraction as 0-1, with a decimal comma
+        read = [c for c in manifests["a"].columns if not c.endswith(("_path", "_manufacturer", "_uid"))]
+        pd.testing.assert_frame_equal(manifests["a"][read], manifests["b"][read])  # labels, clinical values
+        assert set(manifests["b"]["cc_manufacturer"]) == {"mammofuse synthetic B"}
+        a_image = pydicom.dcmread(tmp_path / "a" / manifests["a"].loc[0, "cc_path"]).pixel_array
+        b_image = pydicom.dcmread(tmp_path / "b" / manifests["b"].loc[0, "cc_path"]).pixel_array
+        assert a_image.shape == b_image.shape and not (a_image == b_image).all()  # another scanner
+
+    def test_a_renamed_column_missing_from_the_file_is_named_as_the_file_would_write_it(
+        self, tiny_cohort, capsys
+    ):
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        clinical.rename(columns={"age": "Alter"}).to_csv(tiny_cohort / "clinical.csv", index=False)
+        edit_config(tiny_cohort, clinical={"rename": {"Age (years)": "age"}})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and "age" not in manifest.columns
+        assert (
+            "column 'Age (years)' named in [clinical] is not in the file (found: patient_id, side, Alter"
+            in (" ".join(out.split()))
+        )
 
 
 class TestBadInput:

@@ -28,12 +28,37 @@ from mammofuse.parallel import parallel_map
 from mammofuse.problems import DataError
 
 Compression = Literal["none", "rle", "jpeg2000"]
+Site = Literal["a", "b"]
 _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 FIELD_OF_VIEW_MM = 240.0  # detector height (24 x 30 cm detectors; ~3,000 rows at 0.08 mm)
 _FOLDER, _FILE = re.compile(r"S\d{5,}"), re.compile(r"IMG_[0-9a-f]{10}\.dcm")  # what synth writes in dicom/
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
 NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
+MANUFACTURER = {"a": "mammofuse synthetic", "b": "mammofuse synthetic B"}
+# Site B, another hospital: its own scanner (a brighter tone curve), its own export conventions (other
+# column names and codes, `;`-separated CSVs with decimal commas, the invasive fraction as 0-1) and a
+# cohort.toml that reads them. The same seed gives the same breasts at either site: only the scanner and the
+# files differ.
+SITE_B_GAMMA = 0.8
+SITE_B_CLINICAL = {
+    "patient_id": "MRN",
+    "side": "Laterality",
+    "age": "Age (years)",
+    "tumour_size_mm": "Tumour size (mm)",
+    "ki67": "Ki-67 (%)",
+    "grade": "Grade",
+    "er": "ER status",
+    "pr": "PR status",
+    "her2": "HER2 status",
+    "density": "BI-RADS density",
+}
+SITE_B_CODES = {
+    **{c: {"pos": "positive", "neg": "negative"} for c in ("er", "pr", "her2")},
+    "grade": {f"G{g}": str(g) for g in (1, 2, 3)},
+    "density": {d.upper(): d for d in "abcd"},
+}
+SITE_B_LABEL = "Invasive share"
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,7 @@ class SynthOptions:
     signal: float = 1.0  # scales every planted effect; 0 gives labels unrelated to images and clinic
     na_fraction: float = 0.10  # share of breasts with one missing clinical value
     bilateral_fraction: float = 0.08  # share of patients with both breasts in the cohort
+    site: Site = "a"  # "b": another hospital's scanner and export conventions (see SITE_B_*)
     workers: int = 0
 
 
@@ -125,6 +151,7 @@ class _BreastJob:
     out_dir: Path
     image_size: tuple[int, int]
     compression: Compression
+    site: Site
 
 
 def _write_breast(job: _BreastJob) -> dict[str, object]:
@@ -142,6 +169,8 @@ def _write_breast(job: _BreastJob) -> dict[str, object]:
     folder.mkdir(parents=True, exist_ok=True)
     for view in VIEWS:
         img, place = render_view(anatomy, view, job.image_size, rng)
+        if job.site == "b":  # another scanner's tone curve: the same anatomy, brighter soft tissue
+            img = img**SITE_B_GAMMA
         x = place.x
         if not chest_wall_left:  # right breast: chest wall on the right edge of the image
             img, x = img[:, ::-1], job.image_size[1] - 1 - place.x
@@ -178,7 +207,7 @@ def _write_dicom(
     ds.StudyInstanceUID = generate_uid(entropy_srcs=[job.patient_id, "study"])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[job.patient_id, job.side.value, "series"])
     ds.Modality = "MG"
-    ds.Manufacturer = "mammofuse synthetic"
+    ds.Manufacturer = MANUFACTURER[job.site]
     # Fake identifying tags, present so that tests can prove they never leak into outputs.
     ds.PatientName = f"Synthetic^Patient{job.patient_id[2:]}"
     ds.PatientBirthDate = f"{2026 - job.age}0{1 + job.index % 9}1{job.index % 9}"
@@ -233,6 +262,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
             out / "dicom",
             options.image_size,
             options.compression,
+            options.site,
         )
         for i, ((pid, side), s) in enumerate(zip(keys, seeds))
     ]
@@ -249,17 +279,18 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
     labels = pd.DataFrame(
         {"patient_id": clin["patient_id"], "side": clin["side"], "invasive_fraction": fraction}
     )
-    labels.to_csv(out / "labels.csv", index=False)
-
     # Clinical export as hospitals write it: sides spelled out, a few empty cells.
     clinical = clin.copy()
     clinical["side"] = clinical["side"].map({"L": "left", "R": "right"})
     clinical = clinical.astype(object)
     for i in np.flatnonzero(rng.random(len(clinical)) < options.na_fraction):
         clinical.at[i, rng.choice(NUMERIC + CATEGORICAL)] = None
-    clinical.to_csv(out / "clinical.csv", index=False)
-
-    save_config(cohort_config(options.image_size), out / "cohort.toml")
+    if options.site == "b":
+        _write_site_b_tables(labels, clinical, out)
+    else:
+        labels.to_csv(out / "labels.csv", index=False)
+        clinical.to_csv(out / "clinical.csv", index=False)
+    save_config(cohort_config(options.image_size, options.site), out / "cohort.toml")
     return {
         "breasts": len(keys),
         "patients": len(set(clin["patient_id"])),
@@ -284,14 +315,45 @@ def _remove_previous(dicom: Path) -> None:
     shutil.rmtree(dicom)
 
 
-def cohort_config(image_size: tuple[int, int]) -> Config:
-    """A ready config for a synthetic cohort, with an output size that suits its images."""
+def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path) -> None:
+    """Site B's label and clinical CSVs: its own column names and codes, `;`-separated, decimal commas."""
+    coded = clinical.copy()
+    coded["side"] = clinical["side"].str[0].str.upper()
+    for column, codes in SITE_B_CODES.items():
+        as_written = {value: code for code, value in codes.items()}
+        coded[column] = [None if v is None else as_written[str(v)] for v in clinical[column]]
+    for column in NUMERIC:  # decimal commas
+        coded[column] = [None if v is None else str(v).replace(".", ",") for v in clinical[column]]
+    coded = coded.rename(columns=SITE_B_CLINICAL)
+    coded.to_csv(out / "clinical.csv", index=False, sep=";")
+    share = labels.assign(side=coded["Laterality"], share=labels["invasive_fraction"] / 100)
+    share = share[["patient_id", "side", "share"]].rename(
+        columns={"patient_id": "MRN", "side": "Laterality", "share": SITE_B_LABEL}
+    )
+    share.to_csv(out / "labels.csv", index=False, sep=";", decimal=",")
+
+
+def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
+    """A ready config for a synthetic cohort, with an output size that suits its images (and, for site B,
+    the settings that read its export)."""
     h = image_size[0]
     size = (min(1024, h), min(512, max(8, h // 2)))
-    return Config(
+    config = Config(
         work_dir=Path("work"),
         description="A synthetic cohort written by `mammofuse synth`: generated images and data with a "
         "planted signal, not patients.",
         images=ImagesConfig(root=Path("dicom")),
         preprocess=PreprocessConfig(size=size),
     )
+    if site == "b":
+        key = {"patient_column": SITE_B_CLINICAL["patient_id"], "side_column": SITE_B_CLINICAL["side"]}
+        features = {k: v for k, v in SITE_B_CLINICAL.items() if k in NUMERIC + CATEGORICAL}
+        config.description = (
+            "A synthetic cohort written by `mammofuse synth --site b`: another hospital's scanner and export "
+            "conventions, generated images and data with a planted signal, not patients."
+        )
+        config.labels = config.labels.model_copy(update={**key, "column": SITE_B_LABEL, "scale": "fraction"})
+        config.clinical = config.clinical.model_copy(
+            update={**key, "rename": {v: k for k, v in features.items()}, "recode": SITE_B_CODES}
+        )
+    return config

@@ -7,6 +7,7 @@ or label column makes the table unusable and stops the run; a bad row or cell is
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,12 +28,14 @@ class Row:
 
 
 def read_rows(path: Path, required: list[str], problems: Problems, what: str) -> tuple[list[str], list[Row]]:
-    """Read a CSV as strings, keeping line numbers; malformed rows are recorded and skipped."""
+    """Read a CSV (comma, semicolon or tab separated) as strings, keeping line numbers; malformed rows are
+    recorded and skipped."""
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            lines = list(csv.reader(fh))
+            text = fh.read()
+        lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text.partition("\n")[0])))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
     if not lines:
@@ -58,6 +61,12 @@ def read_rows(path: Path, required: list[str], problems: Problems, what: str) ->
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
+
+
+def _delimiter(header: str) -> str:
+    """The field separator an export used: ',' unless its header line has more ';' (spreadsheets set to a
+    decimal comma write these) or tabs."""
+    return max([",", ";", "\t"], key=header.count)  # a tie (a one-column header) is ','
 
 
 def _keyed(
@@ -215,12 +224,23 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     if cfg.path is None:
         return None
     header, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column], problems, "clinical CSV")
+    written = header
+    as_written = {new: old for old, new in cfg.rename.items() if old in header}  # feature -> file's column
+    clash = sorted(set(as_written) & set(header))
+    if clash:
+        raise DataError(
+            f"{cfg.path}: [clinical] rename gives a column the name {clash[0]!r}, which the file has already"
+        )
+    if as_written:  # the export's column names -> the features' names
+        header = [cfg.rename.get(h, h) for h in header]
+        rows = [Row(r.line, {cfg.rename.get(h, h): v for h, v in r.values.items()}) for r in rows]
     present = set(header)
     for col in [c for c in cfg.numeric + cfg.categorical if c not in present]:
+        named = next((k for k, v in cfg.rename.items() if v == col), col)  # as the file would write it
         problems.add(
             "missing column",
-            f"{cfg.path.name}: column {col!r} named in [clinical] is not in the file "
-            f"(found: {', '.join(header)}); continuing without it",
+            f"{cfg.path.name}: column {named!r} named in [clinical] is not in the file "
+            f"(found: {', '.join(written)}); continuing without it",
             path=str(cfg.path),
         )
     out = Clinical([c for c in cfg.numeric if c in present], [c for c in cfg.categorical if c in present])
@@ -228,7 +248,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:
             raw = row.values[col]
-            where = f"{cfg.path.name} line {row.line}, column '{col}'"
+            raw = cfg.recode.get(col, {}).get(raw, raw)
+            where = f"{cfg.path.name} line {row.line}, column '{as_written.get(col, col)}'"
             if raw.lower() in NA_TOKENS:
                 values[col] = None
                 out.na_reason.setdefault(key, f"{where}: missing value")

@@ -1,6 +1,9 @@
 """`mammofuse predict BUNDLE`: score new breasts the same way the model was validated.
 
-The bundle's ingestion rules, preprocessing settings and clinical encoder are applied unchanged.
+The bundle's preprocessing settings and clinical encoder are applied unchanged. The files are read with
+the bundle's own reading rules (its [images], [labels] and [clinical] settings), or with another site's
+cohort config (`--cohort`): another hospital's export names its columns, codes its values and lays out its
+files its own way, but the model's features, endpoint and preprocessing are the model's.
 One output row per breast: probability and label at the bundle's threshold, or the reason it could
 not be scored (a missing view, an unreadable file, a clinical value the encoder does not know).
 With a label CSV (`--labels`) each row also gets its true label, the clinical-only probability and the
@@ -12,6 +15,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,9 @@ import pandas as pd
 import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
-from mammofuse.cohort.tables import read_clinical, read_labels
+from mammofuse.cohort.tables import Clinical, Labels, read_clinical, read_labels
+from mammofuse.config import ClinicalConfig, ConfigError, ImagesConfig, LabelsConfig, load_config
+from mammofuse.deploy import COHORT_LABELS
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
@@ -36,7 +42,78 @@ OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label",
 LABELLED_COLUMNS = ["truth", "clinical_probability", "manufacturer"]  # added with a label CSV (subgroups)
 
 
-def _images_config(bundle: Bundle, images: Path):
+@dataclass(frozen=True)
+class NewBreasts:
+    """Where the new breasts' files are, and how to read them: `images`, `clinical` and `labels` read with
+    the bundle's own rules, or a site's `cohort` config, whose [images], [labels] and [clinical] settings
+    (paths, column names, side and view patterns, rename, recode, label scale) say how that site writes its
+    export; `labels` may then be COHORT_LABELS (its own label CSV) or another CSV read with its rules."""
+
+    images: Path | None = None
+    clinical: Path | None = None
+    labels: Path | None = None
+    cohort: Path | None = None
+
+    def rules(self, bundle: Bundle) -> tuple[ImagesConfig, ClinicalConfig | None, LabelsConfig | None]:
+        """The reading rules for `bundle`'s model: images, clinical (None when the model uses none) and
+        labels (None: not validated). The model's features are the bundle's whichever site's rules read
+        them; a site whose endpoint is another (another fraction threshold) is a ConfigError."""
+        encoder = bundle.members[0].encoder
+        features = {"numeric": encoder.numeric, "categorical": encoder.categorical, "use": True}
+        if self.cohort is None:
+            if self.images is None:
+                raise ConfigError(
+                    "give the new breasts' images (--images) or a site's cohort config (--cohort)"
+                )
+            own = bundle.config
+            images = _images_config(bundle, self.images)
+            clinical = own.clinical.model_copy(
+                update={"path": self.clinical.resolve() if self.clinical else None}
+            )
+            labels = own.labels.model_copy(update={"path": self.labels.resolve()}) if self.labels else None
+        else:
+            site = load_config(self.cohort)
+            images, clinical, labels = site.images, site.clinical, site.labels
+            if self.labels is None:
+                labels = None
+            elif self.labels is not COHORT_LABELS:
+                labels = labels.model_copy(update={"path": self.labels.resolve()})
+            if labels is not None:
+                _same_endpoint(bundle.config.labels, labels, self.cohort)
+        if not encoder.numeric + encoder.categorical:
+            return images, None, labels
+        if clinical.path is None:
+            where = f"{self.cohort} names no clinical CSV" if self.cohort else "give --clinical CSV"
+            columns = ", ".join(encoder.numeric + encoder.categorical)
+            raise DataError(f"this model uses clinical data ({columns}): {where}")
+        return images, clinical.model_copy(update=features), labels
+
+
+def _same_endpoint(model: LabelsConfig, site: LabelsConfig, cohort: Path) -> None:
+    """A site's labels must define the model's endpoint: the same fraction threshold where both give the
+    fraction (a 0/1 column is taken as the same endpoint, decided by that site)."""
+    if model.kind == site.kind == "fraction" and model.threshold != site.threshold:
+        raise ConfigError(
+            f"{cohort}: labels.threshold = {site.threshold:g} %, but the model's endpoint is "
+            f"{model.definition}: another threshold is another endpoint (set it to the model's to validate "
+            "this one)"
+        )
+
+
+@dataclass
+class Predicted:
+    """predict's result: one row per breast (`table`), what was wrong with the input, the bundle, and what
+    was read that validation uses again: the clinical values and the label CSV's path."""
+
+    table: pd.DataFrame
+    problems: Problems
+    bundle: Bundle
+    inputs: dict[int, CaseInput] = field(default_factory=dict)  # row -> preprocessed input (keep_inputs)
+    clinical: Clinical | None = None
+    labels: Path | None = None
+
+
+def _images_config(bundle: Bundle, images: Path) -> ImagesConfig:
     cfg = bundle.config.images
     if images.is_file():
         return cfg.model_copy(
@@ -89,40 +166,31 @@ def cache_folder(cache: Path | None) -> Iterator[Path]:
 
 def predict_breasts(
     bundle_dir: Path,
-    images: Path,
-    clinical: Path | None,
+    breasts: NewBreasts,
     progress: Callable[[str], Progress] | None = None,
     strict: bool = False,
-    labels: Path | None = None,
     workers: int = 0,
     cache: Path | None = None,
     keep_inputs: bool = False,
-):
-    """(predictions, problems, bundle, preprocessed inputs of the scored rows: kept for Grad-CAM with
-    `keep_inputs` alone, since on a large export they would fill memory). A breast unlike the training
-    data is flagged in `unlike_training`; with `strict` it is not scored. With `labels` (a label CSV as
-    the bundle's config describes it) the rows gain `truth`, `clinical_probability` and the CC image's
-    `manufacturer`. Images are decoded by `workers` processes (0: every core) into the preprocessed cache
-    under `cache` (kept; default: a temporary folder); `progress` makes a progress bar of a description."""
+) -> Predicted:
+    """Score `breasts` with the bundle; the preprocessed inputs of the scored rows are kept for Grad-CAM
+    with `keep_inputs` alone, since on a large export they would fill memory. A breast unlike the training
+    data is flagged in `unlike_training`; with `strict` it is not scored. With labels the rows gain
+    `truth`, `clinical_probability` and the CC image's `manufacturer`. Images are decoded by `workers`
+    processes (0: every core) into the preprocessed cache under `cache` (kept; default: a temporary
+    folder); `progress` makes a progress bar of a description."""
     bundle = load_bundle(bundle_dir)
+    images_cfg, clin_cfg, labels_cfg = breasts.rules(bundle)
     problems = Problems()
-    images_cfg = _images_config(bundle, images)
     found = find_images(images_cfg, problems, progress("reading headers") if progress else None)
-    truth = None
-    if labels is not None:
-        truth = read_labels(bundle.config.labels.model_copy(update={"path": labels.resolve()}), problems)
+    truth: Labels | None = read_labels(labels_cfg, problems) if labels_cfg else None
     policy = images_cfg.exam_policy
     if policy == "before_label_date" and not (truth and truth.date):
         policy = "latest"  # new breasts have no label date
     dates = truth.date if truth else {}
     pairs = pair_views(select_exams(found, policy, dates, problems), images_cfg.duplicate_policy, problems)
     columns = bundle.members[0].encoder.numeric + bundle.members[0].encoder.categorical
-    if clinical is None and columns:
-        raise DataError(f"this model uses clinical data ({', '.join(columns)}): give --clinical CSV")
-    table = None
-    if clinical is not None and columns:
-        clin_cfg = bundle.config.clinical.model_copy(update={"path": clinical.resolve(), "use": True})
-        table = read_clinical(clin_cfg, problems)
+    table = read_clinical(clin_cfg, problems) if clin_cfg else None
     values = table.values if table else {}
     rows: list[dict] = []
     waiting: dict[int, tuple[dict, pd.DataFrame]] = {}  # row number -> its image records and clinical row
@@ -147,7 +215,9 @@ def predict_breasts(
         if missing:
             row["reason"] = f"no usable {' or '.join(missing)} image"
         elif key not in values and columns:
-            row["reason"] = f"no row in {clinical.name if clinical else 'the clinical CSV'}"
+            row["reason"] = (
+                f"no row in {clin_cfg.path.name if clin_cfg and clin_cfg.path else 'the clinical CSV'}"
+            )
         else:
             row["reason"] = _unknown_reason(bundle, frame) or ""
         if truth is not None:
@@ -208,4 +278,4 @@ def predict_breasts(
     if truth is not None:
         out["truth"] = out["truth"].astype("Int64")
     out["label"] = out["label"].astype("Int64")  # 0 or 1, empty when not scored (never "1.0")
-    return out, problems, bundle, inputs
+    return Predicted(out, problems, bundle, inputs, table, labels_cfg.path if labels_cfg else None)

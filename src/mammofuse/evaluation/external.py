@@ -16,27 +16,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammofuse.cohort.tables import read_clinical
-from mammofuse.deploy.bundle import Bundle
+from mammofuse.cohort.tables import Clinical
+from mammofuse.deploy.predict import Predicted
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, ExternalValidation
-from mammofuse.problems import DataError, Problems
+from mammofuse.problems import DataError
 from mammofuse.report.clinical import SUBGROUPS, subgroups
 
 
 def validate(
-    table: pd.DataFrame,
+    predicted: Predicted,
     bundle_dir: Path,
-    bundle: Bundle,
-    labels: Path,
-    clinical_csv: Path | None = None,
     seed: int = 0,
-    versus: tuple[Path, Bundle, pd.DataFrame] | None = None,
+    versus: tuple[Path, Predicted] | None = None,
 ) -> ExternalValidation:
-    """The bundle's figures on the scored breasts of `table` (predict's output with `truth`) that have a
-    valid label, and by subgroup (manufacturer, and density, age and tumour size where `clinical_csv` has
-    them); a DataError where they hold one class only. `versus`: another bundle's folder, the bundle and
-    its output on the same breasts, compared paired."""
+    """The bundle's figures on the scored breasts of predict's output with labels that have a valid label,
+    and by subgroup (manufacturer, and density, age and tumour size where the clinical data has them); a
+    DataError where they hold one class only. `versus`: another bundle's folder and what predict gave with
+    it on the same breasts, compared paired."""
+    table, bundle, labels = predicted.table, predicted.bundle, predicted.labels
+    assert labels is not None, "validate needs predict's output with labels"
     scored = table[table["reason"] == ""]
     used = scored[scored["truth"].notna()]
     y = used["truth"].to_numpy(dtype=int)
@@ -89,14 +88,16 @@ def validate(
     small = metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled breasts")
     warnings += [small] if small else []
     result["warnings"] = warnings
-    result["subgroups"] = subgroups(_with_clinical(used, bundle, clinical_csv).assign(label=y), "probability")
+    with_clinical = _with_clinical(used, predicted.clinical)
+    result["subgroups"] = subgroups(with_clinical.assign(label=y), "probability")
     if versus is not None:
         result["versus"] = _versus(used, *versus, seed)
     return ExternalValidation.model_validate(result)
 
 
-def _versus(used: pd.DataFrame, other_dir: Path, other: Bundle, table: pd.DataFrame, seed: int) -> dict:
+def _versus(used: pd.DataFrame, other_dir: Path, other: Predicted, seed: int) -> dict:
     """This bundle against another on the labelled breasts both scored: each AUC and the paired difference."""
+    table = other.table
     theirs = table.loc[table["reason"] == "", ["patient_id", "side", "probability"]]
     both = used.merge(theirs, on=["patient_id", "side"], suffixes=("", "_other"))
     y, groups = both["truth"].to_numpy(dtype=int), both["patient_id"].to_numpy()
@@ -105,7 +106,7 @@ def _versus(used: pd.DataFrame, other_dir: Path, other: Bundle, table: pd.DataFr
     mine, others = both["probability"].to_numpy(dtype=float), both["probability_other"].to_numpy(dtype=float)
     return {
         "bundle": str(other_dir),
-        "kind": other.info["kind"],
+        "kind": other.bundle.info["kind"],
         "n": len(both),
         "positives": int(y.sum()),
         "auc": metrics.auc_with_ci(y, mine, groups, seed=seed),
@@ -136,14 +137,10 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
         fig.savefig(out / f"{name}.png", dpi=110)
 
 
-def _with_clinical(used: pd.DataFrame, bundle: Bundle, clinical_csv: Path | None) -> pd.DataFrame:
-    """The scored breasts with their CC manufacturer and clinical values, for the subgroup table (the
-    clinical CSV read again as predict read it; its problems were reported there)."""
+def _with_clinical(used: pd.DataFrame, table: Clinical | None) -> pd.DataFrame:
+    """The scored breasts with their CC manufacturer and clinical values (as predict read them), for the
+    subgroup table."""
     frame = used.rename(columns={"manufacturer": "cc_manufacturer"})
-    cfg = bundle.config.clinical
-    if clinical_csv is None or not cfg.use:
-        return frame
-    table = read_clinical(cfg.model_copy(update={"path": clinical_csv.resolve()}), Problems())
     if table is None or not table.values:
         return frame
     values = pd.DataFrame(
