@@ -14,7 +14,7 @@ from mammofuse.evaluation.metrics import auc
 from mammofuse.imaging import preprocess
 from mammofuse.models import ModelError
 from mammofuse.runs import Run
-from tests.cohort.helpers import edit_dicom
+from tests.cohort.helpers import edit_config, edit_dicom
 from tests.training.fixtures import train_variant
 
 
@@ -386,6 +386,68 @@ class TestExternalValidation:
         assert main(argv) == 2
         shown = " ".join(capsys.readouterr().out.split())
         assert "labels.csv: the " in shown and "scored breasts with a label are all of one class" in shown
+
+
+class TestAnotherSite:
+    """Another hospital's export (synth --site b: its scanner, column names, codes, separators, label scale)
+    read with its own cohort config; the model's features and endpoint stay the bundle's."""
+
+    def test_its_export_read_with_its_cohort_config_gives_the_same_breasts_and_clinical_scores(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        cohort, site = trained_master.parents[2], tmp_path / "site_b"
+        synthesize(site, SynthOptions(breasts=240, seed=11, image_size=(64, 52), workers=1, site="b"))
+        here = predict(
+            run / "bundle", cohort, tmp_path / "a" / "p.csv", "--labels", str(cohort / "labels.csv")
+        )
+        out = tmp_path / "b" / "predictions.csv"
+        argv = ["predict", str(run / "bundle"), "--cohort", str(site / "cohort.toml"), "--labels"]
+        assert main([*argv, "--out", str(out)]) == 0
+        there = pd.read_csv(out, dtype={"patient_id": str, "reason": str}).fillna({"reason": ""})
+        key = ["patient_id", "side"]
+        assert there[key].equals(here[key]) and there["truth"].equals(here["truth"])
+        assert there["reason"].equals(here["reason"])  # the same breasts unscored, for the same reasons
+        scored = there["reason"] == ""
+        assert scored.sum() > 200
+        assert there.loc[scored, "clinical_probability"].to_numpy() == pytest.approx(
+            here.loc[scored, "clinical_probability"].to_numpy()
+        )  # the same clinical values, read through its rename and recode
+        moved = there.loc[scored, "probability"].to_numpy() != here.loc[scored, "probability"].to_numpy()
+        assert moved.mean() > 0.9  # its scanner's images
+        assert set(there["manufacturer"]) == {"mammofuse synthetic B"}
+        assert there.loc[scored, "unlike_training"].str.contains("manufacturer").all()
+        result = json.loads((out.parent / "validation.json").read_text())
+        assert result["labels"] == "labels.csv" and result["labelled"] == scored.sum()
+        density = {g["group"] for g in result["subgroups"] if g["variable"] == "density"}
+        assert density <= set("abcd") and len(density) >= 3  # its codes A-D read as the model's a-d
+
+    @pytest.mark.parametrize(
+        "threshold, extra, said",
+        [
+            (75, ["--images", "dicom"], "--cohort says where the images and the clinical CSV are"),
+            (60, ["--labels"], "labels.threshold = 60 %, but the model's endpoint is EIC positive (label 1)"),
+        ],
+    )
+    def test_what_cannot_be_read_so_is_refused_before_any_work(
+        self, run, tmp_path, capsys, threshold, extra, said
+    ):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        site = tmp_path / "site_b"
+        synthesize(site, SynthOptions(breasts=4, seed=1, image_size=(64, 52), workers=1, site="b"))
+        edit_config(site, labels={"threshold": threshold})
+        argv = ["predict", str(run / "bundle"), "--cohort", str(site / "cohort.toml"), *extra]
+        assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 2
+        assert said in " ".join(capsys.readouterr().out.split())
+        assert not (tmp_path / "p.csv").exists()
+
+    def test_labels_without_a_csv_need_a_cohort(self, run, trained_master, tmp_path, capsys):
+        cohort = trained_master.parents[2]
+        argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--labels"]
+        assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 2
+        assert "--labels without a CSV takes the label CSV of --cohort" in capsys.readouterr().out
 
 
 class TestUnlikeTraining:
