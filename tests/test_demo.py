@@ -22,7 +22,7 @@ class TestDemo:
         assert "(no interval)" in printed and "without an interval" in printed  # so no interval of no width
         assert "no interval" in (run / "report.html").read_text()
         assert "epoch   1/1" in printed and "open the report" in printed
-        hint = " ".join(printed.split("next, the model on a cohort it never saw: ")[1].split())  # unwrapped
+        hint = " ".join(printed.split("read with its own cohort.toml): ")[1].split())  # unwrapped
         for command in hint.split(" && "):  # the commands it suggests run as written
             words = shlex.split(command)
             assert words[0] == "mammofuse" and main(words[1:]) == 0, command

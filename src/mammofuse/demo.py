@@ -80,9 +80,10 @@ def run_demo(
     console.print(f"look at the inputs: {work.preview}")
     site2 = out / "site2"
     console.print(
-        f"next, the model on a cohort it never saw: mammofuse synth {site2} --seed {seed + 1} --breasts 300 "
-        f"--image-size {h} {w} && mammofuse predict {run_dir.bundle} --images {site2 / 'dicom'} --clinical "
-        f"{site2 / 'clinical.csv'} --labels {site2 / 'labels.csv'} --out {site2 / 'predictions.csv'}",
+        "next, the model at another hospital, on breasts it never saw (its own scanner and export, read with "
+        f"its own cohort.toml): mammofuse synth {site2} --site b --seed {seed + 1} --breasts 300 "
+        f"--image-size {h} {w} && mammofuse predict {run_dir.bundle} --cohort {site2 / 'cohort.toml'} "
+        f"--labels --out {site2 / 'predictions.csv'}",
         soft_wrap=True,  # one line for the terminal to fold: it copies as one command
     )
     return 0
