@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
+from scipy.special import expit
 
 from mammofuse.cli import main
 from mammofuse.config import load_config, save_config
@@ -13,6 +14,7 @@ from mammofuse.domain import View
 from mammofuse.evaluation.metrics import auc
 from mammofuse.imaging import preprocess
 from mammofuse.models import ModelError
+from mammofuse.models.stacking import logit
 from mammofuse.runs import Run
 from tests.cohort.helpers import edit_config, edit_dicom
 from tests.training.fixtures import train_variant
@@ -448,6 +450,37 @@ class TestAnotherSite:
         argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--labels"]
         assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 2
         assert "--labels without a CSV takes the label CSV of --cohort" in capsys.readouterr().out
+
+
+class TestRecalibrate:
+    def test_a_recalibrated_bundle_scores_through_its_map_beside_the_models_own_probability(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        cohort, recalibrated = trained_master.parents[2], tmp_path / "site" / "bundle"
+        where = ["--images", str(cohort / "dicom"), "--clinical", str(cohort / "clinical.csv")]
+        where += ["--labels", str(cohort / "labels.csv")]
+        assert main(["recalibrate", str(run / "bundle"), *where, "--out", str(recalibrated)]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        fitted = json.loads((recalibrated / "recalibration.json").read_text())
+        assert fitted["method"] == "logistic" and fitted["check"]["folds"] == 5
+        assert fitted["site"] == str(cohort / "labels.csv") and fitted["breasts"] > 200
+        shipped, crossed = fitted["check"]["shipped"], fitted["check"]["recalibrated"]
+        assert shipped["n"] == crossed["n"] == fitted["breasts"]
+        assert f"intercept {crossed['calibration']['intercept']:+.2f}" in shown and "as shipped" in shown
+        assert main(["bundle", "verify", str(recalibrated)]) == 0
+        before = predict(run / "bundle", cohort, tmp_path / "before.csv")
+        after = predict(recalibrated, cohort, tmp_path / "after.csv")
+        scored = (after["reason"] == "").to_numpy()
+        assert after.loc[scored, "model_probability"].to_numpy() == pytest.approx(
+            before.loc[scored, "probability"].to_numpy()
+        )
+        mapped = expit(fitted["intercept"] + fitted["slope"] * logit(before.loc[scored, "probability"]))
+        assert after.loc[scored, "probability"].to_numpy() == pytest.approx(mapped)
+        threshold = load_bundle(recalibrated).threshold
+        assert (after.loc[scored, "label"] == (after.loc[scored, "probability"] >= threshold)).all()
+        again = ["recalibrate", str(recalibrated), *where, "--out", str(tmp_path / "again")]
+        assert main(again) == 2 and "recalibrated already" in capsys.readouterr().out
+        assert not (tmp_path / "again").exists()
 
 
 class TestUnlikeTraining:

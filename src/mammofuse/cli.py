@@ -283,28 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(unlike_training). With --labels: an external (or temporal) validation of the bundle on them.",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
-    p.add_argument(
-        "--images",
-        type=Path,
-        metavar="DIR_OR_TABLE",
-        help="a folder of DICOM files, or an image-table CSV (path, patient, side, view); read with the "
-        "bundle's own rules (its [images] settings)",
-    )
-    p.add_argument(
-        "--clinical",
-        type=Path,
-        metavar="CSV",
-        help="clinical CSV (same columns as training; not needed for an image-only model)",
-    )
-    p.add_argument(
-        "--cohort",
-        type=Path,
-        metavar="CONFIG",
-        help="instead of --images and --clinical: another site's cohort config, whose [images], [labels] and "
-        "[clinical] say where its files are and how its export writes them (side and view patterns, column "
-        "names, clinical.rename and clinical.recode, labels.scale); the model's features, endpoint and "
-        "preprocessing stay the bundle's",
-    )
+    _new_breasts(p)
     p.add_argument(
         "--labels",
         type=Path,
@@ -326,19 +305,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --labels: also score this other bundle on the same breasts and compare the two, paired "
         "(AUC difference with its interval and p) -> versus_predictions.csv and validation.json's 'versus'",
     )
-    p.add_argument(
-        "--workers",
-        type=_workers,
-        default=0,
-        help="processes that decode the images (0, the default: every core)",
-    )
-    p.add_argument(
-        "--cache",
-        type=Path,
-        metavar="DIR",
-        help="keep the preprocessed images in DIR: a rerun, or another bundle with the same preprocessing, "
-        "decodes nothing again (default: a temporary folder, removed)",
-    )
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
     p.add_argument(
         "--strict",
@@ -346,6 +312,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave unscored the breasts unlike the training data (else flagged)",
     )
     p.set_defaults(func=commands.cmd_predict)
+
+    p = sub.add_parser(
+        "recalibrate",
+        help="fit a bundle's probabilities to a site's labelled breasts (a new bundle)",
+        description="A model that ranks well at a new site can still be miscalibrated there: its "
+        "probabilities are not that site's risks, and its threshold calls another share of breasts positive. "
+        "recalibrate "
+        "scores the site's labelled breasts as predict does, refits the map from the bundle's probability "
+        "to the site's (logit(p') = a + b logit(p), or a alone), checks it by cross-fitting (each breast "
+        "recalibrated by a fit on the other patients' breasts) and writes a copy of the bundle with it "
+        "(recalibration.json) to --out. The networks, features and threshold stay the bundle's. Validate "
+        "the new bundle on other breasts of the site than these (predict --labels).",
+    )
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
+    _new_breasts(p)
+    p.add_argument(
+        "--labels",
+        type=Path,
+        nargs="?",
+        const=COHORT_LABELS,
+        required=True,
+        metavar="CSV",
+        help="label CSV of these breasts (with --cohort, --labels alone takes the site's own)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the recalibrated bundle to write")
+    p.add_argument(
+        "--method",
+        choices=["logistic", "intercept"],
+        default="logistic",
+        help="'logistic' (default): intercept and slope; 'intercept': the intercept alone (calibration in "
+        "the large), steadier with few events",
+    )
+    p.set_defaults(func=commands.cmd_recalibrate)
 
     p = sub.add_parser(
         "bundle",
@@ -431,6 +430,45 @@ def _image_size(p: argparse.ArgumentParser, default: tuple[int, int], note: str 
     help_text = f"generated image height and width in pixels (default {default[0]} {default[1]}{note})"
     p.add_argument(
         "--image-size", type=_positive_int, nargs=2, default=list(default), metavar=("H", "W"), help=help_text
+    )
+
+
+def _new_breasts(p: argparse.ArgumentParser) -> None:
+    """Where new breasts are (predict, recalibrate): --images and --clinical, or --cohort."""
+    p.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR_OR_TABLE",
+        help="a folder of DICOM files, or an image-table CSV (path, patient, side, view); read with the "
+        "bundle's own rules (its [images] settings)",
+    )
+    p.add_argument(
+        "--clinical",
+        type=Path,
+        metavar="CSV",
+        help="clinical CSV (same columns as training; not needed for an image-only model)",
+    )
+    p.add_argument(
+        "--cohort",
+        type=Path,
+        metavar="CONFIG",
+        help="instead of --images and --clinical: another site's cohort config, whose [images], [labels] and "
+        "[clinical] say where its files are and how its export writes them (side and view patterns, column "
+        "names, clinical.rename and clinical.recode, labels.scale); the model's features, endpoint and "
+        "preprocessing stay the bundle's",
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=0,
+        help="processes that decode the images (0, the default: every core)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="keep the preprocessed images in DIR: a rerun, or another bundle with the same preprocessing, "
+        "decodes nothing again (default: a temporary folder, removed)",
     )
 
 

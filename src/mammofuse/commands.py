@@ -377,10 +377,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _new_breasts(args: argparse.Namespace):
+    """Where predict's or recalibrate's breasts are: --images and --clinical or --cohort, and --labels."""
     from mammofuse.deploy import COHORT_LABELS
-    from mammofuse.deploy.predict import NewBreasts, cache_folder, predict_breasts
-    from mammofuse.deploy.profile import score_shift
+    from mammofuse.deploy.predict import NewBreasts
 
     if args.cohort is not None and (args.images or args.clinical):
         raise ConfigError(
@@ -394,10 +394,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--labels without a CSV takes the label CSV of --cohort: give --labels CSV, or --cohort"
         )
+    return NewBreasts(args.images, args.clinical, args.labels, args.cohort)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mammofuse.deploy.predict import cache_folder, predict_breasts
+    from mammofuse.deploy.profile import score_shift
+
+    breasts = _new_breasts(args)
     if args.versus is not None and args.labels is None:
         raise ConfigError("--versus compares two bundles on labelled breasts: give --labels too")
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
-    breasts = NewBreasts(args.images, args.clinical, args.labels, args.cohort)
 
     def score_with(bundle_dir: Path, cache: Path, keep_inputs: bool = False):
         return predict_breasts(
@@ -428,7 +435,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"[yellow]warning:[/] {int(unlike.sum())} of {len(table)} breasts are unlike the data the model "
             "was trained on (column unlike_training): their probabilities may be confidently wrong"
         )
-    shift = score_shift(bundle.profile, table.loc[scored, "probability"].to_numpy()) if bundle.profile else ""
+    own = "model_probability" if bundle.recalibration is not None else "probability"  # the held-out scale
+    shift = score_shift(bundle.profile, table.loc[scored, own].to_numpy()) if bundle.profile else ""
     if shift:
         console.print(f"[yellow]warning:[/] {shift}")
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
@@ -452,6 +460,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out = args.out.parent / "explain"
         written = explain_cases(bundle.nets, predicted.inputs, bundle.config.preprocess.voi == "window", out)
         console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
+    return 0
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    from mammofuse.config import load_config
+    from mammofuse.deploy.predict import cache_folder, predict_breasts
+    from mammofuse.deploy.recalibrate import recalibrate, refuse_recalibrated
+    from mammofuse.evaluation.evaluate import split_row
+    from mammofuse.evaluation.metrics import SMALL_CLASS
+    from mammofuse.evaluation.result import SplitMetrics
+
+    breasts = _new_breasts(args)
+    refuse_recalibrated(args.bundle)
+    check_writable(args.out.parent, *([args.cache] if args.cache else []))
+    with cache_folder(args.cache) as cache:
+        predicted = predict_breasts(args.bundle, breasts, progress, workers=args.workers, cache=cache)
+    site = str(predicted.labels)
+    if args.cohort is not None:
+        site = f"{args.cohort}: {load_config(args.cohort).description}".rstrip(": ")
+    bundle = predicted.bundle
+    fitted = recalibrate(predicted, args.bundle, args.out, args.method, site, bundle.config.train.seed)
+    check = {k: SplitMetrics.model_validate(fitted.check[k]) for k in ("shipped", "recalibrated")}
+    title = (
+        f"{fitted.breasts} labelled breasts ({fitted.positives} positive): the bundle's probabilities, and "
+        f"recalibrated by cross-fitting ({fitted.check['folds']} patient-grouped folds)"
+    )
+    _print_rows(
+        title, [split_row("as shipped", check["shipped"]), split_row("recalibrated", check["recalibrated"])]
+    )
+    for name, part in check.items():
+        cal = part.calibration
+        if cal is not None:
+            console.print(
+                f"calibration {'as shipped' if name == 'shipped' else 'recalibrated'}: intercept "
+                f"{cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], slope "
+                f"{cal.slope:.2f} [{cal.slope_low:.2f}, {cal.slope_high:.2f}]"
+            )
+    console.print(
+        f"sens ... NPV at the bundle's threshold {bundle.threshold:.3f}, read as a risk; the AUC is the "
+        "model's ranking (one map keeps it; the folds' maps move it a little)"
+    )
+    console.print(
+        f"wrote {args.out}: the bundle with logit(p') = {fitted.intercept:+.3f} + {fitted.slope:.3f} x "
+        f"logit(p), fitted on all {fitted.breasts}; validate it on other breasts of this site (predict "
+        "--labels)"
+    )
+    if fitted.positives < SMALL_CLASS:
+        console.print(
+            f"[yellow]warning:[/] {fitted.positives} positives: a recalibration on so few events is unsteady "
+            + ("(--method intercept fits one number, not two)" if args.method == "logistic" else "")
+        )
     return 0
 
 

@@ -8,6 +8,8 @@ cross-validation by `write_cv_bundle` (the fold ensemble, `mammofuse cv` does it
     baseline.json      the clinical-only regression of the same training split (when the model uses
                        clinical data): `predict --labels` scores a new labelled cohort with both
     members/NAME/      a fold ensemble instead: model.safetensors + encoder.json of every fold model
+    recalibration.json a site's recalibration of the bundle's probability (`mammofuse recalibrate`): a
+                       copy of the bundle with this file added
     config.toml        the run's resolved config (model, preprocessing, ingestion rules)
     bundle.json        format, library versions, threshold (chosen on validation), metrics, members
     model_card.md      what the model is for, how it was validated, its limits
@@ -44,7 +46,7 @@ from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
-from mammofuse.models.stacking import ClinicalBaseline, Stacker
+from mammofuse.models.stacking import ClinicalBaseline, Recalibration, Stacker
 from mammofuse.runs import Run, read_table
 
 BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
@@ -58,6 +60,7 @@ WEIGHTS, ENCODER, STACKER, BASELINE, CONFIG, INFO, CARD, SUMS = (
     "model_card.md",
     "SHA256SUMS",
 )
+RECALIBRATION = "recalibration.json"
 
 
 class BundleInfo(BaseModel):
@@ -108,6 +111,7 @@ class Bundle:
     threshold: float
     info: dict
     profile: Profile | None
+    recalibration: Recalibration | None = None  # fitted to one site's breasts (`mammofuse recalibrate`)
 
     @property
     def nets(self) -> list[TwoViewNet]:
@@ -342,7 +346,14 @@ def load_bundle(path: Path) -> Bundle:
     cfg = load_config(path / CONFIG)
     folders = [path / "members" / name for name in info.members] if info.members else [path]
     members = [_load_member(folder, cfg) for folder in folders]
-    return Bundle(members, cfg, info.threshold, raw, info.profile)
+    recalibration = None
+    if (path / RECALIBRATION).is_file():  # checked against SHA256SUMS with the rest
+        try:
+            text = (path / RECALIBRATION).read_text(encoding="utf-8")
+            recalibration = Recalibration.model_validate_json(text)
+        except ValidationError as exc:
+            raise ModelError(f"{path / RECALIBRATION}: the recalibration cannot be read ({exc})") from None
+    return Bundle(members, cfg, info.threshold, raw, info.profile, recalibration)
 
 
 def _load_member(folder: Path, cfg: Config) -> Member:

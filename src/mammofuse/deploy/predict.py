@@ -39,6 +39,7 @@ from mammofuse.parallel import Progress
 from mammofuse.problems import DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
+RECALIBRATED_COLUMNS = ["model_probability"]  # a recalibrated bundle: the model's own, before the site's map
 LABELLED_COLUMNS = ["truth", "clinical_probability", "manufacturer"]  # added with a label CSV (subgroups)
 
 
@@ -265,7 +266,10 @@ def predict_breasts(
                     continue
             probabilities, clinical_vectors = score(bundle, pre, frame)
             row["probability"] = float(np.mean(probabilities))
-            row["spread"] = float(np.std(probabilities))
+            row["spread"] = float(np.std(probabilities))  # the members' disagreement, on the model's scale
+            if bundle.recalibration is not None:
+                row["model_probability"] = row["probability"]
+                row["probability"] = float(bundle.recalibration.apply(np.array([row["probability"]]))[0])
             row["label"] = int(row["probability"] >= bundle.threshold)
             if truth is not None and bundle.baselines:
                 row["clinical_probability"] = float(
@@ -274,7 +278,8 @@ def predict_breasts(
             if keep_inputs:
                 paths = {v: str(records[v].path) for v in VIEWS}
                 inputs[number] = CaseInput(pre, clinical_vectors, paths, geometry)
-    out = pd.DataFrame(rows, columns=OUTPUT_COLUMNS + (LABELLED_COLUMNS if truth is not None else []))
+    columns = OUTPUT_COLUMNS + (RECALIBRATED_COLUMNS if bundle.recalibration is not None else [])
+    out = pd.DataFrame(rows, columns=columns + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:
         out["truth"] = out["truth"].astype("Int64")
     out["label"] = out["label"].astype("Int64")  # 0 or 1, empty when not scored (never "1.0")

@@ -241,17 +241,25 @@ def _logit(probs: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _calibration_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """(intercept with the slope fixed at 1, slope) of a weighted logistic recalibration y ~ lp, by
-    Newton's method (two small problems; no extra dependency)."""
-    a = 0.0  # calibration-in-the-large: y ~ a + offset(lp)
+def intercept_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray | None = None) -> float:
+    """The intercept a of y ~ a + offset(lp), the slope fixed at 1 (calibration-in-the-large), by Newton's
+    method; `w`: a weight per breast."""
+    w = np.ones_like(lp) if w is None else w
+    a = 0.0
     for _ in range(50):
         mu = expit(a + lp)  # no overflow warning where the predictions are extreme
         step = float(np.sum(w * (y - mu)) / max(float(np.sum(w * mu * (1 - mu))), 1e-12))
         a += step
         if abs(step) < 1e-10:
             break
-    beta = np.zeros(2)  # slope: y ~ b0 + b1 lp
+    return float(a)
+
+
+def logistic_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray | None = None) -> tuple[float, float]:
+    """(intercept, slope) of the logistic regression y ~ b0 + b1 lp, by Newton's method (no extra
+    dependency); `w`: a weight per breast."""
+    w = np.ones_like(lp) if w is None else w
+    beta = np.zeros(2)
     x = np.column_stack([np.ones_like(lp), lp])
     for _ in range(50):
         fitted = expit(x @ beta)
@@ -260,7 +268,12 @@ def _calibration_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray) -> tuple[floa
         beta += delta
         if np.abs(delta).max() < 1e-10:
             break
-    return float(a), float(beta[1])
+    return float(beta[0]), float(beta[1])
+
+
+def _calibration_fit(y: np.ndarray, lp: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(intercept with the slope fixed at 1, slope) of a weighted logistic recalibration y ~ lp."""
+    return intercept_fit(y, lp, w), logistic_fit(y, lp, w)[1]
 
 
 def calibration_with_ci(

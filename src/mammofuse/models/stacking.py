@@ -7,14 +7,24 @@ probability. The clinical data cannot be drowned by the image features, and its 
 The clinical-only baseline: a logistic regression on the encoded clinical vector alone, fitted on the
 training split, with its threshold chosen on validation. Every evaluation shows it beside the model, and
 it travels in the bundle so that a new labelled cohort is scored by both (`predict --labels`).
+
+A site's recalibration (`mammofuse recalibrate`): the bundle's probability refitted to one site's labelled
+breasts, logit(p') = a + b logit(p) (or the intercept alone, b = 1): the ranking is the model's, the
+probabilities become that site's risks (Steyerberg, Clinical Prediction Models, ch. 20: model updating).
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
+
+from mammofuse.evaluation.metrics import intercept_fit, logistic_fit
+
+RecalibrationMethod = Literal["intercept", "logistic"]
 
 
 def logit(probs: np.ndarray) -> np.ndarray:
@@ -68,3 +78,35 @@ class ClinicalBaseline(BaseModel):
     def apply(self, clinical: np.ndarray) -> np.ndarray:
         """The probability of label 1, as scikit-learn's predict_proba computes it."""
         return expit(np.asarray(clinical) @ np.asarray(self.clinical)[:, None] + self.intercept)[:, 0]
+
+
+class Recalibration(BaseModel):
+    """recalibration.json: nothing more, nothing less."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: RecalibrationMethod
+    intercept: float
+    slope: float = 1.0
+    site: str  # the breasts it was fitted on, in words (no patient identifier)
+    breasts: int
+    positives: int
+    check: dict[str, Any] = {}  # cross-fitted figures on the same breasts, before and after
+
+    @classmethod
+    def fit(
+        cls, labels: np.ndarray, probs: np.ndarray, method: RecalibrationMethod, site: str
+    ) -> Recalibration:
+        y, lp = np.asarray(labels, float), logit(probs)
+        intercept, slope = (intercept_fit(y, lp), 1.0) if method == "intercept" else logistic_fit(y, lp)
+        return cls(
+            method=method,
+            intercept=intercept,
+            slope=slope,
+            site=site,
+            breasts=len(y),
+            positives=int(y.sum()),
+        )
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        return expit(self.intercept + self.slope * logit(probs))
