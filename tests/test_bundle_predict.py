@@ -468,8 +468,13 @@ class TestRecalibrate:
         assert shipped["n"] == crossed["n"] == fitted["breasts"]
         assert f"intercept {crossed['calibration']['intercept']:+.2f}" in shown and "as shipped" in shown
         assert main(["bundle", "verify", str(recalibrated)]) == 0
+        verified = " ".join(capsys.readouterr().out.split())
+        assert f"recalibrated (logistic) to {cohort / 'labels.csv'}" in verified
         before = predict(run / "bundle", cohort, tmp_path / "before.csv")
-        after = predict(recalibrated, cohort, tmp_path / "after.csv")
+        after = predict(recalibrated, cohort, tmp_path / "after.csv", "--labels", str(cohort / "labels.csv"))
+        assert "this bundle is recalibrated to" in " ".join(capsys.readouterr().out.split())
+        card = (recalibrated / "model_card.md").read_text()
+        assert f"Brier {shipped['brier']:.3f} -> {crossed['brier']:.3f}" in card
         scored = (after["reason"] == "").to_numpy()
         assert after.loc[scored, "model_probability"].to_numpy() == pytest.approx(
             before.loc[scored, "probability"].to_numpy()
@@ -481,6 +486,22 @@ class TestRecalibrate:
         again = ["recalibrate", str(recalibrated), *where, "--out", str(tmp_path / "again")]
         assert main(again) == 2 and "recalibrated already" in capsys.readouterr().out
         assert not (tmp_path / "again").exists()
+
+    def test_an_out_folder_that_is_not_a_recalibrated_bundle_is_never_replaced(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        cohort, kept = trained_master.parents[2], tmp_path / "site"
+        kept.mkdir()
+        (kept / "notes.txt").write_text("a reader's notes")
+        where = ["--images", str(cohort / "dicom"), "--clinical", str(cohort / "clinical.csv")]
+        where += ["--labels", str(cohort / "labels.csv")]
+        for out, said in (
+            (kept, "exists and is not a recalibrated bundle"),
+            (run / "bundle", "the bundle itself"),
+        ):
+            assert main(["recalibrate", str(run / "bundle"), *where, "--out", str(out)]) == 2
+            assert said in capsys.readouterr().out
+        assert (kept / "notes.txt").is_file() and main(["bundle", "verify", str(run / "bundle")]) == 0
 
 
 class TestUnlikeTraining:

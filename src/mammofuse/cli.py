@@ -283,17 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(unlike_training). With --labels: an external (or temporal) validation of the bundle on them.",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
-    _new_breasts(p)
-    p.add_argument(
-        "--labels",
-        type=Path,
-        nargs="?",
-        const=COHORT_LABELS,
-        metavar="CSV",
-        help="label CSV of these breasts (same columns as training; with --cohort, --labels alone takes the "
-        "site's own): also validate the model on them, beside the clinical-only model that travels with "
-        "the bundle (AUC with 95%% CI, calibration, sens ... NPV at the bundle's threshold; nothing is "
-        "fitted on them) -> validation.json, figures/ and validation.html next to --out",
+    _new_breasts(
+        p,
+        ": also validate the model on them, beside the clinical-only model that travels with the bundle (AUC "
+        "with 95%% CI, calibration, sens ... NPV at the bundle's threshold; nothing is fitted on them) -> "
+        "validation.json, figures/ and validation.html next to --out",
     )
     p.add_argument(
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"
@@ -317,25 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
         "recalibrate",
         help="fit a bundle's probabilities to a site's labelled breasts (a new bundle)",
         description="A model that ranks well at a new site can still be miscalibrated there: its "
-        "probabilities are not that site's risks, and its threshold calls another share of breasts positive. "
-        "recalibrate "
-        "scores the site's labelled breasts as predict does, refits the map from the bundle's probability "
-        "to the site's (logit(p') = a + b logit(p), or a alone), checks it by cross-fitting (each breast "
-        "recalibrated by a fit on the other patients' breasts) and writes a copy of the bundle with it "
-        "(recalibration.json) to --out. The networks, features and threshold stay the bundle's. Validate "
-        "the new bundle on other breasts of the site than these (predict --labels).",
+        "probabilities are not that site's risks, and its threshold calls another share of breasts "
+        "positive. recalibrate scores the site's labelled breasts as predict does, refits the map from the "
+        "bundle's probability to the site's (logit(p') = a + b logit(p), or a alone), checks it by "
+        "cross-fitting (each breast recalibrated by a fit on the other patients' breasts) and writes a copy "
+        "of the bundle with it (recalibration.json) to --out. The networks, features and threshold stay the "
+        "bundle's. Validate the new bundle on other breasts of the site than these (predict --labels).",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
-    _new_breasts(p)
-    p.add_argument(
-        "--labels",
-        type=Path,
-        nargs="?",
-        const=COHORT_LABELS,
-        required=True,
-        metavar="CSV",
-        help="label CSV of these breasts (with --cohort, --labels alone takes the site's own)",
-    )
+    _new_breasts(p, ": the breasts the recalibration is fitted on (required)", labels_required=True)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the recalibrated bundle to write")
     p.add_argument(
         "--method",
@@ -433,8 +417,9 @@ def _image_size(p: argparse.ArgumentParser, default: tuple[int, int], note: str 
     )
 
 
-def _new_breasts(p: argparse.ArgumentParser) -> None:
-    """Where new breasts are (predict, recalibrate): --images and --clinical, or --cohort."""
+def _new_breasts(p: argparse.ArgumentParser, labels_use: str, labels_required: bool = False) -> None:
+    """Where new breasts are (predict, recalibrate): --images and --clinical, or --cohort; their labels
+    (`labels_use`: what they are for)."""
     p.add_argument(
         "--images",
         type=Path,
@@ -469,6 +454,16 @@ def _new_breasts(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="keep the preprocessed images in DIR: a rerun, or another bundle with the same preprocessing, "
         "decodes nothing again (default: a temporary folder, removed)",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        nargs="?",
+        const=COHORT_LABELS,
+        required=labels_required,
+        metavar="CSV",
+        help="label CSV of these breasts (same columns as training; with --cohort, --labels alone takes the "
+        f"site's own){labels_use}",
     )
 
 

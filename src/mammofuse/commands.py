@@ -466,13 +466,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_recalibrate(args: argparse.Namespace) -> int:
     from mammofuse.config import load_config
     from mammofuse.deploy.predict import cache_folder, predict_breasts
-    from mammofuse.deploy.recalibrate import recalibrate, refuse_recalibrated
+    from mammofuse.deploy.recalibrate import check_folders, recalibrate
     from mammofuse.evaluation.evaluate import split_row
     from mammofuse.evaluation.metrics import SMALL_CLASS
     from mammofuse.evaluation.result import SplitMetrics
 
     breasts = _new_breasts(args)
-    refuse_recalibrated(args.bundle)
+    check_folders(args.bundle, args.out)
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
     with cache_folder(args.cache) as cache:
         predicted = predict_breasts(args.bundle, breasts, progress, workers=args.workers, cache=cache)
@@ -522,6 +522,8 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     console.print(
         f"{args.bundle}: intact ({kind}, {len(bundle.members)} network(s), threshold {bundle.threshold:.3f})"
     )
+    if (fitted := bundle.recalibration) is not None:
+        console.print(f"recalibrated ({fitted.method}) to {fitted.site}, on {fitted.breasts} breasts")
     return 0
 
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from mammofuse.deploy.bundle import RECALIBRATION, load_bundle, write_sums
+from mammofuse.config import ConfigError
+from mammofuse.deploy.bundle import CARD, RECALIBRATION, load_bundle, write_sums
 from mammofuse.deploy.predict import Predicted
 from mammofuse.evaluation import metrics
 from mammofuse.evaluation.result import SplitMetrics
@@ -49,11 +51,18 @@ def cross_fitted(
     return out
 
 
-def refuse_recalibrated(bundle_dir: Path) -> None:
-    """A bundle recalibrated already is refused (the map would be fitted to a map): before any work."""
+def check_folders(bundle_dir: Path, out: Path) -> None:
+    """Before any work: a bundle recalibrated already is refused (the map would be fitted to a map), and so
+    is an `out` that is the bundle or a folder holding anything but a recalibrated bundle (it is replaced)."""
     if (bundle_dir / RECALIBRATION).is_file():
         raise ModelError(
             f"{bundle_dir}: recalibrated already ({RECALIBRATION}); recalibrate the bundle it was made from"
+        )
+    if out.resolve() == bundle_dir.resolve():
+        raise ConfigError(f"{out}: the bundle itself; the recalibrated copy needs another --out folder")
+    if out.exists() and any(out.iterdir()) and not (out / RECALIBRATION).is_file():
+        raise ConfigError(
+            f"{out}: exists and is not a recalibrated bundle (it would be replaced): choose another --out"
         )
 
 
@@ -80,24 +89,40 @@ def recalibrate(
             "of each class (and far more to be worth it)"
         )
     crossed = cross_fitted(y, probs, groups, method, folds, seed)
-    check = {
-        "folds": folds,
-        "shipped": metrics.summary(y, probs, bundle.threshold, groups, seed),
-        "recalibrated": metrics.summary(y, crossed, bundle.threshold, groups, seed),
-    }
+    shipped = _figures(y, probs, bundle.threshold, groups, seed)
+    recalibrated = _figures(y, crossed, bundle.threshold, groups, seed)
     fitted = Recalibration.fit(y, probs, method, site)
-    fitted = fitted.model_copy(update={"check": {k: _plain(v) for k, v in check.items()}})
+    fitted.check = {"folds": folds, "shipped": shipped, "recalibrated": recalibrated}
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle_dir, out)
     (out / RECALIBRATION).write_text(fitted.model_dump_json(indent=2), encoding="utf-8")
+    with (out / CARD).open("a", encoding="utf-8") as card:
+        card.write(_card_paragraph(fitted, shipped, recalibrated, bundle.threshold))
     write_sums(out)
     load_bundle(out)  # as predict will read it: checksums, schema
     return fitted
 
 
-def _plain(value: object) -> object:
-    """A summary's figures as JSON-ready values (validated as the report's SplitMetrics)."""
-    if isinstance(value, dict):
-        return SplitMetrics.model_validate(value).model_dump(mode="json", by_alias=True)
-    return value
+def _figures(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, groups: np.ndarray, seed: int
+) -> dict[str, Any]:
+    """`evaluate`'s figures of one set of probabilities, JSON-ready (validated as SplitMetrics)."""
+    found = metrics.summary(labels, probs, threshold, groups, seed)
+    return SplitMetrics.model_validate(found).model_dump(mode="json", by_alias=True)
+
+
+def _card_paragraph(fitted: Recalibration, shipped: dict, crossed: dict, threshold: float) -> str:
+    """The model card's word on the recalibration (a paragraph, as the card's others)."""
+    before, after = shipped["calibration"], crossed["calibration"]
+    return (
+        f"\n**Recalibration.** Probabilities refitted to {fitted.site}: logit(p') = "
+        f"{fitted.intercept:+.3f} + {fitted.slope:.3f} x logit(p) ({fitted.method}), fitted on "
+        f"{fitted.breasts} labelled breasts ({fitted.positives} positive). Cross-fitted on those breasts "
+        f"({fitted.check['folds']} patient-grouped folds): calibration intercept {before['intercept']:+.2f} "
+        f"-> {after['intercept']:+.2f}, slope {before['slope']:.2f} -> {after['slope']:.2f}, Brier "
+        f"{shipped['brier']:.3f} -> {crossed['brier']:.3f}. The networks and the threshold ({threshold:.3f}, "
+        "now read as a risk at that site) are the bundle's; `predict` gives the model's own probability "
+        "beside the recalibrated one (`model_probability`). Figures on the breasts it was fitted on flatter "
+        "it: validate it on others.\n"
+    )

@@ -74,6 +74,11 @@ def validate(
             "this bundle carries no clinical-only regression (written before mammofuse kept one), so no "
             "baseline is beside the model; evaluate the run again (or run cv on it again) to write one"
         )
+    if (recalibrated := bundle.recalibration) is not None:
+        warnings.append(
+            f"this bundle is recalibrated to {recalibrated.site} ({recalibrated.breasts} breasts): on the "
+            "breasts it was fitted on, its calibration is flattered; validate it on others"
+        )
     unlabelled = len(scored) - len(used)
     if unlabelled:
         warnings.append(
