@@ -225,7 +225,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         return None
     header, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column], problems, "clinical CSV")
     written = header
-    as_written = {new: old for old, new in cfg.rename.items() if old in header}  # feature -> file's column
+    # feature -> the file's name for it
+    as_written = {new: old for old, new in cfg.rename.items() if old in header and old != new}
     clash = sorted(set(as_written) & set(header))
     if clash:
         raise DataError(

@@ -278,8 +278,8 @@ def predict_breasts(
             if keep_inputs:
                 paths = {v: str(records[v].path) for v in VIEWS}
                 inputs[number] = CaseInput(pre, clinical_vectors, paths, geometry)
-    columns = OUTPUT_COLUMNS + (RECALIBRATED_COLUMNS if bundle.recalibration is not None else [])
-    out = pd.DataFrame(rows, columns=columns + (LABELLED_COLUMNS if truth is not None else []))
+    written = OUTPUT_COLUMNS + (RECALIBRATED_COLUMNS if bundle.recalibration is not None else [])
+    out = pd.DataFrame(rows, columns=written + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:
         out["truth"] = out["truth"].astype("Int64")
     out["label"] = out["label"].astype("Int64")  # 0 or 1, empty when not scored (never "1.0")
