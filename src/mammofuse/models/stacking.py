@@ -10,7 +10,7 @@ it travels in the bundle so that a new labelled cohort is scored by both (`predi
 
 A site's recalibration (`mammofuse recalibrate`): the bundle's probability refitted to one site's labelled
 breasts, logit(p') = a + b logit(p) (or the intercept alone, b = 1): the ranking is the model's, the
-probabilities become that site's risks (Steyerberg, Clinical Prediction Models, ch. 20: model updating).
+probabilities become that site's risks (updating for a new setting; Steyerberg, Clinical Prediction Models).
 """
 
 from __future__ import annotations
