@@ -480,8 +480,13 @@ class TestFaithfulResume:
 
     def test_ctrl_c_says_how_to_resume_and_keeps_the_finished_epochs(self, ready):
         argv, env = train_command(ready, epochs=50)
-        proc = subprocess.Popen(
-            [*argv, "--run", "long"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        proc = subprocess.Popen(  # Ctrl-C heard, as in a terminal, even where this shell had us ignore it
+            [*argv, "--run", "long"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         last = ready / "work" / "runs" / "long" / "checkpoints" / "last.ckpt"
         while not last.is_file():  # an epoch is finished
@@ -492,6 +497,20 @@ class TestFaithfulResume:
         assert proc.returncode == 130, out
         assert "interrupted; rerun the same command to resume" in out and "Traceback" not in out
         assert torch.load(last, weights_only=True)["epoch"] >= 0  # still whole
+
+    @pytest.mark.parametrize("inherited", [signal.default_int_handler, signal.SIG_IGN])
+    def test_training_listens_for_ctrl_c_unless_started_ignoring_it(self, inherited):
+        from mammofuse.training.run import CtrlC
+
+        previous = signal.signal(signal.SIGINT, inherited)
+        try:
+            ctrl_c = CtrlC()
+            with ctrl_c.listening():
+                listening = signal.getsignal(signal.SIGINT)
+            assert (listening == ctrl_c._press) == (inherited is not signal.SIG_IGN)
+            assert signal.getsignal(signal.SIGINT) is inherited  # as it was
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def test_a_ctrl_c_that_lands_where_its_exception_is_lost_still_stops_training(self, ready):
         """Python raises a Ctrl-C's KeyboardInterrupt wherever the main thread is; C code that clears errors
@@ -510,10 +529,14 @@ class TestFaithfulResume:
         cfg = apply_preset(load_config(ready / "cohort.toml"), str(ready.parent / "fast.toml"))
         cfg.train.epochs = 3
         run_dir = ready / "work" / "runs" / "lost"
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, run_dir, callbacks=[CtrlCWhereItIsLost()])
+        inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell may have us ignore it
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train(cfg, run_dir, callbacks=[CtrlCWhereItIsLost()])
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as before, not Lightning's
+        finally:
+            signal.signal(signal.SIGINT, inherited)
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1]  # the second epoch was cut short
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was before training
         train(cfg, run_dir)
         assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]  # and resumes
 

@@ -189,8 +189,12 @@ class CtrlC(Callback):
     @contextmanager
     def listening(self) -> Iterator[None]:
         """Catch Ctrl-C in this block (in the main thread; elsewhere signals cannot be handled); one pressed
-        after the last batch, while training ends, is raised when the block ends."""
-        if threading.current_thread() is not threading.main_thread():
+        after the last batch, while training ends, is raised when the block ends. A process started with
+        Ctrl-C ignored (a shell's background job) keeps ignoring it."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        ):
             yield
             return
         previous = signal.signal(signal.SIGINT, self._press) or signal.default_int_handler  # None: set in C
