@@ -452,13 +452,20 @@ class TestAnotherSite:
         assert "--labels without a CSV takes the label CSV of --cohort" in capsys.readouterr().out
 
 
+def labelled_breasts(cohort) -> list[str]:
+    """predict's or recalibrate's arguments for COHORT's images, clinical and label CSVs."""
+    return [
+        *("--images", str(cohort / "dicom"), "--clinical", str(cohort / "clinical.csv")),
+        *("--labels", str(cohort / "labels.csv")),
+    ]
+
+
 class TestRecalibrate:
     def test_a_recalibrated_bundle_scores_through_its_map_beside_the_models_own_probability(
         self, run, tmp_path, trained_master, capsys
     ):
         cohort, recalibrated = trained_master.parents[2], tmp_path / "site" / "bundle"
-        where = ["--images", str(cohort / "dicom"), "--clinical", str(cohort / "clinical.csv")]
-        where += ["--labels", str(cohort / "labels.csv")]
+        where = labelled_breasts(cohort)
         assert main(["recalibrate", str(run / "bundle"), *where, "--out", str(recalibrated)]) == 0
         shown = " ".join(capsys.readouterr().out.split())
         fitted = json.loads((recalibrated / "recalibration.json").read_text())
@@ -493,8 +500,7 @@ class TestRecalibrate:
         cohort, kept = trained_master.parents[2], tmp_path / "site"
         kept.mkdir()
         (kept / "notes.txt").write_text("a reader's notes")
-        where = ["--images", str(cohort / "dicom"), "--clinical", str(cohort / "clinical.csv")]
-        where += ["--labels", str(cohort / "labels.csv")]
+        where = labelled_breasts(cohort)
         for out, said in (
             (kept, "exists and is not a recalibrated bundle"),
             (run / "bundle", "the bundle itself"),
