@@ -324,9 +324,8 @@ def print_validation(result: ExternalValidation) -> None:
     cal = result.model.calibration
     if cal is not None:
         console.print(
-            f"calibration of {result.model_name}: intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, "
-            f"{cal.intercept_high:+.2f}] (0: right on average), slope {cal.slope:.2f} [{cal.slope_low:.2f}, "
-            f"{cal.slope_high:.2f}] (1: as spread as it should be)"
+            f"calibration of {result.model_name}: {cal.text} (intercept 0: right on average; slope 1: as "
+            "spread as it should be)"
         )
     if result.internal_auc is not None:
         console.print(f"the bundle's own validation ({result.internal}): AUC {result.internal_auc.text}")
@@ -476,9 +475,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
     with cache_folder(args.cache) as cache:
         predicted = predict_breasts(args.bundle, breasts, progress, workers=args.workers, cache=cache)
-    site = str(predicted.labels)
+    site = str(predicted.labels)  # where the breasts come from, in words
     if args.cohort is not None:
-        site = f"{args.cohort}: {load_config(args.cohort).description}".rstrip(": ")
+        description = load_config(args.cohort).description
+        site = f"{args.cohort}: {description}" if description else str(args.cohort)
     bundle = predicted.bundle
     fitted = recalibrate(predicted, args.bundle, args.out, args.method, site, bundle.config.train.seed)
     check = {k: SplitMetrics.model_validate(fitted.check[k]) for k in ("shipped", "recalibrated")}
@@ -490,13 +490,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         title, [split_row("as shipped", check["shipped"]), split_row("recalibrated", check["recalibrated"])]
     )
     for name, part in check.items():
-        cal = part.calibration
-        if cal is not None:
-            console.print(
-                f"calibration {'as shipped' if name == 'shipped' else 'recalibrated'}: intercept "
-                f"{cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], slope "
-                f"{cal.slope:.2f} [{cal.slope_low:.2f}, {cal.slope_high:.2f}]"
-            )
+        if part.calibration is not None:
+            console.print(f"calibration {name.replace('shipped', 'as shipped')}: {part.calibration.text}")
     console.print(
         f"sens ... NPV at the bundle's threshold {bundle.threshold:.3f}, read as a risk; the AUC is the "
         "model's ranking (one map keeps it; the folds' maps move it a little)"

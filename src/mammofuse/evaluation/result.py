@@ -71,6 +71,14 @@ class Calibration(_Result):
     slope_low: float
     slope_high: float
 
+    @property
+    def text(self) -> str:
+        """'intercept +0.26 [+0.17, +0.34], slope 1.39 [1.13, 1.69]'."""
+        return (
+            f"intercept {self.intercept:+.2f} [{self.intercept_low:+.2f}, {self.intercept_high:+.2f}], "
+            f"slope {self.slope:.2f} [{self.slope_low:.2f}, {self.slope_high:.2f}]"
+        )
+
 
 class SplitMetrics(_Result):
     """Every headline figure of one model on one split."""

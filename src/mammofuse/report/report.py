@@ -121,12 +121,7 @@ def _operating_rows(
     for name, at, ci, cal in models:
         ci = ci or {}
         rates = {k: metrics.rate_text(getattr(at, k), ci.get(k)) for k in metrics.RATES}
-        calibration = (
-            f"intercept {cal.intercept:+.2f} [{cal.intercept_low:+.2f}, {cal.intercept_high:+.2f}], "
-            f"slope {cal.slope:.2f} [{cal.slope_low:.2f}, {cal.slope_high:.2f}]"
-            if cal
-            else ""
-        )
+        calibration = cal.text if cal else ""
         row = {"name": name, "threshold": f"{at.threshold:.3f}", "confusion": at.confusion}
         rows.append({**row, "calibration": calibration, **rates})
     return rows
