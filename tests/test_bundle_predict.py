@@ -70,6 +70,39 @@ class TestBundle:
         listed = [line.split("  ")[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()]
         assert sorted(listed) == sorted(n for n in names if n != "SHA256SUMS")
 
+    def test_another_operating_point_chooses_both_thresholds_on_validation_and_trains_nothing(
+        self, run, capsys
+    ):
+        weights = (run / "checkpoints").stat().st_mtime_ns
+        assert main(["evaluate", str(run), "--operating-point", "sensitivity:0.9"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "NPV at the threshold chosen on validation (sensitivity ≥ 0.9)" in shown
+        assert (run / "checkpoints").stat().st_mtime_ns == weights
+        result = Run(run).read_evaluation()
+        scored = Run(run).read_predictions().query("split == 'val'")
+        positive = scored[scored["label"] == 1]
+        for column, model in (("probability", result.model), ("baseline_probability", result.baseline)):
+            cut = model.threshold  # the highest cut that still finds 90 % of the validation positives
+            higher = positive.loc[positive[column] > cut, column]
+            assert (positive[column] >= cut).mean() >= 0.9 > (positive[column] >= higher.min()).mean()
+        baseline = json.loads((run / "bundle" / "baseline.json").read_text())
+        assert baseline["threshold"] == result.baseline.threshold  # what predict --labels calls it with
+        info = json.loads((run / "bundle" / "bundle.json").read_text())
+        assert info["operating_point"] == {"rule": "sensitivity", "target": 0.9}
+        assert info["threshold"] == result.model.threshold
+        assert "chosen on validation (sensitivity ≥ 0.9)" in (run / "bundle" / "model_card.md").read_text()
+        assert load_bundle(run / "bundle").operating_point == result.operating_point
+        assert main(["report", str(run)]) == 0
+        html = " ".join((run / "report.html").read_text().split())
+        assert "chosen on validation (sensitivity ≥ 0.9)" in html
+        assert "the highest threshold whose sensitivity there reached 0.9" in html
+
+    def test_an_operating_point_that_is_not_one_is_refused_by_the_command_line(self, run, capsys):
+        with pytest.raises(SystemExit) as stop:
+            main(["evaluate", str(run), "--operating-point", "sensitivity:90"])
+        assert stop.value.code == 2
+        assert "'sensitivity:90' is not an operating point: give youden" in capsys.readouterr().err
+
     def test_a_bundle_of_another_format_is_a_clear_error(self, run):
         meta = run / "bundle" / "bundle.json"
         info = json.loads(meta.read_text())

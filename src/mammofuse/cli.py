@@ -16,6 +16,7 @@ from mammofuse import __version__, commands
 from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.config import ConfigError
 from mammofuse.deploy import COHORT_LABELS
+from mammofuse.evaluation.result import OperatingPoint
 from mammofuse.problems import DataError, ModelError
 from mammofuse.storage import disk_error
 from mammofuse.ui import console
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "honest estimate of tuning and training together (default run name: NAME-tuned-cv)",
     )
     p.add_argument("--space", type=Path, help="with --tune: the search space TOML (default: tune's)")
+    _operating_point(p)
     p.set_defaults(func=commands.cmd_cv)
 
     p = sub.add_parser(
@@ -253,9 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score the test split with the best checkpoint and with the clinical-only baseline "
         "(fitted on the training split): AUC, the paired AUC difference, sensitivity ... NPV at the "
         "threshold chosen on validation, and calibration, with 95 % bootstrap intervals over patients. "
-        "Writes metrics.json, predictions.csv, figures/ and the deployable bundle/ into RUN_DIR.",
+        "Writes metrics.json, predictions.csv, figures/ and the deployable bundle/ into RUN_DIR. Run it "
+        "again with another --operating-point to choose the thresholds by another rule (nothing is trained).",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
+    _operating_point(p)
     p.set_defaults(func=commands.cmd_evaluate)
 
     p = sub.add_parser(
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presets", nargs="+", required=True, help=presets_help + " (the first is the reference)")
     _folds_and_repeats(p)
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every preset")
+    _operating_point(p)
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(
@@ -406,6 +411,20 @@ def _folds_and_repeats(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=_at_least_two, help="folds K (default: split.folds, else 5)")
     p.add_argument(
         "--repeats", type=_positive_int, help="repeats R with new seeds (default: split.repeats, 1)"
+    )
+
+
+def _operating_point(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--operating-point",
+        type=_operating_rule,
+        default=OperatingPoint(),
+        metavar="RULE",
+        help="how the decision threshold is chosen on the validation breasts, for the model and the "
+        "clinical-only baseline alike: youden (the default: sensitivity + specificity - 1 at its largest), "
+        "sensitivity:T (the highest threshold that finds a share T of the positives, e.g. sensitivity:0.9) "
+        "or specificity:T; the held-out figures show whether the target holds on breasts that did not "
+        "choose it. Finished runs and folds are evaluated again, not trained",
     )
 
 
@@ -478,6 +497,13 @@ def _at_least_two(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be at least 2, found {value}")
     return value
+
+
+def _operating_rule(text: str) -> OperatingPoint:
+    try:
+        return OperatingPoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cluster_address(text: str) -> str:

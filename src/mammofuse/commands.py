@@ -279,7 +279,9 @@ def print_cv(result: CvEvaluation) -> None:
             "pooled AUC: each fold's scores standardised on its validation breasts (one scale); of the "
             f"probabilities as scored: {'; '.join(as_scored)}"
         )
-    _print_footer(result, "sens ... NPV: each breast at its fold's threshold")
+    _print_footer(
+        result, f"sens ... NPV: each breast at its fold's threshold ({result.operating_point.text})"
+    )
 
 
 def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
@@ -310,7 +312,9 @@ def print_evaluation(result: Evaluation) -> None:
     if result.contributions:
         parts = "; ".join(f"{name} {auc.auc:.3f}" for name, auc in result.contributions.items())
         console.print(f"what each input contributes (test AUC with it removed): {parts}")
-    _print_footer(result, "sensitivity ... NPV at the threshold chosen on validation")
+    _print_footer(
+        result, f"sensitivity ... NPV at the threshold chosen on validation ({result.operating_point.text})"
+    )
 
 
 def print_validation(result: ExternalValidation) -> None:
@@ -336,7 +340,9 @@ def print_validation(result: ExternalValidation) -> None:
             f"{v.auc.text} vs {v.other_auc.text}; difference {v.comparison.text}"
         )
     _print_footer(
-        result, "sens ... NPV at the bundle's thresholds, chosen on its training cohort's validation"
+        result,
+        "sens ... NPV at the bundle's thresholds, chosen on its training cohort's validation "
+        f"({result.operating_point.text})",
     )
     console.print("(an external validation only where none of these patients was in the training cohort)")
 
@@ -357,7 +363,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = Run(args.run_dir.resolve())
     check_writable(run.dir)
-    result = evaluate_run(run.dir)
+    result = evaluate_run(run.dir, args.operating_point)
     print_evaluation(result)
     write_bundle(run.dir)
     console.print(f"wrote {run.metrics}, {run.predictions.name}, {run.figures.name}/ and {run.bundle.name}/")
@@ -582,7 +588,7 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     nested = f", each fold tuned by {tuning.trials} trials on its training folds" if tuning else ""
     console.print(f"cross-validating {headline(cfg.model)}: {k} folds x {r}{nested} -> {run_dir}")
     with locked(run_dir, "cv"):
-        print_cv(run_cv(cfg, run_dir, tuning))
+        print_cv(run_cv(cfg, run_dir, tuning, args.operating_point))
         problem = ensemble_problem(run_dir)
         if problem:
             shutil.rmtree(Run(run_dir).bundle, ignore_errors=True)  # not one of other folds' models

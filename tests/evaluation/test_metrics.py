@@ -4,7 +4,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from mammofuse.evaluation import metrics
-from mammofuse.evaluation.result import AucInterval, Comparison
+from mammofuse.evaluation.result import AucInterval, Comparison, OperatingPoint
 
 Y = np.array([0, 0, 0, 0, 1, 1])
 P = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.9])
@@ -100,6 +100,40 @@ class TestBootstrap:
 class TestThresholds:
     def test_youden_picks_the_best_cut(self):
         assert metrics.youden_threshold(Y, P) == pytest.approx(0.5)
+        assert metrics.choose_threshold(Y, P, OperatingPoint()) == metrics.youden_threshold(Y, P)
+
+    @pytest.mark.parametrize(
+        ("rule", "threshold", "sensitivity", "specificity"),
+        [
+            ("sensitivity:0.6", 0.6, 0.6, 0.8),  # 3 of 5 found at 0.6: the highest cut that finds 60 %
+            ("sensitivity:0.75", 0.35, 0.8, 0.6),  # 0.75 needs 4 of 5: no cut gives exactly 0.75
+            ("sensitivity:0.9", 0.05, 1.0, 0.0),  # every positive, and the lowest-scored one is at 0.05
+            ("specificity:0.8", 0.6, 0.6, 0.8),  # the lowest cut that keeps 4 of 5 negatives uncalled
+            ("specificity:0.6", 0.35, 0.8, 0.6),
+        ],
+    )
+    def test_a_target_rule_takes_the_cut_that_just_reaches_it(
+        self, rule, threshold, sensitivity, specificity
+    ):
+        y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1])
+        p = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.6, 0.7, 0.8, 0.9, 0.05])
+        cut = metrics.choose_threshold(y, p, OperatingPoint.parse(rule))
+        at = metrics.at_threshold(y, p, cut)
+        assert (cut, at["sensitivity"], at["specificity"]) == pytest.approx(
+            (threshold, sensitivity, specificity)
+        )
+
+    @pytest.mark.parametrize(
+        "text", ["sens:0.9", "sensitivity", "youden:0.5", "sensitivity:1", "specificity:x"]
+    )
+    def test_an_operating_point_that_is_not_one_says_what_is_allowed(self, text):
+        with pytest.raises(ValueError, match="give youden, sensitivity:T or specificity:T"):
+            OperatingPoint.parse(text)
+
+    def test_an_operating_point_reads_back_as_written(self):
+        point = OperatingPoint.parse(" Sensitivity:0.90 ")
+        assert (str(point), point.text) == ("sensitivity:0.9", "sensitivity ≥ 0.9")
+        assert OperatingPoint.parse(str(point)) == point and str(OperatingPoint()) == "youden"
 
     def test_metrics_at_a_threshold(self):
         m = metrics.at_threshold(Y, P, 0.5)

@@ -12,6 +12,7 @@ from mammofuse.config import ConfigError
 from mammofuse.deploy.bundle import ensemble_problem, load_bundle
 from mammofuse.evaluation.cv import pool_folds
 from mammofuse.models.stacking import ClinicalBaseline
+from mammofuse.problems import DataError
 from mammofuse.runs import Run
 
 
@@ -152,6 +153,58 @@ class TestResume:
         shutil.copytree(cv_master.parents[3], root)
         assert cv(root / "cohort", "--folds", "4") == 2
         assert "was started with other folds" in capsys.readouterr().out
+
+
+class TestOperatingPoint:
+    def test_another_operating_point_evaluates_the_folds_again_without_training_them(
+        self, cv_master, tmp_path, capsys
+    ):
+        root = tmp_path / "ready"
+        shutil.copytree(cv_master.parents[3], root)
+        run = root / "cohort" / "work" / "runs" / "fast-cv"
+        weights = {f: (f / "checkpoints").stat().st_mtime_ns for f in (run / "folds").iterdir()}
+        capsys.readouterr()
+        assert (
+            cv(root / "cohort", "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
+        )
+        out = " ".join(capsys.readouterr().out.split())
+        assert out.count("its thresholds chosen again (specificity ≥ 0.8)") == 6
+        assert "each breast at its fold's threshold (specificity ≥ 0.8)" in out
+        assert {f: (f / "checkpoints").stat().st_mtime_ns for f in weights} == weights  # nothing trained
+        for fold in Run(run).fold_runs():
+            scored = fold.read_predictions().query("split == 'val'")
+            negative = scored[scored["label"] == 0]
+            result = fold.read_evaluation()
+            assert str(result.operating_point) == "specificity:0.8"
+            for column, model in (("probability", result.model), ("baseline_probability", result.baseline)):
+                cut = model.threshold  # the lowest cut at which 80 % of the negatives stay uncalled
+                lower = negative.loc[negative[column] < cut, column]
+                assert (negative[column] < cut).mean() >= 0.8 > (negative[column] < lower.max()).mean()
+        pooled = Run(run).read_cv_evaluation()
+        assert pooled.operating_point.text == "specificity ≥ 0.8"
+        info = json.loads((run / "bundle" / "bundle.json").read_text())
+        thresholds = {f.dir.name: f.read_evaluation().model.threshold for f in Run(run).fold_runs()}
+        assert info["members"] == pytest.approx(thresholds)
+        assert info["operating_point"] == {"rule": "specificity", "target": 0.8}
+        assert (
+            "validation part of its training folds (specificity ≥ 0.8)"
+            in (run / "bundle" / "model_card.md").read_text()
+        )
+        assert main(["report", str(run)]) == 0
+        html = " ".join((run / "report.html").read_text().split())
+        assert "the lowest threshold whose specificity there reached 0.8" in html
+        assert "the held-out specificity below, with its interval, is what to expect" in html
+        assert (
+            cv(root / "cohort", "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
+        )
+        assert capsys.readouterr().out.count("finished before, kept") == 6
+
+    def test_folds_that_chose_their_thresholds_by_different_rules_are_not_pooled(self, cv_master, tmp_path):
+        run = tmp_path / "run"
+        shutil.copytree(cv_master, run)
+        assert main(["evaluate", str(run / "folds" / "r0f1"), "--operating-point", "sensitivity:0.9"]) == 0
+        with pytest.raises(DataError, match=r"different rules \(sensitivity:0.9, youden\)"):
+            pool_folds(Run(run), 3, 2)
 
 
 class TestFoldEnsemble:

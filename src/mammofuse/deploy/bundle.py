@@ -45,6 +45,7 @@ from mammofuse import __version__
 from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
+from mammofuse.evaluation.result import OperatingPoint
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
 from mammofuse.models.stacking import ClinicalBaseline, Recalibration, Stacker
 from mammofuse.runs import Run, read_table
@@ -75,6 +76,7 @@ class BundleInfo(BaseModel):
     preprocess: dict[str, Any]
     kind: Literal["single model", "fold ensemble"]
     threshold: float = Field(ge=0, le=1)
+    operating_point: OperatingPoint = OperatingPoint()  # the rule that chose it on validation
     n_clinical: int | None = None
     test_auc: dict[str, Any] | None = None
     baseline_test_auc: dict[str, Any] | None = None
@@ -112,6 +114,7 @@ class Bundle:
     info: dict
     profile: Profile | None
     recalibration: Recalibration | None = None  # fitted to one site's breasts (`mammofuse recalibrate`)
+    operating_point: OperatingPoint = OperatingPoint()  # how the threshold was chosen on validation
 
     @property
     def nets(self) -> list[TwoViewNet]:
@@ -203,7 +206,7 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     test, baseline = evaluation.model.test, evaluation.baseline
     validation = (
         f"Patient-grouped, label-stratified split (seed {cfg.split.seed}); the threshold {threshold:.3f} was "
-        f"chosen on validation (Youden) and applied unchanged to test.\n"
+        f"chosen on validation ({evaluation.operating_point.text}) and applied unchanged to test.\n"
         f"- test: {test.n} breasts ({test.positives} {cfg.labels.positive}), AUC {test.auc.text} "
         + (
             f"(95 % bootstrap over {test.auc.unit}s, stratified by label, {test.auc.n_bootstrap} resamples)\n"
@@ -220,6 +223,7 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
         "profile": training_profile(data[data["split"] == "train"], test_scores, cfg.train.seed).model_dump(),
         "n_clinical": len(run.read_encoder().feature_names),
         "threshold": threshold,
+        "operating_point": evaluation.operating_point.model_dump(),
         "test_auc": test.auc.model_dump(),
         "baseline_test_auc": baseline.test.auc.model_dump() if baseline else None,
     }
@@ -264,7 +268,8 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
         f"{evaluation.folds}-fold patient-grouped, label-stratified cross-validation, {repeats} "
         f"(seed {cfg.split.seed}), over {evaluation.breasts} breasts ({evaluation.positives} "
         f"{cfg.labels.positive}) of {evaluation.patients} patients. Each fold model chose its threshold on a "
-        f"validation part of its training folds; this ensemble uses their mean, {threshold:.3f}.\n"
+        f"validation part of its training folds ({evaluation.operating_point.text}); this ensemble uses "
+        f"their mean, {threshold:.3f}.\n"
         f"- pooled out-of-fold AUC {model.auc.text} (95 % bootstrap over {model.auc.unit}s; each fold's "
         f"scores standardised on its validation breasts, one scale); per fold {model.fold_auc_text}\n"
         "- these figures are of the fold models, each on the breasts it never saw; the ensemble itself has "
@@ -288,6 +293,7 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
         ).model_dump(),
         "members": thresholds,
         "threshold": threshold,
+        "operating_point": evaluation.operating_point.model_dump(),
         "cv_auc": model.auc.model_dump(),
         "baseline_cv_auc": baseline.auc.model_dump() if baseline else None,
     }
@@ -353,7 +359,7 @@ def load_bundle(path: Path) -> Bundle:
             recalibration = Recalibration.model_validate_json(text)
         except ValidationError as exc:
             raise ModelError(f"{path / RECALIBRATION}: the recalibration cannot be read ({exc})") from None
-    return Bundle(members, cfg, info.threshold, raw, info.profile, recalibration)
+    return Bundle(members, cfg, info.threshold, raw, info.profile, recalibration, info.operating_point)
 
 
 def _load_member(folder: Path, cfg: Config) -> Member:

@@ -21,6 +21,7 @@ import pandas as pd
 from mammofuse.config import setting, settings_text
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, CvEvaluation, PooledMetrics
+from mammofuse.problems import DataError
 from mammofuse.runs import Run
 
 SCORE_OF = {"probability": "score", "clinical_probability": "clinical_score"}  # what the pooled AUC ranks
@@ -98,6 +99,13 @@ def _pooled(
 def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     """Write the run's oof.csv and metrics.json (a `CvEvaluation`) from its finished folds."""
     oof = out_of_fold(run, folds, repeats)
+    points = {run.fold(r, f).read_evaluation().operating_point for r in range(repeats) for f in range(folds)}
+    if len(points) != 1:  # run_cv evaluates every fold with one; a fold evaluated by hand may differ
+        raise DataError(
+            f"{run.dir}: the folds chose their thresholds by different rules "
+            f"({', '.join(sorted(map(str, points)))}); run `mammofuse cv` again with the --operating-point "
+            "to use"
+        )
     oof.to_csv(run.oof, index=False)
     # one row per breast, one column per repeat: every breast is scored once in every repeat
     wide = oof.pivot_table(index=["patient_id", "side", "label"], columns="repeat", aggfunc="first")
@@ -111,6 +119,7 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
         "breasts": len(index),
         "positives": int(labels.sum()),
         "patients": int(index["patient_id"].nunique()),
+        "operating_point": points.pop(),
         "model": _pooled(oof, labels, groups, wide, "probability", "threshold"),
     }
     if oof["clinical_score"].notna().all():

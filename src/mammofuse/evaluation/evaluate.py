@@ -1,8 +1,9 @@
 """`mammofuse evaluate RUN_DIR`: the best checkpoint on the test split, beside the clinical-only baseline.
 
 Writes the run's predictions.csv (key, split, label, probability, baseline probability),
-metrics.json (an `Evaluation`) and figures/*.png. The decision threshold is chosen on validation
-(Youden) and then applied to test unchanged.
+metrics.json (an `Evaluation`) and figures/*.png. The decision threshold is chosen on validation (by
+the operating point: Youden's J unless a target sensitivity or specificity is given) and then applied to
+test unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
 from mammofuse.domain import VIEWS
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation, SplitMetrics
+from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation, OperatingPoint, SplitMetrics
 from mammofuse.models import TwoViewNet
 from mammofuse.models.stacking import ClinicalBaseline, Stacker
 from mammofuse.problems import DataError
@@ -28,23 +29,24 @@ from mammofuse.training.run import loader
 
 
 def clinical_baseline(
-    encoder: ClinicalEncoder, data: pd.DataFrame, seed: int
+    encoder: ClinicalEncoder, data: pd.DataFrame, seed: int, point: OperatingPoint
 ) -> tuple[ClinicalBaseline, dict[str, np.ndarray]] | None:
     """Logistic regression on the same encoded clinical data and split: what do the images add? The
-    fitted regression, its threshold chosen on validation, and its validation and test probabilities."""
+    fitted regression, its threshold chosen on validation by `point` (the model's rule: both are
+    compared at one operating point), and its validation and test probabilities."""
     if not encoder.feature_names:
         return None
     part = {s: data[data["split"] == s] for s in (TRAIN, VAL, TEST)}
     fitted = ClinicalBaseline.fit(encoder.transform(part[TRAIN]), part[TRAIN]["label"].to_numpy(), seed)
     probabilities = {s: fitted.apply(encoder.transform(part[s])) for s in (VAL, TEST)}
-    threshold = metrics.youden_threshold(part[VAL]["label"].to_numpy(), probabilities[VAL])
+    threshold = metrics.choose_threshold(part[VAL]["label"].to_numpy(), probabilities[VAL], point)
     return fitted.model_copy(update={"threshold": threshold}), probabilities
 
 
-def write_baseline(run: Run) -> tuple[ClinicalBaseline, dict[str, np.ndarray]] | None:
+def write_baseline(run: Run, point: OperatingPoint) -> tuple[ClinicalBaseline, dict[str, np.ndarray]] | None:
     """Fit the run's clinical-only baseline and keep it in baseline.json, which travels in the bundle so
     that `predict --labels` scores new breasts with it too (no file where the run uses no clinical data)."""
-    fitted = clinical_baseline(run.read_encoder(), run.read_data(), run.read_config().train.seed)
+    fitted = clinical_baseline(run.read_encoder(), run.read_data(), run.read_config().train.seed, point)
     if fitted is None:
         run.baseline.unlink(missing_ok=True)
     else:
@@ -81,7 +83,10 @@ def contributions(
     return {name: metrics.auc_with_ci(labels, p, groups, seed=seed) for name, p in probabilities.items()}
 
 
-def evaluate_run(run_dir: Path) -> Evaluation:
+def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluation:
+    """The run's best (or last) checkpoint on its test split, thresholds chosen on validation by `point`
+    (Youden's J when not given)."""
+    point = point or OperatingPoint()
     run = Run(run_dir)
     cfg = run.read_config()
     data = run.read_data()
@@ -94,7 +99,7 @@ def evaluate_run(run_dir: Path) -> Evaluation:
         split: predict(net, loader(BreastDataset(part, vectors[split]), cfg)) for split, part in parts.items()
     }
     patients = parts[TEST]["patient_id"].to_numpy()  # in the loader's order
-    fitted = write_baseline(run)  # the regression and its validation and test probabilities, or None
+    fitted = write_baseline(run, point)  # the regression and its validation and test probabilities, or None
     baseline = fitted[1] if fitted is not None else None
 
     stacker = None
@@ -108,9 +113,10 @@ def evaluate_run(run_dir: Path) -> Evaluation:
     (val_p, val_y, _), (test_p, test_y, _) = preds[VAL], preds[TEST]
     if len(np.unique(test_y)) < 2:
         raise DataError("the test split has only one class: no AUC can be computed")
-    threshold = metrics.youden_threshold(val_y, val_p)
+    threshold = metrics.choose_threshold(val_y, val_p, point)
     result: dict = {
         "run": str(run.dir),
+        "operating_point": point,
         "model": {
             "test": metrics.summary(test_y, test_p, threshold, patients),
             "val_auc": metrics.auc(val_y, val_p),

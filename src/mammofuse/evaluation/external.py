@@ -51,6 +51,7 @@ def validate(
     result: dict = {
         "bundle": str(bundle_dir),
         "kind": bundle.info["kind"],
+        "operating_point": bundle.operating_point,
         "labels": labels.name,
         "model_name": MODEL if uses_clinical else IMAGE_ONLY,
         "listed": len(table),

@@ -17,6 +17,8 @@ from scipy.special import expit
 from scipy.stats import binomtest
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
 
+from mammofuse.evaluation.result import OperatingPoint
+
 N_BOOTSTRAP = 2000
 SMALL_CLASS = 20  # fewer positives or negatives than this: intervals are wide and unstable
 # Fewer positives or negatives than this: no interval at all. A bootstrap of a handful is degenerate: three
@@ -155,6 +157,22 @@ def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
         return 0.5
     fpr, tpr, thresholds = roc_curve(labels, probs)
     best = int(np.argmax(tpr - fpr))
+    return float(min(1.0, thresholds[best]))
+
+
+def choose_threshold(labels: np.ndarray, probs: np.ndarray, point: OperatingPoint) -> float:
+    """The threshold `point` chooses on these (validation) breasts; a breast is called positive at
+    probability >= threshold. With a target, the highest threshold whose sensitivity reaches it, or the
+    lowest whose specificity does (0.5 where the breasts have one class, as for Youden)."""
+    if point.target is None:
+        return youden_threshold(labels, probs)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, probs, drop_intermediate=False)  # thresholds descending
+    if point.rule == "sensitivity":
+        best = int(np.argmax(tpr >= point.target - 1e-12))  # the first (highest) that reaches it
+    else:
+        best = int(np.flatnonzero(fpr <= 1 - point.target + 1e-12)[-1])  # the last (lowest) that keeps it
     return float(min(1.0, thresholds[best]))
 
 

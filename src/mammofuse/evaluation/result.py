@@ -6,7 +6,9 @@ NaN (a metric that is undefined, e.g. PPV with no positive call) is written as t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def p_text(p: float) -> str:
@@ -42,6 +44,59 @@ class AucInterval(_Result):
         if not self.has_interval:
             return f"{self.auc:.3f} ({NO_INTERVAL})"
         return f"{self.auc:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+RULES = ("youden", "sensitivity", "specificity")
+
+
+class OperatingPoint(_Result):
+    """How the decision threshold is chosen on the validation breasts (and then applied unchanged to the
+    held-out ones): Youden's J (sensitivity + specificity - 1 at its largest, the default), the highest
+    threshold whose sensitivity reaches `target` (fewest positive calls that find that share of the
+    positives), or the lowest whose specificity reaches it. Written on the command line as `youden`,
+    `sensitivity:0.90` or `specificity:0.90`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: Literal["youden", "sensitivity", "specificity"] = "youden"
+    target: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _target_with_its_rule(self) -> OperatingPoint:
+        if (self.rule == "youden") != (self.target is None):
+            raise ValueError(
+                "youden takes no target" if self.rule == "youden" else f"{self.rule} needs a target in (0, 1)"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> OperatingPoint:
+        """'youden', 'sensitivity:0.9' or 'specificity:0.9' (ValueError saying what is allowed)."""
+        rule, _, target = text.strip().lower().partition(":")
+        allowed = "youden, sensitivity:T or specificity:T with T between 0 and 1 (e.g. sensitivity:0.90)"
+        if rule not in RULES or (rule == "youden") != (target == ""):
+            raise ValueError(f"{text!r} is not an operating point: give {allowed}")
+        try:
+            return cls(rule=rule, target=float(target) if target else None)
+        except ValueError:  # not a number, or not between 0 and 1 (pydantic's error is a ValueError)
+            raise ValueError(f"{text!r} is not an operating point: give {allowed}") from None
+
+    def __str__(self) -> str:
+        """The command line's spelling: 'youden', 'sensitivity:0.9'."""
+        return self.rule if self.target is None else f"{self.rule}:{self.target:g}"
+
+    @property
+    def text(self) -> str:
+        """How a report says it: "Youden's J" or 'sensitivity ≥ 0.9'."""
+        return "Youden's J" if self.target is None else f"{self.rule} ≥ {self.target:g}"
+
+    @property
+    def description(self) -> str:
+        """The rule in words, for a report's sentence."""
+        if self.target is None:
+            return "Youden's J: sensitivity + specificity - 1 at its largest"
+        which = "highest" if self.rule == "sensitivity" else "lowest"
+        return f"the {which} threshold whose {self.rule} there reached {self.target:g}"
 
 
 class Confusion(_Result):
@@ -88,7 +143,7 @@ class SplitMetrics(_Result):
     auc: AucInterval
     brier: float
     at_half: AtThreshold = Field(alias="at_0.5")
-    at_youden: AtThreshold
+    at_youden: AtThreshold  # at the threshold chosen on validation (by the rule OperatingPoint names)
     at_youden_ci: dict[str, list[float]] | None = None  # rate -> [low, high], patient bootstrap
     calibration: Calibration | None = None
 
@@ -99,7 +154,8 @@ class ModelMetrics(_Result):
 
     @property
     def threshold(self) -> float:
-        """The decision threshold chosen on validation (Youden) and applied to test."""
+        """The decision threshold chosen on validation (by the evaluation's operating point) and applied to
+        test."""
         return self.test.at_youden.threshold
 
 
@@ -135,6 +191,7 @@ class _Named:
 
 class Evaluation(_Named, _Result):
     run: str
+    operating_point: OperatingPoint = OperatingPoint()  # how both models' thresholds were chosen
     model: ModelMetrics
     baseline: ModelMetrics | None = None
     comparison: Comparison | None = None
@@ -172,6 +229,7 @@ class CvEvaluation(_Named, _Result):
     breasts: int
     positives: int
     patients: int
+    operating_point: OperatingPoint = OperatingPoint()  # how every fold chose its thresholds
     model: PooledMetrics
     baseline: PooledMetrics | None = None
     comparison: Comparison | None = None
@@ -202,6 +260,7 @@ class ExternalValidation(_Result):
     listed: int  # breasts in predict's output
     scored: int
     labelled: int  # scored breasts with a valid label: the breasts of every figure here
+    operating_point: OperatingPoint = OperatingPoint()  # how the bundle's threshold was chosen
     model: SplitMetrics  # at_youden: at the bundle's threshold, chosen on the training cohort's validation
     baseline: SplitMetrics | None = None  # the clinical-only regression that travelled with the bundle
     comparison: Comparison | None = None

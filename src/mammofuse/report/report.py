@@ -258,6 +258,7 @@ def build_cv_report(run: Run) -> Path:
             **_common(run, cfg),
             result=result,
             models=models,
+            rule=result.operating_point,
             dropped=_dropped(run, Work(cfg.work_dir)),
             **_cohort_pages(run, Work(cfg.work_dir)),
             operating=_operating_rows(
@@ -306,6 +307,7 @@ def build_report(run_dir: Path) -> Path:
             subgroups=_subgroups(run),
             metrics=metric_rows(evaluation),
             threshold=evaluation.model.threshold,
+            rule=evaluation.operating_point,
             test=evaluation.model.test,
             comparison=evaluation.comparison,
             contributions=evaluation.contributions,
@@ -352,6 +354,7 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
             architecture=describe(cfg.model),
             result=result,
             models=models,
+            rule=result.operating_point,
             operating=_operating_rows(
                 [(name, part.at_youden, part.at_youden_ci, part.calibration) for name, part in models]
             ),

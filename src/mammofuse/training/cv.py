@@ -3,7 +3,8 @@
 The folds are made from the work folder's preprocessed table with the cohort's split seed, so every
 preset cross-validated on a work folder sees identical folds (what `compare` pairs on). Inside a fold,
 a patient-grouped validation part of the training folds picks the checkpoint and the threshold; the
-held-out fold is scored once. A finished fold (its metrics.json written) is never retrained; an
+held-out fold is scored once. A finished fold (its metrics.json written) is never retrained (asked for
+another operating point, it is evaluated again: the thresholds are chosen anew, nothing is trained); an
 interrupted one resumes from its last checkpoint. Nested (`--tune`): each fold first tunes its settings
 with a study of its own on its training folds (the held-out fold removed), then trains with the best.
 """
@@ -19,7 +20,7 @@ from mammofuse.config import Config
 from mammofuse.data.splits import fold_splits, make_folds
 from mammofuse.evaluation.cv import pool_folds
 from mammofuse.evaluation.evaluate import evaluate_run, write_baseline
-from mammofuse.evaluation.result import CvEvaluation
+from mammofuse.evaluation.result import CvEvaluation, OperatingPoint
 from mammofuse.problems import DataError
 from mammofuse.runs import KEY_DTYPES, Run, Work
 from mammofuse.training.run import check_same_data, fit, preprocessed_for, run_data
@@ -81,9 +82,13 @@ def record_tuning(run: Run, tuning: Tuning | None) -> None:
         run.write_tuning(now)
 
 
-def run_cv(cfg: Config, run_dir: Path, tuning: Tuning | None = None) -> CvEvaluation:
+def run_cv(
+    cfg: Config, run_dir: Path, tuning: Tuning | None = None, point: OperatingPoint | None = None
+) -> CvEvaluation:
     """Train and evaluate every fold that is not finished yet, then pool the out-of-fold predictions.
-    With `tuning` (nested cross-validation), each fold first tunes its settings on its training folds."""
+    With `tuning` (nested cross-validation), each fold first tunes its settings on its training folds.
+    `point`: how each fold chooses its thresholds on its validation part (Youden's J when not given)."""
+    point = point or OperatingPoint()
     run = Run(run_dir)
     run.check_config(cfg)
     record_tuning(run, tuning)
@@ -99,8 +104,12 @@ def run_cv(cfg: Config, run_dir: Path, tuning: Tuning | None = None) -> CvEvalua
             splits = fold_splits(folds, repeat, fold, cfg.split.val_fraction, cfg.split.seed)
             if fold_run.metrics.is_file():
                 check_same_data(fold_run, run_data(table, splits), info)  # its predictions are pooled
+                if fold_run.read_evaluation().operating_point != point:
+                    console.print(f"{title}: finished before; its thresholds chosen again ({point.text})")
+                    evaluate_run(fold_run.dir, point)
+                    continue
                 if not fold_run.baseline.is_file():  # evaluated before runs kept it: the bundle needs it
-                    write_baseline(fold_run)
+                    write_baseline(fold_run, point)
                 console.print(f"{title}: finished before, kept ({fold_run.dir})")
                 continue
             console.rule(title)
@@ -111,5 +120,5 @@ def run_cv(cfg: Config, run_dir: Path, tuning: Tuning | None = None) -> CvEvalua
                 fold_cfg = tune_fold(cfg, fold_run, splits, table, tuning)
                 console.rule(f"{title}: the chosen settings on the fold's training folds")
             fit(fold_cfg, fold_run, splits, table)
-            evaluate_run(fold_run.dir)
+            evaluate_run(fold_run.dir, point)
     return pool_folds(run, k, r)
