@@ -527,6 +527,33 @@ class TestRecalibrate:
         assert main(again) == 2 and "recalibrated already" in capsys.readouterr().out
         assert not (tmp_path / "again").exists()
 
+    def test_a_sites_own_operating_point_is_chosen_on_its_breasts_and_checked_by_cross_fitting(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        cohort, recalibrated = trained_master.parents[2], tmp_path / "site" / "bundle"
+        argv = ["recalibrate", str(run / "bundle"), *labelled_breasts(cohort), "--out", str(recalibrated)]
+        assert main([*argv, "--operating-point", "sensitivity:0.85"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        fitted = json.loads((recalibrated / "recalibration.json").read_text())
+        assert fitted["operating_point"] == {"rule": "sensitivity", "target": 0.85}
+        after = predict(recalibrated, cohort, tmp_path / "after.csv", "--labels", str(cohort / "labels.csv"))
+        scored = after[(after["reason"] == "") & after["truth"].notna()]
+        positive = scored.loc[scored["truth"] == 1, "probability"]
+        cut = fitted["threshold"]  # on all the site's breasts: the highest that finds 85 % of its positives
+        assert (positive >= cut).mean() >= 0.85 > (positive >= positive[positive > cut].min()).mean()
+        bundle = load_bundle(recalibrated)
+        assert bundle.threshold == cut != load_bundle(run / "bundle").threshold
+        assert (after["label"].dropna() == (after["probability"].dropna() >= cut)).all()
+        validation = json.loads((tmp_path / "validation.json").read_text())
+        assert validation["operating_point"] == fitted["operating_point"]
+        assert validation["model"]["at_youden"]["threshold"] == cut
+        crossed = fitted["check"]["recalibrated"]["at_youden"]  # each fold at the cut its fit chose
+        assert crossed["threshold"] != pytest.approx(cut, abs=1e-6)
+        assert f"the new bundle's, chosen on all: {cut:.3f}" in shown and "for sensitivity ≥ 0.85" in shown
+        card = " ".join((recalibrated / "model_card.md").read_text().split())
+        assert f"the threshold is the site's, {cut:.3f}, chosen on these breasts' recalibrated" in card
+        assert f"sensitivity {crossed['sensitivity']:.2f}, specificity {crossed['specificity']:.2f}" in card
+
     def test_an_out_folder_that_is_not_a_recalibrated_bundle_is_never_replaced(
         self, run, tmp_path, trained_master, capsys
     ):

@@ -332,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="'logistic' (default): intercept and slope; 'intercept': the intercept alone (calibration in "
         "the large), steadier with few events",
     )
+    p.add_argument(
+        "--operating-point",
+        type=_operating_rule,
+        metavar="RULE",
+        help="choose the site's own threshold on its recalibrated probabilities: sensitivity:T, "
+        "specificity:T or youden (checked by cross-fitting as the map is: each fold's threshold chosen on "
+        "the other folds); default: keep the bundle's threshold, read as a risk at the site",
+    )
     p.set_defaults(func=commands.cmd_recalibrate)
 
     p = sub.add_parser(

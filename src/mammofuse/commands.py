@@ -486,7 +486,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         description = load_config(args.cohort).description
         site = f"{args.cohort}: {description}" if description else str(args.cohort)
     bundle = predicted.bundle
-    fitted = recalibrate(predicted, args.bundle, args.out, args.method, site, bundle.config.train.seed)
+    seed = bundle.config.train.seed
+    fitted = recalibrate(predicted, args.bundle, args.out, args.method, site, seed, args.operating_point)
     check = {k: SplitMetrics.model_validate(fitted.check[k]) for k in ("shipped", "recalibrated")}
     title = (
         f"{fitted.breasts} labelled breasts ({fitted.positives} positive): the bundle's probabilities, and "
@@ -498,9 +499,16 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     for name, part in check.items():
         if part.calibration is not None:
             console.print(f"calibration {name.replace('shipped', 'as shipped')}: {part.calibration.text}")
+    if fitted.operating_point is None:
+        at = f"at the bundle's threshold {bundle.threshold:.3f}, read as a risk"
+    else:
+        at = (
+            f"recalibrated: each fold called at the threshold its fit chose on the other folds for "
+            f"{fitted.operating_point.text}; the new bundle's, chosen on all: {fitted.threshold:.3f}"
+        )
     console.print(
-        f"sens ... NPV at the bundle's threshold {bundle.threshold:.3f}, read as a risk; the AUC is the "
-        "model's ranking (one map keeps it; the folds' maps move it a little)"
+        f"sens ... NPV {at}; the AUC is the model's ranking (one map keeps it; the folds' maps move it a "
+        "little)"
     )
     console.print(
         f"wrote {args.out}: the bundle with logit(p') = {fitted.intercept:+.3f} + {fitted.slope:.3f} x "

@@ -5,6 +5,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mammofuse.deploy.recalibrate import cross_fitted
 from mammofuse.evaluation import metrics
+from mammofuse.evaluation.result import OperatingPoint
 from mammofuse.models.stacking import ClinicalBaseline, Recalibration, logit
 
 
@@ -51,10 +52,24 @@ def test_cross_fitting_recalibrates_each_patient_by_a_fit_on_the_others():
     y, p = miscalibrated(n=600)
     p[1::2] = p[::2]  # a patient's two breasts, the same model probability
     groups = np.repeat(np.arange(300), 2)
-    crossed = cross_fitted(y, p, groups, "logistic", folds=5, seed=0)
+    crossed, _ = cross_fitted(y, p, groups, "logistic", folds=5, seed=0)
     whole = Recalibration.fit(y, p, "logistic", site="").apply(p)
     assert not np.allclose(crossed, whole)  # not the fit on every breast
     np.testing.assert_array_equal(crossed[::2], crossed[1::2])  # one patient, one fold: one map
     assert len(np.unique(np.round(logit(crossed) - logit(p), 9))) > 5  # the folds' maps differ
     calibration = metrics.calibration_with_ci(y, crossed, groups, n=50)
     assert abs(calibration["intercept"]) < 0.15 and calibration["slope"] == pytest.approx(1.0, abs=0.2)
+
+
+def test_cross_fitting_an_operating_point_chooses_each_folds_threshold_on_the_other_folds():
+    y, p = miscalibrated(n=600)
+    groups = np.repeat(np.arange(300), 2)
+    crossed, cuts = cross_fitted(y, p, groups, "logistic", 5, 0, OperatingPoint.parse("sensitivity:0.8"))
+    assert len(np.unique(cuts)) == 5  # one threshold per fold
+    for cut in np.unique(cuts):
+        held_out = cuts == cut
+        fit_on = ~np.isin(groups, groups[held_out])
+        refit = Recalibration.fit(y[fit_on], p[fit_on], "logistic", site="").apply(p[fit_on])
+        assert (refit[y[fit_on] == 1] >= cut).mean() >= 0.8  # reached where it was chosen
+    found = (crossed[y == 1] >= cuts[y == 1]).mean()
+    assert found == pytest.approx(0.8, abs=0.06)  # and about so on the breasts that did not choose it

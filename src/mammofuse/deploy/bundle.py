@@ -359,7 +359,10 @@ def load_bundle(path: Path) -> Bundle:
             recalibration = Recalibration.model_validate_json(text)
         except ValidationError as exc:
             raise ModelError(f"{path / RECALIBRATION}: the recalibration cannot be read ({exc})") from None
-    return Bundle(members, cfg, info.threshold, raw, info.profile, recalibration, info.operating_point)
+    threshold, point = info.threshold, info.operating_point
+    if recalibration is not None and recalibration.threshold is not None:  # the site's own operating point
+        threshold, point = recalibration.threshold, recalibration.operating_point or point
+    return Bundle(members, cfg, threshold, raw, info.profile, recalibration, point)
 
 
 def _load_member(folder: Path, cfg: Config) -> Member:

@@ -4,7 +4,10 @@ A model that ranks well at a new site can still be miscalibrated there (another 
 population): its probabilities are not that site's risks, and the bundle's threshold calls another share
 of the breasts positive. Recalibration keeps the networks and refits only the map from the bundle's
 probability to the site's: logit(p') = a + b logit(p) ("logistic"), or a alone ("intercept": steadier
-with few events). The threshold stays the bundle's, now read as a risk at this site.
+with few events). The threshold stays the bundle's, now read as a risk at this site, unless an operating
+point is given: then the site's threshold is chosen on its recalibrated probabilities by that rule (a
+target sensitivity, say), and the check chooses it in each fold on the other patients' breasts too, so
+the cross-fitted sensitivity shows whether the target holds on breasts that did not choose it.
 
 It is checked on the same breasts without fooling itself by cross-fitting: each breast's recalibrated
 probability comes from a fit on the other patients' breasts (patient-grouped, label-stratified folds),
@@ -26,7 +29,7 @@ from mammofuse.config import ConfigError
 from mammofuse.deploy.bundle import CARD, RECALIBRATION, load_bundle, write_sums
 from mammofuse.deploy.predict import Predicted
 from mammofuse.evaluation import metrics
-from mammofuse.evaluation.result import SplitMetrics
+from mammofuse.evaluation.result import OperatingPoint, SplitMetrics
 from mammofuse.models import ModelError
 from mammofuse.models.stacking import Recalibration, RecalibrationMethod
 from mammofuse.problems import DataError
@@ -41,14 +44,18 @@ def cross_fitted(
     method: RecalibrationMethod,
     folds: int,
     seed: int = 0,
-) -> np.ndarray:
-    """Each breast's recalibrated probability from a recalibration fitted on the other folds' patients."""
-    out = np.empty(len(labels))
+    point: OperatingPoint | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each breast's recalibrated probability from a recalibration fitted on the other folds' patients,
+    and with `point`, the threshold that fold's fit chose on those other breasts (else None)."""
+    out, cuts = np.empty(len(labels)), np.empty(len(labels))
     split = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     for fit_on, held_out in split.split(probs, labels, groups):
         fitted = Recalibration.fit(labels[fit_on], probs[fit_on], method, site="")
         out[held_out] = fitted.apply(probs[held_out])
-    return out
+        if point is not None:
+            cuts[held_out] = metrics.choose_threshold(labels[fit_on], fitted.apply(probs[fit_on]), point)
+    return out, cuts if point is not None else None
 
 
 def check_folders(bundle_dir: Path, out: Path) -> None:
@@ -73,9 +80,11 @@ def recalibrate(
     method: RecalibrationMethod,
     site: str,
     seed: int = 0,
+    point: OperatingPoint | None = None,
 ) -> Recalibration:
     """Fit the bundle's recalibration on predict's labelled, scored breasts (`site`: where they come from,
-    in words), check it by cross-fitting, and write the bundle with it to `out`."""
+    in words), with `point` the site's threshold too, check both by cross-fitting, and write the bundle
+    with them to `out`."""
     table, bundle = predicted.table, predicted.bundle
     used = table[(table["reason"] == "") & table["truth"].notna()]
     y = used["truth"].to_numpy(dtype=int)
@@ -88,11 +97,16 @@ def recalibrate(
             f"{len(used)} labelled breasts scored, {positives} positive: a recalibration needs at least two "
             "of each class (and far more to be worth it)"
         )
-    crossed = cross_fitted(y, probs, groups, method, folds, seed)
-    shipped = _figures(y, probs, bundle.threshold, groups, seed)
-    recalibrated = _figures(y, crossed, bundle.threshold, groups, seed)
+    crossed, cuts = cross_fitted(y, probs, groups, method, folds, seed, point)
+    shipped = _figures(y, probs, np.full(len(y), bundle.threshold), groups, seed)
+    recalibrated = _figures(
+        y, crossed, np.full(len(y), bundle.threshold) if cuts is None else cuts, groups, seed
+    )
     fitted = Recalibration.fit(y, probs, method, site)
     fitted.check = {"folds": folds, "shipped": shipped, "recalibrated": recalibrated}
+    if point is not None:
+        fitted.operating_point = point
+        fitted.threshold = metrics.choose_threshold(y, fitted.apply(probs), point)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle_dir, out)
@@ -105,24 +119,39 @@ def recalibrate(
 
 
 def _figures(
-    labels: np.ndarray, probs: np.ndarray, threshold: float, groups: np.ndarray, seed: int
+    labels: np.ndarray, probs: np.ndarray, cuts: np.ndarray, groups: np.ndarray, seed: int
 ) -> dict[str, Any]:
-    """`evaluate`'s figures of one set of probabilities, JSON-ready (validated as SplitMetrics)."""
-    found = metrics.summary(labels, probs, threshold, groups, seed)
+    """`evaluate`'s figures of one set of probabilities, each breast called at its own threshold in `cuts`
+    (its fold's, or the bundle's for all), JSON-ready (validated as SplitMetrics); the threshold recorded
+    is their mean."""
+    found = metrics.summary(labels, probs, float(cuts.mean()), groups, seed)
+    calls = probs >= cuts
+    found["at_youden"] = metrics.at_calls(labels, calls, float(cuts.mean()))
+    found["at_youden_ci"] = metrics.rates_with_ci(labels, calls.astype(float), 0.5, groups, seed=seed)
     return SplitMetrics.model_validate(found).model_dump(mode="json", by_alias=True)
 
 
 def _card_paragraph(fitted: Recalibration, shipped: dict, crossed: dict, threshold: float) -> str:
     """The model card's word on the recalibration (a paragraph, as the card's others)."""
     before, after = shipped["calibration"], crossed["calibration"]
+    kept = (
+        f"The networks and the threshold ({threshold:.3f}, now read as a risk at that site) are the bundle's"
+    )
+    if fitted.operating_point is not None:
+        at = crossed["at_youden"]
+        kept = (
+            f"The networks are the bundle's; the threshold is the site's, {fitted.threshold:.3f}, chosen on "
+            f"these breasts' recalibrated probabilities for {fitted.operating_point.text} (cross-fitted, "
+            f"each fold's threshold chosen on the other folds: sensitivity {at['sensitivity']:.2f}, "
+            f"specificity {at['specificity']:.2f})"
+        )
     return (
         f"\n**Recalibration.** Probabilities refitted to {fitted.site}: logit(p') = "
         f"{fitted.intercept:+.3f} + {fitted.slope:.3f} x logit(p) ({fitted.method}), fitted on "
         f"{fitted.breasts} labelled breasts ({fitted.positives} positive). Cross-fitted on those breasts "
         f"({fitted.check['folds']} patient-grouped folds): calibration intercept {before['intercept']:+.2f} "
         f"-> {after['intercept']:+.2f}, slope {before['slope']:.2f} -> {after['slope']:.2f}, Brier "
-        f"{shipped['brier']:.3f} -> {crossed['brier']:.3f}. The networks and the threshold ({threshold:.3f}, "
-        "now read as a risk at that site) are the bundle's; `predict` gives the model's own probability "
-        "beside the recalibrated one (`model_probability`). Figures on the breasts it was fitted on flatter "
-        "it: validate it on others.\n"
+        f"{shipped['brier']:.3f} -> {crossed['brier']:.3f}. {kept}; `predict` gives the model's own "
+        "probability beside the recalibrated one (`model_probability`). Figures on the breasts it was "
+        "fitted on flatter it: validate it on others.\n"
     )

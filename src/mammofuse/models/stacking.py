@@ -23,6 +23,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from mammofuse.evaluation.metrics import intercept_fit, logistic_fit
+from mammofuse.evaluation.result import OperatingPoint
 
 RecalibrationMethod = Literal["intercept", "logistic"]
 
@@ -92,6 +93,10 @@ class Recalibration(BaseModel):
     breasts: int
     positives: int
     check: dict[str, Any] = {}  # cross-fitted figures on the same breasts, before and after
+    # the site's own threshold on the recalibrated probability, chosen on its breasts by this rule (None:
+    # the bundle's threshold, read as a risk at the site)
+    operating_point: OperatingPoint | None = None
+    threshold: float | None = Field(None, ge=0, le=1)
 
     @classmethod
     def fit(
