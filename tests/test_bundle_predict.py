@@ -77,6 +77,7 @@ class TestBundle:
         assert main(["evaluate", str(run), "--operating-point", "sensitivity:0.9"]) == 0
         shown = " ".join(capsys.readouterr().out.split())
         assert "NPV at the threshold chosen on validation (sensitivity ≥ 0.9)" in shown
+        assert "validation positives (" in shown and "on so few, the sensitivity on other breasts" in shown
         assert (run / "checkpoints").stat().st_mtime_ns == weights
         result = Run(run).read_evaluation()
         scored = Run(run).read_predictions().query("split == 'val'")

@@ -130,6 +130,27 @@ class TestThresholds:
         with pytest.raises(ValueError, match="give youden, sensitivity:T or specificity:T"):
             OperatingPoint.parse(text)
 
+    def test_a_target_reached_on_few_positives_is_warned_with_its_exact_interval(self):
+        point = OperatingPoint.parse("sensitivity:0.9")
+        few = np.r_[np.ones(20), np.zeros(60)], np.r_[np.linspace(0.3, 0.9, 20), np.linspace(0.0, 0.5, 60)]
+        cut = metrics.choose_threshold(*few, point)
+        warning = metrics.chosen_on_few(*few, cut, point)
+        assert "(18 of 20, exact 95 % interval 0.68-0.99)" in warning
+        many = np.repeat(few[0], 10), np.repeat(few[1], 10)  # 180 of 200: 0.86-0.94
+        assert metrics.chosen_on_few(*many, metrics.choose_threshold(*many, point), point) is None
+        assert metrics.chosen_on_few(*few, cut, OperatingPoint()) is None  # Youden sets no target
+
+    def test_a_held_out_rate_whose_interval_leaves_out_the_target_is_warned(self):
+        rates, intervals = {"sensitivity": 0.81}, {"sensitivity": [0.76, 0.86]}
+        missed = metrics.target_missed(
+            OperatingPoint.parse("sensitivity:0.9"), rates, intervals, "out of fold"
+        )
+        assert missed.startswith("out of fold: sensitivity 0.81 [0.76, 0.86] at the threshold chosen for")
+        assert (
+            metrics.target_missed(OperatingPoint.parse("sensitivity:0.85"), rates, intervals, "here") is None
+        )
+        assert metrics.target_missed(OperatingPoint(), rates, intervals, "here") is None
+
     def test_an_operating_point_reads_back_as_written(self):
         point = OperatingPoint.parse(" Sensitivity:0.90 ")
         assert (str(point), point.text) == ("sensitivity:0.9", "sensitivity ≥ 0.9")

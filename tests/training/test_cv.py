@@ -180,6 +180,7 @@ class TestOperatingPoint:
                 cut = model.threshold  # the lowest cut at which 80 % of the negatives stay uncalled
                 lower = negative.loc[negative[column] < cut, column]
                 assert (negative[column] < cut).mean() >= 0.8 > (negative[column] < lower.max()).mean()
+            assert any("validation negatives" in w and "exact 95 % interval" in w for w in result.warnings)
         pooled = Run(run).read_cv_evaluation()
         assert pooled.operating_point.text == "specificity ≥ 0.8"
         info = json.loads((run / "bundle" / "bundle.json").read_text())

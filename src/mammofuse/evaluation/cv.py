@@ -112,6 +112,7 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     index = wide.index.to_frame(index=False)
     labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
     model_scores = wide["score"].to_numpy().T  # (repeats, breasts)
+    point, model = points.pop(), _pooled(oof, labels, groups, wide, "probability", "threshold")
     result = {
         "run": str(run.dir),
         "folds": folds,
@@ -119,15 +120,18 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
         "breasts": len(index),
         "positives": int(labels.sum()),
         "patients": int(index["patient_id"].nunique()),
-        "operating_point": points.pop(),
-        "model": _pooled(oof, labels, groups, wide, "probability", "threshold"),
+        "operating_point": point,
+        "model": model,
     }
     if oof["clinical_score"].notna().all():
         clinical_scores = wide["clinical_score"].to_numpy().T
         result["baseline"] = _pooled(oof, labels, groups, wide, "clinical_probability", "clinical_threshold")
         result["comparison"] = metrics.paired_auc_difference(labels, model_scores, clinical_scores, groups)
-    warning = metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort")
-    result["warnings"] = [warning] if warning else []
+    warnings = [
+        metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort"),
+        metrics.target_missed(point, model.at_threshold.model_dump(), model.at_threshold_ci, "out of fold"),
+    ]
+    result["warnings"] = [w for w in warnings if w]
     evaluation = CvEvaluation.model_validate(result)
     run.write_cv_evaluation(evaluation)
     _figures(run, evaluation, oof)

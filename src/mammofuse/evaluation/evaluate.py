@@ -122,8 +122,13 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
             "val_auc": metrics.auc(val_y, val_p),
         },
     }
-    warning = metrics.small_sample_warning(int(test_y.sum()), int((test_y == 0).sum()), "the test split")
-    result["warnings"] = [warning] if warning else []
+    test = result["model"]["test"]
+    warnings = [
+        metrics.small_sample_warning(int(test_y.sum()), int((test_y == 0).sum()), "the test split"),
+        metrics.chosen_on_few(val_y, val_p, threshold, point),
+        metrics.target_missed(point, test["at_youden"], test["at_youden_ci"], "the test split"),
+    ]
+    result["warnings"] = [w for w in warnings if w]
     rows = []
     for split, (p, y, keys) in preds.items():
         for i, (key, label, prob) in enumerate(zip(keys, y, p)):

@@ -64,7 +64,7 @@ def validate(
     profile = bundle.profile
     if profile is not None and profile.positives is not None:
         result["training_prevalence"] = profile.positives / profile.breasts
-    warnings = []
+    warnings: list[str | None] = []
     if bundle.baselines:
         clinical = used["clinical_probability"].to_numpy(dtype=float)
         threshold = float(np.mean([b.threshold for b in bundle.baselines]))
@@ -91,9 +91,12 @@ def validate(
             f"{not_scored} labelled breasts could not be scored (their reason column says why): left out "
             "of the figures"
         )
-    small = metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled breasts")
-    warnings += [small] if small else []
-    result["warnings"] = warnings
+    model = result["model"]
+    warnings += [
+        metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled breasts"),
+        metrics.target_missed(bundle.operating_point, model["at_youden"], model["at_youden_ci"], "here"),
+    ]
+    result["warnings"] = [w for w in warnings if w]
     with_clinical = _with_clinical(used, predicted.clinical)
     result["subgroups"] = subgroups(with_clinical.assign(label=y), "probability")
     if versus is not None:

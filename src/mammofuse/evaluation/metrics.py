@@ -11,6 +11,7 @@ drawn), so the AUCs of 2,000 resamples are one vectorised weighted Mann-Whitney 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
@@ -174,6 +175,48 @@ def choose_threshold(labels: np.ndarray, probs: np.ndarray, point: OperatingPoin
     else:
         best = int(np.flatnonzero(fpr <= 1 - point.target + 1e-12)[-1])  # the last (lowest) that keeps it
     return float(min(1.0, thresholds[best]))
+
+
+TARGET_SPREAD = 0.2  # wider than this, the exact interval of the rate a target was reached with is warned
+
+
+def chosen_on_few(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, point: OperatingPoint
+) -> str | None:
+    """A warning where a target rate was reached on too few breasts to hold elsewhere: the exact 95 %
+    interval of the rate the threshold gave on the breasts that chose it is wider than TARGET_SPREAD."""
+    if point.target is None:
+        return None
+    y, call = np.asarray(labels) == 1, np.asarray(probs) >= threshold
+    wanted, right = (y, call) if point.rule == "sensitivity" else (~y, ~call)
+    hits, of = int((right & wanted).sum()), int(wanted.sum())
+    if of == 0:
+        return None
+    exact = binomtest(hits, of).proportion_ci(0.95, "exact")
+    if exact.high - exact.low <= TARGET_SPREAD:
+        return None
+    kind = "positives" if point.rule == "sensitivity" else "negatives"
+    return (
+        f"the threshold reached {point.text} on {of} validation {kind} ({hits} of {of}, exact 95 % interval "
+        f"{exact.low:.2f}-{exact.high:.2f}): on so few, the {point.rule} on other breasts may be far from "
+        f"{point.target:g}; read the held-out {point.rule} and its interval"
+    )
+
+
+def target_missed(
+    point: OperatingPoint, rates: dict[str, Any], intervals: dict[str, list[float]] | None, where: str
+) -> str | None:
+    """A warning where the held-out rate's 95 % interval leaves out the target the threshold was chosen
+    for (`rates`, `intervals`: the figures at that threshold on the held-out breasts, by name)."""
+    if point.target is None or not intervals:
+        return None
+    rate, (low, high) = rates[point.rule], intervals[point.rule]
+    if low <= point.target <= high:
+        return None
+    return (
+        f"{where}: {point.rule} {rate:.2f} [{low:.2f}, {high:.2f}] at the threshold chosen for {point.text} "
+        "on validation: the target did not hold on breasts that did not choose it"
+    )
 
 
 def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, object]:
