@@ -547,6 +547,8 @@ class TestRecalibrate:
         assert (after["label"].dropna() == (after["probability"].dropna() >= cut)).all()
         validation = json.loads((tmp_path / "validation.json").read_text())
         assert validation["operating_point"] == fitted["operating_point"]
+        said = " ".join(capsys.readouterr().out.split())
+        assert f"the model's chosen on the breasts it was recalibrated on ({cohort / 'labels.csv'};" in said
         assert validation["model"]["at_youden"]["threshold"] == cut
         crossed = fitted["check"]["recalibrated"]["at_youden"]  # each fold at the cut its fit chose
         assert crossed["threshold"] != pytest.approx(cut, abs=1e-6)

@@ -341,7 +341,7 @@ def print_validation(result: ExternalValidation) -> None:
         )
     _print_footer(
         result,
-        "sens ... NPV at the bundle's thresholds, chosen on its training cohort's validation "
+        f"sens ... NPV at the bundle's thresholds, the model's chosen on {result.chosen_on} "
         f"({result.operating_point.text})",
     )
     console.print("(an external validation only where none of these patients was in the training cohort)")

@@ -76,6 +76,11 @@ def validate(
             "baseline is beside the model; evaluate the run again (or run cv on it again) to write one"
         )
     if (recalibrated := bundle.recalibration) is not None:
+        if recalibrated.threshold is not None:
+            result["chosen_on"] = (
+                f"the breasts it was recalibrated on ({recalibrated.site}; the clinical-only model's: its "
+                "training cohort's validation breasts)"
+            )
         warnings.append(
             f"this bundle is recalibrated to {recalibrated.site} ({recalibrated.breasts} breasts): on the "
             "breasts it was fitted on, its calibration is flattered; validate it on others"

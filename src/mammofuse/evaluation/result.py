@@ -261,7 +261,8 @@ class ExternalValidation(_Result):
     scored: int
     labelled: int  # scored breasts with a valid label: the breasts of every figure here
     operating_point: OperatingPoint = OperatingPoint()  # how the bundle's threshold was chosen
-    model: SplitMetrics  # at_youden: at the bundle's threshold, chosen on the training cohort's validation
+    chosen_on: str = "its training cohort's validation breasts"  # where (or a recalibration's site)
+    model: SplitMetrics  # at_youden: at the bundle's threshold
     baseline: SplitMetrics | None = None  # the clinical-only regression that travelled with the bundle
     comparison: Comparison | None = None
     internal_auc: AucInterval | None = None  # what the bundle was validated with, for comparison

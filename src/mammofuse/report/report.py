@@ -259,6 +259,7 @@ def build_cv_report(run: Run) -> Path:
             result=result,
             models=models,
             rule=result.operating_point,
+            chosen_on="validation",
             dropped=_dropped(run, Work(cfg.work_dir)),
             **_cohort_pages(run, Work(cfg.work_dir)),
             operating=_operating_rows(
@@ -308,6 +309,7 @@ def build_report(run_dir: Path) -> Path:
             metrics=metric_rows(evaluation),
             threshold=evaluation.model.threshold,
             rule=evaluation.operating_point,
+            chosen_on="validation",
             test=evaluation.model.test,
             comparison=evaluation.comparison,
             contributions=evaluation.contributions,
@@ -355,6 +357,7 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
             result=result,
             models=models,
             rule=result.operating_point,
+            chosen_on=result.chosen_on,
             operating=_operating_rows(
                 [(name, part.at_youden, part.at_youden_ci, part.calibration) for name, part in models]
             ),
