@@ -30,6 +30,14 @@ def cv_master(ready_master, tmp_path_factory):
     return root / "cohort" / "work" / "runs" / "fast-cv"
 
 
+@pytest.fixture
+def cv_copy(cv_master, tmp_path):
+    """A copy of the finished cross-validation's cohort folder, to change: (its cohort, its run)."""
+    root = tmp_path / "ready"
+    shutil.copytree(cv_master.parents[3], root)
+    return root / "cohort", root / "cohort" / "work" / "runs" / "fast-cv"
+
+
 class TestOutOfFold:
     def test_every_breast_is_scored_once_per_repeat_by_a_model_that_never_saw_its_patient(self, cv_master):
         oof = pd.read_csv(cv_master / "oof.csv", dtype={"patient_id": str})
@@ -123,50 +131,40 @@ class TestOutOfFold:
 
 class TestResume:
     def test_an_interrupted_cv_resumes_at_the_fold_it_stopped_and_gives_the_same_predictions(
-        self, cv_master, tmp_path, capsys
+        self, cv_copy, capsys
     ):
-        root = tmp_path / "ready"
-        shutil.copytree(cv_master.parents[3], root)
-        run = root / "cohort" / "work" / "runs" / "fast-cv"
+        cohort, run = cv_copy
         before = pd.read_csv(run / "oof.csv")
         (run / "folds" / "r0f1" / "metrics.json").unlink()  # stopped after training, before scoring
         shutil.rmtree(run / "folds" / "r1f2")  # never started
         capsys.readouterr()
-        assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 0
+        assert cv(cohort, "--folds", "3", "--repeats", "2") == 0
         out = capsys.readouterr().out
         assert out.count("finished before, kept") == 4
         pd.testing.assert_frame_equal(pd.read_csv(run / "oof.csv"), before)
 
-    def test_finished_folds_of_data_that_changed_since_are_not_pooled(self, cv_master, tmp_path, capsys):
-        root = tmp_path / "ready"
-        shutil.copytree(cv_master.parents[3], root)
-        manifest_csv = root / "cohort" / "work" / "manifest.csv"
+    def test_finished_folds_of_data_that_changed_since_are_not_pooled(self, cv_copy, capsys):
+        cohort, _ = cv_copy
+        manifest_csv = cohort / "work" / "manifest.csv"
         manifest = pd.read_csv(manifest_csv, dtype=str)
         manifest.loc[0, "age"] = "101"  # a clinical value corrected in the export since
         manifest.to_csv(manifest_csv, index=False)
-        assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 2
+        assert cv(cohort, "--folds", "3", "--repeats", "2") == 2
         out = " ".join(capsys.readouterr().out.split())
         assert "was trained on other data than it is given now (1 with another clinical value" in out
 
-    def test_other_folds_in_a_started_run_are_refused(self, cv_master, tmp_path, capsys):
-        root = tmp_path / "ready"
-        shutil.copytree(cv_master.parents[3], root)
-        assert cv(root / "cohort", "--folds", "4") == 2
+    def test_other_folds_in_a_started_run_are_refused(self, cv_copy, capsys):
+        cohort, _ = cv_copy
+        assert cv(cohort, "--folds", "4") == 2
         assert "was started with other folds" in capsys.readouterr().out
 
 
 class TestOperatingPoint:
-    def test_another_operating_point_evaluates_the_folds_again_without_training_them(
-        self, cv_master, tmp_path, capsys
-    ):
-        root = tmp_path / "ready"
-        shutil.copytree(cv_master.parents[3], root)
-        run = root / "cohort" / "work" / "runs" / "fast-cv"
+    def test_another_operating_point_evaluates_the_folds_again_without_training_them(self, cv_copy, capsys):
+        cohort, run = cv_copy
         weights = {f: (f / "checkpoints").stat().st_mtime_ns for f in (run / "folds").iterdir()}
         capsys.readouterr()
-        assert (
-            cv(root / "cohort", "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
-        )
+        assert cv(cohort, "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
         out = " ".join(capsys.readouterr().out.split())
         assert out.count("its thresholds chosen again (specificity ≥ 0.8)") == 6
         assert "each breast at its fold's threshold (specificity ≥ 0.8)" in out
@@ -195,9 +193,7 @@ class TestOperatingPoint:
         html = " ".join((run / "report.html").read_text().split())
         assert "the lowest threshold whose specificity there reached 0.8" in html
         assert "the held-out specificity below, with its interval, is what to expect" in html
-        assert (
-            cv(root / "cohort", "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
-        )
+        assert cv(cohort, "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
         assert capsys.readouterr().out.count("finished before, kept") == 6
 
     def test_folds_that_chose_their_thresholds_by_different_rules_are_not_pooled(self, cv_master, tmp_path):
@@ -235,17 +231,15 @@ class TestFoldEnsemble:
         assert row["spread"] == pytest.approx(np.std(probs), abs=1e-5) and row["spread"] > 0
 
     def test_the_ensembles_clinical_baseline_averages_the_folds_and_old_folds_get_theirs(
-        self, cv_master, tmp_path, capsys
+        self, cv_copy, tmp_path, capsys
     ):
-        root = tmp_path / "ready"
-        shutil.copytree(cv_master.parents[3], root)
-        run = root / "cohort" / "work" / "runs" / "fast-cv"
+        cohort, run = cv_copy
         kept = {f.name: (f / "baseline.json").read_text() for f in (run / "folds").iterdir()}
         for fold in kept:
             (run / "folds" / fold / "baseline.json").unlink()  # folds evaluated before runs kept it
-        assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 0
+        assert cv(cohort, "--folds", "3", "--repeats", "2") == 0
         assert {f: (run / "folds" / f / "baseline.json").read_text() for f in kept} == kept
-        cohort, out = root / "cohort", tmp_path / "site2" / "pred.csv"
+        out = tmp_path / "site2" / "pred.csv"
         argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--out", str(out)]
         argv += ["--clinical", str(cohort / "clinical.csv"), "--labels", str(cohort / "labels.csv")]
         assert main(argv) == 0
