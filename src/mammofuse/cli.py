@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from mammofuse import __version__, commands
-from mammofuse.cohort import DEFAULT_BREASTS
+from mammofuse.cohort import DEFAULT_BREASTS, DEFAULT_YEARS
 from mammofuse.config import ConfigError
 from mammofuse.deploy import COHORT_LABELS
 from mammofuse.evaluation.result import OperatingPoint
@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="'b': another hospital (its own scanner, a brighter tone curve; its own export: other column "
         "names and codes, ';'-separated CSVs with decimal commas, the invasive fraction as 0-1) with a "
         "cohort.toml that reads it; the same --seed gives the same breasts at either site (default 'a')",
+    )
+    p.add_argument(
+        "--years",
+        type=float,
+        default=DEFAULT_YEARS,
+        help=f"the exams (StudyDate) spread over this many years up to 2025-01-01, in the order of the "
+        f"patient numbers, as accession numbers follow the calendar (default {DEFAULT_YEARS:g}; 0: every "
+        "exam on 2025-01-01); the images and every other value do not depend on it",
     )
     p.add_argument("--workers", type=_workers, default=0, help="processes (0: all cores)")
     p.set_defaults(func=commands.cmd_synth)

@@ -38,6 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         compression=args.compression,
         signal=args.signal,
         site=args.site,
+        years=args.years,
         workers=args.workers,
     )
     check_writable(args.out_dir)
@@ -148,7 +149,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from mammofuse.data.splits import make_splits, split_table
+    from mammofuse.data.splits import breast_dates, make_splits, split_table
     from mammofuse.runs import Work
 
     cfg = config_from_args(args)
@@ -156,10 +157,19 @@ def cmd_split(args: argparse.Namespace) -> int:
     work.check_cohort(cfg, ("images", "labels", "clinical"))
     check_writable(work.dir)
     with locked(work.dir, "split"):
-        splits = make_splits(work.read_preprocessed(), cfg.split)
+        table = work.read_preprocessed()
+        splits = make_splits(table, cfg.split)
         splits.to_csv(work.splits, index=False)
         work.record_cohort(cfg, COHORT_SECTIONS)
-    console.print(split_table(splits).to_string())
+    dates = breast_dates(table).reset_index(drop=True)
+    console.print(split_table(splits, dates).to_string())
+    if cfg.split.method == "temporal":
+        undated = int(dates.isna().sum())
+        console.print(
+            "temporal: the test split is the patients examined last; validation is drawn at random from the "
+            "earlier ones"
+            + (f"; {undated} breasts without a StudyDate are never in the test split" if undated else "")
+        )
     console.print(f"wrote {work.splits} (seed {cfg.split.seed}; no patient is in two sets)")
     return 0
 
@@ -593,6 +603,11 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     if not getattr(args, "run", None):
         run_dir = run_dir.with_name(run_dir.name + ("-tuned-cv" if tuning else "-cv"))
     k, r = cfg.split.folds, cfg.split.repeats
+    if cfg.split.method == "temporal":
+        console.print(
+            "note: split.method = 'temporal' chooses the test split of `mammofuse split`; cross-validation's "
+            "folds are random (each breast held out once, whatever its date)"
+        )
     nested = f", each fold tuned by {tuning.trials} trials on its training folds" if tuning else ""
     console.print(f"cross-validating {headline(cfg.model)}: {k} folds x {r}{nested} -> {run_dir}")
     with locked(run_dir, "cv"):

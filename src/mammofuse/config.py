@@ -261,6 +261,13 @@ class PreprocessConfig(_Section):
 class SplitConfig(_Section):
     """Patient-grouped, label-stratified split (the study: 10 % test, 10 % of the rest validation)."""
 
+    method: Literal["random", "temporal"] = Field(
+        "random",
+        description="the test split: 'random' (patient-grouped, label-stratified, seeded: the study's) or "
+        "'temporal' (the patients examined last, by StudyDate, until test_fraction of the breasts: a model "
+        "trained on the past, tested on the later patients; validation stays random). "
+        "Cross-validation's folds are random either way",
+    )
     seed: int = 0
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)

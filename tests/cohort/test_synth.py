@@ -31,6 +31,36 @@ class TestWrittenAgain:
         assert foreign.is_file() and len(dicoms(out)) == 8  # nothing removed
 
 
+class TestExamDates:
+    def test_exams_follow_the_patient_numbers_over_the_years_and_change_nothing_else(self, tmp_path):
+        options = SynthOptions(breasts=12, seed=4, image_size=(32, 26), workers=1, na_fraction=0.0)
+        synthesize(tmp_path / "spread", SynthOptions(**{**options.__dict__, "years": 3.0}))
+        synthesize(tmp_path / "one-day", options)
+        dates = {}
+        for folder in ("spread", "one-day"):
+            found = [pydicom.dcmread(f) for f in dicoms(tmp_path / folder)]
+            dates[folder] = {(d.PatientID, d.ViewPosition): d.StudyDate for d in found}
+            pixels = {(d.PatientID, d.ViewPosition): d.PixelData for d in found}
+        assert set(dates["one-day"].values()) == {"20250101"}  # years = 0: as synth always wrote
+        by_patient = sorted({pid: day for (pid, _), day in dates["spread"].items()}.items())
+        assert [day for _, day in by_patient] == sorted(day for _, day in by_patient)
+        assert by_patient[0][1] == "20220101" and by_patient[-1][1] == "20250101"
+        again = {
+            (d.PatientID, d.ViewPosition): d.PixelData
+            for d in map(pydicom.dcmread, dicoms(tmp_path / "spread"))
+        }
+        assert again == pixels  # the same images
+        for name in ("labels.csv", "clinical.csv", "truth.csv"):
+            truth = pd.read_csv(tmp_path / "spread" / name).drop(
+                columns=["cc_path", "mlo_path"], errors="ignore"
+            )
+            assert truth.equals(
+                pd.read_csv(tmp_path / "one-day" / name).drop(
+                    columns=["cc_path", "mlo_path"], errors="ignore"
+                )
+            )
+
+
 class TestSynthesizedFiles:
     def test_writes_the_cohort_layout(self, tiny_cohort_master):
         for name in ("labels.csv", "clinical.csv", "truth.csv", "cohort.toml"):

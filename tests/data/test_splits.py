@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from mammofuse.config import SplitConfig
-from mammofuse.data.splits import held_out, make_splits, split_table
+from mammofuse.data.splits import breast_dates, held_out, make_splits, split_table
 from mammofuse.problems import DataError
 
 
@@ -51,6 +51,44 @@ class TestHoldoutSplit:
     def test_too_few_patients_is_a_clear_error(self):
         with pytest.raises(DataError, match="too few"):
             make_splits(cohort(5), SplitConfig())
+
+
+def dated(table: pd.DataFrame, undated: int = 0) -> pd.DataFrame:
+    """Each patient examined on a day of their own, in an order unrelated to their number; the CC's date as
+    DICOM writes it, the MLO's a day later; the first `undated` patients without a date."""
+    patients = table["patient_id"].unique()
+    day = dict(zip(patients, np.random.default_rng(1).permutation(len(patients))))
+    when = pd.Timestamp("2020-01-01") + pd.to_timedelta(table["patient_id"].map(day) * 3, unit="D")
+    out = table.assign(
+        cc_exam_date=when.dt.strftime("%Y%m%d"),
+        mlo_exam_date=(when + pd.Timedelta(days=1)).dt.strftime("%Y%m%d"),
+    )
+    out.loc[out["patient_id"].isin(patients[:undated]), ["cc_exam_date", "mlo_exam_date"]] = np.nan
+    return out
+
+
+class TestTemporalSplit:
+    def test_the_test_split_is_the_patients_examined_last(self):
+        table = dated(cohort(), undated=30)
+        splits = make_splits(table, SplitConfig(method="temporal"))
+        dates = breast_dates(table)
+        test = (splits["split"] == "test").to_numpy()
+        assert dates[test].min() > dates[~test].max()  # every test exam after every other
+        assert (splits.groupby("patient_id")["split"].nunique() == 1).all()
+        assert test.mean() == pytest.approx(0.10, abs=0.01) and dates[test].notna().all()
+        assert dates[test].max() == dates.max()
+        assert (splits["split"] == "val").mean() == pytest.approx(0.09, abs=0.01)
+        shown = split_table(splits, dates)
+        assert shown.loc["test", "exams"].endswith(dates.max().strftime("%Y-%m-%d"))
+
+    def test_it_depends_on_the_dates_not_the_seed(self):
+        table = dated(cohort())
+        a, b = (make_splits(table, SplitConfig(method="temporal", seed=s)) for s in (1, 2))
+        assert (a["split"] == "test").equals(b["split"] == "test") and not a["split"].equals(b["split"])
+
+    def test_without_dates_it_is_a_clear_error(self):
+        with pytest.raises(DataError, match="split.method = 'temporal' needs the exams' dates"):
+            make_splits(dated(cohort(), undated=400), SplitConfig(method="temporal"))
 
 
 class TestFolds:

@@ -3,10 +3,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from mammofuse.cli import main
+from tests.cohort.helpers import edit_config
+from tests.training.fixtures import train_variant
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OFFLINE_FLAGS = [
@@ -135,3 +139,31 @@ class TestReport:
                 Image.eval(image.convert("L"), lambda v: 255 if v < 200 else 0).getbbox() or (0, 0, 0, 0)
             )[3]
         assert inked > 3000  # the page is drawn, figures and tables included, well down the screenshot
+
+
+def test_a_temporal_split_tests_the_latest_patients_and_the_report_says_so(ready, capsys):
+    """The ready cohort's exams dated two days apart per patient, in an order unrelated to their numbers."""
+    work = ready / "work"
+    patients = sorted(pd.read_csv(work / "manifest.csv", dtype=str)["patient_id"].unique())
+    order = pd.Series(np.random.default_rng(0).permutation(len(patients)), index=patients)
+    for name in ("manifest.csv", "preprocessed.csv"):
+        table = pd.read_csv(work / name, dtype=str)
+        day = pd.Timestamp("2021-01-01") + pd.to_timedelta(2 * table["patient_id"].map(order), unit="D")
+        table["cc_exam_date"] = table["mlo_exam_date"] = day.dt.strftime("%Y%m%d")
+        table.to_csv(work / name, index=False)
+    edit_config(ready, split={"method": "temporal"})
+    capsys.readouterr()
+    assert main(["split", str(ready / "cohort.toml")]) == 0
+    shown = capsys.readouterr().out
+    assert "temporal: the test split is the patients examined last" in shown and "exams" in shown
+    splits = pd.read_csv(work / "splits.csv", dtype=str).merge(table[["patient_id", "side", "cc_exam_date"]])
+    test = splits["split"] == "test"
+    assert splits.loc[test, "cc_exam_date"].min() > splits.loc[~test, "cc_exam_date"].max()
+    run = train_variant(ready, "dated", "")
+    assert main(["evaluate", str(run)]) == 0 and main(["report", str(run)]) == 0
+    html = " ".join((run / "report.html").read_text().split())
+    assert "the test split is the patients examined last (by their exams' StudyDate)" in html
+    first, last = (
+        pd.Timestamp(splits.loc[test, "cc_exam_date"].agg(f)).strftime("%Y-%m-%d") for f in ("min", "max")
+    )
+    assert f"<td>{first} to {last}</td>" in html

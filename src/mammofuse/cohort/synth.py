@@ -12,6 +12,7 @@ import hashlib
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ from mammofuse.problems import DataError
 Compression = Literal["none", "rle", "jpeg2000"]
 Site = Literal["a", "b"]
 _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+LAST_EXAM = date(2025, 1, 1)  # the recruitment period ends here (every exam is on it with years = 0)
 FIELD_OF_VIEW_MM = 240.0  # detector height (24 x 30 cm detectors; ~3,000 rows at 0.08 mm)
 _FOLDER, _FILE = re.compile(r"S\d{5,}"), re.compile(r"IMG_[0-9a-f]{10}\.dcm")  # what synth writes in dicom/
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
@@ -72,6 +74,7 @@ class SynthOptions:
     na_fraction: float = 0.10  # share of breasts with one missing clinical value
     bilateral_fraction: float = 0.08  # share of patients with both breasts in the cohort
     site: Site = "a"  # "b": another hospital's scanner and export conventions (see SITE_B_*)
+    years: float = 0.0  # exams spread over this many years up to LAST_EXAM, in patient-number order
     workers: int = 0
 
 
@@ -152,6 +155,20 @@ class _BreastJob:
     image_size: tuple[int, int]
     compression: Compression
     site: Site
+    exam_date: str  # StudyDate, YYYYMMDD
+
+
+def exam_dates(patients: list[str], years: float) -> dict[str, str]:
+    """Each patient's exam date (YYYYMMDD): the patients in their numbers' order, evenly over `years`
+    up to LAST_EXAM (as a hospital's accession numbers follow the calendar); no random draw, so the
+    images and every other value of a seed stay as they are."""
+    order = sorted(set(patients))
+    step = years * 365.25 / max(1, len(order) - 1)
+    last = len(order) - 1
+    return {
+        pid: (LAST_EXAM - timedelta(days=round((last - k) * step))).strftime("%Y%m%d")
+        for k, pid in enumerate(order)
+    }
 
 
 def _write_breast(job: _BreastJob) -> dict[str, object]:
@@ -213,7 +230,7 @@ def _write_dicom(
     ds.PatientBirthDate = f"{2026 - job.age}0{1 + job.index % 9}1{job.index % 9}"
     ds.PatientAddress = f"{job.index} Example Street"
     ds.PatientID = job.patient_id
-    ds.StudyDate = "20250101"
+    ds.StudyDate = job.exam_date
     ds.ImageLaterality = job.side.value
     ds.ViewPosition = view.value
     ds.PatientOrientation = ["A", "R" if job.side is Side.LEFT else "L"]
@@ -250,6 +267,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
     fraction = np.where(label == 1, rng.integers(5, 75, len(keys)), rng.integers(75, 101, len(keys)))
 
     seeds = np.random.SeedSequence(options.seed).spawn(len(keys))
+    dates = exam_dates([pid for pid, _ in keys], options.years)
     jobs = [
         _BreastJob(
             i,
@@ -263,6 +281,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
             options.image_size,
             options.compression,
             options.site,
+            dates[pid],
         )
         for i, ((pid, side), s) in enumerate(zip(keys, seeds))
     ]

@@ -1,7 +1,10 @@
 """Patient-grouped, label-stratified splits: no patient's breasts are ever in two sets.
 
 Holdout (the study): test = test_fraction of the breasts, validation = val_fraction of the rest, each
-class within one patient of its share. Cross-validation: k folds (scikit-learn's StratifiedGroupKFold).
+class within one patient of its share. Temporal holdout (`split.method = "temporal"`): test = the patients
+examined last, by their exams' StudyDate (a nonrandom split by time, TRIPOD type 2b: closer to how a model
+meets the next patients than a random split), validation random from the rest. Cross-validation: k folds
+(scikit-learn's StratifiedGroupKFold).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammofuse.config import SplitConfig
+from mammofuse.domain import VIEWS
 from mammofuse.problems import DataError
 
 TRAIN, VAL, TEST = "train", "val", "test"
@@ -42,6 +46,38 @@ def held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int)
     return taken[inverse]
 
 
+def breast_dates(table: pd.DataFrame) -> pd.Series:
+    """Each breast's exam date: the later of its CC's and MLO's StudyDate (NaT where neither has one)."""
+    dates = [
+        pd.to_datetime(table[c].astype("string").str.removesuffix(".0"), format="%Y%m%d", errors="coerce")
+        for c in (v.column("exam_date") for v in VIEWS)
+        if c in table
+    ]
+    if not dates:
+        return pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns]")
+    return pd.concat(dates, axis=1).max(axis=1)
+
+
+def latest(dates: pd.Series, groups: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask of the breasts of the patients examined last (each patient by their latest exam; ties by
+    patient ID), whole patients, until `fraction` of the breasts; a patient without a date is never taken."""
+    breasts = pd.DataFrame({"patient": groups, "date": dates.to_numpy()})
+    per_patient = breasts.groupby("patient")["date"].max().dropna()
+    if per_patient.empty:
+        raise DataError(
+            "split.method = 'temporal' needs the exams' dates, and no image has a StudyDate: use 'random'"
+        )
+    order = per_patient.reset_index().sort_values(["date", "patient"], ascending=False)["patient"]
+    count = breasts["patient"].value_counts()
+    target, taken, have = round(fraction * len(groups)), [], 0
+    for patient in order:
+        if have >= target:
+            break
+        taken.append(patient)
+        have += int(count[patient])
+    return np.isin(groups, taken)
+
+
 def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     """patient_id, side, label, and `split` (train/val/test) or `fold` (0..k-1) for every breast."""
     out = table[["patient_id", "side", "label"]].copy().reset_index(drop=True)
@@ -54,7 +90,10 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         for k, (_, held) in enumerate(folds.split(np.zeros(len(out)), labels, groups)):
             out.loc[held, "fold"] = k
         return out
-    test = held_out(labels, groups, cfg.test_fraction, cfg.seed)
+    if cfg.method == "temporal":
+        test = latest(breast_dates(table).reset_index(drop=True), groups, cfg.test_fraction)
+    else:
+        test = held_out(labels, groups, cfg.test_fraction, cfg.seed)
     rest = np.flatnonzero(~test)
     val_in_rest = held_out(labels[rest], groups[rest], cfg.val_fraction, cfg.seed + 1)
     out["split"] = TRAIN
@@ -110,10 +149,17 @@ def fold_splits(folds: pd.DataFrame, repeat: int, fold: int, val_fraction: float
     return out.drop(columns="fold")
 
 
-def split_table(splits: pd.DataFrame) -> pd.DataFrame:
-    """Positives and negatives per split, like the study's table."""
+def split_table(splits: pd.DataFrame, dates: pd.Series | None = None) -> pd.DataFrame:
+    """Positives and negatives per split, like the study's table; with `dates` (each breast's exam date,
+    in `splits`' order), the first and last exam of each split too."""
     column = "split" if "split" in splits else "fold"
     counts = splits.groupby(column)["label"].agg(breasts="size", positive="sum")
     counts["negative"] = counts["breasts"] - counts["positive"]
     counts["patients"] = splits.groupby(column)["patient_id"].nunique()
+    if dates is not None and dates.notna().any():
+        by_split = pd.Series(dates.to_numpy()).groupby(splits[column].to_numpy())
+        counts["exams"] = (
+            by_split.min().dt.strftime("%Y-%m-%d") + " to " + by_split.max().dt.strftime("%Y-%m-%d")
+        )
+        counts["exams"] = counts["exams"].fillna("no date")
     return counts

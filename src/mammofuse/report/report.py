@@ -17,6 +17,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from mammofuse.config import Config, to_toml
+from mammofuse.data.splits import breast_dates, split_table
 from mammofuse.deploy.bundle import CARD, Bundle, ensemble_problem, versions
 from mammofuse.evaluation import metrics
 from mammofuse.evaluation.cv import fold_table
@@ -61,14 +62,13 @@ def _dropped(run: Run, work: Work) -> list[tuple[str, int, str]]:
 
 def _cohort(run: Run, work: Work) -> dict:
     data = run.read_data()
-    per_split = data.groupby("split").agg(
-        breasts=("label", "size"), positive=("label", "sum"), patients=("patient_id", "nunique")
-    )
-    per_split["negative"] = per_split["breasts"] - per_split["positive"]
-    order = [s for s in ("train", "val", "test") if s in per_split.index]
+    table = split_table(data, breast_dates(data))
+    order = [s for s in ("train", "val", "test") if s in table.index]
     return {
         "kept": len(data),
-        "splits": [{"split": s, **{k: int(v) for k, v in per_split.loc[s].items()}} for s in order],
+        "method": run.read_config().split.method,
+        "splits": [{"split": s, **table.loc[s].to_dict()} for s in order],
+        "dated": "exams" in table,
         "dropped": _dropped(run, work),
     }
 
