@@ -362,6 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=commands.cmd_bundle_verify)
 
     p = sub.add_parser(
+        "cache",
+        help="what a cache of preprocessed images holds; --prune removes what no work folder uses",
+        description="List each settings folder of a preprocessing cache (WORK/cache, or "
+        "preprocess.cache_dir): its settings, entries, size and when it was last written; with --keep, how "
+        "many of its entries the named work folders read (their preprocessed.csv and every run's data.csv, "
+        "folds and tune trials included). Every preprocessing setting tried keeps a whole copy of the "
+        "cohort; --prune removes every entry none of the kept work folders reads, and settings folders left "
+        "empty. Run it while nothing else trains from this cache: a run of a work folder not named loses its "
+        "images.",
+    )
+    p.add_argument("cache_dir", type=Path, metavar="CACHE_DIR", help="the cache folder")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        nargs="+",
+        metavar="WORK",
+        help="work folders whose entries stay (and are counted)",
+    )
+    p.add_argument(
+        "--prune", action="store_true", help="remove every entry the --keep work folders do not read"
+    )
+    p.set_defaults(func=commands.cmd_cache)
+
+    p = sub.add_parser(
         "report",
         help="one self-contained report.html for a run (open it offline)",
         description="Write RUN_DIR/report.html from the run's evaluation: flow of breasts, metrics with "

@@ -546,6 +546,50 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bytes_text(n: float) -> str:
+    """'1.2 GiB', '65.6 MiB', '512 B'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from mammofuse.imaging.housekeeping import prune, survey, used_entries
+
+    if args.prune and not args.keep:
+        raise ConfigError("--prune needs --keep WORK ...: the work folders whose cache entries stay")
+    root = args.cache_dir.resolve()
+    used = used_entries([w.resolve() for w in args.keep]) if args.keep else None
+    if args.prune:
+        check_writable(root)
+        done = prune(root, used or set())
+        console.print(
+            f"removed {done.files} entries ({_bytes_text(done.bytes)}) and {done.folders} settings folders "
+            "no kept work folder reads"
+        )
+    folders = survey(root, used)
+    entries, size = sum(f.files for f in folders), sum(f.bytes for f in folders)
+    plural = "" if len(folders) == 1 else "s"
+    console.print(f"{root}: {len(folders)} settings folder{plural}, {entries} entries, {_bytes_text(size)}")
+    for f in folders:
+        share = "" if f.used is None else f" ({f.used} used)"
+        console.print(
+            f"  {f.path.name}  {f.summary:<22} {f.files} entries{share}  {_bytes_text(f.bytes)}  "
+            f"written {f.written:%Y-%m-%d %H:%M} UTC"
+        )
+    if used is not None and not args.prune:
+        spare = [f for f in folders if f.used is not None and f.used < f.files]
+        if spare:
+            keep = " ".join(map(str, args.keep))
+            console.print(
+                f"{sum(f.files - (f.used or 0) for f in spare)} entries no kept work folder reads: "
+                f"`mammofuse cache {args.cache_dir} --keep {keep} --prune` removes them"
+            )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mammofuse.report.report import build_report
 
