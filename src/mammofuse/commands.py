@@ -547,12 +547,12 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 
 
 def _bytes_text(n: float) -> str:
-    """'1.2 GiB', '65.6 MiB', '512 B'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """'512 B', '65.6 MiB', '1.2 TiB'."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    step = 0
+    while n >= 1024 and step < len(units) - 1:
+        n, step = n / 1024, step + 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -564,7 +564,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     used = used_entries([w.resolve() for w in args.keep]) if args.keep else None
     if args.prune:
         check_writable(root)
-        done = prune(root, used or set())
+        assert used is not None  # --keep was given
+        done = prune(root, used)
         console.print(
             f"removed {done.files} entries ({_bytes_text(done.bytes)}) and {done.folders} settings folders "
             "no kept work folder reads"

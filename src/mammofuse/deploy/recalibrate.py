@@ -98,10 +98,9 @@ def recalibrate(
             "of each class (and far more to be worth it)"
         )
     crossed, cuts = cross_fitted(y, probs, groups, method, folds, seed, point)
-    shipped = _figures(y, probs, np.full(len(y), bundle.threshold), groups, seed)
-    recalibrated = _figures(
-        y, crossed, np.full(len(y), bundle.threshold) if cuts is None else cuts, groups, seed
-    )
+    at_bundles = np.full(len(y), bundle.threshold)
+    shipped = _figures(y, probs, at_bundles, groups, seed)
+    recalibrated = _figures(y, crossed, at_bundles if cuts is None else cuts, groups, seed)
     fitted = Recalibration.fit(y, probs, method, site)
     fitted.check = {"folds": folds, "shipped": shipped, "recalibrated": recalibrated}
     if point is not None:
