@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from rich.markup import escape
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the exams (StudyDate) spread over this many years up to 2025-01-01, in the order of the "
         f"patient numbers, as accession numbers follow the calendar (default {DEFAULT_YEARS:g}; 0: every "
         "exam on 2025-01-01); the images and every other value do not depend on it",
+    )
+    p.add_argument(
+        "--scanner-change",
+        type=_exam_day,
+        metavar="YYYY-MM-DD",
+        help="from this date on, the exams are made on another scanner (site b's: another manufacturer, a "
+        "brighter tone curve) and exported as before: a hospital that replaced its mammography unit, for a "
+        "temporal split to find (with --years)",
     )
     p.add_argument("--workers", type=_workers, default=0, help="processes (0: all cores)")
     p.set_defaults(func=commands.cmd_synth)
@@ -544,6 +553,14 @@ def _operating_rule(text: str) -> OperatingPoint:
         return OperatingPoint.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _exam_day(text: str) -> str:
+    """YYYY-MM-DD as a StudyDate (YYYYMMDD)."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").strftime("%Y%m%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a date as YYYY-MM-DD") from None
 
 
 def _cluster_address(text: str) -> str:

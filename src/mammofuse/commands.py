@@ -39,6 +39,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         signal=args.signal,
         site=args.site,
         years=args.years,
+        scanner_change=args.scanner_change,
         workers=args.workers,
     )
     check_writable(args.out_dir)

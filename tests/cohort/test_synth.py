@@ -60,6 +60,28 @@ class TestExamDates:
                 )
             )
 
+    def test_a_scanner_change_images_the_later_exams_on_site_bs_scanner(self, tmp_path):
+        options = SynthOptions(breasts=12, seed=4, image_size=(32, 26), workers=1, na_fraction=0.0, years=3.0)
+        synthesize(tmp_path / "before", options)
+        synthesize(tmp_path / "changed", SynthOptions(**{**options.__dict__, "scanner_change": "20240101"}))
+        images = {}
+        for folder in ("before", "changed"):
+            found = map(pydicom.dcmread, dicoms(tmp_path / folder))
+            images[folder] = {(d.PatientID, d.ViewPosition): d for d in found}
+        later = 0
+        for key, was in images["before"].items():
+            now = images["changed"][key]
+            if now.StudyDate >= "20240101":
+                later += 1
+                assert now.Manufacturer == "mammofuse synthetic B" and now.PixelData != was.PixelData
+            else:
+                assert now.Manufacturer == was.Manufacturer == "mammofuse synthetic"
+                assert now.PixelData == was.PixelData
+        assert 0 < later < len(images["before"])
+        assert (tmp_path / "changed" / "clinical.csv").read_text() == (
+            tmp_path / "before" / "clinical.csv"
+        ).read_text()
+
 
 class TestSynthesizedFiles:
     def test_writes_the_cohort_layout(self, tiny_cohort_master):

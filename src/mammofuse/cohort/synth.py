@@ -75,6 +75,7 @@ class SynthOptions:
     bilateral_fraction: float = 0.08  # share of patients with both breasts in the cohort
     site: Site = "a"  # "b": another hospital's scanner and export conventions (see SITE_B_*)
     years: float = 0.0  # exams spread over this many years up to LAST_EXAM, in patient-number order
+    scanner_change: str | None = None  # YYYYMMDD: exams from then on made on site B's scanner (A's export)
     workers: int = 0
 
 
@@ -154,7 +155,7 @@ class _BreastJob:
     out_dir: Path
     image_size: tuple[int, int]
     compression: Compression
-    site: Site
+    site: Site  # whose scanner made the images (the tables are written by SynthOptions.site's conventions)
     exam_date: str  # StudyDate, YYYYMMDD
 
 
@@ -169,6 +170,14 @@ def exam_dates(patients: list[str], years: float) -> dict[str, str]:
         pid: (LAST_EXAM - timedelta(days=round((last - k) * step))).strftime("%Y%m%d")
         for k, pid in enumerate(order)
     }
+
+
+def scanner(options: SynthOptions, exam_date: str) -> Site:
+    """The site whose scanner images an exam of `exam_date`: the cohort's own, or site B's from
+    `options.scanner_change` on (a hospital that replaced its mammography unit)."""
+    if options.scanner_change is not None and exam_date >= options.scanner_change:
+        return "b"
+    return options.site
 
 
 def _write_breast(job: _BreastJob) -> dict[str, object]:
@@ -280,7 +289,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
             out / "dicom",
             options.image_size,
             options.compression,
-            options.site,
+            scanner(options, dates[pid]),
             dates[pid],
         )
         for i, ((pid, side), s) in enumerate(zip(keys, seeds))
