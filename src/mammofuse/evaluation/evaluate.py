@@ -54,6 +54,24 @@ def write_baseline(run: Run, point: OperatingPoint) -> tuple[ClinicalBaseline, d
     return fitted
 
 
+def unseen_scanners(data: pd.DataFrame) -> str | None:
+    """A warning where test breasts were imaged on a manufacturer's unit no training breast was (a temporal
+    split after a scanner change, say): the test then measures the new scanner as well as the model."""
+    column = VIEWS[0].column("manufacturer")
+    if column not in data:
+        return None
+    made = data[column].fillna("unknown").astype(str)
+    test, seen = made[data["split"] == TEST], set(made[data["split"] == TRAIN])
+    new = test[~test.isin(seen)]
+    if new.empty:
+        return None
+    return (
+        f"{len(new)} of {len(test)} test breasts were imaged on a unit no training "
+        f"breast was ({', '.join(sorted(set(new)))}): the test measures the new scanner as well as the model "
+        "(look at the calibration)"
+    )
+
+
 def contributions(
     net: TwoViewNet,
     test: pd.DataFrame,
@@ -127,6 +145,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
         metrics.small_sample_warning(int(test_y.sum()), int((test_y == 0).sum()), "the test split"),
         metrics.chosen_on_few(val_y, val_p, threshold, point),
         metrics.target_missed(point, test["at_youden"], test["at_youden_ci"], "the test split"),
+        unseen_scanners(data),
     ]
     result["warnings"] = [w for w in warnings if w]
     rows = []
