@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from mammofuse.report.clinical import subgroups
+from mammofuse.report.clinical import subgroups, table_one
 
 
 def test_a_subgroup_too_small_for_an_interval_gets_none_instead_of_a_degenerate_one():
@@ -38,3 +38,26 @@ def test_a_subgroup_whose_classes_separate_in_every_resample_is_flagged_with_its
     found = {row["group"]: row for row in subgroups(scored)}
     assert found["a"]["auc"] == "1.000 [1.000, 1.000]" and "no width" in found["a"]["note"]
     assert "no width" not in found["b"]["note"]
+
+
+def breasts(units: list[str]) -> pd.DataFrame:
+    n = len(units)
+    return pd.DataFrame(
+        {
+            "patient_id": [f"P{i}" for i in range(n)],
+            "label": [i % 2 for i in range(n)],
+            "split": ["train"] * (n - 2) + ["test"] * 2,
+            "grade": ["1", "2"] * (n // 2),
+            "cc_manufacturer": units,
+        }
+    )
+
+
+def test_table_one_shows_the_imaging_unit_by_split_where_there_is_more_than_one():
+    table = table_one(breasts(["A", "A", "A", "A", "B", "B"]), {"categorical": ["grade"]})
+    assert table["columns"] == ["all", "label 1", "label 0", "train", "test"]
+    rows = {row["variable"]: row["values"] for row in table["rows"]}
+    assert "imaging unit (CC manufacturer), n (%)" in rows and "grade, n (%)" in rows
+    assert rows["B"] == ["2 (33\u00a0%)", "1 (33\u00a0%)", "1 (33\u00a0%)", "0 (0\u00a0%)", "2 (100\u00a0%)"]
+    one_unit = table_one(breasts(["A"] * 6), {"categorical": ["grade"]})
+    assert not any(row["variable"].startswith("imaging unit") for row in one_unit["rows"])

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mammofuse.domain import VIEWS
 from mammofuse.evaluation import metrics
 from mammofuse.problems import EXCLUDED
 from mammofuse.runs import Work, read_problems
@@ -147,16 +148,25 @@ def table_one(data: pd.DataFrame, info: dict[str, Any]) -> dict[str, object]:
                 {"variable": f"{column}, median [IQR]", "values": [_median(g[column]) for _, g in groups]}
             )
     for column in info.get("categorical", []):
-        if column not in data:
-            continue
-        rows.append({"variable": f"{column}, n (%)", "values": ["" for _ in groups]})
-        for level in sorted(data[column].dropna().astype(str).unique()):
-            shares = [_share(g[column].astype(str) == level, g) for _, g in groups]
-            rows.append({"variable": level, "values": shares, "indent": True})
-        missing = [int(g[column].isna().sum()) for _, g in groups]
-        if any(missing):
-            rows.append({"variable": "missing", "values": [str(m) for m in missing], "indent": True})
+        if column in data:
+            rows += _levels(f"{column}, n (%)", column, groups)
+    unit = VIEWS[0].column("manufacturer")
+    if unit in data and data[unit].nunique() > 1:  # breasts from more than one imaging unit: which, where
+        rows += _levels("imaging unit (CC manufacturer), n (%)", unit, groups)
     return {"columns": [name for name, _ in groups], "rows": rows}
+
+
+def _levels(title: str, column: str, groups: list[tuple[str, pd.DataFrame]]) -> list[dict[str, Any]]:
+    """A categorical variable's rows of Table 1: its title, n (%) of each level, and missing where any is."""
+    every = groups[0][1][column]
+    rows: list[dict[str, Any]] = [{"variable": title, "values": ["" for _ in groups]}]
+    for level in sorted(every.dropna().astype(str).unique()):
+        shares = [_share(g[column].astype(str) == level, g) for _, g in groups]
+        rows.append({"variable": level, "values": shares, "indent": True})
+    missing = [int(g[column].isna().sum()) for _, g in groups]
+    if any(missing):
+        rows.append({"variable": "missing", "values": [str(m) for m in missing], "indent": True})
+    return rows
 
 
 def _median(values: pd.Series) -> str:
