@@ -90,6 +90,11 @@ class TestTemporalSplit:
         with pytest.raises(DataError, match="split.method = 'temporal' needs the exams' dates"):
             make_splits(dated(cohort(), undated=400), SplitConfig(method="temporal"))
 
+    def test_one_date_for_every_exam_is_a_clear_error(self):
+        table = cohort().assign(cc_exam_date="20250101", mlo_exam_date="20250101")  # a de-identified export
+        with pytest.raises(DataError, match="every dated exam is of 2025-01-01, so time cannot split them"):
+            make_splits(table, SplitConfig(method="temporal"))
+
 
 class TestFolds:
     def test_k_folds_are_grouped_and_cover_everyone(self):

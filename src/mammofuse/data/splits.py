@@ -67,6 +67,11 @@ def latest(dates: pd.Series, groups: np.ndarray, fraction: float) -> np.ndarray:
         raise DataError(
             "split.method = 'temporal' needs the exams' dates, and no image has a StudyDate: use 'random'"
         )
+    if per_patient.nunique() < 2:
+        raise DataError(
+            f"split.method = 'temporal': every dated exam is of {per_patient.iloc[0]:%Y-%m-%d}, so time "
+            "cannot split them (a de-identified export often replaces the dates with one): use 'random'"
+        )
     order = per_patient.reset_index().sort_values(["date", "patient"], ascending=False)["patient"]
     count = breasts["patient"].value_counts()
     target, taken, have = round(fraction * len(groups)), [], 0
