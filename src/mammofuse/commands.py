@@ -162,14 +162,15 @@ def cmd_split(args: argparse.Namespace) -> int:
         splits = make_splits(table, cfg.split)
         splits.to_csv(work.splits, index=False)
         work.record_cohort(cfg, COHORT_SECTIONS)
-    dates = breast_dates(table).reset_index(drop=True)
+    dates = breast_dates(table, cfg.split.date if cfg.split.method == "temporal" else "exam")
+    dates = dates.reset_index(drop=True)
     console.print(split_table(splits, dates).to_string())
     if cfg.split.method == "temporal":
         undated = int(dates.isna().sum())
         console.print(
-            "temporal: the test split is the patients examined last; validation is drawn at random from the "
-            "earlier ones"
-            + (f"; {undated} breasts without a StudyDate are never in the test split" if undated else "")
+            f"temporal ({cfg.split.date} dates): the test split is the patients examined last; validation is "
+            "drawn at random from the earlier ones"
+            + (f"; {undated} breasts without a date are never in the test split" if undated else "")
         )
     console.print(f"wrote {work.splits} (seed {cfg.split.seed}; no patient is in two sets)")
     return 0

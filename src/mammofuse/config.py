@@ -268,6 +268,12 @@ class SplitConfig(_Section):
         "trained on the past, tested on the later patients; validation stays random). "
         "Cross-validation's folds are random either way",
     )
+    date: Literal["exam", "label"] = Field(
+        "exam",
+        description="what 'temporal' orders the patients by: 'exam' (the images' StudyDate) or 'label' (the "
+        "date in labels.date_column, e.g. the surgery: for an export whose de-identification removed or "
+        "replaced the StudyDates)",
+    )
     seed: int = 0
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)

@@ -25,6 +25,7 @@ class View(StrEnum):
 
 
 VIEWS: tuple[View, ...] = (View.CC, View.MLO)
+LABEL_DATE = "label_date"  # a breast's label date (labels.date_column, YYYYMMDD) in the work folder's tables
 
 _SIDE_SPELLINGS = {
     Side.LEFT: {"l", "left", "lt", "lft", "links", "g", "gauche", "sin", "sinister"},

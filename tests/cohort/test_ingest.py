@@ -572,6 +572,7 @@ class TestSeveralExams:
         code, out, manifest, exclusions = run_ingest(cohort, capsys)
         assert code == 0, out
         assert list(manifest["cc_path"]) == [prior["cc"]]  # every other breast's one exam is after the date
+        assert manifest["label_date"].astype(str).tolist() == ["20240630"]  # kept for split.date = "label"
         late = exclusions[exclusions["category"] == "no exam before the label date"]
         assert "no dated exam on or before 20240630" in late.iloc[0]["reason"]
         assert len(set(zip(late["patient_id"], late["side"]))) == len(truth(cohort)) - 1  # all the others

@@ -87,8 +87,19 @@ class TestTemporalSplit:
         assert (a["split"] == "test").equals(b["split"] == "test") and not a["split"].equals(b["split"])
 
     def test_without_dates_it_is_a_clear_error(self):
-        with pytest.raises(DataError, match="split.method = 'temporal' needs the exams' dates"):
+        with pytest.raises(DataError, match="split.method = 'temporal' needs dates, and no breast has one"):
             make_splits(dated(cohort(), undated=400), SplitConfig(method="temporal"))
+
+    def test_by_the_labels_dates_where_the_exams_carry_none(self):
+        table = dated(cohort())
+        table["label_date"] = table["cc_exam_date"]  # e.g. the surgery, as ingest keeps labels.date_column's
+        table[["cc_exam_date", "mlo_exam_date"]] = "20250101"  # de-identified: one date for every exam
+        splits = make_splits(table, SplitConfig(method="temporal", date="label"))
+        test = (splits["split"] == "test").to_numpy()
+        dates = breast_dates(table, "label")
+        assert dates[test].min() > dates[~test].max()
+        with pytest.raises(DataError, match="split.date = 'label' needs the labels' dates"):
+            make_splits(table.drop(columns="label_date"), SplitConfig(method="temporal", date="label"))
 
     def test_one_date_for_every_exam_is_a_clear_error(self):
         table = cohort().assign(cc_exam_date="20250101", mlo_exam_date="20250101")  # a de-identified export

@@ -155,7 +155,7 @@ def test_a_temporal_split_tests_the_latest_patients_and_the_report_says_so(ready
     capsys.readouterr()
     assert main(["split", str(ready / "cohort.toml")]) == 0
     shown = capsys.readouterr().out
-    assert "temporal: the test split is the patients examined last" in shown and "exams" in shown
+    assert "temporal (exam dates): the test split is the patients examined last" in shown and "exams" in shown
     splits = pd.read_csv(work / "splits.csv", dtype=str).merge(table[["patient_id", "side", "cc_exam_date"]])
     test = splits["split"] == "test"
     assert splits.loc[test, "cc_exam_date"].min() > splits.loc[~test, "cc_exam_date"].max()

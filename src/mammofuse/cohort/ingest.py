@@ -15,7 +15,7 @@ import pandas as pd
 from mammofuse.cohort.images import ProgressFn, find_images, pair_views, select_exams
 from mammofuse.cohort.tables import read_clinical, read_labels
 from mammofuse.config import Config
-from mammofuse.domain import VIEWS
+from mammofuse.domain import LABEL_DATE, VIEWS
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
 
@@ -84,6 +84,8 @@ def ingest(
             "label": labels.label[key],
             **{v.column(field): getattr(views[v], field) for field in IMAGE_FIELDS for v in VIEWS},
         }
+        if cfg.labels.date_column:  # the label's date (e.g. the surgery): what split.date = "label" orders by
+            row[LABEL_DATE] = labels.date.get(key)
         if clinical is not None:
             if key not in clinical.values:
                 problems.add(
@@ -102,7 +104,8 @@ def ingest(
             row.update(clinical.values[key])
         rows.append(row)
     paths = [v.column("path") for v in VIEWS]
-    columns = [*KEY_COLUMNS, *paths, "label", *IMAGE_COLUMNS, *numeric, *categorical]
+    dated = [LABEL_DATE] if cfg.labels.date_column else []
+    columns = [*KEY_COLUMNS, *paths, "label", *dated, *IMAGE_COLUMNS, *numeric, *categorical]
     return IngestResult(pd.DataFrame(rows, columns=columns), problems, numeric, categorical)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammofuse.config import SplitConfig
-from mammofuse.domain import VIEWS
+from mammofuse.domain import LABEL_DATE, VIEWS
 from mammofuse.problems import DataError
 
 TRAIN, VAL, TEST = "train", "val", "test"
@@ -46,11 +46,17 @@ def held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int)
     return taken[inverse]
 
 
-def breast_dates(table: pd.DataFrame) -> pd.Series:
-    """Each breast's exam date: the later of its CC's and MLO's StudyDate (NaT where neither has one)."""
+def breast_dates(table: pd.DataFrame, source: str = "exam") -> pd.Series:
+    """Each breast's date (NaT where it has none): by `source` "exam", the later of its CC's and MLO's
+    StudyDate; by "label", its label's date (ingest keeps labels.date_column's as `label_date`)."""
+    if source == "label" and LABEL_DATE not in table:
+        raise DataError(
+            "split.date = 'label' needs the labels' dates: set labels.date_column and run ingest again"
+        )
+    columns = [LABEL_DATE] if source == "label" else [v.column("exam_date") for v in VIEWS]
     dates = [
         pd.to_datetime(table[c].astype("string").str.removesuffix(".0"), format="%Y%m%d", errors="coerce")
-        for c in (v.column("exam_date") for v in VIEWS)
+        for c in columns
         if c in table
     ]
     if not dates:
@@ -65,7 +71,8 @@ def latest(dates: pd.Series, groups: np.ndarray, fraction: float) -> np.ndarray:
     per_patient = breasts.groupby("patient")["date"].max().dropna()
     if per_patient.empty:
         raise DataError(
-            "split.method = 'temporal' needs the exams' dates, and no image has a StudyDate: use 'random'"
+            "split.method = 'temporal' needs dates, and no breast has one (split.date: the images' StudyDate "
+            "or the labels' date column): use 'random'"
         )
     if per_patient.nunique() < 2:
         raise DataError(
@@ -96,7 +103,7 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
             out.loc[held, "fold"] = k
         return out
     if cfg.method == "temporal":
-        test = latest(breast_dates(table).reset_index(drop=True), groups, cfg.test_fraction)
+        test = latest(breast_dates(table, cfg.date).reset_index(drop=True), groups, cfg.test_fraction)
     else:
         test = held_out(labels, groups, cfg.test_fraction, cfg.seed)
     rest = np.flatnonzero(~test)

@@ -62,11 +62,13 @@ def _dropped(run: Run, work: Work) -> list[tuple[str, int, str]]:
 
 def _cohort(run: Run, work: Work) -> dict:
     data = run.read_data()
-    table = split_table(data, breast_dates(data))
+    split = run.read_config().split
+    table = split_table(data, breast_dates(data, split.date if split.method == "temporal" else "exam"))
     order = [s for s in ("train", "val", "test") if s in table.index]
     return {
         "kept": len(data),
-        "method": run.read_config().split.method,
+        "method": split.method,
+        "date": split.date,
         "splits": [{"split": s, **table.loc[s].to_dict()} for s in order],
         "dated": "exams" in table,
         "dropped": _dropped(run, work),
