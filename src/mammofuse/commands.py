@@ -162,8 +162,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         splits = make_splits(table, cfg.split)
         splits.to_csv(work.splits, index=False)
         work.record_cohort(cfg, COHORT_SECTIONS)
-    dates = breast_dates(table, cfg.split.date if cfg.split.method == "temporal" else "exam")
-    dates = dates.reset_index(drop=True)
+    dates = breast_dates(table, cfg.split.dated_by).reset_index(drop=True)
     console.print(split_table(splits, dates).to_string())
     if cfg.split.method == "temporal":
         undated = int(dates.isna().sum())

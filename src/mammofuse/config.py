@@ -284,6 +284,11 @@ class SplitConfig(_Section):
         1, ge=1, description="`mammofuse cv`: repetitions of the k folds, each with a new seed"
     )
 
+    @property
+    def dated_by(self) -> Literal["exam", "label"]:
+        """The dates a split is shown (and, temporal, made) by: the labels' only where made by them."""
+        return self.date if self.method == "temporal" else "exam"
+
     @field_validator("folds")
     @classmethod
     def _not_one(cls, value: int) -> int:

@@ -103,7 +103,7 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
             out.loc[held, "fold"] = k
         return out
     if cfg.method == "temporal":
-        test = latest(breast_dates(table, cfg.date).reset_index(drop=True), groups, cfg.test_fraction)
+        test = latest(breast_dates(table, cfg.dated_by).reset_index(drop=True), groups, cfg.test_fraction)
     else:
         test = held_out(labels, groups, cfg.test_fraction, cfg.seed)
     rest = np.flatnonzero(~test)

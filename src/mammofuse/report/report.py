@@ -63,7 +63,7 @@ def _dropped(run: Run, work: Work) -> list[tuple[str, int, str]]:
 def _cohort(run: Run, work: Work) -> dict:
     data = run.read_data()
     split = run.read_config().split
-    table = split_table(data, breast_dates(data, split.date if split.method == "temporal" else "exam"))
+    table = split_table(data, breast_dates(data, split.dated_by))
     order = [s for s in ("train", "val", "test") if s in table.index]
     return {
         "kept": len(data),
