@@ -121,12 +121,8 @@ def _figures(
     labels: np.ndarray, probs: np.ndarray, cuts: np.ndarray, groups: np.ndarray, seed: int
 ) -> dict[str, Any]:
     """`evaluate`'s figures of one set of probabilities, each breast called at its own threshold in `cuts`
-    (its fold's, or the bundle's for all), JSON-ready (validated as SplitMetrics); the threshold recorded
-    is their mean."""
-    found = metrics.summary(labels, probs, float(cuts.mean()), groups, seed)
-    calls = probs >= cuts
-    found["at_youden"] = metrics.at_calls(labels, calls, float(cuts.mean()))
-    found["at_youden_ci"] = metrics.rates_with_ci(labels, calls.astype(float), 0.5, groups, seed=seed)
+    (its fold's, or the bundle's for all), JSON-ready (validated as SplitMetrics)."""
+    found = metrics.summary(labels, probs, cuts, groups, seed)
     return SplitMetrics.model_validate(found).model_dump(mode="json", by_alias=True)
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mammofuse.config import setting, settings_text
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import BASELINE, CvEvaluation, PooledMetrics
+from mammofuse.evaluation.result import BASELINE, CvEvaluation, OperatingPoint, PooledMetrics
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 
@@ -28,7 +28,7 @@ SCORE_OF = {"probability": "score", "clinical_probability": "clinical_score"}  #
 
 
 def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
-    """Every fold's held-out predictions with the fold's validation-chosen thresholds."""
+    """Every fold's held-out predictions with the fold's validation-chosen thresholds and their rule."""
     parts = []
     for repeat in range(repeats):
         for fold in range(folds):
@@ -52,6 +52,7 @@ def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
                     ),
                     "threshold": result.model.threshold,
                     "clinical_threshold": result.baseline.threshold if result.baseline else np.nan,
+                    "operating_point": str(result.operating_point),
                 }
             )
             parts.append(part)
@@ -79,18 +80,16 @@ def _pooled(
 ) -> PooledMetrics:
     score = SCORE_OF[column]
     fold_aucs = [metrics.auc(g["label"], g[column]) for _, g in oof.groupby(["repeat", "fold"])]
-    calls = oof[column] >= oof[threshold]
     first = oof[oof["repeat"] == 0]  # each breast once: intervals by the patient bootstrap
     y, patients = first["label"].to_numpy(), first["patient_id"].to_numpy()
-    first_calls = (first[column] >= first[threshold]).to_numpy(float)
     return PooledMetrics.model_validate(
         {
             "auc": metrics.auc_with_ci(labels, wide[score].to_numpy().T, groups),
             "auc_as_scored": metrics.auc_with_ci(labels, wide[column].to_numpy().T, groups),
             "fold_aucs": fold_aucs,
             "brier": metrics.brier(oof["label"], oof[column]),
-            "at_threshold": metrics.at_calls(oof["label"], calls, float(oof[threshold].mean())),
-            "at_threshold_ci": metrics.rates_with_ci(y, first_calls, 0.5, patients),
+            "at_threshold": metrics.at_threshold(oof["label"], oof[column], oof[threshold]),
+            "at_threshold_ci": metrics.rates_with_ci(y, first[column], first[threshold], patients),
             "calibration": metrics.calibration_with_ci(y, first[column].to_numpy(), patients),
         }
     )
@@ -99,12 +98,11 @@ def _pooled(
 def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     """Write the run's oof.csv and metrics.json (a `CvEvaluation`) from its finished folds."""
     oof = out_of_fold(run, folds, repeats)
-    points = {run.fold(r, f).read_evaluation().operating_point for r in range(repeats) for f in range(folds)}
+    points = sorted(set(oof["operating_point"]))
     if len(points) != 1:  # run_cv evaluates every fold with one; a fold evaluated by hand may differ
         raise DataError(
-            f"{run.dir}: the folds chose their thresholds by different rules "
-            f"({', '.join(sorted(map(str, points)))}); run `mammofuse cv` again with the --operating-point "
-            "to use"
+            f"{run.dir}: the folds chose their thresholds by different rules ({', '.join(points)}); run "
+            "`mammofuse cv` again with the --operating-point to use"
         )
     oof.to_csv(run.oof, index=False)
     # one row per breast, one column per repeat: every breast is scored once in every repeat
@@ -112,7 +110,10 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     index = wide.index.to_frame(index=False)
     labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
     model_scores = wide["score"].to_numpy().T  # (repeats, breasts)
-    point, model = points.pop(), _pooled(oof, labels, groups, wide, "probability", "threshold")
+    point, model = (
+        OperatingPoint.parse(points[0]),
+        _pooled(oof, labels, groups, wide, "probability", "threshold"),
+    )
     result = {
         "run": str(run.dir),
         "folds": folds,

@@ -219,23 +219,18 @@ def target_missed(
     )
 
 
-def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, object]:
-    """Accuracy, sensitivity, specificity, PPV, NPV and the confusion matrix at `threshold`."""
-    return at_calls(labels, np.asarray(probs) >= threshold, threshold)
-
-
-def at_calls(labels: np.ndarray, calls: np.ndarray, threshold: float) -> dict[str, object]:
-    """The same figures for given positive calls (e.g. each breast called at its own fold's threshold;
-    `threshold` is then what is recorded)."""
+def at_threshold(labels: np.ndarray, probs: np.ndarray, threshold: float | np.ndarray) -> dict[str, object]:
+    """Accuracy, sensitivity, specificity, PPV, NPV and the confusion matrix at `threshold`: one for every
+    breast, or each breast's own (e.g. its fold's; their mean is what is recorded)."""
     labels = np.asarray(labels)
-    pred = np.asarray(calls).astype(int)
+    pred = (np.asarray(probs) >= np.asarray(threshold)).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, pred, labels=[0, 1]).ravel()
 
     def ratio(a: int, b: int) -> float:
         return float(a / b) if b else float("nan")
 
     return {
-        "threshold": float(threshold),
+        "threshold": float(np.mean(threshold)),
         "accuracy": ratio(tp + tn, len(labels)),
         "sensitivity": ratio(tp, tp + fn),
         "specificity": ratio(tn, tn + fp),
@@ -261,19 +256,20 @@ def rate_text(value: float, interval: list[float] | None = None) -> str:
 def rates_with_ci(
     labels: np.ndarray,
     probs: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     groups: np.ndarray | None = None,
     n: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """95 % intervals of sensitivity, specificity, PPV, NPV and accuracy at a fixed threshold, from the
+    """95 % intervals of sensitivity, specificity, PPV, NPV and accuracy at a fixed threshold (or each
+    breast's own, as `at_threshold` takes it), from the
     same patient bootstrap as the AUC (the threshold is not re-chosen per resample: it was fixed on
     validation), each widened where needed to cover the exact binomial (Clopper-Pearson) interval of the
     breast counts. A percentile bootstrap of a rate near 0 or 1 is too narrow on a small split, and of a
     rate of 0 or 1 has no width at all: 10 of 10 positives found reads [1.00, 1.00] however few the
     breasts, where the exact interval is [0.69, 1.00]."""
     y = np.asarray(labels) == 1
-    call = np.asarray(probs) >= threshold
+    call = np.asarray(probs) >= np.asarray(threshold)
     w = patient_weights(y.astype(int), groups, n, np.random.default_rng(seed))
     weights = np.vstack([np.ones(len(y)), w])  # row 0: the breasts as they are
     tp, fp = weights @ (y & call), weights @ (~y & call)
@@ -375,9 +371,14 @@ def brier(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def summary(
-    labels: np.ndarray, probs: np.ndarray, threshold: float, groups: np.ndarray | None = None, seed: int = 0
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float | np.ndarray,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
 ) -> dict[str, object]:
-    """Every headline figure of one model on one split (`groups`: the patient of each breast)."""
+    """Every headline figure of one model on one split (`groups`: the patient of each breast; `threshold`:
+    one, or each breast's own)."""
     return {
         "n": int(len(labels)),
         "positives": int(np.sum(labels)),
