@@ -419,6 +419,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(
+        "curve",
+        help="a learning curve: cross-validate on shares of the training data; would more breasts help?",
+        description="Run `mammofuse cv` once per training share on the same folds, each fold's model "
+        "learning from that share of its training patients (whole patients, label mix kept, nested; "
+        "validation and the held-out fold whole), and the whole training part as the reference (the plain "
+        "cv run, reused where it is finished). Every share is scored on the same breasts: the AUC with its "
+        "interval per share, the clinical-only regression beside it, and the paired difference between "
+        "neighbouring shares, whose last step says whether the curve still rises. Writes WORK/curve.csv, "
+        "curve.png and curve.html; each share's cross-validation stays in WORK/runs/NAME-cv-train{PCT}.",
+    )
+    _config_and_work(p)
+    p.add_argument("--preset", help=presets_help)
+    p.add_argument(
+        "--fractions",
+        type=_share,
+        nargs="+",
+        default=[0.25, 0.5, 0.75],
+        metavar="SHARE",
+        help="training shares below 1 (default: 0.25 0.5 0.75; 1 is always added)",
+    )
+    _folds_and_repeats(p)
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every share")
+    _operating_point(p)
+    p.set_defaults(func=commands.cmd_curve)
+
+    p = sub.add_parser(
         "demo",
         help="run the whole pipeline on a generated cohort (CPU, no download)",
         description="synth -> ingest -> preprocess -> split -> train (preset demo_cpu) -> evaluate -> "
@@ -580,6 +606,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, found {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share of the training data in (0, 1], found {text}")
     return value
 
 

@@ -630,8 +630,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
-    """Cross-validate one preset as `mammofuse cv` does (fold ensemble included); its run folder."""
+def cmd_curve(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mammofuse.evaluation.curve import learning_curve, verdict
+    from mammofuse.evaluation.plots import curve_figure
+    from mammofuse.report.report import build_curve_report, curve_rows
+    from mammofuse.runs import Run, Work
+
+    shares = sorted({*args.fractions, 1.0})  # the whole training part is the curve's reference
+    runs: dict[float, Run] = {}
+    for share in shares:
+        console.rule(f"training share {share:.0%}")
+        runs[share] = Run(_cross_validate(args, args.preset, share))
+    full = runs[1.0]
+    work = Work(full.read_config().work_dir)
+    table = learning_curve(runs)
+    table.to_csv(work.curve, index=False)
+    curve_figure(table, full.read_cv_evaluation().model_name).savefig(work.curve_figure, dpi=110)
+    report = build_curve_report(work, table, runs, work.curve_figure)
+    console.rule("learning curve (identical folds, out of fold)")
+    console.print(pd.DataFrame(curve_rows(table)).to_string(index=False))
+    console.print(f"{verdict(table)}.")
+    console.print(f"wrote {work.curve}, {work.curve_figure.name} and {report}")
+    return 0
+
+
+def _cross_validate(args: argparse.Namespace, preset: str | None, train_fraction: float = 1.0) -> Path:
+    """Cross-validate one preset as `mammofuse cv` does; its run folder. With `train_fraction` below 1
+    (a learning curve's point), each fold's model learns from that share of its training patients, in
+    the run folder NAME-cv-train{PCT}, and no fold ensemble is written (a model of part of the data)."""
     from mammofuse.deploy.bundle import ensemble_problem, write_cv_bundle
     from mammofuse.models.fusion import headline
     from mammofuse.runs import Run
@@ -648,6 +676,9 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     cfg = cv_config(cfg, args.folds, args.repeats)
     if not getattr(args, "run", None):
         run_dir = run_dir.with_name(run_dir.name + ("-tuned-cv" if tuning else "-cv"))
+    if train_fraction < 1:
+        cfg.data.train_fraction = train_fraction
+        run_dir = run_dir.with_name(f"{run_dir.name}-train{train_fraction * 100:g}")
     k, r = cfg.split.folds, cfg.split.repeats
     if cfg.split.method == "temporal":
         console.print(
@@ -659,7 +690,12 @@ def _cross_validate(args: argparse.Namespace, preset: str | None) -> Path:
     with locked(run_dir, "cv"):
         print_cv(run_cv(cfg, run_dir, tuning, args.operating_point))
         problem = ensemble_problem(run_dir)
-        if problem:
+        if cfg.data.train_fraction < 1:
+            console.print(
+                f"no fold ensemble: its models learnt from {cfg.data.train_fraction:.0%} of each fold's "
+                "training patients"
+            )
+        elif problem:
             shutil.rmtree(Run(run_dir).bundle, ignore_errors=True)  # not one of other folds' models
             console.print(f"[yellow]no bundle: {problem}[/]")
         else:

@@ -300,6 +300,15 @@ class SplitConfig(_Section):
 class DataConfig(_Section):
     """Balancing and augmentation of the training split (validation and test are never touched)."""
 
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="the share of the training split a model learns from: whole patients, as many of each "
+        "label mix as this share of them, drawn with split.seed and nested (a smaller share keeps a subset "
+        "of a larger one's patients); validation and test stay whole. Below 1 for a learning curve "
+        "(`mammofuse curve`)",
+    )
     balance: Literal["none", "copy", "augment", "sampler"] = Field(
         "none",
         description="'copy' positives k times; 'augment' add rotated/scaled positives up to balance; "

@@ -8,6 +8,7 @@ Every stage finds another stage's output through here, never by a file name of i
       preprocessed.csv, preprocess_problems.csv, preview.png   preprocess
       splits.csv               split
       compare.csv, compare.png, compare.html   compare
+      curve.csv, curve.png, curve.html         curve (its shares: runs/NAME-cv, runs/NAME-cv-train{PCT})
       cache/                   preprocessed arrays (imaging.cache)
       runs/NAME/               `Run`
         config.toml            the run's resolved config (cohort + experiment)
@@ -135,6 +136,19 @@ class Work:
     @property
     def compare_report(self) -> Path:
         return self.dir / "compare.html"
+
+    @property
+    def curve(self) -> Path:
+        """`mammofuse curve`: one row per training share, cross-validated on identical folds."""
+        return self.dir / "curve.csv"
+
+    @property
+    def curve_figure(self) -> Path:
+        return self.dir / "curve.png"
+
+    @property
+    def curve_report(self) -> Path:
+        return self.dir / "curve.html"
 
     def run(self, name: str) -> Run:
         return Run(self.dir / "runs" / name)
@@ -392,6 +406,15 @@ class Run:
     def read_epochs(self) -> pd.DataFrame | None:
         return pd.read_csv(self.epochs) if self.epochs.is_file() else None
 
+    def kept_epoch(self) -> pd.Series | None:
+        """The epochs.csv row of the epoch whose weights the run keeps (None before its first epoch)."""
+        epochs = self.read_epochs()
+        return (
+            None
+            if epochs is None or epochs.empty
+            else kept_epoch(epochs, self.read_config().train.checkpoint)
+        )
+
     # Cross-validation (`mammofuse cv`): every fold is a run of its own under folds/.
 
     def fold(self, repeat: int, fold: int) -> Run:
@@ -441,3 +464,9 @@ class Run:
 
     def write_cv_evaluation(self, result: CvEvaluation) -> None:
         self.metrics.write_text(result.to_json(), encoding="utf-8")
+
+
+def kept_epoch(epochs: pd.DataFrame, keep: str) -> pd.Series:
+    """The row of the epoch a run keeps (`train.checkpoint`): the best validation AUC's (the first of
+    equals, as the checkpoint only moves on an improvement), or the last."""
+    return epochs.iloc[-1] if keep == "last" else epochs.loc[epochs["val_auc"].idxmax()]

@@ -14,28 +14,7 @@ from mammofuse.evaluation.cv import pool_folds
 from mammofuse.models.stacking import ClinicalBaseline
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
-
-
-def cv(cohort, *extra) -> int:
-    config = str(cohort / "cohort.toml")
-    return main(["cv", config, "--preset", str(cohort.parent / "fast.toml"), "--epochs", "1", *extra])
-
-
-@pytest.fixture(scope="session")
-def cv_master(ready_master, tmp_path_factory):
-    """A finished 3-fold cross-validation, 2 repeats (1 epoch per fold) of the small cohort."""
-    root = tmp_path_factory.mktemp("cv") / "ready"
-    shutil.copytree(ready_master.parent, root)
-    assert cv(root / "cohort", "--folds", "3", "--repeats", "2") == 0
-    return root / "cohort" / "work" / "runs" / "fast-cv"
-
-
-@pytest.fixture
-def cv_copy(cv_master, tmp_path):
-    """A copy of the finished cross-validation's cohort folder, to change: (its cohort, its run)."""
-    root = tmp_path / "ready"
-    shutil.copytree(cv_master.parents[3], root)
-    return root / "cohort", root / "cohort" / "work" / "runs" / "fast-cv"
+from tests.training.fixtures import cv
 
 
 class TestOutOfFold:

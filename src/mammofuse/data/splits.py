@@ -161,6 +161,26 @@ def fold_splits(folds: pd.DataFrame, repeat: int, fold: int, val_fraction: float
     return out.drop(columns="fold")
 
 
+def thin_training(splits: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """`splits` with only `fraction` of the training patients (validation and test whole): the training
+    patients are grouped by their breasts' labels (one negative, one positive, two negatives, one of each,
+    ...), and the first `fraction` of each group (rounded, at least one) taken in an order drawn with
+    `seed`. The order does not depend on `fraction`, so every share keeps the patients of every smaller
+    one (a learning curve's points differ by data added, not by another draw), and each label keeps its
+    share of the breasts within a patient of it."""
+    if fraction >= 1:
+        return splits
+    train = splits[splits["split"] == TRAIN]
+    mix = train.groupby("patient_id")["label"].agg(lambda labels: tuple(sorted(labels)))
+    drawn = mix.iloc[np.random.default_rng(seed).permutation(len(mix))]
+    kept = [
+        patient
+        for _, group in drawn.groupby(drawn, sort=False)
+        for patient in group.index[: max(1, round(fraction * len(group)))]
+    ]
+    return splits[(splits["split"] != TRAIN) | splits["patient_id"].isin(kept)].reset_index(drop=True)
+
+
 def split_table(splits: pd.DataFrame, dates: pd.Series | None = None) -> pd.DataFrame:
     """Positives and negatives per split, like the study's table; with `dates` (each breast's exam date,
     in `splits`' order), the first and last exam of each split too."""

@@ -28,27 +28,32 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def _scores(run: Run, column: str) -> pd.Series:
+def oof_scores(run: Run, column: str) -> pd.Series:
     """Out-of-fold scores indexed by (patient_id, side, label, repeat)."""
     oof = pd.read_csv(run.oof, dtype={"patient_id": str, "side": str})
     return oof.set_index(["patient_id", "side", "label", "repeat"])[column]
+
+
+def paired(scores: dict[str, pd.Series]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The breasts every one of `scores` scored (a preset's own preprocessing may have left one out): their
+    labels, patients, and each one's scores as (repeats, breasts), in one order."""
+    common = pd.concat(scores, axis=1, join="inner").dropna()
+    wide = {name: common[name].unstack("repeat") for name in scores}  # (breasts, repeats)
+    index = wide[next(iter(scores))].index.to_frame(index=False)
+    values = {name: table.to_numpy().T for name, table in wide.items()}
+    return index["label"].to_numpy(), index["patient_id"].to_numpy(), values
 
 
 def compare_runs(runs: dict[str, Run]) -> pd.DataFrame:
     """One row per setup (and the clinical-only baseline of the first), differences against the first."""
     names = list(runs)
     # each fold's scores on one scale (cv.standardised), as the setups' pooled AUCs rank them
-    scores = {name: _scores(run, "score") for name, run in runs.items()}
-    scores[CLINICAL_ONLY] = _scores(runs[names[0]], "clinical_score")
-    # breasts every setup scored (a preset's own preprocessing may have left one out)
-    common = pd.concat(scores, axis=1, join="inner").dropna()
-    wide = {name: common[name].unstack("repeat") for name in scores}  # (breasts, repeats)
-    index = wide[names[0]].index.to_frame(index=False)
-    labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
-    first = wide[names[0]].to_numpy().T
+    scores = {name: oof_scores(run, "score") for name, run in runs.items()}
+    scores[CLINICAL_ONLY] = oof_scores(runs[names[0]], "clinical_score")
+    labels, groups, wide = paired(scores)
+    first = wide[names[0]]
     rows = []
-    for name, table in wide.items():
-        values = table.to_numpy().T  # (repeats, breasts)
+    for name, values in wide.items():
         ci = metrics.auc_with_ci(labels, values, groups)
         row = {
             "preset": name,

@@ -178,3 +178,33 @@ def training_figure(epochs: pd.DataFrame) -> Figure:
         _by_epoch(ax, int(epochs["epoch"].max()) if len(epochs) else 1)
         ax.legend(fontsize=10)
     return fig
+
+
+@legible
+def curve_figure(table: pd.DataFrame, model: str) -> Figure:
+    """A learning curve (`evaluation.curve`): pooled out-of-fold AUC with its interval against the training
+    breasts per fold, the clinical-only regression beside it and the training AUC (dashed) above."""
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    x = table["train_breasts"]
+    lines = [(model, "auc", "auc", "C0")]  # (name, its column, its interval's columns' prefix, colour)
+    if "clinical_auc" in table:
+        lines.append(("clinical only", "clinical_auc", "clinical", "C7"))
+    for name, column, prefix, colour in lines:
+        centre, low, high = table[column], table[f"{prefix}_low"], table[f"{prefix}_high"]
+        ax.errorbar(
+            x, centre, yerr=[centre - low, high - centre], c=colour, marker="o", capsize=3, label=name
+        )
+    if table["train_auc"].notna().any():
+        ax.plot(
+            x, table["train_auc"], ls="--", c="C0", alpha=0.6, marker="o", mfc="none", label="training AUC"
+        )
+    ax.axhline(0.5, ls=":", c="grey")
+    ax.set(
+        xlabel="training breasts per fold",
+        ylabel="AUC",
+        ylim=(0.3, 1.0),
+        title="Out-of-fold AUC by training size (95 % CI)",
+    )
+    ax.legend(fontsize=10, loc="lower right")
+    return fig

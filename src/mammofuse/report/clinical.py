@@ -47,13 +47,20 @@ def _breasts_left_out(
     return Counter(out.values()).most_common(), set(out)
 
 
-def flow(data: pd.DataFrame, work: Work, preprocess_problems: Path) -> Flow:
-    """`data`: the analysed breasts with their split (or fold); `preprocess_problems`: the run's."""
+def flow(data: pd.DataFrame, work: Work, preprocess_problems: Path, train_fraction: float = 1.0) -> Flow:
+    """`data`: the analysed breasts with their split (or fold); `preprocess_problems`: the run's;
+    `train_fraction`: the run's data.train_fraction (the training patients it did not draw are left out
+    after preprocessing, with that reason)."""
     manifest, _ = work.read_manifest()
     ingested = set(zip(manifest["patient_id"], manifest["side"], strict=True))
     ingest_out, lost_at_ingest = _breasts_left_out(work.exclusions, ingested)
     analysed = set(zip(data["patient_id"], data["side"], strict=True))
-    preprocess_out, _ = _breasts_left_out(preprocess_problems, analysed)
+    preprocess_out, lost_at_preprocessing = _breasts_left_out(preprocess_problems, analysed)
+    not_drawn = len(ingested - lost_at_preprocessing - analysed)
+    if train_fraction < 1 and not_drawn:
+        preprocess_out.append(
+            (f"training patients not drawn (data.train_fraction = {train_fraction:g})", not_drawn)
+        )
     found = ingested | lost_at_ingest
     if "split" not in data:
         parts = [(f"fold {k}", len(g), int(g["label"].sum())) for k, g in data.groupby("fold")]  # from 1

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -20,6 +21,7 @@ from mammofuse.config import Config, to_toml
 from mammofuse.data.splits import breast_dates, split_table
 from mammofuse.deploy.bundle import CARD, Bundle, ensemble_problem, versions
 from mammofuse.evaluation import metrics
+from mammofuse.evaluation.curve import verdict
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, ExternalValidation, p_text
@@ -90,7 +92,10 @@ def _analysed(run: Run) -> pd.DataFrame:
         return run.read_data()
     folds = read_table(run.folds, "cv")
     first = folds[folds["repeat"] == 0][["patient_id", "side", "fold"]].assign(fold=lambda t: t["fold"] + 1)
-    data = run.fold(0, 0).read_data().drop(columns=["split"])  # every breast, as some part of fold 1
+    # every breast is held out by one fold (fold 1's data.csv alone lacks the training patients a
+    # learning curve's share did not draw)
+    data = pd.concat([run.fold(0, k).read_data() for k in range(first["fold"].max())])
+    data = data.drop(columns=["split"]).drop_duplicates(["patient_id", "side"])
     return data.merge(first, on=["patient_id", "side"])
 
 
@@ -100,7 +105,10 @@ def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
     manifest, info = work.read_manifest()
     run.figures.mkdir(exist_ok=True)
     path = run.figures / "flow.png"
-    counts = clinical.flow(data, work, run.preprocess_problems)
+    thinned = (
+        run.read_config().data.train_fraction if not run.is_cv else 1.0
+    )  # cv: every breast held out once
+    counts = clinical.flow(data, work, run.preprocess_problems, thinned)
     clinical.flow_figure(counts).savefig(path, dpi=100)
     title = f"Flow of breasts from the export to the analysis: {clinical.flow_text(counts)}"
     changes = data_changes(data, manifest, info["numeric"] + info["categorical"])
@@ -236,6 +244,55 @@ def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], 
     )
     work.compare_report.write_text(html, encoding="utf-8")
     return work.compare_report
+
+
+def curve_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    """The learning curve's rows as the terminal and the page show them."""
+
+    def ci(centre: float, low: float, high: float, sign: str = "") -> str:
+        if pd.isna(centre):
+            return ""
+        interval = "" if pd.isna(low) else f" [{low:{sign}.3f}, {high:{sign}.3f}]"
+        return f"{centre:{sign}.3f}{interval}"
+
+    rows = []
+    for r in table.to_dict("records"):
+        rows.append(
+            {
+                "share": f"{r['train_fraction']:.0%}",
+                "train": f"{r['train_breasts']:.0f} ({r['train_positives']:.0f} positive)",
+                "auc": ci(r["auc"], r["auc_low"], r["auc_high"]),
+                "clinical": ci(r.get("clinical_auc", np.nan), r.get("clinical_low"), r.get("clinical_high")),
+                "train_auc": "" if pd.isna(r["train_auc"]) else f"{r['train_auc']:.3f}",
+                "step": ci(r.get("step", np.nan), r.get("step_low"), r.get("step_high"), "+"),
+                "p": "" if pd.isna(r.get("step_p", np.nan)) else p_text(r["step_p"]).removeprefix("p = "),
+            }
+        )
+    return rows
+
+
+def build_curve_report(work: Work, table: pd.DataFrame, runs: dict[float, Run], figure: Path) -> Path:
+    """WORK/curve.html: the learning curve's table, figure and what its last step says."""
+    full = runs[max(runs)]
+    cfg = full.read_config()
+    result = full.read_cv_evaluation()
+    html = (
+        _environment()
+        .get_template("curve.html.j2")
+        .render(
+            **{**_common(full, cfg), "title": "mammofuse learning curve", "model": None, "trained_on": []},
+            rows=curve_rows(table),
+            verdict=verdict(table),
+            setup=full.name.removesuffix("-cv"),
+            folds=result.folds,
+            repeats=result.repeats,
+            breasts=int(table["breasts"].iloc[0]),
+            runs=[run.dir.relative_to(work.dir).as_posix() for run in runs.values()],
+            figures=[{"title": "Out-of-fold AUC by training breasts per fold", "src": data_uri(figure)}],
+        )
+    )
+    work.curve_report.write_text(html, encoding="utf-8")
+    return work.curve_report
 
 
 def build_cv_report(run: Run) -> Path:

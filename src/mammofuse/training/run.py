@@ -35,10 +35,11 @@ from mammofuse.config import Config, TrainConfig
 from mammofuse.data.balance import BatchAugmentation, epoch_seed
 from mammofuse.data.dataset import BreastDataset, SplitData, build_datasets
 from mammofuse.data.epochs import EpochItems, EpochStream
+from mammofuse.data.splits import thin_training
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
-from mammofuse.runs import KEY_DTYPES, Run, Work, changes_text, data_changes
+from mammofuse.runs import KEY_DTYPES, Run, Work, changes_text, data_changes, kept_epoch
 from mammofuse.storage import distributed_follower, replace_text, replaced
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
@@ -89,7 +90,7 @@ class EpochReport(Callback):
 
 def kept_val_auc(epochs: pd.DataFrame, keep: str) -> float:
     """The validation AUC of the epoch a run keeps (`train.checkpoint`): the best, or the last."""
-    return float(epochs["val_auc"].iloc[-1] if keep == "last" else epochs["val_auc"].max())
+    return float(kept_epoch(epochs, keep)["val_auc"])
 
 
 def preprocessed_for(cfg: Config, manifest: pd.DataFrame, run: Run) -> pd.DataFrame:
@@ -423,8 +424,10 @@ def fit(
 ) -> Path:
     """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint; a
     finished run is left as it is. A run trained on other data than `splits` and the cohort give now is
-    refused (DataError): it can stand for neither."""
+    refused (DataError): it can stand for neither. With data.train_fraction below 1, the model learns from
+    that share of the training split's patients (validation and test whole)."""
     _quiet_lightning()
+    splits = thin_training(splits, cfg.data.train_fraction, cfg.split.seed)
     resume, done = resume_point(run)
     manifest, info = Work(cfg.work_dir).read_manifest()
     run.dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,102 @@
+"""A learning curve: would more breasts help this model?
+
+The same setup is cross-validated on identical folds once per training share, each fold's model learning
+from that share of the fold's training patients (`data.train_fraction`: whole patients, each label mix
+kept, nested: a larger share keeps every patient of a smaller one); validation and the held-out fold stay
+whole. So every point is scored on the same breasts, and two neighbouring points are compared paired (the
+same breasts, the same patient resamples). A curve still rising at its last step (the paired difference
+between the two largest shares above zero) says that more breasts like these are likely to help; one whose
+last step is within chance does not show it. The clinical-only regression, fitted on the same shares, is
+drawn beside the model, and the training AUC logged at each fold's kept epoch above it: the gap between the
+two is the overfitting that more data would close.
+
+No curve is extrapolated past the cohort: a power law fitted to three to five points whose intervals are
+this wide would promise a precision the points do not have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mammofuse.data.splits import TRAIN
+from mammofuse.evaluation import metrics
+from mammofuse.evaluation.compare import oof_scores, paired
+from mammofuse.runs import Run
+
+CLINICAL = "clinical"
+
+
+def _training(run: Run) -> dict[str, float]:
+    """The mean over folds of the training breasts and positives, and of the training AUC logged at each
+    fold's kept epoch (NaN where no fold logged one)."""
+    result = run.read_cv_evaluation()
+    breasts, positives, aucs = [], [], []
+    for r in range(result.repeats):
+        for k in range(result.folds):
+            fold = run.fold(r, k)
+            labels = fold.read_data().query(f"split == '{TRAIN}'")["label"]
+            breasts.append(len(labels))
+            positives.append(int(labels.sum()))
+            kept = fold.kept_epoch()
+            if kept is not None and "train_auc" in kept:
+                aucs.append(float(kept["train_auc"]))
+    return {
+        "train_breasts": float(np.mean(breasts)),
+        "train_positives": float(np.mean(positives)),
+        "train_auc": float(np.mean(aucs)) if aucs else float("nan"),
+    }
+
+
+def learning_curve(runs: dict[float, Run]) -> pd.DataFrame:
+    """One row per training share (ascending): the training breasts per fold, the pooled out-of-fold AUC of
+    the model and of the clinical-only regression with their intervals, the training AUC, and the paired
+    difference from the share before (`step_*`)."""
+    shares = sorted(runs)
+    scores = {f"model {share}": oof_scores(runs[share], "score") for share in shares}
+    clinical = {f"{CLINICAL} {share}": oof_scores(runs[share], "clinical_score") for share in shares}
+    with_clinical = all(c.notna().all() for c in clinical.values())
+    labels, groups, values = paired({**scores, **clinical} if with_clinical else scores)
+    rows = []
+    for i, share in enumerate(shares):
+        model = values[f"model {share}"]
+        ci = metrics.auc_with_ci(labels, model, groups)
+        row: dict[str, object] = {
+            "train_fraction": share,
+            **_training(runs[share]),
+            "breasts": len(labels),
+            "auc": ci["auc"],
+            "auc_low": ci["low"],
+            "auc_high": ci["high"],
+        }
+        if with_clinical:
+            base = metrics.auc_with_ci(labels, values[f"{CLINICAL} {share}"], groups)
+            row.update(clinical_auc=base["auc"], clinical_low=base["low"], clinical_high=base["high"])
+        if i:
+            step = metrics.paired_auc_difference(labels, model, values[f"model {shares[i - 1]}"], groups)
+            row.update(
+                step=step["difference"], step_low=step["low"], step_high=step["high"], step_p=step["p_value"]
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """What the curve's last step says, in one sentence."""
+    if len(table) < 2:
+        return "one share only: a curve needs two or more"
+    last, before = table.iloc[-1], table.iloc[-2]
+    step = (
+        f"from {before['train_breasts']:.0f} to {last['train_breasts']:.0f} training breasts per fold the "
+        f"AUC changed by {last['step']:+.3f} [{last['step_low']:+.3f}, {last['step_high']:+.3f}]"
+    )
+    if last["step_low"] > 0:
+        return f"{step}: still rising at the full cohort, so more breasts like these are likely to help"
+    if last["step_high"] < 0:
+        return (
+            f"{step}: lower with more breasts, which points at the training, not the data (look at the folds)"
+        )
+    return (
+        f"{step}: within chance, so the curve does not show that more breasts like these would help (nor "
+        "that they would not: the interval is that wide)"
+    )
