@@ -419,6 +419,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(
+        "samplesize",
+        help="how many labelled breasts a validation of this model needs (Riley et al. 2021)",
+        description="The breasts an external validation (or a test split) needs for 95 % intervals of a "
+        "target width: of the AUC (Newcombe's standard error), the calibration slope and the observed / "
+        "expected ratio, from the prevalence and the model's logits on breasts like its held-out ones (a "
+        "run's test split, a cross-validation's out-of-fold predictions), shifted to --prevalence where "
+        "given. The largest is the sample size; --breasts N gives the widths N breasts would reach. Writes "
+        "RUN_DIR/samplesize.json.",
+    )
+    p.add_argument(
+        "run_dir", type=Path, metavar="RUN_DIR", help="an evaluated run, or a finished cross-validation"
+    )
+    p.add_argument("--prevalence", type=_open_share, help="the share of positives expected at the site")
+    p.add_argument("--auc", type=_open_share, help="the AUC expected there (default: the held-out AUC)")
+    p.add_argument(
+        "--auc-width", type=_open_share, default=0.1, help="target width of the AUC's interval (0.1)"
+    )
+    p.add_argument(
+        "--slope-width",
+        type=float,
+        default=0.2,
+        help="target width of the calibration slope's interval (0.2)",
+    )
+    p.add_argument(
+        "--oe-width", type=float, default=0.2, help="target width of the O/E ratio's interval (0.2)"
+    )
+    p.add_argument(
+        "--breasts",
+        type=_positive_int,
+        nargs="+",
+        metavar="N",
+        help="the widths this many breasts would give",
+    )
+    p.set_defaults(func=commands.cmd_samplesize)
+
+    p = sub.add_parser(
         "curve",
         help="a learning curve: cross-validate on shares of the training data; would more breasts help?",
         description="Run `mammofuse cv` once per training share on the same folds, each fold's model "
@@ -613,6 +649,13 @@ def _share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be a share of the training data in (0, 1], found {text}")
+    return value
+
+
+def _open_share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, found {text}")
     return value
 
 

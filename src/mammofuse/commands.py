@@ -630,6 +630,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_samplesize(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from mammofuse.evaluation.samplesize import Anticipated, held_out, sample_size
+    from mammofuse.runs import Run
+
+    run = Run(args.run_dir.resolve())
+    labels, probabilities, auc, where = held_out(run)
+    anticipated = Anticipated.from_held_out(labels, probabilities, args.prevalence, args.auc or auc)
+    targets = {"AUC": args.auc_width, "calibration slope": args.slope_width, "O/E": args.oe_width}
+    table = sample_size(anticipated, targets, args.breasts or [])
+    console.print(
+        f"anticipated from {where} of {run.dir} ({len(labels)} breasts, {int(labels.sum())} positive): "
+        f"prevalence {anticipated.prevalence:.3f}{'' if args.prevalence is None else ' (given)'}, "
+        f"AUC {anticipated.auc:.3f}{'' if args.auc is None else ' (given)'}"
+    )
+    shown = Table("criterion", "95 % CI width", "breasts needed (positive)")
+    for b in args.breasts or []:
+        shown.add_column(f"width at {b} breasts")
+    for row in table.to_dict("records"):
+        n = "out of reach" if row["breasts"] is None else f"{row['breasts']:,} ({row['positives']:,})"
+        widths = [f"{row[f'width at {b}']:.3f}" for b in args.breasts or []]
+        shown.add_row(row["criterion"], f"{row['target_width']:g}", n, *widths)
+    console.print(shown)
+    reachable = table.dropna(subset=["breasts"])
+    if len(reachable) == len(table):
+        most = reachable.loc[reachable["breasts"].astype(int).idxmax()]
+        console.print(
+            f"sample size: {int(most['breasts']):,} labelled breasts ({int(most['positives']):,} positive), "
+            f"set by the {most['criterion']} (Riley et al. 2021; breasts like the held-out ones)"
+        )
+    record = {
+        "source": f"{where} of {run.dir}",
+        "held_out": {"breasts": len(labels), "positives": int(labels.sum())},
+        "prevalence": anticipated.prevalence,
+        "auc": anticipated.auc,
+        "criteria": json.loads(table.to_json(orient="records")),
+    }
+    run.samplesize.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    console.print(f"wrote {run.samplesize}")
+    return 0
+
+
 def cmd_curve(args: argparse.Namespace) -> int:
     import pandas as pd
 

@@ -24,6 +24,7 @@ Every stage finds another stage's output through here, never by a file name of i
         bundle/                the deployable model (deploy.bundle)
         explain/               Grad-CAM overlays and explain/index.csv
         report.html            report
+        samplesize.json        samplesize (the breasts a validation of the model needs)
       runs/NAME/ of `mammofuse cv`   the same, plus
         folds.csv              the breasts of every fold of every repeat
         folds/r{R}f{K}/        one run per fold (trained, evaluated on its held-out fold)
@@ -354,8 +355,8 @@ class Run:
 
     @property
     def made_from_model(self) -> list[Path]:
-        """What evaluate, explain, bundle and report made from the trained model: it describes that model
-        alone, so a run trained over (`train --force`) must not keep it."""
+        """What evaluate, explain, bundle, report and samplesize made from the trained model: it describes
+        that model alone, so a run trained over (`train --force`) must not keep it."""
         return [
             self.metrics,
             self.predictions,
@@ -365,6 +366,7 @@ class Run:
             self.bundle,
             self.explain,
             self.report,
+            self.samplesize,
         ]
 
     def read_encoder(self) -> ClinicalEncoder:
@@ -402,6 +404,11 @@ class Run:
         if not path.is_file():
             raise DataError(f"{self.dir}: no predictions.csv; run `mammofuse evaluate {self.dir}` first")
         return pd.read_csv(path)
+
+    @property
+    def samplesize(self) -> Path:
+        """`mammofuse samplesize`: the breasts a validation of this model needs, and why."""
+        return self.dir / "samplesize.json"
 
     def read_epochs(self) -> pd.DataFrame | None:
         return pd.read_csv(self.epochs) if self.epochs.is_file() else None

@@ -427,14 +427,14 @@ class TestFaithfulResume:
         assert run(ready) == 0
         assert "finished before (2 epochs); `--force` starts it over" in capsys.readouterr().out
         assert best.stat().st_mtime_ns == stamp
-        assert main(["evaluate", str(run_dir)]) == 0
+        assert main(["evaluate", str(run_dir)]) == 0 and main(["samplesize", str(run_dir)]) == 0
         capsys.readouterr()
         assert run(ready, "--force") == 0
         out = capsys.readouterr().out
         assert "resuming" not in out and "epoch   2/2" in out
         # what was made from the old model goes with it: no report or bundle of a model that is gone
         assert "removed the previous model's metrics.json, predictions.csv" in out
-        for name in ("metrics.json", "predictions.csv", "figures", "bundle"):
+        for name in ("metrics.json", "predictions.csv", "figures", "bundle", "samplesize.json"):
             assert not (run_dir / name).exists(), name
         assert len(json.loads((run_dir / "hardware.json").read_text())) == 1  # this session's alone
         assert main(["report", str(run_dir)]) == 2
