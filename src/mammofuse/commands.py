@@ -695,7 +695,16 @@ def cmd_curve(args: argparse.Namespace) -> int:
     curve_figure(table, full.read_cv_evaluation().model_name).savefig(work.curve_figure, dpi=110)
     report = build_curve_report(work, table, runs, work.curve_figure)
     console.rule("learning curve (identical folds, out of fold)")
-    console.print(pd.DataFrame(curve_rows(table)).to_string(index=False))
+    headers = {
+        "share": "share",
+        "train": "training breasts per fold",
+        "auc": "AUC [95% CI]",
+        "clinical": "clinical only",
+        "train_auc": "training AUC",
+        "step": "step from the share before",
+        "p": "p",
+    }
+    console.print(pd.DataFrame(curve_rows(table)).rename(columns=headers).to_string(index=False))
     console.print(f"{verdict(table)}.")
     console.print(f"wrote {work.curve}, {work.curve_figure.name} and {report}")
     return 0

@@ -104,6 +104,10 @@ class TestCurve:
         patients = pd.read_csv(full / "folds.csv", dtype={"patient_id": str}).query("repeat == 0")
         counted = f"{len(patients)} breasts of {patients['patient_id'].nunique()} patients analysed"
         assert counted in half.report.read_text() and "not drawn" not in half.report.read_text()
+        assert (
+            curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2") == 0
+        )  # again: nothing trained
+        assert capsys.readouterr().out.count("finished before, kept") == 12
 
     def test_a_run_on_half_the_training_patients_says_so_in_its_flow(self, ready):
         run = Run(train_variant(ready, "half", "[data]\ntrain_fraction = 0.5\n"))
@@ -113,5 +117,6 @@ class TestCurve:
         not_drawn = (splits["split"] == TRAIN).sum() - (data["split"] == TRAIN).sum()
         assert not_drawn == pytest.approx((splits["split"] == TRAIN).sum() / 2, abs=4)
         assert main(["evaluate", str(run.dir)]) == 0 and main(["report", str(run.dir)]) == 0
+        train_variant(ready, "half", "[data]\ntrain_fraction = 0.5\n")  # again: finished, not refused
         html = run.report.read_text()
         assert f"training patients not drawn (data.train_fraction = 0.5): {not_drawn}" in html

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mammofuse.config import Config
-from mammofuse.data.splits import fold_splits, make_folds
+from mammofuse.data.splits import fold_splits, make_folds, thin_training
 from mammofuse.evaluation.cv import pool_folds
 from mammofuse.evaluation.evaluate import evaluate_run, write_baseline
 from mammofuse.evaluation.result import CvEvaluation, OperatingPoint
@@ -102,6 +102,7 @@ def run_cv(
             fold_run = run.fold(repeat, fold)
             title = f"repeat {repeat + 1}/{r}, fold {fold + 1}/{k}"
             splits = fold_splits(folds, repeat, fold, cfg.split.val_fraction, cfg.split.seed)
+            splits = thin_training(splits, cfg.data.train_fraction, cfg.split.seed)  # a learning curve
             if fold_run.metrics.is_file():
                 check_same_data(fold_run, run_data(table, splits), info)  # its predictions are pooled
                 if fold_run.read_evaluation().operating_point != point:

@@ -114,7 +114,8 @@ def preprocessed_for(cfg: Config, manifest: pd.DataFrame, run: Run) -> pd.DataFr
 
 
 def work_splits(cfg: Config) -> pd.DataFrame:
-    """The work folder's train/val/test split (checked against the cohort config it was made from)."""
+    """The work folder's train/val/test split (checked against the cohort config it was made from), its
+    training part thinned to data.train_fraction of its patients (validation and test whole)."""
     work = Work(cfg.work_dir)
     work.check_cohort(cfg)
     splits = work.read_splits()
@@ -124,7 +125,7 @@ def work_splits(cfg: Config) -> pd.DataFrame:
             f"{cfg.split.folds}); `mammofuse train` needs one train/val/test split: set split.folds = 0 "
             "and run `mammofuse split` again, or use `mammofuse cv`"
         )
-    return splits
+    return thin_training(splits, cfg.data.train_fraction, cfg.split.seed)
 
 
 def prepare_run(
@@ -424,10 +425,8 @@ def fit(
 ) -> Path:
     """Train one run on `splits` (train / val / test per breast); resume from its last checkpoint; a
     finished run is left as it is. A run trained on other data than `splits` and the cohort give now is
-    refused (DataError): it can stand for neither. With data.train_fraction below 1, the model learns from
-    that share of the training split's patients (validation and test whole)."""
+    refused (DataError): it can stand for neither."""
     _quiet_lightning()
-    splits = thin_training(splits, cfg.data.train_fraction, cfg.split.seed)
     resume, done = resume_point(run)
     manifest, info = Work(cfg.work_dir).read_manifest()
     run.dir.mkdir(parents=True, exist_ok=True)
