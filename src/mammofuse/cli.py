@@ -433,18 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prevalence", type=_open_share, help="the share of positives expected at the site")
     p.add_argument("--auc", type=_open_share, help="the AUC expected there (default: the held-out AUC)")
-    p.add_argument(
-        "--auc-width", type=_open_share, default=0.1, help="target width of the AUC's interval (0.1)"
-    )
-    p.add_argument(
-        "--slope-width",
-        type=float,
-        default=0.2,
-        help="target width of the calibration slope's interval (0.2)",
-    )
-    p.add_argument(
-        "--oe-width", type=float, default=0.2, help="target width of the O/E ratio's interval (0.2)"
-    )
+    for flag, what, default in (
+        ("--auc-width", "the AUC", 0.1),
+        ("--slope-width", "the calibration slope", 0.2),
+        ("--oe-width", "the O/E ratio", 0.2),
+    ):  # samplesize.TARGETS
+        p.add_argument(
+            flag, type=_positive_float, default=default, help=f"target width of {what}'s interval ({default})"
+        )
     p.add_argument(
         "--breasts",
         type=_positive_int,
@@ -649,6 +645,13 @@ def _share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be a share of the training data in (0, 1], found {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, found {text}")
     return value
 
 

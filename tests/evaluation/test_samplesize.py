@@ -84,13 +84,15 @@ class TestCommand:
         out = capsys.readouterr().out
         most = max(c["breasts"] for c in record["criteria"])
         assert f"sample size: {most:,} labelled breasts" in out and "patient" not in out.lower()
+        card = (trained_master / "bundle" / "model_card.md").read_text()  # the model travels with it
+        assert f"needs about {most:,} labelled breasts" in card
 
     def test_a_cross_validation_anticipates_its_pooled_auc_and_a_given_prevalence(self, cv_master):
         assert main(["samplesize", str(cv_master), "--prevalence", "0.1"]) == 0
         record = json.loads((cv_master / "samplesize.json").read_text())
         pooled = json.loads((cv_master / "metrics.json").read_text())["model"]["auc"]["auc"]
         assert record["auc"] == pytest.approx(pooled) and record["prevalence"] == 0.1
-        assert record["source"].startswith("the out-of-fold predictions")
+        assert record["source"].startswith("the out-of-fold breasts")
 
     def test_a_prevalence_outside_0_to_1_is_refused(self, trained_master, capsys):
         with pytest.raises(SystemExit):

@@ -46,6 +46,7 @@ from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
 from mammofuse.evaluation.result import OperatingPoint
+from mammofuse.evaluation.samplesize import needed_text
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
 from mammofuse.models.stacking import ClinicalBaseline, Recalibration, Stacker
 from mammofuse.runs import Run, read_table
@@ -216,6 +217,8 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only baseline, same split: AUC {baseline.test.auc.text}\n"
+    if needed := needed_text(run):
+        validation += f"- {needed}\n"
     data, predictions = run.read_data(), run.read_predictions()
     test_scores = predictions.loc[predictions["split"] == "test", "probability"].to_numpy()
     info = {
@@ -278,6 +281,8 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
+    if needed := needed_text(run):
+        validation += f"- {needed}\n"
     if run.tuning.is_file():
         tuning = run.read_tuning()
         validation += (

@@ -90,6 +90,7 @@ def auc_width(n: float, a: Anticipated) -> float:
 
 
 WIDTHS = {"AUC": auc_width, "calibration slope": slope_width, "O/E": oe_width}
+TARGETS = {"AUC": 0.1, "calibration slope": 0.2, "O/E": 0.2}  # Riley et al.'s suggested interval widths
 
 
 def needed(width, target: float, a: Anticipated) -> int | None:
@@ -129,10 +130,29 @@ def held_out(run: Run) -> tuple[np.ndarray, np.ndarray, float, str]:
         every = run.read_predictions()
         scored = every[every["split"] == "test"]
         labels, probabilities = scored["label"].to_numpy(), scored["probability"].to_numpy()
-        return labels, probabilities, metrics.auc(labels, probabilities), "the test split"
+        return labels, probabilities, metrics.auc(labels, probabilities), "the test split's breasts"
     if not run.oof.is_file():
         raise DataError(f"{run.dir}: no oof.csv; run `mammofuse cv` to the end first")
     oof = pd.read_csv(run.oof)
     scored = oof[oof["repeat"] == 0]
     auc = run.read_cv_evaluation().model.auc.auc
-    return scored["label"].to_numpy(), scored["probability"].to_numpy(), auc, "the out-of-fold predictions"
+    return scored["label"].to_numpy(), scored["probability"].to_numpy(), auc, "the out-of-fold breasts"
+
+
+def needed_text(run: Run) -> str | None:
+    """The model card's line: the labelled breasts a validation with Riley et al.'s interval widths needs
+    (None where the held-out breasts are too few of a class to anticipate anything)."""
+    labels, probabilities, auc, where = held_out(run)
+    if min(labels.sum(), len(labels) - labels.sum()) < metrics.FEWEST_FOR_INTERVAL:
+        return None
+    a = Anticipated.from_held_out(labels, probabilities, None, auc)
+    table = sample_size(a, TARGETS, [])
+    if table["breasts"].isna().any():
+        return None
+    most = table.loc[table["breasts"].astype(int).idxmax()]
+    return (
+        f"a validation with 95 % intervals {TARGETS['AUC']:g} wide for the AUC and "
+        f"{TARGETS['calibration slope']:g} for the calibration slope and O/E needs about "
+        f"{int(most['breasts']):,} labelled breasts ({int(most['positives']):,} positive) like {where} "
+        f"(set by the {most['criterion']}: Riley et al. 2021, `mammofuse samplesize`)"
+    )
