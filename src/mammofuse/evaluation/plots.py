@@ -183,7 +183,7 @@ def training_figure(epochs: pd.DataFrame) -> Figure:
 @legible
 def curve_figure(table: pd.DataFrame, model: str) -> Figure:
     """A learning curve (`evaluation.curve`): pooled out-of-fold AUC with its interval against the training
-    breasts per fold, the clinical-only regression beside it and the training AUC (dashed) above."""
+    breasts per fold, the clinical-only regression beside it and the training AUC as logged (dashed)."""
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
     x = table["train_breasts"]
@@ -197,7 +197,14 @@ def curve_figure(table: pd.DataFrame, model: str) -> Figure:
         )
     if table["train_auc"].notna().any():
         ax.plot(
-            x, table["train_auc"], ls="--", c="C0", alpha=0.6, marker="o", mfc="none", label="training AUC"
+            x,
+            table["train_auc"],
+            ls="--",
+            c="C0",
+            alpha=0.6,
+            marker="o",
+            mfc="none",
+            label="training AUC (as logged)",
         )
     ax.axhline(0.5, ls=":", c="grey")
     ax.set(
