@@ -67,6 +67,19 @@ class ImagesConfig(_Section):
         description="accept Secondary Capture images (digitised film such as CBIS-DDSM, screenshots); "
         "other SOP classes than mammography (or CR / DX with Modality MG) are always left out",
     )
+    presentation_intent: Literal["presentation", "processing", "any"] = Field(
+        "presentation",
+        description="which kind of image an export that holds both gives the model: 'presentation' (FOR "
+        "PRESENTATION, processed by the unit for reading: what a radiologist sees), 'processing' (FOR "
+        "PROCESSING, the detector's raw data) or 'any'. Each image of the other kind is left out with its "
+        "reason, before duplicate_policy: a cohort that mixes them trains on two kinds of image",
+    )
+    view_modifiers: Literal["exclude", "keep"] = Field(
+        "exclude",
+        description="'exclude' images whose view carries a modifier (ViewModifierCodeSequence: spot "
+        "compression, magnification, implant displaced, ...), each with its reason, so that a breast's CC "
+        "and MLO are its standard views; 'keep' treats them as their view (duplicate_policy chooses)",
+    )
     duplicate_policy: Literal["first", "last", "largest", "error"] = Field(
         "first", description="more than one image for a view of a breast: which to keep (by path order)"
     )

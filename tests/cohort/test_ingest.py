@@ -1,9 +1,12 @@
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pydicom
 import pytest
+from pydicom import uid
+from pydicom.dataset import Dataset
 
 from tests.cohort.helpers import edit_config, edit_dicom, image_path, run_ingest, truth
 
@@ -353,6 +356,66 @@ class TestBadInput:
         assert ((row["patient_id"], row["side"]) in keys(manifest)) == kept
         if kept:
             assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(src)
+
+    def extra_views(self, cohort, capsys) -> tuple[int, Path, Path, Path]:
+        """Beside a kept breast's CC: its raw (FOR PROCESSING) image, larger and named to sort first, and a
+        spot compression view named to sort last, as a mammography unit exports them."""
+        _, index = kept_row(cohort, capsys)
+        cc = image_path(cohort, index, "cc")
+        raw, spot = cc.with_name("IMG_0000_raw.dcm"), cc.with_name("IMG_zzzz_spot.dcm")
+        shutil.copy(cc, raw)
+        shutil.copy(cc, spot)
+
+        def for_processing(ds):
+            ds.SOPClassUID = uid.DigitalMammographyXRayImageStorageForProcessing
+            ds.PresentationIntentType = "FOR PROCESSING"
+            ds.Rows = ds.Rows * 2  # the header alone is read: 'largest' would take it
+
+        def spot_compression(ds):
+            view, modifier = Dataset(), Dataset()
+            modifier.CodeValue, modifier.CodingSchemeDesignator = "R-102D2", "SRT"
+            modifier.CodeMeaning = "Spot Compression"
+            view.CodeValue, view.CodingSchemeDesignator, view.CodeMeaning = "R-10242", "SRT", "cranio-caudal"
+            view.ViewModifierCodeSequence = [modifier]
+            ds.ViewCodeSequence = [view]
+
+        edit_dicom(raw, for_processing)
+        edit_dicom(spot, spot_compression)
+        return index, cc, raw, spot
+
+    @pytest.mark.parametrize("policy", ["first", "last", "largest"])
+    def test_a_raw_image_and_a_spot_view_are_left_out_before_the_duplicate_policy(
+        self, tiny_cohort, capsys, policy
+    ):
+        index, cc, raw, spot = self.extra_views(tiny_cohort, capsys)
+        edit_config(tiny_cohort, images={"duplicate_policy": policy})
+        _, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        row = truth(tiny_cohort).loc[index]
+        assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(cc)
+        reasons = exclusions.set_index("path")
+        assert reasons.loc[str(raw), "category"] == "for processing"
+        assert "a FOR PROCESSING image (the detector's raw data" in reasons.loc[str(raw), "reason"]
+        assert reasons.loc[str(spot), "category"] == "additional view"
+        assert "a spot compression view, not a standard one" in reasons.loc[str(spot), "reason"]
+        assert "duplicate view" not in set(exclusions["category"])
+
+    def test_with_any_intent_and_modifiers_kept_they_are_duplicates_again(self, tiny_cohort, capsys):
+        index, cc, raw, spot = self.extra_views(tiny_cohort, capsys)
+        edit_config(tiny_cohort, images={"presentation_intent": "any", "view_modifiers": "keep"})
+        _, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        row = truth(tiny_cohort).loc[index]
+        assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(raw)  # first by path
+        duplicates = exclusions[exclusions["category"] == "duplicate view"]
+        assert set(duplicates["path"]) == {str(cc), str(spot)}
+
+    def test_an_export_of_raw_images_alone_is_read_with_the_processing_intent(self, tiny_cohort, capsys):
+        for path in (tiny_cohort / "dicom").rglob("*.dcm"):
+            edit_dicom(path, lambda ds: setattr(ds, "PresentationIntentType", "FOR PROCESSING"))
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "for processing" in out  # every image left out, and why
+        edit_config(tiny_cohort, images={"presentation_intent": "processing"})
+        code, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and len(manifest) > 0 and "for processing" not in set(exclusions["category"])
 
     def test_duplicate_key_in_the_label_csv(self, tiny_cohort, capsys):
         labels = (tiny_cohort / "labels.csv").read_text().splitlines()

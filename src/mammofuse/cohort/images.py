@@ -89,12 +89,27 @@ class ImageRecord:
         )
 
 
+FOR_PROCESSING = {
+    uid.DigitalMammographyXRayImageStorageForProcessing,
+    uid.DigitalXRayImageStorageForProcessing,
+}
+
+
 def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
     """Refuse, from the header alone, an image that is not a mammogram by its SOP class (and Modality):
     a CT slice or an ultrasound frame in the export (a Secondary Capture only with
-    images.accept_secondary_capture), or whose pixels are not one 2D grayscale frame (colour, palette,
-    several frames): before preprocessing decodes it in full."""
+    images.accept_secondary_capture); of the other presentation intent than images.presentation_intent;
+    an additional view (a view modifier: spot compression, magnification, ...; images.view_modifiers);
+    or whose pixels are not one 2D grayscale frame (colour, palette, several frames): before
+    preprocessing decodes it in full."""
     _check_kind(ds, rel, cfg)
+    _check_intent(ds, rel, cfg.presentation_intent)
+    if cfg.view_modifiers == "exclude" and (modifiers := view_modifiers(ds)):
+        raise HeaderError(
+            "additional view",
+            f"{rel}: a {' and '.join(modifiers)} view, not a standard one (images.view_modifiers = 'keep' "
+            "uses it as its view)",
+        )
     photometric = _text(ds, "PhotometricInterpretation").upper() or "MONOCHROME2"
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
@@ -130,6 +145,36 @@ def _check_kind(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
     what = f"SOP class {sop.name or sop}" if sop else ""
     what = ", ".join(filter(None, [what, f"Modality {modality}" if modality else ""]))
     raise HeaderError("not a mammogram", f"{rel}: {what}: not a mammogram")
+
+
+def _check_intent(ds: Dataset, rel: str, wanted: str) -> None:
+    """Refuse an image of the other presentation intent than `wanted` (by PresentationIntentType, else
+    by its SOP class; an image that says neither is taken as FOR PRESENTATION)."""
+    said = _text(ds, "PresentationIntentType").upper()
+    raw = said == "FOR PROCESSING" or (not said and uid.UID(str(ds.get("SOPClassUID", ""))) in FOR_PROCESSING)
+    if wanted == "any" or raw == (wanted == "processing"):
+        return
+    if raw:
+        raise HeaderError(
+            "for processing",
+            f"{rel}: a FOR PROCESSING image (the detector's raw data, before the unit's processing for "
+            "reading), not the image a radiologist reads; images.presentation_intent = 'processing' uses "
+            "these instead",
+        )
+    raise HeaderError(
+        "for presentation",
+        f"{rel}: a FOR PRESENTATION image, and images.presentation_intent = 'processing' asks for raw ones",
+    )
+
+
+def view_modifiers(ds: Dataset) -> list[str]:
+    """The modifiers of an image's view (ViewModifierCodeSequence, inside ViewCodeSequence or beside it),
+    by their CodeMeaning (lower case) or, without one, their CodeValue."""
+    items = list(ds.get("ViewModifierCodeSequence") or [])
+    for view in ds.get("ViewCodeSequence") or []:
+        items += list(view.get("ViewModifierCodeSequence") or [])
+    names = [_text(item, "CodeMeaning").lower() or f"code {_text(item, 'CodeValue')}" for item in items]
+    return list(dict.fromkeys(names))
 
 
 class HeaderError(Exception):
