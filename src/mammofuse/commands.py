@@ -592,6 +592,37 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mammofuse.overview import survey
+    from mammofuse.runs import Work
+
+    work = Work(args.work.resolve())
+    if not (work.dir / "runs").is_dir():
+        raise ConfigError(f"{work.dir}: no runs/ folder: not a work folder, or nothing trained in it yet")
+    summaries = survey(work)
+    table = Table()
+    names = max((len(s.name) for s in summaries), default=3)
+    table.add_column("run", no_wrap=True, min_width=names)  # the name to type next, whole
+    table.add_column("kind")
+    table.add_column("progress", no_wrap=True)
+    for header in ("AUC [95% CI]", "clinical only", "network", "changed (UTC)"):
+        table.add_column(header)
+    for s in summaries:
+        table.add_row(s.name, s.kind, s.progress, s.auc, s.clinical, s.model, s.changed)
+    console.print(table)
+    for s in summaries:
+        if s.problem:
+            console.print(f"[yellow]{escape(f'{s.name}: unreadable: {s.problem}')}[/]")
+    console.print(
+        f"{len(summaries)} runs in {work.dir / 'runs'}; AUC: a run's test split, a cross-validation's (cv) "
+        "pooled out-of-fold AUC; 'cv on 25%': a learning curve's share (mammofuse curve)"
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mammofuse.report.report import build_report
 

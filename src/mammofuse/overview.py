@@ -1,0 +1,90 @@
+"""`mammofuse runs`: every run of a work folder in one table, from the files the runs left.
+
+A study accumulates runs: the trained model, its cross-validations, a comparison's presets, a learning
+curve's shares, tuning studies. This reads each run folder's own files (config, epochs, metrics, folds)
+and says what it is, how far it got and what it measured, so nobody has to open them one by one to see
+which is finished, which stopped half-way and which figure belongs to which setup. Nothing is trained or
+written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from mammofuse.config import ConfigError
+from mammofuse.evaluation.result import AucInterval
+from mammofuse.models.fusion import headline
+from mammofuse.problems import DataError
+from mammofuse.runs import Run, Work
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    kind: str  # "run", "cv", "nested cv", "cv on 25%" (a learning curve's share), "tune"
+    model: str
+    progress: str  # "12/15 epochs", "5/5 folds", "8 trials"
+    auc: str  # the headline AUC with its interval ("" before evaluation)
+    clinical: str  # the clinical-only model's, beside it
+    changed: str  # when a file of the run last changed (UTC)
+    problem: str = ""  # why its files could not be read ("unreadable" runs)
+
+
+def _newest(folder: Path) -> str:
+    stamps = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()]
+    return datetime.fromtimestamp(max(stamps), UTC).strftime("%Y-%m-%d %H:%M") if stamps else ""
+
+
+def _text(auc: AucInterval | None) -> str:
+    return "" if auc is None else auc.text
+
+
+def summarise(run: Run) -> RunSummary:
+    """What a run folder holds, from its files alone."""
+    trials = sorted(run.dir.glob("trial-*"))
+    if trials or (run.dir / "best.toml").is_file():  # `mammofuse tune`
+        best = "best.toml written" if (run.dir / "best.toml").is_file() else "no best.toml yet"
+        return RunSummary(
+            run.name, "tuning study", "", f"{len(trials)} trials, {best}", "", "", _newest(run.dir)
+        )
+    model = headline(run.read_config().model) if run.config.is_file() else ""
+    if run.is_cv:
+        cfg = run.read_config()
+        kind = "nested cv" if run.tuning.is_file() else "cv"
+        if cfg.data.train_fraction < 1:  # a learning curve's share
+            kind += f" on {cfg.data.train_fraction:.0%}"
+        folds = pd.read_csv(run.folds, usecols=["repeat", "fold"]).drop_duplicates()
+        done = sum(run.fold(r, k).metrics.is_file() for r, k in folds.itertuples(index=False))
+        auc = clinical = ""
+        if run.metrics.is_file():
+            pooled = run.read_cv_evaluation()
+            auc, clinical = pooled.model.auc.text, _text(pooled.baseline.auc if pooled.baseline else None)
+        return RunSummary(
+            run.name, kind, model, f"{done}/{len(folds)} folds", auc, clinical, _newest(run.dir)
+        )
+    epochs = run.read_epochs()
+    total = run.read_config().train.epochs if run.config.is_file() else 0
+    progress = f"{0 if epochs is None else len(epochs)}/{total} epochs"
+    auc = clinical = ""
+    if run.metrics.is_file():
+        result = run.read_evaluation()
+        auc = result.model.test.auc.text
+        clinical = _text(result.baseline.test.auc if result.baseline else None)
+    elif epochs is not None and len(epochs) >= total:
+        progress += ", not evaluated"
+    return RunSummary(run.name, "run", model, progress, auc, clinical, _newest(run.dir))
+
+
+def survey(work: Work) -> list[RunSummary]:
+    """Every run folder of a work folder, by name; one whose files cannot be read says why in its row."""
+    out = []
+    for folder in sorted(d for d in (work.dir / "runs").glob("*") if d.is_dir()):
+        try:
+            out.append(summarise(Run(folder)))
+        except (DataError, ConfigError, OSError, ValueError) as exc:  # pydantic's and pandas' errors too
+            out.append(RunSummary(folder.name, "unreadable", "", "", "", "", _newest(folder), str(exc)))
+    return out

@@ -1,0 +1,41 @@
+"""`mammofuse runs`: every run of a work folder, from its files."""
+
+import shutil
+
+from mammofuse.cli import main
+from mammofuse.overview import survey
+from mammofuse.runs import Run, Work
+
+
+def rows(work):
+    return {s.name: s for s in survey(Work(work))}
+
+
+def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, trained_master, capsys):
+    cohort, cv_dir = cv_copy
+    work = cohort / "work"
+    shutil.copytree(trained_master, work / "runs" / "single")
+    summary = rows(work)
+    cv, single = summary["fast-cv"], summary["single"]
+    pooled = Run(cv_dir).read_cv_evaluation()
+    assert (cv.kind, cv.progress, cv.auc) == ("cv", "6/6 folds", pooled.model.auc.text)
+    assert cv.clinical == pooled.baseline.auc.text
+    evaluation = Run(trained_master).read_evaluation()
+    epochs = len(Run(trained_master).read_epochs())
+    assert (single.kind, single.progress) == ("run", f"{epochs}/{epochs} epochs")
+    assert single.auc == evaluation.model.test.auc.text
+
+    Run(cv_dir).fold(1, 2).metrics.unlink()  # a fold left to finish
+    Run(work / "runs" / "single").metrics.unlink()
+    (work / "runs" / "broken").mkdir()
+    (work / "runs" / "broken" / "config.toml").write_text("[train\n")
+    summary = rows(work)
+    assert summary["fast-cv"].progress == "5/6 folds"
+    assert summary["single"].progress.endswith("not evaluated") and summary["single"].auc == ""
+    assert summary["broken"].kind == "unreadable" and "not valid TOML" in summary["broken"].problem
+
+    assert main(["runs", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "fast-cv" in out and "5/6 folds" in out and "3 runs in" in out and "broken: unreadable:" in out
+    assert main(["runs", str(cohort)]) == 2  # not a work folder
+    assert "no runs/ folder" in capsys.readouterr().out
