@@ -196,3 +196,32 @@ class TestThresholds:
 
     def test_brier_score(self):
         assert metrics.brier(np.array([0, 1]), np.array([0.0, 0.5])) == pytest.approx(0.125)
+
+
+class TestNetBenefit:
+    def test_hand_computed_and_a_resample_equals_the_breasts_it_draws(self):
+        y = np.array([1, 0, 1, 0, 0])
+        p = np.array([0.9, 0.6, 0.3, 0.2, 0.1])
+        t = np.array([0.25, 0.5])
+        # t = 0.25: calls 0.9, 0.6, 0.3 -> TP 2, FP 1: (2 - 1 x 1/3) / 5; t = 0.5: TP 1, FP 1: (1 - 1) / 5
+        assert metrics.net_benefit(y, p, t) == pytest.approx([(2 - 1 / 3) / 5, 0.0])
+        weights = np.array([[2, 0, 1, 1, 0], [1, 1, 1, 1, 1]])  # breast 0 drawn twice, 1 and 4 not
+        drawn = np.repeat(np.arange(5), weights[0])
+        curves = metrics.net_benefit(y, p, t, weights)
+        assert curves.shape == (2, 2)
+        assert curves[0] == pytest.approx(metrics.net_benefit(y[drawn], p[drawn], t))
+        assert curves[1] == pytest.approx(metrics.net_benefit(y, p, t))
+
+    def test_the_band_holds_the_curve_and_narrows_with_more_patients(self):
+        rng = np.random.default_rng(0)
+        t = np.linspace(0.05, 0.5, 10)
+
+        def width(n):
+            y = (rng.random(n) < 0.3).astype(int)
+            p = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.15, n), 0.01, 0.99)
+            low, high = metrics.net_benefit_band(y, p, t, groups=np.arange(n))
+            curve = metrics.net_benefit(y, p, t)
+            assert np.all(low <= curve + 1e-12) and np.all(curve <= high + 1e-12)
+            return float(np.mean(high - low))
+
+        assert width(2000) < width(100) / 2

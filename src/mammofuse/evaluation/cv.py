@@ -155,7 +155,7 @@ def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
     figures = {
         "roc": plots.roc_figure(ranked, aucs, where="out of fold, folds on one scale"),
         "calibration": plots.calibration_figure(curves, where="out of fold"),
-        "decision": plots.decision_figure(curves, where="out of fold"),
+        "decision": plots.decision_figure(curves, where="out of fold", groups=first["patient_id"].to_numpy()),
         "overfitting": plots.overfitting_figure({run.name: fold_epochs(run, result)}),
     }
     for name, fig in figures.items():

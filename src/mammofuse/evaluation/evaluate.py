@@ -170,7 +170,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
     result["contributions"] = contributions(net, parts[TEST], vectors[TEST], test_p, train_mean, cfg, stacker)
     evaluation = Evaluation.model_validate(result)
     run.write_evaluation(evaluation)
-    _figures(run, evaluation, curves)
+    _figures(run, evaluation, curves, patients)
     return evaluation
 
 
@@ -194,7 +194,7 @@ def metric_rows(result: Evaluation) -> list[dict[str, str]]:
     ]
 
 
-def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
+def _figures(run: Run, result: Evaluation, curves: plots.Curves, patients: np.ndarray) -> None:
     run.figures.mkdir(exist_ok=True)
     aucs = {result.model_name: result.model.test.auc.text}
     if result.baseline is not None:
@@ -206,7 +206,7 @@ def _figures(run: Run, result: Evaluation, curves: plots.Curves) -> None:
         "roc": plots.roc_figure(curves, aucs, operating=operating),
         "pr": plots.pr_figure(curves),
         "calibration": plots.calibration_figure(curves),
-        "decision": plots.decision_figure(curves),
+        "decision": plots.decision_figure(curves, groups=patients),
     }
     epochs = run.read_epochs()
     if epochs is not None:

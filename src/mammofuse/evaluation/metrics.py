@@ -357,13 +357,31 @@ def calibration_with_ci(
     }
 
 
-def net_benefit(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def net_benefit(
+    labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Decision-curve net benefit at each threshold probability t: TP/N - FP/N x t / (1 - t)
-    (Vickers & Elkin 2006)."""
+    (Vickers & Elkin 2006); with (n, N) bootstrap weights, one curve per resample: (n, thresholds)."""
     y = np.asarray(labels) == 1
-    call = np.asarray(probs)[None, :] >= thresholds[:, None]
-    tp, fp = (call & y).sum(axis=1), (call & ~y).sum(axis=1)
-    return (tp - fp * thresholds / (1 - thresholds)) / len(y)
+    call = (np.asarray(probs)[None, :] >= thresholds[:, None]).astype(float)  # (thresholds, N)
+    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(weights)
+    tp, fp = (w * y) @ call.T, (w * ~y) @ call.T  # (n, thresholds)
+    curves = (tp - fp * thresholds / (1 - thresholds)) / w.sum(axis=1, keepdims=True)
+    return curves[0] if weights is None else curves
+
+
+def net_benefit_band(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    groups: np.ndarray,
+    n: int = 500,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 95 % patient-bootstrap band of the net benefit at each threshold (stratified as the AUC's)."""
+    weights = patient_weights(np.asarray(labels), groups, n, np.random.default_rng(seed))
+    low, high = np.percentile(net_benefit(labels, probs, thresholds, weights), [2.5, 97.5], axis=0)
+    return low, high
 
 
 def brier(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -65,15 +65,19 @@ def roc_figure(
 
 
 @legible
-def decision_figure(curves: Curves, where: str = "test") -> Figure:
+def decision_figure(curves: Curves, where: str = "test", groups: np.ndarray | None = None) -> Figure:
     """Net benefit against the threshold probability for each model, beside treating every breast as
-    positive and treating none (Vickers & Elkin 2006)."""
+    positive and treating none (Vickers & Elkin 2006); with `groups` (each breast's patient), each model's
+    95 % patient-bootstrap band, so that a gap no wider than the bands is not read as a benefit."""
     thresholds = np.linspace(0.01, 0.8, 80)
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
     prevalence = float(np.mean(next(iter(curves.values()))[0]))
-    for name, (y, p) in curves.items():
-        ax.plot(thresholds, metrics.net_benefit(y, p, thresholds), lw=2, label=name)
+    for i, (name, (y, p)) in enumerate(curves.items()):
+        ax.plot(thresholds, metrics.net_benefit(y, p, thresholds), lw=2, c=f"C{i}", label=name)
+        if groups is not None:
+            low, high = metrics.net_benefit_band(y, p, thresholds, groups)
+            ax.fill_between(thresholds, low, high, color=f"C{i}", alpha=0.15, lw=0)
     ax.plot(
         thresholds,
         prevalence - (1 - prevalence) * thresholds / (1 - thresholds),
@@ -86,7 +90,7 @@ def decision_figure(curves: Curves, where: str = "test") -> Figure:
         xlabel="threshold probability",
         ylabel="net benefit",
         ylim=(-0.05, max(prevalence, 0.05) * 1.15),
-        title=f"Decision curve ({where})",
+        title=f"Decision curve ({where})" + (", 95 % bands" if groups is not None else ""),
     )
     ax.legend(fontsize=10)
     return fig

@@ -34,13 +34,13 @@ from mammofuse.runs import Run, Work, changes_text, data_changes, read_problems,
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
     "calibration": "Calibration of the out-of-fold predictions",
-    "decision": "Decision curve of the out-of-fold predictions",
+    "decision": "Decision curve of the out-of-fold predictions (shaded: 95 % bands over patients)",
     "overfitting": "Train vs validation AUC per epoch, every fold",
 }
 FIGURES = {
     "roc": "ROC with the operating points",
     "calibration": "Calibration",
-    "decision": "Decision curve: net benefit of acting on the model",
+    "decision": "Decision curve: net benefit of acting on the model (shaded: 95 % bands over patients)",
     "pr": "Precision-recall",
     "training": "Training curves",
 }
@@ -387,7 +387,7 @@ def build_report(run_dir: Path) -> Path:
 VALIDATION_FIGURES = {
     "roc": "ROC; circles: the bundle's thresholds",
     "calibration": "Calibration (quantile bins)",
-    "decision": "Decision curve (net benefit)",
+    "decision": "Decision curve (net benefit; shaded: 95 % bands over patients)",
 }
 
 
