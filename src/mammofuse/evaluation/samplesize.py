@@ -11,12 +11,11 @@ to the site's prevalence where one is given; the anticipated AUC is the held-out
 largest of the three is the sample size. The widths a given number of breasts would reach come from the same
 formulas (the precision of a validation already planned or done).
 
-- O/E: SE(ln O/E) = sqrt((1 - phi) / (n phi)) (Riley et al., eq. 4); the interval exp(ln O/E +- z SE)
+- O/E: SE(ln O/E) = sqrt((1 - phi) / (n phi)); the interval exp(ln O/E +- z SE)
   around 1.
 - Calibration slope: the inverse of the Fisher information of the logistic calibration model (intercept,
-  slope) at intercept 0, slope 1 (a calibrated model), averaged over the linear predictor's distribution
-  (eq. 8-9).
-- AUC: Newcombe's (2006) standard error, which depends on the AUC, phi and n (eq. 11).
+  slope) at intercept 0, slope 1 (a calibrated model), averaged over the linear predictor's distribution.
+- AUC: Newcombe's (2006) standard error, which depends on the AUC, phi and n.
 
 Each is the precision of an estimate on that many breasts, not of an interval by the patient bootstrap
 mammofuse reports (for a patient's two breasts it is a little wider); each assumes breasts like the

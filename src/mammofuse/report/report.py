@@ -105,10 +105,9 @@ def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
     manifest, info = work.read_manifest()
     run.figures.mkdir(exist_ok=True)
     path = run.figures / "flow.png"
-    thinned = (
-        run.read_config().data.train_fraction if not run.is_cv else 1.0
-    )  # cv: every breast held out once
-    counts = clinical.flow(data, work, run.preprocess_problems, thinned)
+    # a run on a share of its training patients lists those it did not draw (a cv holds every breast out)
+    share = 1.0 if run.is_cv else run.read_config().data.train_fraction
+    counts = clinical.flow(data, work, run.preprocess_problems, share)
     clinical.flow_figure(counts).savefig(path, dpi=100)
     title = f"Flow of breasts from the export to the analysis: {clinical.flow_text(counts)}"
     changes = data_changes(data, manifest, info["numeric"] + info["categorical"])
