@@ -1,10 +1,20 @@
 """`mammofuse runs`: every run of a work folder, from its files."""
 
 import shutil
+import subprocess
+import sys
 
 from mammofuse.cli import main
 from mammofuse.overview import survey
 from mammofuse.runs import Run, Work
+
+HOLD = """
+import pathlib, sys, time
+from mammofuse.storage import locked
+with locked(pathlib.Path(sys.argv[1]), "cv"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
 
 
 def rows(work):
@@ -29,6 +39,13 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
     Run(work / "runs" / "single").metrics.unlink()
     (work / "runs" / "broken").mkdir()
     (work / "runs" / "broken" / "config.toml").write_text("[train\n")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cv_dir)], stdout=subprocess.PIPE, text=True)
+    try:  # another process training it now
+        assert holder.stdout.readline().strip() == "held"
+        assert rows(work)["fast-cv"].progress.endswith(f", running (mammofuse cv (process {holder.pid}))")
+    finally:
+        holder.kill()
+        holder.wait()
     summary = rows(work)
     assert summary["fast-cv"].progress == "5/6 folds"
     assert summary["single"].progress.endswith("not evaluated") and summary["single"].auc == ""

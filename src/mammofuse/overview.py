@@ -3,13 +3,13 @@
 A study accumulates runs: the trained model, its cross-validations, a comparison's presets, a learning
 curve's shares, tuning studies. This reads each run folder's own files (config, epochs, metrics, folds)
 and says what it is, how far it got and what it measured, so nobody has to open them one by one to see
-which is finished, which stopped half-way and which figure belongs to which setup. Nothing is trained or
-written.
+which is finished, which is running now (a process holds its folder), which stopped half-way and which
+figure belongs to which setup. Nothing is trained or written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from mammofuse.evaluation.result import AucInterval
 from mammofuse.models.fusion import headline
 from mammofuse.problems import DataError
 from mammofuse.runs import Run, Work
+from mammofuse.storage import LOCK_NAME, in_use
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,21 @@ def _text(auc: AucInterval | None) -> str:
     return "" if auc is None else auc.text
 
 
+def _running(run: Run) -> str:
+    """ ", running (mammofuse cv (process 123))" while a process holds the run folder, else ""."""
+    if not in_use(run.dir):
+        return ""
+    holder = (run.dir / LOCK_NAME).read_text(encoding="utf-8").strip()
+    return f", running ({holder})" if holder else ", running"
+
+
 def summarise(run: Run) -> RunSummary:
-    """What a run folder holds, from its files alone."""
+    """What a run folder holds, from its files alone (and whether a process holds it now)."""
+    summary = _summarise(run)
+    return replace(summary, progress=summary.progress + _running(run))
+
+
+def _summarise(run: Run) -> RunSummary:
     trials = sorted(run.dir.glob("trial-*"))
     if trials or (run.dir / "best.toml").is_file():  # `mammofuse tune`
         best = "best.toml written" if (run.dir / "best.toml").is_file() else "no best.toml yet"
