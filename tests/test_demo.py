@@ -22,11 +22,14 @@ class TestDemo:
         assert "(no interval)" in printed and "without an interval" in printed  # so no interval of no width
         assert "no interval" in (run / "report.html").read_text()
         assert "epoch   1/1" in printed and "open the report" in printed
-        hint = " ".join(printed.split("read with its own cohort.toml): ")[1].split())  # unwrapped
+        hint = printed.split("read with its own cohort.toml): ")[1].splitlines()[0]  # one line
         for command in hint.split(" && "):  # the commands it suggests run as written
             words = shlex.split(command)
             assert words[0] == "mammofuse" and main(words[1:]) == 0, command
         assert "labels.csv: " in capsys.readouterr().out and (out / "site2" / "validation.html").is_file()
+        planning = printed.split("how many would a validation need? ")[1].splitlines()[0]
+        assert main(shlex.split(planning)[1:]) == 0 and (run / "samplesize.json").is_file()
+        assert f"mammofuse curve {out / 'cohort' / 'cohort.toml'} --work {out / 'work'}" in printed
 
     def test_a_rerun_keeps_its_cohort_and_a_rerun_with_another_cohort_trains_its_model_again(self, tmp_path):
         calls: list[list[str]] = []

@@ -86,6 +86,11 @@ def run_demo(
         f"--labels --out {site2 / 'predictions.csv'}",
         soft_wrap=True,  # one line for the terminal to fold: it copies as one command
     )
+    console.print(
+        f"would more breasts help? mammofuse curve {config} --work {work.dir} --preset demo_cpu "
+        f"(a learning curve); how many would a validation need? mammofuse samplesize {run_dir.dir}",
+        soft_wrap=True,
+    )
     return 0
 
 
