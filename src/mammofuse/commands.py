@@ -596,7 +596,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from mammofuse.overview import survey
+    from mammofuse.overview import newest, survey
     from mammofuse.runs import Work
 
     work = Work(args.work.resolve())
@@ -606,7 +606,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     table = Table()
     names = max((len(s.name) for s in summaries), default=3)
     table.add_column("run", no_wrap=True, min_width=names)  # the name to type next, whole
-    table.add_column("kind")
+    table.add_column("kind", no_wrap=True)
     table.add_column("progress", no_wrap=True)
     for header in ("AUC [95% CI]", "clinical only", "network", "changed (UTC)"):
         table.add_column(header)
@@ -620,6 +620,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         f"{len(summaries)} runs in {work.dir / 'runs'}; AUC: a run's test split, a cross-validation's (cv) "
         "pooled out-of-fold AUC; 'cv on 25%': a learning curve's share (mammofuse curve)"
     )
+    for page, made_by in ((work.compare_report, "compare"), (work.curve_report, "curve")):
+        if page.is_file():
+            console.print(f"{page} (mammofuse {made_by}, {newest(page)} UTC)")
     return 0
 
 

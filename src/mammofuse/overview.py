@@ -35,8 +35,10 @@ class RunSummary:
     problem: str = ""  # why its files could not be read ("unreadable" runs)
 
 
-def _newest(folder: Path) -> str:
-    stamps = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()]
+def newest(path: Path) -> str:
+    """When a file, or the newest file in a folder, last changed (UTC, to the minute; "" for none)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    stamps = [p.stat().st_mtime for p in files]
     return datetime.fromtimestamp(max(stamps), UTC).strftime("%Y-%m-%d %H:%M") if stamps else ""
 
 
@@ -63,7 +65,7 @@ def _summarise(run: Run) -> RunSummary:
     if trials or (run.dir / "best.toml").is_file():  # `mammofuse tune`
         best = "best.toml written" if (run.dir / "best.toml").is_file() else "no best.toml yet"
         return RunSummary(
-            run.name, "tuning study", "", f"{len(trials)} trials, {best}", "", "", _newest(run.dir)
+            run.name, "tuning study", "", f"{len(trials)} trials, {best}", "", "", newest(run.dir)
         )
     model = headline(run.read_config().model) if run.config.is_file() else ""
     if run.is_cv:
@@ -77,9 +79,7 @@ def _summarise(run: Run) -> RunSummary:
         if run.metrics.is_file():
             pooled = run.read_cv_evaluation()
             auc, clinical = pooled.model.auc.text, _text(pooled.baseline.auc if pooled.baseline else None)
-        return RunSummary(
-            run.name, kind, model, f"{done}/{len(folds)} folds", auc, clinical, _newest(run.dir)
-        )
+        return RunSummary(run.name, kind, model, f"{done}/{len(folds)} folds", auc, clinical, newest(run.dir))
     epochs = run.read_epochs()
     total = run.read_config().train.epochs if run.config.is_file() else 0
     progress = f"{0 if epochs is None else len(epochs)}/{total} epochs"
@@ -90,7 +90,7 @@ def _summarise(run: Run) -> RunSummary:
         clinical = _text(result.baseline.test.auc if result.baseline else None)
     elif epochs is not None and len(epochs) >= total:
         progress += ", not evaluated"
-    return RunSummary(run.name, "run", model, progress, auc, clinical, _newest(run.dir))
+    return RunSummary(run.name, "run", model, progress, auc, clinical, newest(run.dir))
 
 
 def survey(work: Work) -> list[RunSummary]:
@@ -100,5 +100,5 @@ def survey(work: Work) -> list[RunSummary]:
         try:
             out.append(summarise(Run(folder)))
         except (DataError, ConfigError, OSError, ValueError) as exc:  # pydantic's and pandas' errors too
-            out.append(RunSummary(folder.name, "unreadable", "", "", "", "", _newest(folder), str(exc)))
+            out.append(RunSummary(folder.name, "unreadable", "", "", "", "", newest(folder), str(exc)))
     return out

@@ -108,6 +108,11 @@ class TestCurve:
             curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2") == 0
         )  # again: nothing trained
         assert capsys.readouterr().out.count("finished before, kept") == 12
+        assert main(["runs", str(work)]) == 0  # the overview names the share and the curve's page
+        listed = capsys.readouterr().out
+        assert (
+            "cv on 50%" in listed and "fast-cv-train50" in listed and "curve.html (mammofuse curve" in listed
+        )
 
     def test_a_run_on_half_the_training_patients_says_so_in_its_flow(self, ready):
         run = Run(train_variant(ready, "half", "[data]\ntrain_fraction = 0.5\n"))
