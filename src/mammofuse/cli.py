@@ -482,8 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="training shares below 1 (default: 0.25 0.5 0.75; 1 is always added)",
     )
+    p.add_argument(
+        "--budget",
+        choices=["steps", "epochs"],
+        default="steps",
+        help="steps (default): each share trains for as many optimizer steps as the whole training part "
+        "(train.epochs / share, rounded up), so that a smaller share is not also a shorter training; "
+        "epochs: train.epochs for every share",
+    )
     _folds_and_repeats(p)
-    p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every share")
+    p.add_argument("--epochs", type=_positive_int, help="override train.epochs (of the whole training part)")
     _operating_point(p)
     p.set_defaults(func=commands.cmd_curve)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -721,7 +722,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     runs: dict[float, Run] = {}
     for share in shares:
         console.rule(f"training share {share:.0%}")
-        runs[share] = Run(_cross_validate(args, args.preset, share))
+        runs[share] = Run(_cross_validate(args, args.preset, share, same_steps=args.budget == "steps"))
     full = runs[1.0]
     work = Work(full.read_config().work_dir)
     table = learning_curve(runs)
@@ -732,6 +733,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     headers = {
         "share": "share",
         "train": "training breasts per fold",
+        "epochs": "epochs",
         "auc": "AUC [95% CI]",
         "clinical": "clinical only",
         "train_auc": "training AUC",
@@ -744,10 +746,13 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cross_validate(args: argparse.Namespace, preset: str | None, train_fraction: float = 1.0) -> Path:
+def _cross_validate(
+    args: argparse.Namespace, preset: str | None, train_fraction: float = 1.0, same_steps: bool = False
+) -> Path:
     """Cross-validate one preset as `mammofuse cv` does; its run folder. With `train_fraction` below 1
     (a learning curve's point), each fold's model learns from that share of its training patients, in
-    the run folder NAME-cv-train{PCT}, and no fold ensemble is written (a model of part of the data)."""
+    the run folder NAME-cv-train{PCT}, and no fold ensemble is written (a model of part of the data);
+    `same_steps`: for epochs / share (rounded up), as many optimizer steps as the whole would take."""
     from mammofuse.deploy.bundle import ensemble_problem, write_cv_bundle
     from mammofuse.models.fusion import headline
     from mammofuse.runs import Run
@@ -767,6 +772,8 @@ def _cross_validate(args: argparse.Namespace, preset: str | None, train_fraction
     if train_fraction < 1:
         cfg.data.train_fraction = train_fraction
         run_dir = run_dir.with_name(f"{run_dir.name}-train{train_fraction * 100:g}")
+        if same_steps:
+            cfg.train.epochs = math.ceil(round(cfg.train.epochs / train_fraction, 6))
     k, r = cfg.split.folds, cfg.split.repeats
     if cfg.split.method == "temporal":
         console.print(

@@ -92,6 +92,8 @@ class TestCurve:
         work = cohort / "work"
         table = pd.read_csv(work / "curve.csv")
         assert table["train_fraction"].tolist() == [0.5, 1.0]
+        assert table["epochs"].tolist() == [2, 1]  # half the breasts, as many optimizer steps as the whole
+        assert len(half.fold(0, 0).read_epochs()) == 2
         assert table["breasts"].nunique() == 1 and table["train_breasts"].is_monotonic_increasing
         assert table.loc[1, ["step", "step_low", "step_high", "step_p"]].notna().all()
         assert pd.isna(table.loc[0, "step"]) and table["clinical_auc"].notna().all()
@@ -108,6 +110,10 @@ class TestCurve:
             curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2") == 0
         )  # again: nothing trained
         assert capsys.readouterr().out.count("finished before, kept") == 12
+        assert (
+            curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2", "--budget", "epochs") == 2
+        )
+        assert "train.epochs: 2 -> 1" in capsys.readouterr().out  # that share was trained otherwise
         assert main(["runs", str(work)]) == 0  # the overview names the share and the curve's page
         listed = capsys.readouterr().out
         assert (

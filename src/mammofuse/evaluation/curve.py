@@ -6,7 +6,10 @@ kept, nested: a larger share keeps every patient of a smaller one); validation a
 whole. So every point is scored on the same breasts, and two neighbouring points are compared paired (the
 same breasts, the same patient resamples). A curve still rising at its last step (the paired difference
 between the two largest shares above zero) says that more breasts like these are likely to help; one whose
-last step is within chance does not show it. The clinical-only regression, fitted on the same shares, is
+last step is within chance does not show it. By default (`curve --budget steps`) a share trains for as many
+optimizer steps as the whole training part (epochs / share): with the epochs fixed, a quarter of the breasts
+would also be a quarter of the training, and a model that learns slowly (strong augmentation) would read as
+data-starved when it is only undertrained. The clinical-only regression, fitted on the same shares, is
 drawn beside the model, and the training AUC logged at each fold's kept epoch (on augmented breasts, dropout
 on: under strong regularisation it sits below the out-of-fold AUC; far above it, it is overfitting).
 
@@ -63,6 +66,7 @@ def learning_curve(runs: dict[float, Run]) -> pd.DataFrame:
         ci = metrics.auc_with_ci(labels, model, groups)
         row: dict[str, object] = {
             "train_fraction": share,
+            "epochs": runs[share].read_config().train.epochs,
             **_training(runs[share]),
             "breasts": len(labels),
             "auc": ci["auc"],

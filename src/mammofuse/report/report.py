@@ -260,6 +260,7 @@ def curve_rows(table: pd.DataFrame) -> list[dict[str, str]]:
             {
                 "share": f"{r['train_fraction']:.0%}",
                 "train": f"{r['train_breasts']:.0f} ({r['train_positives']:.0f} positive)",
+                "epochs": str(r["epochs"]),
                 "auc": ci(r["auc"], r["auc_low"], r["auc_high"]),
                 "clinical": ci(r.get("clinical_auc", np.nan), r.get("clinical_low"), r.get("clinical_high")),
                 "train_auc": "" if pd.isna(r["train_auc"]) else f"{r['train_auc']:.3f}",
