@@ -64,8 +64,10 @@ class TestThinTraining:
 
 
 def curve(cohort, *extra) -> int:
+    """The learning curve at half the training patients on cv_master's folds (3 x 2), 1 epoch in full."""
     preset = str(cohort.parent / "fast.toml")
-    return main(["curve", str(cohort / "cohort.toml"), "--preset", preset, "--epochs", "1", *extra])
+    shares = ["--fractions", "0.5", "--folds", "3", "--repeats", "2"]
+    return main(["curve", str(cohort / "cohort.toml"), "--preset", preset, "--epochs", "1", *shares, *extra])
 
 
 class TestCurve:
@@ -73,7 +75,7 @@ class TestCurve:
         cohort, full = cv_copy
         checkpoint = Run(full).fold(0, 0).checkpoint("best")
         trained = checkpoint.stat().st_mtime_ns
-        assert curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2") == 0
+        assert curve(cohort) == 0
         out = capsys.readouterr().out
         assert checkpoint.stat().st_mtime_ns == trained  # the plain cv's folds kept, not trained again
         assert out.count("finished before, kept") == 6
@@ -106,19 +108,14 @@ class TestCurve:
         patients = pd.read_csv(full / "folds.csv", dtype={"patient_id": str}).query("repeat == 0")
         counted = f"{len(patients)} breasts of {patients['patient_id'].nunique()} patients analysed"
         assert counted in half.report.read_text() and "not drawn" not in half.report.read_text()
-        assert (
-            curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2") == 0
-        )  # again: nothing trained
+        assert curve(cohort) == 0  # again: nothing trained
         assert capsys.readouterr().out.count("finished before, kept") == 12
-        assert (
-            curve(cohort, "--fractions", "0.5", "--folds", "3", "--repeats", "2", "--budget", "epochs") == 2
-        )
+        assert curve(cohort, "--budget", "epochs") == 2
         assert "train.epochs: 2 -> 1" in capsys.readouterr().out  # that share was trained otherwise
         assert main(["runs", str(work)]) == 0  # the overview names the share and the curve's page
         listed = capsys.readouterr().out
-        assert (
-            "cv on 50%" in listed and "fast-cv-train50" in listed and "curve.html (mammofuse curve" in listed
-        )
+        assert "cv on 50%" in listed and "fast-cv-train50" in listed
+        assert "curve.html (mammofuse curve" in listed
 
     def test_a_run_on_half_the_training_patients_says_so_in_its_flow(self, ready):
         run = Run(train_variant(ready, "half", "[data]\ntrain_fraction = 0.5\n"))
