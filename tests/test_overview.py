@@ -39,6 +39,8 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
     Run(work / "runs" / "single").metrics.unlink()
     (work / "runs" / "broken").mkdir()
     (work / "runs" / "broken" / "config.toml").write_text("[train\n")
+    (work / "runs" / "stopped").mkdir()  # stopped while preprocessing, before its config was written
+    (work / "runs" / "stopped" / "preprocess_problems.csv").write_text("")
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cv_dir)], stdout=subprocess.PIPE, text=True)
     try:  # another process training it now
         assert holder.stdout.readline().strip() == "held"
@@ -50,9 +52,10 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
     assert summary["fast-cv"].progress == "5/6 folds"
     assert summary["single"].progress.endswith("not evaluated") and summary["single"].auc == ""
     assert summary["broken"].kind == "unreadable" and "not valid TOML" in summary["broken"].problem
+    assert summary["stopped"].progress == "not started"
 
     assert main(["runs", str(work)]) == 0
     out = capsys.readouterr().out
-    assert "fast-cv" in out and "5/6 folds" in out and "3 runs in" in out and "broken: unreadable:" in out
+    assert "fast-cv" in out and "5/6 folds" in out and "4 runs in" in out and "broken: unreadable:" in out
     assert main(["runs", str(cohort)]) == 2  # not a work folder
     assert "no runs/ folder" in capsys.readouterr().out

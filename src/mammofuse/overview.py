@@ -47,7 +47,7 @@ def _text(auc: AucInterval | None) -> str:
 
 
 def _running(run: Run) -> str:
-    """ ", running (mammofuse cv (process 123))" while a process holds the run folder, else ""."""
+    """What progress adds while a process holds the run folder: ", running (mammofuse cv (process 123))"."""
     if not in_use(run.dir):
         return ""
     holder = (run.dir / LOCK_NAME).read_text(encoding="utf-8").strip()
@@ -64,12 +64,12 @@ def _summarise(run: Run) -> RunSummary:
     trials = sorted(run.dir.glob("trial-*"))
     if trials or (run.dir / "best.toml").is_file():  # `mammofuse tune`
         best = "best.toml written" if (run.dir / "best.toml").is_file() else "no best.toml yet"
-        return RunSummary(
-            run.name, "tuning study", "", f"{len(trials)} trials, {best}", "", "", newest(run.dir)
-        )
-    model = headline(run.read_config().model) if run.config.is_file() else ""
+        return RunSummary(run.name, "tune", "", f"{len(trials)} trials, {best}", "", "", newest(run.dir))
+    if not run.config.is_file():  # stopped before its training began
+        return RunSummary(run.name, "run", "", "not started", "", "", newest(run.dir))
+    cfg = run.read_config()
+    model = headline(cfg.model)
     if run.is_cv:
-        cfg = run.read_config()
         kind = "nested cv" if run.tuning.is_file() else "cv"
         if cfg.data.train_fraction < 1:  # a learning curve's share
             kind += f" on {cfg.data.train_fraction:.0%}"
@@ -81,7 +81,7 @@ def _summarise(run: Run) -> RunSummary:
             auc, clinical = pooled.model.auc.text, _text(pooled.baseline.auc if pooled.baseline else None)
         return RunSummary(run.name, kind, model, f"{done}/{len(folds)} folds", auc, clinical, newest(run.dir))
     epochs = run.read_epochs()
-    total = run.read_config().train.epochs if run.config.is_file() else 0
+    total = cfg.train.epochs
     progress = f"{0 if epochs is None else len(epochs)}/{total} epochs"
     auc = clinical = ""
     if run.metrics.is_file():
