@@ -751,8 +751,8 @@ def _cross_validate(
 ) -> Path:
     """Cross-validate one preset as `mammofuse cv` does; its run folder. With `train_fraction` below 1
     (a learning curve's point), each fold's model learns from that share of its training patients, in
-    the run folder NAME-cv-train{PCT}, and no fold ensemble is written (a model of part of the data);
-    `same_steps`: for epochs / share (rounded up), as many optimizer steps as the whole would take."""
+    the run folder NAME-cv-train{PCT} (no fold ensemble: `ensemble_problem`); `same_steps`: for epochs /
+    share (rounded up), as many optimizer steps as the whole would take."""
     from mammofuse.deploy.bundle import ensemble_problem, write_cv_bundle
     from mammofuse.models.fusion import headline
     from mammofuse.runs import Run
@@ -785,12 +785,7 @@ def _cross_validate(
     with locked(run_dir, "cv"):
         print_cv(run_cv(cfg, run_dir, tuning, args.operating_point))
         problem = ensemble_problem(run_dir)
-        if cfg.data.train_fraction < 1:
-            console.print(
-                f"no fold ensemble: its models learnt from {cfg.data.train_fraction:.0%} of each fold's "
-                "training patients"
-            )
-        elif problem:
+        if problem:
             shutil.rmtree(Run(run_dir).bundle, ignore_errors=True)  # not one of other folds' models
             console.print(f"[yellow]no bundle: {problem}[/]")
         else:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-
 from mammofuse.config import ConfigError
 from mammofuse.evaluation.result import AucInterval
 from mammofuse.models.fusion import headline
@@ -73,13 +71,13 @@ def _summarise(run: Run) -> RunSummary:
         kind = "nested cv" if run.tuning.is_file() else "cv"
         if cfg.data.train_fraction < 1:  # a learning curve's share
             kind += f" on {cfg.data.train_fraction:.0%}"
-        folds = pd.read_csv(run.folds, usecols=["repeat", "fold"]).drop_duplicates()
-        done = sum(run.fold(r, k).metrics.is_file() for r, k in folds.itertuples(index=False))
+        done = sum(fold.metrics.is_file() for fold in run.fold_runs())
+        total = cfg.split.folds * cfg.split.repeats  # cv writes the folds and repeats it uses
         auc = clinical = ""
         if run.metrics.is_file():
             pooled = run.read_cv_evaluation()
             auc, clinical = pooled.model.auc.text, _text(pooled.baseline.auc if pooled.baseline else None)
-        return RunSummary(run.name, kind, model, f"{done}/{len(folds)} folds", auc, clinical, newest(run.dir))
+        return RunSummary(run.name, kind, model, f"{done}/{total} folds", auc, clinical, newest(run.dir))
     epochs = run.read_epochs()
     total = cfg.train.epochs
     progress = f"{0 if epochs is None else len(epochs)}/{total} epochs"

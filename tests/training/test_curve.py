@@ -108,6 +108,7 @@ class TestCurve:
         patients = pd.read_csv(full / "folds.csv", dtype={"patient_id": str}).query("repeat == 0")
         counted = f"{len(patients)} breasts of {patients['patient_id'].nunique()} patients analysed"
         assert counted in half.report.read_text() and "not drawn" not in half.report.read_text()
+        assert "None: its fold models learnt from 50% of each fold" in half.report.read_text()  # no bundle
         assert curve(cohort) == 0  # again: nothing trained
         assert capsys.readouterr().out.count("finished before, kept") == 12
         assert curve(cohort, "--budget", "epochs") == 2

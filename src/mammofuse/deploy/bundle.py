@@ -234,15 +234,22 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
 
 
 def ensemble_problem(run_dir: Path) -> str | None:
-    """Why the folds of a cross-validation cannot make one fold ensemble, if they cannot: tuned folds
-    (nested cross-validation) that chose other network settings than the run's config (dropout aside,
-    which holds no weights). The ensemble loads every member with the run's settings."""
+    """Why the folds of a cross-validation cannot make one fold ensemble, if they cannot: fold models of a
+    learning curve's share (data.train_fraction below 1: a model of part of the data, not one to use), or
+    tuned folds (nested cross-validation) that chose other network settings than the run's config (dropout
+    aside, which holds no weights). The ensemble loads every member with the run's settings."""
     run = Run(run_dir)
+    cfg = run.read_config()
+    if cfg.data.train_fraction < 1:
+        return (
+            f"its fold models learnt from {cfg.data.train_fraction:.0%} of each fold's training patients (a "
+            "learning curve's share), so they make no fold ensemble: a model of part of the data"
+        )
 
     def network(cfg: Config) -> dict:
         return cfg.model.model_dump(mode="json", exclude={"dropout"})
 
-    shared = network(run.read_config())
+    shared = network(cfg)
     other = [f.dir.name for f in run.fold_runs() if network(f.read_config()) != shared]
     if not other:
         return None
