@@ -285,6 +285,7 @@ def print_cv(result: CvEvaluation) -> None:
         rates = (at.sensitivity, at.specificity, at.ppv, at.npv)
         table.add_row(name, part.auc.text, part.fold_auc_text, *map(rate_text, rates), f"{part.brier:.3f}")
     console.print(table)
+    _print_apparent(parts, "pooled out-of-fold")
     as_scored = [f"{name} {part.auc_as_scored.text}" for name, part in parts if part.auc_as_scored]
     if as_scored:
         console.print(
@@ -317,10 +318,23 @@ def _print_rows(title: str, rows: list[dict[str, str]]) -> None:
     console.print(table)
 
 
+def _print_apparent(parts: list, held_out: str) -> None:
+    """Each model's AUC on its own training breasts and its optimism (result.apparent_text)."""
+    from mammofuse.evaluation.result import apparent_text
+
+    if text := apparent_text(parts):
+        console.print(
+            f"apparent AUC (on its own training breasts, unaugmented): {text}; optimism = apparent - "
+            f"{held_out} AUC (large: overfitting)"
+        )
+
+
 def print_evaluation(result: Evaluation) -> None:
     from mammofuse.evaluation.evaluate import metric_rows
+    from mammofuse.evaluation.result import BASELINE
 
     _print_rows("test split", metric_rows(result))
+    _print_apparent([(result.model_name, result.model), (BASELINE, result.baseline)], "test")
     if result.contributions:
         parts = "; ".join(f"{name} {auc.auc:.3f}" for name, auc in result.contributions.items())
         console.print(f"what each input contributes (test AUC with it removed): {parts}")
@@ -736,7 +750,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         "epochs": "epochs",
         "auc": "AUC [95% CI]",
         "clinical": "clinical only",
-        "train_auc": "training AUC",
+        "train_auc": "apparent AUC",
         "step": "step from the share before",
         "p": "p",
     }

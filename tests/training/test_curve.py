@@ -99,7 +99,8 @@ class TestCurve:
         assert table["breasts"].nunique() == 1 and table["train_breasts"].is_monotonic_increasing
         assert table.loc[1, ["step", "step_low", "step_high", "step_p"]].notna().all()
         assert pd.isna(table.loc[0, "step"]) and table["clinical_auc"].notna().all()
-        assert table["train_auc"].between(0, 1).all()
+        assert table["train_auc"].between(0, 1).all()  # the folds' apparent AUC, as the cv page gives it
+        assert table.loc[1, "train_auc"] == pytest.approx(Run(full).read_cv_evaluation().model.train_auc)
         html = (work / "curve.html").read_text()
         assert "Learning curve of fast" in html and "data:image/png;base64," in html
         assert "What the last step says" in html and "runs/fast-cv-train50" in html

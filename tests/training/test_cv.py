@@ -46,6 +46,11 @@ class TestOutOfFold:
         assert result.model.auc.low <= result.model.auc.auc <= result.model.auc.high
         assert len(result.model.fold_aucs) == 6 and result.baseline is not None
         assert result.comparison is not None and 0 < result.comparison.p_value <= 1
+        folds = [fold.read_evaluation() for fold in Run(cv_master).fold_runs()]
+        for pooled, name in ((result.model, "model"), (result.baseline, "baseline")):
+            apparent = [getattr(fold, name).train_auc for fold in folds]  # each fold model's
+            assert pooled.fold_train_aucs == apparent
+            assert pooled.optimism == pytest.approx(sum(pooled.fold_train_aucs) / 6 - pooled.auc.auc)
         oof = pd.read_csv(cv_master / "oof.csv")
         calls = (oof["probability"] >= oof["threshold"]).astype(int)
         assert result.model.at_threshold.confusion.tp == int(((calls == 1) & (oof["label"] == 1)).sum())
@@ -97,6 +102,8 @@ class TestOutOfFold:
             "Operating point",
             "calibration [95 % CI]",
             "fold 1",  # Table 1 and the flow by fold
+            "How far each model overfits",
+            "apparent AUC",
         ):
             assert text in html, text
         assert "patients analysed: fold 1 " in html and "fold 4" not in html  # 3 folds, as in Table 1
@@ -174,6 +181,23 @@ class TestOperatingPoint:
         assert "the held-out specificity below, with its interval, is what to expect" in html
         assert cv(cohort, "--folds", "3", "--repeats", "2", "--operating-point", "specificity:0.8") == 0
         assert capsys.readouterr().out.count("finished before, kept") == 6
+
+    def test_folds_evaluated_before_the_apparent_auc_existed_are_evaluated_again_not_trained(
+        self, cv_copy, capsys
+    ):
+        cohort, run = cv_copy
+        weights = {f: (f / "checkpoints").stat().st_mtime_ns for f in (run / "folds").iterdir()}
+        for fold in Run(run).fold_runs():  # as an earlier mammofuse wrote them
+            written = json.loads(fold.metrics.read_text())
+            for part in ("model", "baseline"):
+                del written[part]["train_auc"]
+            fold.metrics.write_text(json.dumps(written))
+        assert Run(run).fold(0, 0).read_evaluation().model.train_auc is None
+        capsys.readouterr()
+        assert cv(cohort, "--folds", "3", "--repeats", "2") == 0
+        assert capsys.readouterr().out.count("evaluated again to measure its apparent AUC") == 6
+        assert {f: (f / "checkpoints").stat().st_mtime_ns for f in weights} == weights  # nothing trained
+        assert Run(run).read_cv_evaluation().model.train_auc is not None
 
     def test_folds_that_chose_their_thresholds_by_different_rules_are_not_pooled(self, cv_master, tmp_path):
         run = tmp_path / "run"
@@ -304,11 +328,16 @@ class TestCompare:
         assert table["preset"].tolist() == [*presets, "clinical only"]
         assert pd.isna(table.loc[0, "auc_diff"]) and table.loc[1:, "auc_diff"].notna().all()
         assert (table.loc[1:, "p_holm"] >= table.loc[1:, "p"]).all()
+        assert table["apparent_auc"].between(0, 1).all()  # every setup's and the regression's overfitting
+        first = Run(ready / "work" / "runs" / "fast-cv").read_cv_evaluation()
+        assert table.loc[0, "optimism"] == pytest.approx(first.model.optimism)
+        assert table.loc[2, "apparent_auc"] == pytest.approx(first.baseline.train_auc)
         runs = ready / "work" / "runs"
         a, b = (pd.read_csv(runs / name / "folds.csv") for name in ("fast-cv", "fast_dropout-cv"))
         pd.testing.assert_frame_equal(a, b)
         html = (ready / "work" / "compare.html").read_text()
         assert "Setups compared on identical folds" in html and "data:image/png;base64," in html
+        assert "<th>apparent AUC</th><th>optimism</th>" in html
         assert "comparison (identical folds, out of fold)" in capsys.readouterr().out
 
 

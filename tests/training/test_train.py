@@ -16,6 +16,7 @@ import tomli_w
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from sklearn.metrics import roc_auc_score
 
 from mammofuse.cli import main
 from mammofuse.config import ConfigError, ModelConfig, load_config
@@ -64,9 +65,18 @@ class TestSmoke:
         assert {"sensitivity", "specificity", "ppv", "npv", "accuracy", "confusion"} <= set(test["at_youden"])
         assert "baseline" in metrics and "p_value" in metrics["comparison"]
         predictions = pd.read_csv(run_dir / "predictions.csv")
-        assert set(predictions["split"]) == {"val", "test"}
+        assert set(predictions["split"]) == {"train", "val", "test"}
         assert {"key", "label", "probability", "baseline_probability"} <= set(predictions.columns)
         assert "clinical only" in out
+        # the apparent AUC: the kept model and the regression on their own training breasts
+        trained = predictions[predictions["split"] == "train"]
+        data = pd.read_csv(run_dir / "data.csv", dtype={"patient_id": str})
+        assert len(trained) == (data["split"] == "train").sum()
+        result = Run(run_dir).read_evaluation()
+        for column, part in (("probability", result.model), ("baseline_probability", result.baseline)):
+            assert part.train_auc == pytest.approx(roc_auc_score(trained["label"], trained[column]))
+        assert result.model.optimism == pytest.approx(result.model.train_auc - result.model.test.auc.auc)
+        assert "apparent AUC (on its own training breasts, unaugmented): image + clinical" in out
 
     def test_checkpoints_load_with_weights_only_and_the_best_holds_just_the_weights(self, ready):
         assert run(ready) == 0
@@ -86,6 +96,23 @@ class TestHonesty:
             assert main(["evaluate", str(ready / "work" / "runs" / name)]) == 0
         a, b = (pd.read_csv(ready / "work" / "runs" / n / "predictions.csv") for n in ("a", "b"))
         pd.testing.assert_frame_equal(a, b)
+
+    def test_a_model_that_learnt_its_training_breasts_by_heart_shows_it_in_its_apparent_auc(
+        self, ready, capsys
+    ):
+        """12 epochs without augmentation on 190 training breasts: the model ranks them perfectly, and new
+        breasts far worse; the report says how far it overfits."""
+        run_dir = train_variant(ready, "by_heart", "[train]\nepochs = 12\n")
+        assert main(["evaluate", str(run_dir)]) == 0 and main(["report", str(run_dir)]) == 0
+        result = Run(run_dir).read_evaluation()
+        assert result.model.train_auc is not None and result.model.optimism is not None
+        assert result.model.train_auc > 0.95 and result.model.optimism > 0.15, result.model
+        assert result.model.train_auc > result.model.val_auc + 0.1
+        html = " ".join(Run(run_dir).report.read_text().split())
+        shown = f"image + clinical {result.model.train_auc:.3f} (optimism {result.model.optimism:+.3f})"
+        assert "How far each model overfits" in html and shown in html
+        card = " ".join((run_dir / "bundle" / "model_card.md").read_text().split())
+        assert f"apparent AUC (on the breasts it learnt from): {shown}" in card
 
     def test_shuffled_training_labels_give_a_test_auc_near_one_half(self, her2_ready):
         """A guard against leakage: with the labels shuffled within training nothing real can be learned,

@@ -30,6 +30,7 @@ import hashlib
 import json
 import platform
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,13 @@ from mammofuse import __version__
 from mammofuse.config import Config, load_config, save_config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.deploy.profile import Profile, training_profile
-from mammofuse.evaluation.result import OperatingPoint
+from mammofuse.evaluation.result import BASELINE as CLINICAL_ONLY
+from mammofuse.evaluation.result import (
+    ModelMetrics,
+    OperatingPoint,
+    PooledMetrics,
+    apparent_text,
+)
 from mammofuse.evaluation.samplesize import needed_text
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
 from mammofuse.models.stacking import ClinicalBaseline, Recalibration, Stacker
@@ -197,6 +204,17 @@ def _write(out: Path, cfg: Config, info: dict, validation: str) -> Path:
     return out
 
 
+def _apparent_line(parts: Sequence[tuple[str, ModelMetrics | PooledMetrics | None]]) -> str:
+    """The model card's line on overfitting (result.apparent_text), or nothing where it was not measured."""
+    text = apparent_text(parts)
+    if not text:
+        return ""
+    return (
+        f"- apparent AUC (on the breasts it learnt from): {text}; optimism = apparent minus held-out AUC, "
+        "large where it overfits\n"
+    )
+
+
 def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     """Write the bundle of a trained and evaluated run (default: the run's bundle/ folder)."""
     run = Run(run_dir)
@@ -217,6 +235,7 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only baseline, same split: AUC {baseline.test.auc.text}\n"
+    validation += _apparent_line([(evaluation.model_name, evaluation.model), (CLINICAL_ONLY, baseline)])
     if needed := needed_text(run):
         validation += f"- {needed}\n"
     data, predictions = run.read_data(), run.read_predictions()
@@ -288,6 +307,7 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     )
     if baseline is not None:
         validation += f"- clinical-only logistic regression in the same folds: AUC {baseline.auc.text}\n"
+    validation += _apparent_line([(evaluation.model_name, model), (CLINICAL_ONLY, baseline)])
     if needed := needed_text(run):
         validation += f"- {needed}\n"
     if run.tuning.is_file():

@@ -3,7 +3,9 @@
 Each setup's pooled out-of-fold AUC (patient bootstrap interval; each fold on one scale, as `cv` pools) and,
 against the first setup (e.g. the study's `seed_parity`), the paired difference on the same breasts and
 resamples with its interval, its p-value and the Holm-adjusted p-value over all the comparisons made (Holm
-1979). The clinical-only logistic regression, fitted in the same folds, is compared like a setup.
+1979). The clinical-only logistic regression, fitted in the same folds, is compared like a setup. Beside
+each, its apparent AUC (the fold models on their own training breasts, mean over the folds) and optimism
+(apparent minus pooled AUC): what a setup meant to fight overfitting should shrink.
 """
 
 from __future__ import annotations
@@ -62,9 +64,13 @@ def compare_runs(runs: dict[str, Run]) -> pd.DataFrame:
             "auc_low": ci["low"],
             "auc_high": ci["high"],
         }
-        if name in runs:
-            folds = runs[name].read_cv_evaluation().model.fold_aucs
+        result = runs.get(name, runs[names[0]]).read_cv_evaluation()  # clinical only: the first's regression
+        part = result.model if name in runs else result.baseline
+        if name in runs and part is not None:
+            folds = part.fold_aucs
             row.update(fold_auc_mean=float(np.nanmean(folds)), fold_auc_sd=float(np.nanstd(folds, ddof=1)))
+        if part is not None and part.train_auc is not None:  # how far it overfits
+            row.update(apparent_auc=part.train_auc, optimism=part.optimism)  # as on its cv page
         if name != names[0]:
             diff = metrics.paired_auc_difference(labels, values, first, groups)
             row.update(

@@ -10,8 +10,8 @@ last step is within chance does not show it. By default (`curve --budget steps`)
 optimizer steps as the whole training part (epochs / share): with the epochs fixed, a quarter of the breasts
 would also be a quarter of the training, and a model that learns slowly (strong augmentation) would read as
 data-starved when it is only undertrained. The clinical-only regression, fitted on the same shares, is
-drawn beside the model, and the training AUC logged at each fold's kept epoch (on augmented breasts, dropout
-on: under strong regularisation it sits below the out-of-fold AUC; far above it, it is overfitting).
+drawn beside the model, and the apparent AUC (each fold model on its own training breasts, scored as new
+breasts are: far above the out-of-fold AUC, the model overfits, and more breasts would narrow the gap).
 
 No curve is extrapolated past the cohort: a power law fitted to three to five points whose intervals are
 this wide would promise a precision the points do not have.
@@ -31,29 +31,26 @@ CLINICAL = "clinical"
 
 
 def _training(run: Run) -> dict[str, float]:
-    """The mean over folds of the training breasts and positives, and of the training AUC logged at each
-    fold's kept epoch (NaN where no fold logged one)."""
+    """The mean over folds of the training breasts and positives, and the apparent AUC (each fold model on
+    its own training breasts, unaugmented; NaN where a fold was evaluated before it was measured)."""
     result = run.read_cv_evaluation()
-    breasts, positives, aucs = [], [], []
+    breasts, positives = [], []
     for r in range(result.repeats):
         for k in range(result.folds):
-            fold = run.fold(r, k)
-            labels = fold.read_data().query(f"split == '{TRAIN}'")["label"]
+            labels = run.fold(r, k).read_data().query(f"split == '{TRAIN}'")["label"]
             breasts.append(len(labels))
             positives.append(int(labels.sum()))
-            kept = fold.kept_epoch()
-            if kept is not None and "train_auc" in kept:
-                aucs.append(float(kept["train_auc"]))
+    apparent = result.model.train_auc
     return {
         "train_breasts": float(np.mean(breasts)),
         "train_positives": float(np.mean(positives)),
-        "train_auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "train_auc": float("nan") if apparent is None else apparent,
     }
 
 
 def learning_curve(runs: dict[float, Run]) -> pd.DataFrame:
     """One row per training share (ascending): the training breasts per fold, the pooled out-of-fold AUC of
-    the model and of the clinical-only regression with their intervals, the training AUC, and the paired
+    the model and of the clinical-only regression with their intervals, the apparent AUC, and the paired
     difference from the share before (`step_*`)."""
     shares = sorted(runs)
     scores = {f"model {share}": oof_scores(runs[share], "score") for share in shares}

@@ -76,7 +76,13 @@ def standardised(held_out: pd.Series | None, val: pd.Series | None) -> np.ndarra
 
 
 def _pooled(
-    oof: pd.DataFrame, labels, groups, wide: pd.DataFrame, column: str, threshold: str
+    oof: pd.DataFrame,
+    labels,
+    groups,
+    wide: pd.DataFrame,
+    column: str,
+    threshold: str,
+    train_aucs: list[float | None],
 ) -> PooledMetrics:
     score = SCORE_OF[column]
     fold_aucs = [metrics.auc(g["label"], g[column]) for _, g in oof.groupby(["repeat", "fold"])]
@@ -91,6 +97,7 @@ def _pooled(
             "at_threshold": metrics.at_threshold(oof["label"], oof[column], oof[threshold]),
             "at_threshold_ci": metrics.rates_with_ci(y, first[column], first[threshold], patients),
             "calibration": metrics.calibration_with_ci(y, first[column].to_numpy(), patients),
+            "fold_train_aucs": None if None in train_aucs else train_aucs,
         }
     )
 
@@ -110,9 +117,11 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     index = wide.index.to_frame(index=False)
     labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
     model_scores = wide["score"].to_numpy().T  # (repeats, breasts)
+    evaluations = [run.fold(r, k).read_evaluation() for r in range(repeats) for k in range(folds)]
+    apparent = [e.model.train_auc for e in evaluations]
     point, model = (
         OperatingPoint.parse(points[0]),
-        _pooled(oof, labels, groups, wide, "probability", "threshold"),
+        _pooled(oof, labels, groups, wide, "probability", "threshold", apparent),
     )
     result = {
         "run": str(run.dir),
@@ -126,7 +135,10 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     }
     if oof["clinical_score"].notna().all():
         clinical_scores = wide["clinical_score"].to_numpy().T
-        result["baseline"] = _pooled(oof, labels, groups, wide, "clinical_probability", "clinical_threshold")
+        apparent = [e.baseline.train_auc if e.baseline else None for e in evaluations]
+        result["baseline"] = _pooled(
+            oof, labels, groups, wide, "clinical_probability", "clinical_threshold", apparent
+        )
         result["comparison"] = metrics.paired_auc_difference(labels, model_scores, clinical_scores, groups)
     warnings = [
         metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort"),
@@ -168,6 +180,11 @@ def fold_epochs(run: Run, result: CvEvaluation) -> list[pd.DataFrame]:
     return [log for log in logs if log is not None]
 
 
+def _apparent(fold: Run) -> str:
+    train_auc = fold.read_evaluation().model.train_auc
+    return "" if train_auc is None else f"{train_auc:.3f}"
+
+
 def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
     """One row per fold: its held-out breasts, AUCs and validation-chosen threshold; numbered from 1, as
     Table 1 and the flow number them, beside the fold's run folder."""
@@ -187,6 +204,7 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
                 if result.baseline is not None
                 else "",
                 "threshold": f"{g['threshold'].iloc[0]:.3f}",
+                "apparent AUC": _apparent(run.fold(int(repeat), int(fold))),
             }
         )
         if tuned:  # nested cross-validation: what the fold chose

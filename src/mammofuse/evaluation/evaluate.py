@@ -1,9 +1,9 @@
 """`mammofuse evaluate RUN_DIR`: the best checkpoint on the test split, beside the clinical-only baseline.
 
-Writes the run's predictions.csv (key, split, label, probability, baseline probability),
-metrics.json (an `Evaluation`) and figures/*.png. The decision threshold is chosen on validation (by
-the operating point: Youden's J unless a target sensitivity or specificity is given) and then applied to
-test unchanged.
+Writes the run's predictions.csv (key, split, label, probability, baseline probability, for the
+training, validation and test breasts), metrics.json (an `Evaluation`) and figures/*.png. The decision
+threshold is chosen on validation (by the operating point: Youden's J unless a target sensitivity or
+specificity is given) and then applied to test unchanged.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ def clinical_baseline(
 ) -> tuple[ClinicalBaseline, dict[str, np.ndarray]] | None:
     """Logistic regression on the same encoded clinical data and split: what do the images add? The
     fitted regression, its threshold chosen on validation by `point` (the model's rule: both are
-    compared at one operating point), and its validation and test probabilities."""
+    compared at one operating point), and its training, validation and test probabilities."""
     if not encoder.feature_names:
         return None
     part = {s: data[data["split"] == s] for s in (TRAIN, VAL, TEST)}
     fitted = ClinicalBaseline.fit(encoder.transform(part[TRAIN]), part[TRAIN]["label"].to_numpy(), seed)
-    probabilities = {s: fitted.apply(encoder.transform(part[s])) for s in (VAL, TEST)}
+    probabilities = {s: fitted.apply(encoder.transform(part[s])) for s in (TRAIN, VAL, TEST)}
     threshold = metrics.choose_threshold(part[VAL]["label"].to_numpy(), probabilities[VAL], point)
     return fitted.model_copy(update={"threshold": threshold}), probabilities
 
@@ -101,9 +101,16 @@ def contributions(
     return {name: metrics.auc_with_ci(labels, p, groups, seed=seed) for name, p in probabilities.items()}
 
 
+def _apparent(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """The AUC on the training breasts (None where they hold one class)."""
+    value = metrics.auc(labels, probabilities)
+    return None if np.isnan(value) else value
+
+
 def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluation:
     """The run's best (or last) checkpoint on its test split, thresholds chosen on validation by `point`
-    (Youden's J when not given)."""
+    (Youden's J when not given). The training breasts are scored as well, as the model scores new ones
+    (unaugmented, eval mode): the apparent AUC beside the test AUC shows how far the model overfits."""
     point = point or OperatingPoint()
     run = Run(run_dir)
     cfg = run.read_config()
@@ -111,7 +118,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
     encoder = run.read_encoder()
     net = run.read_net()
 
-    parts = {split: data[data["split"] == split].reset_index(drop=True) for split in (VAL, TEST)}
+    parts = {split: data[data["split"] == split].reset_index(drop=True) for split in (TRAIN, VAL, TEST)}
     vectors = {split: encoder.transform(part) for split, part in parts.items()}
     preds: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {
         split: predict(net, loader(BreastDataset(part, vectors[split]), cfg)) for split, part in parts.items()
@@ -128,7 +135,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
         preds = {split: (stacker.apply(p, vectors[split]), y, k) for split, (p, y, k) in preds.items()}
     else:
         run.stacker.unlink(missing_ok=True)
-    (val_p, val_y, _), (test_p, test_y, _) = preds[VAL], preds[TEST]
+    (train_p, train_y, _), (val_p, val_y, _), (test_p, test_y, _) = preds[TRAIN], preds[VAL], preds[TEST]
     if len(np.unique(test_y)) < 2:
         raise DataError("the test split has only one class: no AUC can be computed")
     threshold = metrics.choose_threshold(val_y, val_p, point)
@@ -138,6 +145,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
         "model": {
             "test": metrics.summary(test_y, test_p, threshold, patients),
             "val_auc": metrics.auc(val_y, val_p),
+            "train_auc": _apparent(train_y, train_p),
         },
     }
     test = result["model"]["test"]
@@ -163,6 +171,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
         result["baseline"] = {
             "test": metrics.summary(test_y, probabilities[TEST], regression.threshold, patients),
             "val_auc": metrics.auc(val_y, probabilities[VAL]),
+            "train_auc": _apparent(train_y, probabilities[TRAIN]),
         }
         result["comparison"] = metrics.paired_auc_difference(test_y, test_p, probabilities[TEST], patients)
         curves[BASELINE] = (test_y, probabilities[TEST])
@@ -188,7 +197,11 @@ def metric_rows(result: Evaluation) -> list[dict[str, str]]:
     """The model and the clinical-only baseline as formatted rows (terminal table and report)."""
     parts = ((result.model_name, result.model), (BASELINE, result.baseline))
     return [
-        {**split_row(name, part.test), "val_auc": f"{part.val_auc:.3f}"}
+        {
+            **split_row(name, part.test),
+            "val_auc": f"{part.val_auc:.3f}",
+            "train_auc": "" if part.train_auc is None else f"{part.train_auc:.3f}",
+        }
         for name, part in parts
         if part is not None
     ]

@@ -187,7 +187,7 @@ def training_figure(epochs: pd.DataFrame) -> Figure:
 @legible
 def curve_figure(table: pd.DataFrame, model: str) -> Figure:
     """A learning curve (`evaluation.curve`): pooled out-of-fold AUC with its interval against the training
-    breasts per fold, the clinical-only regression beside it and the training AUC as logged (dashed)."""
+    breasts per fold, the clinical-only regression beside it and the apparent AUC (dashed)."""
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
     x = table["train_breasts"]
@@ -208,7 +208,7 @@ def curve_figure(table: pd.DataFrame, model: str) -> Figure:
             alpha=0.6,
             marker="o",
             mfc="none",
-            label="training AUC (as logged)",
+            label="apparent AUC (its training breasts)",
         )
     ax.axhline(0.5, ls=":", c="grey")
     ax.set(

@@ -6,6 +6,7 @@ NaN (a metric that is undefined, e.g. PPV with no positive call) is written as t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -151,6 +152,15 @@ class SplitMetrics(_Result):
 class ModelMetrics(_Result):
     test: SplitMetrics
     val_auc: float
+    # apparent AUC: the kept model on its own training breasts as it scores new ones (unaugmented, eval mode;
+    # None in a metrics.json written before it was measured, or where the training part has one class)
+    train_auc: float | None = None
+
+    @property
+    def optimism(self) -> float | None:
+        """Apparent minus test AUC: how much better the model ranks the breasts it learnt from than new ones
+        (near 0: it generalises as far as the test split can tell; large: overfitting)."""
+        return None if self.train_auc is None else self.train_auc - self.test.auc.auc
 
     @property
     def threshold(self) -> float:
@@ -177,6 +187,23 @@ class Comparison(_Result):
 
 
 MODEL, IMAGE_ONLY, BASELINE = "image + clinical", "image only", "clinical only"
+
+APPARENT = (
+    "apparent AUC: each model on its own training breasts, scored as new breasts are (no augmentation, "
+    "eval mode); optimism: apparent minus held-out AUC (near 0: it ranks new breasts as well as the ones it "
+    "learnt from; large: it has learnt its training breasts, not the task, i.e. overfitting)"
+)
+
+
+def apparent_text(parts: Sequence[tuple[str, ModelMetrics | PooledMetrics | None]]) -> str | None:
+    """'image + clinical 0.853 (optimism -0.018); clinical only 0.641 (+0.136)', or None where no model
+    has an apparent AUC (a metrics.json written before it was measured)."""
+    shown = [
+        f"{name} {part.train_auc:.3f} (optimism {part.optimism:+.3f})"
+        for name, part in parts
+        if part is not None and part.train_auc is not None and part.optimism is not None
+    ]
+    return "; ".join(shown) or None
 
 
 class _Named:
@@ -210,6 +237,19 @@ class PooledMetrics(_Result):
     at_threshold: AtThreshold  # every breast called at its own fold's validation-chosen threshold
     at_threshold_ci: dict[str, list[float]] | None = None  # rate -> [low, high] (first repeat)
     calibration: Calibration | None = None  # of the first repeat's out-of-fold probabilities
+    fold_train_aucs: list[float] | None = None  # each fold's apparent AUC (ModelMetrics.train_auc)
+
+    @property
+    def train_auc(self) -> float | None:
+        """The mean apparent AUC over the folds (None where a fold lacks one)."""
+        if not self.fold_train_aucs:
+            return None
+        return sum(self.fold_train_aucs) / len(self.fold_train_aucs)
+
+    @property
+    def optimism(self) -> float | None:
+        """The mean apparent AUC minus the pooled out-of-fold AUC."""
+        return None if self.train_auc is None else self.train_auc - self.auc.auc
 
     @property
     def fold_auc_text(self) -> str:

@@ -24,7 +24,15 @@ from mammofuse.evaluation import metrics
 from mammofuse.evaluation.curve import verdict
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
-from mammofuse.evaluation.result import BASELINE, AtThreshold, Calibration, ExternalValidation, p_text
+from mammofuse.evaluation.result import (
+    APPARENT,
+    BASELINE,
+    AtThreshold,
+    Calibration,
+    ExternalValidation,
+    apparent_text,
+    p_text,
+)
 from mammofuse.explain.overlays import SCALING
 from mammofuse.models import describe
 from mammofuse.problems import WARNING
@@ -220,6 +228,8 @@ def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], 
                 "diff": diff,
                 "p": "" if pd.isna(r.p) else p_text(r.p).removeprefix("p = "),
                 "p_holm": fmt(r.p_holm, ".3f"),
+                "apparent": fmt(getattr(r, "apparent_auc", np.nan), ".3f"),
+                "optimism": fmt(getattr(r, "optimism", np.nan), "+.3f"),
             }
         )
     html = (
@@ -326,6 +336,8 @@ def build_cv_report(run: Run) -> Path:
             ),
             subgroups=_subgroups(run),
             folds=fold_table(run, result),
+            apparent=apparent_text(models),
+            apparent_note=APPARENT,
             figures=_figures(run, CV_FIGURES),
             bundle_text=bundle_text,
             tuning=run.read_tuning() if run.tuning.is_file() else None,
@@ -372,6 +384,8 @@ def build_report(run_dir: Path) -> Path:
             test=evaluation.model.test,
             comparison=evaluation.comparison,
             contributions=evaluation.contributions,
+            apparent=apparent_text(models),
+            apparent_note=APPARENT,
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,

@@ -105,8 +105,14 @@ def run_cv(
             splits = thin_training(splits, cfg.data.train_fraction, cfg.split.seed)  # a learning curve
             if fold_run.metrics.is_file():
                 check_same_data(fold_run, run_data(table, splits), info)  # its predictions are pooled
-                if fold_run.read_evaluation().operating_point != point:
-                    console.print(f"{title}: finished before; its thresholds chosen again ({point.text})")
+                evaluation = fold_run.read_evaluation()
+                if evaluation.operating_point != point or evaluation.model.train_auc is None:
+                    why = (
+                        f"its thresholds chosen again ({point.text})"
+                        if evaluation.operating_point != point
+                        else "evaluated again to measure its apparent AUC"
+                    )
+                    console.print(f"{title}: finished before; {why}")
                     evaluate_run(fold_run.dir, point)
                     continue
                 if not fold_run.baseline.is_file():  # evaluated before runs kept it: the bundle needs it
