@@ -38,6 +38,10 @@ class TestLoadConfig:
             load_config(write(tmp_path, "[clinical]\nna_policy = 'guess'\n"))
         assert "clinical.na_policy" in str(err.value) and "'drop'" in str(err.value)
 
+    def test_a_synthetic_2d_pattern_that_is_no_regex_is_rejected(self, tmp_path):
+        with pytest.raises(ConfigError, match="synthetic_2d_pattern.*not a valid regular expression"):
+            load_config(write(tmp_path, "[images]\nsynthetic_2d_pattern = 'C-View('\n"))
+
     def test_pattern_without_its_group_is_rejected(self, tmp_path):
         with pytest.raises(ConfigError, match="side_pattern.*named group"):
             load_config(write(tmp_path, "[images]\nside_pattern = '_(L|R)_'\n"))

@@ -80,6 +80,23 @@ class ImagesConfig(_Section):
         "compression, magnification, implant displaced, ...), each with its reason, so that a breast's CC "
         "and MLO are its standard views; 'keep' treats them as their view (duplicate_policy chooses)",
     )
+    synthetic_2d: Literal["exclude", "keep"] = Field(
+        "exclude",
+        description="'exclude' synthetic 2D images (computed from a tomosynthesis scan: Hologic C-View, GE "
+        "V-Preview, Siemens Insight 2D, Fujifilm S-View), recognised by synthetic_2d_pattern in their "
+        "SeriesDescription or ProtocolName, each with its reason, so that a cohort does not mix them with "
+        "full-field digital mammograms; 'keep' treats them as their view (duplicate_policy chooses)",
+    )
+    synthetic_2d_pattern: str = Field(
+        r"\b(c-?view|v-?preview|s-?view|insight ?2d)\b|\bsynthe(tic|si[sz]ed) ?2d\b",
+        description="regular expression (case-insensitive) on SeriesDescription and ProtocolName that marks "
+        "a synthetic 2D image",
+    )
+    implants: Literal["exclude", "keep"] = Field(
+        "exclude",
+        description="'exclude' images of a breast with an implant (BreastImplantPresent YES), each with its "
+        "reason: the implant covers much of the breast and changes how it looks; 'keep' uses them",
+    )
     duplicate_policy: Literal["first", "last", "largest", "error"] = Field(
         "first", description="more than one image for a view of a breast: which to keep (by path order)"
     )
@@ -103,6 +120,17 @@ class ImagesConfig(_Section):
             raise ValueError(f"not a valid regular expression ({exc})") from None
         if group not in compiled.groupindex:
             raise ValueError(f"the pattern needs a named group (?P<{group}>...)")
+        return value
+
+    @field_validator("synthetic_2d_pattern")
+    @classmethod
+    def _a_regex(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
         return value
 
     @model_validator(mode="after")

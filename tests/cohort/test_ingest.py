@@ -417,6 +417,75 @@ class TestBadInput:
         code, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)
         assert code == 0 and len(manifest) > 0 and "for processing" not in set(exclusions["category"])
 
+    @pytest.mark.parametrize("policy", ["first", "largest"])
+    def test_a_synthetic_2d_image_beside_the_mammogram_is_left_out_before_the_duplicate_policy(
+        self, tiny_cohort, capsys, policy
+    ):
+        """A tomosynthesis unit's export: beside each mammogram its synthetic 2D (C-View), here named to
+        sort first and with more pixels, so 'first' and 'largest' would both take it."""
+        _, index = kept_row(tiny_cohort, capsys)
+        cc = image_path(tiny_cohort, index, "cc")
+        synthetic = cc.with_name("IMG_0000_cview.dcm")
+        shutil.copy(cc, synthetic)
+
+        def c_view(ds):
+            ds.SeriesDescription = f"{ds.ImageLaterality} CC C-View"
+            ds.Rows = ds.Rows * 2
+
+        edit_dicom(synthetic, c_view)
+        edit_config(tiny_cohort, images={"duplicate_policy": policy})
+        _, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        row = truth(tiny_cohort).loc[index]
+        assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(cc)
+        reason = exclusions.set_index("path").loc[str(synthetic)]
+        assert reason["category"] == "synthetic 2D" and "duplicate view" not in set(exclusions["category"])
+        assert f"a synthetic 2D image (SeriesDescription '{row['side']} CC C-View')" in reason["reason"]
+        edit_config(tiny_cohort, images={"duplicate_policy": "first", "synthetic_2d": "keep"})
+        _, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)  # kept: a duplicate, first by path
+        assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(synthetic)
+        assert exclusions.set_index("path").loc[str(cc), "category"] == "duplicate view"
+
+    @pytest.mark.parametrize(
+        "text, synthetic",
+        [
+            ("L CC C-View", True),
+            ("R MLO CView", True),
+            ("V-Preview RCC", True),
+            ("Insight 2D L MLO", True),
+            ("S-View", True),
+            ("synthesized 2D", True),
+            ("R CC Tomosynthesis", False),  # the scan itself (multi-frame: left out as such)
+            ("L MLO", False),
+            ("Previews", False),
+            ("R CC reviewed", False),
+        ],
+    )
+    def test_what_the_default_pattern_takes_for_a_synthetic_2d_image(self, text, synthetic):
+        from mammofuse.cohort.images import synthetic_2d
+        from mammofuse.config import ImagesConfig
+
+        ds = Dataset()
+        ds.ProtocolName = text
+        assert bool(synthetic_2d(ds, ImagesConfig().synthetic_2d_pattern)) == synthetic
+
+    def test_a_breast_with_an_implant_is_left_out_with_its_reason_unless_kept(self, tiny_cohort, capsys):
+        _, index = kept_row(tiny_cohort, capsys)
+
+        def implant(ds):
+            ds.BreastImplantPresent = "YES"
+
+        for view in ("cc", "mlo"):
+            edit_dicom(image_path(tiny_cohort, index, view), implant)
+        row = truth(tiny_cohort).loc[index]
+        _, _, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert (row["patient_id"], row["side"]) not in keys(manifest)
+        implant = exclusions[exclusions["category"] == "breast implant"]
+        assert set(implant["path"]) == {str(image_path(tiny_cohort, index, v)) for v in ("cc", "mlo")}
+        assert "BreastImplantPresent YES, a breast with an implant" in implant.iloc[0]["reason"]
+        edit_config(tiny_cohort, images={"implants": "keep"})
+        _, _, manifest, _ = run_ingest(tiny_cohort, capsys)
+        assert (row["patient_id"], row["side"]) in keys(manifest)
+
     def test_duplicate_key_in_the_label_csv(self, tiny_cohort, capsys):
         labels = (tiny_cohort / "labels.csv").read_text().splitlines()
         (tiny_cohort / "labels.csv").write_text("\n".join([*labels, labels[1]]) + "\n")

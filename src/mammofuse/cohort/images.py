@@ -100,8 +100,9 @@ def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
     a CT slice or an ultrasound frame in the export (a Secondary Capture only with
     images.accept_secondary_capture); of the other presentation intent than images.presentation_intent;
     an additional view (a view modifier: spot compression, magnification, ...; images.view_modifiers);
-    or whose pixels are not one 2D grayscale frame (colour, palette, several frames): before
-    preprocessing decodes it in full."""
+    a synthetic 2D image (images.synthetic_2d); of a breast with an implant (images.implants); or whose
+    pixels are not one 2D grayscale frame (colour, palette, several frames): before preprocessing decodes it
+    in full."""
     _check_kind(ds, rel, cfg)
     _check_intent(ds, rel, cfg.presentation_intent)
     if cfg.view_modifiers == "exclude" and (modifiers := view_modifiers(ds)):
@@ -109,6 +110,17 @@ def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
             "additional view",
             f"{rel}: a {' and '.join(modifiers)} view, not a standard one (images.view_modifiers = 'keep' "
             "uses it as its view)",
+        )
+    if cfg.synthetic_2d == "exclude" and (said := synthetic_2d(ds, cfg.synthetic_2d_pattern)):
+        raise HeaderError(
+            "synthetic 2D",
+            f"{rel}: a synthetic 2D image ({said}), computed from a tomosynthesis scan, not a full-field "
+            "digital mammogram (images.synthetic_2d = 'keep' uses it as its view)",
+        )
+    if cfg.implants == "exclude" and _text(ds, "BreastImplantPresent").upper() == "YES":
+        raise HeaderError(
+            "breast implant",
+            f"{rel}: BreastImplantPresent YES, a breast with an implant (images.implants = 'keep' uses it)",
         )
     photometric = _text(ds, "PhotometricInterpretation").upper() or "MONOCHROME2"
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -175,6 +187,15 @@ def view_modifiers(ds: Dataset) -> list[str]:
         items += list(view.get("ViewModifierCodeSequence") or [])
     names = [_text(item, "CodeMeaning").lower() or f"code {_text(item, 'CodeValue')}" for item in items]
     return list(dict.fromkeys(names))
+
+
+def synthetic_2d(ds: Dataset, pattern: str) -> str:
+    """What marks an image as a synthetic 2D one ("SeriesDescription 'L CC C-View'"), or '' where neither
+    SeriesDescription nor ProtocolName matches `pattern` (case-insensitive)."""
+    for keyword in ("SeriesDescription", "ProtocolName"):
+        if re.search(pattern, text := _text(ds, keyword), re.IGNORECASE):
+            return f"{keyword} {text!r}"
+    return ""
 
 
 class HeaderError(Exception):
