@@ -469,11 +469,19 @@ def build_parser() -> argparse.ArgumentParser:
         "validation and the held-out fold whole), and the whole training part as the reference (the plain "
         "cv run, reused where it is finished). Every share is scored on the same breasts: the AUC with its "
         "interval per share, the clinical-only regression beside it, and the paired difference between "
-        "neighbouring shares, whose last step says whether the curve still rises. Writes WORK/curve.csv, "
-        "curve.png and curve.html; each share's cross-validation stays in WORK/runs/NAME-cv-train{PCT}.",
+        "neighbouring shares, whose last step says whether the curve still rises. With --presets, several "
+        "setups' curves, each compared with the first at every share, and how that difference changes with "
+        "the training size. Writes WORK/curve.csv, curve.png and curve.html; each share's cross-validation "
+        "stays in WORK/runs/NAME-cv-train{PCT}.",
     )
     _config_and_work(p)
     p.add_argument("--preset", help=presets_help)
+    p.add_argument(
+        "--presets",
+        nargs="+",
+        help="several setups' curves on the same folds and breasts instead of one, each later one compared "
+        "with the first at every share (does it matter more with fewer breasts?)",
+    )
     p.add_argument(
         "--fractions",
         type=_share,

@@ -727,24 +727,33 @@ def cmd_samplesize(args: argparse.Namespace) -> int:
 def cmd_curve(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mammofuse.evaluation.curve import learning_curve, verdict
+    from mammofuse.evaluation.curve import learning_curve, verdict, versus
     from mammofuse.evaluation.plots import curve_figure
     from mammofuse.report.report import build_curve_report, curve_rows
     from mammofuse.runs import Run, Work
 
+    if args.preset and args.presets:
+        raise ConfigError("give --preset (one setup's curve) or --presets (several, compared), not both")
+    presets = args.presets or [args.preset]
+    if len(set(presets)) < len(presets):
+        raise ConfigError("--presets names a setup twice: give each once")
     shares = sorted({*args.fractions, 1.0})  # the whole training part is the curve's reference
-    runs: dict[float, Run] = {}
-    for share in shares:
-        console.rule(f"training share {share:.0%}")
-        runs[share] = Run(_cross_validate(args, args.preset, share, same_steps=args.budget == "steps"))
-    full = runs[1.0]
+    setups: dict[str, dict[float, Run]] = {}
+    for preset in presets:
+        runs: dict[float, Run] = {}
+        for share in shares:
+            console.rule(f"{'' if len(presets) == 1 else f'preset {preset}: '}training share {share:.0%}")
+            runs[share] = Run(_cross_validate(args, preset, share, same_steps=args.budget == "steps"))
+        setups[runs[1.0].name.removesuffix("-cv")] = runs
+    full = next(iter(setups.values()))[1.0]
     work = Work(full.read_config().work_dir)
-    table = learning_curve(runs)
+    table = learning_curve(setups)
     table.to_csv(work.curve, index=False)
     curve_figure(table, full.read_cv_evaluation().model_name).savefig(work.curve_figure, dpi=110)
-    report = build_curve_report(work, table, runs, work.curve_figure)
+    report = build_curve_report(work, table, setups, work.curve_figure)
     console.rule("learning curve (identical folds, out of fold)")
     headers = {
+        "preset": "setup",
         "share": "share",
         "train": "training breasts per fold",
         "epochs": "epochs",
@@ -753,9 +762,16 @@ def cmd_curve(args: argparse.Namespace) -> int:
         "train_auc": "apparent AUC",
         "step": "step from the share before",
         "p": "p",
+        "versus": f"minus {table['preset'].iloc[0]}",
     }
-    console.print(pd.DataFrame(curve_rows(table)).rename(columns=headers).to_string(index=False))
-    console.print(f"{verdict(table)}.")
+    shown = pd.DataFrame(curve_rows(table)).rename(columns=headers)
+    if len(setups) == 1:
+        shown = shown.drop(columns=["setup", headers["versus"]])
+    console.print(shown.to_string(index=False))
+    for name in setups:
+        console.print(f"{name + ': ' if len(setups) > 1 else ''}{verdict(table[table['preset'] == name])}.")
+    for sentence in versus(table):
+        console.print(f"{sentence}.")
     console.print(f"wrote {work.curve}, {work.curve_figure.name} and {report}")
     return 0
 

@@ -63,11 +63,12 @@ class TestThinTraining:
             load_config(config)
 
 
-def curve(cohort, *extra) -> int:
-    """The learning curve at half the training patients on cv_master's folds (3 x 2), 1 epoch in full."""
-    preset = str(cohort.parent / "fast.toml")
+def curve(cohort, *extra, presets: tuple[str, ...] = ()) -> int:
+    """The learning curve at half the training patients on cv_master's folds (3 x 2), 1 epoch in full; with
+    `presets`, those setups' curves instead of the fast preset's."""
+    chosen = ["--presets", *presets] if presets else ["--preset", str(cohort.parent / "fast.toml")]
     shares = ["--fractions", "0.5", "--folds", "3", "--repeats", "2"]
-    return main(["curve", str(cohort / "cohort.toml"), "--preset", preset, "--epochs", "1", *shares, *extra])
+    return main(["curve", str(cohort / "cohort.toml"), *chosen, "--epochs", "1", *shares, *extra])
 
 
 class TestCurve:
@@ -93,7 +94,8 @@ class TestCurve:
                 assert train_b < train_a and len(train_b) == pytest.approx(len(train_a) / 2, abs=3)
         work = cohort / "work"
         table = pd.read_csv(work / "curve.csv")
-        assert table["train_fraction"].tolist() == [0.5, 1.0]
+        assert table["train_fraction"].tolist() == [0.5, 1.0] and set(table["preset"]) == {"fast"}
+        assert "versus" not in table
         assert table["epochs"].tolist() == [2, 1]  # half the breasts, as many optimizer steps as the whole
         assert len(half.fold(0, 0).read_epochs()) == 2
         assert table["breasts"].nunique() == 1 and table["train_breasts"].is_monotonic_increasing
@@ -118,6 +120,38 @@ class TestCurve:
         listed = capsys.readouterr().out
         assert "cv on 50%" in listed and "fast-cv-train50" in listed
         assert "curve.html (mammofuse curve" in listed
+
+    def test_two_setups_curves_are_compared_share_by_share_on_the_same_breasts(self, cv_copy, capsys):
+        cohort, full = cv_copy
+        variant = cohort.parent / "dropout.toml"
+        variant.write_text(f'extends = "{cohort.parent / "fast.toml"}"\n[model]\ndropout = 0.5\n')
+        setups = (str(cohort.parent / "fast.toml"), str(variant))
+        assert curve(cohort, presets=setups) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        table = pd.read_csv(cohort / "work" / "curve.csv")
+        assert table["preset"].tolist() == ["fast", "fast", "dropout", "dropout"]
+        assert table.groupby("preset")["breasts"].first().nunique() == 1  # both on the same breasts
+        fast, other = (
+            table[table["preset"] == name].set_index("train_fraction") for name in table["preset"].unique()
+        )
+        assert fast["versus"].isna().all() and other["versus"].notna().all()
+        # the difference at each share is the two curves' AUCs apart; its change since the smallest share
+        assert other["versus"].to_numpy() == pytest.approx((other["auc"] - fast["auc"]).to_numpy())
+        assert other.loc[1.0, "change"] == pytest.approx(other.loc[1.0, "versus"] - other.loc[0.5, "versus"])
+        assert other.loc[1.0, "change_low"] <= other.loc[1.0, "change"] <= other.loc[1.0, "change_high"]
+        assert pd.isna(other.loc[0.5, "change"])
+        # the reference's finished cross-validation reused; the variant's folds are the same folds
+        assert out.count("finished before, kept") == 6
+        folds = [
+            pd.read_csv(cohort / "work" / "runs" / f"{name}-cv" / "folds.csv") for name in ("fast", "dropout")
+        ]
+        pd.testing.assert_frame_equal(*folds)
+        assert "dropout minus fast:" in out and "from the smallest share to the whole it changed by" in out
+        html = " ".join((cohort / "work" / "curve.html").read_text().split())
+        assert "Learning curves of fast, dropout" in html and "minus fast [95 % CI]" in html
+        assert "What the last step says of dropout:" in html and "Setups compared:" in html
+        assert curve(cohort, presets=(setups[0], setups[0])) == 2  # one setup twice
+        assert "--presets names a setup twice" in capsys.readouterr().out
 
     def test_a_run_on_half_the_training_patients_says_so_in_its_flow(self, ready):
         run = Run(train_variant(ready, "half", "[data]\ntrain_fraction = 0.5\n"))

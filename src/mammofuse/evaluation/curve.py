@@ -25,6 +25,7 @@ import pandas as pd
 from mammofuse.data.splits import TRAIN
 from mammofuse.evaluation import metrics
 from mammofuse.evaluation.compare import oof_scores, paired
+from mammofuse.evaluation.result import p_text
 from mammofuse.runs import Run
 
 CLINICAL = "clinical"
@@ -48,42 +49,72 @@ def _training(run: Run) -> dict[str, float]:
     }
 
 
-def learning_curve(runs: dict[float, Run]) -> pd.DataFrame:
-    """One row per training share (ascending): the training breasts per fold, the pooled out-of-fold AUC of
-    the model and of the clinical-only regression with their intervals, the apparent AUC, and the paired
-    difference from the share before (`step_*`)."""
-    shares = sorted(runs)
-    scores = {f"model {share}": oof_scores(runs[share], "score") for share in shares}
-    clinical = {f"{CLINICAL} {share}": oof_scores(runs[share], "clinical_score") for share in shares}
+def learning_curve(setups: dict[str, dict[float, Run]]) -> pd.DataFrame:
+    """One row per setup and training share (ascending): the training breasts per fold, the pooled
+    out-of-fold AUC of the model and of the clinical-only regression with their intervals, the apparent AUC,
+    and the paired difference from the share before (`step_*`). With several setups (the first is the
+    reference), also each later setup's paired difference from the first at the same share (`versus_*`) and
+    how that difference changed since the smallest share (`change_*`: does the setup matter more, or less,
+    with fewer breasts?). Every figure is on the breasts that every run scored, on one set of resamples."""
+    shares = sorted(next(iter(setups.values())))
+    runs_by_key = {_key(name, share): run for name, runs in setups.items() for share, run in runs.items()}
+    scores = {key: oof_scores(run, "score") for key, run in runs_by_key.items()}
+    clinical = {f"{CLINICAL} {key}": oof_scores(run, "clinical_score") for key, run in runs_by_key.items()}
     with_clinical = all(c.notna().all() for c in clinical.values())
     labels, groups, values = paired({**scores, **clinical} if with_clinical else scores)
+    first = next(iter(setups))
+
+    def contrast(*terms: tuple[float, str, float]) -> dict[str, float]:
+        """sum of weight x AUC of (setup, share), paired"""
+        weighted = [(weight, values[_key(name, share)]) for weight, name, share in terms]
+        return metrics.paired_auc_contrast(labels, weighted, groups)
+
     rows = []
-    for i, share in enumerate(shares):
-        model = values[f"model {share}"]
-        ci = metrics.auc_with_ci(labels, model, groups)
-        row: dict[str, object] = {
-            "train_fraction": share,
-            "epochs": runs[share].read_config().train.epochs,
-            **_training(runs[share]),
-            "breasts": len(labels),
-            "auc": ci["auc"],
-            "auc_low": ci["low"],
-            "auc_high": ci["high"],
-        }
-        if with_clinical:
-            base = metrics.auc_with_ci(labels, values[f"{CLINICAL} {share}"], groups)
-            row.update(clinical_auc=base["auc"], clinical_low=base["low"], clinical_high=base["high"])
-        if i:
-            step = metrics.paired_auc_difference(labels, model, values[f"model {shares[i - 1]}"], groups)
-            row.update(
-                step=step["difference"], step_low=step["low"], step_high=step["high"], step_p=step["p_value"]
-            )
-        rows.append(row)
+    for name, runs in setups.items():
+        for i, share in enumerate(shares):
+            ci = metrics.auc_with_ci(labels, values[_key(name, share)], groups)
+            row: dict[str, object] = {
+                "preset": name,
+                "train_fraction": share,
+                "epochs": runs[share].read_config().train.epochs,
+                **_training(runs[share]),
+                "breasts": len(labels),
+                "auc": ci["auc"],
+                "auc_low": ci["low"],
+                "auc_high": ci["high"],
+            }
+            if with_clinical:
+                base = metrics.auc_with_ci(labels, values[f"{CLINICAL} {_key(name, share)}"], groups)
+                row.update(clinical_auc=base["auc"], clinical_low=base["low"], clinical_high=base["high"])
+            if i:
+                _put(row, "step", contrast((1, name, share), (-1, name, shares[i - 1])))
+            if name != first:
+                versus = ((1, name, share), (-1, first, share))
+                _put(row, "versus", contrast(*versus))
+                if i:  # minus the same difference at the smallest share
+                    _put(row, "change", contrast(*versus, (-1, name, shares[0]), (1, first, shares[0])))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _key(name: str, share: float) -> str:
+    return f"{name} @ {share}"
+
+
+def _put(row: dict[str, object], prefix: str, result: dict[str, float]) -> None:
+    """A paired contrast into `row` as PREFIX, PREFIX_low, PREFIX_high and PREFIX_p."""
+    row.update(
+        {
+            prefix: result["difference"],
+            f"{prefix}_low": result["low"],
+            f"{prefix}_high": result["high"],
+            f"{prefix}_p": result["p_value"],
+        }
+    )
+
+
 def verdict(table: pd.DataFrame) -> str:
-    """What the curve's last step says, in one sentence."""
+    """What one setup's curve's last step says, in one sentence."""
     if len(table) < 2:
         return "one share only: a curve needs two or more"
     last, before = table.iloc[-1], table.iloc[-2]
@@ -102,3 +133,30 @@ def verdict(table: pd.DataFrame) -> str:
         f"{step}: within chance, so the curve does not show that more breasts like these would help; the "
         f"interval's upper end bounds what the last {added:.0f} breasts per fold added"
     )
+
+
+def versus(table: pd.DataFrame) -> list[str]:
+    """For each setup after the first: its difference from the first at the smallest and the whole share,
+    and how that difference changed, in one sentence each."""
+    names = list(dict.fromkeys(table["preset"]))
+    sentences = []
+    for name in names[1:]:
+        rows = table[table["preset"] == name]
+        small, whole = rows.iloc[0], rows.iloc[-1]
+
+        def at(row: pd.Series) -> str:
+            return (
+                f"{row['versus']:+.3f} [{row['versus_low']:+.3f}, {row['versus_high']:+.3f}] at "
+                f"{row['train_breasts']:.0f} training breasts per fold"
+            )
+
+        change = f"{whole['change']:+.3f} [{whole['change_low']:+.3f}, {whole['change_high']:+.3f}]"
+        if whole["change_low"] > 0 or whole["change_high"] < 0:
+            reading = f"so the difference depends on the training size ({p_text(whole['change_p'])})"
+        else:
+            reading = "within chance: the curves do not show that it depends on the training size"
+        sentences.append(
+            f"{name} minus {names[0]}: {at(small)} and {at(whole)}; from the smallest share to the whole it "
+            f"changed by {change}, {reading}"
+        )
+    return sentences

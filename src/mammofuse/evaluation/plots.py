@@ -186,30 +186,26 @@ def training_figure(epochs: pd.DataFrame) -> Figure:
 
 @legible
 def curve_figure(table: pd.DataFrame, model: str) -> Figure:
-    """A learning curve (`evaluation.curve`): pooled out-of-fold AUC with its interval against the training
-    breasts per fold, the clinical-only regression beside it and the apparent AUC (dashed)."""
+    """Learning curves (`evaluation.curve`): each setup's pooled out-of-fold AUC with its interval against the
+    training breasts per fold, its apparent AUC (dashed), and the clinical-only regression (of the first)."""
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
-    x = table["train_breasts"]
-    lines = [(model, "auc", "auc", "C0")]  # (name, its column, its interval's columns' prefix, colour)
+    names = list(dict.fromkeys(table["preset"]))
+
+    def with_interval(rows: pd.DataFrame, prefix: str, colour: str, label: str) -> None:
+        centre = rows["auc" if prefix == "auc" else f"{prefix}_auc"]
+        yerr = [centre - rows[f"{prefix}_low"], rows[f"{prefix}_high"] - centre]
+        ax.errorbar(rows["train_breasts"], centre, yerr=yerr, c=colour, marker="o", capsize=3, label=label)
+
+    for i, name in enumerate(names):
+        rows, colour, label = table[table["preset"] == name], f"C{i}", model if len(names) == 1 else name
+        with_interval(rows, "auc", colour, label)
+        if rows["train_auc"].notna().any():
+            apparent = f"{label}: apparent AUC (its training breasts)"
+            style: dict[str, Any] = {"ls": "--", "c": colour, "alpha": 0.6, "marker": "o", "mfc": "none"}
+            ax.plot(rows["train_breasts"], rows["train_auc"], label=apparent, **style)
     if "clinical_auc" in table:
-        lines.append(("clinical only", "clinical_auc", "clinical", "C7"))
-    for name, column, prefix, colour in lines:
-        centre, low, high = table[column], table[f"{prefix}_low"], table[f"{prefix}_high"]
-        ax.errorbar(
-            x, centre, yerr=[centre - low, high - centre], c=colour, marker="o", capsize=3, label=name
-        )
-    if table["train_auc"].notna().any():
-        ax.plot(
-            x,
-            table["train_auc"],
-            ls="--",
-            c="C0",
-            alpha=0.6,
-            marker="o",
-            mfc="none",
-            label="apparent AUC (its training breasts)",
-        )
+        with_interval(table[table["preset"] == names[0]], "clinical", "C7", "clinical only")
     ax.axhline(0.5, ls=":", c="grey")
     ax.set(
         xlabel="training breasts per fold",

@@ -21,7 +21,7 @@ from mammofuse.config import Config, to_toml
 from mammofuse.data.splits import breast_dates, split_table
 from mammofuse.deploy.bundle import CARD, Bundle, ensemble_problem, versions
 from mammofuse.evaluation import metrics
-from mammofuse.evaluation.curve import verdict
+from mammofuse.evaluation.curve import verdict, versus
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
 from mammofuse.evaluation.result import (
@@ -264,10 +264,14 @@ def curve_rows(table: pd.DataFrame) -> list[dict[str, str]]:
         interval = "" if pd.isna(low) else f" [{low:{sign}.3f}, {high:{sign}.3f}]"
         return f"{centre:{sign}.3f}{interval}"
 
+    def p(value: float) -> str:
+        return "" if pd.isna(value) else p_text(value).removeprefix("p = ")
+
     rows = []
     for r in table.to_dict("records"):
         rows.append(
             {
+                "preset": r["preset"],
                 "share": f"{r['train_fraction']:.0%}",
                 "train": f"{r['train_breasts']:.0f} ({r['train_positives']:.0f} positive)",
                 "epochs": str(r["epochs"]),
@@ -275,29 +279,35 @@ def curve_rows(table: pd.DataFrame) -> list[dict[str, str]]:
                 "clinical": ci(r.get("clinical_auc", np.nan), r.get("clinical_low"), r.get("clinical_high")),
                 "train_auc": "" if pd.isna(r["train_auc"]) else f"{r['train_auc']:.3f}",
                 "step": ci(r.get("step", np.nan), r.get("step_low"), r.get("step_high"), "+"),
-                "p": "" if pd.isna(r.get("step_p", np.nan)) else p_text(r["step_p"]).removeprefix("p = "),
+                "p": p(r.get("step_p", np.nan)),
+                "versus": ci(r.get("versus", np.nan), r.get("versus_low"), r.get("versus_high"), "+"),
             }
         )
     return rows
 
 
-def build_curve_report(work: Work, table: pd.DataFrame, runs: dict[float, Run], figure: Path) -> Path:
-    """WORK/curve.html: the learning curve's table, figure and what its last step says."""
-    full = runs[max(runs)]
+def build_curve_report(
+    work: Work, table: pd.DataFrame, setups: dict[str, dict[float, Run]], figure: Path
+) -> Path:
+    """WORK/curve.html: the learning curves' table, figure, what each last step says and, with several
+    setups, how they compare share by share."""
+    full = next(iter(setups.values()))[1.0]
     cfg = full.read_config()
     result = full.read_cv_evaluation()
+    names = list(setups)
     html = (
         _environment()
         .get_template("curve.html.j2")
         .render(
             **{**_common(full, cfg), "title": "mammofuse learning curve", "model": None, "trained_on": []},
             rows=curve_rows(table),
-            verdict=verdict(table),
-            setup=full.name.removesuffix("-cv"),
+            verdicts={name: verdict(table[table["preset"] == name]) for name in names},
+            versus=versus(table),
+            setups=names,
             folds=result.folds,
             repeats=result.repeats,
             breasts=int(table["breasts"].iloc[0]),
-            runs=[run.dir.relative_to(work.dir).as_posix() for run in runs.values()],
+            runs=[r.dir.relative_to(work.dir).as_posix() for one in setups.values() for r in one.values()],
             figures=[{"title": "Out-of-fold AUC by training breasts per fold", "src": data_uri(figure)}],
         )
     )
