@@ -44,3 +44,9 @@ class TestCurvesByEpoch:
     def test_a_longer_run_is_drawn_as_lines(self):
         figure = training_figure(epochs(15))
         assert all(line.get_marker() in (None, "None", "") for ax in figure.axes for line in ax.lines)
+
+    def test_the_apparent_auc_is_a_star_at_the_kept_epoch(self):
+        figure = training_figure(epochs(15), apparent=(7, 0.93))
+        stars = [line for ax in figure.axes for line in ax.lines if line.get_marker() == "*"]
+        assert len(stars) == 1 and list(stars[0].get_xdata()) == [7] and list(stars[0].get_ydata()) == [0.93]
+        assert "apparent AUC (kept epoch)" in [t.get_text() for t in figure.axes[1].get_legend().get_texts()]

@@ -180,7 +180,7 @@ def fold_epochs(run: Run, result: CvEvaluation) -> list[pd.DataFrame]:
     return [log for log in logs if log is not None]
 
 
-def _apparent(fold: Run) -> str:
+def _apparent_text(fold: Run) -> str:
     train_auc = fold.read_evaluation().model.train_auc
     return "" if train_auc is None else f"{train_auc:.3f}"
 
@@ -204,7 +204,7 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
                 if result.baseline is not None
                 else "",
                 "threshold": f"{g['threshold'].iloc[0]:.3f}",
-                "apparent AUC": _apparent(run.fold(int(repeat), int(fold))),
+                "apparent AUC": _apparent_text(run.fold(int(repeat), int(fold))),
             }
         )
         if tuned:  # nested cross-validation: what the fold chose

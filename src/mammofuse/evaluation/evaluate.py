@@ -221,8 +221,9 @@ def _figures(run: Run, result: Evaluation, curves: plots.Curves, patients: np.nd
         "calibration": plots.calibration_figure(curves),
         "decision": plots.decision_figure(curves, groups=patients),
     }
-    epochs = run.read_epochs()
+    epochs, kept, apparent = run.read_epochs(), run.kept_epoch(), result.model.train_auc
     if epochs is not None:
-        figures["training"] = plots.training_figure(epochs)
+        marked = None if kept is None or apparent is None else (int(kept["epoch"]), apparent)
+        figures["training"] = plots.training_figure(epochs, marked)
     for name, fig in figures.items():
         fig.savefig(run.figures / f"{name}.png", dpi=110)

@@ -165,7 +165,10 @@ def overfitting_figure(runs: dict[str, list[pd.DataFrame]]) -> Figure:
 
 
 @legible
-def training_figure(epochs: pd.DataFrame) -> Figure:
+def training_figure(epochs: pd.DataFrame, apparent: tuple[int, float] | None = None) -> Figure:
+    """Loss, accuracy and AUC per epoch as logged while training (the training figures on augmented breasts,
+    dropout on); `apparent`: (the kept epoch, the kept model's AUC on its training breasts as it scores new
+    ones), drawn as a star."""
     fig = Figure(figsize=(9, 3.5), layout="constrained")
     loss, acc = fig.subplots(1, 2)
     train, val = _marks(epochs, train=True), _marks(epochs)
@@ -175,8 +178,10 @@ def training_figure(epochs: pd.DataFrame) -> Figure:
     acc.plot(epochs["epoch"], epochs["train_acc"], label="train accuracy", **train)
     acc.plot(epochs["epoch"], epochs["val_acc"], label="validation accuracy", **val)
     if "train_auc" in epochs:
-        acc.plot(epochs["epoch"], epochs["train_auc"], ls="--", label="train AUC", **train)
+        acc.plot(epochs["epoch"], epochs["train_auc"], ls="--", label="train AUC (as logged)", **train)
     acc.plot(epochs["epoch"], epochs["val_auc"], label="validation AUC", **val)
+    if apparent is not None:
+        acc.plot(*apparent, ls="", marker="*", ms=12, c="C3", label="apparent AUC (kept epoch)")
     acc.set(ylim=(0, 1), title="Accuracy and AUC")
     for ax in (loss, acc):
         _by_epoch(ax, int(epochs["epoch"].max()) if len(epochs) else 1)
