@@ -11,7 +11,7 @@ from mammofuse.runs import Run, Work
 HOLD = """
 import pathlib, sys, time
 from mammofuse.storage import locked
-with locked(pathlib.Path(sys.argv[1]), "cv"):
+with locked(pathlib.Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(60)
 """
@@ -41,13 +41,23 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
     (work / "runs" / "broken" / "config.toml").write_text("[train\n")
     (work / "runs" / "stopped").mkdir()  # stopped while preprocessing, before its config was written
     (work / "runs" / "stopped" / "preprocess_problems.csv").write_text("")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cv_dir)], stdout=subprocess.PIPE, text=True)
-    try:  # another process training it now
-        assert holder.stdout.readline().strip() == "held"
-        assert rows(work)["fast-cv"].progress.endswith(f", running (mammofuse cv (process {holder.pid}))")
+    trial = work / "runs" / "fast-tune" / "trial-003"  # a tuning study training its fourth trial
+    trial.mkdir(parents=True)
+    holders = [
+        subprocess.Popen([sys.executable, "-c", HOLD, str(folder), what], stdout=subprocess.PIPE, text=True)
+        for folder, what in ((cv_dir, "cv"), (trial, "tune trial 3"))
+    ]
+    try:  # other processes training them now
+        assert all(holder.stdout.readline().strip() == "held" for holder in holders)
+        summary = rows(work)
+        assert summary["fast-cv"].progress.endswith(f", running (mammofuse cv (process {holders[0].pid}))")
+        tune = summary["fast-tune"]
+        assert tune.kind == "tune"
+        assert tune.progress.endswith(f", running (mammofuse tune trial 3 (process {holders[1].pid}))")
     finally:
-        holder.kill()
-        holder.wait()
+        for holder in holders:
+            holder.kill()
+            holder.wait()
     summary = rows(work)
     assert summary["fast-cv"].progress == "5/6 folds"
     assert summary["single"].progress.endswith("not evaluated") and summary["single"].auc == ""
@@ -56,6 +66,6 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
 
     assert main(["runs", str(work)]) == 0
     out = capsys.readouterr().out
-    assert "fast-cv" in out and "5/6 folds" in out and "4 runs in" in out and "broken: unreadable:" in out
+    assert "fast-cv" in out and "5/6 folds" in out and "5 runs in" in out and "broken: unreadable:" in out
     assert main(["runs", str(cohort)]) == 2  # not a work folder
     assert "no runs/ folder" in capsys.readouterr().out

@@ -44,12 +44,23 @@ def _text(auc: AucInterval | None) -> str:
     return "" if auc is None else auc.text
 
 
-def _running(run: Run) -> str:
-    """What progress adds while a process holds the run folder: ", running (mammofuse cv (process 123))"."""
-    if not in_use(run.dir):
+def _holder(folder: Path) -> str:
+    """Who holds a folder's lock ("mammofuse cv (process 123)"; "" where it says nothing or was let go)."""
+    try:
+        return (folder / LOCK_NAME).read_text(encoding="utf-8").strip()
+    except OSError:
         return ""
-    holder = (run.dir / LOCK_NAME).read_text(encoding="utf-8").strip()
-    return f", running ({holder})" if holder else ", running"
+
+
+def _running(run: Run) -> str:
+    """What progress adds while a process holds the run folder, or a tuning study's trial (each trial holds
+    its own folder while it trains, the study's only between trials): ", running (mammofuse cv (process
+    123))"."""
+    held = [folder for folder in (run.dir, *sorted(run.dir.glob("trial-*"))) if in_use(folder)]
+    if not held:
+        return ""
+    holders = "; ".join(filter(None, map(_holder, held)))
+    return f", running ({holders})" if holders else ", running"
 
 
 def summarise(run: Run) -> RunSummary:
