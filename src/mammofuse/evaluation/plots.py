@@ -193,7 +193,7 @@ def training_figure(epochs: pd.DataFrame, apparent: tuple[int, float] | None = N
 def curve_figure(table: pd.DataFrame, model: str) -> Figure:
     """Learning curves (`evaluation.curve`): each setup's pooled out-of-fold AUC with its interval against the
     training breasts per fold, its apparent AUC (dashed), and the clinical-only regression (of the first)."""
-    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    fig = Figure(figsize=(8.5, 4), layout="constrained")
     ax = fig.subplots()
     names = list(dict.fromkeys(table["preset"]))
 
@@ -206,7 +206,7 @@ def curve_figure(table: pd.DataFrame, model: str) -> Figure:
         rows, colour, label = table[table["preset"] == name], f"C{i}", model if len(names) == 1 else name
         with_interval(rows, "auc", colour, label)
         if rows["train_auc"].notna().any():
-            apparent = f"{label}: apparent AUC (its training breasts)"
+            apparent = f"{label}, apparent (its training breasts)"
             style: dict[str, Any] = {"ls": "--", "c": colour, "alpha": 0.6, "marker": "o", "mfc": "none"}
             ax.plot(rows["train_breasts"], rows["train_auc"], label=apparent, **style)
     if "clinical_auc" in table:
@@ -218,5 +218,5 @@ def curve_figure(table: pd.DataFrame, model: str) -> Figure:
         ylim=(0.3, 1.0),
         title="Out-of-fold AUC by training size (95 % CI)",
     )
-    ax.legend(fontsize=10, loc="lower right")
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: the curves fill the axes
     return fig
