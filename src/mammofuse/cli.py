@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         "brighter tone curve) and exported as before: a hospital that replaced its mammography unit, for a "
         "temporal split to find (with --years)",
     )
+    p.add_argument(
+        "--extras",
+        type=_share_or_zero,
+        default=0.0,
+        metavar="SHARE",
+        help="share of breasts whose export also holds the unit's other images, as a real export does: the "
+        "raw (FOR PROCESSING) image and a synthetic 2D (C-View) of each view, and a spot compression CC; "
+        "ingest leaves them out, each with its reason (default 0; the breasts are the same whatever it is)",
+    )
     p.add_argument("--workers", type=_workers, default=0, help="processes (0: all cores)")
     p.set_defaults(func=commands.cmd_synth)
 
@@ -679,6 +688,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, found {text}")
+    return value
+
+
+def _share_or_zero(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, found {text}")
     return value
 
 

@@ -41,14 +41,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
         site=args.site,
         years=args.years,
         scanner_change=args.scanner_change,
+        extras=args.extras,
         workers=args.workers,
     )
     check_writable(args.out_dir)
     start = time.perf_counter()
     counts = synthesize(args.out_dir, opts, progress=progress("synthesizing"))
+    extra = counts["extra images"]
     console.print(
         f"wrote {counts['images']} images of {counts['breasts']} breasts ({counts['patients']} patients, "
         f"{counts['positives']} EIC positive) to {args.out_dir} in {time.perf_counter() - start:.1f} s"
+        + (f", {extra} of them raw, synthetic 2D and spot images" if extra else "")
     )
     console.print(f"next: mammofuse ingest {args.out_dir / 'cohort.toml'}")
     return 0

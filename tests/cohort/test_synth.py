@@ -7,9 +7,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from mammofuse.cohort.synth import SynthOptions, synthesize
+from mammofuse.cohort.synth import EXTRAS, SynthOptions, synthesize
 from mammofuse.config import load_config
 from mammofuse.problems import DataError
+from tests.cohort.helpers import run_ingest
 
 
 def dicoms(cohort: Path) -> list[Path]:
@@ -29,6 +30,33 @@ class TestWrittenAgain:
         with pytest.raises(DataError, match=r"notes.txt: not written by `mammofuse synth`"):
             synthesize(out, SynthOptions(breasts=4, seed=3, image_size=(64, 52), workers=1))
         assert foreign.is_file() and len(dicoms(out)) == 8  # nothing removed
+
+
+class TestExtras:
+    def test_an_export_with_the_units_other_images_ingests_to_the_same_breasts_each_extra_left_out(
+        self, tmp_path, capsys
+    ):
+        """Half the breasts' exports also hold their raw images, synthetic 2Ds and a spot CC: the cohort is
+        the same, and ingest keeps the same images of the same breasts, listing each extra with its reason."""
+        options = SynthOptions(breasts=16, seed=5, image_size=(32, 26), workers=1, na_fraction=0.0)
+        synthesize(tmp_path / "clean", options)
+        counts = synthesize(tmp_path / "export", SynthOptions(**{**options.__dict__, "extras": 0.5}))
+        breasts = counts["extra images"] // len(EXTRAS)  # whose export holds the extras
+        assert counts["extra images"] == len(EXTRAS) * breasts and 0 < breasts < 16
+        assert len(dicoms(tmp_path / "export")) == 32 + len(EXTRAS) * breasts
+        for name in ("labels.csv", "clinical.csv", "truth.csv"):
+            assert (tmp_path / "export" / name).read_text() == (tmp_path / "clean" / name).read_text()
+        kept = {}
+        for name in ("clean", "export"):
+            code, _, manifest, exclusions = run_ingest(tmp_path / name, capsys)
+            assert code == 0
+            for column in ("cc_path", "mlo_path"):
+                manifest[column] = [Path(path).relative_to(tmp_path / name) for path in manifest[column]]
+            kept[name] = manifest[["patient_id", "side", "cc_path", "mlo_path"]]
+        pd.testing.assert_frame_equal(kept["clean"], kept["export"])
+        left_out = exclusions["category"].value_counts().to_dict()
+        expected = {"for processing": 2, "synthetic 2D": 2, "additional view": 1}  # per breast (EXTRAS)
+        assert left_out == {category: n * breasts for category, n in expected.items()}
 
 
 class TestExamDates:

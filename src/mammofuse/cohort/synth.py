@@ -35,6 +35,17 @@ LAST_EXAM = date(2025, 1, 1)  # the recruitment period ends here (every exam is 
 FIELD_OF_VIEW_MM = 240.0  # detector height (24 x 30 cm detectors; ~3,000 rows at 0.08 mm)
 _FOLDER, _FILE = re.compile(r"S\d{5,}"), re.compile(r"IMG_[0-9a-f]{10}\.dcm")  # what synth writes in dicom/
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
+MAMMO_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+# What a unit's export holds beside a breast's two standard views (SynthOptions.extras): the raw detector
+# image of each, a synthetic 2D of each (a tomosynthesis unit's C-View), a spot compression CC. Ingest leaves
+# each out by default, with its reason (images.presentation_intent, synthetic_2d, view_modifiers).
+EXTRAS = (
+    (View.CC, "raw"),
+    (View.MLO, "raw"),
+    (View.CC, "synthetic 2D"),
+    (View.MLO, "synthetic 2D"),
+    (View.CC, "spot"),
+)
 NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
 MANUFACTURER = {"a": "mammofuse synthetic", "b": "mammofuse synthetic B"}
@@ -76,6 +87,9 @@ class SynthOptions:
     site: Site = "a"  # "b": another hospital's scanner and export conventions (see SITE_B_*)
     years: float = 0.0  # exams spread over this many years up to LAST_EXAM, in patient-number order
     scanner_change: str | None = None  # YYYYMMDD: exams from then on made on site B's scanner (A's export)
+    # share of breasts whose export also holds the unit's other images (EXTRAS), as a real export does;
+    # the breasts, their standard views and every table are the same whatever the share
+    extras: float = 0.0
     workers: int = 0
 
 
@@ -157,6 +171,7 @@ class _BreastJob:
     compression: Compression
     site: Site  # whose scanner made the images (the tables are written by SynthOptions.site's conventions)
     exam_date: str  # StudyDate, YYYYMMDD
+    extras: bool = False  # the export also holds this breast's EXTRAS
 
 
 def exam_dates(patients: list[str], years: float) -> dict[str, str]:
@@ -191,6 +206,7 @@ def _write_breast(job: _BreastJob) -> dict[str, object]:
     )
     chest_wall_left = job.side is Side.LEFT
     row: dict[str, object] = {}
+    images = {}
     folder = job.out_dir / f"S{job.index // 2 + 1:05d}"  # the names _FOLDER and _FILE match
     folder.mkdir(parents=True, exist_ok=True)
     for view in VIEWS:
@@ -207,15 +223,30 @@ def _write_breast(job: _BreastJob) -> dict[str, object]:
         name = "IMG_" + hashlib.sha1(uid.encode()).hexdigest()[:10] + ".dcm"
         path = folder / name
         _write_dicom(path, img, job, view, uid, rng)
+        images[view] = img
         key = view.value.lower()
         row.update({f"{key}_path": str(path.relative_to(job.out_dir.parent)), f"{key}_x": round(x, 1)})
         row.update({f"{key}_y": round(place.y, 1), f"{key}_radius": round(place.radius, 1)})
+    if job.extras:  # drawn from a stream of their own: the standard views are the same without them
+        extra_rng = np.random.default_rng(np.random.SeedSequence([*job.seed_entropy, 1]))
+        for view, kind in EXTRAS:
+            uid = generate_uid(entropy_srcs=[*map(str, job.seed_entropy), view.value, kind])
+            path = folder / ("IMG_" + hashlib.sha1(uid.encode()).hexdigest()[:10] + ".dcm")
+            _write_dicom(path, images[view], job, view, uid, extra_rng, kind)
     return row
 
 
 def _write_dicom(
-    path: Path, img: np.ndarray, job: _BreastJob, view: View, sop_uid: str, rng: np.random.Generator
+    path: Path,
+    img: np.ndarray,
+    job: _BreastJob,
+    view: View,
+    sop_uid: str,
+    rng: np.random.Generator,
+    kind: str = "standard",
 ) -> None:
+    """One image as the unit exports it: `kind` "standard" (FOR PRESENTATION), or one of EXTRAS' kinds (their
+    headers say what they are; their pixels are the standard view's, as ingest never decodes them)."""
     bits = int(rng.choice([12, 14, 16]))
     maxv = 2**bits - 1
     mono1 = rng.random() < 0.35
@@ -256,10 +287,30 @@ def _write_dicom(
     ds.WindowCenter = round(0.5 * maxv)
     ds.WindowWidth = round(0.98 * maxv)
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "US"
+    _mark(ds, kind)
     ds.PixelData = stored.tobytes()
     if job.compression != "none":
         ds.compress(_TRANSFER_SYNTAX[job.compression], stored)
     ds.save_as(path, enforce_file_format=True)
+
+
+def _mark(ds: Dataset, kind: str) -> None:
+    """The header of an extra image: the raw detector image, a synthetic 2D, a spot compression view."""
+    if kind == "raw":
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(MAMMO_FOR_PROCESSING)
+        ds.PresentationIntentType = "FOR PROCESSING"
+    elif kind == "synthetic 2D":
+        ds.SeriesDescription += " C-View"
+    elif kind == "spot":  # of a CC (EXTRAS)
+        view, modifier = Dataset(), Dataset()
+        view.CodeValue, view.CodingSchemeDesignator, view.CodeMeaning = "R-10242", "SRT", "cranio-caudal"
+        modifier.CodeValue, modifier.CodingSchemeDesignator = "R-102D2", "SRT"
+        modifier.CodeMeaning = "Spot Compression"
+        view.ViewModifierCodeSequence = [modifier]
+        ds.ViewCodeSequence = [view]
+        ds.SeriesDescription += " spot"
+    elif kind != "standard":
+        raise ValueError(f"unknown kind of image: {kind}")
 
 
 def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int]:
@@ -277,6 +328,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
 
     seeds = np.random.SeedSequence(options.seed).spawn(len(keys))
     dates = exam_dates([pid for pid, _ in keys], options.years)
+    extras = np.random.default_rng([options.seed, 1]).random(len(keys)) < options.extras  # its own stream
     jobs = [
         _BreastJob(
             i,
@@ -291,6 +343,7 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
             options.compression,
             scanner(options, dates[pid]),
             dates[pid],
+            bool(extras[i]),
         )
         for i, ((pid, side), s) in enumerate(zip(keys, seeds))
     ]
@@ -323,7 +376,8 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
         "breasts": len(keys),
         "patients": len(set(clin["patient_id"])),
         "positives": int(label.sum()),
-        "images": 2 * len(keys),
+        "images": 2 * len(keys) + len(EXTRAS) * int(extras.sum()),
+        "extra images": len(EXTRAS) * int(extras.sum()),
     }
 
 
