@@ -220,8 +220,7 @@ def _write_breast(job: _BreastJob) -> dict[str, object]:
         if rng.random() < 0.25:
             img = add_film_edge(img, chest_wall_left)
         uid = generate_uid(entropy_srcs=[*map(str, job.seed_entropy), view.value])
-        name = "IMG_" + hashlib.sha1(uid.encode()).hexdigest()[:10] + ".dcm"
-        path = folder / name
+        path = folder / _file_name(uid)
         _write_dicom(path, img, job, view, uid, rng)
         images[view] = img
         key = view.value.lower()
@@ -231,9 +230,13 @@ def _write_breast(job: _BreastJob) -> dict[str, object]:
         extra_rng = np.random.default_rng(np.random.SeedSequence([*job.seed_entropy, 1]))
         for view, kind in EXTRAS:
             uid = generate_uid(entropy_srcs=[*map(str, job.seed_entropy), view.value, kind])
-            path = folder / ("IMG_" + hashlib.sha1(uid.encode()).hexdigest()[:10] + ".dcm")
-            _write_dicom(path, images[view], job, view, uid, extra_rng, kind)
+            _write_dicom(folder / _file_name(uid), images[view], job, view, uid, extra_rng, kind)
     return row
+
+
+def _file_name(sop_uid: str) -> str:
+    """A name _FILE matches that says nothing of the view (a hash of the image's UID)."""
+    return "IMG_" + hashlib.sha1(sop_uid.encode()).hexdigest()[:10] + ".dcm"
 
 
 def _write_dicom(
