@@ -97,9 +97,7 @@ class TestHonesty:
         a, b = (pd.read_csv(ready / "work" / "runs" / n / "predictions.csv") for n in ("a", "b"))
         pd.testing.assert_frame_equal(a, b)
 
-    def test_a_model_that_learnt_its_training_breasts_by_heart_shows_it_in_its_apparent_auc(
-        self, ready, capsys
-    ):
+    def test_a_model_that_learnt_its_training_breasts_by_heart_shows_it_in_its_apparent_auc(self, ready):
         """12 epochs without augmentation on 190 training breasts: the model ranks them perfectly, and new
         breasts far worse; the report says how far it overfits."""
         run_dir = train_variant(ready, "by_heart", "[train]\nepochs = 12\n")
