@@ -29,11 +29,12 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
     cv, single = summary["fast-cv"], summary["single"]
     pooled = Run(cv_dir).read_cv_evaluation()
     assert (cv.kind, cv.progress, cv.auc) == ("cv", "6/6 folds", pooled.model.auc.text)
-    assert cv.clinical == pooled.baseline.auc.text
+    assert cv.clinical == pooled.baseline.auc.text and cv.optimism == f"{pooled.model.optimism:+.3f}"
     evaluation = Run(trained_master).read_evaluation()
     epochs = len(Run(trained_master).read_epochs())
     assert (single.kind, single.progress) == ("run", f"{epochs}/{epochs} epochs")
     assert single.auc == evaluation.model.test.auc.text
+    assert single.optimism == f"{evaluation.model.optimism:+.3f}"
 
     Run(cv_dir).fold(1, 2).metrics.unlink()  # a fold left to finish
     Run(work / "runs" / "single").metrics.unlink()

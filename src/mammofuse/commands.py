@@ -626,17 +626,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     table.add_column("run", no_wrap=True, min_width=names)  # the name to type next, whole
     table.add_column("kind", no_wrap=True)
     table.add_column("progress", no_wrap=True)
-    for header in ("AUC [95% CI]", "clinical only", "network", "changed (UTC)"):
+    for header in ("AUC [95% CI]", "clinical only", "optimism", "network", "changed (UTC)"):
         table.add_column(header)
     for s in summaries:
-        table.add_row(s.name, s.kind, s.progress, s.auc, s.clinical, s.model, s.changed)
+        table.add_row(s.name, s.kind, s.progress, s.auc, s.clinical, s.optimism, s.model, s.changed)
     console.print(table)
     for s in summaries:
         if s.problem:
             console.print(f"[yellow]{escape(f'{s.name}: unreadable: {s.problem}')}[/]")
     console.print(
         f"{len(summaries)} runs in {work.dir / 'runs'}; AUC: a run's test split, a cross-validation's (cv) "
-        "pooled out-of-fold AUC; 'cv on 25%': a learning curve's share (mammofuse curve)"
+        "pooled out-of-fold AUC; optimism: the model's AUC on its own training breasts minus that (large: it "
+        "overfits); 'cv on 25%': a learning curve's share (mammofuse curve)"
     )
     for page, made_by in ((work.compare_report, "compare"), (work.curve_report, "curve")):
         if page.is_file():

@@ -31,6 +31,7 @@ class RunSummary:
     clinical: str  # the clinical-only model's, beside it
     changed: str  # when a file of the run last changed (UTC)
     problem: str = ""  # why its files could not be read ("unreadable" runs)
+    optimism: str = ""  # the model's apparent minus held-out AUC ("" where not measured)
 
 
 def newest(path: Path) -> str:
@@ -42,6 +43,10 @@ def newest(path: Path) -> str:
 
 def _text(auc: AucInterval | None) -> str:
     return "" if auc is None else auc.text
+
+
+def _optimism(value: float | None) -> str:
+    return "" if value is None else f"{value:+.3f}"
 
 
 def _holder(folder: Path) -> str:
@@ -84,22 +89,24 @@ def _summarise(run: Run) -> RunSummary:
             kind += f" on {cfg.data.train_fraction:.0%}"
         done = sum(fold.metrics.is_file() for fold in run.fold_runs())
         total = cfg.split.folds * cfg.split.repeats  # cv writes the folds and repeats it uses
-        auc = clinical = ""
+        auc = clinical = optimism = ""
         if run.metrics.is_file():
             pooled = run.read_cv_evaluation()
             auc, clinical = pooled.model.auc.text, _text(pooled.baseline.auc if pooled.baseline else None)
-        return RunSummary(run.name, kind, model, f"{done}/{total} folds", auc, clinical, newest(run.dir))
+            optimism = _optimism(pooled.model.optimism)
+        progress = f"{done}/{total} folds"
+        return RunSummary(run.name, kind, model, progress, auc, clinical, newest(run.dir), optimism=optimism)
     epochs = run.read_epochs()
     total = cfg.train.epochs
     progress = f"{0 if epochs is None else len(epochs)}/{total} epochs"
-    auc = clinical = ""
+    auc = clinical = optimism = ""
     if run.metrics.is_file():
         result = run.read_evaluation()
-        auc = result.model.test.auc.text
+        auc, optimism = result.model.test.auc.text, _optimism(result.model.optimism)
         clinical = _text(result.baseline.test.auc if result.baseline else None)
     elif epochs is not None and len(epochs) >= total:
         progress += ", not evaluated"
-    return RunSummary(run.name, "run", model, progress, auc, clinical, newest(run.dir))
+    return RunSummary(run.name, "run", model, progress, auc, clinical, newest(run.dir), optimism=optimism)
 
 
 def survey(work: Work) -> list[RunSummary]:
