@@ -177,11 +177,12 @@ def training_figure(epochs: pd.DataFrame, apparent: tuple[int, float] | None = N
     loss.set(ylabel="loss", title="Loss")
     acc.plot(epochs["epoch"], epochs["train_acc"], label="train accuracy", **train)
     acc.plot(epochs["epoch"], epochs["val_acc"], label="validation accuracy", **val)
-    if "train_auc" in epochs:
-        acc.plot(epochs["epoch"], epochs["train_auc"], ls="--", label="train AUC (as logged)", **train)
-    acc.plot(epochs["epoch"], epochs["val_auc"], label="validation AUC", **val)
+    if "train_auc" in epochs:  # the training breasts' AUC in one colour: as logged, and the star
+        logged = {"ls": "--", "c": "C2", "label": "train AUC (as logged)"}
+        acc.plot(epochs["epoch"], epochs["train_auc"], **logged, **train)
+    acc.plot(epochs["epoch"], epochs["val_auc"], c="C3", label="validation AUC", **val)
     if apparent is not None:
-        acc.plot(*apparent, ls="", marker="*", ms=12, c="C3", label="apparent AUC (kept epoch)")
+        acc.plot(*apparent, ls="", marker="*", ms=12, c="C2", label="apparent AUC (kept epoch)")
     acc.set(ylim=(0, 1), title="Accuracy and AUC")
     for ax in (loss, acc):
         _by_epoch(ax, int(epochs["epoch"].max()) if len(epochs) else 1)
