@@ -408,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="every run of a work folder: what it is, how far it got, what it measured",
         description="One row per run folder of WORK/runs: its kind (run, cross-validation, nested, a "
         "learning curve's share, tuning study), progress (epochs or folds finished), the headline AUC with "
-        "its interval beside the clinical-only model's, network, and when it last changed. Reads the runs' "
-        "files; trains and writes nothing.",
+        "its interval beside the clinical-only model's, the optimism (apparent minus held-out AUC: how far "
+        "it overfits), network, and when it last changed. Reads the runs' files; trains and writes nothing.",
     )
     p.add_argument("work", type=Path, metavar="WORK", help="the work folder")
     p.set_defaults(func=commands.cmd_runs)

@@ -180,18 +180,14 @@ def fold_epochs(run: Run, result: CvEvaluation) -> list[pd.DataFrame]:
     return [log for log in logs if log is not None]
 
 
-def _apparent_text(fold: Run) -> str:
-    train_auc = fold.read_evaluation().model.train_auc
-    return "" if train_auc is None else f"{train_auc:.3f}"
-
-
 def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
     """One row per fold: its held-out breasts, AUCs and validation-chosen threshold; numbered from 1, as
     Table 1 and the flow number them, beside the fold's run folder."""
     oof = pd.read_csv(run.oof)
     tuned = list(run.read_tuning()["space"]) if run.tuning.is_file() else []
+    apparent = result.model.fold_train_aucs  # pooled in this order: repeat by repeat, fold by fold
     rows = []
-    for (repeat, fold), g in oof.groupby(["repeat", "fold"]):
+    for i, ((repeat, fold), g) in enumerate(oof.groupby(["repeat", "fold"])):
         rows.append(
             {
                 "repeat": int(repeat) + 1,
@@ -204,7 +200,7 @@ def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
                 if result.baseline is not None
                 else "",
                 "threshold": f"{g['threshold'].iloc[0]:.3f}",
-                "apparent AUC": _apparent_text(run.fold(int(repeat), int(fold))),
+                "apparent AUC": "" if apparent is None else f"{apparent[i]:.3f}",
             }
         )
         if tuned:  # nested cross-validation: what the fold chose
