@@ -293,7 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Grad-CAM overlays (CC and MLO) for the test breasts that matter most",
         description="Grad-CAM of each view's backbone for the test breasts with the highest and lowest "
         "scores, and the false positives and negatives at the validation threshold. Writes RUN_DIR/explain/ "
-        "(one PNG per breast, both views side by side) and explain/index.csv.",
+        "(one PNG per breast, both views side by side) and explain/index.csv. Then, over every test breast, "
+        "whether the maps can be trusted: the randomisation check (Adebayo et al. 2018: the maps of the same "
+        "network with its weights drawn afresh should look different) and, with --regions, whether the maps "
+        "point at the marked tumours (the pointing game, and the share of each map's mass on the tumour, "
+        "against chance): explain/checks.csv and explain/checks.json.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.add_argument(
@@ -301,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=3,
         help="breasts per group: highest and lowest scores, false positives, false negatives (default 3)",
+    )
+    p.add_argument(
+        "--regions",
+        type=Path,
+        metavar="CSV",
+        help="the tumours marked on the images, to check whether the maps point at them: columns patient_id, "
+        "side, view and either x, y, radius (a circle) or x0, y0, x1, y1 (a box), in the original DICOM "
+        "image's pixels (column x, row y), several rows to an image allowed (a synthetic cohort's "
+        "lesions.csv is one)",
     )
     p.set_defaults(func=commands.cmd_explain)
 

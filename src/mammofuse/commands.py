@@ -400,7 +400,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mammofuse.explain.explain import explain_run
+    from mammofuse.explain.checks import summary_lines
+    from mammofuse.explain.explain import check_run, explain_run
     from mammofuse.runs import Run
 
     run = Run(args.run_dir.resolve())
@@ -408,6 +409,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     index = explain_run(run.dir, args.n)
     console.print(index.to_string(index=False))
     console.print(f"wrote {len(index)} overlays to {run.explain}")
+    problems = Problems()
+    summary = check_run(run.dir, args.regions.resolve() if args.regions else None, problems)
+    for line in summary_lines(summary):
+        console.print(line)
+    show_problems(problems, "maps or regions left out of the localisation", str(run.explain_summary))
+    console.print(f"wrote {run.explain_checks.name} and {run.explain_summary.name} to {run.explain}")
     return 0
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mammofuse.cohort import DEFAULT_BREASTS
+from mammofuse.cohort.synth import LESIONS
 from mammofuse.runs import Work
 from mammofuse.ui import console
 
@@ -56,6 +57,8 @@ def run_demo(
     kept = before == wanted and Path(config).is_file()  # a rerun keeps its cohort, and so the cache's entries
     if kept:
         console.print(f"cohort: {cohort}, generated before ({_options(wanted)})")
+    lesions = cohort / LESIONS  # where the generator drew each tumour: do the maps point at them?
+    regions = ["--regions", str(lesions)] if not kept or lesions.is_file() else []
     steps = [
         *([] if kept else [synth]),
         ["ingest", config, "--out", str(work.dir)],
@@ -63,7 +66,7 @@ def run_demo(
         ["split", config, "--work", str(work.dir)],
         train,
         ["evaluate", str(run_dir.dir)],
-        ["explain", str(run_dir.dir), "--n", "2"],
+        ["explain", str(run_dir.dir), "--n", "2", *regions],
         ["report", str(run_dir.dir)],
     ]
     for argv in steps:

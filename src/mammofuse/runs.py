@@ -22,7 +22,8 @@ Every stage finds another stage's output through here, never by a file name of i
         hardware.json          how each training session ran (device, precision, input pipeline)
         metrics.json, predictions.csv, figures/                 evaluate
         bundle/                the deployable model (deploy.bundle)
-        explain/               Grad-CAM overlays and explain/index.csv
+        explain/               Grad-CAM overlays and explain/index.csv; checks.csv, checks.json: can the maps
+                               be trusted (randomisation check, localisation on marked tumours)
         report.html            report
         samplesize.json        samplesize (the breasts a validation of the model needs)
       runs/NAME/ of `mammofuse cv`   the same, plus
@@ -316,6 +317,14 @@ class Run:
     @property
     def explain_index(self) -> Path:
         return self.explain / "index.csv"
+
+    @property
+    def explain_checks(self) -> Path:
+        return self.explain / "checks.csv"
+
+    @property
+    def explain_summary(self) -> Path:
+        return self.explain / "checks.json"
 
     @property
     def report(self) -> Path:

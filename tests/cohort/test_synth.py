@@ -9,7 +9,8 @@ import pytest
 
 from mammofuse.cohort.synth import EXTRAS, SynthOptions, synthesize
 from mammofuse.config import load_config
-from mammofuse.problems import DataError
+from mammofuse.domain import VIEWS, Side
+from mammofuse.problems import DataError, Problems
 from tests.cohort.helpers import run_ingest
 
 
@@ -175,6 +176,20 @@ class TestPlantedSignal:
         depth_cc = np.where(truth["side"] == "L", truth["cc_x"], width - 1 - truth["cc_x"])
         depth_mlo = np.where(truth["side"] == "L", truth["mlo_x"], width - 1 - truth["mlo_x"])
         assert np.all(np.abs(depth_cc - depth_mlo) < 0.05 * width)
+
+    def test_lesions_csv_marks_each_tumour_on_each_image_as_explain_reads_it(self, tiny_cohort_master):
+        from mammofuse.explain.checks import Region, read_regions
+
+        truth = pd.read_csv(tiny_cohort_master / "truth.csv", dtype={"patient_id": str})
+        problems = Problems()
+        regions = read_regions(tiny_cohort_master / "lesions.csv", problems)
+        assert not problems.items and len(regions) == 2 * len(truth)
+        for row in truth.itertuples():
+            for view in VIEWS:
+                x, y, r = (getattr(row, f"{view.value.lower()}_{c}") for c in ("x", "y", "radius"))
+                assert regions[(row.patient_id, Side(row.side), view)] == [
+                    Region(y - r, x - r, y + r, x + r, True)
+                ]
 
     def test_more_extensive_calcification_spreads_wider(self, tmp_path):
         synthesize(tmp_path, SynthOptions(breasts=60, seed=4, image_size=(128, 104), workers=1))

@@ -6,7 +6,7 @@ import torch
 from mammofuse.cli import main
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, View
-from mammofuse.explain.explain import case_from_row, case_maps, select_cases
+from mammofuse.explain.explain import case_from_row, case_maps, check_run, select_cases
 from mammofuse.explain.gradcam import OneView, gradcam
 from mammofuse.models import create_model
 from mammofuse.runs import Run
@@ -93,3 +93,11 @@ class TestGradcamOnALearnedSignal:
                 breast = (img > 0.15) & ~lesion
                 ratios.append(cam[lesion].mean() / max(cam[breast].mean(), 1e-6))
         assert np.median(ratios) > 1.5
+        # The same through explain's checks, over every test breast: the maps point at the tumour far more
+        # often than chance and than a network with random weights, and change when the weights are random.
+        summary = check_run(run.dir, cohort / "lesions.csv")
+        positive = next(g for g in summary["localisation"]["groups"] if g["name"] == "EIC positive")
+        assert positive["hit"][1] > 2 * positive["area_share"][2]  # the interval's low end, chance's high end
+        assert positive["hit"][0] > positive["redrawn_hit"][0] + 0.2
+        assert positive["energy_share"][1] > positive["area_share"][2]
+        assert summary["randomisation"]["median"] < 0.5

@@ -7,7 +7,7 @@ from mammofuse.config import PreprocessConfig
 from mammofuse.domain import Side, View
 from mammofuse.imaging.cache import dequantize
 from mammofuse.imaging.decode import PixelMeta
-from mammofuse.imaging.geometry import fit_shape, map_to_original, needs_flip, pad, seed_parity
+from mammofuse.imaging.geometry import fit_shape, map_to_original, needs_flip, pad, seed_parity, to_output
 from mammofuse.imaging.preprocess import preprocess_pixels
 
 
@@ -108,6 +108,19 @@ class TestMappingBack:
         heat[found] = 1.0
         back = map_to_original(heat, g)
         assert back.shape == img.shape and np.hypot(*(centroid(back) - dot)) < 3.0
+
+    @pytest.mark.parametrize("side", [Side.LEFT, Side.RIGHT])
+    def test_a_point_marked_on_the_original_lands_where_the_preprocessing_put_its_pixels(self, side):
+        img, _, _ = phantom(shape=(400, 320))
+        dot = (200, 130)
+        if side is Side.RIGHT:  # stored mirrored: the pipeline flips it back
+            img, dot = img[:, ::-1], (200, 320 - 1 - 130)
+        img = 0.8 * img
+        img[dot[0] - 2 : dot[0] + 3, dot[1] - 2 : dot[1] + 3] = 1.0  # brighter than anything else
+        out, g, _ = breast_mode(img, side)
+        found = np.unravel_index(np.argmax(out), out.shape)
+        assert g.flipped is (side is Side.RIGHT)
+        assert np.hypot(*(np.array(to_output(*dot, g)) - found)) < 1.5  # the dot is 3 output pixels wide
 
     def test_a_map_near_the_chest_wall_lands_on_the_chest_wall_side_of_a_right_breast(self):
         img, _, _ = phantom(shape=(400, 320))

@@ -3,7 +3,9 @@
 The signal is planted on purpose and known: EIC positive goes with more extensive calcification
 (visible in both views) and with some clinical variables (HER2 positive, younger age, grade 3, ER
 negative). `truth.csv` holds the generator's own probability per breast and where it put each lesion,
-for tests and benchmarks only: it is never read by the pipeline.
+for tests and benchmarks only: it is never read by the pipeline. `lesions.csv` marks each tumour on each
+image as a study's annotations would (patient, side, view, a circle in the image's pixels): what
+`mammofuse explain --regions` checks the Grad-CAM maps against.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _TRANSFER_SYNTAX = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 LAST_EXAM = date(2025, 1, 1)  # the recruitment period ends here (every exam is on it with years = 0)
 FIELD_OF_VIEW_MM = 240.0  # detector height (24 x 30 cm detectors; ~3,000 rows at 0.08 mm)
 _FOLDER, _FILE = re.compile(r"S\d{5,}"), re.compile(r"IMG_[0-9a-f]{10}\.dcm")  # what synth writes in dicom/
+LESIONS = "lesions.csv"  # each tumour marked on each image (patient, side, view, x, y, radius)
 MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"  # PS3.4 B.5, Digital Mammography X-Ray Image Storage
 MAMMO_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 # What a unit's export holds beside a breast's two standard views (SynthOptions.extras): the raw detector
@@ -359,6 +362,14 @@ def synthesize(out: Path, options: SynthOptions, progress=None) -> dict[str, int
     truth.insert(3, "p_true", np.round(p_true, 4))
     truth.insert(4, "calc_extent", np.round(extent, 4))
     truth.to_csv(out / "truth.csv", index=False)
+    lesions = pd.concat(
+        pd.DataFrame(
+            {"patient_id": truth["patient_id"], "side": truth["side"], "view": v.value}
+            | {c: truth[f"{v.value.lower()}_{c}"] for c in ("x", "y", "radius")}
+        )
+        for v in VIEWS
+    )
+    lesions.sort_values(["patient_id", "side", "view"], kind="stable").to_csv(out / LESIONS, index=False)
 
     labels = pd.DataFrame(
         {"patient_id": clin["patient_id"], "side": clin["side"], "invasive_fraction": fraction}

@@ -1,12 +1,15 @@
-"""`mammofuse explain RUN_DIR`: Grad-CAM overlays for the test breasts that matter most.
+"""`mammofuse explain RUN_DIR`: Grad-CAM overlays for the test breasts that matter most, and whether the
+maps can be trusted.
 
 Highest and lowest scores, and the largest errors at the validation-chosen threshold (false
 positives with the highest scores, false negatives with the lowest). Cases are named by their row
-number in the run's data.csv (or the output row of `predict`), never by patient.
+number in the run's data.csv (or the output row of `predict`), never by patient. Then the checks of
+`explain.checks` over every test breast.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +18,17 @@ import pandas as pd
 import pydicom
 import torch
 
-from mammofuse.domain import VIEWS, View
+from mammofuse.domain import VIEWS, Side, View
+from mammofuse.explain.checks import read_regions, redrawn, score_map, summarise
 from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.geometry import Geometry, map_to_original
 from mammofuse.models import TwoViewNet
+from mammofuse.problems import Problems
 from mammofuse.runs import Run
+from mammofuse.ui import progress
 
 
 @dataclass
@@ -143,3 +149,58 @@ def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
     index = pd.DataFrame(records)
     index.to_csv(run.explain_index, index=False)
     return index
+
+
+def _test_rows(run: Run, data: pd.DataFrame) -> list[int]:
+    """The test breasts' rows in data.csv (0-based), in predictions.csv's order."""
+    pred = run.read_predictions()
+    row_of = {key: i for i, key in enumerate(data["patient_id"] + "/" + data["side"])}
+    return [row_of[key] for key in pred.loc[pred["split"] == "test", "key"]]
+
+
+def check_run(
+    run_dir: Path, regions: Path | None = None, problems: Problems | None = None, batch: int = 16
+) -> dict:
+    """Both checks of `explain.checks` over every test breast: explain/checks.csv (a row per breast and
+    view, named by its row in data.csv) and explain/checks.json (the summary, returned). `regions`: a
+    CSV of marked tumours; what of it cannot be used is recorded in `problems`."""
+    run, problems = Run(run_dir), problems if problems is not None else Problems()
+    cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
+    marked = read_regions(regions, problems) if regions is not None else {}
+    rows = _test_rows(run, data)
+    probability = run.read_predictions().query("split == 'test'")["probability"].to_numpy()
+    clinical = encoder.transform(data.loc[rows])
+    fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
+    records = []
+    starts = range(0, len(rows), batch)
+    for start in progress("checking the maps")(starts, len(starts)):
+        chunk = rows[start : start + batch]
+        cases = [case_from_row(data.loc[r], []) for r in chunk]
+        x = {v: torch.from_numpy(np.stack([c.images[v] for c in cases]))[:, None] for v in VIEWS}
+        c = torch.from_numpy(clinical[start : start + batch])
+        maps = gradcam(net, x[View.CC], x[View.MLO], c)
+        fresh_maps = gradcam(fresh, x[View.CC], x[View.MLO], c)
+        for i, (r, case) in enumerate(zip(chunk, cases)):
+            row = data.loc[r]
+            for view in VIEWS:
+                here = marked.get((row["patient_id"], Side(row["side"]), view), [])
+                image, geometry = case.images[view], case.geometry[view]
+                scores, off = score_map(maps[view][i], fresh_maps[view][i], image, geometry, here)
+                if off:
+                    problems.add(
+                        "region off the input",
+                        f"row {r + 1} {view.value}: the marked region lies outside the breast the model was "
+                        "given (cut away by the crop?); not scored",
+                    )
+                breast = {"row": r + 1, "patient": row["patient_id"], "label": int(row["label"])}
+                records.append(
+                    breast | {"view": view.value, "probability": float(probability[start + i])} | scores
+                )
+    table = pd.DataFrame(records)
+    name = regions.name if regions is not None else None
+    summary = summarise(table, cfg.labels.positive, name, cfg.train.seed)
+    summary["left_out"] = [p.reason for p in problems.items]
+    run.explain.mkdir(exist_ok=True)
+    table.drop(columns="patient").to_csv(run.explain_checks, index=False)  # rows, never patients
+    run.explain_summary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary

@@ -229,6 +229,14 @@ def seed_parity(
     return out, Geometry(img.shape, (0, h, 0, w), False, scale, (-top, -left), (crop, crop))
 
 
+def to_output(y: float, x: float, g: Geometry) -> tuple[float, float]:
+    """Where the original image's pixel (row y, column x) lands in the output: the way
+    `map_to_original` goes, reversed, for a point marked on the original (a tumour's annotation)."""
+    y0, y1, x0, x1 = g.box
+    col = (x1 - x0 - 1) - (x - x0) if g.flipped else x - x0
+    return (y - y0 + 0.5) * g.scale - 0.5 + g.offset[0], (col + 0.5) * g.scale - 0.5 + g.offset[1]
+
+
 def map_to_original(heat: np.ndarray, g: Geometry) -> np.ndarray:
     """Paint an output-space map (e.g. Grad-CAM) back onto the original image grid (zeros elsewhere)."""
     top, left = g.offset

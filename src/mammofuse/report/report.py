@@ -33,6 +33,7 @@ from mammofuse.evaluation.result import (
     apparent_text,
     p_text,
 )
+from mammofuse.explain.checks import summary_lines
 from mammofuse.explain.overlays import SCALING
 from mammofuse.models import describe
 from mammofuse.problems import WARNING
@@ -399,6 +400,9 @@ def build_report(run_dir: Path) -> Path:
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,
+            checks=summary_lines(json.loads(run.explain_summary.read_text()))
+            if run.explain_summary.is_file()
+            else [],
             scaling=SCALING,
             patches=cfg.model.kind == "patches",
             tile=cfg.model.tile,

@@ -1,0 +1,256 @@
+"""Can the Grad-CAM maps be trusted? Two checks over every test breast, written beside the overlays.
+
+1. Model randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps"): each map is made again
+   by the same architecture with its weights drawn afresh. A map that hardly changes shows the image's
+   structure (the breast's outline, its bright tissue), not what the model learnt. Measured per map as the
+   Spearman rank correlation of the two maps over the breast's pixels.
+2. Localisation, where the tumours are marked (a regions CSV in the original images' pixels): the pointing
+   game (Zhang et al. 2018: does the map's peak lie in the marked region?) against chance (a point drawn
+   anywhere on the breast lies in the region with probability area(region) / area(breast)), and the share
+   of the map's mass inside the region (Wang et al. 2020) against the region's share of the breast's area.
+   The re-drawn network's maps are scored the same way: what a map that knows nothing reaches.
+
+Each mean carries a 95 % interval from the same stratified patient bootstrap as the metrics.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from mammofuse.cohort.tables import parse_number, read_rows
+from mammofuse.config import ModelConfig
+from mammofuse.domain import Side, View, parse_side, parse_view
+from mammofuse.evaluation.metrics import N_BOOTSTRAP, patient_weights
+from mammofuse.imaging.geometry import Geometry, breast_mask, to_output
+from mammofuse.models import TwoViewNet, create_model
+from mammofuse.problems import DataError, Problems
+
+KEY_COLUMNS = ["patient_id", "side", "view"]
+CIRCLE, BOX = ("x", "y", "radius"), ("x0", "y0", "x1", "y1")
+INSENSITIVE = 0.5  # median rank correlation with the re-drawn network's maps from which the maps are doubted
+RegionKey = tuple[str, Side, View]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A marked region in the original image's pixels: a box, or the ellipse inscribed in it (a circle)."""
+
+    top: float
+    left: float
+    bottom: float
+    right: float
+    ellipse: bool
+
+    def mask(self, g: Geometry) -> np.ndarray:
+        """(H, W) bool over the model's input: where the region lands after crop, resize and flip (at
+        least the pixel it falls on)."""
+        (t, left), (b, right) = to_output(self.top, self.left, g), to_output(self.bottom, self.right, g)
+        cy, cx = (t + b) / 2, (left + right) / 2
+        hy, hx = max(abs(b - t) / 2, 0.5), max(abs(right - left) / 2, 0.5)
+        yy, xx = np.mgrid[: g.output_shape[0], : g.output_shape[1]]
+        if self.ellipse:
+            return ((yy - cy) / hy) ** 2 + ((xx - cx) / hx) ** 2 <= 1.0
+        return (np.abs(yy - cy) <= hy) & (np.abs(xx - cx) <= hx)
+
+
+def _region(values: dict[str, str], header: list[str]) -> Region | None:
+    """The row's circle (x, y, radius) or box (x0, y0, x1, y1); None where neither is given in numbers."""
+    if all(c in header for c in CIRCLE):
+        x, y, r = (parse_number(values[c]) for c in CIRCLE)
+        if x is not None and y is not None and r is not None and r > 0:
+            return Region(y - r, x - r, y + r, x + r, ellipse=True)
+    if all(c in header for c in BOX):
+        x0, y0, x1, y1 = (parse_number(values[c]) for c in BOX)
+        if x0 is not None and y0 is not None and x1 is not None and y1 is not None and x1 > x0 and y1 > y0:
+            return Region(y0, x0, y1, x1, ellipse=False)
+    return None
+
+
+def read_regions(path: Path, problems: Problems) -> dict[RegionKey, list[Region]]:
+    """Marked regions per (patient, side, view), several to an image allowed. A row that names no breast
+    or no region is recorded with its line and left out."""
+    header, rows = read_rows(path, KEY_COLUMNS, problems, "regions file")
+    if not any(all(c in header for c in shape) for shape in (CIRCLE, BOX)):
+        raise DataError(
+            f"{path}: no region columns: expected x, y, radius (a circle) or x0, y0, x1, y1 (a box), in the "
+            f"original image's pixels (found columns: {', '.join(header)})"
+        )
+    regions: dict[RegionKey, list[Region]] = defaultdict(list)
+    for row in rows:
+        v, where = row.values, f"{path.name} line {row.line}"
+        side, view = parse_side(v["side"]), parse_view(v["view"])
+        region = _region(v, header)
+        if not v["patient_id"] or side is None or view is None:
+            problems.add(
+                "invalid row",
+                f"{where}: no breast named (patient_id, side L/R and view CC/MLO are needed; found side "
+                f"{v['side']!r}, view {v['view']!r})",
+                path=str(path),
+            )
+        elif region is None:
+            problems.add(
+                "invalid row",
+                f"{where}: no region (numbers in x, y and a positive radius, or x0 < x1 and y0 < y1)",
+                path=str(path),
+            )
+        else:
+            regions[(v["patient_id"], side, view)].append(region)
+    return dict(regions)
+
+
+def redrawn(cfg: ModelConfig, n_clinical: int, seed: int) -> TwoViewNet:
+    """The same architecture with its weights drawn afresh (no pretrained start), in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return create_model(cfg.model_copy(update={"pretrained": "none"}), n_clinical).eval()
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, within: np.ndarray) -> float:
+    """Spearman's rho of two maps over the pixels `within`; NaN where either map is flat there."""
+    x, y = a[within], b[within]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y)[0])
+
+
+def localise(cam: np.ndarray, breast: np.ndarray, region: np.ndarray) -> dict[str, float]:
+    """Pointing game and mass share of one map: hit (the peak in the region), energy_share (the map's mass
+    in it) and area_share (the region's share of the breast: the chance level of both). A blank map has
+    neither peak nor mass: NaN."""
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    total = float(cam.sum())
+    return {
+        "hit": float(region[peak]) if total > 0 else float("nan"),
+        "energy_share": float(cam[region].sum()) / total if total > 0 else float("nan"),
+        "area_share": float((region & breast).sum()) / max(int(breast.sum()), 1),
+    }
+
+
+def score_map(
+    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, g: Geometry, regions: list[Region]
+) -> tuple[dict[str, float], bool]:
+    """Both checks of one view's map `cam` beside the re-drawn network's `fresh`: (redrawn_rho and, where
+    `regions` mark the image, the localisation of both maps; whether the regions lie off the breast the
+    model was given, cut away by the crop: then there is nothing to score them on)."""
+    breast = breast_mask(image)
+    record = {
+        "blank": float(not (cam[breast] > 0).any()),
+        "redrawn_rho": rank_correlation(cam, fresh, breast),
+    }
+    region = np.logical_or.reduce([r.mask(g) for r in regions]) if regions else None
+    if region is None or not (region & breast).any():
+        return record, region is not None
+    found = localise(fresh, breast, region)
+    scores = localise(cam, breast, region)
+    return record | scores | {
+        "redrawn_hit": found["hit"],
+        "redrawn_energy_share": found["energy_share"],
+    }, False
+
+
+def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float]:
+    """[mean, low, high]: the 95 % percentile interval over the bootstrap's rows of breast weights."""
+    known = ~np.isnan(values)
+    v, w = values[known], weights[:, known]
+    if not len(v):
+        return [float("nan")] * 3
+    boot = (w @ v) / np.maximum(w.sum(axis=1), 1e-12)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return [float(v.mean()), float(low), float(high)]
+
+
+LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_energy_share")
+
+
+def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int = 0) -> dict:
+    """checks.json: the randomisation check's median and quartiles, and, with regions, the localisation
+    means with intervals for all marked test breasts and for the positive ones."""
+    rho = table["redrawn_rho"].dropna()
+    summary: dict = {
+        "breasts": int(table["row"].nunique()),
+        "maps": len(table),
+        "blank": int(table["blank"].sum()),  # no pixel of the breast raises the positive score
+        "randomisation": {
+            "maps": len(rho),
+            "median": float(rho.median()) if len(rho) else float("nan"),
+            "quartiles": [float(q) for q in rho.quantile([0.25, 0.75])] if len(rho) else [],
+        },
+        "localisation": None,
+    }
+    if regions is None:
+        return summary
+    marked = table[table["area_share"].notna()] if "area_share" in table else table.iloc[:0]
+    groups = []
+    for name, group in (("marked", marked), (positive, marked[marked["label"] == 1])):
+        part = group[group["blank"] == 0]  # a blank map points nowhere: counted apart
+        if not len(part):
+            continue
+        w = patient_weights(
+            part["label"].to_numpy(), part["patient"].to_numpy(), N_BOOTSTRAP, np.random.default_rng(seed)
+        )
+        means = {c: _mean_ci(part[c].to_numpy(dtype=float), w) for c in LOCALISATION}
+        groups.append(
+            {
+                "name": name,
+                "breasts": int(part["row"].nunique()),
+                "maps": len(part),
+                "blank": len(group) - len(part),
+            }
+            | means
+        )
+    unmarked = int(len(table) - len(marked))
+    summary["localisation"] = {"regions": regions, "unmarked_maps": unmarked, "groups": groups}
+    return summary
+
+
+def _percent(triple: list[float]) -> str:
+    mean, low, high = (100 * t for t in triple)
+    return f"{mean:.0f} % [{low:.0f}, {high:.0f}]"
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """What the checks say, in sentences (the terminal and the report)."""
+    r = summary["randomisation"]
+    lines = []
+    if summary["blank"]:
+        lines.append(
+            f"{summary['blank']} of the {summary['maps']} test maps are blank: no pixel of the breast raises "
+            "the score there (Grad-CAM keeps only what does); they are left out of the checks below"
+        )
+    if r["maps"]:
+        q1, q3 = r["quartiles"]
+        verdict = (
+            "the maps change little without the learnt weights: they show the image's structure more than "
+            "what the model learnt; read them with care"
+            if r["median"] >= INSENSITIVE
+            else "the maps depend on what the model learnt"
+        )
+        lines.append(
+            f"randomisation check (Adebayo et al. 2018): the maps of the same network with its weights drawn "
+            f"afresh rank the breast's pixels alike at median Spearman {r['median']:.2f} (quartiles "
+            f"{q1:.2f}, {q3:.2f}; {r['maps']} maps of {summary['breasts']} test breasts): {verdict}"
+        )
+    loc = summary["localisation"]
+    if loc is not None and not loc["groups"]:
+        lines.append(f"localisation: no test breast has a region marked in {loc['regions']}")
+    elif loc is not None and loc["unmarked_maps"]:
+        lines.append(
+            f"localisation: {loc['unmarked_maps']} test maps have no region marked in {loc['regions']}"
+        )
+    for g in loc["groups"] if loc else []:
+        lines.append(
+            f"localisation on the {g['name']} test breasts ({g['breasts']}, {g['maps']} maps; regions from "
+            f"{loc['regions']}): the map's peak lies in the marked region in {_percent(g['hit'])} of maps "
+            f"(chance, a point anywhere on the breast: {_percent(g['area_share'])}; the network with its "
+            f"weights drawn afresh: {_percent(g['redrawn_hit'])}); {_percent(g['energy_share'])} of the "
+            f"map's mass lies there (the region's share of the breast's area: {_percent(g['area_share'])}; "
+            f"re-drawn: {_percent(g['redrawn_energy_share'])})"
+        )
+    return lines

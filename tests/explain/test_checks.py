@@ -1,0 +1,151 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammofuse.cli import main
+from mammofuse.config import ModelConfig
+from mammofuse.domain import Side, View
+from mammofuse.explain.checks import (
+    Region,
+    localise,
+    read_regions,
+    redrawn,
+    score_map,
+    summarise,
+    summary_lines,
+)
+from mammofuse.explain.gradcam import gradcam
+from mammofuse.imaging.geometry import Geometry
+from mammofuse.problems import DataError, Problems
+from mammofuse.runs import Run
+
+FLAT = Geometry((100, 80), (0, 100, 0, 80), False, 1.0, (0, 0), (100, 80))  # the input is the original
+
+
+class TestRegions:
+    def test_reads_circles_and_boxes_and_names_the_rows_it_cannot_use(self, tmp_path):
+        path = tmp_path / "regions.csv"
+        path.write_text(
+            "patient_id,side,view,x,y,radius,x0,y0,x1,y1\n"
+            "P1,L,CC,30,40,5,,,,\n"
+            "P1,left,MLO,,,,10,20,30,50\n"
+            "P1,L,MLO,60,70,4,,,,\n"  # a second region on the same image
+            "P2,X,CC,30,40,5,,,,\n"  # no side
+            "P2,R,CC,thirty,40,5,,,,\n"  # no number
+            "P3,R,CC,,,,30,20,10,50\n"  # x1 < x0
+        )
+        problems = Problems()
+        regions = read_regions(path, problems)
+        assert regions[("P1", Side.LEFT, View.CC)] == [Region(35, 25, 45, 35, ellipse=True)]
+        assert regions[("P1", Side.LEFT, View.MLO)] == [
+            Region(20, 10, 50, 30, ellipse=False),
+            Region(66, 56, 74, 64, ellipse=True),
+        ]
+        assert len(regions) == 2
+        reasons = [p.reason for p in problems.items]
+        assert [r.split(":")[0] for r in reasons] == [
+            "regions.csv line 5",
+            "regions.csv line 6",
+            "regions.csv line 7",
+        ]
+        assert "side 'X'" in reasons[0] and "no region" in reasons[1]
+
+    def test_a_file_without_region_columns_is_refused_with_what_it_needs(self, tmp_path):
+        path = tmp_path / "regions.csv"
+        path.write_text("patient_id,side,view,label\nP1,L,CC,1\n")
+        with pytest.raises(DataError, match=r"regions.csv: no region columns: expected x, y, radius"):
+            read_regions(path, Problems())
+
+    def test_a_region_lands_where_the_preprocessing_put_its_pixels(self):
+        # a right breast, cropped to rows 20-120 and columns 40-140 of 200 x 160, halved and flipped
+        g = Geometry((200, 160), (20, 120, 40, 140), True, 0.5, (3, 0), (56, 50))
+        mask = Region(60, 120, 70, 130, ellipse=False).mask(g)  # original rows 60-70, columns 120-130
+        rows, cols = np.nonzero(mask)
+        assert (rows.min(), rows.max()) == (23, 27)  # 3 + (60 - 20) / 2 .. 3 + (70 - 20) / 2, pixel centres
+        assert (cols.min(), cols.max()) == (5, 9)  # mirrored: (139 - 130) / 2 .. (139 - 120) / 2
+
+
+class TestLocalise:
+    def test_a_map_on_the_region_hits_it_and_a_map_elsewhere_does_not(self):
+        breast = np.zeros((100, 80), bool)
+        breast[10:90, :60] = True
+        region = Region(40, 20, 50, 30, ellipse=False).mask(FLAT)
+        yy, xx = np.mgrid[:100, :80]
+        on = np.exp(-((yy - 45) ** 2 + (xx - 25) ** 2) / 10.0)
+        off = np.exp(-((yy - 80) ** 2 + (xx - 50) ** 2) / 50.0)
+        hit, miss = localise(on, breast, region), localise(off, breast, region)
+        assert hit["hit"] == 1.0 and miss["hit"] == 0.0
+        assert hit["area_share"] == miss["area_share"] == pytest.approx(11 * 11 / (80 * 60))
+        assert hit["energy_share"] > 0.9 > 0.01 > miss["energy_share"]
+
+    def test_a_region_cut_away_by_the_crop_is_not_scored(self):
+        image = np.zeros((100, 80), np.float32)
+        image[10:90, :60] = 0.6
+        cam = np.random.default_rng(0).random((100, 80))
+        scores, off = score_map(cam, cam, image, FLAT, [Region(40, 70, 50, 78, ellipse=False)])
+        assert off and set(scores) == {"blank", "redrawn_rho"}
+
+
+def fresh_maps(seed: int) -> tuple[dict[View, np.ndarray], np.ndarray]:
+    net = redrawn(ModelConfig(backbone="tiny_cnn", pretrained="none"), 3, seed)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(52.0), indexing="ij")
+    img = ((((yy - 32) / 28) ** 2 + (xx / 40) ** 2) < 1).float()[None, None] * 0.5
+    img = img + 0.4 * (((yy - 30) ** 2 + (xx - 20) ** 2) < 16).float()
+    return gradcam(net, img, img.clone(), torch.zeros(1, 3)), img[0, 0].numpy()
+
+
+class TestRandomisation:
+    def test_maps_that_do_not_change_with_the_weights_are_flagged(self):
+        """The check's verdict follows the maps: a network compared with itself (the same seed) keeps its maps
+        exactly, and is told its maps do not depend on learnt weights; another draw is not."""
+        (same, image), (again, _), (other, _) = fresh_maps(1), fresh_maps(1), fresh_maps(2)
+        rows = []
+        for view in (View.CC, View.MLO):
+            for twin, name in ((again, "same"), (other, "other")):
+                scores, _ = score_map(same[view][0], twin[view][0], image, FLAT, [])
+                rows.append({"row": 1, "patient": "P", "label": 1, "view": view.value, "pair": name} | scores)
+        table = pd.DataFrame(rows)
+        assert table.loc[table["pair"] == "same", "redrawn_rho"].tolist() == pytest.approx([1.0, 1.0])
+        alike = summary_lines(summarise(table[table["pair"] == "same"], "EIC positive", None))
+        assert "change little without the learnt weights" in alike[0]
+        assert table.loc[table["pair"] == "other", "redrawn_rho"].max() < 0.99
+
+
+class TestExplainChecks:
+    def test_every_test_breast_is_checked_against_its_marked_tumour(self, trained_master, tmp_path, capsys):
+        run_dir = tmp_path / "run"
+        shutil.copytree(trained_master, run_dir)
+        lesions = trained_master.parents[2] / "lesions.csv"
+        bad = tmp_path / "lesions.csv"
+        bad.write_text(lesions.read_text() + "MF99999,L,CC,1,2,-3\n")  # a row with no region
+        assert main(["explain", str(run_dir), "--n", "1", "--regions", str(bad)]) == 0
+        out = capsys.readouterr().out
+        run = Run(run_dir)
+        test = run.read_predictions().query("split == 'test'")
+        table = pd.read_csv(run.explain_checks)
+        assert len(table) == 2 * len(test) and set(table["view"]) == {"CC", "MLO"}
+        assert table["area_share"].between(0, 1).all()
+        drawn = table[table["blank"] == 0]  # a blank map (nothing raises the score) has no peak, no mass
+        assert drawn["hit"].isin([0, 1]).all() and table.loc[table["blank"] == 1, "hit"].isna().all()
+        summary = json.loads(run.explain_summary.read_text())
+        assert summary["maps"] == len(table) and summary["blank"] == len(table) - len(drawn)
+        assert summary["randomisation"]["maps"] == table["redrawn_rho"].notna().sum() >= len(drawn) - 2
+        groups = {g["name"]: g for g in summary["localisation"]["groups"]}
+        assert groups["marked"]["maps"] == len(drawn) and groups["marked"]["blank"] == summary["blank"]
+        positives = drawn[drawn["label"] == 1]
+        assert groups["EIC positive"]["maps"] == len(positives)
+        assert groups["EIC positive"]["hit"][0] == pytest.approx(positives["hit"].mean())
+        assert groups["EIC positive"]["area_share"][0] == pytest.approx(positives["area_share"].mean())
+        assert summary["left_out"] == [
+            f"lesions.csv line {len(lesions.read_text().splitlines()) + 1}: no region (numbers in x, y and a "
+            "positive radius, or x0 < x1 and y0 < y1)"
+        ]
+        assert "randomisation check" in out and "localisation on the EIC positive test breasts" in out
+        for text in (run.explain_checks.read_text(), run.explain_summary.read_text()):
+            assert "MF" not in text  # rows, never patients
+        assert main(["report", str(run_dir)]) == 0
+        assert "Can the maps be trusted?" in run.report.read_text()
