@@ -406,9 +406,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     run = Run(args.run_dir.resolve())
     check_writable(run.dir)
-    index = explain_run(run.dir, args.n)
-    console.print(index.to_string(index=False))
-    console.print(f"wrote {len(index)} overlays to {run.explain}")
+    if run.is_cv:
+        console.print(
+            "a cross-validation: its maps are checked over every breast, out of fold; for overlays, explain "
+            f"a fold (mammofuse explain {run.fold(0, 0).dir})"
+        )
+    else:
+        index = explain_run(run.dir, args.n)
+        console.print(index.to_string(index=False))
+        console.print(f"wrote {len(index)} overlays to {run.explain}")
     problems = Problems()
     summary = check_run(run.dir, args.regions.resolve() if args.regions else None, problems)
     for line in summary_lines(summary):

@@ -144,8 +144,26 @@ class TestExplainChecks:
             f"lesions.csv line {len(lesions.read_text().splitlines()) + 1}: no region (numbers in x, y and a "
             "positive radius, or x0 < x1 and y0 < y1)"
         ]
-        assert "randomisation check" in out and "localisation on the EIC positive test breasts" in out
+        assert "randomisation check" in out and "localisation on the EIC positive held-out breasts" in out
         for text in (run.explain_checks.read_text(), run.explain_summary.read_text()):
             assert "MF" not in text  # rows, never patients
         assert main(["report", str(run_dir)]) == 0
-        assert "Can the maps be trusted?" in run.report.read_text()
+        assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()
+
+    def test_a_cross_validation_checks_every_breast_with_the_fold_model_that_never_saw_it(
+        self, cv_copy, capsys
+    ):
+        cohort, cv_dir = cv_copy
+        assert main(["explain", str(cv_dir), "--regions", str(cohort / "lesions.csv")]) == 0
+        assert "for overlays, explain a fold" in capsys.readouterr().out
+        run = Run(cv_dir)
+        table, oof = pd.read_csv(run.explain_checks), pd.read_csv(run.oof)
+        assert len(table) == 2 * len(oof)  # every breast, both views, once per repeat
+        for fold, part in table.groupby("fold"):
+            split = Run(cv_dir / "folds" / fold).read_data()["split"]
+            assert (split.iloc[part["row"] - 1] == "test").all()  # held out from that fold's model
+        summary = json.loads(run.explain_summary.read_text())
+        assert summary["maps"] == len(table)
+        assert summary["breasts"] == len(oof.drop_duplicates(["patient_id", "side"]))
+        assert main(["report", str(cv_dir)]) == 0
+        assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()

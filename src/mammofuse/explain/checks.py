@@ -1,4 +1,5 @@
-"""Can the Grad-CAM maps be trusted? Two checks over every test breast, written beside the overlays.
+"""Can the Grad-CAM maps be trusted? Two checks over every held-out breast (a run's test split; every breast
+of a cross-validation, each by the fold model that never saw it), written beside the overlays.
 
 1. Model randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps"): each map is made again
    by the same architecture with its weights drawn afresh. A map that hardly changes shows the image's
@@ -141,7 +142,7 @@ def score_map(
     model was given, cut away by the crop: then there is nothing to score them on)."""
     breast = breast_mask(image)
     record = {
-        "blank": float(not (cam[breast] > 0).any()),
+        "blank": int(not (cam[breast] > 0).any()),
         "redrawn_rho": rank_correlation(cam, fresh, breast),
     }
     region = np.logical_or.reduce([r.mask(g) for r in regions]) if regions else None
@@ -155,12 +156,13 @@ def score_map(
     }, False
 
 
-def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float]:
-    """[mean, low, high]: the 95 % percentile interval over the bootstrap's rows of breast weights."""
+def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float] | None:
+    """[mean, low, high]: the 95 % percentile interval over the bootstrap's rows of breast weights; None
+    where no value is known (every map blank)."""
     known = ~np.isnan(values)
     v, w = values[known], weights[:, known]
     if not len(v):
-        return [float("nan")] * 3
+        return None
     boot = (w @ v) / np.maximum(w.sum(axis=1), 1e-12)
     low, high = np.percentile(boot, [2.5, 97.5])
     return [float(v.mean()), float(low), float(high)]
@@ -171,7 +173,7 @@ LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_ene
 
 def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int = 0) -> dict:
     """checks.json: the randomisation check's median and quartiles, and, with regions, the localisation
-    means with intervals for all marked test breasts and for the positive ones."""
+    means with intervals for all marked held-out breasts and for the positive ones."""
     rho = table["redrawn_rho"].dropna()
     summary: dict = {
         "breasts": int(table["row"].nunique()),
@@ -179,7 +181,7 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
         "blank": int(table["blank"].sum()),  # no pixel of the breast raises the positive score
         "randomisation": {
             "maps": len(rho),
-            "median": float(rho.median()) if len(rho) else float("nan"),
+            "median": float(rho.median()) if len(rho) else None,
             "quartiles": [float(q) for q in rho.quantile([0.25, 0.75])] if len(rho) else [],
         },
         "localisation": None,
@@ -210,7 +212,9 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
     return summary
 
 
-def _percent(triple: list[float]) -> str:
+def _percent(triple: list[float] | None) -> str:
+    if triple is None:
+        return "none (every map blank)"
     mean, low, high = (100 * t for t in triple)
     return f"{mean:.0f} % [{low:.0f}, {high:.0f}]"
 
@@ -221,8 +225,8 @@ def summary_lines(summary: dict) -> list[str]:
     lines = []
     if summary["blank"]:
         lines.append(
-            f"{summary['blank']} of the {summary['maps']} test maps are blank: no pixel of the breast raises "
-            "the score there (Grad-CAM keeps only what does); they are left out of the checks below"
+            f"{summary['blank']} of the {summary['maps']} held-out maps are blank: no pixel of the breast "
+            "raises the score there (Grad-CAM keeps only what does); they are left out of the checks below"
         )
     if r["maps"]:
         q1, q3 = r["quartiles"]
@@ -235,22 +239,23 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(
             f"randomisation check (Adebayo et al. 2018): the maps of the same network with its weights drawn "
             f"afresh rank the breast's pixels alike at median Spearman {r['median']:.2f} (quartiles "
-            f"{q1:.2f}, {q3:.2f}; {r['maps']} maps of {summary['breasts']} test breasts): {verdict}"
+            f"{q1:.2f}, {q3:.2f}; {r['maps']} maps of {summary['breasts']} held-out breasts): {verdict}"
         )
     loc = summary["localisation"]
     if loc is not None and not loc["groups"]:
-        lines.append(f"localisation: no test breast has a region marked in {loc['regions']}")
+        lines.append(f"localisation: no held-out breast has a region marked in {loc['regions']}")
     elif loc is not None and loc["unmarked_maps"]:
         lines.append(
-            f"localisation: {loc['unmarked_maps']} test maps have no region marked in {loc['regions']}"
+            f"localisation: {loc['unmarked_maps']} held-out maps have no region marked in {loc['regions']}"
         )
     for g in loc["groups"] if loc else []:
+        hit, chance, fresh = (_percent(g[k]) for k in ("hit", "area_share", "redrawn_hit"))
+        mass, fresh_mass = _percent(g["energy_share"]), _percent(g["redrawn_energy_share"])
         lines.append(
-            f"localisation on the {g['name']} test breasts ({g['breasts']}, {g['maps']} maps; regions from "
-            f"{loc['regions']}): the map's peak lies in the marked region in {_percent(g['hit'])} of maps "
-            f"(chance, a point anywhere on the breast: {_percent(g['area_share'])}; the network with its "
-            f"weights drawn afresh: {_percent(g['redrawn_hit'])}); {_percent(g['energy_share'])} of the "
-            f"map's mass lies there (the region's share of the breast's area: {_percent(g['area_share'])}; "
-            f"re-drawn: {_percent(g['redrawn_energy_share'])})"
+            f"localisation on the {g['name']} held-out breasts ({g['breasts']}, {g['maps']} maps; regions "
+            f"from {loc['regions']}): the map's peak lies in the marked region in {hit} of maps (chance, a "
+            f"point anywhere on the breast: {chance}; the network with its weights drawn afresh: {fresh}); "
+            f"{mass} of the map's mass lies there (the region's share of the breast's area: {chance}; "
+            f"re-drawn: {fresh_mass})"
         )
     return lines

@@ -4,7 +4,7 @@ maps can be trusted.
 Highest and lowest scores, and the largest errors at the validation-chosen threshold (false
 positives with the highest scores, false negatives with the lowest). Cases are named by their row
 number in the run's data.csv (or the output row of `predict`), never by patient. Then the checks of
-`explain.checks` over every test breast.
+`explain.checks` over every test breast (of a cross-validation: over every breast, out of fold).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import pydicom
 import torch
 
 from mammofuse.domain import VIEWS, Side, View
-from mammofuse.explain.checks import read_regions, redrawn, score_map, summarise
+from mammofuse.explain.checks import Region, RegionKey, read_regions, redrawn, score_map, summarise
 from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.geometry import Geometry, map_to_original
 from mammofuse.models import TwoViewNet
-from mammofuse.problems import Problems
+from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run
 from mammofuse.ui import progress
 
@@ -158,22 +158,20 @@ def _test_rows(run: Run, data: pd.DataFrame) -> list[int]:
     return [row_of[key] for key in pred.loc[pred["split"] == "test", "key"]]
 
 
-def check_run(
-    run_dir: Path, regions: Path | None = None, problems: Problems | None = None, batch: int = 16
-) -> dict:
-    """Both checks of `explain.checks` over every test breast: explain/checks.csv (a row per breast and
-    view, named by its row in data.csv) and explain/checks.json (the summary, returned). `regions`: a
-    CSV of marked tumours; what of it cannot be used is recorded in `problems`."""
-    run, problems = Run(run_dir), problems if problems is not None else Problems()
+def check_maps(
+    run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, batch: int = 16
+) -> pd.DataFrame:
+    """Both checks of `explain.checks` over a run's test breasts: a row per breast and view (its row in
+    data.csv, patient, label, probability, then `score_map`'s figures). Regions that the crop cut away are
+    recorded in `problems`."""
     cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
-    marked = read_regions(regions, problems) if regions is not None else {}
     rows = _test_rows(run, data)
     probability = run.read_predictions().query("split == 'test'")["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
     fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
     records = []
     starts = range(0, len(rows), batch)
-    for start in progress("checking the maps")(starts, len(starts)):
+    for start in progress(f"checking the maps of {run.dir.name}")(starts, len(starts)):
         chunk = rows[start : start + batch]
         cases = [case_from_row(data.loc[r], []) for r in chunk]
         x = {v: torch.from_numpy(np.stack([c.images[v] for c in cases]))[:, None] for v in VIEWS}
@@ -196,7 +194,24 @@ def check_run(
                 records.append(
                     breast | {"view": view.value, "probability": float(probability[start + i])} | scores
                 )
-    table = pd.DataFrame(records)
+    return pd.DataFrame(records)
+
+
+def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:
+    """The checks over a run's test breasts, or over every breast of a cross-validation, each scored by
+    the fold model that never saw it: explain/checks.csv (a row per breast and view, named by its row in
+    data.csv, with its fold) and explain/checks.json (the summary, returned). `regions`: a CSV of marked
+    tumours; what of it cannot be used is recorded in `problems`."""
+    run, problems = Run(run_dir), problems if problems is not None else Problems()
+    marked = read_regions(regions, problems) if regions is not None else {}
+    if run.is_cv:
+        folds = run.fold_runs()
+        if not folds:
+            raise DataError(f"{run.dir}: no fold has been trained yet; run `mammofuse cv` first")
+        table = pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in folds])
+    else:
+        table = check_maps(run, marked, problems)
+    cfg = run.read_config()
     name = regions.name if regions is not None else None
     summary = summarise(table, cfg.labels.positive, name, cfg.train.seed)
     summary["left_out"] = [p.reason for p in problems.items]

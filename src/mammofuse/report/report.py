@@ -316,6 +316,13 @@ def build_curve_report(
     return work.curve_report
 
 
+def _checks(run: Run) -> list[str]:
+    """What `explain` found of the maps (explain/checks.json), in sentences; none before it ran."""
+    if not run.explain_summary.is_file():
+        return []
+    return summary_lines(json.loads(run.explain_summary.read_text(encoding="utf-8")))
+
+
 def build_cv_report(run: Run) -> Path:
     """The page of a cross-validation: pooled out-of-fold metrics, folds, figures, the fold ensemble."""
     result = run.read_cv_evaluation()
@@ -352,6 +359,7 @@ def build_cv_report(run: Run) -> Path:
             figures=_figures(run, CV_FIGURES),
             bundle_text=bundle_text,
             tuning=run.read_tuning() if run.tuning.is_file() else None,
+            checks=_checks(run),
         )
     )
     run.report.write_text(html, encoding="utf-8")
@@ -400,9 +408,7 @@ def build_report(run_dir: Path) -> Path:
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,
-            checks=summary_lines(json.loads(run.explain_summary.read_text()))
-            if run.explain_summary.is_file()
-            else [],
+            checks=_checks(run),
             scaling=SCALING,
             patches=cfg.model.kind == "patches",
             tile=cfg.model.tile,
