@@ -58,7 +58,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from mammofuse.cohort.importers import import_dataset
+    from mammofuse.cohort.importers import REGIONS, import_dataset
 
     check_writable(args.out)
     imported, config = import_dataset(args.dataset, args.root, args.out, args.label)
@@ -68,6 +68,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{args.dataset}: {len(labels)} breasts of {labels['patient_id'].nunique()} patients "
         f"({int(labels['label'].sum())} {imported.positive}), {images}; wrote {args.out}"
     )
+    if imported.regions is not None:
+        images_marked = len(imported.regions.drop_duplicates(["patient_id", "side", "view"]))
+        console.print(
+            f"{len(imported.regions)} findings marked with boxes on {images_marked} images: "
+            f"{args.out / REGIONS} (once a model is trained: mammofuse explain RUN_DIR --regions that file)"
+        )
     console.print(f"next: mammofuse ingest {config}")
     return 0
 

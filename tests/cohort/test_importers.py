@@ -10,6 +10,8 @@ import pytest
 
 from mammofuse.cli import main
 from mammofuse.cohort.synth import SynthOptions, synthesize
+from mammofuse.explain.checks import read_regions
+from mammofuse.problems import Problems
 from tests.cohort.helpers import edit_dicom
 
 VIEWS = ("cc", "mlo")
@@ -153,9 +155,21 @@ def test_vindr_mammo(source, tmp_path, capsys):
                 }
             )
     pd.DataFrame(rows).to_csv(root / "breast-level_annotations.csv", index=False)
-    _, manifest = run("vindr-mammo", root, tmp_path, capsys)
+    findings = []  # the radiologists' boxes around each positive breast's tumour; "No Finding" without one
+    for row, (_, b) in zip(rows, breasts(source).loc[breasts(source).index.repeat(2)].iterrows()):
+        view = row["view_position"].lower()
+        x, y, r = b[f"{view}_x"], b[f"{view}_y"], b[f"{view}_radius"]
+        box = {"xmin": x - r, "ymin": y - r, "xmax": x + r, "ymax": y + r} if b["label"] else {}
+        findings.append(row | box | {"finding_categories": "['Mass']" if box else "['No Finding']"})
+    pd.DataFrame(findings).to_csv(root / "finding_annotations.csv", index=False)
+    out, manifest = run("vindr-mammo", root, tmp_path, capsys)
     expected = {(f"{b['number']:032x}", b["side"]): b["label"] for _, b in breasts(source).iterrows()}
     assert labels_of(manifest) == expected
+    problems = Problems()
+    regions = read_regions(tmp_path / "imported" / "regions.csv", problems)
+    positives = {key for key, label in expected.items() if label}
+    assert not problems.items and {(p, s.value) for p, s, _ in regions} == positives
+    assert len(regions) == 2 * len(positives) and f"{2 * len(positives)} findings marked with boxes" in out
 
 
 def test_rsna_with_a_view_other_than_cc_and_mlo(source, tmp_path, capsys):

@@ -3,7 +3,9 @@
 `mammofuse import NAME ROOT --out COHORT` reads the description files that come with the download
 (ROOT: the dataset's folder as downloaded) and writes COHORT/images.csv (path relative to ROOT, patient,
 side, view), labels.csv (patient_id, side, label: one binary endpoint per breast), clinical.csv (what the
-dataset has) and cohort.toml, which `mammofuse ingest` accepts. Every image row is listed, also views other
+dataset has) and cohort.toml, which `mammofuse ingest` accepts; where the dataset marks its findings with
+boxes, regions.csv (patient_id, side, view, x0, y0, x1, y1, finding), which `mammofuse explain --regions`
+checks the Grad-CAM maps against. Every image row is listed, also views other
 than CC and MLO: ingest writes down why it leaves them out. Nothing is downloaded.
 """
 
@@ -21,6 +23,7 @@ from mammofuse.problems import DataError
 
 CBIS_SERIES = re.compile(r"(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)")
 CMMD_PATIENT = r"(?P<patient>D[12]-\d{4})"
+REGIONS = "regions.csv"  # findings marked with boxes, for `explain --regions`
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Imported:
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
     secondary_capture: bool = False  # the dataset's images are digitised film
+    regions: pd.DataFrame | None = None  # patient_id, side, view, x0, y0, x1, y1, finding: boxed findings
 
 
 def _read(root: Path, *names: str) -> pd.DataFrame:
@@ -51,6 +55,11 @@ def _read(root: Path, *names: str) -> pd.DataFrame:
         except ImportError:
             raise DataError(f"{path}: reading Excel needs openpyxl (pip install openpyxl)") from None
     return pd.read_csv(path, dtype=str)
+
+
+def _optional(root: Path, name: str) -> pd.DataFrame | None:
+    """A description file the dataset may come without (a partial download): None where it is absent."""
+    return _read(root, name) if next(root.rglob(name), None) is not None else None
 
 
 def _any_positive(rows: pd.DataFrame, positive: pd.Series) -> pd.DataFrame:
@@ -132,7 +141,9 @@ def cmmd(root: Path, label: str) -> Imported:
 def vindr_mammo(root: Path, label: str) -> Imported:
     """VinDr-Mammo: breast-level_annotations.csv (study_id, image_id, laterality, view_position,
     breast_birads, breast_density, split); images in images/<study_id>/<image_id>.dicom. One study is one
-    patient. Positive: BI-RADS 4 or 5 (suspicious), negative: BI-RADS 1-3."""
+    patient. Positive: BI-RADS 4 or 5 (suspicious), negative: BI-RADS 1-3. The radiologists' boxes of
+    finding_annotations.csv (xmin, ymin, xmax, ymax in the image's pixels), where it was downloaded, are
+    the regions."""
     table = _read(root, "breast-level_annotations.csv")
     table = table.assign(patient_id=table["study_id"], side=_side(table["laterality"]))
     images = table.assign(
@@ -144,6 +155,22 @@ def vindr_mammo(root: Path, label: str) -> Imported:
     labels = _any_positive(table, birads >= 4)
     clinical = breast.agg(density=("breast_density", "first")).reset_index()
     clinical["density"] = clinical["density"].str.replace("DENSITY ", "", regex=False)
+    findings = _optional(root, "finding_annotations.csv")
+    regions = None
+    if findings is not None:  # "No Finding" rows carry no box
+        boxed = findings.dropna(subset=["xmin", "ymin", "xmax", "ymax"])
+        regions = pd.DataFrame(
+            {
+                "patient_id": boxed["study_id"],
+                "side": _side(boxed["laterality"]),
+                "view": boxed["view_position"],
+                "x0": boxed["xmin"],
+                "y0": boxed["ymin"],
+                "x1": boxed["xmax"],
+                "y1": boxed["ymax"],
+                "finding": boxed["finding_categories"],
+            }
+        )
     return Imported(
         images[["path", "patient_id", "side", "view"]],
         labels,
@@ -152,6 +179,7 @@ def vindr_mammo(root: Path, label: str) -> Imported:
         "BI-RADS 1-3",
         clinical,
         categorical=["density"],
+        regions=regions,
     )
 
 
@@ -208,6 +236,8 @@ def import_dataset(name: str, root: Path, out: Path, label: str | None = None) -
     if imported.images is not None:
         imported.images.to_csv(out / "images.csv", index=False)
     imported.labels.to_csv(out / "labels.csv", index=False)
+    if imported.regions is not None:
+        imported.regions.to_csv(out / REGIONS, index=False)
     has_clinical = imported.clinical is not None and bool(imported.numeric or imported.categorical)
     if has_clinical:
         assert imported.clinical is not None
