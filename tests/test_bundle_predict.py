@@ -642,13 +642,18 @@ class TestModelVariants:
         in the case figures), the bundle, and predict giving what evaluate gave."""
         run = train_variant(ready, "patches", '[model]\nkind = "patches"\ntile = 32\ntile_batch = 16\n')
         assert main(["evaluate", str(run)]) == 0
-        assert main(["explain", str(run), "--n", "1"]) == 0
+        assert main(["explain", str(run), "--n", "1", "--regions", str(ready / "lesions.csv")]) == 0
         index = pd.read_csv(run / "explain" / "index.csv")
         assert len(index) >= 2 and all((run / "explain" / f).is_file() for f in index["file"])
         net = Run(run).read_net()
         assert net.kind == "patches" and net.attention(View.CC) is not None
+        # the attention is checked against the marked tumours too: by the tiles the tumour touches
+        checks = pd.read_csv(run / "explain" / "checks.csv")
+        assert checks["attention_hit"].isin([0, 1]).all() and checks["attention_share"].between(0, 1).all()
+        assert (checks["tile_share"] >= checks["area_share"]).all()  # whole tiles cover at least the region
         assert main(["report", str(run)]) == 0
-        assert "tile attention" in (run / "report.html").read_text()
+        report = (run / "report.html").read_text()
+        assert "tile attention" in report and "tile attention on the EIC positive held-out breasts" in report
         assert_predict_gives_what_evaluate_gave(run, ready, tmp_path)
 
 

@@ -12,8 +12,10 @@ from mammofuse.domain import Side, View
 from mammofuse.explain.checks import (
     Region,
     localise,
+    localise_tiles,
     read_regions,
     redrawn,
+    region_mask,
     score_map,
     summarise,
     summary_lines,
@@ -82,11 +84,25 @@ class TestLocalise:
         assert hit["area_share"] == miss["area_share"] == pytest.approx(11 * 11 / (80 * 60))
         assert hit["energy_share"] > 0.9 > 0.01 > miss["energy_share"]
 
+    @pytest.mark.parametrize(("top", "hit"), [((4, 2), 1.0), ((8, 5), 0.0)])
+    def test_the_tile_attention_is_scored_by_the_tiles_the_region_touches(self, top, hit):
+        weights = np.zeros((10, 8))
+        weights[1:9, :6] = 1.0  # 48 tiles with breast, one of them weighed 5 times the others
+        weights[top] = 5.0
+        attention = np.kron(
+            weights / weights.sum(), np.ones((10, 10))
+        )  # each pixel its 10-pixel tile's weight
+        region = Region(40, 20, 50, 30, ellipse=False).mask(FLAT)  # rows and columns 40-50, 20-30: 4 tiles
+        found = localise_tiles(attention, region, 10)
+        assert found["attention_hit"] == hit
+        assert found["tile_share"] == pytest.approx(4 / 48)
+        assert found["attention_share"] == pytest.approx((8 if hit else 4) / 52)
+
     def test_a_region_cut_away_by_the_crop_is_not_scored(self):
         image = np.zeros((100, 80), np.float32)
         image[10:90, :60] = 0.6
         cam = np.random.default_rng(0).random((100, 80))
-        scores, off = score_map(cam, cam, image, FLAT, [Region(40, 70, 50, 78, ellipse=False)])
+        scores, off = score_map(cam, cam, image, region_mask([Region(40, 70, 50, 78, ellipse=False)], FLAT))
         assert off and set(scores) == {"blank", "redrawn_rho"}
 
 
@@ -106,7 +122,7 @@ class TestRandomisation:
         rows = []
         for view in (View.CC, View.MLO):
             for twin, name in ((again, "same"), (other, "other")):
-                scores, _ = score_map(same[view][0], twin[view][0], image, FLAT, [])
+                scores, _ = score_map(same[view][0], twin[view][0], image, None)
                 rows.append({"row": 1, "patient": "P", "label": 1, "view": view.value, "pair": name} | scores)
         table = pd.DataFrame(rows)
         assert table.loc[table["pair"] == "same", "redrawn_rho"].tolist() == pytest.approx([1.0, 1.0])

@@ -134,18 +134,22 @@ def localise(cam: np.ndarray, breast: np.ndarray, region: np.ndarray) -> dict[st
     }
 
 
+def region_mask(regions: list[Region], g: Geometry) -> np.ndarray | None:
+    """Where an image's marked regions land in the model's input (their union); None for no region."""
+    return np.logical_or.reduce([r.mask(g) for r in regions]) if regions else None
+
+
 def score_map(
-    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, g: Geometry, regions: list[Region]
+    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, region: np.ndarray | None
 ) -> tuple[dict[str, float], bool]:
-    """Both checks of one view's map `cam` beside the re-drawn network's `fresh`: (redrawn_rho and, where
-    `regions` mark the image, the localisation of both maps; whether the regions lie off the breast the
-    model was given, cut away by the crop: then there is nothing to score them on)."""
+    """Both checks of one view's map `cam` beside the re-drawn network's `fresh`: (blank, redrawn_rho
+    and, where a region is marked, the localisation of both maps; whether the region lies off the breast
+    the model was given, cut away by the crop: then there is nothing to score it on)."""
     breast = breast_mask(image)
     record = {
         "blank": int(not (cam[breast] > 0).any()),
         "redrawn_rho": rank_correlation(cam, fresh, breast),
     }
-    region = np.logical_or.reduce([r.mask(g) for r in regions]) if regions else None
     if region is None or not (region & breast).any():
         return record, region is not None
     found = localise(fresh, breast, region)
@@ -154,6 +158,22 @@ def score_map(
         "redrawn_hit": found["hit"],
         "redrawn_energy_share": found["energy_share"],
     }, False
+
+
+def localise_tiles(attention: np.ndarray, region: np.ndarray, tile: int) -> dict[str, float]:
+    """The patch model's tile attention against a region: attention_hit (a tile of the highest weight
+    touches the region), attention_share (the weight of the tiles touching it; the weights sum to 1 over
+    the tiles with breast) and tile_share (their share of the tiles with breast: the chance level)."""
+    weights = attention[::tile, ::tile]  # each pixel holds its tile's weight: one value per tile
+    h, w = region.shape
+    grid = np.pad(region, ((0, -h % tile), (0, -w % tile)))
+    touched = grid.reshape(grid.shape[0] // tile, tile, grid.shape[1] // tile, tile).any(axis=(1, 3))
+    content = weights > 0  # a tile without breast is never weighed
+    return {
+        "attention_hit": float((touched & (weights == weights.max())).any()),
+        "attention_share": float(weights[touched].sum() / weights.sum()),
+        "tile_share": float((touched & content).sum() / max(int(content.sum()), 1)),
+    }
 
 
 def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float] | None:
@@ -169,6 +189,7 @@ def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float] | None:
 
 
 LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_energy_share")
+ATTENTION = ("attention_hit", "tile_share", "attention_share")  # the patch model's
 
 
 def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int = 0) -> dict:
@@ -197,7 +218,7 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
         w = patient_weights(
             part["label"].to_numpy(), part["patient"].to_numpy(), N_BOOTSTRAP, np.random.default_rng(seed)
         )
-        means = {c: _mean_ci(part[c].to_numpy(dtype=float), w) for c in LOCALISATION}
+        means = {c: _mean_ci(part[c].to_numpy(dtype=float), w) for c in LOCALISATION + ATTENTION if c in part}
         groups.append(
             {
                 "name": name,
@@ -258,4 +279,12 @@ def summary_lines(summary: dict) -> list[str]:
             f"{mass} of the map's mass lies there (the region's share of the breast's area: {chance}; "
             f"re-drawn: {fresh_mass})"
         )
+        if "attention_hit" in g:
+            top, tiles, weight = (_percent(g[k]) for k in ATTENTION)
+            lines.append(
+                f"the patch model's tile attention on the {g['name']} held-out breasts: a tile of the "
+                f"highest weight touches the marked region in {top} of maps (chance, a tile drawn anywhere "
+                f"on the breast: {tiles}), and the tiles touching it hold {weight} of the attention (their "
+                f"share of the breast's tiles: {tiles})"
+            )
     return lines

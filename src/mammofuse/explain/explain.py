@@ -19,7 +19,16 @@ import pydicom
 import torch
 
 from mammofuse.domain import VIEWS, Side, View
-from mammofuse.explain.checks import Region, RegionKey, read_regions, redrawn, score_map, summarise
+from mammofuse.explain.checks import (
+    Region,
+    RegionKey,
+    localise_tiles,
+    read_regions,
+    redrawn,
+    region_mask,
+    score_map,
+    summarise,
+)
 from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
@@ -169,6 +178,7 @@ def check_maps(
     probability = run.read_predictions().query("split == 'test'")["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
     fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
+    tile = cfg.model.tile
     records = []
     starts = range(0, len(rows), batch)
     for start in progress(f"checking the maps of {run.dir.name}")(starts, len(starts)):
@@ -178,12 +188,15 @@ def check_maps(
         c = torch.from_numpy(clinical[start : start + batch])
         maps = gradcam(net, x[View.CC], x[View.MLO], c)
         fresh_maps = gradcam(fresh, x[View.CC], x[View.MLO], c)
+        attention = attention_maps(net, x[View.CC], x[View.MLO], c)  # a patch model's; None otherwise
         for i, (r, case) in enumerate(zip(chunk, cases)):
             row = data.loc[r]
             for view in VIEWS:
                 here = marked.get((row["patient_id"], Side(row["side"]), view), [])
-                image, geometry = case.images[view], case.geometry[view]
-                scores, off = score_map(maps[view][i], fresh_maps[view][i], image, geometry, here)
+                region = region_mask(here, case.geometry[view])
+                scores, off = score_map(maps[view][i], fresh_maps[view][i], case.images[view], region)
+                if attention is not None and region is not None and not off:
+                    scores |= localise_tiles(attention[view][i], region, tile)
                 if off:
                     problems.add(
                         "region off the input",
