@@ -123,12 +123,27 @@ class TestRandomisation:
         for view in (View.CC, View.MLO):
             for twin, name in ((again, "same"), (other, "other")):
                 scores, _ = score_map(same[view][0], twin[view][0], image, None)
-                rows.append({"row": 1, "patient": "P", "label": 1, "view": view.value, "pair": name} | scores)
+                rows.append(
+                    {"row": 1, "patient": "P", "side": "L", "label": 1, "view": view.value, "pair": name}
+                    | scores
+                )
         table = pd.DataFrame(rows)
         assert table.loc[table["pair"] == "same", "redrawn_rho"].tolist() == pytest.approx([1.0, 1.0])
         alike = summary_lines(summarise(table[table["pair"] == "same"], "EIC positive", None))
         assert "change little without the learnt weights" in alike[0]
         assert table.loc[table["pair"] == "other", "redrawn_rho"].max() < 0.99
+
+    def test_breasts_are_counted_as_breasts_not_row_numbers(self):
+        """The folds of a learning-curve share each thin their training part: one row number names another
+        breast in each fold's data.csv."""
+        maps = [
+            {"row": 7, "patient": patient, "side": "L", "fold": fold, "label": 0, "view": view}
+            | {"blank": 0, "redrawn_rho": 0.1}
+            for patient, fold in (("P1", "r0f0"), ("P2", "r0f1"))
+            for view in ("CC", "MLO")
+        ]
+        summary = summarise(pd.DataFrame(maps), "EIC positive", None)
+        assert summary["breasts"] == 2 and summary["maps"] == 4
 
 
 class TestExplainChecks:

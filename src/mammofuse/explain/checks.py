@@ -192,12 +192,17 @@ LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_ene
 ATTENTION = ("attention_hit", "tile_share", "attention_share")  # the patch model's
 
 
+def _breasts(table: pd.DataFrame) -> int:
+    """How many breasts the maps are of (a breast's row number differs between the folds of a share)."""
+    return len(table.drop_duplicates(["patient", "side"]))
+
+
 def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int = 0) -> dict:
     """checks.json: the randomisation check's median and quartiles, and, with regions, the localisation
     means with intervals for all marked held-out breasts and for the positive ones."""
     rho = table["redrawn_rho"].dropna()
     summary: dict = {
-        "breasts": int(table["row"].nunique()),
+        "breasts": _breasts(table),
         "maps": len(table),
         "blank": int(table["blank"].sum()),  # no pixel of the breast raises the positive score
         "randomisation": {
@@ -222,7 +227,7 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
         groups.append(
             {
                 "name": name,
-                "breasts": int(part["row"].nunique()),
+                "breasts": _breasts(part),
                 "maps": len(part),
                 "blank": len(group) - len(part),
             }

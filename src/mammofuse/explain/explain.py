@@ -203,7 +203,12 @@ def check_maps(
                         f"row {r + 1} {view.value}: the marked region lies outside the breast the model was "
                         "given (cut away by the crop?); not scored",
                     )
-                breast = {"row": r + 1, "patient": row["patient_id"], "label": int(row["label"])}
+                breast = {
+                    "row": r + 1,
+                    "patient": row["patient_id"],
+                    "side": row["side"],
+                    "label": int(row["label"]),
+                }
                 records.append(
                     breast | {"view": view.value, "probability": float(probability[start + i])} | scores
                 )
