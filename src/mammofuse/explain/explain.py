@@ -127,21 +127,26 @@ def explain_cases(
     return written
 
 
+def test_predictions(run: Run, data: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """The run's test predictions (indexed from 0) and each breast's row in its data.csv (0-based)."""
+    pred = run.read_predictions()
+    pred = pred[pred["split"] == "test"].reset_index(drop=True)
+    row_of = {key: i for i, key in enumerate(data["patient_id"] + "/" + data["side"])}
+    return pred, [row_of[key] for key in pred["key"]]
+
+
 def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
     """Write the run's explain/*.png and explain/index.csv; return the index."""
     run = Run(run_dir)
-    pred = run.read_predictions()
     threshold = run.read_evaluation().model.threshold
     cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
-    pred = pred[pred["split"] == "test"].reset_index(drop=True)
-    row_of = {key: i for i, key in enumerate(data["patient_id"] + "/" + data["side"])}
+    pred, rows = test_predictions(run, data)
     voi = cfg.preprocess.voi == "window"
 
     run.explain.mkdir(exist_ok=True)
     records = []
     for rank, (category, i) in enumerate(select_cases(pred, threshold, n)):
-        p = pred.loc[i]
-        r = row_of[p["key"]]
+        p, r = pred.loc[i], rows[i]
         case = case_from_row(data.loc[r], [encoder.transform(data.loc[[r]])[0]])
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
@@ -160,13 +165,6 @@ def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
     return index
 
 
-def _test_rows(run: Run, data: pd.DataFrame) -> list[int]:
-    """The test breasts' rows in data.csv (0-based), in predictions.csv's order."""
-    pred = run.read_predictions()
-    row_of = {key: i for i, key in enumerate(data["patient_id"] + "/" + data["side"])}
-    return [row_of[key] for key in pred.loc[pred["split"] == "test", "key"]]
-
-
 def check_maps(
     run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, batch: int = 16
 ) -> pd.DataFrame:
@@ -174,8 +172,8 @@ def check_maps(
     data.csv, patient, label, probability, then `score_map`'s figures). Regions that the crop cut away are
     recorded in `problems`."""
     cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
-    rows = _test_rows(run, data)
-    probability = run.read_predictions().query("split == 'test'")["probability"].to_numpy()
+    pred, rows = test_predictions(run, data)
+    probability = pred["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
     fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
     tile = cfg.model.tile
