@@ -223,19 +223,19 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
         w = patient_weights(
             part["label"].to_numpy(), part["patient"].to_numpy(), N_BOOTSTRAP, np.random.default_rng(seed)
         )
-        means = {c: _mean_ci(part[c].to_numpy(dtype=float), w) for c in LOCALISATION + ATTENTION if c in part}
-        groups.append(
-            {
-                "name": name,
-                "breasts": _breasts(part),
-                "maps": len(part),
-                "blank": len(group) - len(part),
-            }
-            | means
-        )
+        columns = [c for c in LOCALISATION + ATTENTION if c in part]
+        means = {c: _mean_ci(part[c].to_numpy(dtype=float), w) for c in columns}
+        by_view = {view: maps[columns].mean().to_dict() for view, maps in part.groupby("view")}
+        counts = {"breasts": _breasts(part), "maps": len(part), "blank": len(group) - len(part)}
+        groups.append({"name": name} | counts | means | {"by_view": by_view})
     unmarked = int(len(table) - len(marked))
     summary["localisation"] = {"regions": regions, "unmarked_maps": unmarked, "groups": groups}
     return summary
+
+
+def _views(group: dict, column: str) -> str:
+    """The mean of each view apart: a model may look at the tumour in one view and elsewhere in the other."""
+    return ", ".join(f"{view} {100 * means[column]:.0f} %" for view, means in group["by_view"].items())
 
 
 def _percent(triple: list[float] | None) -> str:
@@ -279,17 +279,17 @@ def summary_lines(summary: dict) -> list[str]:
         mass, fresh_mass = _percent(g["energy_share"]), _percent(g["redrawn_energy_share"])
         lines.append(
             f"localisation on the {g['name']} held-out breasts ({g['breasts']}, {g['maps']} maps; regions "
-            f"from {loc['regions']}): the map's peak lies in the marked region in {hit} of maps (chance, a "
-            f"point anywhere on the breast: {chance}; the network with its weights drawn afresh: {fresh}); "
-            f"{mass} of the map's mass lies there (the region's share of the breast's area: {chance}; "
-            f"re-drawn: {fresh_mass})"
+            f"from {loc['regions']}): the map's peak lies in the marked region in {hit} of maps "
+            f"({_views(g, 'hit')}; chance, a point anywhere on the breast: {chance}; the network with its "
+            f"weights drawn afresh: {fresh}); {mass} of the map's mass lies there (the region's share of "
+            f"the breast's area: {chance}; re-drawn: {fresh_mass})"
         )
         if "attention_hit" in g:
             top, tiles, weight = (_percent(g[k]) for k in ATTENTION)
             lines.append(
                 f"the patch model's tile attention on the {g['name']} held-out breasts: a tile of the "
-                f"highest weight touches the marked region in {top} of maps (chance, a tile drawn anywhere "
-                f"on the breast: {tiles}), and the tiles touching it hold {weight} of the attention (their "
-                f"share of the breast's tiles: {tiles})"
+                f"highest weight touches the marked region in {top} of maps ({_views(g, 'attention_hit')}; "
+                f"chance, a tile drawn anywhere on the breast: {tiles}), and the tiles touching it hold "
+                f"{weight} of the attention (their share of the breast's tiles: {tiles})"
             )
     return lines
