@@ -61,7 +61,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from mammofuse.cohort.importers import REGIONS, import_dataset
 
     check_writable(args.out)
-    imported, config = import_dataset(args.dataset, args.root, args.out, args.label)
+    imported, config = import_dataset(
+        args.dataset, args.root, args.out, args.label, progress("reading the ROI mask images")
+    )
     labels = imported.labels
     images = "side and view from the headers" if imported.images is None else f"{len(imported.images)} images"
     console.print(

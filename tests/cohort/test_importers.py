@@ -5,6 +5,7 @@ the images of a generated cohort: import -> ingest -> preprocess, and the labels
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -73,8 +74,22 @@ def test_cbis_ddsm(source, tmp_path, capsys):
 
             dicom = root / "CBIS-DDSM" / series / "08-07-2016-DDSM-74994" / "1.000000-full mammogram-24515"
             place(source, b[f"{view}_path"], dicom / "1-1.dcm", film)
-            roi = root / "CBIS-DDSM" / f"{series}_1" / "08-07-2016-DDSM-12345" / "1.000000-ROI mask-1"
-            place(source, b[f"{view}_path"], roi / "1-1.dcm", film)  # not a full mammogram: not listed
+            # the abnormality's folder: a crop of the lesion and its ROI mask, the full image's size
+            roi = root / "CBIS-DDSM" / f"{series}_1" / "08-07-2016-DDSM-12345" / "1.000000-ROI mask images-1"
+            x, y, r = (int(b[f"{view}_{c}"]) for c in ("x", "y", "radius"))
+
+            def crop(ds, x=x, y=y, r=r):
+                ds.set_pixel_data(
+                    ds.pixel_array[y - r : y + r, max(x - r, 0) : x + r].copy(), "MONOCHROME2", 16
+                )
+
+            def mask(ds, x=x, y=y, r=r):
+                marked = np.zeros((ds.Rows, ds.Columns), np.uint8)
+                marked[y - r : y + r + 1, max(x - r, 0) : x + r + 1] = 255
+                ds.set_pixel_data(marked, "MONOCHROME2", 8)
+
+            place(source, b[f"{view}_path"], roi / "1-1.dcm", crop)  # neither is a full mammogram: not listed
+            place(source, b[f"{view}_path"], roi / "1-2.dcm", mask)
             rows.append(
                 {
                     "patient_id": patient,
@@ -103,6 +118,16 @@ def test_cbis_ddsm(source, tmp_path, capsys):
     assert labels_of(manifest) == expected
     assert manifest["cc_sop_class"].eq("SecondaryCaptureImageStorage").all()
     assert not manifest["cc_path"].str.contains("_CC_1/").any()
+    # every abnormality's ROI mask read into a box around its marked pixels, named by its type and pathology
+    regions = pd.read_csv(tmp_path / "imported" / "regions.csv").set_index(["patient_id", "side", "view"])
+    assert len(regions) == 2 * len(breasts(source))
+    for i, b in breasts(source).iterrows():
+        for view in VIEWS:
+            x, y, r = (int(b[f"{view}_{c}"]) for c in ("x", "y", "radius"))
+            box = regions.loc[(f"P_{b['number']:05d}", b["side"], view.upper())]
+            assert tuple(box[["x0", "y0", "x1", "y1"]]) == (max(x - r, 0), y - r, x + r + 1, y + r + 1)
+            pathology = "malignant" if b["label"] else ("benign", "benign_without_callback")[i % 2]
+            assert box["finding"] == f"{('mass', 'calc')[i % 2]} ({pathology})"
 
 
 def test_cmmd_malignant_and_luminal(source, tmp_path, capsys):

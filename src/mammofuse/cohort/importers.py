@@ -12,16 +12,19 @@ than CC and MLO: ingest writes down why it leaves them out. Nothing is downloade
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pydicom
 
 from mammofuse.config import ClinicalConfig, Config, ImagesConfig, LabelsConfig, save_config
 from mammofuse.problems import DataError
 
 CBIS_SERIES = re.compile(r"(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)")
+CBIS_ROI = re.compile(rf"(?P<series>{CBIS_SERIES.pattern})_(?P<abnormality>\d+)")  # ROI mask and crop
 CMMD_PATIENT = r"(?P<patient>D[12]-\d{4})"
 REGIONS = "regions.csv"  # findings marked with boxes, for `explain --regions`
 
@@ -40,6 +43,7 @@ class Imported:
     categorical: list[str] = field(default_factory=list)
     secondary_capture: bool = False  # the dataset's images are digitised film
     regions: pd.DataFrame | None = None  # patient_id, side, view, x0, y0, x1, y1, finding: boxed findings
+    masks: pd.DataFrame | None = None  # patient_id, side, view, path, finding: findings drawn as mask images
 
 
 def _read(root: Path, *names: str) -> pd.DataFrame:
@@ -76,7 +80,8 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
     """CBIS-DDSM: the four case-description CSVs (mass / calc, train / test), one row per abnormality.
     A breast is positive when any of its abnormalities is MALIGNANT (BENIGN and BENIGN_WITHOUT_CALLBACK
     are negative). The CSVs' `image file path` names UID folders that do not match a downloaded tree, a
-    known quirk, so images are matched on their series folder (`Mass-Training_P_00001_LEFT_CC`)."""
+    known quirk, so images are matched on their series folder (`Mass-Training_P_00001_LEFT_CC`); each
+    abnormality's ROI mask, in the folder named after it (`..._CC_1`), becomes its region."""
     parts = []
     for kind in ("mass", "calc"):
         for split in ("train", "test"):
@@ -85,13 +90,14 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
     cases = pd.concat(parts, ignore_index=True)
     cases["side"] = _side(cases["left or right breast"])
     cases["series"] = cases["image file path"].str.split("/").str[0]
-    found: dict[
-        str, str
-    ] = {}  # series folder of a full mammogram (ROI and crop folders end in _1, _2, ...) -> its file
+    found: dict[str, str] = {}  # series folder of a full mammogram -> its file
+    rois: dict[tuple[str, int], list[Path]] = {}  # (series, abnormality id) -> its ROI mask and crop files
     for path in sorted(root.rglob("*.dcm")):
-        series = next((part for part in path.parts if CBIS_SERIES.fullmatch(part)), None)
-        if series:
-            found.setdefault(series, path.relative_to(root).as_posix())
+        for part in path.parts:
+            if CBIS_SERIES.fullmatch(part):
+                found.setdefault(part, path.relative_to(root).as_posix())
+            elif roi := CBIS_ROI.fullmatch(part):
+                rois.setdefault((roi["series"], int(roi["abnormality"])), []).append(path)
     images = cases.drop_duplicates("series").rename(columns={"image view": "view"})
     images = images.assign(path=images["series"].map(found)).dropna(subset=["path"])
     breast = cases.groupby(["patient_id", "side"])
@@ -109,7 +115,51 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
         clinical,
         categorical=["density", "abnormality"],
         secondary_capture=True,
+        masks=_cbis_masks(root, cases.rename(columns=lambda c: c.replace(" ", "_")), found, rois),
     )
+
+
+def _shape(path: Path) -> tuple[int, int]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return int(ds.Rows), int(ds.Columns)
+
+
+def _cbis_masks(
+    root: Path, cases: pd.DataFrame, found: dict[str, str], rois: dict[tuple[str, int], list[Path]]
+) -> pd.DataFrame | None:
+    """Each abnormality's ROI mask: of the files in its `..._CC_1` folder, the one the size of its full
+    mammogram (the other is a crop of the lesion), with the abnormality's type and pathology."""
+    masks = []
+    for case in cases.itertuples():
+        files = rois.get((str(case.series), int(str(case.abnormality_id))), [])
+        if str(case.series) not in found or not files:
+            continue
+        full = _shape(root / found[str(case.series)])
+        mask = next((f for f in files if _shape(f) == full), None)
+        if mask is not None:
+            finding = f"{case.abnormality_type} ({str(case.pathology).lower()})"
+            masks.append(
+                (case.patient_id, case.side, case.image_view, mask.relative_to(root).as_posix(), finding)
+            )
+    columns = ["patient_id", "side", "view", "path", "finding"]
+    return pd.DataFrame(masks, columns=columns) if masks else None
+
+
+def boxes_from_masks(
+    root: Path, masks: pd.DataFrame, progress: Callable[[Iterable, int], Iterator] | None = None
+) -> pd.DataFrame:
+    """The box around each mask image's marked pixels (x0, y0, x1, y1 in the image's pixels); a mask with
+    nothing marked gives no box."""
+    rows = masks.itertuples()
+    boxes = []
+    for m in progress(rows, len(masks)) if progress else rows:
+        ys, xs = np.nonzero(pydicom.dcmread(root / str(m.path)).pixel_array)
+        if len(ys):
+            box = {"x0": xs.min(), "y0": ys.min(), "x1": xs.max() + 1, "y1": ys.max() + 1}
+            boxes.append(
+                {"patient_id": m.patient_id, "side": m.side, "view": m.view} | box | {"finding": m.finding}
+            )
+    return pd.DataFrame(boxes, columns=["patient_id", "side", "view", "x0", "y0", "x1", "y1", "finding"])
 
 
 def cmmd(root: Path, label: str) -> Imported:
@@ -219,8 +269,15 @@ IMPORTERS: dict[str, tuple[Callable[[Path, str], Imported], tuple[str, ...]]] = 
 }
 
 
-def import_dataset(name: str, root: Path, out: Path, label: str | None = None) -> tuple[Imported, Path]:
-    """Write COHORT/images.csv, labels.csv, clinical.csv and cohort.toml for a public dataset."""
+def import_dataset(
+    name: str,
+    root: Path,
+    out: Path,
+    label: str | None = None,
+    progress: Callable[[Iterable, int], Iterator] | None = None,
+) -> tuple[Imported, Path]:
+    """Write COHORT/images.csv, labels.csv, clinical.csv and cohort.toml for a public dataset, and
+    regions.csv where it marks its findings (boxes, or mask images: their pixels read, with `progress`)."""
     if name not in IMPORTERS:
         raise DataError(f"unknown dataset {name!r} (known: {', '.join(IMPORTERS)})")
     reader, endpoints = IMPORTERS[name]
@@ -231,6 +288,8 @@ def import_dataset(name: str, root: Path, out: Path, label: str | None = None) -
         raise DataError(f"{root}: not a folder (the dataset as downloaded)")
     root = root.resolve()
     imported = reader(root, label)
+    if imported.masks is not None:
+        imported.regions = pd.concat([imported.regions, boxes_from_masks(root, imported.masks, progress)])
     out.mkdir(parents=True, exist_ok=True)
     on_table = imported.images is not None
     if imported.images is not None:
