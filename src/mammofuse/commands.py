@@ -414,12 +414,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     run = Run(args.run_dir.resolve())
     check_writable(run.dir)
-    if run.is_cv:
-        console.print(
-            "a cross-validation: its maps are checked over every breast, out of fold; for overlays, explain "
-            f"a fold (mammofuse explain {run.fold(0, 0).dir})"
-        )
-    else:
+    if not run.is_cv:
         index = explain_run(run.dir, args.n)
         console.print(index.to_string(index=False))
         console.print(f"wrote {len(index)} overlays to {run.explain}")
@@ -429,6 +424,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(run.explain_summary))
     console.print(f"wrote {run.explain_checks.name} and {run.explain_summary.name} to {run.explain}")
+    if run.is_cv:
+        console.print(
+            "a cross-validation: its maps were checked over every breast, out of fold; for overlays, explain "
+            f"a fold (mammofuse explain {run.fold(0, 0).dir})"
+        )
     return 0
 
 

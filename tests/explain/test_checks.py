@@ -185,6 +185,11 @@ class TestExplainChecks:
         self, cv_copy, capsys
     ):
         cohort, cv_dir = cv_copy
+        pooled = (cv_dir / "metrics.json").read_bytes()
+        (cv_dir / "metrics.json").unlink()  # as an unfinished cross-validation is
+        assert main(["explain", str(cv_dir)]) == 2
+        assert "the cross-validation is not finished" in capsys.readouterr().out
+        (cv_dir / "metrics.json").write_bytes(pooled)
         assert main(["explain", str(cv_dir), "--regions", str(cohort / "lesions.csv")]) == 0
         assert "for overlays, explain a fold" in capsys.readouterr().out
         run = Run(cv_dir)

@@ -221,10 +221,13 @@ def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | N
     run, problems = Run(run_dir), problems if problems is not None else Problems()
     marked = read_regions(regions, problems) if regions is not None else {}
     if run.is_cv:
-        folds = run.fold_runs()
-        if not folds:
-            raise DataError(f"{run.dir}: no fold has been trained yet; run `mammofuse cv` first")
-        table = pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in folds])
+        if (
+            not run.metrics.is_file()
+        ):  # then every fold is finished, and a finished fold is never trained over
+            raise DataError(
+                f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it"
+            )
+        table = pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in run.fold_runs()])
     else:
         table = check_maps(run, marked, problems)
     cfg = run.read_config()
