@@ -213,28 +213,31 @@ def check_maps(
     return pd.DataFrame(records)
 
 
-def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:
-    """The checks over a run's test breasts, or over every breast of a cross-validation, each scored by
-    the fold model that never saw it: explain/checks.csv (a row per breast and view, named by its row in
-    data.csv, with its fold) and explain/checks.json (the summary, returned). `regions`: a CSV of marked
-    tumours; what of it cannot be used is recorded in `problems`."""
-    run, problems = Run(run_dir), problems if problems is not None else Problems()
-    marked = read_regions(regions, problems) if regions is not None else {}
-    if run.is_cv:
-        if (
-            not run.metrics.is_file()
-        ):  # then every fold is finished, and a finished fold is never trained over
-            raise DataError(
-                f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it"
-            )
-        table = pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in run.fold_runs()])
-    else:
-        table = check_maps(run, marked, problems)
+def checks_table(run: Run, marked: dict[RegionKey, list[Region]], problems: Problems) -> pd.DataFrame:
+    """`check_maps` over a run's test breasts, or over every breast of a finished cross-validation, each
+    by the fold model that never saw it (a column `fold`)."""
+    if not run.is_cv:
+        return check_maps(run, marked, problems)
+    if not run.metrics.is_file():  # then every fold is finished, and a finished fold is never trained over
+        raise DataError(f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it")
+    return pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in run.fold_runs()])
+
+
+def write_checks(run: Run, table: pd.DataFrame, regions: str | None, left_out: list[str]) -> dict:
+    """explain/checks.csv (a row per breast and view, named by its row in data.csv, never by patient) and
+    explain/checks.json (the summary, returned, with the lines of `left_out`)."""
     cfg = run.read_config()
-    name = regions.name if regions is not None else None
-    summary = summarise(table, cfg.labels.positive, name, cfg.train.seed)
-    summary["left_out"] = [p.reason for p in problems.items]
+    summary = summarise(table, cfg.labels.positive, regions, cfg.train.seed) | {"left_out": left_out}
     run.explain.mkdir(exist_ok=True)
-    table.drop(columns="patient").to_csv(run.explain_checks, index=False)  # rows, never patients
+    table.drop(columns="patient").to_csv(run.explain_checks, index=False)
     run.explain_summary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:
+    """The checks of a run or a cross-validation, written (`write_checks`); the summary returned.
+    `regions`: a CSV of marked tumours; what of it cannot be used is recorded in `problems`."""
+    run, problems = Run(run_dir), problems if problems is not None else Problems()
+    marked = read_regions(regions, problems) if regions is not None else {}
+    table = checks_table(run, marked, problems)
+    return write_checks(run, table, regions.name if regions else None, [p.reason for p in problems.items])
