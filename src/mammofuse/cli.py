@@ -27,6 +27,14 @@ RUN_HELP = "a run folder: WORK/runs/NAME"
 EXIT_DATA_ERROR = 2
 
 
+REGIONS_HELP = (
+    "the tumours marked on the images, to check whether the maps point at them: columns patient_id, side, "
+    "view and either x, y, radius (a circle) or x0, y0, x1, y1 (a box), in the original DICOM image's pixels "
+    "(column x, row y), several rows to an image allowed (a synthetic cohort's lesions.csv; `import "
+    "cbis-ddsm` and `import vindr-mammo` write regions.csv)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammofuse",
@@ -306,15 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="breasts per group: highest and lowest scores, false positives, false negatives (default 3)",
     )
-    p.add_argument(
-        "--regions",
-        type=Path,
-        metavar="CSV",
-        help="the tumours marked on the images, to check whether the maps point at them: columns patient_id, "
-        "side, view and either x, y, radius (a circle) or x0, y0, x1, y1 (a box), in the original DICOM "
-        "image's pixels (column x, row y), several rows to an image allowed (a synthetic cohort's "
-        "lesions.csv is one)",
-    )
+    p.add_argument("--regions", type=Path, metavar="CSV", help=REGIONS_HELP)
     p.set_defaults(func=commands.cmd_explain)
 
     p = sub.add_parser(
@@ -449,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     _folds_and_repeats(p)
     p.add_argument("--epochs", type=_positive_int, help="override train.epochs for every preset")
     _operating_point(p)
+    p.add_argument(
+        "--regions",
+        type=Path,
+        metavar="CSV",
+        help="also check each setup's Grad-CAM maps over every breast, out of fold (as `explain` does), and "
+        "compare, paired, how often they point at the tumour on the positive breasts. " + REGIONS_HELP,
+    )
     p.set_defaults(func=commands.cmd_compare)
 
     p = sub.add_parser(

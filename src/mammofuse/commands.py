@@ -16,7 +16,10 @@ from mammofuse.storage import check_writable, locked
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mammofuse.evaluation.result import CvEvaluation, Evaluation, ExternalValidation
+    from mammofuse.runs import Run
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -678,7 +681,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mammofuse.evaluation.compare import compare_runs
+    from mammofuse.evaluation.compare import compare_runs, maps_lines
     from mammofuse.evaluation.cv import fold_epochs
     from mammofuse.evaluation.plots import overfitting_figure
     from mammofuse.report.report import build_compare_report
@@ -690,18 +693,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
         runs[preset] = Run(_cross_validate(args, preset))
     work = Work(runs[args.presets[0]].read_config().work_dir)
     table = compare_runs(runs)
+    if args.regions:
+        table = table.merge(_compare_maps(runs, args.regions.resolve()), on="preset", how="left")
     table.to_csv(work.compare, index=False)
     epochs = {name: fold_epochs(run, run.read_cv_evaluation()) for name, run in runs.items()}
     overfitting_figure(epochs).savefig(work.compare_figure, dpi=110)
     report = build_compare_report(work, table, runs, work.compare_figure)
     console.rule("comparison (identical folds, out of fold)")
-    shown = table.copy()
+    shown = table[[c for c in table.columns if not c.startswith("tumour_")]].copy()
     for column in shown.columns.drop(["preset", "breasts"]):
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     console.print(shown.to_string(index=False))
     console.print(f"auc_diff: paired against {args.presets[0]}; p_holm: Holm-adjusted over the comparisons")
+    if "tumour_peak" in table:
+        for line in maps_lines(table):
+            console.print(line)
     console.print(f"wrote {work.compare}, {work.compare_figure.name} and {report}")
     return 0
+
+
+def _compare_maps(runs: dict[str, Run], regions: Path) -> pd.DataFrame:
+    """Each setup's maps checked out of fold (written to its explain/ as `explain` writes them), and how
+    often they point at the tumour on the positive breasts, paired against the first setup."""
+    from mammofuse.explain.checks import paired_localisation, read_regions
+    from mammofuse.explain.explain import checks_table, write_checks
+
+    reading = Problems()
+    marked = read_regions(regions, reading)
+    show_problems(reading, "rows of the regions file left out", str(regions))
+    tables = {}
+    for name, run in runs.items():
+        console.rule(f"the maps of {name}")
+        problems = Problems()
+        tables[name] = checks_table(run, marked, problems)
+        write_checks(run, tables[name], regions.name, [p.reason for p in reading.items + problems.items])
+    return paired_localisation(tables)
 
 
 def cmd_samplesize(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from mammofuse.explain.checks import (
     Region,
     localise,
     localise_tiles,
+    paired_localisation,
     read_regions,
     redrawn,
     region_mask,
@@ -144,6 +145,32 @@ class TestRandomisation:
         ]
         summary = summarise(pd.DataFrame(maps), "EIC positive", None)
         assert summary["breasts"] == 2 and summary["maps"] == 4
+
+
+class TestPairedLocalisation:
+    def test_setups_are_compared_on_the_positive_maps_both_scored(self):
+        def checks(hits: list[float]) -> pd.DataFrame:
+            return pd.DataFrame(
+                {
+                    "patient": ["P1", "P1", "P2", "P2", "P3", "P3"],
+                    "side": "L",
+                    "view": ["CC", "MLO"] * 3,
+                    "fold": "r0f0",
+                    "label": [1, 1, 1, 1, 0, 0],
+                    "hit": hits,
+                    "energy_share": [0.4, 0.2, 0.3, 0.1, 0.5, 0.5],
+                }
+            )
+
+        a = checks([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+        b = checks([1.0, 1.0, 1.0, np.nan, 0.0, 0.0])  # a blank map: P2's MLO is left out of both
+        b["energy_share"] += 0.1
+        table = paired_localisation({"a": a, "b": b}).set_index("preset")
+        assert (table["tumour_maps"] == 3).all()  # the negative breast's maps are not counted
+        assert table.loc["a", "tumour_peak"] == pytest.approx(1 / 3) and table.loc["b", "tumour_peak"] == 1.0
+        assert table.loc["b", "tumour_peak_diff"] == pytest.approx(2 / 3)
+        assert table.loc["b", "tumour_mass_diff"] == pytest.approx(0.1)
+        assert pd.isna(table.loc["a", "tumour_peak_diff"])
 
 
 class TestExplainChecks:

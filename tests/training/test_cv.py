@@ -323,7 +323,7 @@ class TestCompare:
         variant.write_text('extends = "demo_cpu"\n[train]\nbatch_size = 32\n[data]\naugment = false\n')
         presets = [str(ready.parent / "fast.toml"), str(variant)]
         argv = ["compare", str(ready / "cohort.toml"), "--presets", *presets, "--folds", "3", "--epochs", "1"]
-        assert main(argv) == 0
+        assert main([*argv, "--regions", str(ready / "lesions.csv")]) == 0
         table = pd.read_csv(ready / "work" / "compare.csv")
         assert table["preset"].tolist() == [*presets, "clinical only"]
         assert pd.isna(table.loc[0, "auc_diff"]) and table.loc[1:, "auc_diff"].notna().all()
@@ -339,6 +339,17 @@ class TestCompare:
         assert "Setups compared on identical folds" in html and "data:image/png;base64," in html
         assert "<th>apparent AUC</th><th>optimism</th>" in html
         assert "comparison (identical folds, out of fold)" in capsys.readouterr().out
+        # where each setup's maps look, paired on the positive breasts' maps both scored
+        checks = [
+            pd.read_csv(runs / name / "explain" / "checks.csv") for name in ("fast-cv", "fast_dropout-cv")
+        ]
+        key = ["fold", "row", "side", "view"]
+        both = pd.merge(*(c[(c["label"] == 1) & c["hit"].notna()] for c in checks), on=key)
+        assert (table.loc[:1, "tumour_maps"] == len(both)).all() and pd.isna(table.loc[2, "tumour_maps"])
+        assert table.loc[0, "tumour_peak"] == pytest.approx(both["hit_x"].mean())
+        assert table.loc[1, "tumour_peak_diff"] == pytest.approx((both["hit_y"] - both["hit_x"]).mean())
+        assert table.loc[1, "tumour_mass_diff_low"] <= table.loc[1, "tumour_mass_diff"]
+        assert "Where the maps look" in html
 
 
 class TestHolm:

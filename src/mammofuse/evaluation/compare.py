@@ -5,7 +5,8 @@ against the first setup (e.g. the study's `seed_parity`), the paired difference 
 resamples with its interval, its p-value and the Holm-adjusted p-value over all the comparisons made (Holm
 1979). The clinical-only logistic regression, fitted in the same folds, is compared like a setup. Beside
 each, its apparent AUC (the fold models on their own training breasts, mean over the folds) and optimism
-(apparent minus pooled AUC): what a setup meant to fight overfitting should shrink.
+(apparent minus pooled AUC): what a setup meant to fight overfitting should shrink. With marked tumours
+(`compare --regions`), where each setup's Grad-CAM maps look: `explain.checks.paired_localisation`.
 """
 
 from __future__ import annotations
@@ -81,3 +82,41 @@ def compare_runs(runs: dict[str, Run]) -> pd.DataFrame:
     compared = table["p"].notna()
     table.loc[compared, "p_holm"] = holm(table.loc[compared, "p"].tolist())
     return table
+
+
+def _interval(r: pd.Series, column: str, sign: str = "") -> str:
+    """A share and its interval in percent ("" where not measured)."""
+    if pd.isna(r.get(column)):
+        return ""
+    mean, low, high = (100 * r[c] for c in (column, f"{column}_low", f"{column}_high"))
+    return f"{mean:{sign}.0f} % [{low:{sign}.0f}, {high:{sign}.0f}]"
+
+
+def maps_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    """Per setup: how often its maps' peak lies on the tumour and how much of their mass, on the positive
+    breasts' maps every setup scored, with the paired differences against the first (percent)."""
+    return [
+        {
+            "preset": r["preset"],
+            "maps": str(int(r["tumour_maps"])),
+            "peak": _interval(r, "tumour_peak"),
+            "peak_diff": _interval(r, "tumour_peak_diff", "+"),
+            "mass": _interval(r, "tumour_mass"),
+            "mass_diff": _interval(r, "tumour_mass_diff", "+"),
+        }
+        for _, r in table.iterrows()
+        if not pd.isna(r.get("tumour_maps"))
+    ]
+
+
+def maps_lines(table: pd.DataFrame) -> list[str]:
+    """What `maps_rows` says, a line per setup (the terminal)."""
+    first = table["preset"].iloc[0]
+    lines = []
+    for r in maps_rows(table):
+        against = f"; vs {first}: {r['peak_diff']}, mass {r['mass_diff']}" if r["peak_diff"] else ""
+        lines.append(
+            f"maps of {r['preset']} on the positive breasts' marked tumours ({r['maps']} maps every setup "
+            f"scored): the peak on the tumour in {r['peak']}, {r['mass']} of the mass there{against}"
+        )
+    return lines

@@ -192,6 +192,37 @@ LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_ene
 ATTENTION = ("attention_hit", "tile_share", "attention_share")  # the patch model's
 
 
+def paired_localisation(tables: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """Per setup (`tables`: each one's checks, the first the reference), on the positive breasts' maps
+    that every setup scored (a region marked, the map not blank): the share whose peak lies on the tumour
+    (tumour_peak) and the map's mass there (tumour_mass), each a mean with its 95 % interval, and against
+    the first setup the paired difference (the same maps, the same patient resamples: *_diff)."""
+    parts = {}
+    for name, table in tables.items():
+        key = [c for c in ("patient", "side", "view", "fold") if c in table]
+        scored = table["hit"].notna() if "hit" in table else pd.Series(False, index=table.index)
+        parts[name] = table[(table["label"] == 1) & scored].set_index(key)
+    common = parts[next(iter(parts))].index
+    for part in parts.values():
+        common = common.intersection(part.index)
+    if not len(common):
+        return pd.DataFrame({"preset": list(tables), "tumour_maps": 0})
+    patients = common.get_level_values("patient").to_numpy()
+    w = patient_weights(np.ones(len(common)), patients, N_BOOTSTRAP, np.random.default_rng(seed))
+    first = parts[next(iter(parts))].loc[common]
+    rows = []
+    for name, part in parts.items():
+        part, row = part.loc[common], {"preset": name, "tumour_maps": len(common)}
+        for column, out in (("hit", "tumour_peak"), ("energy_share", "tumour_mass")):
+            values = part[column].to_numpy(dtype=float)
+            row |= dict(zip((out, f"{out}_low", f"{out}_high"), _mean_ci(values, w) or []))
+            if name != next(iter(parts)):
+                diff = _mean_ci(values - first[column].to_numpy(dtype=float), w) or []
+                row |= dict(zip((f"{out}_diff", f"{out}_diff_low", f"{out}_diff_high"), diff))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _breasts(table: pd.DataFrame) -> int:
     """How many breasts the maps are of (a breast's row number differs between the folds of a share)."""
     return len(table.drop_duplicates(["patient", "side"]))

@@ -21,6 +21,7 @@ from mammofuse.config import Config, to_toml
 from mammofuse.data.splits import breast_dates, split_table
 from mammofuse.deploy.bundle import CARD, Bundle, ensemble_problem, versions
 from mammofuse.evaluation import metrics
+from mammofuse.evaluation.compare import maps_rows
 from mammofuse.evaluation.curve import verdict, versus
 from mammofuse.evaluation.cv import fold_table
 from mammofuse.evaluation.evaluate import metric_rows
@@ -239,6 +240,7 @@ def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], 
         .render(
             **{**_common(first, cfg), "title": "mammofuse comparison", "model": None, "trained_on": []},
             rows=rows,
+            maps=maps_rows(table) if "tumour_peak" in table else [],
             first=table["preset"].iloc[0],
             folds=result.folds,
             repeats=result.repeats,
