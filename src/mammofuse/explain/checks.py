@@ -202,21 +202,22 @@ def paired_localisation(tables: dict[str, pd.DataFrame], seed: int = 0) -> pd.Da
         key = [c for c in ("patient", "side", "view", "fold") if c in table]
         scored = table["hit"].notna() if "hit" in table else pd.Series(False, index=table.index)
         parts[name] = table[(table["label"] == 1) & scored].set_index(key)
-    common = parts[next(iter(parts))].index
+    reference = next(iter(parts))
+    common = parts[reference].index
     for part in parts.values():
         common = common.intersection(part.index)
     if not len(common):
         return pd.DataFrame({"preset": list(tables), "tumour_maps": 0})
     patients = common.get_level_values("patient").to_numpy()
     w = patient_weights(np.ones(len(common)), patients, N_BOOTSTRAP, np.random.default_rng(seed))
-    first = parts[next(iter(parts))].loc[common]
+    first = parts[reference].loc[common]
     rows = []
     for name, part in parts.items():
         part, row = part.loc[common], {"preset": name, "tumour_maps": len(common)}
         for column, out in (("hit", "tumour_peak"), ("energy_share", "tumour_mass")):
             values = part[column].to_numpy(dtype=float)
             row |= dict(zip((out, f"{out}_low", f"{out}_high"), _mean_ci(values, w) or []))
-            if name != next(iter(parts)):
+            if name != reference:
                 diff = _mean_ci(values - first[column].to_numpy(dtype=float), w) or []
                 row |= dict(zip((f"{out}_diff", f"{out}_diff_low", f"{out}_diff_high"), diff))
         rows.append(row)
