@@ -411,18 +411,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mammofuse.explain.checks import summary_lines
-    from mammofuse.explain.explain import check_run, explain_run
+    from mammofuse.explain.checks import read_regions, summary_lines
+    from mammofuse.explain.explain import checks_table, explain_run, write_checks
     from mammofuse.runs import Run
 
     run = Run(args.run_dir.resolve())
     check_writable(run.dir)
+    problems = Problems()
+    marked = read_regions(args.regions.resolve(), problems) if args.regions else {}
     if not run.is_cv:
-        index = explain_run(run.dir, args.n)
+        index = explain_run(run.dir, args.n, marked)
         console.print(index.to_string(index=False))
         console.print(f"wrote {len(index)} overlays to {run.explain}")
-    problems = Problems()
-    summary = check_run(run.dir, args.regions.resolve() if args.regions else None, problems)
+    table = checks_table(run, marked, problems)
+    regions = args.regions.name if args.regions else None
+    summary = write_checks(run, table, regions, [p.reason for p in problems.items])
     for line in summary_lines(summary):
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(run.explain_summary))

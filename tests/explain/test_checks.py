@@ -22,7 +22,7 @@ from mammofuse.explain.checks import (
     summary_lines,
 )
 from mammofuse.explain.gradcam import gradcam
-from mammofuse.imaging.geometry import Geometry
+from mammofuse.imaging.geometry import Geometry, as_is
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run
 
@@ -145,6 +145,24 @@ class TestRandomisation:
         ]
         summary = summarise(pd.DataFrame(maps), "EIC positive", None)
         assert summary["breasts"] == 2 and summary["maps"] == 4
+
+
+class TestOverlays:
+    def test_the_marked_tumour_is_outlined_on_every_map_not_on_the_clean_input(self):
+        from mammofuse.explain.overlays import case_figure
+
+        image = {v: np.full((100, 80), 0.5, np.float32) for v in (View.CC, View.MLO)}
+        cam = {v: np.random.default_rng(0).random((100, 80)) for v in image}
+        original = {v: np.full((200, 160), 0.5, np.float32) for v in image}
+        marked = (
+            {v: Region(40, 20, 50, 30, ellipse=True).mask(FLAT) for v in image},
+            {v: Region(80, 40, 100, 60, ellipse=True).mask(as_is((200, 160))) for v in image},
+        )
+        back = {v: np.random.default_rng(1).random((200, 160)) for v in image}
+        figure = case_figure(image, cam, original, back, "row 1", marked=marked)
+        axes = figure.axes[:6]  # input, map on the input, map on the original; CC and MLO
+        assert [len(ax.collections) > 0 for ax in axes] == [False, False, True, True, True, True]
+        assert any("the tumour as marked" in t.get_text() for t in figure.texts)
 
 
 class TestPairedLocalisation:

@@ -33,7 +33,7 @@ from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
-from mammofuse.imaging.geometry import Geometry, map_to_original
+from mammofuse.imaging.geometry import Geometry, as_is, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run
@@ -104,12 +104,28 @@ def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool) -> tuple[Maps,
     return cams, original, back, attention
 
 
-def write_case(nets: list[TwoViewNet], case: CaseInput, voi: bool, title: str, path: Path) -> None:
-    """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom)."""
+def write_case(
+    nets: list[TwoViewNet],
+    case: CaseInput,
+    voi: bool,
+    title: str,
+    path: Path,
+    regions: dict[View, list[Region]] | None = None,
+) -> None:
+    """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom); the
+    marked tumours (`regions`) outlined on the maps."""
     cams, original, back, attention = case_maps(nets, case, voi)
     tiles = nets[0].attention(View.CC)
+    marked = None
+    if regions:
+        pre = {v: region_mask(regions[v], case.geometry[v]) for v in VIEWS}
+        full = {v: region_mask(regions[v], as_is(original[v].shape)) for v in VIEWS}
+        marked = (
+            {v: m if m is not None else np.zeros(case.images[v].shape, bool) for v, m in pre.items()},
+            {v: m if m is not None else np.zeros(original[v].shape, bool) for v, m in full.items()},
+        )
     figure = case_figure(
-        case.images, cams, original, back, title, attention, tile=tiles.tile if tiles is not None else 0
+        case.images, cams, original, back, title, attention, tiles.tile if tiles is not None else 0, marked
     )
     figure.savefig(path, dpi=100)
 
@@ -135,8 +151,11 @@ def test_predictions(run: Run, data: pd.DataFrame) -> tuple[pd.DataFrame, list[i
     return pred, [row_of[key] for key in pred["key"]]
 
 
-def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
-    """Write the run's explain/*.png and explain/index.csv; return the index."""
+def explain_run(
+    run_dir: Path, n: int = 3, marked: dict[RegionKey, list[Region]] | None = None
+) -> pd.DataFrame:
+    """Write the run's explain/*.png (the `marked` tumours outlined) and explain/index.csv; return the
+    index."""
     run = Run(run_dir)
     threshold = run.read_evaluation().model.threshold
     cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
@@ -144,13 +163,17 @@ def explain_run(run_dir: Path, n: int = 3) -> pd.DataFrame:
     voi = cfg.preprocess.voi == "window"
 
     run.explain.mkdir(exist_ok=True)
+    for old in run.explain.glob("*.png"):  # an earlier explain's cases: index.csv names this one's alone
+        old.unlink()
     records = []
     for rank, (category, i) in enumerate(select_cases(pred, threshold, n)):
         p, r = pred.loc[i], rows[i]
         case = case_from_row(data.loc[r], [encoder.transform(data.loc[[r]])[0]])
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
-        write_case([net], case, voi, title, run.explain / name)
+        row = data.loc[r]
+        regions = {v: (marked or {}).get((row["patient_id"], Side(row["side"]), v), []) for v in VIEWS}
+        write_case([net], case, voi, title, run.explain / name, regions if any(regions.values()) else None)
         records.append(
             {
                 "file": name,

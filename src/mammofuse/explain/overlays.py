@@ -53,10 +53,12 @@ def case_figure(
     title: str,
     attention: dict[View, np.ndarray] | None = None,
     tile: int = 0,
+    marked: tuple[dict[View, np.ndarray], dict[View, np.ndarray]] | None = None,
 ) -> Figure:
     """The clean model input (top, so nothing hides the calcifications), the map on it (middle) and on
     the original image (bottom), CC and MLO side by side, one colour bar, the title in large type. A
-    patch model adds its tile attention, each view's top tiles outlined."""
+    patch model adds its tile attention, each view's top tiles outlined. `marked`: the tumours marked on
+    the images (masks over the model input and over the original), outlined dashed on every map."""
     Panel = tuple[str, dict[View, np.ndarray], dict[View, np.ndarray] | None, bool]  # ..., outline top tiles
     panels: list[Panel] = [("model input", pre, None, False), ("Grad-CAM on the input", pre, cam_pre, False)]
     if attention is not None:
@@ -75,6 +77,12 @@ def case_figure(
                 axes[i, j].imshow(overlay(img, for_display(cams[view])))
             axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
             axes[i, j].axis("off")
+            if marked is not None and cams is not None:  # the original's panel is the last
+                mask = marked[1 if images is original else 0][view]
+                if mask.any():
+                    axes[i, j].contour(
+                        for_display(mask.astype(np.float32)), [0.5], colors="white", linestyles="--"
+                    )
             if outline and attention is not None:
                 _outline(
                     axes[i, j], top_tiles(attention[view], tile), tile, img.shape[0] / images[view].shape[0]
@@ -82,6 +90,8 @@ def case_figure(
     scale = ScalarMappable(Normalize(0, 1), colormaps["jet"])
     bar = fig.colorbar(scale, ax=axes.ravel().tolist(), shrink=0.6, pad=0.08)  # every row keeps its width
     bar.set_label("0-1 per view (each map scaled to its maximum)", fontsize=11)
+    if marked is not None:
+        fig.text(0.5, 0.0, "dashed white: the tumour as marked", ha="center", va="bottom", fontsize=11)
     fig.suptitle(title, fontsize=16, fontweight="bold")
     return fig
 

@@ -229,6 +229,12 @@ def seed_parity(
     return out, Geometry(img.shape, (0, h, 0, w), False, scale, (-top, -left), (crop, crop))
 
 
+def as_is(shape: tuple[int, ...]) -> Geometry:
+    """The geometry of an image left as it is (no crop, scale or flip): `shape` onto itself."""
+    h, w = shape[0], shape[1]
+    return Geometry((h, w), (0, h, 0, w), False, 1.0, (0, 0), (h, w))
+
+
 def to_output(y: float, x: float, g: Geometry) -> tuple[float, float]:
     """Where the original image's pixel (row y, column x) lands in the output: the way
     `map_to_original` goes, reversed, for a point marked on the original (a tumour's annotation)."""
