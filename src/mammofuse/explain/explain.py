@@ -104,6 +104,12 @@ def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool) -> tuple[Maps,
     return cams, original, back, attention
 
 
+def _outline(regions: list[Region], g: Geometry) -> np.ndarray:
+    """Where `regions` lie on an image of geometry `g` (nowhere for none)."""
+    mask = region_mask(regions, g)
+    return mask if mask is not None else np.zeros(g.output_shape, bool)
+
+
 def write_case(
     nets: list[TwoViewNet],
     case: CaseInput,
@@ -117,13 +123,9 @@ def write_case(
     cams, original, back, attention = case_maps(nets, case, voi)
     tiles = nets[0].attention(View.CC)
     marked = None
-    if regions:
-        pre = {v: region_mask(regions[v], case.geometry[v]) for v in VIEWS}
-        full = {v: region_mask(regions[v], as_is(original[v].shape)) for v in VIEWS}
-        marked = (
-            {v: m if m is not None else np.zeros(case.images[v].shape, bool) for v, m in pre.items()},
-            {v: m if m is not None else np.zeros(original[v].shape, bool) for v, m in full.items()},
-        )
+    if regions:  # over the model's input, and over the original
+        pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
+        marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
     figure = case_figure(
         case.images, cams, original, back, title, attention, tiles.tile if tiles is not None else 0, marked
     )
