@@ -425,7 +425,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(index)} overlays to {run.explain}")
     table = checks_table(run, marked, problems)
     regions = args.regions.name if args.regions else None
-    summary = write_checks(run, table, regions, [p.reason for p in problems.items])
+    summary = write_checks(run, table, regions, [p.reason for p in problems.items], marked)
     for line in summary_lines(summary):
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(run.explain_summary))
@@ -718,7 +718,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _compare_maps(runs: dict[str, Run], regions: Path) -> pd.DataFrame:
     """Each setup's maps checked out of fold (written to its explain/ as `explain` writes them), and how
     often they point at the tumour on the positive breasts, paired against the first setup."""
-    from mammofuse.explain.checks import paired_localisation, read_regions
+    from mammofuse.explain.checks import paired_localisation, read_regions, summary_lines
     from mammofuse.explain.explain import checks_table, write_checks
 
     reading = Problems()
@@ -729,7 +729,11 @@ def _compare_maps(runs: dict[str, Run], regions: Path) -> pd.DataFrame:
         console.rule(f"the maps of {name}")
         problems = Problems()
         tables[name] = checks_table(run, marked, problems)
-        write_checks(run, tables[name], regions.name, [p.reason for p in reading.items + problems.items])
+        left_out = [p.reason for p in reading.items + problems.items]
+        summary = write_checks(run, tables[name], regions.name, left_out, marked)
+        for line in summary_lines(summary):  # the rest is on the setup's page; a mismatch is said here
+            if line.startswith("warning:"):
+                console.print(line)
     return paired_localisation(tables)
 
 

@@ -197,7 +197,9 @@ class TestExplainChecks:
         shutil.copytree(trained_master, run_dir)
         lesions = trained_master.parents[2] / "lesions.csv"
         bad = tmp_path / "lesions.csv"
-        bad.write_text(lesions.read_text() + "MF99999,L,CC,1,2,-3\n")  # a row with no region
+        bad.write_text(
+            lesions.read_text() + "MF99999,L,CC,1,2,-3\n" + "X42,L,CC,10,20,3\n"
+        )  # no region; no breast
         assert main(["explain", str(run_dir), "--n", "1", "--regions", str(bad)]) == 0
         out = capsys.readouterr().out
         run = Run(run_dir)
@@ -221,10 +223,22 @@ class TestExplainChecks:
             "positive radius, or x0 < x1 and y0 < y1)"
         ]
         assert "randomisation check" in out and "localisation on the EIC positive held-out breasts" in out
+        kept = Run(run_dir).read_data()  # breasts left out at ingest were marked too, and X42 is nobody
+        unmatched = len(lesions.read_text().splitlines()) - 2 * len(kept)  # the header line stands for X42
+        assert summary["localisation"]["unmatched_images"] == unmatched > 1
+        assert (
+            f"{unmatched} of the {len(lesions.read_text().splitlines())} images marked in lesions.csv" in out
+        )
+        assert "warning: none of" not in out
         for text in (run.explain_checks.read_text(), run.explain_summary.read_text()):
             assert "MF" not in text  # rows, never patients
         assert main(["report", str(run_dir)]) == 0
         assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()
+        alien = tmp_path / "alien.csv"  # another cohort's IDs: nothing matches, and it is said
+        alien.write_text("patient_id,side,view,x,y,radius\nX1,L,CC,10,20,3\nX2,R,MLO,10,20,3\n")
+        assert main(["explain", str(run_dir), "--n", "1", "--regions", str(alien)]) == 0
+        out = capsys.readouterr().out
+        assert "warning: none of the 2 images marked in alien.csv names a breast of this run" in out
 
     def test_a_cross_validation_checks_every_breast_with_the_fold_model_that_never_saw_it(
         self, cv_copy, capsys

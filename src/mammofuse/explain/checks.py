@@ -300,6 +300,17 @@ def summary_lines(summary: dict) -> list[str]:
             f"{q1:.2f}, {q3:.2f}; {r['maps']} maps of {summary['breasts']} held-out breasts): {verdict}"
         )
     loc = summary["localisation"]
+    unmatched = loc.get("unmatched_images", 0) if loc is not None else 0
+    if unmatched and unmatched == loc["marked_images"]:
+        lines.append(
+            f"warning: none of the {unmatched} images marked in {loc['regions']} names a breast of this run: "
+            "are their patient IDs and sides written as in the labels CSV (leading zeros, another ID)?"
+        )
+    elif unmatched:
+        lines.append(
+            f"localisation: {unmatched} of the {loc['marked_images']} images marked in {loc['regions']} name "
+            "breasts this run does not have (left out at ingest, or not of this cohort)"
+        )
     if loc is not None and not loc["groups"]:
         lines.append(f"localisation: no held-out breast has a region marked in {loc['regions']}")
     elif loc is not None and loc["unmarked_maps"]:

@@ -248,11 +248,30 @@ def checks_table(run: Run, marked: dict[RegionKey, list[Region]], problems: Prob
     return pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in run.fold_runs()])
 
 
-def write_checks(run: Run, table: pd.DataFrame, regions: str | None, left_out: list[str]) -> dict:
+def unmatched(run: Run, marked: dict[RegionKey, list[Region]]) -> int:
+    """How many of the marked images name no breast of the run (of any fold of a cross-validation): a
+    regions file whose patient IDs are written otherwise than the labels' matches nothing."""
+    known: set[tuple[str, str]] = set()
+    for r in run.fold_runs() if run.is_cv else [run]:
+        data = r.read_data()
+        known |= set(zip(data["patient_id"], data["side"]))
+    return sum((patient, side.value) not in known for patient, side, _ in marked)
+
+
+def write_checks(
+    run: Run,
+    table: pd.DataFrame,
+    regions: str | None,
+    left_out: list[str],
+    marked: dict[RegionKey, list[Region]] | None = None,
+) -> dict:
     """explain/checks.csv (a row per breast and view, named by its row in data.csv, never by patient) and
-    explain/checks.json (the summary, returned, with the lines of `left_out`)."""
+    explain/checks.json (the summary, returned, with the lines of `left_out` and, given the `marked`
+    images, how many of them name no breast of the run)."""
     cfg = run.read_config()
     summary = summarise(table, cfg.labels.positive, regions, cfg.train.seed) | {"left_out": left_out}
+    if summary["localisation"] is not None and marked is not None:
+        summary["localisation"] |= {"marked_images": len(marked), "unmatched_images": unmatched(run, marked)}
     run.explain.mkdir(exist_ok=True)
     table.drop(columns="patient").to_csv(run.explain_checks, index=False)
     run.explain_summary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -265,4 +284,5 @@ def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | N
     run, problems = Run(run_dir), problems if problems is not None else Problems()
     marked = read_regions(regions, problems) if regions is not None else {}
     table = checks_table(run, marked, problems)
-    return write_checks(run, table, regions.name if regions else None, [p.reason for p in problems.items])
+    left_out = [p.reason for p in problems.items]
+    return write_checks(run, table, regions.name if regions else None, left_out, marked)
