@@ -61,7 +61,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from mammofuse.cohort.importers import REGIONS, import_dataset
+    from mammofuse.cohort.importers import REGIONS, UNREAD, import_dataset
 
     check_writable(args.out)
     imported, config = import_dataset(
@@ -79,6 +79,11 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{len(imported.regions)} findings marked with boxes on {images_marked} images: "
             f"{args.out / REGIONS} (once a model is trained: mammofuse explain RUN_DIR --regions that file)"
         )
+    if imported.unread:
+        console.print(
+            f"{len(imported.unread)} annotation files could not be read: their findings have no region"
+        )
+        show_problem_lines(imported.unread, str(args.out / UNREAD))
     console.print(f"next: mammofuse ingest {config}")
     return 0
 

@@ -113,6 +113,10 @@ def test_cbis_ddsm(source, tmp_path, capsys):
                 part = part.rename(columns={"breast_density": "breast density"})
             name = f"{kind}_case_description_{'train' if split == 'Training' else 'test'}_set.csv"
             part.to_csv(root / name, index=False)
+    first = breasts(source).iloc[0]  # Mass-Training, as drawn above; its MLO mask damaged: the import goes on
+    damaged = f"Mass-Training_P_{first['number']:05d}_{'LEFT' if first['side'] == 'L' else 'RIGHT'}_MLO_1"
+    roi = root / "CBIS-DDSM" / damaged / "08-07-2016-DDSM-12345" / "1.000000-ROI mask images-1"
+    (roi / "1-2.dcm").write_bytes(b"not a DICOM file")
     out, manifest = run("cbis-ddsm", root, tmp_path, capsys)
     expected = {(f"P_{b['number']:05d}", b["side"]): b["label"] for _, b in breasts(source).iterrows()}
     assert labels_of(manifest) == expected
@@ -120,11 +124,17 @@ def test_cbis_ddsm(source, tmp_path, capsys):
     assert not manifest["cc_path"].str.contains("_CC_1/").any()
     # every abnormality's ROI mask read into a box around its marked pixels, named by its type and pathology
     regions = pd.read_csv(tmp_path / "imported" / "regions.csv").set_index(["patient_id", "side", "view"])
-    assert len(regions) == 2 * len(breasts(source))
+    assert len(regions) == 2 * len(breasts(source)) - 1
+    assert "1 annotation files could not be read" in out and "1-2.dcm: not a readable DICOM image" in out
+    assert "1-2.dcm" in (tmp_path / "imported" / "regions_unread.txt").read_text()
     for i, b in breasts(source).iterrows():
         for view in VIEWS:
+            key = (f"P_{b['number']:05d}", b["side"], view.upper())
+            if i == breasts(source).index[0] and view == "mlo":
+                assert key not in regions.index  # the damaged mask
+                continue
             x, y, r = (int(b[f"{view}_{c}"]) for c in ("x", "y", "radius"))
-            box = regions.loc[(f"P_{b['number']:05d}", b["side"], view.upper())]
+            box = regions.loc[key]
             assert tuple(box[["x0", "y0", "x1", "y1"]]) == (max(x - r, 0), y - r, x + r + 1, y + r + 1)
             pathology = "malignant" if b["label"] else ("benign", "benign_without_callback")[i % 2]
             assert box["finding"] == f"{('mass', 'calc')[i % 2]} ({pathology})"

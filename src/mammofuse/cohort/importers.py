@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pydicom
+from pydicom.errors import InvalidDicomError
 
 from mammofuse.config import ClinicalConfig, Config, ImagesConfig, LabelsConfig, save_config
 from mammofuse.problems import DataError
@@ -27,6 +28,7 @@ CBIS_SERIES = re.compile(r"(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|ML
 CBIS_ROI = re.compile(rf"(?P<series>{CBIS_SERIES.pattern})_(?P<abnormality>\d+)")  # ROI mask and crop
 CMMD_PATIENT = r"(?P<patient>D[12]-\d{4})"
 REGIONS = "regions.csv"  # findings marked with boxes, for `explain --regions`
+UNREAD = "regions_unread.txt"  # the annotation files that could not be read, and why
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Imported:
     secondary_capture: bool = False  # the dataset's images are digitised film
     regions: pd.DataFrame | None = None  # patient_id, side, view, x0, y0, x1, y1, finding: boxed findings
     masks: pd.DataFrame | None = None  # patient_id, side, view, path, finding: findings drawn as mask images
+    unread: list[str] = field(default_factory=list)  # annotation files that could not be read, and why
 
 
 def _read(root: Path, *names: str) -> pd.DataFrame:
@@ -106,6 +109,8 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
         density=("breast_density", "first"),
         abnormality=("abnormality type", lambda t: "+".join(sorted(set(t)))),
     ).reset_index()
+    unread: list[str] = []
+    masks = _cbis_masks(root, cases.rename(columns=lambda c: c.replace(" ", "_")), found, rois, unread)
     return Imported(
         images[["path", "patient_id", "side", "view"]],
         labels,
@@ -115,17 +120,27 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
         clinical,
         categorical=["density", "abnormality"],
         secondary_capture=True,
-        masks=_cbis_masks(root, cases.rename(columns=lambda c: c.replace(" ", "_")), found, rois),
+        masks=masks,
+        unread=unread,
     )
 
 
-def _shape(path: Path) -> tuple[int, int]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return int(ds.Rows), int(ds.Columns)
+def _shape(path: Path, unread: list[str]) -> tuple[int, int] | None:
+    """An image's (rows, columns) from its header; None, written down in `unread`, where it has none."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+    except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
+        unread.append(f"{path}: not a readable DICOM image ({exc})")
+        return None
 
 
 def _cbis_masks(
-    root: Path, cases: pd.DataFrame, found: dict[str, str], rois: dict[tuple[str, int], list[Path]]
+    root: Path,
+    cases: pd.DataFrame,
+    found: dict[str, str],
+    rois: dict[tuple[str, int], list[Path]],
+    unread: list[str],
 ) -> pd.DataFrame | None:
     """Each abnormality's ROI mask: of the files in its `..._CC_1` folder, the one the size of its full
     mammogram (the other is a crop of the lesion), with the abnormality's type and pathology."""
@@ -134,8 +149,8 @@ def _cbis_masks(
         files = rois.get((str(case.series), int(str(case.abnormality_id))), [])
         if str(case.series) not in found or not files:
             continue
-        full = _shape(root / found[str(case.series)])
-        mask = next((f for f in files if _shape(f) == full), None)
+        full = _shape(root / found[str(case.series)], unread)
+        mask = next((f for f in files if full is not None and _shape(f, unread) == full), None)
         if mask is not None:
             finding = f"{case.abnormality_type} ({str(case.pathology).lower()})"
             masks.append(
@@ -146,14 +161,21 @@ def _cbis_masks(
 
 
 def boxes_from_masks(
-    root: Path, masks: pd.DataFrame, progress: Callable[[Iterable, int], Iterator] | None = None
+    root: Path,
+    masks: pd.DataFrame,
+    unread: list[str],
+    progress: Callable[[Iterable, int], Iterator] | None = None,
 ) -> pd.DataFrame:
     """The box around each mask image's marked pixels (x0, y0, x1, y1 in the image's pixels); a mask with
-    nothing marked gives no box."""
+    nothing marked gives no box, one that cannot be decoded is written down in `unread`."""
     rows = masks.itertuples()
     boxes = []
     for m in progress(rows, len(masks)) if progress else rows:
-        ys, xs = np.nonzero(pydicom.dcmread(root / str(m.path)).pixel_array)
+        try:
+            ys, xs = np.nonzero(pydicom.dcmread(root / str(m.path)).pixel_array)
+        except (InvalidDicomError, OSError, AttributeError, ValueError, RuntimeError) as exc:
+            unread.append(f"{root / str(m.path)}: the ROI mask cannot be decoded ({exc})")
+            continue
         if len(ys):
             box = {"x0": xs.min(), "y0": ys.min(), "x1": xs.max() + 1, "y1": ys.max() + 1}
             boxes.append(
@@ -289,7 +311,8 @@ def import_dataset(
     root = root.resolve()
     imported = reader(root, label)
     if imported.masks is not None:
-        imported.regions = pd.concat([imported.regions, boxes_from_masks(root, imported.masks, progress)])
+        boxes = boxes_from_masks(root, imported.masks, imported.unread, progress)
+        imported.regions = pd.concat([imported.regions, boxes])
     out.mkdir(parents=True, exist_ok=True)
     on_table = imported.images is not None
     if imported.images is not None:
@@ -297,6 +320,8 @@ def import_dataset(
     imported.labels.to_csv(out / "labels.csv", index=False)
     if imported.regions is not None:
         imported.regions.to_csv(out / REGIONS, index=False)
+    if imported.unread:
+        (out / UNREAD).write_text("\n".join(imported.unread) + "\n", encoding="utf-8")
     has_clinical = imported.clinical is not None and bool(imported.numeric or imported.categorical)
     if has_clinical:
         assert imported.clinical is not None
