@@ -236,7 +236,7 @@ class TestPredict:
         clinical.loc[clinical["patient_id"] == truth.loc[2, "patient_id"], "grade"] = "4"  # unknown category
         clinical.to_csv(cohort / "clinical.csv", index=False)
         out = tmp_path / "out" / "predictions.csv"
-        pred = predict(run / "bundle", cohort, out, "--explain")
+        pred = predict(run / "bundle", cohort, out, "--explain", "--regions", str(source / "lesions.csv"))
         reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
         key = lambda i: truth.loc[i, "patient_id"] + truth.loc[i, "side"]  # noqa: E731
         assert len(pred) == len(truth)
@@ -251,6 +251,26 @@ class TestPredict:
         assert (written.loc[written["reason"] != "", "label"] == "").all()
         assert sorted(p.name for p in (out.parent / "explain").glob("row*.png")) == sorted(
             f"row{r}.png" for r in scored["row"]
+        )
+        # the maps of the new breasts checked against their marked tumours, as explain checks a run's
+        checks = pd.read_csv(out.parent / "explain" / "checks.csv")
+        assert sorted(checks["row"]) == sorted([*scored["row"], *scored["row"]])
+        assert checks["area_share"].notna().all() and "patient" not in checks
+        summary = json.loads((out.parent / "explain" / "checks.json").read_text())
+        assert [g["name"] for g in summary["localisation"]["groups"]] == ["marked"]  # no labels: no positives
+        bare = [
+            "predict",
+            str(run / "bundle"),
+            "--images",
+            str(cohort / "dicom"),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ]
+        assert (
+            main(
+                [*bare, "--clinical", str(cohort / "clinical.csv"), "--regions", str(source / "lesions.csv")]
+            )
+            == 2
         )
 
 

@@ -344,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--explain", action="store_true", help="also write Grad-CAM overlays next to the output")
     p.add_argument(
+        "--regions",
+        type=Path,
+        metavar="CSV",
+        help="with --explain: outline these tumours on the overlays and check the maps against them (at "
+        "another hospital: do they still point at the tumour?) -> explain/checks.csv, checks.json. "
+        + REGIONS_HELP,
+    )
+    p.add_argument(
         "--strict",
         action="store_true",
         help="leave unscored the breasts unlike the training data (else flagged)",

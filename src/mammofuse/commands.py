@@ -18,6 +18,7 @@ from mammofuse.ui import console, progress, show_problem_lines, show_problems
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mammofuse.deploy.predict import Predicted
     from mammofuse.evaluation.result import CvEvaluation, Evaluation, ExternalValidation
     from mammofuse.runs import Run
 
@@ -470,6 +471,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     breasts = _new_breasts(args)
     if args.versus is not None and args.labels is None:
         raise ConfigError("--versus compares two bundles on labelled breasts: give --labels too")
+    if args.regions is not None and not args.explain:
+        raise ConfigError(
+            "--regions outlines the tumours on --explain's overlays and checks the maps: give --explain too"
+        )
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
 
     def score_with(bundle_dir: Path, cache: Path, keep_inputs: bool = False):
@@ -521,12 +526,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print_validation(result)
         console.print(f"wrote {out / 'validation.json'}, {out / 'figures'}/ and the page {page}")
     if args.explain:
-        from mammofuse.explain.explain import explain_cases
-
-        out = args.out.parent / "explain"
-        written = explain_cases(bundle.nets, predicted.inputs, bundle.config.preprocess.voi == "window", out)
-        console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
+        _explain_predicted(args, predicted)
     return 0
+
+
+def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
+    """predict --explain: an overlay per scored breast; with --regions the marked tumours outlined on them
+    and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json)."""
+    from mammofuse.domain import VIEWS, Side
+    from mammofuse.explain.checks import read_regions, summarise, summary_lines
+    from mammofuse.explain.explain import check_cases, explain_cases, save_checks
+
+    out, bundle, table = args.out.parent / "explain", predicted.bundle, predicted.table
+    problems = Problems()
+    marked = read_regions(args.regions.resolve(), problems) if args.regions else {}
+    regions = {
+        int(r.row): {v: marked.get((str(r.patient_id), Side(r.side), v), []) for v in VIEWS}
+        for r in table.itertuples()
+        if int(r.row) in predicted.inputs
+    }
+    voi = bundle.config.preprocess.voi == "window"
+    written = explain_cases(bundle.nets, predicted.inputs, voi, out, regions)
+    console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
+    if not args.regions or not predicted.inputs:
+        return
+    checks = check_cases(bundle.nets, predicted.inputs, table, marked, problems, bundle.config)
+    cfg = bundle.config
+    summary = summarise(checks, cfg.labels.positive, args.regions.name, cfg.train.seed)
+    summary["left_out"] = [p.reason for p in problems.items]
+    save_checks(checks, summary, out / "checks.csv", out / "checks.json")
+    for line in summary_lines(summary):
+        console.print(line)
+    show_problems(problems, "maps or regions left out of the localisation", str(out / "checks.json"))
 
 
 def cmd_recalibrate(args: argparse.Namespace) -> int:

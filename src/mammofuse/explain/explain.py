@@ -18,6 +18,7 @@ import pandas as pd
 import pydicom
 import torch
 
+from mammofuse.config import Config
 from mammofuse.domain import VIEWS, Side, View
 from mammofuse.explain.checks import (
     Region,
@@ -133,14 +134,20 @@ def write_case(
 
 
 def explain_cases(
-    nets: list[TwoViewNet], cases: dict[int, CaseInput], voi: bool, out_dir: Path
+    nets: list[TwoViewNet],
+    cases: dict[int, CaseInput],
+    voi: bool,
+    out_dir: Path,
+    regions: dict[int, dict[View, list[Region]]] | None = None,
 ) -> list[Path]:
-    """Overlays for breasts scored by `predict`, named by their output row (never by patient)."""
+    """Overlays for breasts scored by `predict`, named by their output row (never by patient); the
+    tumours marked on a row's images (`regions`) outlined."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for row, case in cases.items():
         path = out_dir / f"row{row}.png"
-        write_case(nets, case, voi, f"row {row}", path)
+        marked = (regions or {}).get(row)
+        write_case(nets, case, voi, f"row {row}", path, marked if marked and any(marked.values()) else None)
         written.append(path)
     return written
 
@@ -190,6 +197,65 @@ def explain_run(
     return index
 
 
+def score_case(
+    case: CaseInput,
+    maps: Maps,
+    fresh: Maps,
+    attention: Maps | None,
+    regions: dict[View, list[Region]],
+    tile: int,
+    problems: Problems,
+    where: str,
+) -> list[dict]:
+    """Each view's checks of one breast (`score_map`, and `localise_tiles` for a patch model's `attention`),
+    from its maps (H, W) per view; a region that the crop cut away is recorded in `problems`."""
+    records = []
+    for view in VIEWS:
+        region = region_mask(regions[view], case.geometry[view])
+        scores, off = score_map(maps[view], fresh[view], case.images[view], region)
+        if attention is not None and region is not None and not off:
+            scores |= localise_tiles(attention[view], region, tile)
+        if off:
+            problems.add(
+                "region off the input",
+                f"{where} {view.value}: the marked region lies outside the breast the model was given (cut "
+                "away by the crop?); not scored",
+            )
+        records.append({"view": view.value} | scores)
+    return records
+
+
+def check_cases(
+    nets: list[TwoViewNet],
+    cases: dict[int, CaseInput],
+    scored: pd.DataFrame,
+    marked: dict[RegionKey, list[Region]],
+    problems: Problems,
+    cfg: Config,
+) -> pd.DataFrame:
+    """The checks over breasts scored by `predict` (`scored`: its output rows, with `truth` where labels
+    were given), each map the mean of the bundle's networks, as its overlays draw it."""
+    first = next(iter(cases.values()))
+    fresh = redrawn(cfg.model, len(first.clinical[0]), cfg.train.seed)
+    by_row = scored.set_index("row")
+    records = []
+    for row, case in progress("checking the maps")(cases.items(), len(cases)):
+        line = by_row.loc[row]
+        own, attention = explain_breast(nets, case.images, case.clinical)
+        x = {v: torch.from_numpy(case.images[v])[None, None] for v in VIEWS}
+        other = gradcam(fresh, x[View.CC], x[View.MLO], torch.from_numpy(case.clinical[0])[None])
+        regions = {v: marked.get((str(line["patient_id"]), Side(line["side"]), v), []) for v in VIEWS}
+        label = line["truth"] if "truth" in line and pd.notna(line["truth"]) else float("nan")
+        breast = {"row": row, "patient": line["patient_id"], "side": line["side"], "label": label}
+        breast["probability"] = float(line["probability"])
+        fresh_maps = {v: other[v][0] for v in VIEWS}
+        for scores in score_case(
+            case, own, fresh_maps, attention, regions, cfg.model.tile, problems, f"row {row}"
+        ):
+            records.append(breast | scores)
+    return pd.DataFrame(records)
+
+
 def check_maps(
     run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, batch: int = 16
 ) -> pd.DataFrame:
@@ -214,27 +280,19 @@ def check_maps(
         attention = attention_maps(net, x[View.CC], x[View.MLO], c)  # a patch model's; None otherwise
         for i, (r, case) in enumerate(zip(chunk, cases)):
             row = data.loc[r]
-            for view in VIEWS:
-                here = marked.get((row["patient_id"], Side(row["side"]), view), [])
-                region = region_mask(here, case.geometry[view])
-                scores, off = score_map(maps[view][i], fresh_maps[view][i], case.images[view], region)
-                if attention is not None and region is not None and not off:
-                    scores |= localise_tiles(attention[view][i], region, tile)
-                if off:
-                    problems.add(
-                        "region off the input",
-                        f"row {r + 1} {view.value}: the marked region lies outside the breast the model was "
-                        "given (cut away by the crop?); not scored",
-                    )
-                breast = {
-                    "row": r + 1,
-                    "patient": row["patient_id"],
-                    "side": row["side"],
-                    "label": int(row["label"]),
-                }
-                records.append(
-                    breast | {"view": view.value, "probability": float(probability[start + i])} | scores
-                )
+            regions = {v: marked.get((row["patient_id"], Side(row["side"]), v), []) for v in VIEWS}
+            own = {v: maps[v][i] for v in VIEWS}
+            other = {v: fresh_maps[v][i] for v in VIEWS}
+            tiles = {v: attention[v][i] for v in VIEWS} if attention is not None else None
+            breast = {
+                "row": r + 1,
+                "patient": row["patient_id"],
+                "side": row["side"],
+                "label": int(row["label"]),
+            }
+            breast["probability"] = float(probability[start + i])
+            for scores in score_case(case, own, other, tiles, regions, tile, problems, f"row {r + 1}"):
+                records.append(breast | scores)
     return pd.DataFrame(records)
 
 
@@ -272,10 +330,15 @@ def write_checks(
     summary = summarise(table, cfg.labels.positive, regions, cfg.train.seed) | {"left_out": left_out}
     if summary["localisation"] is not None and marked is not None:
         summary["localisation"] |= {"marked_images": len(marked), "unmatched_images": unmatched(run, marked)}
-    run.explain.mkdir(exist_ok=True)
-    table.drop(columns="patient").to_csv(run.explain_checks, index=False)
-    run.explain_summary.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    save_checks(table, summary, run.explain_checks, run.explain_summary)
     return summary
+
+
+def save_checks(table: pd.DataFrame, summary: dict, csv: Path, summary_json: Path) -> None:
+    """The checks' table, by row number and never by patient, and their summary."""
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    table.drop(columns="patient").to_csv(csv, index=False)
+    summary_json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:
