@@ -177,3 +177,12 @@ class TestSeedParity:
         assert out.shape == (200, 200) and not g.flipped
         back = map_to_original(np.ones_like(out), g)
         assert back.shape == img.shape and back[200, 160] > 0.9 and back[5, 160] == 0
+
+    def test_a_point_marked_on_the_original_lands_where_the_centre_crop_put_it(self):
+        img, _, _ = phantom(shape=(400, 320))
+        img = 0.8 * img
+        dot = (230, 170)
+        img[dot[0] - 2 : dot[0] + 3, dot[1] - 2 : dot[1] + 3] = 1.0  # brighter than anything else
+        out, g = seed_parity(img, 256, 200)  # a window into the resized image: negative offsets
+        found = np.unravel_index(np.argmax(out), out.shape)
+        assert np.hypot(*(np.array(to_output(*dot, g)) - found)) < 1.5
