@@ -418,7 +418,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from mammofuse.explain.checks import read_regions, summary_lines
-    from mammofuse.explain.explain import checks_table, explain_run, write_checks
+    from mammofuse.explain.explain import checks_table, explain_run, index_with_hits, write_checks
     from mammofuse.runs import Run
 
     run = Run(args.run_dir.resolve())
@@ -430,6 +430,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         console.print(index.to_string(index=False))
         console.print(f"wrote {len(index)} overlays to {run.explain}")
     table = checks_table(run, marked, problems)
+    if args.regions and not run.is_cv:
+        index_with_hits(run, table)  # the drawn cases: does each view's map point at the tumour?
     regions = args.regions.name if args.regions else None
     summary = write_checks(run, table, regions, [p.reason for p in problems.items], marked)
     for line in summary_lines(summary):

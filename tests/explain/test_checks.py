@@ -232,8 +232,20 @@ class TestExplainChecks:
         assert "warning: none of" not in out
         for text in (run.explain_checks.read_text(), run.explain_summary.read_text()):
             assert "MF" not in text  # rows, never patients
+        index = pd.read_csv(run.explain_index)  # the drawn cases: does each view's map point at the tumour?
+        for view in ("CC", "MLO"):
+            hits = table[table["view"] == view].set_index("row")["hit"]
+            assert index[f"{view.lower()}_on_tumour"].equals(index["row"].map(hits))
+        index.loc[0, ["cc_on_tumour", "mlo_on_tumour"]] = [1, 0]  # the caption says what the index says
+        index.loc[1:, ["cc_on_tumour", "mlo_on_tumour"]] = np.nan
+        index.to_csv(run.explain_index, index=False)
         assert main(["report", str(run_dir)]) == 0
         assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()
+        page = run.report.read_text()  # one case says so, in its image's text and its caption; the others not
+        assert (
+            "peak on the marked tumour: CC yes, MLO no" in page
+            and page.count("peak on the marked tumour") == 2
+        )
         alien = tmp_path / "alien.csv"  # another cohort's IDs: nothing matches, and it is said
         alien.write_text("patient_id,side,view,x,y,radius\nX1,L,CC,10,20,3\nX2,R,MLO,10,20,3\n")
         assert main(["explain", str(run_dir), "--n", "1", "--regions", str(alien)]) == 0

@@ -334,6 +334,18 @@ def write_checks(
     return summary
 
 
+def index_with_hits(run: Run, table: pd.DataFrame) -> pd.DataFrame:
+    """explain/index.csv with, per drawn breast and view, whether its map's peak lies on the marked tumour
+    (cc_on_tumour, mlo_on_tumour: 1, 0, or empty where nothing is marked or the map is blank)."""
+    index = pd.read_csv(run.explain_index)
+    if "hit" in table:
+        for view in VIEWS:
+            hits = table[table["view"] == view.value].drop_duplicates("row").set_index("row")["hit"]
+            index[f"{view.value.lower()}_on_tumour"] = index["row"].map(hits).astype("Int64")
+    index.to_csv(run.explain_index, index=False)
+    return index
+
+
 def save_checks(table: pd.DataFrame, summary: dict, csv: Path, summary_json: Path) -> None:
     """The checks' table, by row number and never by patient, and their summary."""
     csv.parent.mkdir(parents=True, exist_ok=True)

@@ -380,6 +380,10 @@ def build_report(run_dir: Path) -> Path:
     if run.explain_index.is_file():
         for r in pd.read_csv(run.explain_index).itertuples():
             caption = f"{r.category.replace('-', ' ')}: row {r.row}, label {r.label}, p = {r.probability:.2f}"
+            on = [(v, getattr(r, f"{v.lower()}_on_tumour", None)) for v in ("CC", "MLO")]
+            if any(pd.notna(hit) for _, hit in on):  # explain --regions
+                said = ", ".join(f"{v} {'yes' if hit else 'no'}" for v, hit in on if pd.notna(hit))
+                caption += f"; peak on the marked tumour: {said}"
             gallery.append({"src": data_uri(run.explain / str(r.file)), "caption": caption})
     work = Work(cfg.work_dir)
     models = ((evaluation.model_name, evaluation.model), (BASELINE, evaluation.baseline))
