@@ -535,15 +535,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     """predict --explain: an overlay per scored breast; with --regions the marked tumours outlined on them
     and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json)."""
-    from mammofuse.domain import VIEWS, Side
-    from mammofuse.explain.checks import read_regions, summarise, summary_lines
+    from mammofuse.explain.checks import read_regions, regions_of, summarise, summary_lines
     from mammofuse.explain.explain import check_cases, explain_cases, save_checks
 
     out, bundle, table = args.out.parent / "explain", predicted.bundle, predicted.table
     problems = Problems()
     marked = read_regions(args.regions.resolve(), problems) if args.regions else {}
     regions = {
-        int(r.row): {v: marked.get((str(r.patient_id), Side(r.side), v), []) for v in VIEWS}
+        int(r.row): regions_of(marked, r.patient_id, r.side)
         for r in table.itertuples()
         if int(r.row) in predicted.inputs
     }

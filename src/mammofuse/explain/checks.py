@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 from mammofuse.cohort.tables import parse_number, read_rows
 from mammofuse.config import ModelConfig
-from mammofuse.domain import Side, View, parse_side, parse_view
+from mammofuse.domain import VIEWS, Side, View, parse_side, parse_view
 from mammofuse.evaluation.metrics import N_BOOTSTRAP, patient_weights
 from mammofuse.imaging.geometry import Geometry, breast_mask, to_output
 from mammofuse.models import TwoViewNet, create_model
@@ -104,6 +104,11 @@ def read_regions(path: Path, problems: Problems) -> dict[RegionKey, list[Region]
         else:
             regions[(v["patient_id"], side, view)].append(region)
     return dict(regions)
+
+
+def regions_of(marked: dict[RegionKey, list[Region]], patient: str, side: str) -> dict[View, list[Region]]:
+    """The regions marked on each view of one breast (none where nothing is marked)."""
+    return {v: marked.get((str(patient), Side(side), v), []) for v in VIEWS}
 
 
 def redrawn(cfg: ModelConfig, n_clinical: int, seed: int) -> TwoViewNet:

@@ -19,7 +19,7 @@ import pydicom
 import torch
 
 from mammofuse.config import Config
-from mammofuse.domain import VIEWS, Side, View
+from mammofuse.domain import VIEWS, View
 from mammofuse.explain.checks import (
     Region,
     RegionKey,
@@ -27,6 +27,7 @@ from mammofuse.explain.checks import (
     read_regions,
     redrawn,
     region_mask,
+    regions_of,
     score_map,
     summarise,
 )
@@ -124,7 +125,7 @@ def write_case(
     cams, original, back, attention = case_maps(nets, case, voi)
     tiles = nets[0].attention(View.CC)
     marked = None
-    if regions:  # over the model's input, and over the original
+    if regions and any(regions.values()):  # over the model's input, and over the original
         pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
         marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
     figure = case_figure(
@@ -146,8 +147,7 @@ def explain_cases(
     written = []
     for row, case in cases.items():
         path = out_dir / f"row{row}.png"
-        marked = (regions or {}).get(row)
-        write_case(nets, case, voi, f"row {row}", path, marked if marked and any(marked.values()) else None)
+        write_case(nets, case, voi, f"row {row}", path, (regions or {}).get(row))
         written.append(path)
     return written
 
@@ -180,9 +180,8 @@ def explain_run(
         case = case_from_row(data.loc[r], [encoder.transform(data.loc[[r]])[0]])
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
-        row = data.loc[r]
-        regions = {v: (marked or {}).get((row["patient_id"], Side(row["side"]), v), []) for v in VIEWS}
-        write_case([net], case, voi, title, run.explain / name, regions if any(regions.values()) else None)
+        regions = regions_of(marked or {}, data.loc[r, "patient_id"], data.loc[r, "side"])
+        write_case([net], case, voi, title, run.explain / name, regions)
         records.append(
             {
                 "file": name,
@@ -244,10 +243,10 @@ def check_cases(
         own, attention = explain_breast(nets, case.images, case.clinical)
         x = {v: torch.from_numpy(case.images[v])[None, None] for v in VIEWS}
         other = gradcam(fresh, x[View.CC], x[View.MLO], torch.from_numpy(case.clinical[0])[None])
-        regions = {v: marked.get((str(line["patient_id"]), Side(line["side"]), v), []) for v in VIEWS}
+        regions = regions_of(marked, line["patient_id"], line["side"])
         label = line["truth"] if "truth" in line and pd.notna(line["truth"]) else float("nan")
         breast = {"row": row, "patient": line["patient_id"], "side": line["side"], "label": label}
-        breast["probability"] = float(line["probability"])
+        breast |= {"probability": float(line["probability"])}
         fresh_maps = {v: other[v][0] for v in VIEWS}
         for scores in score_case(
             case, own, fresh_maps, attention, regions, cfg.model.tile, problems, f"row {row}"
@@ -280,7 +279,7 @@ def check_maps(
         attention = attention_maps(net, x[View.CC], x[View.MLO], c)  # a patch model's; None otherwise
         for i, (r, case) in enumerate(zip(chunk, cases)):
             row = data.loc[r]
-            regions = {v: marked.get((row["patient_id"], Side(row["side"]), v), []) for v in VIEWS}
+            regions = regions_of(marked, row["patient_id"], row["side"])
             own = {v: maps[v][i] for v in VIEWS}
             other = {v: fresh_maps[v][i] for v in VIEWS}
             tiles = {v: attention[v][i] for v in VIEWS} if attention is not None else None
