@@ -406,6 +406,12 @@ class ModelConfig(_Section):
     tile: int = Field(128, ge=32, description="patches: tile side in pixels (best a multiple of 32)")
     attention_hidden: int = Field(64, ge=4, description="patches: width of the attention network")
     tile_batch: int = Field(0, ge=0, description="patches: tiles encoded per pass (0: all); bounds memory")
+    attention_by_area: bool = Field(
+        False,
+        description="patches: attention over the breast's area rather than its tiles: a tile weighs by its "
+        "score times the share of its pixels that are breast, so a sliver at the breast's edge cannot draw "
+        "the attention a whole tile of tissue would",
+    )
     auxiliary: dict[str, float] = Field(
         {},
         description="clinical columns the network also learns to predict from the images, with their loss "

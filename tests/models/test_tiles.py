@@ -1,15 +1,16 @@
 """The patch model: tiling, attention over the tiles with breast, memory options that change nothing,
 and its explanations (Grad-CAM over the tiles, the attention map)."""
 
+import numpy as np
 import pytest
 import torch
 
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, View
-from mammofuse.explain.gradcam import OneView, attention_maps, gradcam
+from mammofuse.explain.gradcam import OneView, TileGradCAM, attention_maps, gradcam
 from mammofuse.explain.overlays import top_tiles
 from mammofuse.models import create_model
-from mammofuse.models.tiles import content_mask, cut_tiles
+from mammofuse.models.tiles import breast_share, content_mask, cut_tiles
 from tests.waits import HostReads
 
 
@@ -37,10 +38,12 @@ class TestTiling:
 
     def test_black_tiles_are_left_out_unless_the_whole_image_is_black(self):
         tiles, _ = cut_tiles(breast_image(), 32)
-        mask = content_mask(tiles)[0].view(4, 3)
+        share = breast_share(tiles)[0].view(4, 3)  # tissue in rows 0-79, columns 0-45
+        assert share[:3, :2].tolist() == [[1, 14 / 32], [1, 14 / 32], [16 / 32, 16 / 32 * 14 / 32]]
+        mask = content_mask(breast_share(tiles))[0].view(4, 3)
         assert mask[:3, :2].all() and not mask[3].any() and not mask[:, 2].any()
         black, _ = cut_tiles(torch.zeros(1, 1, 64, 64), 32)
-        assert content_mask(black).all()
+        assert content_mask(breast_share(black)).all()
 
 
 class TestAttention:
@@ -59,6 +62,23 @@ class TestAttention:
             noisy[..., 96:, :] = 0.04 * torch.rand(4, 70)  # tiles of background stay background below
             noisy[..., :, 64:] = 0.04 * torch.rand(100, 6)  # the content level: they do not count
             assert torch.allclose(net(noisy, noisy, torch.zeros(1, 3)), before, atol=1e-6)
+
+    @pytest.mark.parametrize("by_area, sliver_weight", [(False, 1 / 2), (True, 1 / 9)])
+    def test_by_area_a_sliver_of_breast_weighs_its_share_of_a_whole_tile(self, by_area, sliver_weight):
+        """A whole tile of tissue and a sliver (an eighth of a tile) with the same attention score: by
+        tiles they share the attention equally; by area the sliver weighs an eighth of the whole tile."""
+        x = torch.zeros(1, 1, 32, 64)
+        x[..., :, :32] = 0.5
+        x[..., :4, 32:] = 0.5  # the top 4 of 32 rows: a sliver at the breast's edge
+        net = patch_net(attention_by_area=by_area).eval()
+        with torch.no_grad():
+            for view in VIEWS:
+                net.tiles[view.value].score.weight.zero_()  # every tile scores the same
+        maps = attention_maps(net, x, x.clone(), torch.zeros(1, 3))
+        assert maps is not None
+        for view in VIEWS:
+            assert maps[view][0, 0, 32].item() == pytest.approx(sliver_weight, abs=1e-6)
+            assert maps[view][0, 0, 0].item() == pytest.approx(1 - sliver_weight, abs=1e-6)
 
     def test_the_top_tiles_are_where_the_attention_is(self):
         attention = torch.zeros(100, 70)
@@ -107,6 +127,22 @@ class TestExplanations:
             full = net(cc, mlo, clinical)
             assert torch.allclose(OneView(net, View.CC, mlo, clinical)(cc), full, atol=1e-5)
             assert torch.allclose(OneView(net, View.MLO, cc, clinical)(mlo), full, atol=1e-5)
+
+    def test_each_tile_weighs_its_channels_by_its_own_gradient(self):
+        """Two tiles with the same activations, the score moved by the second only (the attention gave
+        the first no weight): the map is zero on the first. Plain Grad-CAM averages the gradient over
+        the view and would draw both alike."""
+        net = patch_net().eval()
+        x = torch.full((1, 1, 32, 64), 0.5)
+        net(x, x, torch.zeros(1, 3))  # the layout: one row of two tiles
+        activations = np.ones((1, 4, 2, 4), np.float32)  # (B, C, rows * h, cols * w): 2 x 2 per tile
+        grads = np.zeros_like(activations)
+        grads[..., 2:] = 0.25
+        with TileGradCAM(
+            OneView(net, View.CC, x, torch.zeros(1, 3)), [net.backbone(View.CC).target_layer], net.tiles["CC"]
+        ) as cam:
+            maps = cam.get_cam_image(x, cam.target_layers[0], [], activations, grads)
+        assert maps.tolist() == [[[0, 0, 1, 1], [0, 0, 1, 1]]]
 
     def test_gradcam_covers_the_view_and_is_zero_away_from_tiles_with_breast(self):
         net = patch_net(tile_batch=1)

@@ -4,8 +4,9 @@ The two-view network is wrapped so that only the explained view's image varies: 
 pooled features and the clinical vector are computed once and held fixed. The target layer is the
 backbone's last feature layer, named by the backbone for every supported architecture. For the patch
 model, the tiles' feature maps are put back where the tiles were (pytorch-grad-cam's
-`reshape_transform`), so Grad-CAM weighs and draws one map over the whole view; the attention over the
-tiles is a second explanation (`attention_maps`).
+`reshape_transform`) and each tile weighs its channels by its own gradient (`TileGradCAM`), so one map
+over the whole view shows each tile's part in the score; the attention over the tiles is a second
+explanation (`attention_maps`).
 """
 
 from __future__ import annotations
@@ -52,16 +53,44 @@ def gradcam(
     maps = {}
     for view in VIEWS:
         wrapper = OneView(net, view, images[VIEWS[1 - VIEWS.index(view)]], clinical)
-        x, reshape, attention = images[view], None, net.attention(view)
+        x, layers, attention = images[view], [net.backbone(view).target_layer], net.attention(view)
         if attention is not None:  # padded here, so Grad-CAM's map covers whole tiles
-            x, reshape = padded(x, attention.tile), attention.assemble
+            x = padded(x, attention.tile)
         with (
             all_tiles_at_once(attention),
-            GradCAM(wrapper, [net.backbone(view).target_layer], reshape_transform=reshape) as cam,
+            GradCAM(wrapper, layers) if attention is None else TileGradCAM(wrapper, layers, attention) as cam,
         ):
             targets = [ClassifierOutputTarget(POSITIVE)] * len(cc)
             maps[view] = cam(input_tensor=x.clone().requires_grad_(True), targets=targets)[:, :height, :width]
     return maps
+
+
+class TileGradCAM(GradCAM):
+    """Grad-CAM for the patch model: every tile weighs its feature channels by the mean gradient over
+    that tile, not over the view. The view's score pools the tiles by attention, so a tile's gradient
+    carries its attention weight; averaged over the whole view (plain Grad-CAM on the assembled map)
+    that weighting is lost, and tiles the attention ignores (slivers of breast edge, mostly black) light
+    up for their activations alone. Per tile, a map is what Grad-CAM of each tile as its own image gives."""
+
+    def __init__(self, model: nn.Module, target_layers: list[nn.Module], attention: TileAttention) -> None:
+        super().__init__(model, target_layers, reshape_transform=attention.assemble)
+        self.attention = attention
+
+    def get_cam_image(
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[nn.Module],
+        activations: np.ndarray,
+        grads: np.ndarray,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        assert self.attention.last is not None, "the tiles' layout comes from the forward pass"
+        rows, cols = self.attention.last.grid
+        b, c, height, width = activations.shape
+        tiled = (b, c, rows, height // rows, cols, width // cols)
+        weights = grads.reshape(tiled).mean(axis=(3, 5), keepdims=True)  # (B, C, rows, 1, cols, 1)
+        return (weights * activations.reshape(tiled)).sum(axis=1).reshape(b, height, width)
 
 
 @contextmanager

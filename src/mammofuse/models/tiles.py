@@ -41,9 +41,15 @@ def cut_tiles(x: torch.Tensor, tile: int) -> tuple[torch.Tensor, tuple[int, int]
     return tiles.permute(0, 2, 3, 1, 4, 5).reshape(b, rows * cols, c, tile, tile), (rows, cols)
 
 
-def content_mask(tiles: torch.Tensor) -> torch.Tensor:
-    """(B, N, 1, t, t) -> (B, N) bool: tiles with breast in them (all of an image's when none has)."""
-    mask = tiles.flatten(2).amax(dim=2) > CONTENT
+def breast_share(tiles: torch.Tensor) -> torch.Tensor:
+    """(B, N, 1, t, t) -> (B, N): the share of each tile's pixels that are breast."""
+    return (tiles.flatten(2) > CONTENT).float().mean(dim=2)
+
+
+def content_mask(share: torch.Tensor) -> torch.Tensor:
+    """Tiles' breast share (B, N) -> (B, N) bool: tiles with breast in them (all of an image's when none
+    has)."""
+    mask = share > 0
     return mask | ~mask.any(dim=1, keepdim=True)
 
 
@@ -64,6 +70,7 @@ class TileAttention(nn.Module):
     def __init__(self, channels: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.tile, self.tile_batch, self.checkpointing = cfg.tile, cfg.tile_batch, cfg.checkpoint_tiles
+        self.by_area = cfg.attention_by_area
         self.value = nn.Linear(channels, cfg.attention_hidden)
         self.gate = nn.Linear(channels, cfg.attention_hidden)
         self.score = nn.Linear(cfg.attention_hidden, 1)
@@ -84,14 +91,18 @@ class TileAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, encoder: Backbone) -> torch.Tensor:  # (B, 1, H, W) -> (B, C)
         tiles, grid = cut_tiles(x, self.tile)
-        mask = content_mask(tiles)  # (B, N)
+        share = breast_share(tiles)  # (B, N)
+        mask = content_mask(share)
         self.last = Layout(mask, grid)
         breast = mask.nonzero(as_tuple=True)  # the one wait for the GPU per view: K is known only here
         kept = self.encode(encoder, tiles[breast])  # (K, C)
         feats = kept.new_zeros(*mask.shape, kept.shape[1])
         feats[breast] = kept  # (B, N, C)
-        logits = self.score(torch.tanh(self.value(feats)) * torch.sigmoid(self.gate(feats))).squeeze(-1)
-        weights = torch.softmax(logits.float().masked_fill(~mask, float("-inf")), dim=1)  # (B, N)
+        gated = torch.tanh(self.value(feats)) * torch.sigmoid(self.gate(feats))
+        logits = self.score(gated).squeeze(-1).float()  # (B, N)
+        if self.by_area:  # softmax of score + log(share): weights proportional to share x exp(score)
+            logits = logits + share.clamp_min(1 / self.tile**2).log()
+        weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)  # (B, N)
         self.last.weights = weights.detach()
         return torch.einsum("bn,bnc->bc", weights.to(feats.dtype), feats)
 
