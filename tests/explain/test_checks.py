@@ -9,6 +9,7 @@ import torch
 from mammofuse.cli import main
 from mammofuse.config import ModelConfig
 from mammofuse.domain import Side, View
+from mammofuse.evaluation.compare import maps_lines
 from mammofuse.explain.checks import (
     Region,
     localise,
@@ -189,6 +190,33 @@ class TestPairedLocalisation:
         assert table.loc["b", "tumour_peak_diff"] == pytest.approx(2 / 3)
         assert table.loc["b", "tumour_mass_diff"] == pytest.approx(0.1)
         assert pd.isna(table.loc["a", "tumour_peak_diff"])
+        # each view apart: a's peak on the tumour in P1's CC alone (CC 1 of 2, MLO 0 of 1)
+        assert table.loc["a", ["tumour_peak_cc", "tumour_peak_mlo"]].tolist() == [0.5, 0.0]
+        assert "attention_peak" not in table  # whole-image models: no tile attention
+
+    def test_patch_models_are_also_compared_on_their_tile_attention(self):
+        def checks(attention_hits: list[float]) -> pd.DataFrame:
+            return pd.DataFrame(
+                {
+                    "patient": ["P1", "P1", "P2", "P2"],
+                    "side": "L",
+                    "view": ["CC", "MLO"] * 2,
+                    "label": 1,
+                    "hit": [1.0, 0.0, 1.0, 0.0],
+                    "energy_share": 0.3,
+                    "attention_hit": attention_hits,
+                    "attention_share": 0.2,
+                }
+            )
+
+        table = paired_localisation({"a": checks([1, 0, 1, 0]), "b": checks([1, 1, 1, 1])}).set_index(
+            "preset"
+        )
+        assert table.loc["a", ["attention_peak_cc", "attention_peak_mlo"]].tolist() == [1.0, 0.0]
+        assert table.loc["b", "attention_peak_diff"] == pytest.approx(0.5)
+        lines = maps_lines(table.reset_index())
+        assert "(CC 100 %, MLO 0 %)" in lines[0] and "a top attention tile on it in 50 % [50, 50]" in lines[0]
+        assert "vs a: +50 % [+50, +50]" in lines[1]
 
 
 class TestExplainChecks:

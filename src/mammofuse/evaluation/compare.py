@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mammofuse.domain import VIEWS
 from mammofuse.evaluation import metrics
 from mammofuse.runs import Run
 
@@ -92,17 +93,28 @@ def _interval(r: pd.Series, column: str, sign: str = "") -> str:
     return f"{mean:{sign}.0f} % [{low:{sign}.0f}, {high:{sign}.0f}]"
 
 
+def _by_view(r: pd.Series, column: str) -> str:
+    """ "CC 93 %, MLO 27 %" ("" where not measured)."""
+    shares = [(v.value, r.get(f"{column}_{v.value.lower()}")) for v in VIEWS]
+    return ", ".join(f"{v} {100 * x:.0f} %" for v, x in shares if not pd.isna(x))
+
+
 def maps_rows(table: pd.DataFrame) -> list[dict[str, str]]:
-    """Per setup: how often its maps' peak lies on the tumour and how much of their mass, on the positive
-    breasts' maps every setup scored, with the paired differences against the first (percent)."""
+    """Per setup: how often its maps' peak lies on the tumour (each view apart too) and how much of their
+    mass, on the positive breasts' maps every setup scored, with the paired differences against the first
+    (percent); where every setup is a patch model, how often its top attention tile touches the tumour."""
     return [
         {
             "preset": r["preset"],
             "maps": str(int(r["tumour_maps"])),
             "peak": _interval(r, "tumour_peak"),
+            "peak_views": _by_view(r, "tumour_peak"),
             "peak_diff": _interval(r, "tumour_peak_diff", "+"),
             "mass": _interval(r, "tumour_mass"),
             "mass_diff": _interval(r, "tumour_mass_diff", "+"),
+            "attention": _interval(r, "attention_peak"),
+            "attention_views": _by_view(r, "attention_peak"),
+            "attention_diff": _interval(r, "attention_peak_diff", "+"),
         }
         for _, r in table.iterrows()
         if not pd.isna(r.get("tumour_maps"))
@@ -115,8 +127,13 @@ def maps_lines(table: pd.DataFrame) -> list[str]:
     lines = []
     for r in maps_rows(table):
         against = f"; vs {first}: {r['peak_diff']}, mass {r['mass_diff']}" if r["peak_diff"] else ""
+        attention = ""
+        if r["attention"]:
+            attention = f"; a top attention tile on it in {r['attention']} ({r['attention_views']})"
+            attention += f", vs {first}: {r['attention_diff']}" if r["attention_diff"] else ""
         lines.append(
             f"maps of {r['preset']} on the positive breasts' marked tumours ({r['maps']} maps every setup "
-            f"scored): the peak on the tumour in {r['peak']}, {r['mass']} of the mass there{against}"
+            f"scored): the peak on the tumour in {r['peak']} ({r['peak_views']}), {r['mass']} of the mass "
+            f"there{against}{attention}"
         )
     return lines

@@ -197,11 +197,21 @@ LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_ene
 ATTENTION = ("attention_hit", "tile_share", "attention_share")  # the patch model's
 
 
+PAIRED = {  # checks.csv's column -> compare.csv's
+    "hit": "tumour_peak",
+    "energy_share": "tumour_mass",
+    "attention_hit": "attention_peak",  # a patch model's tile attention: where every setup has it
+    "attention_share": "attention_mass",
+}
+
+
 def paired_localisation(tables: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
     """Per setup (`tables`: each one's checks, the first the reference), on the positive breasts' maps
     that every setup scored (a region marked, the map not blank): the share whose peak lies on the tumour
-    (tumour_peak) and the map's mass there (tumour_mass), each a mean with its 95 % interval, and against
-    the first setup the paired difference (the same maps, the same patient resamples: *_diff)."""
+    (tumour_peak) and the map's mass there (tumour_mass), and where every setup is a patch model the same
+    for its tile attention (attention_peak, attention_mass); each a mean with its 95 % interval, per view
+    (`*_cc`, `*_mlo`, the mean alone: a model may look at the tumour in one view only), and against the
+    first setup the paired difference (the same maps, the same patient resamples: *_diff)."""
     parts = {}
     for name, table in tables.items():
         key = [c for c in ("patient", "side", "view", "fold") if c in table]
@@ -214,14 +224,19 @@ def paired_localisation(tables: dict[str, pd.DataFrame], seed: int = 0) -> pd.Da
     if not len(common):
         return pd.DataFrame({"preset": list(tables), "tumour_maps": 0})
     patients = common.get_level_values("patient").to_numpy()
+    views = common.get_level_values("view").to_numpy()
     w = patient_weights(np.ones(len(common)), patients, N_BOOTSTRAP, np.random.default_rng(seed))
+    measured = [c for c in PAIRED if all(c in p and p.loc[common, c].notna().all() for p in parts.values())]
     first = parts[reference].loc[common]
     rows = []
     for name, part in parts.items():
         part, row = part.loc[common], {"preset": name, "tumour_maps": len(common)}
-        for column, out in (("hit", "tumour_peak"), ("energy_share", "tumour_mass")):
-            values = part[column].to_numpy(dtype=float)
+        for column in measured:
+            out, values = PAIRED[column], part[column].to_numpy(dtype=float)
             row |= dict(zip((out, f"{out}_low", f"{out}_high"), _mean_ci(values, w) or []))
+            for view in VIEWS:
+                of_view = values[views == view.value]
+                row[f"{out}_{view.value.lower()}"] = float(of_view.mean()) if len(of_view) else np.nan
             if name != reference:
                 diff = _mean_ci(values - first[column].to_numpy(dtype=float), w) or []
                 row |= dict(zip((f"{out}_diff", f"{out}_diff_low", f"{out}_diff_high"), diff))
