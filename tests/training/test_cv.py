@@ -347,8 +347,9 @@ class TestCompare:
         both = pd.merge(*(c[(c["label"] == 1) & c["hit"].notna()] for c in checks), on=key)
         assert (table.loc[:1, "tumour_maps"] == len(both)).all() and pd.isna(table.loc[2, "tumour_maps"])
         assert table.loc[0, "tumour_peak"] == pytest.approx(both["hit_x"].mean())
-        cc = both[both["view"] == "CC"]
-        assert table.loc[1, "tumour_peak_cc"] == pytest.approx(cc["hit_y"].mean())
+        for view in ("CC", "MLO"):  # each view apart (a view whose maps are all blank has no share)
+            of_view = both.loc[both["view"] == view, "hit_y"]
+            assert table.loc[1, f"tumour_peak_{view.lower()}"] == pytest.approx(of_view.mean(), nan_ok=True)
         assert table.loc[1, "tumour_peak_diff"] == pytest.approx((both["hit_y"] - both["hit_x"]).mean())
         assert table.loc[1, "tumour_mass_diff_low"] <= table.loc[1, "tumour_mass_diff"]
         assert "Where the maps look" in html
