@@ -38,9 +38,10 @@ class TestTiling:
 
     def test_black_tiles_are_left_out_unless_the_whole_image_is_black(self):
         tiles, _ = cut_tiles(breast_image(), 32)
-        share = breast_share(tiles)[0].view(4, 3)  # tissue in rows 0-79, columns 0-45
+        shares = breast_share(tiles)
+        share = shares[0].view(4, 3)  # tissue in rows 0-79, columns 0-45
         assert share[:3, :2].tolist() == [[1, 14 / 32], [1, 14 / 32], [16 / 32, 16 / 32 * 14 / 32]]
-        mask = content_mask(breast_share(tiles))[0].view(4, 3)
+        mask = content_mask(shares)[0].view(4, 3)
         assert mask[:3, :2].all() and not mask[3].any() and not mask[:, 2].any()
         black, _ = cut_tiles(torch.zeros(1, 1, 64, 64), 32)
         assert content_mask(breast_share(black)).all()
