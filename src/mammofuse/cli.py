@@ -462,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="CSV",
         help="also check each setup's Grad-CAM maps over every breast, out of fold (as `explain` does), and "
-        "compare, paired, how often they point at the tumour on the positive breasts. " + REGIONS_HELP,
+        "compare, paired, how often they point at the tumour on the positive breasts (each view apart too; "
+        "for patch models, the tile attention as well). " + REGIONS_HELP,
     )
     p.set_defaults(func=commands.cmd_compare)
 
