@@ -547,11 +547,11 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
         if int(r.row) in predicted.inputs
     }
     voi = bundle.config.preprocess.voi == "window"
-    written = explain_cases(bundle.nets, predicted.inputs, voi, out, regions)
-    console.print(f"wrote {len(written)} Grad-CAM overlays to {out}")
+    drawn = explain_cases(bundle.nets, predicted.inputs, voi, out, regions)
+    console.print(f"wrote {len(drawn)} Grad-CAM overlays to {out}")
     if not args.regions or not predicted.inputs:
         return
-    checks = check_cases(bundle.nets, predicted.inputs, table, marked, problems, bundle.config)
+    checks = check_cases(drawn, predicted.inputs, table, marked, problems, bundle.config)
     cfg = bundle.config
     summary = summarise(checks, cfg.labels.positive, args.regions.name, cfg.train.seed)
     summary["left_out"] = [p.reason for p in problems.items]
@@ -740,7 +740,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overfitting_figure(epochs).savefig(work.compare_figure, dpi=110)
     report = build_compare_report(work, table, runs, work.compare_figure)
     console.rule("comparison (identical folds, out of fold)")
-    shown = table[[c for c in table.columns if not c.startswith("tumour_")]].copy()
+    shown = table[[c for c in table.columns if not c.startswith(("tumour_", "attention_"))]].copy()
     for column in shown.columns.drop(["preset", "breasts"]):
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     console.print(shown.to_string(index=False))

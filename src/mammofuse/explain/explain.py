@@ -119,9 +119,10 @@ def write_case(
     title: str,
     path: Path,
     regions: dict[View, list[Region]] | None = None,
-) -> None:
+) -> tuple[Maps, Maps | None]:
     """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom); the
-    marked tumours (`regions`) outlined on the maps."""
+    marked tumours (`regions`) outlined on the maps. Returns the maps drawn (Grad-CAM and a patch model's
+    attention, at the model input's resolution)."""
     cams, original, back, attention = case_maps(nets, case, voi)
     tiles = nets[0].attention(View.CC)
     marked = None
@@ -132,6 +133,7 @@ def write_case(
         case.images, cams, original, back, title, attention, tiles.tile if tiles is not None else 0, marked
     )
     figure.savefig(path, dpi=100)
+    return cams, attention
 
 
 def explain_cases(
@@ -140,16 +142,14 @@ def explain_cases(
     voi: bool,
     out_dir: Path,
     regions: dict[int, dict[View, list[Region]]] | None = None,
-) -> list[Path]:
-    """Overlays for breasts scored by `predict`, named by their output row (never by patient); the
-    tumours marked on a row's images (`regions`) outlined."""
+) -> dict[int, tuple[Maps, Maps | None]]:
+    """Overlays for breasts scored by `predict`, named by their output row (row{N}.png, never by
+    patient); the tumours marked on a row's images (`regions`) outlined. Returns each row's maps drawn."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for row, case in cases.items():
-        path = out_dir / f"row{row}.png"
-        write_case(nets, case, voi, f"row {row}", path, (regions or {}).get(row))
-        written.append(path)
-    return written
+    return {
+        row: write_case(nets, case, voi, f"row {row}", out_dir / f"row{row}.png", (regions or {}).get(row))
+        for row, case in cases.items()
+    }
 
 
 def test_predictions(run: Run, data: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
@@ -225,7 +225,7 @@ def score_case(
 
 
 def check_cases(
-    nets: list[TwoViewNet],
+    drawn: dict[int, tuple[Maps, Maps | None]],
     cases: dict[int, CaseInput],
     scored: pd.DataFrame,
     marked: dict[RegionKey, list[Region]],
@@ -233,14 +233,14 @@ def check_cases(
     cfg: Config,
 ) -> pd.DataFrame:
     """The checks over breasts scored by `predict` (`scored`: its output rows, with `truth` where labels
-    were given), each map the mean of the bundle's networks, as its overlays draw it."""
+    were given) on the maps its overlays drew (`drawn`, by row: each the mean of the bundle's networks)."""
     first = next(iter(cases.values()))
     fresh = redrawn(cfg.model, len(first.clinical[0]), cfg.train.seed)
     by_row = scored.set_index("row")
     records = []
     for row, case in progress("checking the maps")(cases.items(), len(cases)):
         line = by_row.loc[row]
-        own, attention = explain_breast(nets, case.images, case.clinical)
+        own, attention = drawn[row]
         x = {v: torch.from_numpy(case.images[v])[None, None] for v in VIEWS}
         other = gradcam(fresh, x[View.CC], x[View.MLO], torch.from_numpy(case.clinical[0])[None])
         regions = regions_of(marked, line["patient_id"], line["side"])
@@ -283,13 +283,8 @@ def check_maps(
             own = {v: maps[v][i] for v in VIEWS}
             other = {v: fresh_maps[v][i] for v in VIEWS}
             tiles = {v: attention[v][i] for v in VIEWS} if attention is not None else None
-            breast = {
-                "row": r + 1,
-                "patient": row["patient_id"],
-                "side": row["side"],
-                "label": int(row["label"]),
-            }
-            breast["probability"] = float(probability[start + i])
+            breast = {"row": r + 1, "patient": row["patient_id"], "side": row["side"]}
+            breast |= {"label": int(row["label"]), "probability": float(probability[start + i])}
             for scores in score_case(case, own, other, tiles, regions, tile, problems, f"row {r + 1}"):
                 records.append(breast | scores)
     return pd.DataFrame(records)
