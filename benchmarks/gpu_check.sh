@@ -5,7 +5,8 @@
 # 8 loader processes): in-memory steps (fp32 / bf16 / compiled), the input pipeline alone, how long an epoch
 # waits for its first batch (a DataLoader vs fit's EpochStream), how often a step waits for the GPU, and
 # `mammofuse train`'s real epochs (its training batches, and whole epochs with validation and checkpoints)
-# with the GPU's busy % over each; before it, how long training stops for a checkpoint (bench_checkpoint).
+# with the GPU's busy % over each; before it, how long training stops for a checkpoint (bench_checkpoint); after
+# it, while time is left, scoring and Grad-CAM on the GPU against the CPU (bench_inference).
 # Logs go to $OUT.
 #
 # The GPU machine has torch, Lightning, pandas, scikit-learn, OpenCV but not the rest; prepare the wheels
@@ -46,3 +47,9 @@ mark bench_checkpoint
 timeout 330 python3 benchmarks/bench_train.py --breasts 600 --image-size 1024 832 --size 1024 512 \
   --batch 32 --workers 8 --epochs 5 --paths device --root /tmp/mammofuse-bench 2>&1 | tee "$OUT/bench_train.log"
 mark bench_train
+
+# evaluation, Grad-CAM and predict on the GPU against the CPU (models.device), while time is left
+if [ "$SECONDS" -lt 520 ]; then
+  timeout 60 python3 benchmarks/bench_inference.py --size 1024 512 --breasts 32 2>&1 | tee "$OUT/bench_inference.log"
+  mark bench_inference
+fi

@@ -1,9 +1,12 @@
-"""Training on a CUDA GPU: what only a GPU shows (skipped without one; benchmarks/gpu_check.sh runs them).
-The CPU runs the same code paths in test_train.py and tests/data/test_dataset.py."""
+"""Training, evaluation and Grad-CAM on a CUDA GPU: what only a GPU shows (skipped without one;
+benchmarks/gpu_check.sh runs them). The CPU runs the same code paths in test_train.py,
+tests/data/test_dataset.py and tests/models/test_device.py."""
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -11,7 +14,10 @@ import torch
 from mammofuse.cli import main
 from mammofuse.config import DataConfig, ModelConfig, TrainConfig
 from mammofuse.data.balance import BatchAugmentation
+from mammofuse.domain import VIEWS
+from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.models import create_backbone
+from tests.models.test_tiles import breast_image, patch_net
 from tests.training.fixtures import step_batch, step_module, train_variant
 from tests.training.test_pretrain import pretrain
 
@@ -95,3 +101,31 @@ def test_pretraining_on_the_gpu_writes_weights_a_cpu_model_loads(ready, tmp_path
     assert all(t.device.type == "cpu" for t in state.values())
     loaded = create_backbone("tiny_cnn", str(out), "adapt")
     assert torch.allclose(loaded.classifier_state()["features.0.weight"], state["features.0.weight"])
+
+
+def test_evaluation_on_the_gpu_scores_as_the_cpu_does(trained_master, tmp_path, monkeypatch):
+    """Evaluation runs on the GPU where there is one (models.device); its scores agree with the CPU's to
+    about 1e-3 (cuDNN sums in another order and convolves in TF32), not to the last digit."""
+    scores = {}
+    for device in ("cpu", "cuda"):
+        run = tmp_path / device
+        shutil.copytree(trained_master, run)
+        monkeypatch.setenv("MAMMOFUSE_DEVICE", device)
+        assert main(["evaluate", str(run)]) == 0
+        scores[device] = pd.read_csv(run / "predictions.csv")["probability"].to_numpy()
+    np.testing.assert_allclose(scores["cuda"], scores["cpu"], atol=2e-3)
+
+
+def test_a_patch_models_grad_cam_and_attention_on_the_gpu_are_the_cpus(monkeypatch):
+    """Grad-CAM per tile and the tile attention, computed on the GPU, come back as the CPU's maps."""
+    net = patch_net(attention_by_area=True)
+    x, clinical = breast_image().repeat(2, 1, 1, 1), torch.rand(2, 3)
+    maps = {}
+    for device in ("cpu", "cuda"):
+        monkeypatch.setenv("MAMMOFUSE_DEVICE", device)
+        maps[device] = (gradcam(net, x, x.flip(-1), clinical), attention_maps(net, x, x.flip(-1), clinical))
+    (cams, attention), (gpu_cams, gpu_attention) = maps["cpu"], maps["cuda"]
+    for view in VIEWS:
+        assert cams[view].max() > 0 and gpu_attention[view].shape == attention[view].shape
+        np.testing.assert_allclose(gpu_cams[view], cams[view], atol=1e-2)
+        np.testing.assert_allclose(gpu_attention[view], attention[view], atol=1e-3)

@@ -34,7 +34,7 @@ from mammofuse.explain.explain import CaseInput
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.geometry import Geometry
 from mammofuse.imaging.preprocess import UNDECODABLE, preprocess_cohort
-from mammofuse.models import positive_probability
+from mammofuse.models import inference_device, positive_probability
 from mammofuse.parallel import Progress
 from mammofuse.problems import DataError, Problems
 
@@ -141,13 +141,14 @@ def score(
     bundle: Bundle, images: dict[View, np.ndarray], frame: pd.DataFrame
 ) -> tuple[list[float], list[np.ndarray]]:
     """Every member's probability of label 1 for one breast, and the clinical vector each was given."""
-    x = {v: torch.from_numpy(images[v])[None, None] for v in VIEWS}  # (1, 1, H, W)
+    device = inference_device()
+    x = {v: torch.from_numpy(images[v])[None, None].to(device) for v in VIEWS}  # (1, 1, H, W)
     probabilities, clinical = [], []
     for member in bundle.members:
         vector = member.encoder.transform(frame)  # (1, F)
         with torch.no_grad():
-            logits = member.net(x[View.CC], x[View.MLO], torch.from_numpy(vector))
-        probability = positive_probability(logits).numpy()
+            logits = member.net.to(device)(x[View.CC], x[View.MLO], torch.from_numpy(vector).to(device))
+        probability = positive_probability(logits).cpu().numpy()
         if member.stacker is not None:  # late fusion: the clinical data joins here
             probability = member.stacker.apply(probability, vector)
         probabilities.append(float(probability[0]))

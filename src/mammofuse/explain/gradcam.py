@@ -21,7 +21,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from mammofuse.domain import VIEWS, View
-from mammofuse.models import TwoViewNet
+from mammofuse.models import TwoViewNet, inference_device
 from mammofuse.models.tiles import TileAttention, padded
 
 POSITIVE = 1  # the logit explained: label 1, the positive class
@@ -46,8 +46,9 @@ class OneView(nn.Module):
 def gradcam(
     net: TwoViewNet, cc: torch.Tensor, mlo: torch.Tensor, clinical: torch.Tensor
 ) -> dict[View, np.ndarray]:
-    """Grad-CAM maps for label 1, per view: {view: (B, H, W) in [0, 1]} at the input's resolution."""
-    net = net.eval()
+    """Grad-CAM maps for label 1, per view: {view: (B, H, W) in [0, 1]} at the input's resolution,
+    computed on `inference_device` (the GPU where there is one)."""
+    net, (cc, mlo, clinical) = on_inference_device(net, cc, mlo, clinical)
     images = {View.CC: cc, View.MLO: mlo}
     height, width = cc.shape[-2:]
     maps = {}
@@ -114,10 +115,17 @@ def attention_maps(
     attention = {v: net.attention(v) for v in VIEWS}
     if any(a is None for a in attention.values()):
         return None
+    net, inputs = on_inference_device(net, cc, mlo, clinical)
     with torch.no_grad():
-        net.eval()(cc, mlo, clinical)
+        net(*inputs)
     return {
-        v: a.attention_map((cc.shape[-2], cc.shape[-1])).numpy()
+        v: a.attention_map((cc.shape[-2], cc.shape[-1])).cpu().numpy()
         for v, a in attention.items()
         if a is not None
     }
+
+
+def on_inference_device(net: TwoViewNet, *tensors: torch.Tensor) -> tuple[TwoViewNet, list[torch.Tensor]]:
+    """The network in eval mode and `tensors`, on `inference_device` (a no-op where they already are)."""
+    device = inference_device()
+    return net.eval().to(device), [t.to(device) for t in tensors]

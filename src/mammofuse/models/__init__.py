@@ -1,6 +1,7 @@
 """The two-view + clinical network and the backbone factory."""
 
 from mammofuse.models.backbones import Backbone, create_backbone
+from mammofuse.models.device import inference_device
 from mammofuse.models.fusion import TwoViewNet, create_model, describe, load_network, positive_probability
 from mammofuse.problems import ModelError
 
@@ -11,6 +12,7 @@ __all__ = [
     "create_backbone",
     "create_model",
     "describe",
+    "inference_device",
     "load_network",
     "positive_probability",
 ]

@@ -11,7 +11,7 @@ from mammofuse.config import TrainConfig
 from mammofuse.data.clinical import AuxiliaryTargets
 from mammofuse.evaluation.metrics import auc
 from mammofuse.imaging.cache import QUANT
-from mammofuse.models import TwoViewNet, positive_probability
+from mammofuse.models import TwoViewNet, inference_device, positive_probability
 
 
 class BreastClassifier(L.LightningModule):
@@ -181,14 +181,17 @@ def _scored(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:
 
 
 def predict(
-    net: TwoViewNet, loader, device: torch.device | str = "cpu"
+    net: TwoViewNet, loader, device: torch.device | str | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(probabilities of label 1, labels, keys) for every breast the loader serves, in order."""
+    """(probabilities of label 1, labels, keys) for every breast the loader serves, in order; on `device`
+    (default: `inference_device`, the GPU where there is one)."""
+    device = device or inference_device()
     net.eval().to(device)
     probs, labels, keys = [], [], []
     with torch.no_grad():
         for batch in loader:
-            logits = net(batch["cc"].to(device), batch["mlo"].to(device), batch["clinical"].to(device))
+            x = (batch[name].to(device, non_blocking=True) for name in ("cc", "mlo", "clinical"))
+            logits = net(*x)
             probs.append(positive_probability(logits).cpu())
             labels.append(batch["label"])
             keys += list(batch["key"])
