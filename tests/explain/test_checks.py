@@ -21,6 +21,7 @@ from mammofuse.explain.checks import (
     score_map,
     summarise,
     summary_lines,
+    tile_area,
 )
 from mammofuse.explain.gradcam import gradcam
 from mammofuse.imaging.geometry import Geometry, as_is
@@ -99,6 +100,22 @@ class TestLocalise:
         assert found["attention_hit"] == hit
         assert found["tile_share"] == pytest.approx(4 / 48)
         assert found["attention_share"] == pytest.approx((8 if hit else 4) / 52)
+
+    def test_attention_over_the_breasts_area_has_the_area_as_its_chance_level(self):
+        """With model.attention_by_area, attention with no preference among the tiles (all scores equal)
+        spreads by each tile's breast area: the touching tiles' chance share is their share of the area.
+        Here they are slivers: by count a third of the tiles, by area a fifth of the breast."""
+        image = np.zeros((20, 30), np.float32)
+        image[:, :10] = 0.6  # a whole tile of breast
+        image[:, 10:15] = 0.6  # the two tiles beside it: half breast each, the region touches them
+        image[:, 20:25] = 0.6
+        area = tile_area(image, 10)
+        assert area.tolist() == [[1.0, 0.5, 0.5], [1.0, 0.5, 0.5]]
+        attention = np.kron(area / area.sum(), np.ones((10, 10)))  # no preference: weights by area
+        region = Region(5, 22, 14, 24, ellipse=False).mask(as_is(image.shape))  # the third column's tiles
+        by_area, by_tiles = localise_tiles(attention, region, 10, area), localise_tiles(attention, region, 10)
+        assert by_area["tile_share"] == pytest.approx(by_area["attention_share"]) == pytest.approx(0.25)
+        assert by_tiles["tile_share"] == pytest.approx(1 / 3)
 
     def test_a_region_cut_away_by_the_crop_is_not_scored(self):
         image = np.zeros((100, 80), np.float32)

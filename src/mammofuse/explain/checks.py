@@ -31,6 +31,7 @@ from mammofuse.domain import VIEWS, Side, View, parse_side, parse_view
 from mammofuse.evaluation.metrics import N_BOOTSTRAP, patient_weights
 from mammofuse.imaging.geometry import Geometry, breast_mask, to_output
 from mammofuse.models import TwoViewNet, create_model
+from mammofuse.models.tiles import breast_share, cut_tiles
 from mammofuse.problems import DataError, Problems
 
 KEY_COLUMNS = ["patient_id", "side", "view"]
@@ -165,20 +166,32 @@ def score_map(
     }, False
 
 
-def localise_tiles(attention: np.ndarray, region: np.ndarray, tile: int) -> dict[str, float]:
+def localise_tiles(
+    attention: np.ndarray, region: np.ndarray, tile: int, area: np.ndarray | None = None
+) -> dict[str, float]:
     """The patch model's tile attention against a region: attention_hit (a tile of the highest weight
     touches the region), attention_share (the weight of the tiles touching it; the weights sum to 1 over
-    the tiles with breast) and tile_share (their share of the tiles with breast: the chance level)."""
+    the tiles with breast) and tile_share, the chance level: the share the touching tiles would hold if
+    the attention had no preference among the tiles. That is their share of the tiles with breast, or,
+    for attention over the breast's area (model.attention_by_area; `area`: each tile's breast share,
+    rows x columns, `tile_area`), their share of the breast's area."""
     weights = attention[::tile, ::tile]  # each pixel holds its tile's weight: one value per tile
     h, w = region.shape
     grid = np.pad(region, ((0, -h % tile), (0, -w % tile)))
     touched = grid.reshape(grid.shape[0] // tile, tile, grid.shape[1] // tile, tile).any(axis=(1, 3))
-    content = weights > 0  # a tile without breast is never weighed
+    even = (weights > 0).astype(float) if area is None else area  # a tile without breast is never weighed
     return {
         "attention_hit": float((touched & (weights == weights.max())).any()),
         "attention_share": float(weights[touched].sum() / weights.sum()),
-        "tile_share": float((touched & content).sum() / max(int(content.sum()), 1)),
+        "tile_share": float(even[touched].sum() / max(even.sum(), 1e-12)),
     }
+
+
+def tile_area(image: np.ndarray, tile: int) -> np.ndarray:
+    """The breast share of each tile of a preprocessed image (H, W) as the patch model cuts it: (rows,
+    columns)."""
+    tiles, grid = cut_tiles(torch.from_numpy(image)[None, None], tile)
+    return breast_share(tiles)[0].view(grid).numpy()
 
 
 def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float] | None:
@@ -351,8 +364,8 @@ def summary_lines(summary: dict) -> list[str]:
             top, tiles, weight = (_percent(g[k]) for k in ATTENTION)
             lines.append(
                 f"the patch model's tile attention on the {g['name']} held-out breasts: a tile of the "
-                f"highest weight touches the marked region in {top} of maps ({_views(g, 'attention_hit')}; "
-                f"chance, a tile drawn anywhere on the breast: {tiles}), and the tiles touching it hold "
-                f"{weight} of the attention (their share of the breast's tiles: {tiles})"
+                f"highest weight touches the marked region in {top} of maps ({_views(g, 'attention_hit')}), "
+                f"and the tiles touching it hold {weight} of the attention (chance for both, the attention "
+                f"with no preference among the tiles: {tiles})"
             )
     return lines

@@ -18,7 +18,7 @@ import pandas as pd
 import pydicom
 import torch
 
-from mammofuse.config import Config
+from mammofuse.config import Config, ModelConfig
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.checks import (
     Region,
@@ -30,6 +30,7 @@ from mammofuse.explain.checks import (
     regions_of,
     score_map,
     summarise,
+    tile_area,
 )
 from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
@@ -202,7 +203,7 @@ def score_case(
     fresh: Maps,
     attention: Maps | None,
     regions: dict[View, list[Region]],
-    tile: int,
+    model: ModelConfig,
     problems: Problems,
     where: str,
 ) -> list[dict]:
@@ -213,7 +214,8 @@ def score_case(
         region = region_mask(regions[view], case.geometry[view])
         scores, off = score_map(maps[view], fresh[view], case.images[view], region)
         if attention is not None and region is not None and not off:
-            scores |= localise_tiles(attention[view], region, tile)
+            area = tile_area(case.images[view], model.tile) if model.attention_by_area else None
+            scores |= localise_tiles(attention[view], region, model.tile, area)
         if off:
             problems.add(
                 "region off the input",
@@ -248,9 +250,8 @@ def check_cases(
         breast = {"row": row, "patient": line["patient_id"], "side": line["side"], "label": label}
         breast |= {"probability": float(line["probability"])}
         fresh_maps = {v: other[v][0] for v in VIEWS}
-        for scores in score_case(
-            case, own, fresh_maps, attention, regions, cfg.model.tile, problems, f"row {row}"
-        ):
+        where = f"row {row}"
+        for scores in score_case(case, own, fresh_maps, attention, regions, cfg.model, problems, where):
             records.append(breast | scores)
     return pd.DataFrame(records)
 
@@ -266,7 +267,6 @@ def check_maps(
     probability = pred["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
     fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
-    tile = cfg.model.tile
     records = []
     starts = range(0, len(rows), batch)
     for start in progress(f"checking the maps of {run.dir.name}")(starts, len(starts)):
@@ -285,7 +285,7 @@ def check_maps(
             tiles = {v: attention[v][i] for v in VIEWS} if attention is not None else None
             breast = {"row": r + 1, "patient": row["patient_id"], "side": row["side"]}
             breast |= {"label": int(row["label"]), "probability": float(probability[start + i])}
-            for scores in score_case(case, own, other, tiles, regions, tile, problems, f"row {r + 1}"):
+            for scores in score_case(case, own, other, tiles, regions, cfg.model, problems, f"row {r + 1}"):
                 records.append(breast | scores)
     return pd.DataFrame(records)
 
