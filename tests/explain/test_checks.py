@@ -207,8 +207,13 @@ class TestPairedLocalisation:
         assert table.loc["b", "tumour_peak_diff"] == pytest.approx(2 / 3)
         assert table.loc["b", "tumour_mass_diff"] == pytest.approx(0.1)
         assert pd.isna(table.loc["a", "tumour_peak_diff"])
-        # each view apart: a's peak on the tumour in P1's CC alone (CC 1 of 2, MLO 0 of 1)
+        # each view apart: a's peak on the tumour in P1's CC alone (CC 1 of 2, MLO 0 of 1), with intervals
+        # over the same patient resamples, and b's difference from a per view
         assert table.loc["a", ["tumour_peak_cc", "tumour_peak_mlo"]].tolist() == [0.5, 0.0]
+        assert table.loc["a", ["tumour_peak_cc_low", "tumour_peak_cc_high"]].tolist() == [0.0, 1.0]
+        assert table.loc["a", ["tumour_peak_mlo_low", "tumour_peak_mlo_high"]].tolist() == [0.0, 0.0]
+        assert table.loc["b", ["tumour_peak_diff_cc", "tumour_peak_diff_mlo"]].tolist() == [0.5, 1.0]
+        assert table.loc["b", "tumour_peak_diff_cc_high"] == 1.0
         assert "attention_peak" not in table  # whole-image models: no tile attention
 
     def test_patch_models_are_also_compared_on_their_tile_attention(self):
@@ -232,8 +237,8 @@ class TestPairedLocalisation:
         assert table.loc["a", ["attention_peak_cc", "attention_peak_mlo"]].tolist() == [1.0, 0.0]
         assert table.loc["b", "attention_peak_diff"] == pytest.approx(0.5)
         lines = maps_lines(table.reset_index())
-        assert "(CC 100 %, MLO 0 %)" in lines[0] and "a top attention tile on it in 50 % [50, 50]" in lines[0]
-        assert "vs a: +50 % [+50, +50]" in lines[1]
+        assert "a top attention tile on it in 50 % [50, 50] (CC 100 % [100, 100], MLO 0 % [0, 0])" in lines[0]
+        assert "vs a: +50 % [+50, +50] (CC +0 % [+0, +0], MLO +100 % [+100, +100])" in lines[1]
 
 
 class TestExplainChecks:

@@ -93,28 +93,35 @@ def _interval(r: pd.Series, column: str, sign: str = "") -> str:
     return f"{mean:{sign}.0f} % [{low:{sign}.0f}, {high:{sign}.0f}]"
 
 
-def _by_view(r: pd.Series, column: str) -> str:
-    """ "CC 93 %, MLO 27 %" ("" where not measured)."""
-    shares = [(v.value, r.get(f"{column}_{v.value.lower()}")) for v in VIEWS]
-    return ", ".join(f"{v} {100 * x:.0f} %" for v, x in shares if not pd.isna(x))
+def _by_view(r: pd.Series, column: str, sign: str = "") -> str:
+    """ "CC 93 % [85, 99], MLO 27 % [15, 40]" ("" where not measured)."""
+    shares = [(v.value, _interval(r, f"{column}_{v.value.lower()}", sign)) for v in VIEWS]
+    return ", ".join(f"{v} {x}" for v, x in shares if x)
+
+
+def _with_views(r: pd.Series, column: str, sign: str = "") -> str:
+    """A share with its interval, then each view's ("" where not measured)."""
+    total, views = _interval(r, column, sign), _by_view(r, column, sign)
+    return f"{total} ({views})" if total and views else total
 
 
 def maps_rows(table: pd.DataFrame) -> list[dict[str, str]]:
-    """Per setup: how often its maps' peak lies on the tumour (each view apart too) and how much of their
-    mass, on the positive breasts' maps every setup scored, with the paired differences against the first
-    (percent); where every setup is a patch model, how often its top attention tile touches the tumour."""
+    """Per setup: how often its maps' peak lies on the tumour and how much of their mass, on the positive
+    breasts' maps every setup scored, with the paired differences against the first (percent, the peak's
+    each view apart too); where every setup is a patch model, how often its top attention tile touches
+    the tumour."""
     return [
         {
             "preset": r["preset"],
             "maps": str(int(r["tumour_maps"])),
             "peak": _interval(r, "tumour_peak"),
             "peak_views": _by_view(r, "tumour_peak"),
-            "peak_diff": _interval(r, "tumour_peak_diff", "+"),
+            "peak_diff": _with_views(r, "tumour_peak_diff", "+"),
             "mass": _interval(r, "tumour_mass"),
             "mass_diff": _interval(r, "tumour_mass_diff", "+"),
             "attention": _interval(r, "attention_peak"),
             "attention_views": _by_view(r, "attention_peak"),
-            "attention_diff": _interval(r, "attention_peak_diff", "+"),
+            "attention_diff": _with_views(r, "attention_peak_diff", "+"),
         }
         for _, r in table.iterrows()
         if not pd.isna(r.get("tumour_maps"))

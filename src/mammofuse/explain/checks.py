@@ -195,14 +195,16 @@ def tile_area(image: np.ndarray, tile: int) -> np.ndarray:
 
 
 def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float] | None:
-    """[mean, low, high]: the 95 % percentile interval over the bootstrap's rows of breast weights; None
-    where no value is known (every map blank)."""
+    """[mean, low, high]: the 95 % percentile interval over the bootstrap's rows of breast weights (a
+    resample that drew none of these maps' patients says nothing of them and is passed over); None where
+    no value is known (every map blank)."""
     known = ~np.isnan(values)
     v, w = values[known], weights[:, known]
+    w = w[w.sum(axis=1) > 0]
     if not len(v):
         return None
-    boot = (w @ v) / np.maximum(w.sum(axis=1), 1e-12)
-    low, high = np.percentile(boot, [2.5, 97.5])
+    boot = (w @ v) / w.sum(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
     return [float(v.mean()), float(low), float(high)]
 
 
@@ -222,9 +224,10 @@ def paired_localisation(tables: dict[str, pd.DataFrame], seed: int = 0) -> pd.Da
     """Per setup (`tables`: each one's checks, the first the reference), on the positive breasts' maps
     that every setup scored (a region marked, the map not blank): the share whose peak lies on the tumour
     (tumour_peak) and the map's mass there (tumour_mass), and where every setup is a patch model the same
-    for its tile attention (attention_peak, attention_mass); each a mean with its 95 % interval, per view
-    (`*_cc`, `*_mlo`, the mean alone: a model may look at the tumour in one view only), and against the
-    first setup the paired difference (the same maps, the same patient resamples: *_diff)."""
+    for its tile attention (attention_peak, attention_mass); each a mean with its 95 % interval, and
+    against the first setup the paired difference (the same maps, the same patient resamples: *_diff);
+    each also per view (`*_cc`, `*_diff_mlo`, ..., with intervals: a model may look at the tumour in one
+    view only)."""
     parts = {}
     for name, table in tables.items():
         key = [c for c in ("patient", "side", "view", "fold") if c in table]
@@ -246,13 +249,15 @@ def paired_localisation(tables: dict[str, pd.DataFrame], seed: int = 0) -> pd.Da
         part, row = part.loc[common], {"preset": name, "tumour_maps": len(common)}
         for column in measured:
             out, values = PAIRED[column], part[column].to_numpy(dtype=float)
-            row |= dict(zip((out, f"{out}_low", f"{out}_high"), _mean_ci(values, w) or []))
-            for view in VIEWS:
-                of_view = values[views == view.value]
-                row[f"{out}_{view.value.lower()}"] = float(of_view.mean()) if len(of_view) else np.nan
+            against = {out: values}
             if name != reference:
-                diff = _mean_ci(values - first[column].to_numpy(dtype=float), w) or []
-                row |= dict(zip((f"{out}_diff", f"{out}_diff_low", f"{out}_diff_high"), diff))
+                against[f"{out}_diff"] = values - first[column].to_numpy(dtype=float)
+            for stem, v in against.items():
+                row |= dict(zip((stem, f"{stem}_low", f"{stem}_high"), _mean_ci(v, w) or []))
+                for view in VIEWS:
+                    of_view, tag = views == view.value, f"{stem}_{view.value.lower()}"
+                    ci = _mean_ci(v[of_view], w[:, of_view]) or [np.nan] * 3
+                    row |= dict(zip((tag, f"{tag}_low", f"{tag}_high"), ci))
         rows.append(row)
     return pd.DataFrame(rows)
 
