@@ -34,7 +34,8 @@ from mammofuse.explain.explain import CaseInput
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.geometry import Geometry
 from mammofuse.imaging.preprocess import UNDECODABLE, preprocess_cohort
-from mammofuse.models import inference_device, positive_probability
+from mammofuse.models import positive_probability
+from mammofuse.models.device import on_inference_device
 from mammofuse.parallel import Progress
 from mammofuse.problems import DataError, Problems
 
@@ -140,15 +141,15 @@ def _unknown_reason(bundle: Bundle, frame: pd.DataFrame) -> str | None:
 def score(
     bundle: Bundle, images: dict[View, np.ndarray], frame: pd.DataFrame
 ) -> tuple[list[float], list[np.ndarray]]:
-    """Every member's probability of label 1 for one breast, and the clinical vector each was given."""
-    device = inference_device()
-    x = {v: torch.from_numpy(images[v])[None, None].to(device) for v in VIEWS}  # (1, 1, H, W)
+    """Every member's probability of label 1 for one breast (on `inference_device`, the GPU where there is
+    one), and the clinical vector each was given."""
+    x = [torch.from_numpy(images[v])[None, None] for v in VIEWS]  # (1, 1, H, W) each, CC and MLO
     probabilities, clinical = [], []
     for member in bundle.members:
         vector = member.encoder.transform(frame)  # (1, F)
+        net, inputs = on_inference_device(member.net, *x, torch.from_numpy(vector))
         with torch.no_grad():
-            logits = member.net.to(device)(x[View.CC], x[View.MLO], torch.from_numpy(vector).to(device))
-        probability = positive_probability(logits).cpu().numpy()
+            probability = positive_probability(net(*inputs)).cpu().numpy()
         if member.stacker is not None:  # late fusion: the clinical data joins here
             probability = member.stacker.apply(probability, vector)
         probabilities.append(float(probability[0]))

@@ -21,7 +21,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from mammofuse.domain import VIEWS, View
-from mammofuse.models import TwoViewNet, inference_device
+from mammofuse.models import TwoViewNet
+from mammofuse.models.device import on_inference_device
 from mammofuse.models.tiles import TileAttention, padded
 
 POSITIVE = 1  # the logit explained: label 1, the positive class
@@ -123,9 +124,3 @@ def attention_maps(
         for v, a in attention.items()
         if a is not None
     }
-
-
-def on_inference_device(net: TwoViewNet, *tensors: torch.Tensor) -> tuple[TwoViewNet, list[torch.Tensor]]:
-    """The network in eval mode and `tensors`, on `inference_device` (a no-op where they already are)."""
-    device = inference_device()
-    return net.eval().to(device), [t.to(device) for t in tensors]

@@ -6,8 +6,10 @@ about 1e-3 (cuDNN's kernels sum in another order, and convolutions take TF32), n
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from mammofuse.config import ConfigError
 
@@ -28,3 +30,12 @@ def inference_device() -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"{VARIABLE}={name!r}: mammofuse runs networks on cpu or cuda only")
     return device
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def on_inference_device(net: M, *tensors: torch.Tensor) -> tuple[M, list[torch.Tensor]]:
+    """The network in eval mode and `tensors`, on `inference_device` (a no-op where they already are)."""
+    device = inference_device()
+    return net.eval().to(device), [t.to(device) for t in tensors]
