@@ -104,10 +104,10 @@ class TestLocalise:
     def test_attention_over_the_breasts_area_has_the_area_as_its_chance_level(self):
         """With model.attention_by_area, attention with no preference among the tiles (all scores equal)
         spreads by each tile's breast area: the touching tiles' chance share is their share of the area.
-        Here they are slivers: by count a third of the tiles, by area a fifth of the breast."""
+        Here they are half tiles: by count a third of the tiles, by area a quarter of the breast."""
         image = np.zeros((20, 30), np.float32)
-        image[:, :10] = 0.6  # a whole tile of breast
-        image[:, 10:15] = 0.6  # the two tiles beside it: half breast each, the region touches them
+        image[:, :10] = 0.6  # first column of tiles: whole tiles of breast
+        image[:, 10:15] = 0.6  # second and third columns: half breast each; the region touches the third
         image[:, 20:25] = 0.6
         area = tile_area(image, 10)
         assert area.tolist() == [[1.0, 0.5, 0.5], [1.0, 0.5, 0.5]]
