@@ -23,7 +23,7 @@ from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation,
 from mammofuse.models import TwoViewNet
 from mammofuse.models.stacking import ClinicalBaseline, Stacker
 from mammofuse.problems import DataError
-from mammofuse.runs import Run
+from mammofuse.runs import Run, kept_epoch
 from mammofuse.training.module import predict
 from mammofuse.training.run import loader
 
@@ -101,6 +101,28 @@ def contributions(
     return {name: metrics.auc_with_ci(labels, p, groups, seed=seed) for name, p in probabilities.items()}
 
 
+EARLY = 0.2  # a kept epoch within the first fifth of a run's epochs is an early one
+FEWEST_EPOCHS = 5  # in shorter runs every epoch is early
+
+
+def early_epoch(epochs: pd.DataFrame | None, keep: str, validation: int) -> str | None:
+    """A warning where the best validation AUC (`train.checkpoint` 'best') kept an early epoch of a longer
+    run: the model evaluated is barely trained, chosen by the AUC of `validation` breasts, which noise can
+    move more than the later epochs' training did."""
+    if epochs is None or keep != "best" or len(epochs) < FEWEST_EPOCHS:
+        return None
+    kept, last = kept_epoch(epochs, keep), epochs.iloc[-1]
+    if int(kept["epoch"]) > EARLY * len(epochs):
+        return None
+    return (
+        f"the kept checkpoint is epoch {int(kept['epoch'])} of {len(epochs)}, the best validation AUC "
+        f"({kept['val_auc']:.3f} on {validation} breasts; {last['val_auc']:.3f} at the last epoch): an "
+        "early, barely trained model chosen by a figure that noise on so few breasts can move; "
+        "train.checkpoint = 'last' keeps the last epoch, and a cross-validation (mammofuse cv) shows how "
+        "much the choice varies"
+    )
+
+
 def _apparent(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
     """The AUC on the training breasts (None where they hold one class)."""
     value = metrics.auc(labels, probabilities)
@@ -154,6 +176,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
         metrics.chosen_on_few(val_y, val_p, threshold, point),
         metrics.target_missed(point, test["at_youden"], test["at_youden_ci"], "the test split"),
         unseen_scanners(data),
+        early_epoch(run.read_epochs(), cfg.train.checkpoint, len(val_y)),
     ]
     result["warnings"] = [w for w in warnings if w]
     rows = []
