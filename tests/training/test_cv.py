@@ -11,6 +11,7 @@ from mammofuse.cli import main
 from mammofuse.config import ConfigError
 from mammofuse.deploy.bundle import ensemble_problem, load_bundle
 from mammofuse.evaluation.cv import pool_folds
+from mammofuse.evaluation.evaluate import early_epoch
 from mammofuse.models.stacking import ClinicalBaseline
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
@@ -198,6 +199,18 @@ class TestOperatingPoint:
         assert capsys.readouterr().out.count("evaluated again to measure its apparent AUC") == 6
         assert {f: (f / "checkpoints").stat().st_mtime_ns for f in weights} == weights  # nothing trained
         assert Run(run).read_cv_evaluation().model.train_auc is not None
+
+    def test_folds_that_kept_an_early_epoch_are_counted_in_the_pooled_warnings(self, cv_master, tmp_path):
+        run = tmp_path / "run"
+        shutil.copytree(cv_master, run)
+        assert not any("kept an early epoch" in w for w in Run(run).read_cv_evaluation().warnings)
+        fold = Run(run).fold(0, 1)
+        evaluation = json.loads(fold.metrics.read_text())
+        flat = pd.DataFrame({"epoch": range(1, 6), "val_auc": 0.6})  # the first of equals is kept: epoch 1
+        evaluation["warnings"].append(early_epoch(flat, "best", 9))
+        fold.metrics.write_text(json.dumps(evaluation))
+        warnings = pool_folds(Run(run), 3, 2).warnings
+        assert any(w.startswith("1 of 6 folds kept an early epoch by their validation AUC") for w in warnings)
 
     def test_folds_that_chose_their_thresholds_by_different_rules_are_not_pooled(self, cv_master, tmp_path):
         run = tmp_path / "run"

@@ -20,7 +20,8 @@ import pandas as pd
 
 from mammofuse.config import setting, settings_text
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import BASELINE, CvEvaluation, OperatingPoint, PooledMetrics
+from mammofuse.evaluation.evaluate import EARLY_EPOCH
+from mammofuse.evaluation.result import BASELINE, CvEvaluation, Evaluation, OperatingPoint, PooledMetrics
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 
@@ -102,6 +103,18 @@ def _pooled(
     )
 
 
+def early_folds(evaluations: list[Evaluation]) -> str | None:
+    """A warning where folds kept an early epoch by their validation AUC (`evaluate.early_epoch`)."""
+    early = sum(any(w.startswith(EARLY_EPOCH) for w in e.warnings) for e in evaluations)
+    if not early:
+        return None
+    return (
+        f"{early} of {len(evaluations)} folds kept an early epoch by their validation AUC (each fold's "
+        "warnings say which): their models were barely trained, and the pooled AUC is partly theirs; "
+        "train.checkpoint = 'last' keeps every fold's last epoch"
+    )
+
+
 def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     """Write the run's oof.csv and metrics.json (a `CvEvaluation`) from its finished folds."""
     oof = out_of_fold(run, folds, repeats)
@@ -143,6 +156,7 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     warnings = [
         metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort"),
         metrics.target_missed(point, model.at_threshold.model_dump(), model.at_threshold_ci, "out of fold"),
+        early_folds(evaluations),
     ]
     result["warnings"] = [w for w in warnings if w]
     evaluation = CvEvaluation.model_validate(result)

@@ -102,6 +102,7 @@ def contributions(
 
 
 EARLY = 0.2  # a kept epoch within the first fifth of a run's epochs is an early one
+EARLY_EPOCH = "the kept checkpoint is epoch"  # how that warning begins
 FEWEST_EPOCHS = 5  # in shorter runs every epoch is early
 
 
@@ -115,7 +116,7 @@ def early_epoch(epochs: pd.DataFrame | None, keep: str, validation: int) -> str 
     if int(kept["epoch"]) > EARLY * len(epochs):
         return None
     return (
-        f"the kept checkpoint is epoch {int(kept['epoch'])} of {len(epochs)}, the best validation AUC "
+        f"{EARLY_EPOCH} {int(kept['epoch'])} of {len(epochs)}, the best validation AUC "
         f"({kept['val_auc']:.3f} on {validation} breasts; {last['val_auc']:.3f} at the last epoch): an "
         "early, barely trained model chosen by a figure that noise on so few breasts can move; "
         "train.checkpoint = 'last' keeps the last epoch, and a cross-validation (mammofuse cv) shows how "
