@@ -11,7 +11,6 @@ from mammofuse.cli import main
 from mammofuse.config import ConfigError
 from mammofuse.deploy.bundle import ensemble_problem, load_bundle
 from mammofuse.evaluation.cv import pool_folds
-from mammofuse.evaluation.evaluate import early_epoch
 from mammofuse.models.stacking import ClinicalBaseline
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
@@ -204,11 +203,9 @@ class TestOperatingPoint:
         run = tmp_path / "run"
         shutil.copytree(cv_master, run)
         assert not any("kept an early epoch" in w for w in Run(run).read_cv_evaluation().warnings)
-        fold = Run(run).fold(0, 1)
-        evaluation = json.loads(fold.metrics.read_text())
-        flat = pd.DataFrame({"epoch": range(1, 6), "val_auc": 0.6})  # the first of equals is kept: epoch 1
-        evaluation["warnings"].append(early_epoch(flat, "best", 9))
-        fold.metrics.write_text(json.dumps(evaluation))
+        fold = Run(run).fold(0, 1)  # as if it had trained 5 epochs and its first kept the best validation AUC
+        epochs = pd.DataFrame({"epoch": range(1, 6), "val_auc": [0.7, 0.6, 0.6, 0.6, 0.6]})
+        epochs.to_csv(fold.epochs, index=False)
         warnings = pool_folds(Run(run), 3, 2).warnings
         assert any(w.startswith("1 of 6 folds kept an early epoch by their validation AUC") for w in warnings)
 

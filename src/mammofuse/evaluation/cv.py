@@ -20,8 +20,8 @@ import pandas as pd
 
 from mammofuse.config import setting, settings_text
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.evaluate import EARLY_EPOCH
-from mammofuse.evaluation.result import BASELINE, CvEvaluation, Evaluation, OperatingPoint, PooledMetrics
+from mammofuse.evaluation.evaluate import kept_early
+from mammofuse.evaluation.result import BASELINE, CvEvaluation, OperatingPoint, PooledMetrics
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
 
@@ -103,13 +103,13 @@ def _pooled(
     )
 
 
-def early_folds(evaluations: list[Evaluation]) -> str | None:
-    """A warning where folds kept an early epoch by their validation AUC (`evaluate.early_epoch`)."""
-    early = sum(any(w.startswith(EARLY_EPOCH) for w in e.warnings) for e in evaluations)
+def early_folds(folds: list[Run]) -> str | None:
+    """A warning where folds kept an early epoch by their validation AUC (`evaluate.kept_early`)."""
+    early = sum(kept_early(f.read_epochs(), f.read_config().train.checkpoint) is not None for f in folds)
     if not early:
         return None
     return (
-        f"{early} of {len(evaluations)} folds kept an early epoch by their validation AUC (each fold's "
+        f"{early} of {len(folds)} folds kept an early epoch by their validation AUC (each fold's "
         "warnings say which): their models were barely trained, and the pooled AUC is partly theirs; "
         "train.checkpoint = 'last' keeps every fold's last epoch"
     )
@@ -130,7 +130,8 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     index = wide.index.to_frame(index=False)
     labels, groups = index["label"].to_numpy(), index["patient_id"].to_numpy()
     model_scores = wide["score"].to_numpy().T  # (repeats, breasts)
-    evaluations = [run.fold(r, k).read_evaluation() for r in range(repeats) for k in range(folds)]
+    fold_runs = [run.fold(r, k) for r in range(repeats) for k in range(folds)]
+    evaluations = [f.read_evaluation() for f in fold_runs]
     apparent = [e.model.train_auc for e in evaluations]
     point, model = (
         OperatingPoint.parse(points[0]),
@@ -156,7 +157,7 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
     warnings = [
         metrics.small_sample_warning(int(labels.sum()), int((labels == 0).sum()), "the cohort"),
         metrics.target_missed(point, model.at_threshold.model_dump(), model.at_threshold_ci, "out of fold"),
-        early_folds(evaluations),
+        early_folds(fold_runs),
     ]
     result["warnings"] = [w for w in warnings if w]
     evaluation = CvEvaluation.model_validate(result)

@@ -102,23 +102,30 @@ def contributions(
 
 
 EARLY = 0.2  # a kept epoch within the first fifth of a run's epochs is an early one
-EARLY_EPOCH = "the kept checkpoint is epoch"  # how that warning begins
 FEWEST_EPOCHS = 5  # in shorter runs every epoch is early
 
 
-def early_epoch(epochs: pd.DataFrame | None, keep: str, validation: int) -> str | None:
-    """A warning where the best validation AUC (`train.checkpoint` 'best') kept an early epoch of a longer
-    run: the model evaluated is barely trained, chosen by the AUC of `validation` breasts, which noise can
-    move more than the later epochs' training did."""
+def kept_early(epochs: pd.DataFrame | None, keep: str) -> pd.Series | None:
+    """The kept epoch's row (epochs.csv) where the best validation AUC (`train.checkpoint` 'best') kept an
+    early epoch of a longer run; else None."""
     if epochs is None or keep != "best" or len(epochs) < FEWEST_EPOCHS:
         return None
-    kept, last = kept_epoch(epochs, keep), epochs.iloc[-1]
-    if int(kept["epoch"]) > EARLY * len(epochs):
+    kept = kept_epoch(epochs, keep)
+    return kept if int(kept["epoch"]) <= EARLY * len(epochs) else None
+
+
+def early_epoch(epochs: pd.DataFrame | None, keep: str, validation: int) -> str | None:
+    """A warning where the run kept an early epoch (`kept_early`): the model evaluated is barely trained,
+    chosen by the AUC of `validation` breasts, which noise can move more than the later epochs' training
+    did."""
+    kept = kept_early(epochs, keep)
+    if epochs is None or kept is None:
         return None
+    last = epochs.iloc[-1]["val_auc"]
     return (
-        f"{EARLY_EPOCH} {int(kept['epoch'])} of {len(epochs)}, the best validation AUC "
-        f"({kept['val_auc']:.3f} on {validation} breasts; {last['val_auc']:.3f} at the last epoch): an "
-        "early, barely trained model chosen by a figure that noise on so few breasts can move; "
+        f"the kept checkpoint is epoch {int(kept['epoch'])} of {len(epochs)}, the best validation AUC "
+        f"({kept['val_auc']:.3f} on {validation} breasts; {last:.3f} at the last epoch): an early, "
+        "barely trained model chosen by a figure that noise on so few breasts can move; "
         "train.checkpoint = 'last' keeps the last epoch, and a cross-validation (mammofuse cv) shows how "
         "much the choice varies"
     )
