@@ -481,6 +481,14 @@ class TrainConfig(_Section):
         "the highest validation AUC, a choice on the validation breasts that flatters their AUC and follows "
         "their noise) or 'last' (the final epoch: nothing chosen; pair it with a schedule that ends low)",
     )
+    ema_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="average the weights over about this many epochs (an exponential moving average, "
+        "updated after every step; 0: off). Validation scores the average, and the checkpoints, evaluation, "
+        "Grad-CAM and the bundle use it: it follows single batches less, and so do the validation AUC from "
+        "epoch to epoch and the epoch it keeps",
+    )
 
 
 COHORT_SECTIONS = ("images", "labels", "clinical", "split")

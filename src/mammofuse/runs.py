@@ -18,7 +18,8 @@ Every stage finds another stage's output through here, never by a file name of i
         baseline.json          the clinical-only regression, fitted on the training split (evaluate)
         ingest.json            the feature columns ingest found
         preprocess_problems.csv  breasts the run's preprocessing could not use
-        epochs.csv, checkpoints/{best,last,previous}.ckpt       train (best: the kept epoch's weights alone)
+        epochs.csv, checkpoints/{best,last,previous}.ckpt       train (best: the kept epoch's weights alone,
+                               and their average where train.ema_epochs keeps one)
         hardware.json          how each training session ran (device, precision, input pipeline)
         metrics.json, predictions.csv, figures/                 evaluate
         bundle/                the deployable model (deploy.bundle)
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
 
 KEY_DTYPES = {"patient_id": str, "side": str}  # patient IDs such as "007" stay text
+AVERAGE = "average.module."  # a checkpoint's weights' average (train.ema_epochs), beside the trained "net."
 
 
 def _require(path: Path, command: str) -> Path:
@@ -385,7 +387,8 @@ class Run:
             raise DataError(str(exc)) from None
 
     def read_net(self, which: str = "best") -> TwoViewNet:
-        """The trained network of a checkpoint (loaded with weights_only=True), in eval mode."""
+        """The trained network of a checkpoint (loaded with weights_only=True), in eval mode: the weights'
+        average where training kept one (train.ema_epochs), else the weights as trained."""
         import torch
 
         from mammofuse.models import load_network
@@ -394,7 +397,8 @@ class Run:
         if not path.is_file():
             raise DataError(f"{self.dir}: no checkpoints/{path.name}; train first (mammofuse train)")
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        prefix = AVERAGE if any(k.startswith(AVERAGE) for k in state) else "net."
+        net_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         return load_network(
             self.read_config().model, len(self.read_encoder().feature_names), net_state, str(path)
         )

@@ -201,6 +201,18 @@ class TestResume:
         train(cfg, ready / "work" / "runs" / "stayed")
         assert_same_last_weights(ready, "moved", "stayed")
 
+    def test_a_run_that_averages_its_weights_resumes_to_the_uninterrupted_average(self, ready):
+        """train.ema_epochs: the average and the count of its updates travel in the checkpoints."""
+        preset = ready.parent / "ema.toml"
+        preset.write_text(f'extends = "{ready.parent / "fast.toml"}"\n[train]\nema_epochs = 1.0\n')
+        cfg, run_dir = interrupted_run(ready, "resumed", preset=preset.name)
+        train(cfg, run_dir)
+        train(cfg, ready / "work" / "runs" / "whole")
+        assert_same_last_weights(ready, "resumed", "whole")  # the average's and the count's too
+        state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        n_train = (pd.read_csv(run_dir / "data.csv")["split"] == "train").sum()
+        assert int(state["state_dict"]["average.n_averaged"]) == 3 * -(-n_train // cfg.train.batch_size)
+
     def test_with_loader_processes_reading_ahead_a_resumed_run_ends_where_an_uninterrupted_one_does(
         self, ready, monkeypatch
     ):
@@ -326,6 +338,20 @@ class TestLastCheckpoint:
 
 
 class TestKeptEpoch:
+    def test_with_averaged_weights_validation_and_everything_after_training_use_the_average(self, ready):
+        """train.ema_epochs: the epoch log's validation AUC is the average's, the kept checkpoint (weights
+        only) holds the average beside the trained weights, and evaluate scores the average: its validation
+        AUC is the one logged for the kept epoch."""
+        run_dir = train_variant(ready, "ema", "[train]\nema_epochs = 1.0\nepochs = 3\n")
+        assert main(["evaluate", str(run_dir)]) == 0
+        logged = pd.read_csv(run_dir / "epochs.csv")["val_auc"]
+        assert Run(run_dir).read_evaluation().model.val_auc == pytest.approx(logged.max(), abs=1e-6)
+        state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+        read = Run(run_dir).read_net().state_dict()
+        averaged = [k for k in read if read[k].is_floating_point()]
+        assert all(torch.equal(read[k], state[f"average.module.{k}"]) for k in averaged)
+        assert not all(torch.equal(read[k], state[f"net.{k}"]) for k in averaged)  # not the trained weights
+
     @pytest.mark.parametrize("keep", ["best", "last"])
     def test_the_run_keeps_the_best_validation_epoch_or_the_last(self, ready, keep):
         """train.checkpoint: evaluate, explain and the bundle use the epoch of the best validation AUC (the
@@ -673,3 +699,28 @@ class TestInputPipeline:
         state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
         assert not any("_orig_mod" in k for k in state)  # the weights keep their names
         assert main(["evaluate", str(run)]) == 0
+
+
+def test_the_weights_average_forgets_the_random_start_within_its_horizon():
+    """EmaStep: a weight that jumps from 0 to 1 and stays there. A plain moving average over a horizon of
+    10 steps would still hold 35 % of the start after 10 steps; the warm-up leaves a few percent, and
+    after many steps the average is the weight."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from mammofuse.training.module import EmaStep
+
+    step = EmaStep(epochs=1.0)
+    step.steps_per_epoch = 10
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = AveragedModel(net, multi_avg_fn=step)
+    average.update_parameters(net)  # the first update copies: 0
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    seen = []
+    for _ in range(60):
+        average.update_parameters(net)
+        seen.append(float(average.module.weight.detach()))
+    assert 1 - seen[9] < 0.05 < 1 - 0.9**10  # 35 %
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0, abs=1e-2)

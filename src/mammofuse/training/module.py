@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from mammofuse.config import TrainConfig
 from mammofuse.data.clinical import AuxiliaryTargets
@@ -36,6 +37,16 @@ class BreastClassifier(L.LightningModule):
         if auxiliary is not None:
             heads = [nn.Linear(net.image_features, auxiliary.outputs(c)) for c in auxiliary.weights]
         self.auxiliary = nn.ModuleList(heads)
+        # train.ema_epochs: a moving average of the network's weights, updated after every optimiser step.
+        # Validation scores it and the checkpoints hold it (`Run.read_net` reads it): the kept epoch,
+        # evaluation, Grad-CAM and the bundle use the average. (Not Lightning's WeightAveraging callback: it
+        # writes the average only into full checkpoints, so best.ckpt, weights only, would hold the live
+        # weights of an epoch chosen by the average's AUC.)
+        self.ema = EmaStep(cfg.ema_epochs) if cfg.ema_epochs else None
+        self.average = None
+        if self.ema is not None:
+            self.average = AveragedModel(self.net, multi_avg_fn=self.ema, use_buffers=True)
+            self.average.requires_grad_(False)  # updated by hand, never by the optimiser
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self._val: list[tuple[torch.Tensor, ...]] = []  # (probabilities, labels, rows) per batch
         self._train: list[tuple[torch.Tensor, ...]] = []  # this epoch's training scores, the same
@@ -44,9 +55,16 @@ class BreastClassifier(L.LightningModule):
         return self.scores(batch)[0]  # (B, 2)
 
     def scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, 2), image features (B, 2C)) of a batch."""
+        """(logits (B, 2), image features (B, 2C)) of a batch: by the network being trained, or outside
+        training by the weights' average where there is one."""
         cc, mlo = (batch[v].contiguous(memory_format=torch.channels_last) for v in ("cc", "mlo"))
-        return self.net.scores(cc, mlo, batch["clinical"])
+        return self.scoring_net.scores(cc, mlo, batch["clinical"])
+
+    @property
+    def scoring_net(self) -> TwoViewNet:
+        if self.average is not None and not self.training:
+            return self.average.module  # type: ignore[return-value]
+        return self.net
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.raw:
@@ -74,6 +92,14 @@ class BreastClassifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self._train.append(_scored(logits, batch))
         return loss
+
+    def on_train_start(self) -> None:
+        if self.ema is not None:
+            self.ema.steps_per_epoch = float(self.trainer.num_training_batches)
+
+    def on_train_batch_end(self, outputs: object, batch: dict, batch_idx: int) -> None:
+        if self.average is not None:
+            self.average.update_parameters(self.net)
 
     def auxiliary_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the auxiliary losses (cross-entropy for a category, squared error for a
@@ -196,3 +222,27 @@ def predict(
             labels.append(batch["label"])
             keys += list(batch["key"])
     return torch.cat(probs).numpy(), torch.cat(labels).numpy(), keys
+
+
+Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
+
+
+class EmaStep:
+    """The weights' moving average, one update (torch's AveragedModel calls it after every optimiser step
+    with its tensors grouped by device and type): average <- decay x average + (1 - decay) x weights, where
+    1 / (1 - decay) is the horizon, `epochs` x the steps of an epoch. Over the first updates the decay is
+    lower, (1 + n) / (10 + n) after n (as timm's ModelEmaV2 warms up), so the random start fades fast. On
+    the device, without waiting for it."""
+
+    def __init__(self, epochs: float) -> None:
+        self.epochs, self.steps_per_epoch = epochs, 1.0
+
+    @torch.no_grad()
+    def __call__(self, averaged: Tensors, current: Tensors, n: torch.Tensor | int) -> None:
+        horizon = max(self.epochs * self.steps_per_epoch, 1.0)
+        updates = torch.as_tensor(n, dtype=torch.float32, device=averaged[0].device)
+        decay = ((1 + updates) / (10 + updates)).clamp(max=1 - 1 / horizon)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - decay)  # type: ignore[call-overload]  # a 0-d weight
+        else:  # counters (batch norm's batches seen): the network's own
+            torch._foreach_copy_(averaged, current)

@@ -447,6 +447,8 @@ def fit(
     module = BreastClassifier(net, cfg.train, data.auxiliary, raw, augmentation)
     if cfg.train.compile:
         compiled(module.net)
+        if module.average is not None:
+            compiled(module.average.module)  # type: ignore[arg-type]
     if done:
         console.print(f"resuming from {resume} ({done} of {cfg.train.epochs} epochs done)")
     record_setup(run, setup(cfg, raw), from_epoch=done)
