@@ -8,7 +8,8 @@
 3. with loader processes, how long an epoch waits for its first batch after a pause standing in for the last
    epoch's validation: a DataLoader with persistent processes vs `fit`'s EpochStream, which reads on into the
    next epoch;
-4. on a GPU, how often the batch augmentation and a training step make the CPU wait for the GPU;
+4. on a GPU, how often the batch augmentation, a training step and an update of the weights' average
+   (`train.ema_epochs`) make the CPU wait for the GPU;
 5. `mammofuse train`'s real epochs after the first through each pipeline, compiled like the best in-memory
    step on a GPU (or with --compile): its training batches (the Lightning loop, the loader's first batch of
    each epoch included), and whole epochs (validation and checkpoints included).
@@ -356,6 +357,15 @@ def main() -> None:
             "batch augmentation": host_waits(lambda: augment(batch["cc"])),
             "training step": host_waits(lambda: module.training_step(batch, 0).backward()),
         }
+        averaging = BreastClassifier(
+            create_model(cfg.model, n_clinical), cfg.train.model_copy(update={"ema_epochs": 1.0})
+        ).to(device)
+        average = averaging.average
+        assert average is not None
+        average.update_parameters(averaging.net)  # the first update copies the weights
+        waits["the weights' average (train.ema_epochs)"] = host_waits(
+            lambda: average.update_parameters(averaging.net)
+        )
         print("times the CPU waits for the GPU: " + ", ".join(f"{k} {v}" for k, v in waits.items()))
 
     compile_ = device.type == "cuda" or args.compile  # as the best in-memory step
