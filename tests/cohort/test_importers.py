@@ -242,3 +242,31 @@ def test_rsna_with_a_view_other_than_cc_and_mlo(source, tmp_path, capsys):
 def test_an_unknown_label_is_a_clear_error(tmp_path, capsys):
     assert main(["import", "rsna", str(tmp_path), "--out", str(tmp_path / "o"), "--label", "density"]) == 2
     assert "rsna: unknown label 'density' (known: cancer)" in capsys.readouterr().out
+
+
+def test_a_cbis_mammogram_with_several_abnormalities_is_read_once_and_noted_once(source, tmp_path):
+    """CBIS-DDSM lists a mammogram once per abnormality (up to six): its header is read once, and where it
+    cannot be read, the problem list says so once, not once per abnormality."""
+    from mammofuse.cohort.importers import _cbis_masks
+
+    full = tmp_path / "full.dcm"
+    full.write_bytes(b"not a DICOM file")
+    rois = {}
+    for number in (1, 2, 3):
+        mask = tmp_path / f"mask{number}.dcm"
+        shutil.copy(source / breasts(source).iloc[0]["cc_path"], mask)
+        rois[("Mass-Training_P_1_LEFT_CC", number)] = [mask]
+    cases = pd.DataFrame(
+        {
+            "series": "Mass-Training_P_1_LEFT_CC",
+            "abnormality_id": [1, 2, 3],
+            "patient_id": "P_1",
+            "side": "L",
+            "image_view": "CC",
+            "abnormality_type": "mass",
+            "pathology": "MALIGNANT",
+        }
+    )
+    unread: list[str] = []
+    assert _cbis_masks(tmp_path, cases, {"Mass-Training_P_1_LEFT_CC": "full.dcm"}, rois, unread) is None
+    assert len(unread) == 1 and "full.dcm: not a readable DICOM image" in unread[0]

@@ -11,6 +11,7 @@ than CC and MLO: ingest writes down why it leaves them out. Nothing is downloade
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -143,14 +144,16 @@ def _cbis_masks(
     unread: list[str],
 ) -> pd.DataFrame | None:
     """Each abnormality's ROI mask: of the files in its `..._CC_1` folder, the one the size of its full
-    mammogram (the other is a crop of the lesion), with the abnormality's type and pathology."""
+    mammogram (the other is a crop of the lesion), with the abnormality's type and pathology. Each header is
+    read once, and an unreadable one written down once, however many abnormalities share it."""
     masks = []
+    shape = functools.cache(lambda path: _shape(path, unread))  # a mammogram of several abnormalities: once
     for case in cases.itertuples():
         files = rois.get((str(case.series), int(str(case.abnormality_id))), [])
         if str(case.series) not in found or not files:
             continue
-        full = _shape(root / found[str(case.series)], unread)
-        mask = next((f for f in files if full is not None and _shape(f, unread) == full), None)
+        full = shape(root / found[str(case.series)])
+        mask = next((f for f in files if full is not None and shape(f) == full), None)
         if mask is not None:
             finding = f"{case.abnormality_type} ({str(case.pathology).lower()})"
             masks.append(
