@@ -351,6 +351,9 @@ class TestKeptEpoch:
         averaged = [k for k in read if read[k].is_floating_point()]
         assert all(torch.equal(read[k], state[f"average.module.{k}"]) for k in averaged)
         assert not all(torch.equal(read[k], state[f"net.{k}"]) for k in averaged)  # not the trained weights
+        assert main(["report", str(run_dir)]) == 0
+        page = " ".join((run_dir / "report.html").read_text(encoding="utf-8").split())
+        assert "Its weights are a moving average of the trained weights over about 1.0 epochs" in page
 
     @pytest.mark.parametrize("keep", ["best", "last"])
     def test_the_run_keeps_the_best_validation_epoch_or_the_last(self, ready, keep):

@@ -206,6 +206,7 @@ def _common(run: Run, cfg: Config) -> dict[str, Any]:
         "model": cfg.model,
         "architecture": describe(cfg.model),
         "kept": cfg.train.checkpoint,  # the epoch kept: "best" (chosen on validation) or "last"
+        "ema": cfg.train.ema_epochs,  # > 0: the kept weights are a moving average over about that many epochs
     }
 
 
