@@ -190,7 +190,16 @@ class TestPredict:
         self, run, tmp_path, trained_master, monkeypatch
     ):
         cohort = trained_master.parents[2]
-        breast = pd.read_csv(cohort / "truth.csv", dtype={"patient_id": str}).iloc[0]
+        truth = pd.read_csv(cohort / "truth.csv", dtype={"patient_id": str}).sort_values(
+            ["patient_id", "side"]
+        )
+        evaluated = pd.read_csv(run / "predictions.csv").set_index("key")
+        held_out = (truth["patient_id"] + "/" + truth["side"]).isin(
+            evaluated.index[evaluated["split"] == "test"]
+        )
+        breast = truth[held_out.shift(-1, fill_value=False).to_numpy()].iloc[
+            0
+        ]  # the row before a test breast
         broken, decode = cohort / breast["cc_path"], preprocess.preprocess_file
 
         def decoder(path, side, cfg):
@@ -203,7 +212,11 @@ class TestPredict:
         mine = pred[(pred["patient_id"] == breast["patient_id"]) & (pred["side"] == breast["side"])]
         reason = "pixels cannot be decoded (ValueError: JPEG 2000 stream ends early)"  # no file path
         assert mine["reason"].tolist() == [reason]
-        assert (pred["reason"] == "").sum() > 100  # the rest scored
+        scored = pred.set_index(pred["patient_id"] + "/" + pred["side"])[pred["reason"].to_numpy() == ""]
+        assert len(scored) > 100 and scored["probability"].notna().all()  # the rest scored,
+        test = scored.index.intersection(evaluated.index[evaluated["split"] == "test"])  # as evaluate did
+        gap = scored.loc[test, "probability"] - evaluated.loc[test, "probability"]
+        assert len(test) > 10 and gap.abs().max() < 1e-5
 
     def test_with_a_cache_a_second_run_decodes_nothing_and_scores_alike(
         self, run, tmp_path, trained_master, monkeypatch

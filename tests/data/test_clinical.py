@@ -54,6 +54,11 @@ class TestUnknownValues:
         assert enc.unknown_values(new) == [(0, "grade", "3")]
         assert enc.transform(new)[0, 4:6].sum() == 0
 
+    def test_a_missing_category_is_missing_also_in_a_column_pandas_keeps_as_strings(self):
+        enc = ClinicalEncoder.fit(TRAIN, [], ["her2"], impute=False)
+        new = pd.DataFrame([{"her2": "neg"}, {"her2": None}, {}], columns=["her2"])  # pandas 3: str dtype
+        assert enc.unknown_values(new) == [(1, "her2", "missing"), (2, "her2", "missing")]  # not 'nan'
+
     def test_grade_read_as_float_is_the_same_category(self):
         enc = ClinicalEncoder.fit(TRAIN, [], ["grade"], impute=False)
         assert enc.unknown_values(pd.DataFrame({"grade": [2.0, "2"]})) == []

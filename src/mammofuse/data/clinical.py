@@ -66,10 +66,10 @@ class ClinicalEncoder:
         """(row position, column, value) of every value the encoder cannot represent."""
         found = []
         for col in self.categorical:
-            for i, v in enumerate(df[col].map(as_category)):
-                if v is not None and v not in self.categories[col]:
+            for i, v in enumerate(df[col].map(as_category)):  # NA: None, or NaN in a column of strings
+                if not pd.isna(v) and v not in self.categories[col]:
                     found.append((i, col, v))
-                elif v is None and not self.impute:
+                elif pd.isna(v) and not self.impute:
                     found.append((i, col, "missing"))
         for col in self.numeric:
             values = pd.to_numeric(df[col], errors="coerce")

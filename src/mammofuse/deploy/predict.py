@@ -42,6 +42,7 @@ from mammofuse.problems import DataError, Problems
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
 RECALIBRATED_COLUMNS = ["model_probability"]  # a recalibrated bundle: the model's own, before the site's map
 LABELLED_COLUMNS = ["truth", "clinical_probability", "manufacturer"]  # added with a label CSV (subgroups)
+BATCH = 16  # breasts through each member's network at once, as evaluation's loader batches them
 
 
 @dataclass(frozen=True)
@@ -124,37 +125,60 @@ def _images_config(bundle: Bundle, images: Path) -> ImagesConfig:
     return cfg.model_copy(update={"source": "dicom", "root": images.resolve()})
 
 
-def _unknown_reason(bundle: Bundle, frame: pd.DataFrame) -> str | None:
-    """Why a clinical row cannot be encoded by every member (None when it can)."""
+def _unknown_reasons(bundle: Bundle, frame: pd.DataFrame) -> list[str]:
+    """Why each clinical row cannot be encoded by every member ('' where it can): the first value that
+    the first member to refuse the row does not know."""
+    reasons = [""] * len(frame)
     for member in bundle.members:
-        unknown = member.encoder.unknown_values(frame)
-        if not unknown:
-            continue
-        _, column, value = unknown[0]
-        if value == "missing":
-            return f"clinical '{column}' is missing (the model was trained with na_policy = 'drop')"
-        known = ", ".join(member.encoder.categories[column])
-        return f"clinical '{column}' value '{value}' is outside what the model knows (known: {known})"
-    return None
+        for i, column, value in member.encoder.unknown_values(frame):
+            if reasons[i]:
+                continue
+            if value == "missing":
+                reasons[i] = f"clinical '{column}' is missing (the model was trained with na_policy = 'drop')"
+            else:
+                known = ", ".join(member.encoder.categories[column])
+                reasons[i] = (
+                    f"clinical '{column}' value '{value}' is outside what the model knows (known: {known})"
+                )
+    return reasons
 
 
 def score(
-    bundle: Bundle, images: dict[View, np.ndarray], frame: pd.DataFrame
-) -> tuple[list[float], list[np.ndarray]]:
-    """Every member's probability of label 1 for one breast (on `inference_device`, the GPU where there is
-    one), and the clinical vector each was given."""
-    x = [torch.from_numpy(images[v])[None, None] for v in VIEWS]  # (1, 1, H, W) each, CC and MLO
+    bundle: Bundle, images: list[dict[View, np.ndarray]], frame: pd.DataFrame
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every member's probability of label 1 for these breasts, (members, breasts), in one pass of each
+    member's network (on `inference_device`, the GPU where there is one), and the clinical vectors each
+    member was given, (breasts, features) each. `frame`: their clinical rows, in the same order."""
+    x = [torch.from_numpy(np.stack([breast[v] for breast in images]))[:, None] for v in VIEWS]  # (N, 1, H, W)
     probabilities, clinical = [], []
     for member in bundle.members:
-        vector = member.encoder.transform(frame)  # (1, F)
-        net, inputs = on_inference_device(member.net, *x, torch.from_numpy(vector))
+        vectors = member.encoder.transform(frame)  # (N, F)
+        net, inputs = on_inference_device(member.net, *x, torch.from_numpy(vectors))
         with torch.no_grad():
             probability = positive_probability(net(*inputs)).cpu().numpy()
         if member.stacker is not None:  # late fusion: the clinical data joins here
-            probability = member.stacker.apply(probability, vector)
-        probabilities.append(float(probability[0]))
-        clinical.append(vector[0])
-    return probabilities, clinical
+            probability = member.stacker.apply(probability, vectors)
+        probabilities.append(probability)
+        clinical.append(vectors)
+    return np.stack(probabilities), clinical
+
+
+def _fill(
+    row: dict, bundle: Bundle, probabilities: np.ndarray, vectors: list[np.ndarray], labelled: bool
+) -> None:
+    """One breast's output row from its members' probabilities and clinical vectors: their mean and
+    spread, the site's map of the mean where the bundle has one, the label at the bundle's threshold, and
+    (`labelled`) the clinical-only model's probability."""
+    row["probability"] = float(probabilities.mean())
+    row["spread"] = float(probabilities.std())  # the members' disagreement, on the model's scale
+    if bundle.recalibration is not None:
+        row["model_probability"] = row["probability"]
+        row["probability"] = float(bundle.recalibration.apply(np.array([row["probability"]]))[0])
+    row["label"] = int(row["probability"] >= bundle.threshold)
+    if labelled and bundle.baselines:
+        row["clinical_probability"] = float(
+            np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, vectors)])
+        )
 
 
 @contextmanager
@@ -196,9 +220,12 @@ def predict_breasts(
     table = read_clinical(clin_cfg, problems) if clin_cfg else None
     values = table.values if table else {}
     rows: list[dict] = []
-    waiting: dict[int, tuple[dict, pd.DataFrame]] = {}  # row number -> its image records and clinical row
+    waiting: dict[int, dict] = {}  # row number -> its image records
     labelled = set(truth.label) if truth is not None else set()
-    for key in sorted(set(pairs) | set(values) | labelled):  # a breast known from any source is listed
+    keys = sorted(set(pairs) | set(values) | labelled)  # a breast known from any source is listed
+    frame = pd.DataFrame([values.get(key, {}) for key in keys], columns=columns)  # row number - 1
+    unknown = _unknown_reasons(bundle, frame)
+    for key in keys:
         pid, side = key
         row: dict[str, Any] = {
             "row": len(rows) + 1,
@@ -214,7 +241,6 @@ def predict_breasts(
             row["truth"] = truth.label.get(key)
         records = pairs.get(key, {})
         missing = [v.value for v in VIEWS if v not in records]
-        frame = pd.DataFrame([values.get(key, {})], columns=columns)
         if missing:
             row["reason"] = f"no usable {' or '.join(missing)} image"
         elif key not in values and columns:
@@ -222,11 +248,11 @@ def predict_breasts(
                 f"no row in {clin_cfg.path.name if clin_cfg and clin_cfg.path else 'the clinical CSV'}"
             )
         else:
-            row["reason"] = _unknown_reason(bundle, frame) or ""
+            row["reason"] = unknown[len(rows)]
         if truth is not None:
             row["manufacturer"] = records[View.CC].manufacturer if View.CC in records else ""
         if not row["reason"]:
-            waiting[row["row"]] = (records, frame)
+            waiting[row["row"]] = records
         rows.append(row)
     # decoded as in training: into a preprocessed cache (given: kept, so a rerun or another bundle with the
     # same preprocessing decodes nothing again; else a temporary one), on every core
@@ -235,7 +261,7 @@ def predict_breasts(
         [
             {"patient_id": rows[n - 1]["patient_id"], "side": rows[n - 1]["side"]}
             | {v.column("path"): str(records[v].path) for v in VIEWS}
-            for n, (records, _) in waiting.items()
+            for n, records in waiting.items()
         ],
         columns=["patient_id", "side", *(v.column("path") for v in VIEWS)],
     )
@@ -251,35 +277,38 @@ def predict_breasts(
             if p.category == UNDECODABLE
         }
         problems.items += [p for p in decoding.items if p.category != UNDECODABLE]  # warnings, breast kept
-        for number, (records, frame) in waiting.items():
-            row = rows[number - 1]
-            key = (row["patient_id"], row["side"])
-            if key not in entries:
-                row["reason"] = undecodable.get(key, "pixels cannot be decoded")
-                continue
-            cached = {v: entries[key][v.column("cache")] for v in VIEWS}
-            pre = {v: load_entry(cached[v]) for v in VIEWS}
-            geometry = {v: Geometry.from_dict(entry_record(cached[v])["geometry"]) for v in VIEWS}
-            if bundle.profile is not None:
-                headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
-                row["unlike_training"] = unlike(bundle.profile, pre, geometry, headers)
-                if strict and row["unlike_training"]:
-                    row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
+        numbers = list(waiting)
+        batches = [numbers[i : i + BATCH] for i in range(0, len(numbers), BATCH)]
+        for batch in (
+            progress(f"scoring, {BATCH} breasts at once")(batches, len(batches)) if progress else batches
+        ):
+            ready: list[tuple[int, dict[View, np.ndarray], dict[View, Geometry]]] = []
+            for number in batch:
+                row, records = rows[number - 1], waiting[number]
+                key = (row["patient_id"], row["side"])
+                if key not in entries:
+                    row["reason"] = undecodable.get(key, "pixels cannot be decoded")
                     continue
-            probabilities, clinical_vectors = score(bundle, pre, frame)
-            row["probability"] = float(np.mean(probabilities))
-            row["spread"] = float(np.std(probabilities))  # the members' disagreement, on the model's scale
-            if bundle.recalibration is not None:
-                row["model_probability"] = row["probability"]
-                row["probability"] = float(bundle.recalibration.apply(np.array([row["probability"]]))[0])
-            row["label"] = int(row["probability"] >= bundle.threshold)
-            if truth is not None and bundle.baselines:
-                row["clinical_probability"] = float(
-                    np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, clinical_vectors)])
-                )
-            if keep_inputs:
-                paths = {v: str(records[v].path) for v in VIEWS}
-                inputs[number] = CaseInput(pre, clinical_vectors, paths, geometry)
+                cached = {v: entries[key][v.column("cache")] for v in VIEWS}
+                pre = {v: load_entry(cached[v]) for v in VIEWS}
+                geometry = {v: Geometry.from_dict(entry_record(cached[v])["geometry"]) for v in VIEWS}
+                if bundle.profile is not None:
+                    headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
+                    row["unlike_training"] = unlike(bundle.profile, pre, geometry, headers)
+                    if strict and row["unlike_training"]:
+                        row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
+                        continue
+                ready.append((number, pre, geometry))
+            if not ready:
+                continue
+            their = frame.iloc[[number - 1 for number, _, _ in ready]].reset_index(drop=True)
+            probabilities, clinical_vectors = score(bundle, [pre for _, pre, _ in ready], their)
+            for i, (number, pre, geometry) in enumerate(ready):
+                vectors = [v[i] for v in clinical_vectors]
+                _fill(rows[number - 1], bundle, probabilities[:, i], vectors, truth is not None)
+                if keep_inputs:
+                    paths = {v: str(waiting[number][v].path) for v in VIEWS}
+                    inputs[number] = CaseInput(pre, vectors, paths, geometry)
     written = OUTPUT_COLUMNS + (RECALIBRATED_COLUMNS if bundle.recalibration is not None else [])
     out = pd.DataFrame(rows, columns=written + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:
