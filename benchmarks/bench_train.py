@@ -360,11 +360,9 @@ def main() -> None:
         averaging = BreastClassifier(
             create_model(cfg.model, n_clinical), cfg.train.model_copy(update={"ema_epochs": 1.0})
         ).to(device)
-        average = averaging.average
-        assert average is not None
-        average.update_parameters(averaging.net)  # the first update copies the weights
+        averaging.on_train_batch_end(None, batch, 0)  # the first update copies the weights
         waits["the weights' average (train.ema_epochs)"] = host_waits(
-            lambda: average.update_parameters(averaging.net)
+            lambda: averaging.on_train_batch_end(None, batch, 0)
         )
         print("times the CPU waits for the GPU: " + ", ".join(f"{k} {v}" for k, v in waits.items()))
 

@@ -104,11 +104,11 @@ def train_variant(ready: Path, name: str, toml: str, *extra: str) -> Path:
     return ready / "work" / "runs" / name
 
 
-def step_module(model: ModelConfig, device: str) -> BreastClassifier:
+def step_module(model: ModelConfig, device: str, train: TrainConfig | None = None) -> BreastClassifier:
     """A training module with two auxiliary heads (a category, a number) and 3 clinical inputs, on `device`:
     for running single training steps outside Lightning."""
     aux = AuxiliaryTargets({"her2": 0.5, "ki67": 0.2}, categories={"her2": ["n", "p"]}, means={"ki67": 0.0})
-    return BreastClassifier(create_model(model, 3), TrainConfig(), aux).to(device)
+    return BreastClassifier(create_model(model, 3), train or TrainConfig(), aux).to(device)
 
 
 def step_batch(size: int, device: str) -> dict[str, torch.Tensor]:

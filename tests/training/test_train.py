@@ -19,7 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from sklearn.metrics import roc_auc_score
 
 from mammofuse.cli import main
-from mammofuse.config import ConfigError, ModelConfig, load_config
+from mammofuse.config import ConfigError, ModelConfig, TrainConfig, load_config
 from mammofuse.data.dataset import augments_on_device
 from mammofuse.data.epochs import EpochBatches
 from mammofuse.presets import apply_preset
@@ -641,6 +641,16 @@ class TestInputPipeline:
             module.validation_step(batch, 0)
         assert watch.ops == [] and len(module._train) == len(module._val) == 1
 
+    def test_an_update_of_the_weights_average_never_makes_the_cpu_wait_for_a_gpu(self):
+        """train.ema_epochs, after every optimiser step, on the meta device (torch's AveragedModel reads its
+        update count back twice an update; here the count is kept on the host)."""
+        model = ModelConfig(backbone="resnet18", pretrained="none")
+        module = step_module(model, "meta", TrainConfig(ema_epochs=1.0))
+        with FromTheCpu() as watch:
+            for _ in range(3):
+                module.on_train_batch_end(None, {}, 0)
+        assert watch.ops == [] and module.updates == 3
+
     def test_a_real_training_step_reads_nothing_back_from_its_tensors(self, ready):
         """A whole `train` under Lightning (its loop, precision plugin, logging, callbacks; the batch
         augmentation, mlp fusion, an auxiliary head): nothing between a batch's start and its end reads a
@@ -708,22 +718,22 @@ def test_the_weights_average_forgets_the_random_start_within_its_horizon():
     """EmaStep: a weight that jumps from 0 to 1 and stays there. A plain moving average over a horizon of
     10 steps would still hold 35 % of the start after 10 steps; the warm-up leaves a few percent, and
     after many steps the average is the weight."""
-    from torch.optim.swa_utils import AveragedModel
-
     from mammofuse.training.module import EmaStep
 
     step = EmaStep(epochs=1.0)
     step.steps_per_epoch = 10
     net = torch.nn.Linear(1, 1, bias=False)
+    average = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         net.weight.fill_(0.0)
-    average = AveragedModel(net, multi_avg_fn=step)
-    average.update_parameters(net)  # the first update copies: 0
+        average.weight.fill_(5.0)
+    step(average, net, 0)  # the first update copies: 0
+    assert float(average.weight.detach()) == 0.0
     with torch.no_grad():
         net.weight.fill_(1.0)
     seen = []
-    for _ in range(60):
-        average.update_parameters(net)
-        seen.append(float(average.module.weight.detach()))
+    for n in range(1, 61):
+        step(average, net, n)
+        seen.append(float(average.weight.detach()))
     assert 1 - seen[9] < 0.05 < 1 - 0.9**10  # 35 %
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0, abs=1e-2)

@@ -41,12 +41,14 @@ class BreastClassifier(L.LightningModule):
         # Validation scores it and the checkpoints hold it (`Run.read_net` reads it): the kept epoch,
         # evaluation, Grad-CAM and the bundle use the average. (Not Lightning's WeightAveraging callback: it
         # writes the average only into full checkpoints, so best.ckpt, weights only, would hold the live
-        # weights of an epoch chosen by the average's AUC.)
+        # weights of an epoch chosen by the average's AUC.) torch's AveragedModel holds it and its update
+        # count (`n_averaged`, in the checkpoints); EmaStep updates it.
         self.ema = EmaStep(cfg.ema_epochs) if cfg.ema_epochs else None
         self.average = None
         if self.ema is not None:
-            self.average = AveragedModel(self.net, multi_avg_fn=self.ema, use_buffers=True)
+            self.average = AveragedModel(self.net, use_buffers=True)
             self.average.requires_grad_(False)  # updated by hand, never by the optimiser
+        self.updates = 0  # of the average, so far: n_averaged, on the host
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self._val: list[tuple[torch.Tensor, ...]] = []  # (probabilities, labels, rows) per batch
         self._train: list[tuple[torch.Tensor, ...]] = []  # this epoch's training scores, the same
@@ -98,8 +100,10 @@ class BreastClassifier(L.LightningModule):
             self.ema.steps_per_epoch = float(self.trainer.num_training_batches)
 
     def on_train_batch_end(self, outputs: object, batch: dict, batch_idx: int) -> None:
-        if self.average is not None:
-            self.average.update_parameters(self.net)
+        if self.ema is not None and self.average is not None:
+            self.ema(self.average.module, self.net, self.updates)
+            self.average.n_averaged += 1  # on the device: nothing read back
+            self.updates += 1
 
     def auxiliary_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the auxiliary losses (cross-entropy for a category, squared error for a
@@ -156,9 +160,11 @@ class BreastClassifier(L.LightningModule):
         return gathered.flatten()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A resumed run updates its weights the way this session's hardware does."""
+        """A resumed run updates its weights the way this session's hardware does, and its weights' average
+        goes on from the updates it had (read from the checkpoint, on the CPU)."""
         for state in checkpoint.get("optimizer_states", []):
             on_this_hardware(state, self.trainer.strategy.root_device)
+        self.updates = int(checkpoint["state_dict"].get("average.n_averaged", 0))
 
     def configure_optimizers(self):
         groups = [
@@ -224,25 +230,25 @@ def predict(
     return torch.cat(probs).numpy(), torch.cat(labels).numpy(), keys
 
 
-Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
-
-
 class EmaStep:
-    """The weights' moving average, one update (torch's AveragedModel calls it after every optimiser step
-    with its tensors grouped by device and type): average <- decay x average + (1 - decay) x weights, where
-    1 / (1 - decay) is the horizon, `epochs` x the steps of an epoch. Over the first updates the decay is
-    lower, (1 + n) / (10 + n) after n (as timm's ModelEmaV2 warms up), so the random start fades fast. On
-    the device, without waiting for it."""
+    """The weights' moving average, one update, after every optimiser step: average <- decay x average +
+    (1 - decay) x weights, where 1 / (1 - decay) is the horizon, `epochs` x the steps of an epoch. The
+    first update copies the weights; over the next the decay is lower, (1 + n) / (10 + n) after n updates
+    (as timm's ModelEmaV2 warms up), so the random start fades fast. Batch norm's counters are the network's
+    own. On the device, without waiting for it: n is counted on the host (torch's
+    AveragedModel.update_parameters reads its count back from the device twice an update)."""
 
     def __init__(self, epochs: float) -> None:
         self.epochs, self.steps_per_epoch = epochs, 1.0
 
     @torch.no_grad()
-    def __call__(self, averaged: Tensors, current: Tensors, n: torch.Tensor | int) -> None:
+    def __call__(self, average: nn.Module, net: nn.Module, n: int) -> None:
         horizon = max(self.epochs * self.steps_per_epoch, 1.0)
-        updates = torch.as_tensor(n, dtype=torch.float32, device=averaged[0].device)
-        decay = ((1 + updates) / (10 + updates)).clamp(max=1 - 1 / horizon)
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - decay)  # type: ignore[call-overload]  # a 0-d weight
-        else:  # counters (batch norm's batches seen): the network's own
-            torch._foreach_copy_(averaged, current)
+        decay = min((1 + n) / (10 + n), 1 - 1 / horizon) if n else 0.0
+        averaged, current = ([*m.parameters(), *m.buffers()] for m in (average, net))
+        weights = [i for i, a in enumerate(averaged) if a.is_floating_point()]
+        counters = [i for i, a in enumerate(averaged) if not a.is_floating_point()]
+        if weights:
+            torch._foreach_lerp_([averaged[i] for i in weights], [current[i] for i in weights], 1 - decay)
+        if counters:
+            torch._foreach_copy_([averaged[i] for i in counters], [current[i] for i in counters])
