@@ -1,10 +1,13 @@
-"""`mammofuse predict` on new full-size mammograms: images decoded by 1 process against every core, and a
-rerun with its preprocessed cache kept (`--cache`).
+"""`mammofuse predict` on new full-size mammograms: images decoded by 1 process against every core, a
+rerun with its preprocessed cache kept (`--cache`), breasts scored one at a time against BATCH at once,
+and `--explain`'s overlays drawn by 1 process against every core.
 
 Prints the wall time of scoring the same cohort with 1 worker and with every core, side by side, their
 ratio (goal: close to the number of cores, as preprocessing), then a second run into a kept cache
-against the first (goal: it decodes nothing), and checks that every run gave the same table. The bundle
-is the tiny demo model (one epoch, seconds to train); decoding the full-size images is what is
+against the first (goal: it decodes nothing), and checks that every run gave the same table; then, from
+the kept cache, scoring 1 breast at a time against BATCH (the same table), and the overlays of every
+scored breast (Grad-CAM, the originals decoded again, the figure drawn) with 1 process and with every core.
+The bundle is the tiny demo model (one epoch, seconds to train); decoding the full-size images is what is
 measured, as on a new site's export.
 
     python benchmarks/bench_predict.py [--breasts 24] [--image-size 2048 1664] [--compression jpeg2000]
@@ -22,7 +25,9 @@ from _common import bench_parser, cohort, timed
 
 from mammofuse.cli import main as mammofuse
 from mammofuse.demo import run_demo
+from mammofuse.deploy import predict
 from mammofuse.deploy.predict import NewBreasts, predict_breasts
+from mammofuse.explain.explain import explain_cases
 
 
 def main() -> None:
@@ -55,6 +60,29 @@ def main() -> None:
     print(f"  1 process {one:.1f} s, {cores} processes {every:.1f} s: {one / every:.2f}x")
     print(f"  into a kept cache {cold:.1f} s, again from it {warm:.1f} s: {cold / warm:.1f}x")
     print("  the same table from all four runs")
+
+    batch = predict.BATCH
+    predict.BATCH = 1
+    alone = timed(lambda: scored(0, cache, "alone"))
+    predict.BATCH = batch
+    pd.testing.assert_frame_equal(tables["warm"], tables["alone"], atol=1e-5)
+    print(
+        f"  from the cache, 1 breast at a time {alone:.1f} s, {batch} at once {warm:.1f} s: "
+        f"{alone / warm:.2f}x"
+    )
+
+    breasts = NewBreasts(root / "dicom", root / "clinical.csv")
+    kept = predict_breasts(bundle, breasts, cache=cache, keep_inputs=True)
+    voi = kept.bundle.config.preprocess.voi == "window"
+
+    def drawn(workers: int) -> None:
+        explain_cases(kept.bundle.nets, kept.inputs, voi, cache / f"explain{workers}", workers=workers)
+
+    one, every = timed(lambda: drawn(1)), timed(lambda: drawn(0))
+    print(
+        f"  --explain, {len(kept.inputs)} overlays: 1 process {one:.1f} s, {cores} processes {every:.1f} s: "
+        f"{one / every:.2f}x"
+    )
     shutil.rmtree(cache)
 
 

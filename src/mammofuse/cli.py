@@ -637,7 +637,8 @@ def _new_breasts(p: argparse.ArgumentParser, labels_use: str, labels_required: b
         "--workers",
         type=_workers,
         default=0,
-        help="processes that decode the images (0, the default: every core)",
+        help="processes that decode the images and draw predict --explain's overlays (0, the default: every "
+        "core)",
     )
     p.add_argument(
         "--cache",

@@ -547,7 +547,7 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
         if int(r.row) in predicted.inputs
     }
     voi = bundle.config.preprocess.voi == "window"
-    drawn = explain_cases(bundle.nets, predicted.inputs, voi, out, regions)
+    drawn = explain_cases(bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress)
     console.print(f"wrote {len(drawn)} Grad-CAM overlays to {out}")
     if not args.regions or not predicted.inputs:
         return

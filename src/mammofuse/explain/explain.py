@@ -10,6 +10,7 @@ number in the run's data.csv (or the output row of `predict`), never by patient.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.geometry import Geometry, as_is, map_to_original
 from mammofuse.models import TwoViewNet
+from mammofuse.parallel import Progress, parallel_map
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run
 from mammofuse.ui import progress
@@ -98,19 +100,60 @@ def explain_breast(nets: list[TwoViewNet], pre: Maps, clinical: list[np.ndarray]
     return mean, {v: np.mean([a[v][0] for a in attention if a is not None], axis=0) for v in VIEWS}
 
 
+def on_originals(case: CaseInput, cams: Maps, voi: bool) -> tuple[Maps, Maps]:
+    """The original images (decoded again from their DICOM files) and the maps carried back onto them."""
+    original = {v: original_image(case.paths[v], voi) for v in VIEWS}
+    return original, {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
+
+
 def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool) -> tuple[Maps, Maps, Maps, Maps | None]:
     """(Grad-CAM at the preprocessed resolution, original images, Grad-CAM on the original geometry,
     tile attention of a patch model or None)."""
     cams, attention = explain_breast(nets, case.images, case.clinical)
-    original = {v: original_image(case.paths[v], voi) for v in VIEWS}
-    back = {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
-    return cams, original, back, attention
+    return cams, *on_originals(case, cams, voi), attention
 
 
 def _outline(regions: list[Region], g: Geometry) -> np.ndarray:
     """Where `regions` lie on an image of geometry `g` (nowhere for none)."""
     mask = region_mask(regions, g)
     return mask if mask is not None else np.zeros(g.output_shape, bool)
+
+
+@dataclass(frozen=True)
+class CaseFigure:
+    """One breast's figure, its maps computed: what `draw_case` needs (in a worker process, where many are
+    drawn). `tile`: a patch model's tile size (0 for a whole-image model); `regions`: the tumours marked on
+    the images, outlined."""
+
+    case: CaseInput
+    cams: Maps
+    attention: Maps | None
+    tile: int
+    voi: bool
+    title: str
+    path: Path
+    regions: dict[View, list[Region]] | None = None
+
+
+def draw_case(figure: CaseFigure) -> None:
+    """The case figure: CC and MLO, the map on the model's input (top) and on the original (bottom); the
+    marked tumours outlined on the maps. Saved to `figure.path`."""
+    case, regions = figure.case, figure.regions
+    original, back = on_originals(case, figure.cams, figure.voi)
+    marked = None
+    if regions and any(regions.values()):  # over the model's input, and over the original
+        pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
+        marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
+    drawn = case_figure(
+        case.images, figure.cams, original, back, figure.title, figure.attention, figure.tile, marked
+    )
+    drawn.savefig(figure.path, dpi=100)
+
+
+def tile_size(nets: list[TwoViewNet]) -> int:
+    """A patch model's tile size, 0 for a whole-image model."""
+    tiles = nets[0].attention(View.CC)
+    return tiles.tile if tiles is not None else 0
 
 
 def write_case(
@@ -121,19 +164,10 @@ def write_case(
     path: Path,
     regions: dict[View, list[Region]] | None = None,
 ) -> tuple[Maps, Maps | None]:
-    """The case figure: CC and MLO, map on the model's input (top) and on the original (bottom); the
-    marked tumours (`regions`) outlined on the maps. Returns the maps drawn (Grad-CAM and a patch model's
+    """The case figure of one breast (`draw_case`). Returns the maps drawn (Grad-CAM and a patch model's
     attention, at the model input's resolution)."""
-    cams, original, back, attention = case_maps(nets, case, voi)
-    tiles = nets[0].attention(View.CC)
-    marked = None
-    if regions and any(regions.values()):  # over the model's input, and over the original
-        pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
-        marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
-    figure = case_figure(
-        case.images, cams, original, back, title, attention, tiles.tile if tiles is not None else 0, marked
-    )
-    figure.savefig(path, dpi=100)
+    cams, attention = explain_breast(nets, case.images, case.clinical)
+    draw_case(CaseFigure(case, cams, attention, tile_size(nets), voi, title, path, regions))
     return cams, attention
 
 
@@ -143,14 +177,36 @@ def explain_cases(
     voi: bool,
     out_dir: Path,
     regions: dict[int, dict[View, list[Region]]] | None = None,
+    workers: int = 0,
+    progress: Callable[[str], Progress] | None = None,
 ) -> dict[int, tuple[Maps, Maps | None]]:
     """Overlays for breasts scored by `predict`, named by their output row (row{N}.png, never by
-    patient); the tumours marked on a row's images (`regions`) outlined. Returns each row's maps drawn."""
+    patient); the tumours marked on a row's images (`regions`) outlined. The maps are computed here, the
+    figures drawn by `workers` processes (0: every core; drawing and reading the originals again take most
+    of the time). Returns each row's maps drawn."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {
-        row: write_case(nets, case, voi, f"row {row}", out_dir / f"row{row}.png", (regions or {}).get(row))
-        for row, case in cases.items()
+    items = list(cases.items())
+    maps = {
+        row: explain_breast(nets, case.images, case.clinical)
+        for row, case in (progress("Grad-CAM")(items, len(items)) if progress else items)
     }
+    figures = [
+        CaseFigure(
+            case,
+            *maps[row],
+            tile_size(nets),
+            voi,
+            f"row {row}",
+            out_dir / f"row{row}.png",
+            (regions or {}).get(row),
+        )
+        for row, case in items
+    ]
+    for _ in parallel_map(
+        draw_case, figures, workers, progress("drawing the overlays") if progress else None
+    ):
+        pass
+    return maps
 
 
 def test_predictions(run: Run, data: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
