@@ -45,6 +45,28 @@ class TestManifest:
         assert (pairs["cc_path_x"] == pairs["cc"]).all()
         assert (pairs["mlo_path_x"] == [str(tiny_cohort / p) for p in pairs["mlo_path_y"]]).all()
 
+    def test_a_tree_of_links_into_an_archive_reads_as_if_copied(self, tiny_cohort, capsys):
+        """A cohort assembled by links to the archive's folders: every image found through its link, a
+        folder reached twice (a second link, a link loop) read once, a link to nothing written down."""
+        _, _, copied, _ = run_ingest(tiny_cohort, capsys)
+        dicom, archive = tiny_cohort / "dicom", tiny_cohort / "archive"
+        dicom.rename(archive)
+        dicom.mkdir()
+        folders = sorted(p for p in archive.iterdir() if p.is_dir())
+        for folder in folders:
+            (dicom / folder.name).symlink_to(folder, target_is_directory=True)
+        (dicom / "zz-again").symlink_to(folders[0], target_is_directory=True)
+        (dicom / folders[1].name / "loop").symlink_to(dicom, target_is_directory=True)
+        (dicom / "moved.dcm").symlink_to(tiny_cohort / "nowhere.dcm")
+        code, out, linked, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        assert keys(linked) == keys(copied) and len(copied) > 5
+        real = linked["cc_path"].str.replace("/archive/", "/dicom/")  # it names the files linked to
+        assert real.tolist() == copied["cc_path"].tolist()
+        gone = exclusions[exclusions["reason"].str.contains("moved.dcm")]
+        assert len(gone) == 1 and "No such file" in gone.iloc[0]["reason"]
+        assert "duplicate" not in " ".join(exclusions["category"])
+
     def test_no_identifying_tag_reaches_any_output(self, tiny_cohort, capsys):
         _, out, _, _ = run_ingest(tiny_cohort, capsys, "--out", str(tiny_cohort / "work"))
         written = "".join(p.read_text() for p in (tiny_cohort / "work").iterdir() if p.is_file())

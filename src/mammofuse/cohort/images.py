@@ -7,6 +7,7 @@ Patient: PatientID, or a pattern. No tag is required that a fallback or the tabl
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections import defaultdict
@@ -374,6 +375,25 @@ def _read_chunk(job: tuple[list[Path], ImagesConfig]) -> list[ImageRecord | tupl
     return [_read_one(path, cfg) for path in files]
 
 
+def files_under(root: Path) -> list[Path]:
+    """Every file under `root`, sorted, hidden files left out. Links to folders are followed, so a cohort
+    assembled by links into an archive reads as if copied; a folder reached twice (a second link to it, a
+    link loop) is read where it is first reached. A link to nothing is listed, to be written down as
+    unreadable rather than passed over."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders.sort()  # the same folder first reached on every machine
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        paths = (Path(folder, name) for name in names if not name.startswith("."))
+        files += [path for path in paths if path.is_file() or path.is_symlink()]  # not a FIFO or socket
+    return sorted(files)
+
+
 def _scan_tree(
     cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None, cluster: str | None = None
 ) -> list[ImageRecord]:
@@ -381,7 +401,7 @@ def _scan_tree(
     as `parallel_map` takes it): the same records and problems, in the same order, either way."""
     if not cfg.root.is_dir():
         raise DataError(f"{cfg.root}: image folder not found (images.root)")
-    files = sorted(p for p in cfg.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = files_under(cfg.root)
     found: Iterable[ImageRecord | tuple[str, str]]
     if cluster:
         jobs = [(files[i : i + SCAN_CHUNK], cfg) for i in range(0, len(files), SCAN_CHUNK)]

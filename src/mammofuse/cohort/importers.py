@@ -22,6 +22,7 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from mammofuse.cohort.images import files_under
 from mammofuse.config import ClinicalConfig, Config, ImagesConfig, LabelsConfig, save_config
 from mammofuse.problems import DataError
 
@@ -96,7 +97,7 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
     cases["series"] = cases["image file path"].str.split("/").str[0]
     found: dict[str, str] = {}  # series folder of a full mammogram -> its file
     rois: dict[tuple[str, int], list[Path]] = {}  # (series, abnormality id) -> its ROI mask and crop files
-    for path in sorted(root.rglob("*.dcm")):
+    for path in (p for p in files_under(root) if p.suffix == ".dcm"):  # linked folders too
         for part in path.parts:
             if CBIS_SERIES.fullmatch(part):
                 found.setdefault(part, path.relative_to(root).as_posix())
