@@ -72,7 +72,7 @@ def main() -> None:
     )
 
     breasts = NewBreasts(root / "dicom", root / "clinical.csv")
-    kept = predict_breasts(bundle, breasts, cache=cache, keep_inputs=True)
+    kept = predict_breasts(bundle, breasts, cache=cache)  # its inputs point into the kept cache
     voi = kept.bundle.config.preprocess.voi == "window"
 
     def drawn(workers: int) -> None:

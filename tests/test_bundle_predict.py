@@ -234,7 +234,10 @@ class TestPredict:
         elsewhere = predict(run / "bundle", cohort, tmp_path / "3.csv", "--workers", "1")  # no cache given
         assert elsewhere.loc[first["reason"] == "", "reason"].str.contains("decoded again").all()
 
-    def test_bad_inputs_are_listed_with_reasons_and_the_rest_scored(self, run, tmp_path, trained_master):
+    def test_bad_inputs_are_listed_with_reasons_and_the_rest_scored(
+        self, run, tmp_path, trained_master, monkeypatch
+    ):
+        monkeypatch.setattr("mammofuse.explain.explain.DRAWN_AT_ONCE", 2)  # the overlays in several steps
         source = trained_master.parents[2]
         truth = pd.read_csv(source / "truth.csv", dtype={"patient_id": str}).head(6)  # six new breasts
         cohort = tmp_path / "new"

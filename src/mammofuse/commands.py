@@ -468,7 +468,6 @@ def _new_breasts(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from mammofuse.deploy.predict import cache_folder, predict_breasts
-    from mammofuse.deploy.profile import score_shift
 
     breasts = _new_breasts(args)
     if args.versus is not None and args.labels is None:
@@ -479,22 +478,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
 
-    def score_with(bundle_dir: Path, cache: Path, keep_inputs: bool = False):
+    def score_with(bundle_dir: Path, cache: Path):
         return predict_breasts(
-            bundle_dir,
-            breasts,
-            progress=progress,
-            strict=args.strict,
-            workers=args.workers,
-            cache=cache,
-            keep_inputs=keep_inputs,
+            bundle_dir, breasts, progress=progress, strict=args.strict, workers=args.workers, cache=cache
         )
 
-    with cache_folder(args.cache) as cache:  # one for both bundles: the same preprocessing decodes once
-        predicted = score_with(args.bundle, cache, keep_inputs=args.explain)
-        versus = None
-        if args.versus is not None:
-            versus = (args.versus, score_with(args.versus, cache))
+    # one cache for both bundles (the same preprocessing decodes once), there to the end: --explain reads
+    # the inputs back from it
+    with cache_folder(args.cache) as cache:
+        predicted = score_with(args.bundle, cache)
+        versus = (args.versus, score_with(args.versus, cache)) if args.versus is not None else None
+        _show_predicted(args, predicted, versus)
+        if args.explain:
+            _explain_predicted(args, predicted)
+    return 0
+
+
+def _show_predicted(
+    args: argparse.Namespace, predicted: Predicted, versus: tuple[Path, Predicted] | None
+) -> None:
+    """predict's table written and summed up; with --labels, the validation (and --versus) written."""
+    from mammofuse.deploy.profile import score_shift
+
     table, problems, bundle = predicted.table, predicted.problems, predicted.bundle
     table.to_csv(args.out, index=False)
     scored = table["reason"] == ""
@@ -527,16 +532,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         page = build_validation_report(result, bundle, out)
         print_validation(result)
         console.print(f"wrote {out / 'validation.json'}, {out / 'figures'}/ and the page {page}")
-    if args.explain:
-        _explain_predicted(args, predicted)
-    return 0
 
 
 def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     """predict --explain: an overlay per scored breast; with --regions the marked tumours outlined on them
     and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json)."""
     from mammofuse.explain.checks import read_regions, regions_of, summarise, summary_lines
-    from mammofuse.explain.explain import check_cases, explain_cases, save_checks
+    from mammofuse.explain.explain import PredictedChecks, explain_cases, save_checks
 
     out, bundle, table = args.out.parent / "explain", predicted.bundle, predicted.table
     problems = Problems()
@@ -546,16 +548,16 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
         for r in table.itertuples()
         if int(r.row) in predicted.inputs
     }
-    voi = bundle.config.preprocess.voi == "window"
-    drawn = explain_cases(bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress)
-    console.print(f"wrote {len(drawn)} Grad-CAM overlays to {out}")
-    if not args.regions or not predicted.inputs:
+    voi, cfg = bundle.config.preprocess.voi == "window", bundle.config
+    checks = PredictedChecks(table, marked, problems, cfg) if args.regions else None
+    drawn = explain_cases(bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress, checks)
+    console.print(f"wrote {drawn} Grad-CAM overlays to {out}")
+    if checks is None or not predicted.inputs:
         return
-    checks = check_cases(drawn, predicted.inputs, table, marked, problems, bundle.config)
-    cfg = bundle.config
-    summary = summarise(checks, cfg.labels.positive, args.regions.name, cfg.train.seed)
+    frame = checks.frame()
+    summary = summarise(frame, cfg.labels.positive, args.regions.name, cfg.train.seed)
     summary["left_out"] = [p.reason for p in problems.items]
-    save_checks(checks, summary, out / "checks.csv", out / "checks.json")
+    save_checks(frame, summary, out / "checks.csv", out / "checks.json")
     for line in summary_lines(summary):
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(out / "checks.json"))

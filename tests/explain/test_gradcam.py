@@ -20,7 +20,7 @@ class TestGradcam:
         cams, original, back, attention = case_maps([net], case, voi=True)
         assert attention is None  # a whole-image model
         for view in VIEWS:
-            assert cams[view].shape == case.images[view].shape
+            assert cams[view].shape == case.read_images()[view].shape
             assert cams[view].min() >= 0 and cams[view].max() <= 1
             assert back[view].shape == original[view].shape
 

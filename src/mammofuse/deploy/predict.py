@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.explain import CaseInput
-from mammofuse.imaging.cache import entry_record, load_entry
-from mammofuse.imaging.geometry import Geometry
 from mammofuse.imaging.preprocess import UNDECODABLE, preprocess_cohort
 from mammofuse.models import positive_probability
 from mammofuse.models.device import on_inference_device
@@ -111,7 +109,7 @@ class Predicted:
     table: pd.DataFrame
     problems: Problems
     bundle: Bundle
-    inputs: dict[int, CaseInput] = field(default_factory=dict)  # row -> preprocessed input (keep_inputs)
+    inputs: dict[int, CaseInput] = field(default_factory=dict)  # row -> its input, in the given cache
     clinical: Clinical | None = None
     labels: Path | None = None
 
@@ -198,14 +196,13 @@ def predict_breasts(
     strict: bool = False,
     workers: int = 0,
     cache: Path | None = None,
-    keep_inputs: bool = False,
 ) -> Predicted:
-    """Score `breasts` with the bundle; the preprocessed inputs of the scored rows are kept for Grad-CAM
-    with `keep_inputs` alone, since on a large export they would fill memory. A breast unlike the training
+    """Score `breasts` with the bundle. A breast unlike the training
     data is flagged in `unlike_training`; with `strict` it is not scored. With labels the rows gain
     `truth`, `clinical_probability` and the CC image's `manufacturer`. Images are decoded by `workers`
     processes (0: every core) into the preprocessed cache under `cache` (kept; default: a temporary
-    folder); `progress` makes a progress bar of a description."""
+    folder); where a cache is given, `inputs` points into it for each scored row (Grad-CAM reads them back
+    while the folder is there). `progress` makes a progress bar of a description."""
     bundle = load_bundle(bundle_dir)
     images_cfg, clin_cfg, labels_cfg = breasts.rules(bundle)
     problems = Problems()
@@ -282,33 +279,32 @@ def predict_breasts(
         for batch in (
             progress(f"scoring, {BATCH} breasts at once")(batches, len(batches)) if progress else batches
         ):
-            ready: list[tuple[int, dict[View, np.ndarray], dict[View, Geometry]]] = []
+            ready: list[tuple[int, dict[View, np.ndarray], CaseInput]] = []  # row number, images, input
             for number in batch:
                 row, records = rows[number - 1], waiting[number]
                 key = (row["patient_id"], row["side"])
                 if key not in entries:
                     row["reason"] = undecodable.get(key, "pixels cannot be decoded")
                     continue
-                cached = {v: entries[key][v.column("cache")] for v in VIEWS}
-                pre = {v: load_entry(cached[v]) for v in VIEWS}
-                geometry = {v: Geometry.from_dict(entry_record(cached[v])["geometry"]) for v in VIEWS}
+                paths = {v: str(records[v].path) for v in VIEWS}
+                case = CaseInput.of({v: entries[key][v.column("cache")] for v in VIEWS}, [], paths)
+                pre = case.read_images()
                 if bundle.profile is not None:
                     headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
-                    row["unlike_training"] = unlike(bundle.profile, pre, geometry, headers)
+                    row["unlike_training"] = unlike(bundle.profile, pre, case.geometry, headers)
                     if strict and row["unlike_training"]:
                         row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
                         continue
-                ready.append((number, pre, geometry))
+                ready.append((number, pre, case))
             if not ready:
                 continue
             their = frame.iloc[[number - 1 for number, _, _ in ready]].reset_index(drop=True)
             probabilities, clinical_vectors = score(bundle, [pre for _, pre, _ in ready], their)
-            for i, (number, pre, geometry) in enumerate(ready):
+            for i, (number, _, case) in enumerate(ready):
                 vectors = [v[i] for v in clinical_vectors]
                 _fill(rows[number - 1], bundle, probabilities[:, i], vectors, truth is not None)
-                if keep_inputs:
-                    paths = {v: str(waiting[number][v].path) for v in VIEWS}
-                    inputs[number] = CaseInput(pre, vectors, paths, geometry)
+                if cache is not None:
+                    inputs[number] = replace(case, clinical=vectors)
     written = OUTPUT_COLUMNS + (RECALIBRATED_COLUMNS if bundle.recalibration is not None else [])
     out = pd.DataFrame(rows, columns=written + (LABELLED_COLUMNS if truth is not None else []))
     if truth is not None:

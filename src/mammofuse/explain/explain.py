@@ -47,12 +47,22 @@ from mammofuse.ui import progress
 
 @dataclass
 class CaseInput:
-    """What the model was given for one breast, and where it came from."""
+    """What the model was given for one breast, and where it came from. Its preprocessed images stay in
+    the cache until they are needed (`read_images`): a large export's never sit in memory all at once."""
 
-    images: dict[View, np.ndarray]  # preprocessed, float32 (H, W)
+    cached: dict[View, str]  # the preprocessed images' cache entries
     clinical: list[np.ndarray]  # encoded (F,), one per network explained (each has its own encoder)
     paths: dict[View, str]  # the original DICOM files
     geometry: dict[View, Geometry]  # how each preprocessed image maps back onto its original
+
+    @classmethod
+    def of(cls, cached: dict[View, str], clinical: list[np.ndarray], paths: dict[View, str]) -> CaseInput:
+        geometry = {v: Geometry.from_dict(entry_record(cached[v])["geometry"]) for v in VIEWS}
+        return cls(cached, clinical, paths, geometry)
+
+    def read_images(self) -> dict[View, np.ndarray]:
+        """The preprocessed images, float32 (H, W), read from the cache."""
+        return {v: load_entry(self.cached[v]) for v in VIEWS}
 
 
 def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str, int]]:
@@ -71,12 +81,8 @@ def select_cases(pred: pd.DataFrame, threshold: float, n: int) -> list[tuple[str
 
 def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
     """A breast of a run's data.csv, its images read back from the cache."""
-    return CaseInput(
-        images={v: load_entry(row[v.column("cache")]) for v in VIEWS},
-        clinical=clinical,
-        paths={v: str(row[v.column("path")]) for v in VIEWS},
-        geometry={v: Geometry.from_dict(entry_record(row[v.column("cache")])["geometry"]) for v in VIEWS},
-    )
+    cached = {v: str(row[v.column("cache")]) for v in VIEWS}
+    return CaseInput.of(cached, clinical, {v: str(row[v.column("path")]) for v in VIEWS})
 
 
 def original_image(path: str, voi: bool) -> np.ndarray:
@@ -109,7 +115,7 @@ def on_originals(case: CaseInput, cams: Maps, voi: bool) -> tuple[Maps, Maps]:
 def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool) -> tuple[Maps, Maps, Maps, Maps | None]:
     """(Grad-CAM at the preprocessed resolution, original images, Grad-CAM on the original geometry,
     tile attention of a patch model or None)."""
-    cams, attention = explain_breast(nets, case.images, case.clinical)
+    cams, attention = explain_breast(nets, case.read_images(), case.clinical)
     return cams, *on_originals(case, cams, voi), attention
 
 
@@ -145,7 +151,7 @@ def draw_case(figure: CaseFigure) -> None:
         pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
         marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
     drawn = case_figure(
-        case.images, figure.cams, original, back, figure.title, figure.attention, figure.tile, marked
+        case.read_images(), figure.cams, original, back, figure.title, figure.attention, figure.tile, marked
     )
     drawn.savefig(figure.path, dpi=100)
 
@@ -166,9 +172,12 @@ def write_case(
 ) -> tuple[Maps, Maps | None]:
     """The case figure of one breast (`draw_case`). Returns the maps drawn (Grad-CAM and a patch model's
     attention, at the model input's resolution)."""
-    cams, attention = explain_breast(nets, case.images, case.clinical)
+    cams, attention = explain_breast(nets, case.read_images(), case.clinical)
     draw_case(CaseFigure(case, cams, attention, tile_size(nets), voi, title, path, regions))
     return cams, attention
+
+
+DRAWN_AT_ONCE = 32  # breasts whose maps wait for their figures at most: memory stays flat however many
 
 
 def explain_cases(
@@ -179,34 +188,35 @@ def explain_cases(
     regions: dict[int, dict[View, list[Region]]] | None = None,
     workers: int = 0,
     progress: Callable[[str], Progress] | None = None,
-) -> dict[int, tuple[Maps, Maps | None]]:
+    check: Callable[[int, CaseInput, Maps, tuple[Maps, Maps | None]], None] | None = None,
+) -> int:
     """Overlays for breasts scored by `predict`, named by their output row (row{N}.png, never by
-    patient); the tumours marked on a row's images (`regions`) outlined. The maps are computed here, the
-    figures drawn by `workers` processes (0: every core; drawing and reading the originals again take most
-    of the time). Returns each row's maps drawn."""
+    patient); the tumours marked on a row's images (`regions`) outlined. DRAWN_AT_ONCE breasts at a time:
+    their maps computed here, one breast after another, and seen by `check(row, case, images, maps)`; then
+    their figures drawn by `workers` processes (0: every core; reading the originals again and drawing take
+    most of the time), one after the other so that neither slows the other. Nothing of a breast is kept
+    once drawn. Returns the number of overlays written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = list(cases.items())
-    maps = {
-        row: explain_breast(nets, case.images, case.clinical)
-        for row, case in (progress("Grad-CAM")(items, len(items)) if progress else items)
-    }
-    figures = [
-        CaseFigure(
-            case,
-            *maps[row],
-            tile_size(nets),
-            voi,
-            f"row {row}",
-            out_dir / f"row{row}.png",
-            (regions or {}).get(row),
+    tile, items = tile_size(nets), list(cases.items())
+
+    def figure(row: int, case: CaseInput) -> CaseFigure:
+        images = case.read_images()
+        maps = explain_breast(nets, images, case.clinical)
+        if check is not None:
+            check(row, case, images, maps)
+        return CaseFigure(
+            case, *maps, tile, voi, f"row {row}", out_dir / f"row{row}.png", (regions or {}).get(row)
         )
-        for row, case in items
-    ]
-    for _ in parallel_map(
-        draw_case, figures, workers, progress("drawing the overlays") if progress else None
+
+    steps = [items[i : i + DRAWN_AT_ONCE] for i in range(0, len(items), DRAWN_AT_ONCE)]
+    for step in (
+        progress(f"Grad-CAM overlays, {DRAWN_AT_ONCE} breasts a step")(steps, len(steps))
+        if progress
+        else steps
     ):
-        pass
-    return maps
+        for _ in parallel_map(draw_case, [figure(row, case) for row, case in step], workers, chunksize=1):
+            pass
+    return len(items)
 
 
 def test_predictions(run: Run, data: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
@@ -255,6 +265,7 @@ def explain_run(
 
 def score_case(
     case: CaseInput,
+    images: Maps,
     maps: Maps,
     fresh: Maps,
     attention: Maps | None,
@@ -264,13 +275,14 @@ def score_case(
     where: str,
 ) -> list[dict]:
     """Each view's checks of one breast (`score_map`, and `localise_tiles` for a patch model's `attention`),
-    from its maps (H, W) per view; a region that the crop cut away is recorded in `problems`."""
+    from its preprocessed images and maps (H, W) per view; a region that the crop cut away is recorded in
+    `problems`."""
     records = []
     for view in VIEWS:
         region = region_mask(regions[view], case.geometry[view])
-        scores, off = score_map(maps[view], fresh[view], case.images[view], region)
+        scores, off = score_map(maps[view], fresh[view], images[view], region)
         if attention is not None and region is not None and not off:
-            area = tile_area(case.images[view], model.tile) if model.attention_by_area else None
+            area = tile_area(images[view], model.tile) if model.attention_by_area else None
             scores |= localise_tiles(attention[view], region, model.tile, area)
         if off:
             problems.add(
@@ -282,34 +294,38 @@ def score_case(
     return records
 
 
-def check_cases(
-    drawn: dict[int, tuple[Maps, Maps | None]],
-    cases: dict[int, CaseInput],
-    scored: pd.DataFrame,
-    marked: dict[RegionKey, list[Region]],
-    problems: Problems,
-    cfg: Config,
-) -> pd.DataFrame:
-    """The checks over breasts scored by `predict` (`scored`: its output rows, with `truth` where labels
-    were given) on the maps its overlays drew (`drawn`, by row: each the mean of the bundle's networks)."""
-    first = next(iter(cases.values()))
-    fresh = redrawn(cfg.model, len(first.clinical[0]), cfg.train.seed)
-    by_row = scored.set_index("row")
-    records = []
-    for row, case in progress("checking the maps")(cases.items(), len(cases)):
-        line = by_row.loc[row]
-        own, attention = drawn[row]
-        x = {v: torch.from_numpy(case.images[v])[None, None] for v in VIEWS}
-        other = gradcam(fresh, x[View.CC], x[View.MLO], torch.from_numpy(case.clinical[0])[None])
-        regions = regions_of(marked, line["patient_id"], line["side"])
+class PredictedChecks:
+    """The checks of breasts scored by `predict` (`scored`: its output rows, with `truth` where labels were
+    given), one breast at a time as `explain_cases` computes its maps (each the mean of the bundle's
+    networks); `frame()` gathers them."""
+
+    def __init__(
+        self, scored: pd.DataFrame, marked: dict[RegionKey, list[Region]], problems: Problems, cfg: Config
+    ) -> None:
+        self.by_row, self.marked, self.problems, self.cfg = scored.set_index("row"), marked, problems, cfg
+        self.fresh: TwoViewNet | None = None  # the network with its weights drawn afresh
+        self.records: list[dict] = []
+
+    def __call__(self, row: int, case: CaseInput, images: Maps, maps: tuple[Maps, Maps | None]) -> None:
+        cfg, line = self.cfg, self.by_row.loc[row]
+        if self.fresh is None:
+            self.fresh = redrawn(cfg.model, len(case.clinical[0]), cfg.train.seed)
+        x = {v: torch.from_numpy(images[v])[None, None] for v in VIEWS}
+        other = gradcam(self.fresh, x[View.CC], x[View.MLO], torch.from_numpy(case.clinical[0])[None])
+        regions = regions_of(self.marked, line["patient_id"], line["side"])
         label = line["truth"] if "truth" in line and pd.notna(line["truth"]) else float("nan")
         breast = {"row": row, "patient": line["patient_id"], "side": line["side"], "label": label}
         breast |= {"probability": float(line["probability"])}
         fresh_maps = {v: other[v][0] for v in VIEWS}
-        where = f"row {row}"
-        for scores in score_case(case, own, fresh_maps, attention, regions, cfg.model, problems, where):
-            records.append(breast | scores)
-    return pd.DataFrame(records)
+        own, attention = maps
+        problems, where = self.problems, f"row {row}"
+        for scores in score_case(
+            case, images, own, fresh_maps, attention, regions, cfg.model, problems, where
+        ):
+            self.records.append(breast | scores)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records)
 
 
 def check_maps(
@@ -328,7 +344,8 @@ def check_maps(
     for start in progress(f"checking the maps of {run.dir.name}")(starts, len(starts)):
         chunk = rows[start : start + batch]
         cases = [case_from_row(data.loc[r], []) for r in chunk]
-        x = {v: torch.from_numpy(np.stack([c.images[v] for c in cases]))[:, None] for v in VIEWS}
+        images = [c.read_images() for c in cases]
+        x = {v: torch.from_numpy(np.stack([i[v] for i in images]))[:, None] for v in VIEWS}
         c = torch.from_numpy(clinical[start : start + batch])
         maps = gradcam(net, x[View.CC], x[View.MLO], c)
         fresh_maps = gradcam(fresh, x[View.CC], x[View.MLO], c)
@@ -341,7 +358,8 @@ def check_maps(
             tiles = {v: attention[v][i] for v in VIEWS} if attention is not None else None
             breast = {"row": r + 1, "patient": row["patient_id"], "side": row["side"]}
             breast |= {"label": int(row["label"]), "probability": float(probability[start + i])}
-            for scores in score_case(case, own, other, tiles, regions, cfg.model, problems, f"row {r + 1}"):
+            where = f"row {r + 1}"
+            for scores in score_case(case, images[i], own, other, tiles, regions, cfg.model, problems, where):
                 records.append(breast | scores)
     return pd.DataFrame(records)
 
