@@ -6,7 +6,7 @@ import torch
 from mammofuse.cli import main
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, View
-from mammofuse.explain.explain import case_from_row, case_maps, check_run, select_cases
+from mammofuse.explain.explain import case_from_row, check_run, explain_breast, on_originals, select_cases
 from mammofuse.explain.gradcam import OneView, gradcam
 from mammofuse.models import create_model
 from mammofuse.runs import Run
@@ -17,7 +17,8 @@ class TestGradcam:
         run = Run(trained_master)
         data, encoder, net = run.read_data(), run.read_encoder(), run.read_net()
         case = case_from_row(data.iloc[0], [encoder.transform(data.iloc[[0]])[0]])
-        cams, original, back, attention = case_maps([net], case, voi=True)
+        cams, attention = explain_breast([net], case.read_images(), case.clinical)
+        original, back = on_originals(case, cams, voi=True)
         assert attention is None  # a whole-image model
         for view in VIEWS:
             assert cams[view].shape == case.read_images()[view].shape
@@ -83,7 +84,8 @@ class TestGradcamOnALearnedSignal:
         ratios = []
         for i, row in positives.iterrows():
             case = case_from_row(row, [encoder.transform(data.loc[[i]])[0]])
-            _, original, back, _ = case_maps([net], case, cfg.preprocess.voi == "window")
+            cams, _ = explain_breast([net], case.read_images(), case.clinical)
+            original, back = on_originals(case, cams, cfg.preprocess.voi == "window")
             for view in VIEWS:
                 key = view.value.lower()
                 cam, img = back[view], original[view]

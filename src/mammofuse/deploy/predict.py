@@ -197,12 +197,12 @@ def predict_breasts(
     workers: int = 0,
     cache: Path | None = None,
 ) -> Predicted:
-    """Score `breasts` with the bundle. A breast unlike the training
-    data is flagged in `unlike_training`; with `strict` it is not scored. With labels the rows gain
-    `truth`, `clinical_probability` and the CC image's `manufacturer`. Images are decoded by `workers`
-    processes (0: every core) into the preprocessed cache under `cache` (kept; default: a temporary
-    folder); where a cache is given, `inputs` points into it for each scored row (Grad-CAM reads them back
-    while the folder is there). `progress` makes a progress bar of a description."""
+    """Score `breasts` with the bundle, BATCH breasts at once. A breast unlike the training data is flagged
+    in `unlike_training`; with `strict` it is not scored. With labels the rows gain `truth`,
+    `clinical_probability` and the CC image's `manufacturer`. Images are decoded by `workers` processes (0:
+    every core) into the preprocessed cache under `cache` (kept; default: a temporary folder); where a cache
+    is given, `inputs` points into it for each scored row (Grad-CAM reads them back while the folder is
+    there). `progress` makes a progress bar of a description."""
     bundle = load_bundle(bundle_dir)
     images_cfg, clin_cfg, labels_cfg = breasts.rules(bundle)
     problems = Problems()

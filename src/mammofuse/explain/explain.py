@@ -112,13 +112,6 @@ def on_originals(case: CaseInput, cams: Maps, voi: bool) -> tuple[Maps, Maps]:
     return original, {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
 
 
-def case_maps(nets: list[TwoViewNet], case: CaseInput, voi: bool) -> tuple[Maps, Maps, Maps, Maps | None]:
-    """(Grad-CAM at the preprocessed resolution, original images, Grad-CAM on the original geometry,
-    tile attention of a patch model or None)."""
-    cams, attention = explain_breast(nets, case.read_images(), case.clinical)
-    return cams, *on_originals(case, cams, voi), attention
-
-
 def _outline(regions: list[Region], g: Geometry) -> np.ndarray:
     """Where `regions` lie on an image of geometry `g` (nowhere for none)."""
     mask = region_mask(regions, g)
