@@ -10,7 +10,7 @@ number in the run's data.csv (or the output row of `predict`), never by patient.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,14 +201,13 @@ def explain_cases(
             case, *maps, tile, voi, f"row {row}", out_dir / f"row{row}.png", (regions or {}).get(row)
         )
 
-    steps = [items[i : i + DRAWN_AT_ONCE] for i in range(0, len(items), DRAWN_AT_ONCE)]
-    for step in (
-        progress(f"Grad-CAM overlays, {DRAWN_AT_ONCE} breasts a step")(steps, len(steps))
-        if progress
-        else steps
-    ):
-        for _ in parallel_map(draw_case, [figure(row, case) for row, case in step], workers, chunksize=1):
-            pass
+    def drawn() -> Iterator[None]:  # one step of DRAWN_AT_ONCE breasts after the other
+        for start in range(0, len(items), DRAWN_AT_ONCE):
+            step = [figure(row, case) for row, case in items[start : start + DRAWN_AT_ONCE]]
+            yield from parallel_map(draw_case, step, workers, chunksize=1)
+
+    for _ in progress("Grad-CAM overlays")(drawn(), len(items)) if progress else drawn():
+        pass
     return len(items)
 
 
