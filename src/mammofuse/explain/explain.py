@@ -121,10 +121,11 @@ def _outline(regions: list[Region], g: Geometry) -> np.ndarray:
 @dataclass(frozen=True)
 class CaseFigure:
     """One breast's figure, its maps computed: what `draw_case` needs (in a worker process, where many are
-    drawn). `tile`: a patch model's tile size (0 for a whole-image model); `regions`: the tumours marked on
-    the images, outlined."""
+    drawn). `images`: the preprocessed images, as read for the maps; `tile`: a patch model's tile size (0 for
+    a whole-image model); `regions`: the tumours marked on the images, outlined."""
 
     case: CaseInput
+    images: Maps
     cams: Maps
     attention: Maps | None
     tile: int
@@ -144,7 +145,7 @@ def draw_case(figure: CaseFigure) -> None:
         pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
         marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
     drawn = case_figure(
-        case.read_images(), figure.cams, original, back, figure.title, figure.attention, figure.tile, marked
+        figure.images, figure.cams, original, back, figure.title, figure.attention, figure.tile, marked
     )
     drawn.savefig(figure.path, dpi=100)
 
@@ -165,8 +166,9 @@ def write_case(
 ) -> tuple[Maps, Maps | None]:
     """The case figure of one breast (`draw_case`). Returns the maps drawn (Grad-CAM and a patch model's
     attention, at the model input's resolution)."""
-    cams, attention = explain_breast(nets, case.read_images(), case.clinical)
-    draw_case(CaseFigure(case, cams, attention, tile_size(nets), voi, title, path, regions))
+    images = case.read_images()
+    cams, attention = explain_breast(nets, images, case.clinical)
+    draw_case(CaseFigure(case, images, cams, attention, tile_size(nets), voi, title, path, regions))
     return cams, attention
 
 
@@ -188,7 +190,8 @@ def explain_cases(
     their maps computed here, one breast after another, and seen by `check(row, case, images, maps)`; then
     their figures drawn by `workers` processes (0: every core; reading the originals again and drawing take
     most of the time), one after the other so that neither slows the other. Nothing of a breast is kept
-    once drawn. Returns the number of overlays written."""
+    once drawn, and its preprocessed images are read from the cache once. Returns the number of overlays
+    written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tile, items = tile_size(nets), list(cases.items())
 
@@ -197,9 +200,8 @@ def explain_cases(
         maps = explain_breast(nets, images, case.clinical)
         if check is not None:
             check(row, case, images, maps)
-        return CaseFigure(
-            case, *maps, tile, voi, f"row {row}", out_dir / f"row{row}.png", (regions or {}).get(row)
-        )
+        path, marked = out_dir / f"row{row}.png", (regions or {}).get(row)
+        return CaseFigure(case, images, *maps, tile, voi, f"row {row}", path, marked)
 
     def drawn() -> Iterator[None]:  # one step of DRAWN_AT_ONCE breasts after the other
         for start in range(0, len(items), DRAWN_AT_ONCE):
