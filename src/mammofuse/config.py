@@ -15,10 +15,18 @@ import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mammofuse.registry import BACKBONES
 
@@ -29,6 +37,26 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _known_encoding(value: str) -> str:
+    import codecs
+
+    if value != "auto":
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {value!r} (e.g. 'auto', 'utf-8', 'cp1252', 'shift_jis')"
+            ) from None
+    return value
+
+
+Encoding = Annotated[str, AfterValidator(_known_encoding)]
+ENCODING_HELP = (
+    "the CSV's text encoding: 'auto' (a byte-order mark's, else UTF-8, else Windows-1252 with a warning) "
+    "or a Python codec's name (e.g. 'cp1252', 'shift_jis')"
+)
 
 
 class TableColumns(_Section):
@@ -49,6 +77,7 @@ class ImagesConfig(_Section):
         None, description="image-table CSV (path, patient, side, view) for source='table'"
     )
     table_columns: TableColumns = TableColumns()
+    table_encoding: Encoding = Field("auto", description=ENCODING_HELP)
     side_pattern: str | None = Field(None, description="regex on the relative path with a group 'side'")
     view_pattern: str | None = Field(None, description="regex on the relative path with a group 'view'")
     patient_pattern: str | None = Field(
@@ -144,6 +173,7 @@ class LabelsConfig(_Section):
     """The label CSV: a binary endpoint, or the invasive fraction with a threshold."""
 
     path: Path = Path("labels.csv")
+    encoding: Encoding = Field("auto", description=ENCODING_HELP)
     patient_column: str = "patient_id"
     side_column: str = "side"
     kind: Literal["fraction", "binary"] = Field(
@@ -184,6 +214,7 @@ class ClinicalConfig(_Section):
 
     use: bool = Field(True, description="false: no clinical data; the model is image only")
     path: Path | None = Field(Path("clinical.csv"), description="the clinical CSV ('': none, as use = false)")
+    encoding: Encoding = Field("auto", description=ENCODING_HELP)
     patient_column: str = "patient_id"
     side_column: str = "side"
     numeric: list[str] = ["age", "tumour_size_mm", "ki67"]

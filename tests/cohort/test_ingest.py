@@ -557,6 +557,63 @@ class TestBadInput:
         assert "4 fields, expected 3" in hits.iloc[0]["reason"]
 
 
+class TestSpreadsheetEncodings:
+    """CSVs as spreadsheets save them: Excel's "CSV" on a Western-European Windows (Windows-1252,
+    semicolons, decimal commas), its "Unicode Text" (UTF-16 with a byte-order mark, tabs), a Japanese
+    export (Shift-JIS). Each reads to the breasts and values its UTF-8 copy gives."""
+
+    def french_clinical(self, cohort) -> pd.DataFrame:
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+        clinical["er"] = clinical["er"].replace({"positive": "positivé"})
+        return clinical
+
+    def test_excel_on_western_windows_reads_as_its_utf8_copy_with_a_warning(self, tiny_cohort, capsys):
+        clinical = self.french_clinical(tiny_cohort)
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        _, _, as_utf8, _ = run_ingest(tiny_cohort, capsys)
+        excel = clinical.assign(tumour_size_mm=clinical["tumour_size_mm"].str.replace(".", ","))
+        excel.to_csv(tiny_cohort / "clinical.csv", index=False, sep=";", encoding="cp1252")
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, as_utf8)
+        assert "positivé" in set(manifest["er"])
+        warned = exclusions[exclusions["category"] == "CSV not UTF-8"]
+        first = int((clinical["er"] == "positivé").to_numpy().argmax()) + 2  # the header is line 1
+        assert len(warned) == 1 and warned.iloc[0]["severity"] == "warning"
+        assert f"line {first}, byte 0xe9" in warned.iloc[0]["reason"]
+        assert "read as Windows-1252" in warned.iloc[0]["reason"]
+
+    def test_unicode_text_with_a_byte_order_mark_and_tabs(self, tiny_cohort, capsys):
+        clinical = self.french_clinical(tiny_cohort)
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        _, _, as_utf8, _ = run_ingest(tiny_cohort, capsys)
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False, sep="\t", encoding="utf-16")
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, as_utf8)
+        assert "CSV not UTF-8" not in set(exclusions["category"])
+
+    def test_shift_jis_stops_naming_the_line_and_the_setting_then_reads_with_it(self, tiny_cohort, capsys):
+        _, _, as_utf8, _ = run_ingest(tiny_cohort, capsys)
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels["備考"] = ""
+        labels.loc[3, "備考"] = "乳管内成分あり"  # a note: not a column the cohort reads
+        labels.to_csv(tiny_cohort / "labels.csv", index=False, encoding="shift_jis")
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "Traceback" not in out
+        assert "labels.csv: neither UTF-8 nor Windows-1252" in out and "line 1" in out
+        assert "set labels.encoding" in out
+        edit_config(tiny_cohort, labels={"encoding": "shift_jis"})
+        code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, as_utf8)
+
+    def test_an_encoding_python_does_not_know_is_a_config_error(self, tiny_cohort, capsys):
+        edit_config(tiny_cohort, clinical={"encoding": "utf9"})
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "clinical.encoding" in out and "unknown text encoding 'utf9'" in out
+
+
 class TestFatalProblems:
     def test_missing_label_column_stops_with_a_clear_message(self, tiny_cohort, capsys):
         labels = pd.read_csv(tiny_cohort / "labels.csv").rename(columns={"invasive_fraction": "fraction"})

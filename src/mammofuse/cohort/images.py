@@ -422,7 +422,10 @@ def _scan_tree(
 def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None) -> list[ImageRecord]:
     assert cfg.table is not None
     cols = cfg.table_columns
-    _, rows = read_rows(cfg.table, [cols.path, cols.patient, cols.side, cols.view], problems, "image table")
+    required = [cols.path, cols.patient, cols.side, cols.view]
+    _, rows = read_rows(
+        cfg.table, required, problems, "image table", cfg.table_encoding, "images.table_encoding"
+    )
     records = []
     for row in progress(rows, len(rows)) if progress else rows:
         v = row.values

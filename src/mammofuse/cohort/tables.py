@@ -6,6 +6,7 @@ or label column makes the table unusable and stops the run; a bad row or cell is
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections import defaultdict
@@ -27,16 +28,23 @@ class Row:
     values: dict[str, str]
 
 
-def read_rows(path: Path, required: list[str], problems: Problems, what: str) -> tuple[list[str], list[Row]]:
+def read_rows(
+    path: Path,
+    required: list[str],
+    problems: Problems,
+    what: str,
+    encoding: str = "auto",
+    setting: str | None = None,
+) -> tuple[list[str], list[Row]]:
     """Read a CSV (comma, semicolon or tab separated) as strings, keeping line numbers; malformed rows are
-    recorded and skipped."""
+    recorded and skipped. `encoding` is the file's text encoding, or "auto" (see `decode`); `setting` is
+    the config key that sets it, for messages."""
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
+    text = decode(path, path.read_bytes(), encoding, problems, setting)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
         lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text.partition("\n")[0])))
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
     if not lines:
         raise DataError(f"{path}: {what} is empty (expected a header row with {', '.join(required)})")
@@ -61,6 +69,59 @@ def read_rows(path: Path, required: list[str], problems: Problems, what: str) ->
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
+
+
+BOMS = (  # UTF-32's little-endian mark begins with UTF-16's: longest first
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),  # Excel's "Unicode Text"
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+FALLBACK = "cp1252"  # what Excel's "CSV" writes on a Western-European Windows
+
+
+def decode(path: Path, data: bytes, encoding: str, problems: Problems, setting: str | None) -> str:
+    """A CSV's text. "auto": the encoding its byte-order mark names, else UTF-8, else Windows-1252 (kept
+    with a warning naming the first line that is not UTF-8); another encoding is taken as given. Bytes
+    the encoding cannot read stop the run with the file, the line and what to set."""
+    how = f"set {setting} to the encoding it was saved in" if setting else "save it as UTF-8"
+    if encoding != "auto":
+        try:
+            return data.decode(encoding).removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: not {encoding} text ({_where(data, exc)}): {how} (e.g. 'utf-8', 'cp1252', "
+                "'shift_jis')"
+            ) from None
+    for bom, name in BOMS:
+        if data.startswith(bom):
+            return decode(path, data, name, problems, setting)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        not_utf8 = _where(data, exc)
+    try:
+        text = data.decode(FALLBACK)
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: neither UTF-8 nor Windows-1252 text (UTF-8 fails at {not_utf8}): {how} (e.g. "
+            "'shift_jis', 'gb18030', 'cp1250')"
+        ) from None
+    note = f" (another encoding: set {setting})" if setting else ""
+    problems.warn(
+        "CSV not UTF-8",
+        f"{path}: not UTF-8 ({not_utf8}): read as Windows-1252, what Excel writes on a Western-European "
+        f"Windows{note}",
+        path=str(path),
+    )
+    return text
+
+
+def _where(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Where decoding failed, as a person finds it in the file: the line and the byte."""
+    line = data[: exc.start].count(b"\n") + 1
+    return f"line {line}, byte 0x{data[exc.start]:02x}"
 
 
 def _delimiter(header: str) -> str:
@@ -146,7 +207,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         cfg.column,
         *([cfg.date_column] if cfg.date_column else []),
     ]
-    _, rows = read_rows(cfg.path, columns, problems, "label CSV")
+    _, rows = read_rows(cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding")
     out = Labels()
     for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
         raw = row.values[cfg.column]
@@ -223,7 +284,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     """Clinical features per breast; invalid cells are recorded and become missing (NA policy decides)."""
     if cfg.path is None:
         return None
-    header, rows = read_rows(cfg.path, [cfg.patient_column, cfg.side_column], problems, "clinical CSV")
+    required = [cfg.patient_column, cfg.side_column]
+    header, rows = read_rows(cfg.path, required, problems, "clinical CSV", cfg.encoding, "clinical.encoding")
     written = header
     # feature -> the file's name for it
     as_written = {new: old for old, new in cfg.rename.items() if old in header and old != new}
