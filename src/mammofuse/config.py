@@ -53,6 +53,10 @@ def _known_encoding(value: str) -> str:
 
 
 Encoding = Annotated[str, AfterValidator(_known_encoding)]
+ID_WIDTH_HELP = (
+    "pad an all-digit patient ID with leading zeros to this many digits, as the images write it (a "
+    "spreadsheet that took the IDs for numbers dropped them: 123 -> 00000123); 0: as written"
+)
 ENCODING_HELP = (
     "the CSV's text encoding: 'auto' (a byte-order mark's, else UTF-8, else Windows-1252 with a warning) "
     "or a Python codec's name (e.g. 'cp1252', 'shift_jis')"
@@ -175,6 +179,7 @@ class LabelsConfig(_Section):
     path: Path = Path("labels.csv")
     encoding: Encoding = Field("auto", description=ENCODING_HELP)
     patient_column: str = "patient_id"
+    patient_id_width: int = Field(0, ge=0, le=64, description=ID_WIDTH_HELP)
     side_column: str = "side"
     kind: Literal["fraction", "binary"] = Field(
         "fraction", description="'fraction': invasive fraction in %; 'binary': a 0/1 column"
@@ -216,6 +221,7 @@ class ClinicalConfig(_Section):
     path: Path | None = Field(Path("clinical.csv"), description="the clinical CSV ('': none, as use = false)")
     encoding: Encoding = Field("auto", description=ENCODING_HELP)
     patient_column: str = "patient_id"
+    patient_id_width: int = Field(0, ge=0, le=64, description=ID_WIDTH_HELP)
     side_column: str = "side"
     numeric: list[str] = ["age", "tumour_size_mm", "ki67"]
     categorical: list[str] = ["grade", "er", "pr", "her2", "density"]

@@ -614,6 +614,44 @@ class TestSpreadsheetEncodings:
         assert code == 2 and "clinical.encoding" in out and "unknown text encoding 'utf9'" in out
 
 
+class TestSpreadsheetIds:
+    """A hospital's all-digit patient IDs (00001), which a spreadsheet took for numbers (1)."""
+
+    @pytest.fixture
+    def digit_ids(self, tiny_cohort, capsys):
+        """The patient IDs 5 digits with leading zeros, in the headers and the CSVs; the manifest that
+        gives."""
+        for path in (tiny_cohort / "dicom").rglob("*.dcm"):
+            edit_dicom(path, lambda ds: setattr(ds, "PatientID", ds.PatientID.removeprefix("MF")))
+        for name in ("labels.csv", "clinical.csv"):
+            table = pd.read_csv(tiny_cohort / name, dtype=str)
+            table["patient_id"] = table["patient_id"].str.removeprefix("MF")
+            table.to_csv(tiny_cohort / name, index=False)
+        code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and manifest["patient_id"].str.fullmatch(r"0\d{4}").all(), out
+        return manifest
+
+    def test_ids_without_their_zeros_are_named_with_the_setting_that_puts_them_back(
+        self, tiny_cohort, digit_ids, capsys
+    ):
+        for name in ("labels.csv", "clinical.csv"):
+            table = pd.read_csv(tiny_cohort / name, dtype=str)
+            table["patient_id"] = table["patient_id"].astype(int)  # what Excel saves
+            table.to_csv(tiny_cohort / name, index=False)
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "no breast is left" in out
+        exclusions = pd.read_csv(tiny_cohort / "work" / "exclusions.csv", dtype=str)
+        warned = exclusions[exclusions["category"] == "patient IDs without leading zeros"]
+        assert list(warned["path"].map(lambda p: Path(p).name)) == ["labels.csv", "clinical.csv"]
+        patients = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)["patient_id"].nunique()
+        assert f"labels.csv: {patients} patient IDs" in out and "set labels.patient_id_width = 5" in out
+        edit_config(tiny_cohort, labels={"patient_id_width": 5}, clinical={"patient_id_width": 5})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, digit_ids)
+        assert "patient IDs without leading zeros" not in set(exclusions["category"])
+
+
 class TestFatalProblems:
     def test_missing_label_column_stops_with_a_clear_message(self, tiny_cohort, capsys):
         labels = pd.read_csv(tiny_cohort / "labels.csv").rename(columns={"invasive_fraction": "fraction"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -103,10 +104,38 @@ def ingest(
                 continue
             row.update(clinical.values[key])
         rows.append(row)
+    imaged = {pid for pid, _ in pairs}
+    lost_zeros("labels", cfg.labels.path, {pid for pid, _ in labels.raw}, imaged, problems)
+    if clinical is not None and cfg.clinical.path is not None:
+        lost_zeros("clinical", cfg.clinical.path, {pid for pid, _ in clinical.values}, imaged, problems)
     paths = [v.column("path") for v in VIEWS]
     dated = [LABEL_DATE] if cfg.labels.date_column else []
     columns = [*KEY_COLUMNS, *paths, "label", *dated, *IMAGE_COLUMNS, *numeric, *categorical]
     return IngestResult(pd.DataFrame(rows, columns=columns), problems, numeric, categorical)
+
+
+def lost_zeros(section: str, path: Path, written: set[str], imaged: set[str], problems: Problems) -> None:
+    """Warn where a CSV's all-digit patient IDs name no imaged patient as written but do with the images'
+    leading zeros put back: a spreadsheet took the IDs for numbers. Says what puts them back."""
+    digits = {pid for pid in imaged if pid.isascii() and pid.isdigit()}
+    zeros = {pid.lstrip("0"): pid for pid in digits if pid.startswith("0")}
+    found = {pid: zeros[pid] for pid in sorted(written - imaged) if pid in zeros}
+    if not found:
+        return
+    widths = {len(pid) for pid in digits}
+    fix = (
+        f"set {section}.patient_id_width = {widths.pop()}"
+        if len(widths) == 1
+        else "the images' IDs have different lengths: save the CSV with its ID column as text"
+    )
+    short, full = next(iter(found.items()))
+    problems.warn(
+        "patient IDs without leading zeros",
+        f"{path.name}: {len(found)} patient IDs name no imaged patient as written but do with leading "
+        f"zeros put back (e.g. {short!r} is {full!r} in the images), as a spreadsheet that took the IDs for "
+        f"numbers writes them: {fix}",
+        path=str(path),
+    )
 
 
 def write_outputs(result: IngestResult, cfg: Config, work: Work) -> None:

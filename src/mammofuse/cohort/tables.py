@@ -130,13 +130,20 @@ def _delimiter(header: str) -> str:
     return max([",", ";", "\t"], key=header.count)  # a tie (a one-column header) is ','
 
 
+def with_zeros(pid: str, width: int) -> str:
+    """An all-digit patient ID padded with leading zeros to `width` digits (0: as written): what a
+    spreadsheet that took the ID for a number dropped."""
+    return pid.zfill(width) if width and pid.isascii() and pid.isdigit() else pid
+
+
 def _keyed(
-    rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems
+    rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems, width: int
 ) -> dict[BreastKey, Row]:
-    """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out."""
+    """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out. `width`:
+    all-digit IDs padded with leading zeros to that many digits."""
     by_key: dict[BreastKey, list[Row]] = defaultdict(list)
     for row in rows:
-        pid, raw_side = row.values[patient_col], row.values[side_col]
+        pid, raw_side = with_zeros(row.values[patient_col], width), row.values[side_col]
         side = parse_side(raw_side)
         if not pid:
             problems.add(
@@ -209,7 +216,8 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     ]
     _, rows = read_rows(cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding")
     out = Labels()
-    for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
+    keyed = _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width)
+    for key, row in keyed.items():
         raw = row.values[cfg.column]
         out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
         where = f"{cfg.path.name} line {row.line}, column '{cfg.column}'"
@@ -307,7 +315,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
             path=str(cfg.path),
         )
     out = Clinical([c for c in cfg.numeric if c in present], [c for c in cfg.categorical if c in present])
-    for key, row in _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems).items():
+    keyed = _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width)
+    for key, row in keyed.items():
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:
             raw = row.values[col]
