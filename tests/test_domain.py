@@ -11,11 +11,15 @@ from mammofuse.domain import (
 
 
 class TestParseSide:
-    @pytest.mark.parametrize("text", ["L", "LEFT", "Lt", "left", " l ", "Left."])
+    @pytest.mark.parametrize(
+        "text", ["L", "LEFT", "Lt", "left", " l ", "Left.", "links", "li.", "gauche", "izq", "sx", "左"]
+    )
     def test_left_spellings_are_left(self, text):
         assert parse_side(text) is Side.LEFT
 
-    @pytest.mark.parametrize("text", ["R", "RIGHT", "Rt", "right"])
+    @pytest.mark.parametrize(
+        "text", ["R", "RIGHT", "Rt", "right", "rechts", "Re.", "droite", "der", "dx", "右"]
+    )
     def test_right_spellings_are_right(self, text):
         assert parse_side(text) is Side.RIGHT
 

@@ -187,8 +187,8 @@ class LabelsConfig(_Section):
     column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
     date_column: str | None = Field(
         None,
-        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD or DD.MM.YYYY) for "
-        "images.exam_policy = 'before_label_date'",
+        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY or DD/MM/YYYY) "
+        "for images.exam_policy = 'before_label_date'",
     )
     threshold: float = Field(
         75.0,

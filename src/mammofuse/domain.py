@@ -27,10 +27,10 @@ class View(StrEnum):
 VIEWS: tuple[View, ...] = (View.CC, View.MLO)
 LABEL_DATE = "label_date"  # a breast's label date (labels.date_column, YYYYMMDD) in the work folder's tables
 
-_SIDE_SPELLINGS = {
-    Side.LEFT: {"l", "left", "lt", "lft", "links", "g", "gauche", "sin", "sinister"},
-    Side.RIGHT: {"r", "right", "rt", "rgt", "rechts", "d", "droite", "dex", "dexter"},
-}
+# English; German and Dutch (li, re); French; Spanish; Italian (sx, dx); Portuguese; Latin; Japanese, Chinese
+_LEFT = "l left lt lft links li g gauche izquierda izq sinistra sx esquerda esq sin sinister 左"
+_RIGHT = "r right rt rgt rechts re d droite derecha der destra dx direita dir dex dexter 右"
+_SIDE_SPELLINGS = {Side.LEFT: set(_LEFT.split(" ")), Side.RIGHT: set(_RIGHT.split(" "))}
 
 # ViewPosition values (PS3.3 C.8.11.7 defined terms) and the words exports use in free text.
 _VIEW_SPELLINGS = {

@@ -2,6 +2,7 @@ import re
 import shutil
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pydicom
 import pytest
@@ -208,9 +209,12 @@ class TestRealExportShapes:
             code, out, manifests[site], _ = run_ingest(cohort, capsys)
             assert code == 0, out
         b = tmp_path / "b"
-        header = (b / "clinical.csv").read_text().splitlines()[0]
+        clinical, labels = (b / "clinical.csv").read_bytes(), (b / "labels.csv").read_text()
+        with pytest.raises(UnicodeDecodeError):
+            clinical.decode()  # Windows-1252, as Excel saves it there: not UTF-8
+        clinical = clinical.decode("cp1252")
+        header = clinical.splitlines()[0]
         assert header.split(";") == list(SITE_B_CLINICAL.values())  # ';'-separated, its own names
-        clinical, labels = (b / "clinical.csv").read_text(), (b / "labels.csv").read_text()
         assert (
             re.search(r";\d+,\d;", clinical) and ";G2;" in clinical and ";pos;" in clinical
         )  # its own codes
@@ -557,10 +561,10 @@ class TestBadInput:
         assert "4 fields, expected 3" in hits.iloc[0]["reason"]
 
 
-class TestSpreadsheetEncodings:
-    """CSVs as spreadsheets save them: Excel's "CSV" on a Western-European Windows (Windows-1252,
-    semicolons, decimal commas), its "Unicode Text" (UTF-16 with a byte-order mark, tabs), a Japanese
-    export (Shift-JIS). Each reads to the breasts and values its UTF-8 copy gives."""
+class TestAsSpreadsheetsSaveThem:
+    """CSVs as spreadsheets save them: percent signs; Excel's "CSV" on a Western-European Windows
+    (Windows-1252, semicolons, decimal commas), its "Unicode Text" (UTF-16 with a byte-order mark, tabs), a
+    Japanese export (Shift-JIS). Each reads to the breasts and values its UTF-8 copy gives."""
 
     def french_clinical(self, cohort) -> pd.DataFrame:
         clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
@@ -608,6 +612,48 @@ class TestSpreadsheetEncodings:
         assert code == 0, out
         pd.testing.assert_frame_equal(manifest, as_utf8)
 
+    def test_percent_signs_of_cells_formatted_as_percentages(self, tiny_cohort, capsys):
+        _, _, plain, _ = run_ingest(tiny_cohort, capsys)
+        for name, column in (("labels.csv", "invasive_fraction"), ("clinical.csv", "ki67")):
+            table = pd.read_csv(tiny_cohort / name, dtype=str)
+            table[column] = table[column].where(table[column].isna(), table[column] + " %")
+            table.to_csv(tiny_cohort / name, index=False)
+        for scale in ("percent", "fraction"):  # a percent sign says the scale whatever labels.scale says
+            edit_config(tiny_cohort, labels={"scale": scale})
+            code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+            assert code == 0, out
+            pd.testing.assert_frame_equal(manifest, plain)
+
+    def test_excel_workbooks_read_as_their_csvs(self, tiny_cohort, capsys):
+        """Numbers as numbers (the fraction a percentage cell), IDs and codes as text, gaps empty."""
+        _, _, plain, _ = run_ingest(tiny_cohort, capsys)
+        for name, numeric in (
+            ("labels", ["invasive_fraction"]),
+            ("clinical", ["age", "tumour_size_mm", "ki67"]),
+        ):
+            table = pd.read_csv(tiny_cohort / f"{name}.csv", dtype=str)
+            book = openpyxl.Workbook()
+            sheet = book.active
+            sheet.append(list(table.columns))
+            for values in table.itertuples(index=False):
+                cells = [
+                    None if pd.isna(v) else float(v) if c in numeric else v for c, v in zip(table, values)
+                ]
+                if name == "labels" and cells[2] is not None:
+                    cells[2] /= 100  # 45 % as Excel stores a percentage
+                sheet.append(cells)
+                if name == "labels":
+                    sheet.cell(sheet.max_row, 3).number_format = "0%"
+            book.save(tiny_cohort / f"{name}.xlsx")
+        edit_config(tiny_cohort, labels={"path": "labels.xlsx"}, clinical={"path": "clinical.xlsx"})
+        code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, plain)
+        (tiny_cohort / "labels.xls").write_bytes(b"\xd0\xcf\x11\xe0")  # an old binary workbook
+        edit_config(tiny_cohort, labels={"path": "labels.xls"})
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "labels.xls: an Excel 97-2003 workbook: save it as .xlsx" in out
+
     def test_an_encoding_python_does_not_know_is_a_config_error(self, tiny_cohort, capsys):
         edit_config(tiny_cohort, clinical={"encoding": "utf9"})
         code, out, _, _ = run_ingest(tiny_cohort, capsys)
@@ -650,6 +696,15 @@ class TestSpreadsheetIds:
         assert code == 0, out
         pd.testing.assert_frame_equal(manifest, digit_ids)
         assert "patient IDs without leading zeros" not in set(exclusions["category"])
+
+    def test_a_long_id_rounded_to_scientific_notation_is_named_as_such(self, tiny_cohort, capsys):
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels.loc[1, "patient_id"] = "1.23457E+15"  # 1234567890123456 as Excel shows and saves it
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        code, out, _, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        rounded = exclusions[exclusions["reason"].str.contains("scientific notation")]
+        assert len(rounded) == 1 and "labels.csv line 3, column 'patient_id'" in rounded.iloc[0]["reason"]
 
 
 class TestFatalProblems:
@@ -810,10 +865,14 @@ class TestSeveralExams:
         other = exclusions[exclusions["category"] == "other exam"]
         assert len(other) == 2 and f"(images.exam_policy = '{policy}')" in other.iloc[0]["reason"]
 
-    def test_the_latest_exam_before_the_label_date(self, two_exams, capsys):
+    # as exports write it; the last two as a spreadsheet writes a date-time cell
+    @pytest.mark.parametrize(
+        "written", ["2024-06-30", "30.06.2024", "2024-06-30 00:00:00", "30/06/2024 14:05"]
+    )
+    def test_the_latest_exam_before_the_label_date(self, two_exams, capsys, written):
         cohort, row, prior = two_exams
         labels = pd.read_csv(cohort / "labels.csv", dtype=str)
-        labels["surgery_date"] = "2024-06-30"  # after the prior exam, before the later one
+        labels["surgery_date"] = written  # after the prior exam, before the later one
         labels.to_csv(cohort / "labels.csv", index=False)
         edit_config(
             cohort, images={"exam_policy": "before_label_date"}, labels={"date_column": "surgery_date"}

@@ -53,15 +53,15 @@ NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
 MANUFACTURER = {"a": "mammofuse synthetic", "b": "mammofuse synthetic B"}
 # Site B, another hospital: its own scanner (a brighter tone curve), its own export conventions (other
-# column names and codes, `;`-separated CSVs with decimal commas, the invasive fraction as 0-1) and a
-# cohort.toml that reads them. The same seed gives the same breasts at either site: only the scanner and the
-# files differ.
+# column names and codes, `;`-separated Windows-1252 CSVs with decimal commas, as Excel saves them there,
+# the invasive fraction as 0-1) and a cohort.toml that reads them. The same seed gives the same breasts at
+# either site: only the scanner and the files differ.
 SITE_B_GAMMA = 0.8
 SITE_B_CLINICAL = {
     "patient_id": "MRN",
     "side": "Laterality",
     "age": "Age (years)",
-    "tumour_size_mm": "Tumour size (mm)",
+    "tumour_size_mm": "Tumour Ø (mm)",  # not ASCII: the file's encoding matters
     "ki67": "Ki-67 (%)",
     "grade": "Grade",
     "er": "ER status",
@@ -75,6 +75,7 @@ SITE_B_CODES = {
     "density": {d.upper(): d for d in "abcd"},
 }
 SITE_B_LABEL = "Invasive share"
+SITE_B_ENCODING = "cp1252"
 
 
 @dataclass(frozen=True)
@@ -412,7 +413,8 @@ def _remove_previous(dicom: Path) -> None:
 
 
 def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path) -> None:
-    """Site B's label and clinical CSVs: its own column names and codes, `;`-separated, decimal commas."""
+    """Site B's label and clinical CSVs: its own column names and codes, `;`-separated, decimal commas,
+    Windows-1252."""
     coded = clinical.copy()
     coded["side"] = clinical["side"].str[0].str.upper()
     for column, codes in SITE_B_CODES.items():
@@ -421,12 +423,12 @@ def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path
     for column in NUMERIC:  # decimal commas
         coded[column] = [None if v is None else str(v).replace(".", ",") for v in clinical[column]]
     coded = coded.rename(columns=SITE_B_CLINICAL)
-    coded.to_csv(out / "clinical.csv", index=False, sep=";")
+    coded.to_csv(out / "clinical.csv", index=False, sep=";", encoding=SITE_B_ENCODING)
     share = labels.assign(side=coded["Laterality"], share=labels["invasive_fraction"] / 100)
     share = share[["patient_id", "side", "share"]].rename(
         columns={"patient_id": "MRN", "side": "Laterality", "share": SITE_B_LABEL}
     )
-    share.to_csv(out / "labels.csv", index=False, sep=";", decimal=",")
+    share.to_csv(out / "labels.csv", index=False, sep=";", decimal=",", encoding=SITE_B_ENCODING)
 
 
 def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
@@ -442,7 +444,11 @@ def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
         preprocess=PreprocessConfig(size=size),
     )
     if site == "b":
-        key = {"patient_column": SITE_B_CLINICAL["patient_id"], "side_column": SITE_B_CLINICAL["side"]}
+        key = {
+            "patient_column": SITE_B_CLINICAL["patient_id"],
+            "side_column": SITE_B_CLINICAL["side"],
+            "encoding": SITE_B_ENCODING,
+        }
         features = {k: v for k, v in SITE_B_CLINICAL.items() if k in NUMERIC + CATEGORICAL}
         config.description = (
             "A synthetic cohort written by `mammofuse synth --site b`: another hospital's scanner and export "

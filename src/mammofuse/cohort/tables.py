@@ -9,9 +9,10 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from mammofuse.config import ClinicalConfig, LabelsConfig
@@ -36,16 +37,22 @@ def read_rows(
     encoding: str = "auto",
     setting: str | None = None,
 ) -> tuple[list[str], list[Row]]:
-    """Read a CSV (comma, semicolon or tab separated) as strings, keeping line numbers; malformed rows are
-    recorded and skipped. `encoding` is the file's text encoding, or "auto" (see `decode`); `setting` is
-    the config key that sets it, for messages."""
+    """Read a CSV (comma, semicolon or tab separated) or an Excel workbook's first sheet (.xlsx, .xlsm) as
+    strings, keeping line numbers (a sheet's row numbers); malformed rows are recorded and skipped.
+    `encoding` is a CSV's text encoding, or "auto" (see `decode`); `setting` is the config key that sets
+    it, for messages."""
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
-    text = decode(path, path.read_bytes(), encoding, problems, setting)
-    try:
-        lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text.partition("\n")[0])))
-    except csv.Error as exc:
-        raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
+    if path.suffix.lower() == ".xls":
+        raise DataError(f"{path}: an Excel 97-2003 workbook: save it as .xlsx (or CSV) to read it")
+    if path.suffix.lower() in EXCEL:
+        lines = _sheet_lines(path)
+    else:
+        text = decode(path, path.read_bytes(), encoding, problems, setting)
+        try:
+            lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text.partition("\n")[0])))
+        except csv.Error as exc:
+            raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
     if not lines:
         raise DataError(f"{path}: {what} is empty (expected a header row with {', '.join(required)})")
     header = [h.strip() for h in lines[0]]
@@ -69,6 +76,55 @@ def read_rows(
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
+
+
+EXCEL = (".xlsx", ".xlsm")
+
+
+def _sheet_lines(path: Path) -> list[list[str]]:
+    """The first sheet of an Excel workbook as a CSV's lines, one per sheet row: each cell as the text a
+    person reads in it (see `_cell_text`), each row as wide as the header (empty cells past it dropped)."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException: not a workbook
+        raise DataError(
+            f"{path}: cannot be read as an Excel workbook ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        lines = [
+            [_cell_text(cell.value, getattr(cell, "number_format", "")) for cell in row]
+            for row in book.worksheets[0].iter_rows()
+        ]
+    finally:
+        book.close()
+    width = len(lines[0]) if lines else 0
+    while width and not lines[0][width - 1]:
+        width -= 1
+    for cells in lines:
+        cells.extend([""] * (width - len(cells)))
+        while len(cells) > width and not cells[-1]:
+            cells.pop()
+    return lines
+
+
+def _cell_text(value: object, number_format: str) -> str:
+    """A cell as text: an integral number without ".0" (an ID 123, not 123.0), a cell formatted as a
+    percentage with its sign (0.45 is "45 %"), a date as YYYY-MM-DD (a time after it)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        if "%" in number_format:
+            return f"{round(value * 100, 10):g} %"
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
 
 
 BOMS = (  # UTF-32's little-endian mark begins with UTF-16's: longest first
@@ -130,6 +186,9 @@ def _delimiter(header: str) -> str:
     return max([",", ";", "\t"], key=header.count)  # a tie (a one-column header) is ','
 
 
+ROUNDED_ID = re.compile(r"\d(?:[.,]\d+)?E\+\d+", re.IGNORECASE)  # 1.23457E+15: Excel's long numbers
+
+
 def with_zeros(pid: str, width: int) -> str:
     """An all-digit patient ID padded with leading zeros to `width` digits (0: as written): what a
     spreadsheet that took the ID for a number dropped."""
@@ -149,6 +208,14 @@ def _keyed(
             problems.add(
                 "invalid row",
                 f"{path.name} line {row.line}, column '{patient_col}': empty patient ID",
+                path=str(path),
+            )
+        elif ROUNDED_ID.fullmatch(pid):
+            problems.add(
+                "invalid row",
+                f"{path.name} line {row.line}, column '{patient_col}': patient ID {pid!r} is a number in "
+                "scientific notation: a spreadsheet took a long ID for a number and rounded it, so it names "
+                "no one (save the CSV again with the ID column as text)",
                 path=str(path),
             )
         elif side is None:
@@ -188,11 +255,16 @@ def parse_number(text: str) -> float | None:
     return value if value == value else None  # NaN is not a number here
 
 
+DATE_FORMS = "YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY or DD/MM/YYYY"
+
+
 def parse_date(text: str) -> str | None:
-    """A date as exports write it, as YYYYMMDD (DICOM's DA); None when it is not one."""
+    """A date as exports write it (DATE_FORMS; a time of day after it, as a spreadsheet's date-time cell
+    writes it, is ignored), as YYYYMMDD (DICOM's DA); None when it is not one."""
+    day = text.strip().replace("T", " ").partition(" ")[0]
     for form in ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y", "%d/%m/%Y"):
         try:
-            return datetime.strptime(text.strip(), form).strftime("%Y%m%d")
+            return datetime.strptime(day, form).strftime("%Y%m%d")
         except ValueError:
             continue
     return None
@@ -228,7 +300,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
                 problems.add(
                     "invalid date",
                     f"{cfg.path.name} line {row.line}, column '{cfg.date_column}': "
-                    f"{row.values[cfg.date_column]!r} is not a date (YYYY-MM-DD, YYYYMMDD or DD.MM.YYYY)",
+                    f"{row.values[cfg.date_column]!r} is not a date ({DATE_FORMS})",
                     **ids,
                 )
                 continue
@@ -239,6 +311,9 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         value = parse_number(raw)
         if cfg.kind == "fraction":
             top = 100 if cfg.scale == "percent" else 1
+            percent = parse_number(raw.removesuffix("%")) if raw.endswith("%") else None
+            if percent is not None:  # "45 %", as a spreadsheet writes a cell formatted as a percentage
+                value = percent * top / 100
             if value is None or not 0 <= value <= top:
                 problems.add(
                     "invalid label",
@@ -326,7 +401,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 values[col] = None
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
-                values[col] = parse_number(raw)
+                values[col] = parse_number(raw.removesuffix("%"))  # Ki-67 "20 %" is 20
                 if values[col] is None:
                     reason = f"{where}: {raw!r} is not a number"
                     out.na_reason.setdefault(key, reason)
