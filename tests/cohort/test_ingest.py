@@ -197,6 +197,22 @@ class TestRealExportShapes:
         assert "images.csv line 2, column 'view': view 'ML' is neither CC nor MLO" in out
         assert "images.csv line 3: " in out and "nowhere.dcm does not exist" in out
 
+    def test_an_image_table_written_on_windows(self, tmp_path, capsys):
+        from mammofuse.cohort.synth import SynthOptions, synthesize
+
+        cohort = tmp_path / "rsna"
+        synthesize(cohort, SynthOptions(breasts=3, seed=9, image_size=(64, 48), workers=1, na_fraction=0.0))
+        rsna_shaped(cohort)
+        _, _, expected, _ = run_ingest(cohort, capsys)
+        table = pd.read_csv(cohort / "images.csv")
+        table["image"] = table["image"].str.replace("/", "\\")  # S00001\IMG_1.dcm
+        table.loc[0, "image"] = "D:\\export\\" + table.loc[0, "image"]
+        table.to_csv(cohort / "images.csv", index=False)
+        code, out, manifest, exclusions = run_ingest(cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, expected.iloc[1:].reset_index(drop=True))
+        assert "images.csv line 2: D:\\export\\" in out and "a Windows path with a drive" in out
+
     def test_another_sites_export_read_with_its_own_cohort_config_gives_the_same_breasts(
         self, tmp_path, capsys
     ):

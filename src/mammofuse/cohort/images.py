@@ -13,7 +13,7 @@ import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import pydicom
 from pydicom import uid
@@ -430,7 +430,17 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
     for row in progress(rows, len(rows)) if progress else rows:
         v = row.values
         where = f"{cfg.table.name} line {row.line}"
-        path = Path(v[cols.path])
+        path = _table_path(v[cols.path])
+        if path is None:
+            problems.add(
+                "file not found",
+                f"{where}: {v[cols.path]} is a Windows path with a drive, which this machine cannot open: "
+                f"write the table's paths relative to images.root ({cfg.root})",
+                patient_id=v[cols.patient],
+                side=v[cols.side],
+                path=v[cols.path],
+            )
+            continue
         path = path if path.is_absolute() else cfg.root / path
         if not cfg.allow_outside_root and not path.resolve().is_relative_to(cfg.root.resolve()):
             problems.add(
@@ -474,6 +484,18 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
             continue
         records.append(ImageRecord.of(path, v[cols.patient], side, view, ds))
     return records
+
+
+def _table_path(written: str) -> Path | None:
+    """An image table's path as this machine opens it: a table written on Windows (dicom\\S1\\a.dcm) has
+    its backslashes read as folders; None for a Windows path with a drive (D:\\export\\a.dcm) or a share
+    (\\\\server\\share), which only that machine knows."""
+    if os.name == "nt":
+        return Path(written)
+    windows = PureWindowsPath(written)
+    if windows.drive:
+        return None
+    return Path(windows.as_posix()) if "\\" in written else Path(written)
 
 
 def _header_disagrees(ds: Dataset, patient: str, side: Side, view: View, cfg: ImagesConfig) -> str | None:
