@@ -187,8 +187,14 @@ class LabelsConfig(_Section):
     column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
     date_column: str | None = Field(
         None,
-        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY or DD/MM/YYYY) "
+        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY or "
+        "MM/DD/YYYY, see date_order) "
         "for images.exam_policy = 'before_label_date'",
+    )
+    date_order: Literal["auto", "day_first", "month_first"] = Field(
+        "auto",
+        description="how date_column's slashed dates are written: 'day_first' (25/03/2024), 'month_first' "
+        "(03/25/2024, US exports), or 'auto': as a date whose day is over 12 shows",
     )
     threshold: float = Field(
         75.0,

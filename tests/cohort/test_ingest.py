@@ -881,9 +881,9 @@ class TestSeveralExams:
         other = exclusions[exclusions["category"] == "other exam"]
         assert len(other) == 2 and f"(images.exam_policy = '{policy}')" in other.iloc[0]["reason"]
 
-    # as exports write it; the last two as a spreadsheet writes a date-time cell
+    # as exports write it (a US one month first), and as a spreadsheet writes a date-time cell
     @pytest.mark.parametrize(
-        "written", ["2024-06-30", "30.06.2024", "2024-06-30 00:00:00", "30/06/2024 14:05"]
+        "written", ["2024-06-30", "30.06.2024", "06/30/2024", "2024-06-30 00:00:00", "30/06/2024 14:05"]
     )
     def test_the_latest_exam_before_the_label_date(self, two_exams, capsys, written):
         cohort, row, prior = two_exams
@@ -900,6 +900,29 @@ class TestSeveralExams:
         late = exclusions[exclusions["category"] == "no exam before the label date"]
         assert "no dated exam on or before 20240630" in late.iloc[0]["reason"]
         assert len(set(zip(late["patient_id"], late["side"]))) == len(truth(cohort)) - 1  # all the others
+
+    def test_slashed_dates_that_could_be_either_order_stop_until_the_order_is_set(self, two_exams, capsys):
+        cohort, _, prior = two_exams
+        labels = pd.read_csv(cohort / "labels.csv", dtype=str)
+        labels["surgery_date"] = "06/05/2024"  # 6 May or June 5: either lies between the two exams
+        labels.to_csv(cohort / "labels.csv", index=False)
+        edit_config(
+            cohort, images={"exam_policy": "before_label_date"}, labels={"date_column": "surgery_date"}
+        )
+        code, out, _, _ = run_ingest(cohort, capsys)
+        assert code == 2 and "labels.csv, column 'surgery_date': in every slashed date (06/05/2024" in out
+        assert "set labels.date_order" in out
+        for order, read in (("day_first", "20240506"), ("month_first", "20240605")):
+            edit_config(cohort, labels={"date_order": order})
+            code, out, manifest, _ = run_ingest(cohort, capsys)
+            assert code == 0, out
+            assert list(manifest["cc_path"]) == [prior["cc"]]
+            assert manifest["label_date"].astype(str).tolist() == [read]
+        labels.loc[:1, "surgery_date"] = ["25/03/2024", "03/25/2024"]  # two orders in one column
+        labels.to_csv(cohort / "labels.csv", index=False)
+        edit_config(cohort, labels={"date_order": "auto"})
+        code, out, _, _ = run_ingest(cohort, capsys)
+        assert code == 2 and "25/03/2024 puts the day first, 03/25/2024 the month" in out
 
     def test_before_label_date_without_a_date_column_is_a_config_error(self, tiny_cohort, capsys):
         edit_config(tiny_cohort, images={"exam_policy": "before_label_date"})

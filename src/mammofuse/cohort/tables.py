@@ -255,16 +255,23 @@ def parse_number(text: str) -> float | None:
     return value if value == value else None  # NaN is not a number here
 
 
-DATE_FORMS = "YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY or DD/MM/YYYY"
+DATE_FORMS = "YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY or MM/DD/YYYY"
+SLASHED = re.compile(r"(\d{1,2})/(\d{1,2})/\d{4}")
 
 
-def parse_date(text: str) -> str | None:
-    """A date as exports write it (DATE_FORMS; a time of day after it, as a spreadsheet's date-time cell
-    writes it, is ignored), as YYYYMMDD (DICOM's DA); None when it is not one."""
-    day = text.strip().replace("T", " ").partition(" ")[0]
-    for form in ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y", "%d/%m/%Y"):
+def _day(text: str) -> str:
+    """The date part of a cell (a time of day after it, as a spreadsheet's date-time cell writes it, is
+    ignored)."""
+    return text.strip().replace("T", " ").partition(" ")[0]
+
+
+def parse_date(text: str, month_first: bool = False) -> str | None:
+    """A date as exports write it (DATE_FORMS: a slashed date day first unless `month_first`), as
+    YYYYMMDD (DICOM's DA); None when it is not one."""
+    slashed = "%m/%d/%Y" if month_first else "%d/%m/%Y"
+    for form in ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y", slashed):
         try:
-            return datetime.strptime(day, form).strftime("%Y%m%d")
+            return datetime.strptime(_day(text), form).strftime("%Y%m%d")
         except ValueError:
             continue
     return None
@@ -289,13 +296,16 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     _, rows = read_rows(cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding")
     out = Labels()
     keyed = _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width)
+    month_first = (
+        _month_first(cfg, [row.values[cfg.date_column] for row in rows]) if cfg.date_column else False
+    )
     for key, row in keyed.items():
         raw = row.values[cfg.column]
         out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
         where = f"{cfg.path.name} line {row.line}, column '{cfg.column}'"
         ids = {"patient_id": key[0], "side": key[1].value, "path": str(cfg.path)}
         if cfg.date_column:
-            date = parse_date(row.values[cfg.date_column])
+            date = parse_date(row.values[cfg.date_column], month_first)
             if date is None:
                 problems.add(
                     "invalid date",
@@ -334,6 +344,29 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             out.label[key] = int(value)
     _check_scale(cfg, out)
     return out
+
+
+def _month_first(cfg: LabelsConfig, written: list[str]) -> bool:
+    """Whether the date column's slashed dates (03/04/2024) put the month first: as labels.date_order says,
+    or ("auto") as a date with a first number over 12 (day first: 25/03/2024) or a second one over 12
+    (month first: 03/25/2024) shows. A column that shows both, or neither, stops the run: read the wrong
+    way, every date would move."""
+    if cfg.date_order != "auto":
+        return cfg.date_order == "month_first"
+    slashed = [m for m in (SLASHED.fullmatch(_day(text)) for text in written) if m]
+    day_first = next((m[0] for m in slashed if int(m[1]) > 12), None)
+    month_first = next((m[0] for m in slashed if int(m[2]) > 12), None)
+    where = f"{cfg.path.name}, column '{cfg.date_column}'"
+    if day_first and month_first:
+        raise DataError(
+            f"{where}: {day_first} puts the day first, {month_first} the month: one order per column, please"
+        )
+    if slashed and not day_first and not month_first:
+        raise DataError(
+            f"{where}: in every slashed date ({slashed[0][0]}, ...) both numbers could be the month: set "
+            "labels.date_order = 'day_first' (25/03/2024) or 'month_first' (03/25/2024)"
+        )
+    return month_first is not None
 
 
 def _check_scale(cfg: LabelsConfig, labels: Labels) -> None:
