@@ -1,5 +1,6 @@
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -307,6 +308,15 @@ class TestBadInput:
         (tiny_cohort / "dicom" / "README.txt").write_text("exported by PACS")
         _, _, hits = self.excluded(tiny_cohort, capsys, "not DICOM")
         assert "README.txt" in hits.iloc[0]["reason"]
+
+    def test_an_archive_in_the_tree_is_named_as_one(self, tiny_cohort, capsys):
+        with zipfile.ZipFile(tiny_cohort / "dicom" / "export_2.zip", "w") as archive:
+            archive.write(image_path(tiny_cohort, 0, "cc"), "IMG_1.dcm")
+        _, _, hits = self.excluded(tiny_cohort, capsys, "archive, not unpacked")
+        assert (
+            "export_2.zip: a ZIP archive, not a DICOM file: unpack it below images.root"
+            in hits.iloc[0]["reason"]
+        )
 
     @pytest.mark.parametrize(
         ("sop_class", "modality", "said"),

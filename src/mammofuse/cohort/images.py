@@ -218,6 +218,13 @@ def read_header(path: Path) -> Dataset:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
             _check_pixel_element(fp, ds, path.stat().st_size)
     except InvalidDicomError:
+        archive = _archive_kind(path)
+        if archive:
+            raise HeaderError(
+                "archive, not unpacked",
+                f"{path}: a {archive} archive, not a DICOM file: unpack it below images.root (ingest reads "
+                "files, not archives)",
+            ) from None
         raise HeaderError("not DICOM", f"{path}: not a DICOM file (no DICM preamble)") from None
     except HeaderError:
         raise
@@ -226,6 +233,18 @@ def read_header(path: Path) -> Dataset:
             "unreadable DICOM", f"{path}: DICOM header cannot be read ({type(exc).__name__}: {exc})"
         ) from None
     return ds
+
+
+ARCHIVES = {b"PK\x03\x04": "ZIP", b"\x1f\x8b": "gzip", b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!": "RAR"}
+
+
+def _archive_kind(path: Path) -> str | None:
+    """The kind of archive a file is, by its first bytes (a tar by its magic at 257); None if none."""
+    with path.open("rb") as fp:
+        head = fp.read(262)
+    if head[257:262] == b"ustar":
+        return "tar"
+    return next((kind for magic, kind in ARCHIVES.items() if head.startswith(magic)), None)
 
 
 def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
