@@ -623,7 +623,8 @@ def _new_breasts(p: argparse.ArgumentParser, labels_use: str, labels_required: b
         "--clinical",
         type=Path,
         metavar="CSV",
-        help="clinical CSV (same columns as training; not needed for an image-only model)",
+        help="clinical CSV or Excel workbook (.xlsx; same columns as training; not needed for an image-only "
+        "model)",
     )
     p.add_argument(
         "--cohort",
@@ -655,8 +656,8 @@ def _new_breasts(p: argparse.ArgumentParser, labels_use: str, labels_required: b
         const=COHORT_LABELS,
         required=labels_required,
         metavar="CSV",
-        help="label CSV of these breasts (same columns as training; with --cohort, --labels alone takes the "
-        f"site's own){labels_use}",
+        help="label CSV or Excel workbook (.xlsx) of these breasts (same columns as training; with --cohort, "
+        f"--labels alone takes the site's own){labels_use}",
     )
 
 

@@ -3,6 +3,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import openpyxl
 import pandas as pd
 import pydicom
@@ -10,6 +11,8 @@ import pytest
 from pydicom import uid
 from pydicom.dataset import Dataset
 
+from mammofuse.config import load_config
+from mammofuse.domain import Side
 from tests.cohort.helpers import edit_config, edit_dicom, image_path, run_ingest, truth
 
 
@@ -308,6 +311,26 @@ class TestBadInput:
         (tiny_cohort / "dicom" / "README.txt").write_text("exported by PACS")
         _, _, hits = self.excluded(tiny_cohort, capsys, "not DICOM")
         assert "README.txt" in hits.iloc[0]["reason"]
+
+    @pytest.mark.parametrize("implicit", [True, False])
+    def test_a_bare_data_set_without_the_file_header_reads_as_its_file(self, tiny_cohort, capsys, implicit):
+        """No preamble, no "DICM", no File Meta header: as some archives and anonymisers write a file."""
+        from mammofuse.imaging.preprocess import preprocess_file
+
+        config = load_config(tiny_cohort / "cohort.toml")
+        _, _, expected, _ = run_ingest(tiny_cohort, capsys)
+        path = Path(expected.loc[0, "cc_path"])
+        before = preprocess_file(path, Side(expected.loc[0, "side"]), config.preprocess)
+        ds = pydicom.dcmread(path)
+        ds.preamble = None
+        del ds.file_meta
+        ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
+        assert path.read_bytes()[128:132] != b"DICM"
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, expected)
+        after = preprocess_file(path, Side(expected.loc[0, "side"]), config.preprocess)
+        assert np.array_equal(after[0], before[0]) and after[1] == before[1]  # pixels, geometry
 
     def test_an_archive_in_the_tree_is_named_as_one(self, tiny_cohort, capsys):
         with zipfile.ZipFile(tiny_cohort / "dicom" / "export_2.zip", "w") as archive:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -31,6 +30,7 @@ from mammofuse.domain import (
     view_from_patient_orientation,
 )
 from mammofuse.imaging.decode import pixel_spacing
+from mammofuse.imaging.dicomfile import read_dicom
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import DataError, Problems
 
@@ -215,7 +215,7 @@ def read_header(path: Path) -> Dataset:
     """
     try:
         with path.open("rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            ds = read_dicom(fp, stop_before_pixels=True)
             _check_pixel_element(fp, ds, path.stat().st_size)
     except InvalidDicomError:
         archive = _archive_kind(path)

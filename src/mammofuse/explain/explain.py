@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 import torch
 
 from mammofuse.config import Config, ModelConfig
@@ -37,6 +36,7 @@ from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
+from mammofuse.imaging.dicomfile import read_dicom
 from mammofuse.imaging.geometry import Geometry, as_is, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
@@ -86,7 +86,7 @@ def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
 
 
 def original_image(path: str, voi: bool) -> np.ndarray:
-    ds = pydicom.dcmread(path)
+    ds = read_dicom(path)
     return decode(ds.pixel_array, meta_from_dataset(ds), voi)
 
 
