@@ -332,6 +332,17 @@ class TestBadInput:
         after = preprocess_file(path, Side(expected.loc[0, "side"]), config.preprocess)
         assert np.array_equal(after[0], before[0]) and after[1] == before[1]  # pixels, geometry
 
+    def test_a_dicomdir_is_named_as_the_exports_index(self, tiny_cohort, capsys):
+        from pydicom.fileset import FileSet
+
+        export = FileSet()  # a CD export: DICOMDIR, and the images in folders of extensionless files
+        image = pydicom.dcmread(image_path(tiny_cohort, 0, "cc"))
+        image.update({"StudyTime": "120000", "StudyID": "1", "SeriesNumber": 1, "InstanceNumber": 1})
+        export.add(image)
+        export.write(tiny_cohort / "dicom" / "cd")
+        _, _, hits = self.excluded(tiny_cohort, capsys, "DICOMDIR")
+        assert "cd/DICOMDIR: a DICOMDIR, the index of a media export, not an image" in hits.iloc[0]["reason"]
+
     def test_an_archive_in_the_tree_is_named_as_one(self, tiny_cohort, capsys):
         with zipfile.ZipFile(tiny_cohort / "dicom" / "export_2.zip", "w") as archive:
             archive.write(image_path(tiny_cohort, 0, "cc"), "IMG_1.dcm")

@@ -216,6 +216,11 @@ def read_header(path: Path) -> Dataset:
     try:
         with path.open("rb") as fp:
             ds = read_dicom(fp, stop_before_pixels=True)
+            if ds.file_meta.get("MediaStorageSOPClassUID") == uid.MediaStorageDirectoryStorage:
+                raise HeaderError(
+                    "DICOMDIR",
+                    f"{path}: a DICOMDIR, the index of a media export, not an image (its files are read)",
+                )
             _check_pixel_element(fp, ds, path.stat().st_size)
     except InvalidDicomError:
         archive = _archive_kind(path)
