@@ -64,7 +64,7 @@ def show_problems(problems: Problems, title: str, where: str) -> None:
     for severity, heading in ((EXCLUDED, "left out: reason"), (WARNING, "kept, with a warning")):
         items = problems.of(severity)
         if items:
-            label = title if severity == EXCLUDED else "warnings"
+            label = title if severity == EXCLUDED else "warning" if len(items) == 1 else "warnings"
             console.print(problems_table(problems.counts(severity), f"{len(items)} {label}", heading))
             show_problem_lines([p.reason for p in items], where)
 

@@ -968,6 +968,17 @@ class TestSeveralExams:
         code, out, _, _ = run_ingest(cohort, capsys)
         assert code == 2 and "25/03/2024 puts the day first, 03/25/2024 the month" in out
 
+    def test_one_patient_id_for_every_exam_is_doubted(self, tiny_cohort, capsys):
+        """De-identification that wrote one ID into every image: each breast is then every breast."""
+        for path in (tiny_cohort / "dicom").rglob("*.dcm"):
+            edit_dicom(path, lambda ds: setattr(ds, "PatientID", "ANONYMOUS"))
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "1 warning\n" in out
+        exams = len({pydicom.dcmread(p).StudyInstanceUID for p in (tiny_cohort / "dicom").rglob("*.dcm")})
+        assert f"patient ID 'ANONYMOUS' holds {exams} of the export's {exams} exams" in out
+        assert "images.patient_pattern" in out
+        assert "kept the exam of 20250101 (another exam of that day)" in out
+
     def test_before_label_date_without_a_date_column_is_a_config_error(self, tiny_cohort, capsys):
         edit_config(tiny_cohort, images={"exam_policy": "before_label_date"})
         code, out, _, _ = run_ingest(tiny_cohort, capsys)

@@ -561,6 +561,7 @@ def select_exams(
     by_breast: dict[BreastKey, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         by_breast[(rec.patient_id, rec.side)][rec.exam].append(rec)
+    _one_id_for_many(records, problems)
     kept: list[ImageRecord] = []
     for (pid, side), exams in by_breast.items():
         if len(exams) == 1 and policy != "before_label_date":
@@ -588,14 +589,38 @@ def select_exams(
                 kept += recs
                 continue
             for rec in recs:
+                same = " (another exam of that day)" if rec.exam_date and rec.exam_date == when else ""
                 problems.add_by_policy(
                     "other exam",
                     f"{rec.path}: exam of {rec.exam_date or 'no date'} of patient {pid} side {side.value}; "
-                    f"kept the exam of {when} (images.exam_policy = '{policy}')",
+                    f"kept the exam of {when}{same} (images.exam_policy = '{policy}')",
                     path=str(rec.path),
                     **ids,
                 )
     return kept
+
+
+MANY_EXAMS = 10  # exams under one patient ID from which _one_id_for_many may doubt it
+
+
+def _one_id_for_many(records: list[ImageRecord], problems: Problems) -> None:
+    """Warn where one patient ID holds many of the export's exams (at least MANY_EXAMS and a fifth of all):
+    most likely a de-identification that gave every patient one ID, which pairs strangers' images."""
+    exams: dict[str, set[str]] = defaultdict(set)
+    for rec in records:
+        exams[rec.patient_id].add(rec.exam)
+    if not exams:
+        return
+    pid, held = max(exams.items(), key=lambda item: len(item[1]))
+    total = sum(len(e) for e in exams.values())
+    if len(held) >= MANY_EXAMS and len(held) >= total / 5:
+        problems.warn(
+            "one patient ID, many exams",
+            f"patient ID {pid!r} holds {len(held)} of the export's {total} exams: more than one person's, "
+            "as when de-identification gives every patient one ID? Breasts are told apart by patient ID: "
+            "take it from the file path (images.patient_pattern) or an image table (images.source = 'table')",
+            patient_id=pid,
+        )
 
 
 def pair_views(
