@@ -180,7 +180,7 @@ class LabelsConfig(_Section):
     encoding: Encoding = Field("auto", description=ENCODING_HELP)
     patient_column: str = "patient_id"
     patient_id_width: int = Field(0, ge=0, le=64, description=ID_WIDTH_HELP)
-    side_column: str = "side"
+    side_column: str = Field("side", min_length=1, description="the column naming the breast's side")
     kind: Literal["fraction", "binary"] = Field(
         "fraction", description="'fraction': invasive fraction in %; 'binary': a 0/1 column"
     )
@@ -228,7 +228,11 @@ class ClinicalConfig(_Section):
     encoding: Encoding = Field("auto", description=ENCODING_HELP)
     patient_column: str = "patient_id"
     patient_id_width: int = Field(0, ge=0, le=64, description=ID_WIDTH_HELP)
-    side_column: str = "side"
+    side_column: str = Field(
+        "side",
+        description="the column naming the breast's side; '' for a table of one row per patient, whose "
+        "values hold for both breasts",
+    )
     numeric: list[str] = ["age", "tumour_size_mm", "ki67"]
     categorical: list[str] = ["grade", "er", "pr", "her2", "density"]
     na_policy: Literal["drop", "impute"] = Field(

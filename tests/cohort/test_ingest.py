@@ -217,6 +217,21 @@ class TestRealExportShapes:
         pd.testing.assert_frame_equal(manifest, expected.iloc[1:].reset_index(drop=True))
         assert "images.csv line 2: D:\\export\\" in out and "a Windows path with a drive" in out
 
+    def test_a_clinical_table_of_one_row_per_patient_holds_for_both_breasts(self, tiny_cohort, capsys):
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        first = clinical.drop_duplicates("patient_id").drop(columns="side")  # one row per patient
+        clinical[["side"]].join(clinical[["patient_id"]]).merge(first, on="patient_id").to_csv(
+            tiny_cohort / "clinical.csv", index=False
+        )  # the same values, a row per breast
+        code, out, expected, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        assert (clinical["patient_id"].value_counts() == 2).any()  # a patient with both breasts
+        first.to_csv(tiny_cohort / "clinical.csv", index=False)
+        edit_config(tiny_cohort, clinical={"side_column": ""})
+        code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, expected)
+
     def test_another_sites_export_read_with_its_own_cohort_config_gives_the_same_breasts(
         self, tmp_path, capsys
     ):
@@ -833,6 +848,27 @@ class TestEndpointNames:
         code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
         pos = int(manifest["label"].sum())
         assert code == 0 and f"{pos} upstaged (label 1), {len(manifest) - pos} pure DCIS (label 0)" in out
+
+
+class TestFractionsAsReportsWriteThem:
+    @pytest.mark.parametrize("scale", ["percent", "fraction"])
+    def test_a_bound_is_read_where_it_decides_the_side_of_the_threshold(self, tmp_path, scale):
+        from mammofuse.cohort.tables import read_labels
+        from mammofuse.config import LabelsConfig
+        from mammofuse.problems import Problems
+
+        written = {"P1": "<5", "P2": "> 90 %", "P3": "≤ 74", "P4": "<80", "P5": ">=75", "P6": "<=75"}
+        if scale == "fraction":  # the same fractions as 0-1 (a percent sign still says percent)
+            written = {p: re.sub(r"(\d+)$", lambda m: str(int(m[1]) / 100), w) for p, w in written.items()}
+        rows = "".join(f"{p},L,{w}\n" for p, w in written.items())
+        (tmp_path / "labels.csv").write_text("patient_id,side,invasive_fraction\n" + rows)
+        problems = Problems()
+        labels = read_labels(LabelsConfig(path=tmp_path / "labels.csv", scale=scale), problems)
+        assert {p: v for (p, _), v in labels.label.items()} == {"P1": 1, "P2": 0, "P3": 1, "P5": 0}
+        reasons = [p.reason for p in problems.items]
+        assert len(reasons) == 2 and all(
+            "does not say on which side of the threshold (75 %)" in r for r in reasons
+        )
 
 
 class TestLabelScale:

@@ -199,11 +199,13 @@ def _keyed(
     rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems, width: int
 ) -> dict[BreastKey, Row]:
     """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out. `width`:
-    all-digit IDs padded with leading zeros to that many digits."""
+    all-digit IDs padded with leading zeros to that many digits. No `side_col` (""): a row per patient,
+    keying both breasts."""
     by_key: dict[BreastKey, list[Row]] = defaultdict(list)
     for row in rows:
-        pid, raw_side = with_zeros(row.values[patient_col], width), row.values[side_col]
-        side = parse_side(raw_side)
+        pid, raw_side = with_zeros(row.values[patient_col], width), row.values.get(side_col, "")
+        side = parse_side(raw_side) if side_col else None
+        sides = (side,) if side else (Side.LEFT, Side.RIGHT)  # a per-patient table: both breasts
         if not pid:
             problems.add(
                 "invalid row",
@@ -218,7 +220,7 @@ def _keyed(
                 "no one (save the CSV again with the ID column as text)",
                 path=str(path),
             )
-        elif side is None:
+        elif side_col and side is None:
             problems.add(
                 "unknown side",
                 f"{path.name} line {row.line}, column '{side_col}': unknown side value {raw_side!r} "
@@ -228,7 +230,8 @@ def _keyed(
                 path=str(path),
             )
         else:
-            by_key[(pid, side)].append(row)
+            for side in sides:
+                by_key[(pid, side)].append(row)
     out = {}
     for key, found in by_key.items():
         if len(found) > 1:
@@ -320,19 +323,11 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             continue
         value = parse_number(raw)
         if cfg.kind == "fraction":
-            top = 100 if cfg.scale == "percent" else 1
-            percent = parse_number(raw.removesuffix("%")) if raw.endswith("%") else None
-            if percent is not None:  # "45 %", as a spreadsheet writes a cell formatted as a percentage
-                value = percent * top / 100
-            if value is None or not 0 <= value <= top:
-                problems.add(
-                    "invalid label",
-                    f"{where}: {raw!r} is not an invasive fraction (expected {_expected(cfg)})",
-                    **ids,
-                )
+            read = _fraction(raw, cfg)
+            if isinstance(read, str):
+                problems.add("invalid label", f"{where}: {read}", **ids)
                 continue
-            out.label[key] = int(value * (100 / top) < cfg.threshold)
-            out.value[key] = value
+            out.label[key], out.value[key] = read
         else:
             if value not in (0.0, 1.0):
                 problems.add(
@@ -344,6 +339,32 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             out.label[key] = int(value)
     _check_scale(cfg, out)
     return out
+
+
+BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction near 0 or 100 as reports write it
+
+
+def _fraction(raw: str, cfg: LabelsConfig) -> tuple[int, float] | str:
+    """An invasive fraction as written -> (label, the value in labels.scale), or why it is none. "45 %" is
+    a percentage whatever the scale says; a bound ("<5", ">90") is read where it decides the side of the
+    threshold."""
+    top = 100 if cfg.scale == "percent" else 1
+    bound = BOUND.fullmatch(raw)
+    text = bound[2] if bound else raw
+    value = parse_number(text.removesuffix("%"))
+    if value is not None and text.endswith("%"):  # as a spreadsheet writes a cell formatted as a percentage
+        value = value * top / 100
+    if value is None or not 0 <= value <= top:
+        return f"{raw!r} is not an invasive fraction (expected {_expected(cfg)})"
+    share = value * 100 / top
+    if bound is None:
+        return int(share < cfg.threshold), value
+    below, strict = bound[1] in ("<", "<=", "≤"), bound[1] in ("<", ">")
+    if below and (share < cfg.threshold or strict and share == cfg.threshold):
+        return 1, value
+    if not below and share >= cfg.threshold:
+        return 0, value
+    return f"{raw!r} does not say on which side of the threshold ({cfg.threshold:g} %) the fraction lies"
 
 
 def _month_first(cfg: LabelsConfig, written: list[str]) -> bool:
@@ -400,7 +421,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     """Clinical features per breast; invalid cells are recorded and become missing (NA policy decides)."""
     if cfg.path is None:
         return None
-    required = [cfg.patient_column, cfg.side_column]
+    required = [cfg.patient_column, *([cfg.side_column] if cfg.side_column else [])]
     header, rows = read_rows(cfg.path, required, problems, "clinical CSV", cfg.encoding, "clinical.encoding")
     written = header
     # feature -> the file's name for it
