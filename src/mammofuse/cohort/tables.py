@@ -321,7 +321,6 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         if raw.lower() in NA_TOKENS:
             problems.add("missing label", f"{where}: no value (expected {_expected(cfg)})", **ids)
             continue
-        value = parse_number(raw)
         if cfg.kind == "fraction":
             read = _fraction(raw, cfg)
             if isinstance(read, str):
@@ -329,6 +328,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
                 continue
             out.label[key], out.value[key] = read
         else:
+            value = parse_number(raw)
             if value not in (0.0, 1.0):
                 problems.add(
                     "invalid label",
