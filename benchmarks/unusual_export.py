@@ -6,9 +6,12 @@ not accounted for / tracebacks.
 
 The unusual export is a generated cohort (RLE-compressed, MONOCHROME1 and 2 mixed) whose files are
 then rewritten: side only in Laterality or as 'left' / 'R '; view only in ViewCodeSequence, in
-PatientOrientation or in SeriesDescription; prior exams; nested folders; and planted problems: a CT slice,
-an ultrasound frame, a palette-colour image, a multi-frame file, a Secondary Capture, a truncated file, a
-header-only file, a text file, an empty file.
+PatientOrientation or in SeriesDescription; prior exams; nested folders; one image as a bare data set (no
+preamble, no File Meta header); and planted problems: a CT slice, an ultrasound frame, a palette-colour
+image, a multi-frame file, a Secondary Capture, a truncated file, a header-only file, a text file, an empty
+file, a ZIP of images, a CD export's DICOMDIR, a bare data set of compressed pixels. Its tables are as
+spreadsheets save them: the labels an Excel workbook whose fractions are percentage cells, the clinical CSV
+Windows-1252 with semicolons and decimal commas.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import shutil
 import traceback
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pydicom
 from _common import bench_parser
 from pydicom.dataset import Dataset
+from pydicom.fileset import FileSet
 
 from mammofuse.cli import main
 from mammofuse.cohort.synth import SynthOptions, synthesize
@@ -106,7 +111,42 @@ def unusual(root: Path) -> Path:
     (dicom / "header_only.dcm").write_bytes(data[:400])
     (dicom / "notes.txt").write_text("exported by PACS")
     (dicom / "empty.dcm").write_bytes(b"")
+    shutil.make_archive(str(dicom / "resent"), "zip", source.parent)
+    cd = FileSet()
+    image = pydicom.dcmread(source)
+    image.update({"StudyTime": "120000", "StudyID": "1", "SeriesNumber": 1, "InstanceNumber": 1})
+    cd.add(image)
+    cd.write(dicom / "cd")  # DICOMDIR and a copy of the image: a second image of that view
+    for path, compressed in ((files[-1], False), (dicom / "bare_rle.dcm", True)):
+        bare = pydicom.dcmread(source if compressed else path)
+        if not compressed:
+            bare.decompress()  # as a bare data set is written: nothing could say how it was compressed
+        bare.preamble = None
+        del bare.file_meta
+        bare.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    _as_spreadsheets_save_them(out)
     return out / "cohort.toml"
+
+
+def _as_spreadsheets_save_them(out: Path) -> None:
+    """labels.xlsx, the fractions percentage cells; clinical.csv in Windows-1252, ';', decimal commas."""
+    labels = pd.read_csv(out / "labels.csv", dtype=str)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(list(labels.columns))
+    for pid, side, fraction in labels.itertuples(index=False):
+        sheet.append([pid, side, float(fraction) / 100])
+        sheet.cell(sheet.max_row, 3).number_format = "0%"
+    book.save(out / "labels.xlsx")
+    clinical = pd.read_csv(out / "clinical.csv", dtype=str).rename(
+        columns={"tumour_size_mm": "Tumour Ø (mm)"}
+    )
+    clinical["Tumour Ø (mm)"] = clinical["Tumour Ø (mm)"].str.replace(".", ",")
+    clinical.to_csv(out / "clinical.csv", index=False, sep=";", encoding="cp1252")
+    text = (out / "cohort.toml").read_text(encoding="utf-8")
+    text = text.replace('path = "labels.csv"', 'path = "labels.xlsx"')
+    text = text.replace("[clinical.rename]\n", '[clinical.rename]\n"Tumour Ø (mm)" = "tumour_size_mm"\n')
+    (out / "cohort.toml").write_text(text, encoding="utf-8")
 
 
 def corpus(root: Path) -> Path:

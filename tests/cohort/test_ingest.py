@@ -358,6 +358,17 @@ class TestBadInput:
         _, _, hits = self.excluded(tiny_cohort, capsys, "DICOMDIR")
         assert "cd/DICOMDIR: a DICOMDIR, the index of a media export, not an image" in hits.iloc[0]["reason"]
 
+    def test_a_bare_data_set_of_compressed_pixels_is_left_out_saying_why(self, tiny_cohort, capsys):
+        path = image_path(tiny_cohort, 0, "cc")
+        ds = pydicom.dcmread(path)
+        ds.compress(uid.RLELossless)
+        ds.preamble = None
+        del ds.file_meta
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "undecodable pixels")
+        assert hits.iloc[0]["path"] == str(path)
+        assert "a bare data set (no File Meta header) with compressed pixel data" in hits.iloc[0]["reason"]
+
     def test_an_archive_in_the_tree_is_named_as_one(self, tiny_cohort, capsys):
         with zipfile.ZipFile(tiny_cohort / "dicom" / "export_2.zip", "w") as archive:
             archive.write(image_path(tiny_cohort, 0, "cc"), "IMG_1.dcm")

@@ -221,7 +221,13 @@ def read_header(path: Path) -> Dataset:
                     "DICOMDIR",
                     f"{path}: a DICOMDIR, the index of a media export, not an image (its files are read)",
                 )
-            _check_pixel_element(fp, ds, path.stat().st_size)
+            encapsulated = _check_pixel_element(fp, ds, path.stat().st_size)
+            if encapsulated and ds.preamble is None:  # read by read_dicom as a bare data set
+                raise HeaderError(
+                    "undecodable pixels",
+                    f"{path}: a bare data set (no File Meta header) with compressed pixel data: nothing says "
+                    "how they were compressed",
+                )
     except InvalidDicomError:
         archive = _archive_kind(path)
         if archive:
@@ -252,7 +258,8 @@ def _archive_kind(path: Path) -> str | None:
     return next((kind for magic, kind in ARCHIVES.items() if head.startswith(magic)), None)
 
 
-def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
+def _check_pixel_element(fp, ds: Dataset, size: int) -> bool:
+    """Check the Pixel Data element is there and whole; whether it is encapsulated (compressed)."""
     start = fp.tell()
     head = fp.read(12)
     if len(head) < 8:
@@ -278,13 +285,15 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
         (length,), header_len = struct.unpack(order + "H", head[6:8]), 8
     if length == 0xFFFFFFFF:  # encapsulated: items, then a Sequence Delimitation Item (PS3.5 A.4)
         _check_fragments(fp, start + header_len, order, size)
-    elif length == 0:
+        return True
+    if length == 0:
         raise HeaderError("no pixel data", f"{fp.name}: Pixel Data element is empty")
-    elif start + header_len + length > size:
+    if start + header_len + length > size:
         raise HeaderError(
             "truncated pixel data",
             f"{fp.name}: pixel data is cut short ({size - start - header_len} of {length} bytes present)",
         )
+    return False
 
 
 def _check_fragments(fp, pos: int, order: str, size: int) -> None:
