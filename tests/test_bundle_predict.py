@@ -289,6 +289,28 @@ class TestPredict:
             == 2
         )
 
+    def test_a_clinical_csv_that_lost_the_ids_leading_zeros_is_named_first(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        source = trained_master.parents[2]
+        truth = pd.read_csv(source / "truth.csv", dtype={"patient_id": str}).head(3)
+        cohort = tmp_path / "new"
+        for path in [*truth["cc_path"], *truth["mlo_path"]]:
+            (cohort / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / path, cohort / path)
+            edit_dicom(cohort / path, lambda ds: setattr(ds, "PatientID", ds.PatientID.removeprefix("MF")))
+        clinical = pd.read_csv(source / "clinical.csv", dtype=str)
+        clinical = clinical[clinical["patient_id"].isin(truth["patient_id"])]
+        clinical["patient_id"] = clinical["patient_id"].str.removeprefix("MF").astype(int)  # as Excel saves
+        clinical.to_csv(cohort / "clinical.csv", index=False)
+        capsys.readouterr()
+        pred = predict(run / "bundle", cohort, tmp_path / "p.csv")
+        out = capsys.readouterr().out
+        assert (pred.loc[pred["patient_id"].str.startswith("0"), "reason"] != "").all()  # no clinical row
+        first = out.index("  ! ")
+        assert out[first:].startswith("  ! clinical.csv: ") and "leading zeros put back" in out
+        assert "set clinical.patient_id_width = 5 in a cohort config for --cohort" in out
+
 
 def held_out_keys(run) -> set[str]:
     evaluated = pd.read_csv(run / "predictions.csv")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mammofuse.config import COHORT_SECTIONS, Config, ConfigError, load_config, to_toml
-from mammofuse.problems import Problems
+from mammofuse.problems import EXCLUDED, WARNING, Problems
 from mammofuse.storage import check_writable, locked
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
@@ -518,7 +518,8 @@ def _show_predicted(
     if shift:
         console.print(f"[yellow]warning:[/] {shift}")
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
-    show_problem_lines(not_scored + [p.reason for p in problems.items], str(args.out))
+    warned = [p.reason for p in problems.of(WARNING)]  # first: one may explain many rows not scored
+    show_problem_lines(warned + not_scored + [p.reason for p in problems.of(EXCLUDED)], str(args.out))
     if args.labels is not None:
         from mammofuse.evaluation.external import validate, write_figures
         from mammofuse.report.report import build_validation_report

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from mammofuse.cohort.images import ProgressFn, find_images, pair_views, select_exams
-from mammofuse.cohort.tables import read_clinical, read_labels
+from mammofuse.cohort.tables import lost_zeros, read_clinical, read_labels
 from mammofuse.config import Config
 from mammofuse.domain import LABEL_DATE, VIEWS
 from mammofuse.problems import DataError, Problems
@@ -112,30 +111,6 @@ def ingest(
     dated = [LABEL_DATE] if cfg.labels.date_column else []
     columns = [*KEY_COLUMNS, *paths, "label", *dated, *IMAGE_COLUMNS, *numeric, *categorical]
     return IngestResult(pd.DataFrame(rows, columns=columns), problems, numeric, categorical)
-
-
-def lost_zeros(section: str, path: Path, written: set[str], imaged: set[str], problems: Problems) -> None:
-    """Warn where a CSV's all-digit patient IDs name no imaged patient as written but do with the images'
-    leading zeros put back: a spreadsheet took the IDs for numbers. Says what puts them back."""
-    digits = {pid for pid in imaged if pid.isascii() and pid.isdigit()}
-    zeros = {pid.lstrip("0"): pid for pid in digits if pid.startswith("0")}
-    found = {pid: zeros[pid] for pid in sorted(written - imaged) if pid in zeros}
-    if not found:
-        return
-    widths = {len(pid) for pid in digits}
-    fix = (
-        f"set {section}.patient_id_width = {widths.pop()}"
-        if len(widths) == 1
-        else "the images' IDs have different lengths: save the CSV with its ID column as text"
-    )
-    short, full = next(iter(found.items()))
-    problems.warn(
-        "patient IDs without leading zeros",
-        f"{path.name}: {len(found)} patient IDs name no imaged patient as written but do with leading "
-        f"zeros put back (e.g. {short!r} is {full!r} in the images), as a spreadsheet that took the IDs for "
-        f"numbers writes them: {fix}",
-        path=str(path),
-    )
 
 
 def write_outputs(result: IngestResult, cfg: Config, work: Work) -> None:

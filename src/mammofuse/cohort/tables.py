@@ -195,6 +195,33 @@ def with_zeros(pid: str, width: int) -> str:
     return pid.zfill(width) if width and pid.isascii() and pid.isdigit() else pid
 
 
+def lost_zeros(
+    section: str, path: Path, written: set[str], imaged: set[str], problems: Problems, where: str = ""
+) -> None:
+    """Warn where a CSV's all-digit patient IDs name no imaged patient as written but do with the images'
+    leading zeros put back: a spreadsheet took the IDs for numbers. Says what puts them back (`where`:
+    the config that setting goes in, where it is not the one being read)."""
+    digits = {pid for pid in imaged if pid.isascii() and pid.isdigit()}
+    zeros = {pid.lstrip("0"): pid for pid in digits if pid.startswith("0")}
+    found = {pid: zeros[pid] for pid in sorted(written - imaged) if pid in zeros}
+    if not found:
+        return
+    widths = {len(pid) for pid in digits}
+    fix = (
+        f"set {section}.patient_id_width = {widths.pop()}{where}"
+        if len(widths) == 1
+        else "the images' IDs have different lengths: save the CSV with its ID column as text"
+    )
+    short, full = next(iter(found.items()))
+    problems.warn(
+        "patient IDs without leading zeros",
+        f"{path.name}: {len(found)} patient IDs name no imaged patient as written but do with leading "
+        f"zeros put back (e.g. {short!r} is {full!r} in the images), as a spreadsheet that took the IDs for "
+        f"numbers writes them: {fix}",
+        path=str(path),
+    )
+
+
 def _keyed(
     rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems, width: int
 ) -> dict[BreastKey, Row]:
