@@ -773,7 +773,7 @@ class TestSpreadsheetIds:
         code, out, _, _ = run_ingest(tiny_cohort, capsys)
         assert code == 2 and "no breast is left" in out
         exclusions = pd.read_csv(tiny_cohort / "work" / "exclusions.csv", dtype=str)
-        warned = exclusions[exclusions["category"] == "patient IDs without leading zeros"]
+        warned = exclusions[exclusions["category"] == "patient IDs written otherwise"]
         assert list(warned["path"].map(lambda p: Path(p).name)) == ["labels.csv", "clinical.csv"]
         patients = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)["patient_id"].nunique()
         assert f"labels.csv: {patients} patient IDs" in out and "set labels.patient_id_width = 5" in out
@@ -781,7 +781,17 @@ class TestSpreadsheetIds:
         code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
         assert code == 0, out
         pd.testing.assert_frame_equal(manifest, digit_ids)
-        assert "patient IDs without leading zeros" not in set(exclusions["category"])
+        assert "patient IDs written otherwise" not in set(exclusions["category"])
+
+    def test_ids_written_in_another_case_or_with_separators_are_named(self, tiny_cohort, capsys):
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels["patient_id"] = labels["patient_id"].str.replace("MF", "mf-")  # MF00001 -> mf-00001
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "no breast is left" in out
+        patients = labels["patient_id"].nunique()
+        assert f"labels.csv: {patients} patient IDs name no imaged patient as written but do compared" in out
+        assert "(e.g. 'mf-00001' is 'MF00001' in the images)" in out
 
     def test_a_long_id_rounded_to_scientific_notation_is_named_as_such(self, tiny_cohort, capsys):
         labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)

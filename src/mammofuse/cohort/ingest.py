@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mammofuse.cohort.images import ProgressFn, find_images, pair_views, select_exams
-from mammofuse.cohort.tables import lost_zeros, read_clinical, read_labels
+from mammofuse.cohort.tables import read_clinical, read_labels, unmatched_ids
 from mammofuse.config import Config
 from mammofuse.domain import LABEL_DATE, VIEWS
 from mammofuse.problems import DataError, Problems
@@ -104,9 +104,9 @@ def ingest(
             row.update(clinical.values[key])
         rows.append(row)
     imaged = {pid for pid, _ in pairs}
-    lost_zeros("labels", cfg.labels.path, {pid for pid, _ in labels.raw}, imaged, problems)
+    unmatched_ids("labels", cfg.labels.path, {pid for pid, _ in labels.raw}, imaged, problems)
     if clinical is not None and cfg.clinical.path is not None:
-        lost_zeros("clinical", cfg.clinical.path, {pid for pid, _ in clinical.values}, imaged, problems)
+        unmatched_ids("clinical", cfg.clinical.path, {pid for pid, _ in clinical.values}, imaged, problems)
     paths = [v.column("path") for v in VIEWS]
     dated = [LABEL_DATE] if cfg.labels.date_column else []
     columns = [*KEY_COLUMNS, *paths, "label", *dated, *IMAGE_COLUMNS, *numeric, *categorical]

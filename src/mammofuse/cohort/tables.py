@@ -195,31 +195,45 @@ def with_zeros(pid: str, width: int) -> str:
     return pid.zfill(width) if width and pid.isascii() and pid.isdigit() else pid
 
 
-def lost_zeros(
+def unmatched_ids(
     section: str, path: Path, written: set[str], imaged: set[str], problems: Problems, where: str = ""
 ) -> None:
-    """Warn where a CSV's all-digit patient IDs name no imaged patient as written but do with the images'
-    leading zeros put back: a spreadsheet took the IDs for numbers. Says what puts them back (`where`:
-    the config that setting goes in, where it is not the one being read)."""
+    """Warn where a CSV's patient IDs name no imaged patient as written but would once written alike: with
+    the images' leading zeros put back (a spreadsheet took the IDs for numbers; says the setting that puts
+    them back, `where` naming the config it goes in where that is not the one being read), or compared
+    without case, spaces, hyphens and other separators. One warning per CSV, with an example."""
+    missing = sorted(written - imaged)
     digits = {pid for pid in imaged if pid.isascii() and pid.isdigit()}
     zeros = {pid.lstrip("0"): pid for pid in digits if pid.startswith("0")}
-    found = {pid: zeros[pid] for pid in sorted(written - imaged) if pid in zeros}
+    found = {pid: zeros[pid] for pid in missing if pid in zeros}
+    if found:
+        widths = {len(pid) for pid in digits}
+        fix = (
+            f"set {section}.patient_id_width = {widths.pop()}{where}"
+            if len(widths) == 1
+            else "the images' IDs have different lengths: save the CSV with its ID column as text"
+        )
+        how = "with leading zeros put back"
+        why = f"as a spreadsheet that took the IDs for numbers writes them: {fix}"
+    else:
+        alike = {_plain(pid): pid for pid in imaged}
+        found = {pid: alike[_plain(pid)] for pid in missing if _plain(pid) in alike}
+        how = "compared without case and separators"
+        why = "write them in the CSV as the images write them (or take the patient from the file path)"
     if not found:
         return
-    widths = {len(pid) for pid in digits}
-    fix = (
-        f"set {section}.patient_id_width = {widths.pop()}{where}"
-        if len(widths) == 1
-        else "the images' IDs have different lengths: save the CSV with its ID column as text"
-    )
     short, full = next(iter(found.items()))
     problems.warn(
-        "patient IDs without leading zeros",
-        f"{path.name}: {len(found)} patient IDs name no imaged patient as written but do with leading "
-        f"zeros put back (e.g. {short!r} is {full!r} in the images), as a spreadsheet that took the IDs for "
-        f"numbers writes them: {fix}",
+        "patient IDs written otherwise",
+        f"{path.name}: {len(found)} patient IDs name no imaged patient as written but do {how} (e.g. "
+        f"{short!r} is {full!r} in the images), {why}",
         path=str(path),
     )
+
+
+def _plain(pid: str) -> str:
+    """An ID without case and separators ("mf-00 1" -> "MF001")."""
+    return re.sub(r"[\W_]+", "", pid).upper()
 
 
 def _keyed(

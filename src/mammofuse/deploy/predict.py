@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
-from mammofuse.cohort.tables import Clinical, Labels, lost_zeros, read_clinical, read_labels
+from mammofuse.cohort.tables import Clinical, Labels, read_clinical, read_labels, unmatched_ids
 from mammofuse.config import ClinicalConfig, ConfigError, ImagesConfig, LabelsConfig, load_config
 from mammofuse.deploy import COHORT_LABELS
 from mammofuse.deploy.bundle import Bundle, load_bundle
@@ -218,9 +218,9 @@ def predict_breasts(
     values = table.values if table else {}
     imaged, where = {pid for pid, _ in pairs}, "" if breasts.cohort else " in a cohort config for --cohort"
     if truth is not None and labels_cfg is not None:
-        lost_zeros("labels", labels_cfg.path, {pid for pid, _ in truth.raw}, imaged, problems, where)
+        unmatched_ids("labels", labels_cfg.path, {pid for pid, _ in truth.raw}, imaged, problems, where)
     if clin_cfg is not None and clin_cfg.path is not None:
-        lost_zeros("clinical", clin_cfg.path, {pid for pid, _ in values}, imaged, problems, where)
+        unmatched_ids("clinical", clin_cfg.path, {pid for pid, _ in values}, imaged, problems, where)
     rows: list[dict] = []
     waiting: dict[int, dict] = {}  # row number -> its image records
     labelled = set(truth.label) if truth is not None else set()
