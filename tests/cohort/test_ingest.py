@@ -648,9 +648,9 @@ class TestBadInput:
 
 
 class TestAsSpreadsheetsSaveThem:
-    """CSVs as spreadsheets save them: percent signs; Excel's "CSV" on a Western-European Windows
-    (Windows-1252, semicolons, decimal commas), its "Unicode Text" (UTF-16 with a byte-order mark, tabs), a
-    Japanese export (Shift-JIS). Each reads to the breasts and values its UTF-8 copy gives."""
+    """Tables as spreadsheets save them: Excel's "CSV" on a Western-European Windows (Windows-1252,
+    semicolons, decimal commas), its "Unicode Text" (UTF-16 with a byte-order mark, tabs), a Japanese export
+    (Shift-JIS), percent signs, Excel workbooks. Each reads to the breasts and values its UTF-8 CSV gives."""
 
     def french_clinical(self, cohort) -> pd.DataFrame:
         clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
