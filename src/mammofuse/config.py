@@ -187,8 +187,8 @@ class LabelsConfig(_Section):
     column: str = Field("invasive_fraction", description="the column holding the fraction or the 0/1 label")
     date_column: str | None = Field(
         None,
-        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY or "
-        "MM/DD/YYYY, see date_order) "
+        description="a date per breast (surgery, diagnosis; YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY, "
+        "MM/DD/YYYY (see date_order) or a spreadsheet's day number) "
         "for images.exam_policy = 'before_label_date'",
     )
     date_order: Literal["auto", "day_first", "month_first"] = Field(

@@ -982,9 +982,11 @@ class TestSeveralExams:
         other = exclusions[exclusions["category"] == "other exam"]
         assert len(other) == 2 and f"(images.exam_policy = '{policy}')" in other.iloc[0]["reason"]
 
-    # as exports write it (a US one month first), and as a spreadsheet writes a date-time cell
+    # as exports write it (a US one month first), as a spreadsheet writes a date-time cell, and as it shows
+    # a date whose cell lost its date format (its day number)
     @pytest.mark.parametrize(
-        "written", ["2024-06-30", "30.06.2024", "06/30/2024", "2024-06-30 00:00:00", "30/06/2024 14:05"]
+        "written",
+        ["2024-06-30", "30.06.2024", "06/30/2024", "2024-06-30 00:00:00", "30/06/2024 14:05", "45473"],
     )
     def test_the_latest_exam_before_the_label_date(self, two_exams, capsys, written):
         cohort, row, prior = two_exams

@@ -12,7 +12,7 @@ import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from mammofuse.config import ClinicalConfig, LabelsConfig
@@ -299,7 +299,7 @@ def parse_number(text: str) -> float | None:
     return value if value == value else None  # NaN is not a number here
 
 
-DATE_FORMS = "YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY or MM/DD/YYYY"
+DATE_FORMS = "YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY, MM/DD/YYYY or a spreadsheet's day number"
 SLASHED = re.compile(r"(\d{1,2})/(\d{1,2})/\d{4}")
 
 
@@ -309,9 +309,16 @@ def _day(text: str) -> str:
     return text.strip().replace("T", " ").partition(" ")[0]
 
 
+EXCEL_EPOCH = datetime(1899, 12, 30)  # day 0 of a spreadsheet's date numbers (Excel's, LibreOffice's)
+
+
 def parse_date(text: str, month_first: bool = False) -> str | None:
-    """A date as exports write it (DATE_FORMS: a slashed date day first unless `month_first`), as
-    YYYYMMDD (DICOM's DA); None when it is not one."""
+    """A date as exports write it (DATE_FORMS: a slashed date day first unless `month_first`; a 5-digit
+    day number from 1970 on, what a spreadsheet shows of a date whose cell lost its date format: 45473 is
+    2024-06-30), as YYYYMMDD (DICOM's DA); None when it is not one."""
+    if re.fullmatch(r"\d{5}", _day(text)):
+        day = EXCEL_EPOCH + timedelta(days=int(_day(text)))
+        return day.strftime("%Y%m%d") if 1970 <= day.year < 2100 else None  # digital mammography's years
     slashed = "%m/%d/%Y" if month_first else "%d/%m/%Y"
     for form in ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y", slashed):
         try:
