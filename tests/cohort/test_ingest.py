@@ -719,7 +719,9 @@ class TestAsSpreadsheetsSaveThem:
         ):
             table = pd.read_csv(tiny_cohort / f"{name}.csv", dtype=str)
             book = openpyxl.Workbook()
-            sheet = book.active
+            book.active.title = "Legend"  # a workbook that opens on its legend, the data on the next sheet
+            book.active.append(["er", "oestrogen receptor status"])
+            sheet = book.create_sheet("Data")
             sheet.append(list(table.columns))
             for values in table.itertuples(index=False):
                 cells = [
@@ -735,6 +737,11 @@ class TestAsSpreadsheetsSaveThem:
         code, out, manifest, _ = run_ingest(tiny_cohort, capsys)
         assert code == 0, out
         pd.testing.assert_frame_equal(manifest, plain)
+        edit_config(tiny_cohort, labels={"column": "fraction"})
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "labels.xlsx: no sheet has the columns patient_id, side, fraction" in out
+        assert "(sheet 'Legend': er, oestrogen receptor status; sheet 'Data': patient_id, side, " in out
+        edit_config(tiny_cohort, labels={"column": "invasive_fraction"})
         (tiny_cohort / "labels.xls").write_bytes(b"\xd0\xcf\x11\xe0")  # an old binary workbook
         edit_config(tiny_cohort, labels={"path": "labels.xls"})
         code, out, _, _ = run_ingest(tiny_cohort, capsys)

@@ -37,7 +37,7 @@ def read_rows(
     encoding: str = "auto",
     setting: str | None = None,
 ) -> tuple[list[str], list[Row]]:
-    """Read a CSV (comma, semicolon or tab separated) or an Excel workbook's first sheet (.xlsx, .xlsm) as
+    """Read a CSV (comma, semicolon or tab separated) or an Excel workbook's sheet (.xlsx, .xlsm) as
     strings, keeping line numbers (a sheet's row numbers); malformed rows are recorded and skipped.
     `encoding` is a CSV's text encoding, or "auto" (see `decode`); `setting` is the config key that sets
     it, for messages."""
@@ -46,7 +46,7 @@ def read_rows(
     if path.suffix.lower() == ".xls":
         raise DataError(f"{path}: an Excel 97-2003 workbook: save it as .xlsx (or CSV) to read it")
     if path.suffix.lower() in EXCEL:
-        lines = _sheet_lines(path)
+        lines = _sheet_lines(path, required)
     else:
         text = decode(path, path.read_bytes(), encoding, problems, setting)
         try:
@@ -81,9 +81,11 @@ def read_rows(
 EXCEL = (".xlsx", ".xlsm")
 
 
-def _sheet_lines(path: Path) -> list[list[str]]:
-    """The first sheet of an Excel workbook as a CSV's lines, one per sheet row: each cell as the text a
-    person reads in it (see `_cell_text`), each row as wide as the header (empty cells past it dropped)."""
+def _sheet_lines(path: Path, required: list[str]) -> list[list[str]]:
+    """An Excel workbook's first sheet whose header has the `required` columns (a workbook often opens on a
+    legend or a summary) as a CSV's lines, one per sheet row: each cell as the text a person reads in it
+    (see `_cell_text`), each row as wide as the header (empty cells past it dropped). No such sheet: a
+    DataError naming each sheet's columns."""
     import openpyxl
 
     try:
@@ -93,13 +95,23 @@ def _sheet_lines(path: Path) -> list[list[str]]:
             f"{path}: cannot be read as an Excel workbook ({type(exc).__name__}: {exc})"
         ) from None
     try:
-        lines = [
-            [_cell_text(cell.value, getattr(cell, "number_format", "")) for cell in row]
-            for row in book.worksheets[0].iter_rows()
-        ]
+        headers = {}
+        for sheet in book.worksheets:
+            lines = [
+                [_cell_text(c.value, getattr(c, "number_format", "")) for c in row]
+                for row in sheet.iter_rows()
+            ]
+            headers[sheet.title] = [h.strip() for h in lines[0] if h.strip()] if lines else []
+            if all(c in headers[sheet.title] for c in required):
+                break
+        else:
+            found = "; ".join(
+                f"sheet {name!r}: {', '.join(cols) or 'empty'}" for name, cols in headers.items()
+            )
+            raise DataError(f"{path}: no sheet has the columns {', '.join(required)} ({found})")
     finally:
         book.close()
-    width = len(lines[0]) if lines else 0
+    width = len(lines[0])
     while width and not lines[0][width - 1]:
         width -= 1
     for cells in lines:
