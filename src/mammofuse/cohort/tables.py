@@ -94,15 +94,18 @@ def _sheet_lines(path: Path, required: list[str]) -> list[list[str]]:
         raise DataError(
             f"{path}: cannot be read as an Excel workbook ({type(exc).__name__}: {exc})"
         ) from None
+
+    def text(row: tuple) -> list[str]:
+        return [_cell_text(c.value, getattr(c, "number_format", "")) for c in row]
+
     try:
         headers = {}
-        for sheet in book.worksheets:
-            lines = [
-                [_cell_text(c.value, getattr(c, "number_format", "")) for c in row]
-                for row in sheet.iter_rows()
-            ]
-            headers[sheet.title] = [h.strip() for h in lines[0] if h.strip()] if lines else []
+        for sheet in book.worksheets:  # a sheet without the columns: its first row alone is read
+            rows = sheet.iter_rows()
+            first = text(next(rows, ()))
+            headers[sheet.title] = [h.strip() for h in first if h.strip()]
             if all(c in headers[sheet.title] for c in required):
+                lines = [first, *map(text, rows)]
                 break
         else:
             found = "; ".join(
