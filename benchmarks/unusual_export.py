@@ -9,7 +9,8 @@ then rewritten: side only in Laterality or as 'left' / 'R '; view only in ViewCo
 PatientOrientation or in SeriesDescription; prior exams; nested folders; one image as a bare data set (no
 preamble, no File Meta header); and planted problems: a CT slice, an ultrasound frame, a palette-colour
 image, a multi-frame file, a Secondary Capture, a truncated file, a header-only file, a text file, an empty
-file, a ZIP of images, a CD export's DICOMDIR, a bare data set of compressed pixels. Its tables are as
+file, a ZIP of images, a CD export's DICOMDIR, a bare data set of compressed pixels, an image
+whose compressed pixels are zeros (its breast's other view is then not used). Its tables are as
 spreadsheets save them: the labels an Excel workbook whose fractions are percentage cells, the clinical CSV
 Windows-1252 with semicolons and decimal commas.
 """
@@ -124,6 +125,9 @@ def unusual(root: Path) -> Path:
         bare.preamble = None
         del bare.file_meta
         bare.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    # an image whose header is sound but whose compressed pixels are not: found only when decoded
+    damaged = next(path for path in reversed(files[:-1]) if path.is_file())  # not moved to a nested folder
+    edit(damaged, lambda ds: setattr(ds, "PixelData", pydicom.encaps.encapsulate([b"\x00" * 64])))
     _as_spreadsheets_save_them(out)
     return out / "cohort.toml"
 
@@ -191,6 +195,8 @@ def account(config: Path) -> dict[str, object]:
         if (work / name).is_file():
             problems = pd.read_csv(work / name, dtype=str)
             listed |= set(problems["path"].dropna())
+            reasons = " ".join(problems["reason"].dropna())  # names the partner of a failed image
+            listed |= {f for f in files if f in reasons}
     return {
         "files": len(files),
         "kept": len(files & kept),

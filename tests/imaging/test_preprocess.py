@@ -138,7 +138,25 @@ class TestBadPixels:
         problems = Problems()
         table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
         assert stats.failed == 1 and len(table) == len(manifest) - 1
-        assert problems.items[0].category == "undecodable pixels" and str(path) in problems.items[0].reason
+        [problem] = problems.items
+        assert problem.category == "undecodable pixels" and str(path) in problem.reason
+        partner = manifest.loc[0, "cc_path"]  # decoded, but of no use alone: written down, not lost
+        assert f"CC image {partner} is not used" in problem.reason
+
+    def test_a_breast_whose_two_images_fail_lists_each_with_its_own_error(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        paths = [Path(manifest.loc[0, column]) for column in ("cc_path", "mlo_path")]
+        paths[0].write_bytes(paths[0].read_bytes()[:-500])  # pixels cut short
+        ds = pydicom.dcmread(paths[1])
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+        ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+        ds.save_as(paths[1])
+        problems = Problems()
+        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
+        assert stats.failed == 2 and len(table) == len(manifest) - 1
+        assert [p.path for p in problems.items] == [str(p) for p in paths]
+        assert problems.items[0].reason != problems.items[1].reason
+        assert not any("not used" in p.reason for p in problems.items)
 
     def test_a_side_tag_that_contradicts_the_pixels_is_oriented_by_the_pixels_and_reported(self, tiny_cohort):
         manifest, work = ingested(tiny_cohort)

@@ -189,9 +189,13 @@ def _build(
     for i, breast in enumerate(breasts):
         ids = {"patient_id": breast["patient_id"], "side": breast["side"]}
         paths = [breast[c] for c in columns.values()]
-        bad = [p for p in paths if keys[p] in failed]
-        if bad:
-            problems.add(UNDECODABLE, failed[keys[bad[0]]], path=bad[0], **ids)
+        if bad := [p for p in paths if keys[p] in failed]:
+            unused = [
+                f"{view.value} image {breast[col]}" for view, col in columns.items() if breast[col] not in bad
+            ]
+            for path in bad:  # each image that failed, with its own error; and the partner not used
+                also = f"; the breast's {unused[0]} is not used without it" if unused else ""
+                problems.add(UNDECODABLE, failed[keys[path]] + also, path=path, **ids)
             continue
         for path in paths:
             if (
