@@ -128,6 +128,16 @@ class TestInterrupted:
             retry.suggest_float("lr", 1e-4, 1e-2)
             assert (retry.params, retry.user_attrs) == (trial.params, {"resumes": trial.number})
 
+    def test_a_trial_whose_process_died_before_making_its_folder_gives_its_place_to_a_new_one(self, tmp_path):
+        study = optuna.create_study(direction="maximize", sampler=TrialSeeded(0))
+        study.ask()  # asked, then kill -9 before its run folder was made
+        assert resume_interrupted(study, tmp_path) == []  # another machine's, perhaps: left to it
+        assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+        assert (
+            resume_interrupted(study, tmp_path, shared_folder=True) == []
+        )  # nothing trained, nothing to resume
+        assert study.trials[0].state == optuna.trial.TrialState.FAIL  # no longer counted as started
+
 
 class TestBadInput:
     def test_an_unreachable_storage_is_one_clear_line(self, ready, capsys):

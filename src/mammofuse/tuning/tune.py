@@ -243,12 +243,22 @@ def trial_run(tune_dir: Path, trial: optuna.Trial | FrozenTrial) -> Run:
     return Run(tune_dir / f"trial-{stands_for(trial):03d}")
 
 
-def resume_interrupted(study: optuna.Study, tune_dir: Path) -> list[int]:
+def resume_interrupted(study: optuna.Study, tune_dir: Path, shared_folder: bool = False) -> list[int]:
     """Queue again, with its own settings, every trial stopped before it finished: by Ctrl-C, or by the
     death of its process (kill -9, a power cut: left RUNNING, its run folder here no longer held; a
     RUNNING trial whose folder is not here belongs to another machine and is left to it). The retry
-    trains on in that trial's run folder from its last checkpoint. Returns the trials queued again."""
+    trains on in that trial's run folder from its last checkpoint. Returns the trials queued again.
+
+    `shared_folder`: every process of the study works in `tune_dir` (its database is in the work
+    folder), and the caller holds the folder's lock, under which trials are asked and their folders
+    made: a RUNNING trial without a folder then died in between. It trained nothing: it is failed and
+    a new trial takes its place."""
     trials = study.get_trials(deepcopy=False)
+    if shared_folder:
+        for t in trials:
+            if t.state == TrialState.RUNNING and not trial_run(tune_dir, t).dir.is_dir():
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        trials = study.get_trials(deepcopy=False)
     dead = [
         t.number
         for t in trials
@@ -297,7 +307,7 @@ def run_tune(
     if not any(key.startswith("preprocess.") for key in space):
         tune_dir.mkdir(parents=True, exist_ok=True)
         table = preprocessed_for(cfg, work.read_manifest()[0], Run(tune_dir))
-    optimize(study, cfg, splits, table, tune_dir, trials, space)
+    optimize(study, cfg, splits, table, tune_dir, trials, space, shared_folder=storage is None)
     return study, write_best(study, tune_dir, preset)
 
 
@@ -308,7 +318,7 @@ def tune_fold(cfg: Config, fold: Run, splits: pd.DataFrame, table: pd.DataFrame,
     tune_dir = fold.study
     tune_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(f"sqlite:///{tune_dir / 'tune.db'}", "tune", cfg.train.seed)
-    optimize(study, cfg, splits, table, tune_dir, tuning.trials, tuning.space)
+    optimize(study, cfg, splits, table, tune_dir, tuning.trials, tuning.space, shared_folder=True)
     write_best(study, tune_dir, None)
     best = study.best_trial
     console.print(
@@ -326,9 +336,11 @@ def optimize(
     tune_dir: Path,
     trials: int,
     space: Space,
+    shared_folder: bool = False,
 ) -> None:
     """Run trials on the training and validation breasts of `splits` (its test breasts are removed
-    before anything is trained) until `trials` have finished (complete or pruned).
+    before anything is trained) until `trials` have finished (complete or pruned). `shared_folder`: as
+    for `resume_interrupted`.
 
     Several processes may work on one study: each trial holds its run folder, and a trial is started
     (and interrupted ones found and queued again) under the tune folder's lock."""
@@ -351,7 +363,7 @@ def optimize(
     while True:
         with ExitStack() as held:
             with locked(tune_dir, "tune", on_wait=lambda holder: None):
-                for number in resume_interrupted(study, tune_dir):
+                for number in resume_interrupted(study, tune_dir, shared_folder):
                     console.print(
                         f"trial {number} was stopped before it finished: it goes on from its last checkpoint"
                     )
