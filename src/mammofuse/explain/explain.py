@@ -36,7 +36,7 @@ from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
-from mammofuse.imaging.dicomfile import read_dicom
+from mammofuse.imaging.dicomfile import read_image
 from mammofuse.imaging.geometry import Geometry, as_is, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
@@ -86,8 +86,8 @@ def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
 
 
 def original_image(path: str, voi: bool) -> np.ndarray:
-    ds = read_dicom(path)
-    return decode(ds.pixel_array, meta_from_dataset(ds), voi)
+    ds, raw = read_image(path)
+    return decode(raw, meta_from_dataset(ds), voi)
 
 
 Maps = dict[View, np.ndarray]

@@ -18,7 +18,7 @@ from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import CHECKSUMS, Cache, quantize, settings_hash, write_entry
 from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
-from mammofuse.imaging.dicomfile import read_dicom
+from mammofuse.imaging.dicomfile import read_image
 from mammofuse.imaging.geometry import (
     cut_to_field,
     find_breast,
@@ -65,8 +65,7 @@ def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: 
 
 def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
     """Read one DICOM file and preprocess it (the I/O edge around `preprocess_pixels`)."""
-    ds = read_dicom(path)
-    raw = ds.pixel_array
+    ds, raw = read_image(path)
     if raw.ndim != 2:
         raise ValueError(f"expected one grey frame, found pixel array of shape {raw.shape}")
     return preprocess_pixels(raw, meta_from_dataset(ds), side, cfg)
