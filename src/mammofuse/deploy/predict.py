@@ -31,7 +31,7 @@ from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.explain import CaseInput
-from mammofuse.imaging.preprocess import UNDECODABLE, preprocess_cohort
+from mammofuse.imaging.preprocess import PARTNER_UNUSED, UNDECODABLE, preprocess_cohort
 from mammofuse.models import positive_probability
 from mammofuse.models.device import on_inference_device
 from mammofuse.parallel import Progress
@@ -273,8 +273,8 @@ def predict_breasts(
         bar = progress("decoding") if progress else None
         found, _, _ = preprocess_cohort(breasts, cfg, root, decoding, bar)
         entries = {(e["patient_id"], e["side"]): e for e in found.to_dict("records")}
-        undecodable = {  # the reason without the file's path, as the other reasons
-            (p.patient_id, p.side): p.reason.removeprefix(f"{p.path}: ")
+        undecodable = {  # the reason without the files' paths, as the other reasons
+            (p.patient_id, p.side): p.reason.removeprefix(f"{p.path}: ").split(PARTNER_UNUSED)[0]
             for p in decoding.items
             if p.category == UNDECODABLE
         }

@@ -72,6 +72,7 @@ def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
 
 
 UNDECODABLE = "undecodable pixels"  # the problem category of a breast whose image cannot be decoded
+PARTNER_UNUSED = "; the breast's other view is not used without it: "  # then that image, in the reason
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _build(
                 f"{view.value} image {breast[col]}" for view, col in columns.items() if breast[col] not in bad
             ]
             for path in bad:  # each image that failed, with its own error; and the partner not used
-                also = f"; the breast's {unused[0]} is not used without it" if unused else ""
+                also = f"{PARTNER_UNUSED}{unused[0]}" if unused else ""
                 problems.add(UNDECODABLE, failed[keys[path]] + also, path=path, **ids)
             continue
         for path in paths:
