@@ -71,6 +71,7 @@ class TestReport:
             assert variable in html, variable
         test = data[data["split"] == "test"]
         assert f"<td>{len(test)}</td>" in html  # the test column of Table 1
+        assert "<th>all</th><th>EIC positive (1)</th><th>EIC negative (0)</th>" in html  # its classes, named
         metrics = __import__("json").loads((run / "metrics.json").read_text())
         confusion = metrics["model"]["test"]["at_youden"]["confusion"]
         row = "".join(f"<td>{confusion[k]}</td>" for k in ("tp", "fn", "fp", "tn"))

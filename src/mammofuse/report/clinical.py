@@ -135,12 +135,15 @@ def flow_figure(f: Flow) -> Figure:
     return fig
 
 
-def table_one(data: pd.DataFrame, info: dict[str, Any]) -> dict[str, object]:
-    """Table 1: every clinical input (`info`: ingest's numeric and categorical columns) by label and by
-    split (or fold), median [IQR] or n (%), with missing counts; breasts and patients per column."""
+def table_one(
+    data: pd.DataFrame, info: dict[str, Any], classes: tuple[str, str] = ("label 1", "label 0")
+) -> dict[str, object]:
+    """Table 1: every clinical input (`info`: ingest's numeric and categorical columns) by label (`classes`:
+    the columns' names, positive first) and by split (or fold), median [IQR] or n (%), with missing counts;
+    breasts and patients per column."""
     by = "split" if "split" in data else "fold"
     groups: list[tuple[str, pd.DataFrame]] = [("all", data)]
-    groups += [(f"label {v}", data[data["label"] == v]) for v in (1, 0)]
+    groups += [(name, data[data["label"] == v]) for name, v in zip(classes, (1, 0), strict=True)]
     groups += [(f"fold {s}" if by == "fold" else str(s), g) for s, g in data.groupby(by, sort=by == "fold")]
     if by == "split":
         order = {s: i for i, s in enumerate(SPLITS)}

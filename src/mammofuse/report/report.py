@@ -116,7 +116,8 @@ def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
     run.figures.mkdir(exist_ok=True)
     path = run.figures / "flow.png"
     # a run on a share of its training patients lists those it did not draw (a cv holds every breast out)
-    share = 1.0 if run.is_cv else run.read_config().data.train_fraction
+    cfg = run.read_config()
+    share = 1.0 if run.is_cv else cfg.data.train_fraction
     counts = clinical.flow(data, work, run.preprocess_problems, share)
     clinical.flow_figure(counts).savefig(path, dpi=100)
     title = f"Flow of breasts from the export to the analysis: {clinical.flow_text(counts)}"
@@ -129,7 +130,8 @@ def _cohort_pages(run: Run, work: Work) -> dict[str, Any]:
         else ""
     )
     flow = {"title": title, "src": data_uri(path), "wide": True, "warning": warning}
-    return {"flow": flow, "table_one": clinical.table_one(data, info)}
+    classes = (f"{cfg.labels.positive} (1)", f"{cfg.labels.negative} (0)")  # as the split table names them
+    return {"flow": flow, "table_one": clinical.table_one(data, info, classes)}
 
 
 def _operating_rows(
