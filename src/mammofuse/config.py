@@ -61,6 +61,10 @@ ENCODING_HELP = (
     "the CSV's text encoding: 'auto' (a byte-order mark's, else UTF-8, else Windows-1252 with a warning) "
     "or a Python codec's name (e.g. 'cp1252', 'shift_jis')"
 )
+SHEET_HELP = (
+    "an Excel workbook's sheet to read, by its name; '' (default): the first sheet that has the table's "
+    "key columns (a warning names any other that has them too). Not used for a CSV"
+)
 
 
 class TableColumns(_Section):
@@ -178,6 +182,7 @@ class LabelsConfig(_Section):
 
     path: Path = Path("labels.csv")
     encoding: Encoding = Field("auto", description=ENCODING_HELP)
+    sheet: str = Field("", description=SHEET_HELP)
     patient_column: str = "patient_id"
     patient_id_width: int = Field(0, ge=0, le=64, description=ID_WIDTH_HELP)
     side_column: str = Field("side", min_length=1, description="the column naming the breast's side")
@@ -226,6 +231,7 @@ class ClinicalConfig(_Section):
     use: bool = Field(True, description="false: no clinical data; the model is image only")
     path: Path | None = Field(Path("clinical.csv"), description="the clinical CSV ('': none, as use = false)")
     encoding: Encoding = Field("auto", description=ENCODING_HELP)
+    sheet: str = Field("", description=SHEET_HELP)
     patient_column: str = "patient_id"
     patient_id_width: int = Field(0, ge=0, le=64, description=ID_WIDTH_HELP)
     side_column: str = Field(

@@ -740,12 +740,40 @@ class TestAsSpreadsheetsSaveThem:
         edit_config(tiny_cohort, labels={"column": "fraction"})
         code, out, _, _ = run_ingest(tiny_cohort, capsys)
         assert code == 2 and "labels.xlsx: no sheet has the columns patient_id, side, fraction" in out
-        assert "(sheet 'Legend': er, oestrogen receptor status; sheet 'Data': patient_id, side, " in out
+        assert "(set labels.sheet to the one to read); sheet 'Legend': er, oestrogen receptor status; " in out
+        assert "sheet 'Data': patient_id, side, " in out
         edit_config(tiny_cohort, labels={"column": "invasive_fraction"})
         (tiny_cohort / "labels.xls").write_bytes(b"\xd0\xcf\x11\xe0")  # an old binary workbook
         edit_config(tiny_cohort, labels={"path": "labels.xls"})
         code, out, _, _ = run_ingest(tiny_cohort, capsys)
         assert code == 2 and "labels.xls: an Excel 97-2003 workbook: save it as .xlsx" in out
+
+    def test_a_workbook_with_several_data_sheets_says_which_it_read_and_reads_the_one_named(
+        self, tiny_cohort, capsys
+    ):
+        _, _, plain, _ = run_ingest(tiny_cohort, capsys)
+        table = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        book = openpyxl.Workbook()
+        book.active.title = "raw"  # before cleaning: every age written as 99
+        for sheet, ages in ((book.active, "99"), (book.create_sheet("cleaned"), None)):
+            sheet.append(list(table.columns))
+            for values in table.assign(age=ages or table["age"]).itertuples(index=False):
+                sheet.append([None if pd.isna(v) else v for v in values])
+        book.save(tiny_cohort / "clinical.xlsx")
+        edit_config(tiny_cohort, clinical={"path": "clinical.xlsx"})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        assert set(manifest["age"]) == {99}  # the first sheet with the columns, as before; but said:
+        [warning] = exclusions[exclusions["category"] == "several data sheets"]["reason"]
+        assert "read sheet 'raw'" in warning and "'cleaned' has them too (set clinical.sheet" in warning
+        edit_config(tiny_cohort, clinical={"sheet": "cleaned"})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        pd.testing.assert_frame_equal(manifest, plain)
+        assert "several data sheets" not in set(exclusions["category"])
+        edit_config(tiny_cohort, clinical={"sheet": "Cleaned"})
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "clinical.xlsx: no sheet named 'Cleaned' (clinical.sheet); sheet 'raw': " in out
 
     def test_an_encoding_python_does_not_know_is_a_config_error(self, tiny_cohort, capsys):
         edit_config(tiny_cohort, clinical={"encoding": "utf9"})

@@ -36,17 +36,19 @@ def read_rows(
     what: str,
     encoding: str = "auto",
     setting: str | None = None,
+    sheet: tuple[str, str] | None = None,
 ) -> tuple[list[str], list[Row]]:
     """Read a CSV (comma, semicolon or tab separated) or an Excel workbook's sheet (.xlsx, .xlsm) as
     strings, keeping line numbers (a sheet's row numbers); malformed rows are recorded and skipped.
     `encoding` is a CSV's text encoding, or "auto" (see `decode`); `setting` is the config key that sets
-    it, for messages."""
+    it, for messages. `sheet`: a workbook's sheet to read ('': the first with the `required` columns) and
+    the config key that names it."""
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
     if path.suffix.lower() == ".xls":
         raise DataError(f"{path}: an Excel 97-2003 workbook: save it as .xlsx (or CSV) to read it")
     if path.suffix.lower() in EXCEL:
-        lines = _sheet_lines(path, required)
+        lines = _sheet_lines(path, required, problems, *(sheet or ("", None)))
     else:
         text = decode(path, path.read_bytes(), encoding, problems, setting)
         try:
@@ -81,11 +83,14 @@ def read_rows(
 EXCEL = (".xlsx", ".xlsm")
 
 
-def _sheet_lines(path: Path, required: list[str]) -> list[list[str]]:
-    """An Excel workbook's first sheet whose header has the `required` columns (a workbook often opens on a
-    legend or a summary) as a CSV's lines, one per sheet row: each cell as the text a person reads in it
-    (see `_cell_text`), each row as wide as the header (empty cells past it dropped). No such sheet: a
-    DataError naming each sheet's columns."""
+def _sheet_lines(
+    path: Path, required: list[str], problems: Problems, name: str = "", setting: str | None = None
+) -> list[list[str]]:
+    """An Excel workbook's sheet `name`, or its first sheet whose header has the `required` columns (a
+    workbook often opens on a legend or a summary; a warning names any later sheet that has them too), as
+    a CSV's lines, one per sheet row: each cell as the text a person reads in it (see `_cell_text`), each
+    row as wide as the header (empty cells past it dropped). No such sheet: a DataError naming each
+    sheet's columns and `setting`, the config key that chooses one."""
     import openpyxl
 
     try:
@@ -99,19 +104,28 @@ def _sheet_lines(path: Path, required: list[str]) -> list[list[str]]:
         return [_cell_text(c.value, getattr(c, "number_format", "")) for c in row]
 
     try:
-        headers = {}
-        for sheet in book.worksheets:  # a sheet without the columns: its first row alone is read
+        headers, lines = {}, None
+        for sheet in book.worksheets:  # a sheet not read: its first row alone
             rows = sheet.iter_rows()
             first = text(next(rows, ()))
             headers[sheet.title] = [h.strip() for h in first if h.strip()]
-            if all(c in headers[sheet.title] for c in required):
-                lines = [first, *map(text, rows)]
-                break
-        else:
-            found = "; ".join(
-                f"sheet {name!r}: {', '.join(cols) or 'empty'}" for name, cols in headers.items()
+            chosen = sheet.title == name if name else all(c in headers[sheet.title] for c in required)
+            if chosen and lines is None:
+                lines, read = [first, *map(text, rows)], sheet.title
+        found = "; ".join(f"sheet {title!r}: {', '.join(cols) or 'empty'}" for title, cols in headers.items())
+        choose = f" (set {setting} to the one to read)" if setting else ""
+        if lines is None and name:
+            raise DataError(f"{path}: no sheet named {name!r}{f' ({setting})' if setting else ''}; {found}")
+        if lines is None:
+            raise DataError(f"{path}: no sheet has the columns {', '.join(required)}{choose}; {found}")
+        also = [t for t, cols in headers.items() if t != read and all(c in cols for c in required)]
+        if also and not name:
+            problems.warn(
+                "several data sheets",
+                f"{path}: read sheet {read!r}, the first with the columns {', '.join(required)}; "
+                f"{', '.join(map(repr, also))} {'has' if len(also) == 1 else 'have'} them too{choose}",
+                path=str(path),
             )
-            raise DataError(f"{path}: no sheet has the columns {', '.join(required)} ({found})")
     finally:
         book.close()
     width = len(lines[0])
@@ -359,7 +373,9 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         cfg.column,
         *([cfg.date_column] if cfg.date_column else []),
     ]
-    _, rows = read_rows(cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding")
+    _, rows = read_rows(
+        cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding", (cfg.sheet, "labels.sheet")
+    )
     out = Labels()
     keyed = _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width)
     month_first = (
@@ -485,7 +501,15 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     if cfg.path is None:
         return None
     required = [cfg.patient_column, *([cfg.side_column] if cfg.side_column else [])]
-    header, rows = read_rows(cfg.path, required, problems, "clinical CSV", cfg.encoding, "clinical.encoding")
+    header, rows = read_rows(
+        cfg.path,
+        required,
+        problems,
+        "clinical CSV",
+        cfg.encoding,
+        "clinical.encoding",
+        (cfg.sheet, "clinical.sheet"),
+    )
     written = header
     # feature -> the file's name for it
     as_written = {new: old for old, new in cfg.rename.items() if old in header and old != new}
