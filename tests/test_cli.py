@@ -34,3 +34,52 @@ class TestDiskErrors:
         assert main(["ingest", str(tiny_cohort / "cohort.toml")]) == 2
         out = capsys.readouterr().out
         assert "exclusions.csv: No space left on device (the disk is full" in out and "Traceback" not in out
+
+
+class TestStoppedOrDamagedFiles:
+    """A stage's files are written whole or not at all; one damaged since is named, never a traceback."""
+
+    def test_a_stage_stopped_while_it_writes_its_table_leaves_the_previous_one_whole(
+        self, tiny_cohort, monkeypatch, capsys
+    ):
+        import pandas as pd
+
+        config = str(tiny_cohort / "cohort.toml")
+        assert main(["ingest", config]) == 0
+        work = tiny_cohort / "work"
+        before = (work / "manifest.csv").read_bytes()
+        to_csv = pd.DataFrame.to_csv
+
+        def stopped_halfway(self, path, *args, **kwargs):  # Ctrl-C (or a kill) in the middle of the write
+            text = to_csv(self, None, *args, **kwargs)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text[: len(text) // 2])
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(pd.DataFrame, "to_csv", stopped_halfway)
+        assert main(["ingest", config]) == 130
+        monkeypatch.undo()
+        assert (work / "manifest.csv").read_bytes() == before  # not a manifest cut at half its breasts
+        assert not [p for p in work.iterdir() if ".tmp" in p.name]
+
+    def test_a_damaged_work_file_or_cache_index_is_named(self, tiny_cohort, capsys):
+        config = str(tiny_cohort / "cohort.toml")
+        assert main(["ingest", config]) == 0
+        assert main(["preprocess", config]) == 0
+        work = tiny_cohort / "work"
+        [index] = (work / "cache").glob("*/index.json")
+        index.write_text('{"entries": {', encoding="utf-8")  # edited, or cut short by another tool
+        capsys.readouterr()
+        assert main(["preprocess", config]) == 0  # the cache is derived: made again, and said
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"{index}: cannot be read (JSONDecodeError" in out and "every image is decoded again" in out
+        assert main(["preprocess", config]) == 0
+        assert "0 decoded" in capsys.readouterr().out  # the rebuilt index serves the next run
+        (work / "manifest.csv").write_text("<html>not a table</html>\n", encoding="utf-8")
+        assert main(["preprocess", config]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert (
+            "manifest.csv: not as `mammofuse ingest` writes it (no column patient_id, side); run it again"
+            in out
+        )
+        assert "Traceback" not in out

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mammofuse.config import COHORT_SECTIONS, Config, ConfigError, load_config, to_toml
 from mammofuse.problems import EXCLUDED, WARNING, Problems
-from mammofuse.storage import check_writable, locked
+from mammofuse.storage import check_writable, locked, replace_text, write_table
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
             progress=progress("preprocessing"),
             verify=args.verify,
         )
-        table.to_csv(work.preprocessed, index=False)
+        write_table(table, work.preprocessed)
         problems.write_csv(work.preprocess_problems)
     console.print(
         f"{stats.images} images: {stats.decoded} decoded ({stats.rebuilt} damaged entries rebuilt), "
@@ -181,7 +181,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     with locked(work.dir, "split"):
         table = work.read_preprocessed()
         splits = make_splits(table, cfg.split)
-        splits.to_csv(work.splits, index=False)
+        write_table(splits, work.splits)
         work.record_cohort(cfg, COHORT_SECTIONS)
     dates = breast_dates(table, cfg.split.dated_by).reset_index(drop=True)
     console.print(split_table(splits, dates).to_string())
@@ -501,7 +501,7 @@ def _show_predicted(
     from mammofuse.deploy.profile import score_shift
 
     table, problems, bundle = predicted.table, predicted.problems, predicted.bundle
-    table.to_csv(args.out, index=False)
+    write_table(table, args.out)
     scored = table["reason"] == ""
     console.print(
         f"scored {int(scored.sum())} of {len(table)} breasts at threshold {bundle.threshold:.3f}; "
@@ -526,9 +526,9 @@ def _show_predicted(
 
         out = args.out.parent
         if versus is not None:
-            versus[1].table.to_csv(out / "versus_predictions.csv", index=False)
+            write_table(versus[1].table, out / "versus_predictions.csv")
         result = validate(predicted, args.bundle, bundle.config.train.seed, versus)
-        (out / "validation.json").write_text(result.to_json(), encoding="utf-8")
+        replace_text(out / "validation.json", result.to_json())
         write_figures(result, table, out / "figures")
         page = build_validation_report(result, bundle, out)
         print_validation(result)
@@ -738,7 +738,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = compare_runs(runs)
     if args.regions:
         table = table.merge(_compare_maps(runs, args.regions.resolve()), on="preset", how="left")
-    table.to_csv(work.compare, index=False)
+    write_table(table, work.compare)
     epochs = {name: fold_epochs(run, run.read_cv_evaluation()) for name, run in runs.items()}
     overfitting_figure(epochs).savefig(work.compare_figure, dpi=110)
     report = build_compare_report(work, table, runs, work.compare_figure)
@@ -817,7 +817,7 @@ def cmd_samplesize(args: argparse.Namespace) -> int:
         "auc": anticipated.auc,
         "criteria": json.loads(table.to_json(orient="records")),
     }
-    run.samplesize.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    replace_text(run.samplesize, json.dumps(record, indent=2))
     console.print(f"wrote {run.samplesize}")
     return 0
 
@@ -846,7 +846,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     full = next(iter(setups.values()))[1.0]
     work = Work(full.read_config().work_dir)
     table = learning_curve(setups)
-    table.to_csv(work.curve, index=False)
+    write_table(table, work.curve)
     curve_figure(table, full.read_cv_evaluation().model_name).savefig(work.curve_figure, dpi=110)
     report = build_curve_report(work, table, setups, work.curve_figure)
     console.rule("learning curve (identical folds, out of fold)")

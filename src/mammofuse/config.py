@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from mammofuse.registry import BACKBONES
+from mammofuse.storage import replace_text
 
 
 class ConfigError(ValueError):
@@ -734,4 +735,4 @@ def setting(config: Config, key: str) -> Any:
 
 def save_config(config: Config, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_toml(config), encoding="utf-8")
+    replace_text(path, to_toml(config))

@@ -66,8 +66,11 @@ class Problems:
         return Counter(p.category for p in self.of(severity))
 
     def write_csv(self, path: Path) -> None:
+        """exclusions.csv or preprocess_problems.csv, written whole or not at all."""
+        from mammofuse.storage import replaced  # storage imports this module
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as fh:
+        with replaced(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(EXCLUSION_COLUMNS)
             for p in self.items:

@@ -57,6 +57,7 @@ from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.evaluation.result import CvEvaluation, Evaluation
 from mammofuse.imaging.cache import CHECKSUMS
 from mammofuse.problems import EXCLUDED, EXCLUSION_COLUMNS, DataError
+from mammofuse.storage import replace_text
 
 if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
@@ -81,8 +82,28 @@ def read_problems(path: Path) -> pd.DataFrame:
 
 
 def read_table(path: Path, command: str) -> pd.DataFrame:
-    """A CSV a stage wrote, with patient IDs and sides as text."""
-    return pd.read_csv(_require(path, command), dtype=KEY_DTYPES)
+    """A CSV a stage wrote, with patient IDs and sides as text. A file that is not one (cut short by a
+    full disk, overwritten, saved by a spreadsheet under another format): a DataError saying to make it
+    again."""
+    try:
+        table = pd.read_csv(_require(path, command), dtype=KEY_DTYPES)
+        missing = [c for c in KEY_DTYPES if c not in table]
+        problem = f"no column {', '.join(missing)}" if missing else None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        problem = f"{type(exc).__name__}: {str(exc).strip()}"
+    if problem:
+        raise DataError(f"{path}: not as `mammofuse {command}` writes it ({problem}); run it again")
+    return table
+
+
+def read_json(path: Path, command: str) -> Any:
+    """A JSON file a stage wrote; one that cannot be read: a DataError saying to make it again."""
+    try:
+        return json.loads(_require(path, command).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(
+            f"{path}: not as `mammofuse {command}` writes it ({type(exc).__name__}: {exc}); run it again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -160,7 +181,7 @@ class Work:
     def read_manifest(self) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The manifest and the ingest info (feature columns, counts)."""
         manifest = read_table(self.manifest, "ingest")
-        return manifest, json.loads(_require(self.ingest_info, "ingest").read_text(encoding="utf-8"))
+        return manifest, read_json(self.ingest_info, "ingest")
 
     def read_splits(self) -> pd.DataFrame:
         return read_table(self.splits, "split")
@@ -173,7 +194,7 @@ class Work:
         record = self._recorded()
         record.update(cfg.record(sections))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.cohort_record.write_text(f"{COHORT_RECORD_HEADER}\n{tomli_w.dumps(record)}", encoding="utf-8")
+        replace_text(self.cohort_record, f"{COHORT_RECORD_HEADER}\n{tomli_w.dumps(record)}")
 
     def check_cohort(self, cfg: CohortConfig, sections: tuple[str, ...] = COHORT_SECTIONS) -> None:
         """Refuse a config whose cohort part differs from the one this folder was built from."""
@@ -410,7 +431,7 @@ class Run:
         return Evaluation.model_validate_json(path.read_text(encoding="utf-8"))
 
     def write_evaluation(self, result: Evaluation) -> None:
-        self.metrics.write_text(result.to_json(), encoding="utf-8")
+        replace_text(self.metrics, result.to_json())
 
     def read_predictions(self) -> pd.DataFrame:
         path = self.predictions
@@ -460,7 +481,7 @@ class Run:
 
     def write_tuning(self, tuning: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.tuning.write_text(json.dumps(tuning, indent=2), encoding="utf-8")
+        replace_text(self.tuning, json.dumps(tuning, indent=2))
 
     @property
     def study(self) -> Path:
@@ -483,7 +504,7 @@ class Run:
         return CvEvaluation.model_validate_json(path.read_text(encoding="utf-8"))
 
     def write_cv_evaluation(self, result: CvEvaluation) -> None:
-        self.metrics.write_text(result.to_json(), encoding="utf-8")
+        replace_text(self.metrics, result.to_json())
 
 
 def kept_epoch(epochs: pd.DataFrame, keep: str) -> pd.Series:

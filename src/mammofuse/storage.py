@@ -11,8 +11,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mammofuse.problems import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DISK_ERRORS = {  # what a user can fix about the place the output goes: one line, exit 2, no traceback
     errno.ENOSPC: "the disk is full: free space, or write elsewhere (--work / --out)",
@@ -63,6 +67,13 @@ def replace_text(path: Path, text: str) -> None:
     """`path` holds `text`, written whole or not at all (`replaced`)."""
     with replaced(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """A stage's CSV, written whole or not at all: a kill or a full disk while it is written leaves the
+    previous version (or none), never a table cut short that the next stage would read as complete."""
+    with replaced(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def disk_error(exc: OSError) -> str | None:

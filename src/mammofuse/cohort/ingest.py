@@ -18,6 +18,7 @@ from mammofuse.config import Config
 from mammofuse.domain import LABEL_DATE, VIEWS
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Work
+from mammofuse.storage import replace_text, write_table
 
 KEY_COLUMNS = ["patient_id", "side"]
 IMAGE_FIELDS = ["sop_class", "bits_stored", "spacing_mm", "manufacturer", "exam_uid", "exam_date"]
@@ -121,7 +122,7 @@ def write_outputs(result: IngestResult, cfg: Config, work: Work) -> None:
     if result.manifest.empty:
         work.manifest.unlink(missing_ok=True)  # an older manifest would pass for this ingest's
         raise DataError(f"no breast is left after ingestion: every reason is in {work.exclusions}")
-    result.manifest.to_csv(work.manifest, index=False)
+    write_table(result.manifest, work.manifest)
     info = {
         "breasts": len(result.manifest),
         "positives": int(result.manifest["label"].sum()),
@@ -130,5 +131,5 @@ def write_outputs(result: IngestResult, cfg: Config, work: Work) -> None:
         "categorical": result.categorical,
         "problems": dict(result.dropped),
     }
-    work.ingest_info.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    replace_text(work.ingest_info, json.dumps(info, indent=2))
     work.record_cohort(cfg)

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
+from mammofuse.storage import replace_text
+
 
 def as_category(value: object) -> str | None:
     """One spelling per category: 1, 1.0 and "1" are all "1"; NA is None."""
@@ -99,7 +101,7 @@ class ClinicalEncoder:
         return np.stack(columns, axis=1).astype(np.float32)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        replace_text(path, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: Path) -> ClinicalEncoder:

@@ -57,6 +57,7 @@ from mammofuse.evaluation.samplesize import needed_text
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
 from mammofuse.models.stacking import ClinicalBaseline, Recalibration, Stacker
 from mammofuse.runs import Run, read_table
+from mammofuse.storage import replace_text
 
 BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
 WEIGHTS, ENCODER, STACKER, BASELINE, CONFIG, INFO, CARD, SUMS = (
@@ -164,7 +165,7 @@ def _files(folder: Path) -> list[str]:
 def write_sums(folder: Path) -> None:
     """SHA256SUMS of every file of the bundle, in `sha256sum` format."""
     lines = [f"{sha256(folder / name)}  {name}\n" for name in _files(folder)]
-    (folder / SUMS).write_text("".join(lines), encoding="utf-8")
+    replace_text(folder / SUMS, "".join(lines))
 
 
 def verify_bundle(folder: Path) -> list[str]:
@@ -198,8 +199,8 @@ def _write(out: Path, cfg: Config, info: dict, validation: str) -> Path:
         **info,
     }
     BundleInfo.model_validate(info)  # what is written is what is read
-    (out / INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    (out / CARD).write_text(model_card(cfg, info, validation), encoding="utf-8")
+    replace_text(out / INFO, json.dumps(info, indent=2))
+    replace_text(out / CARD, model_card(cfg, info, validation))
     write_sums(out)
     return out
 

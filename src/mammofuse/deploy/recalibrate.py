@@ -33,6 +33,7 @@ from mammofuse.evaluation.result import OperatingPoint, SplitMetrics
 from mammofuse.models import ModelError
 from mammofuse.models.stacking import Recalibration, RecalibrationMethod
 from mammofuse.problems import DataError
+from mammofuse.storage import replace_text
 
 FOLDS = 5
 
@@ -109,7 +110,7 @@ def recalibrate(
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle_dir, out)
-    (out / RECALIBRATION).write_text(fitted.model_dump_json(indent=2), encoding="utf-8")
+    replace_text(out / RECALIBRATION, fitted.model_dump_json(indent=2))
     with (out / CARD).open("a", encoding="utf-8") as card:
         card.write(_card_paragraph(fitted, shipped, recalibrated, bundle.threshold))
     write_sums(out)

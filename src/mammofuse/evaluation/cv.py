@@ -24,6 +24,7 @@ from mammofuse.evaluation.evaluate import kept_early
 from mammofuse.evaluation.result import BASELINE, CvEvaluation, OperatingPoint, PooledMetrics
 from mammofuse.problems import DataError
 from mammofuse.runs import Run
+from mammofuse.storage import write_table
 
 SCORE_OF = {"probability": "score", "clinical_probability": "clinical_score"}  # what the pooled AUC ranks
 
@@ -124,7 +125,7 @@ def pool_folds(run: Run, folds: int, repeats: int) -> CvEvaluation:
             f"{run.dir}: the folds chose their thresholds by different rules ({', '.join(points)}); run "
             "`mammofuse cv` again with the --operating-point to use"
         )
-    oof.to_csv(run.oof, index=False)
+    write_table(oof, run.oof)
     # one row per breast, one column per repeat: every breast is scored once in every repeat
     wide = oof.pivot_table(index=["patient_id", "side", "label"], columns="repeat", aggfunc="first")
     index = wide.index.to_frame(index=False)

@@ -24,6 +24,7 @@ from mammofuse.models import TwoViewNet
 from mammofuse.models.stacking import ClinicalBaseline, Stacker
 from mammofuse.problems import DataError
 from mammofuse.runs import Run, kept_epoch
+from mammofuse.storage import replace_text, write_table
 from mammofuse.training.module import predict
 from mammofuse.training.run import loader
 
@@ -50,7 +51,7 @@ def write_baseline(run: Run, point: OperatingPoint) -> tuple[ClinicalBaseline, d
     if fitted is None:
         run.baseline.unlink(missing_ok=True)
     else:
-        run.baseline.write_text(fitted[0].model_dump_json(indent=2), encoding="utf-8")
+        replace_text(run.baseline, fitted[0].model_dump_json(indent=2))
     return fitted
 
 
@@ -161,7 +162,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
     if cfg.model.fusion == "late":  # the images' logit and the clinical data, fitted on validation only
         p, y, _ = preds[VAL]
         stacker = Stacker.fit(p, vectors[VAL], y, cfg.train.seed)
-        run.stacker.write_text(stacker.model_dump_json(indent=2), encoding="utf-8")
+        replace_text(run.stacker, stacker.model_dump_json(indent=2))
         preds = {split: (stacker.apply(p, vectors[split]), y, k) for split, (p, y, k) in preds.items()}
     else:
         run.stacker.unlink(missing_ok=True)
@@ -194,7 +195,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
             if baseline is not None:
                 row["baseline_probability"] = float(baseline[split][i])
             rows.append(row)
-    pd.DataFrame(rows).to_csv(run.predictions, index=False)
+    write_table(pd.DataFrame(rows), run.predictions)
 
     curves = {MODEL if baseline is not None else IMAGE_ONLY: (test_y, test_p)}
     if fitted is not None:

@@ -42,6 +42,7 @@ from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run
+from mammofuse.storage import replace_text, write_table
 from mammofuse.ui import progress
 
 
@@ -253,7 +254,7 @@ def explain_run(
             }
         )
     index = pd.DataFrame(records)
-    index.to_csv(run.explain_index, index=False)
+    write_table(index, run.explain_index)
     return index
 
 
@@ -404,15 +405,15 @@ def index_with_hits(run: Run, table: pd.DataFrame) -> pd.DataFrame:
         for view in VIEWS:
             hits = table[table["view"] == view.value].drop_duplicates("row").set_index("row")["hit"]
             index[f"{view.value.lower()}_on_tumour"] = index["row"].map(hits).astype("Int64")
-    index.to_csv(run.explain_index, index=False)
+    write_table(index, run.explain_index)
     return index
 
 
 def save_checks(table: pd.DataFrame, summary: dict, csv: Path, summary_json: Path) -> None:
     """The checks' table, by row number and never by patient, and their summary."""
     csv.parent.mkdir(parents=True, exist_ok=True)
-    table.drop(columns="patient").to_csv(csv, index=False)
-    summary_json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_table(table.drop(columns="patient"), csv)
+    replace_text(summary_json, json.dumps(summary, indent=2))
 
 
 def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:

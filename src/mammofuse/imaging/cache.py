@@ -95,8 +95,10 @@ class Cache:
         self.dir = root / self.id
         self.index_path = self.dir / "index.json"
         self.index: dict[str, dict[str, Any]] = {}
+        self.damaged: str | None = None  # why the index on disk could not be read: its entries are rebuilt
         if self.index_path.is_file():
-            self.index = json.loads(self.index_path.read_text(encoding="utf-8"))["entries"]
+            record, self.damaged = read_index(self.index_path)
+            self.index = record["entries"]
 
     def key(self, path: str | Path) -> str:
         return entry_key(path, self.id)
@@ -140,6 +142,20 @@ class Cache:
         tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"settings": self.settings, "entries": self.index}), encoding="utf-8")
         os.replace(tmp, self.index_path)
+
+
+def read_index(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A settings folder's index.json ({"settings", "entries"}), and None; or, where it cannot be read (cut
+    short, overwritten, edited by hand), an empty one and what is wrong with it. The index is derived: an
+    entry it does not list is made again, never trusted."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict) and isinstance(record.get("entries"), dict):
+            return record, None
+        problem = "not a cache index"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    return {"settings": {}, "entries": {}}, problem
 
 
 def _alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from mammofuse.config import ConfigError
 from mammofuse.domain import VIEWS
+from mammofuse.imaging.cache import read_index
 from mammofuse.storage import locked
 
 CACHE_COLUMNS = [view.column("cache") for view in VIEWS]
@@ -74,7 +75,7 @@ def survey(root: Path, used: set[Path] | None = None) -> list[Folder]:
         found.append(
             Folder(
                 path=index.parent,
-                settings=json.loads(index.read_text(encoding="utf-8")).get("settings", {}),
+                settings=read_index(index)[0]["settings"],
                 files=len(files),
                 bytes=sum(f.stat().st_size for f in files),
                 written=datetime.fromtimestamp(index.stat().st_mtime, UTC),
@@ -98,7 +99,7 @@ def prune(root: Path, used: set[Path]) -> Pruned:
     for folder in survey(root):
         with locked(folder.path, "cache prune", on_wait=lambda holder: None):
             index_path = folder.path / "index.json"
-            index = json.loads(index_path.read_text(encoding="utf-8"))
+            index, _ = read_index(index_path)  # a damaged one is written back empty: entries made again
             for entry in _entries(folder.path):
                 if entry.resolve() in used:
                     continue

@@ -151,6 +151,12 @@ def _build(
     verify: bool,
 ) -> tuple[pd.DataFrame, PreprocessStats, Cache]:
     stats = PreprocessStats(leftovers=cache.remove_leftovers())
+    if cache.damaged:
+        problems.warn(
+            "cache index damaged",
+            f"{cache.index_path}: cannot be read ({cache.damaged}): every image is decoded again",
+            path=str(cache.index_path),
+        )
     columns = {view: view.column("path") for view in VIEWS}
     breasts = manifest[["patient_id", "side", *columns.values()]].to_dict("records")
     keys: dict[str, str] = {}

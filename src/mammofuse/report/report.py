@@ -40,6 +40,7 @@ from mammofuse.models import describe
 from mammofuse.problems import WARNING
 from mammofuse.report import clinical
 from mammofuse.runs import Run, Work, changes_text, data_changes, read_problems, read_table
+from mammofuse.storage import replace_text
 
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
@@ -257,7 +258,7 @@ def build_compare_report(work: Work, table: pd.DataFrame, runs: dict[str, Run], 
             ],
         )
     )
-    work.compare_report.write_text(html, encoding="utf-8")
+    replace_text(work.compare_report, html)
     return work.compare_report
 
 
@@ -317,7 +318,7 @@ def build_curve_report(
             figures=[{"title": "Out-of-fold AUC by training breasts per fold", "src": data_uri(figure)}],
         )
     )
-    work.curve_report.write_text(html, encoding="utf-8")
+    replace_text(work.curve_report, html)
     return work.curve_report
 
 
@@ -367,7 +368,7 @@ def build_cv_report(run: Run) -> Path:
             checks=_checks(run),
         )
     )
-    run.report.write_text(html, encoding="utf-8")
+    replace_text(run.report, html)
     return run.report
 
 
@@ -423,7 +424,7 @@ def build_report(run_dir: Path) -> Path:
             tile=cfg.model.tile,
         )
     )
-    run.report.write_text(html, encoding="utf-8")
+    replace_text(run.report, html)
     return run.report
 
 
@@ -473,5 +474,5 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
         )
     )
     path = out / "validation.html"
-    path.write_text(html, encoding="utf-8")
+    replace_text(path, html)
     return path

@@ -23,6 +23,7 @@ from mammofuse.evaluation.evaluate import evaluate_run, write_baseline
 from mammofuse.evaluation.result import CvEvaluation, OperatingPoint
 from mammofuse.problems import DataError
 from mammofuse.runs import KEY_DTYPES, Run, Work
+from mammofuse.storage import write_table
 from mammofuse.training.run import check_same_data, fit, preprocessed_for, run_data
 from mammofuse.ui import console
 
@@ -54,7 +55,7 @@ def assign_folds(cfg: Config, run: Run) -> pd.DataFrame:
                 "give this cross-validation another --run name, or delete that folder to start over"
             )
     run.dir.mkdir(parents=True, exist_ok=True)
-    folds.to_csv(run.folds, index=False)
+    write_table(folds, run.folds)
     return folds
 
 

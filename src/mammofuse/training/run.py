@@ -40,7 +40,7 @@ from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import KEY_DTYPES, Run, Work, changes_text, data_changes, kept_epoch
-from mammofuse.storage import distributed_follower, replace_text, replaced
+from mammofuse.storage import distributed_follower, replace_text, replaced, write_table
 from mammofuse.training.module import BreastClassifier
 from mammofuse.ui import console, show_problems
 
@@ -135,9 +135,9 @@ def prepare_run(
     `table`: the cohort preprocessed with this run's settings; `data`: `run_data` of it."""
     datasets = build_datasets(table, splits, cfg, info["numeric"], info["categorical"], seed=cfg.train.seed)
     run.write_config(cfg)
-    data.to_csv(run.data, index=False)
+    write_table(data, run.data)
     datasets.encoder.save(run.encoder)
-    run.ingest_info.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    replace_text(run.ingest_info, json.dumps(info, indent=2))
     return datasets
 
 

@@ -45,7 +45,7 @@ from mammofuse.config import (
 from mammofuse.data.splits import TEST
 from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
-from mammofuse.storage import in_use, locked
+from mammofuse.storage import in_use, locked, replace_text
 from mammofuse.training.run import fit, kept_val_auc, preprocessed_for, resume_point, work_splits
 from mammofuse.ui import console
 
@@ -401,7 +401,7 @@ def write_best(study: optuna.Study, tune_dir: Path, preset: str | None) -> Path:
     )
     path = tune_dir / "best.toml"
     tune_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + tomli_w.dumps(data), encoding="utf-8")
+    replace_text(path, header + tomli_w.dumps(data))
     return path
 
 
