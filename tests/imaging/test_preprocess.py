@@ -263,6 +263,15 @@ class TestChecksumOnRead:
         assert "1 damaged entries rebuilt" in capsys.readouterr().out
         assert main(["train", config, "--preset", preset]) == 0
 
+    def test_an_array_its_index_does_not_list_is_named_with_the_way_to_rebuild_it(self, tiny_cohort):
+        from mammofuse.imaging.cache import DamagedEntry
+
+        manifest, work = ingested(tiny_cohort)
+        table, _, cache = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        cache.index_path.write_text("{", encoding="utf-8")  # cut short by another tool
+        with pytest.raises(DamagedEntry, match=r"does not list it .*`mammofuse preprocess` rebuilds"):
+            load_entry(table.loc[0, "cc_cache"])
+
 
 class TestPixelSpacing:
     def test_an_image_without_a_spacing_is_fitted_and_warned_about(self, tiny_cohort, capsys):

@@ -188,12 +188,19 @@ def load_entry(path: str | Path, raw: bool = False) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _entries(index_path: Path, modified_ns: int) -> dict[str, dict[str, Any]]:
-    return json.loads(index_path.read_text(encoding="utf-8"))["entries"]
+    return read_index(index_path)[0]["entries"]
 
 
 def entry_record(path: str | Path) -> dict[str, Any]:
     """What the index records of a cached array (geometry, checksum, ...), found from the array's path;
-    each index is read once per process, and again when it changes."""
+    each index is read once per process, and again when it changes. An array its index does not list (the
+    index damaged, or made again without it): a DamagedEntry that says how to rebuild it."""
     path = Path(path)
     index = path.parent.parent / "index.json"
-    return _entries(index, index.stat().st_mtime_ns)[path.stem]
+    record = _entries(index, index.stat().st_mtime_ns).get(path.stem)
+    if record is None:
+        raise DamagedEntry(
+            f"{path}: its cache's index ({index}) does not list it (damaged, or made again since): "
+            "`mammofuse preprocess` rebuilds the entries the work folder needs"
+        )
+    return record
