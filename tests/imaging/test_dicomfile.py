@@ -87,3 +87,19 @@ class TestSameValuesAsPydicom:
             pydicoms(path)
         with pytest.raises(ValueError, match="pixel data"):
             read_image(path)
+
+    def test_a_voi_lut_table_in_the_header_reads_as_pydicom_reads_it(self, tmp_path):
+        """Values longer than a few kB are read from the file when used: a LUT table inside a sequence too."""
+        from pydicom.sequence import Sequence
+
+        from mammofuse.imaging.decode import meta_from_dataset
+
+        path, ds = image(tmp_path)
+        item = Dataset()
+        item.LUTDescriptor = [4096, 0, 16]
+        item.add_new(0x00283006, "OW", np.arange(0, 65536, 16, dtype=np.uint16).tobytes())  # 8 kB
+        ds.VOILUTSequence = Sequence([item])
+        write(ds, path)
+        header, _ = read_image(path)
+        ours, theirs = meta_from_dataset(header), meta_from_dataset(pydicom.dcmread(path))
+        assert len(ours.voi_lut) == 4096 and np.array_equal(ours.voi_lut, theirs.voi_lut)
