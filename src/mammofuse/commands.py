@@ -538,7 +538,7 @@ def _show_predicted(
 def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     """predict --explain: an overlay per scored breast; with --regions the marked tumours outlined on them
     and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json)."""
-    from mammofuse.explain.checks import read_regions, regions_of, summarise, summary_lines
+    from mammofuse.explain.checks import read_regions, regions_of, summary_lines
     from mammofuse.explain.explain import PredictedChecks, explain_cases, save_checks
 
     out, bundle, table = args.out.parent / "explain", predicted.bundle, predicted.table
@@ -555,10 +555,10 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     console.print(f"wrote {drawn} Grad-CAM overlays to {out}")
     if checks is None or not predicted.inputs:
         return
-    frame = checks.frame()
-    summary = summarise(frame, cfg.labels.positive, args.regions.name, cfg.train.seed)
-    summary["left_out"] = [p.reason for p in problems.items]
-    save_checks(frame, summary, out / "checks.csv", out / "checks.json")
+    left_out = [p.reason for p in problems.items]
+    summary = save_checks(
+        checks.frame(), cfg, args.regions.name, left_out, out / "checks.csv", out / "checks.json"
+    )
     for line in summary_lines(summary):
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(out / "checks.json"))

@@ -389,12 +389,12 @@ def write_checks(
     """explain/checks.csv (a row per breast and view, named by its row in data.csv, never by patient) and
     explain/checks.json (the summary, returned, with the lines of `left_out` and, given the `marked`
     images, how many of them name no breast of the run)."""
-    cfg = run.read_config()
-    summary = summarise(table, cfg.labels.positive, regions, cfg.train.seed) | {"left_out": left_out}
-    if summary["localisation"] is not None and marked is not None:
-        summary["localisation"] |= {"marked_images": len(marked), "unmatched_images": unmatched(run, marked)}
-    save_checks(table, summary, run.explain_checks, run.explain_summary)
-    return summary
+    extra = None
+    if regions is not None and marked is not None:
+        extra = {"marked_images": len(marked), "unmatched_images": unmatched(run, marked)}
+    return save_checks(
+        table, run.read_config(), regions, left_out, run.explain_checks, run.explain_summary, extra
+    )
 
 
 def index_with_hits(run: Run, table: pd.DataFrame) -> pd.DataFrame:
@@ -409,11 +409,25 @@ def index_with_hits(run: Run, table: pd.DataFrame) -> pd.DataFrame:
     return index
 
 
-def save_checks(table: pd.DataFrame, summary: dict, csv: Path, summary_json: Path) -> None:
-    """The checks' table, by row number and never by patient, and their summary."""
+def save_checks(
+    table: pd.DataFrame,
+    cfg: Config,
+    regions: str | None,
+    left_out: list[str],
+    csv: Path,
+    summary_json: Path,
+    localisation: dict | None = None,
+) -> dict:
+    """The checks' table, by row number and never by patient, and their summary (`summarise`, with the
+    lines of `left_out`, and `localisation`'s counts added to its localisation part where there is one),
+    which is returned."""
+    summary = summarise(table, cfg.labels.positive, regions, cfg.train.seed) | {"left_out": left_out}
+    if summary["localisation"] is not None and localisation:
+        summary["localisation"] |= localisation
     csv.parent.mkdir(parents=True, exist_ok=True)
     write_table(table.drop(columns="patient"), csv)
     replace_text(summary_json, json.dumps(summary, indent=2))
+    return summary
 
 
 def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:
