@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole pipeline on a generated cohort (CPU, no download)",
         description="synth -> ingest -> preprocess -> split -> train (preset demo_cpu) -> evaluate -> "
-        "explain -> report into --out, each step as its own command runs it. 3 to 5 minutes on 2 CPU "
+        "explain -> report into --out, each step as its own command runs it. 2 to 3 minutes on 2 CPU "
         "cores; rerun the same command to resume (the cache and finished epochs are kept).",
     )
     p.add_argument(
