@@ -39,10 +39,11 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import tomli_w
+from pydantic import BaseModel, ValidationError
 
 from mammofuse.config import (
     COHORT_RECORD_HEADER,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
 
 KEY_DTYPES = {"patient_id": str, "side": str}  # patient IDs such as "007" stay text
+M = TypeVar("M", bound=BaseModel)
 AVERAGE = "average.module."  # a checkpoint's weights' average (train.ema_epochs), beside the trained "net."
 
 
@@ -104,6 +106,16 @@ def read_json(path: Path, command: str) -> Any:
         raise DataError(
             f"{path}: not as `mammofuse {command}` writes it ({type(exc).__name__}: {exc}); run it again"
         ) from None
+
+
+def _read_model(model: type[M], path: Path, command: str) -> M:
+    """A results file (metrics.json) as its model; one that is not (damaged, or written by a version with
+    another schema): a DataError saying to make it again."""
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValidationError) as exc:
+        why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise DataError(f"{path}: not as `mammofuse {command}` writes it ({why}); run it again") from None
 
 
 @dataclass(frozen=True)
@@ -216,7 +228,12 @@ class Work:
     def _recorded(self) -> dict[str, Any]:
         if not self.cohort_record.is_file():
             return {}
-        return tomllib.loads(self.cohort_record.read_text(encoding="utf-8"))
+        try:
+            return tomllib.loads(self.cohort_record.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise DataError(
+                f"{self.cohort_record}: not as `mammofuse ingest` writes it ({exc}); run ingest again"
+            ) from None
 
 
 def _with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
@@ -428,7 +445,7 @@ class Run:
         path = self.metrics
         if not path.is_file():
             raise DataError(f"{self.dir}: no metrics.json; run `mammofuse evaluate {self.dir}` first")
-        return Evaluation.model_validate_json(path.read_text(encoding="utf-8"))
+        return _read_model(Evaluation, path, f"evaluate {self.dir}")
 
     def write_evaluation(self, result: Evaluation) -> None:
         replace_text(self.metrics, result.to_json())
@@ -477,7 +494,7 @@ class Run:
 
     def read_tuning(self) -> dict[str, Any]:
         """Nested cross-validation: {"trials": N, "space": {"section.field": what is drawn}}."""
-        return dict(json.loads(self.tuning.read_text(encoding="utf-8")))
+        return dict(read_json(self.tuning, "cv --tune"))
 
     def write_tuning(self, tuning: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -501,7 +518,7 @@ class Run:
         path = self.metrics
         if not path.is_file():
             raise DataError(f"{self.dir}: no metrics.json; run `mammofuse cv` to finish it")
-        return CvEvaluation.model_validate_json(path.read_text(encoding="utf-8"))
+        return _read_model(CvEvaluation, path, "cv")
 
     def write_cv_evaluation(self, result: CvEvaluation) -> None:
         replace_text(self.metrics, result.to_json())

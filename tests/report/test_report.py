@@ -168,3 +168,18 @@ def test_a_temporal_split_tests_the_latest_patients_and_the_report_says_so(ready
         pd.Timestamp(splits.loc[test, "cc_exam_date"].agg(f)).strftime("%Y-%m-%d") for f in ("min", "max")
     )
     assert f"<td>{first} to {last}</td>" in html
+
+
+def test_a_damaged_metrics_file_is_named_with_the_command_that_makes_it_again(
+    trained_master, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained_master, run)
+    metrics = run / "metrics.json"
+    metrics.write_text(metrics.read_text(encoding="utf-8")[:100], encoding="utf-8")  # cut short
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{metrics}: not as `mammofuse evaluate {run}` writes it (Invalid JSON" in out
+    assert "Traceback" not in out
+    assert main(["evaluate", str(run)]) == 0 and main(["report", str(run)]) == 0
