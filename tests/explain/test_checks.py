@@ -12,6 +12,7 @@ from mammofuse.domain import Side, View
 from mammofuse.evaluation.compare import maps_lines
 from mammofuse.explain.checks import (
     Region,
+    brightest,
     localise,
     localise_tiles,
     paired_localisation,
@@ -116,6 +117,22 @@ class TestLocalise:
         by_area, by_tiles = localise_tiles(attention, region, 10, area), localise_tiles(attention, region, 10)
         assert by_area["tile_share"] == pytest.approx(by_area["attention_share"]) == pytest.approx(0.25)
         assert by_tiles["tile_share"] == pytest.approx(1 / 3)
+
+    def test_the_rule_without_a_model_points_at_the_densest_region_not_at_one_bright_pixel(self):
+        image = np.zeros((100, 80), np.float32)
+        image[10:90, :60] = 0.3  # the breast
+        image[40:51, 20:31] = 0.8  # a dense mass
+        image[80, 50] = 1.0  # one bright pixel: a calcification, or noise
+        image[5, 70] = 1.0  # off the breast: never the peak
+        breast = np.zeros((100, 80), bool)
+        breast[10:90, :60] = True
+        region = Region(40, 20, 50, 30, ellipse=False).mask(FLAT)
+        assert localise(brightest(image, breast), breast, region)["hit"] == 1.0
+        cam = np.random.default_rng(0).random((100, 80))
+        scores, _ = score_map(cam, cam, image, region)
+        assert scores["brightest_hit"] == 1.0  # beside each map's own score
+        image[40:51, 20:31] = 0.3  # no mass: the densest spot is elsewhere
+        assert localise(brightest(image, breast), breast, region)["hit"] == 0.0
 
     def test_a_region_cut_away_by_the_crop_is_not_scored(self):
         image = np.zeros((100, 80), np.float32)
@@ -268,11 +285,13 @@ class TestExplainChecks:
         assert groups["EIC positive"]["maps"] == len(positives)
         assert groups["EIC positive"]["hit"][0] == pytest.approx(positives["hit"].mean())
         assert groups["EIC positive"]["area_share"][0] == pytest.approx(positives["area_share"].mean())
+        assert groups["EIC positive"]["brightest_hit"][0] == pytest.approx(positives["brightest_hit"].mean())
         assert summary["left_out"] == [
             f"lesions.csv line {len(lesions.read_text().splitlines()) + 1}: no region (numbers in x, y and a "
             "positive radius, or x0 < x1 and y0 < y1)"
         ]
         assert "randomisation check" in out and "localisation on the EIC positive held-out breasts" in out
+        assert "the breast's brightest spot, smoothed, with no model at all:" in out
         kept = Run(run_dir).read_data()  # breasts left out at ingest were marked too, and X42 is nobody
         unmatched = len(lesions.read_text().splitlines()) - 2 * len(kept)  # the header line stands for X42
         assert summary["localisation"]["unmatched_images"] == unmatched > 1

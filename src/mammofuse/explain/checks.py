@@ -9,7 +9,9 @@ of a cross-validation, each by the fold model that never saw it), written beside
    game (Zhang et al. 2018: does the map's peak lie in the marked region?) against chance (a point drawn
    anywhere on the breast lies in the region with probability area(region) / area(breast)), and the share
    of the map's mass inside the region (Wang et al. 2020) against the region's share of the breast's area.
-   The re-drawn network's maps are scored the same way: what a map that knows nothing reaches.
+   The re-drawn network's maps are scored the same way: what a map that knows nothing reaches. So is the
+   breast's own brightest spot (the image smoothed, no model at all): a tumour is often the densest part of
+   the breast, and a map's peak on it is worth what it adds to that rule.
 
 Each mean carries a 95 % interval from the same stratified patient bootstrap as the metrics.
 """
@@ -20,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -163,7 +166,21 @@ def score_map(
     return record | scores | {
         "redrawn_hit": found["hit"],
         "redrawn_energy_share": found["energy_share"],
+        "brightest_hit": localise(brightest(image, breast), breast, region)["hit"],
     }, False
+
+
+BRIGHTEST_SIGMA = 0.02  # the smoothing of `brightest`, as a share of the image's longer side
+
+
+def brightest(image: np.ndarray, breast: np.ndarray) -> np.ndarray:
+    """The map of a rule that knows no model: the image itself, smoothed (a Gaussian of BRIGHTEST_SIGMA of
+    its longer side, so that a dense region, not one bright pixel, stands out), on the breast only. Its peak
+    is the densest spot of the breast: a pointing game a model's maps should beat to show they find more
+    than the densest tissue."""
+    sigma = BRIGHTEST_SIGMA * max(image.shape)
+    smooth = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
+    return np.where(breast, smooth, 0.0)
 
 
 def localise_tiles(
@@ -208,7 +225,7 @@ def _mean_ci(values: np.ndarray, weights: np.ndarray) -> list[float] | None:
     return [float(v.mean()), float(low), float(high)]
 
 
-LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_energy_share")
+LOCALISATION = ("hit", "area_share", "energy_share", "redrawn_hit", "redrawn_energy_share", "brightest_hit")
 ATTENTION = ("attention_hit", "tile_share", "attention_share")  # the patch model's
 
 
@@ -358,12 +375,18 @@ def summary_lines(summary: dict) -> list[str]:
     for g in loc["groups"] if loc else []:
         hit, chance, fresh = (_percent(g[k]) for k in ("hit", "area_share", "redrawn_hit"))
         mass, fresh_mass = _percent(g["energy_share"]), _percent(g["redrawn_energy_share"])
+        bright = (  # checks written before it was measured have no such column
+            f"; the breast's brightest spot, smoothed, with no model at all: {_percent(g['brightest_hit'])} "
+            f"({_views(g, 'brightest_hit')})"
+            if "brightest_hit" in g
+            else ""
+        )
         lines.append(
             f"localisation on the {g['name']} held-out breasts ({g['breasts']}, {g['maps']} maps; regions "
             f"from {loc['regions']}): the map's peak lies in the marked region in {hit} of maps "
             f"({_views(g, 'hit')}; chance, a point anywhere on the breast: {chance}; the network with its "
-            f"weights drawn afresh: {fresh}); {mass} of the map's mass lies there (the region's share of "
-            f"the breast's area: {chance}; re-drawn: {fresh_mass})"
+            f"weights drawn afresh: {fresh}{bright}); {mass} of the map's mass lies there (the region's "
+            f"share of the breast's area: {chance}; re-drawn: {fresh_mass})"
         )
         if "attention_hit" in g:
             top, tiles, weight = (_percent(g[k]) for k in ATTENTION)
