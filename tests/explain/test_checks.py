@@ -286,6 +286,8 @@ class TestExplainChecks:
         assert groups["EIC positive"]["hit"][0] == pytest.approx(positives["hit"].mean())
         assert groups["EIC positive"]["area_share"][0] == pytest.approx(positives["area_share"].mean())
         assert groups["EIC positive"]["brightest_hit"][0] == pytest.approx(positives["brightest_hit"].mean())
+        paired = (positives["hit"] - positives["brightest_hit"]).mean()  # the same maps, paired
+        assert groups["EIC positive"]["hit_over_brightest"][0] == pytest.approx(paired)
         assert summary["left_out"] == [
             f"lesions.csv line {len(lesions.read_text().splitlines()) + 1}: no region (numbers in x, y and a "
             "positive radius, or x0 < x1 and y0 < y1)"

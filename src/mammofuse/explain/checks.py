@@ -312,6 +312,8 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
         )
         columns = [c for c in LOCALISATION + ATTENTION if c in part]
         means = {c: _mean_ci(part[c].to_numpy(dtype=float), w) for c in columns}
+        if "brightest_hit" in part:  # paired: the same maps, the same patient resamples
+            means["hit_over_brightest"] = _mean_ci((part["hit"] - part["brightest_hit"]).to_numpy(float), w)
         by_view = {view: maps[columns].mean().to_dict() for view, maps in part.groupby("view")}
         counts = {"breasts": _breasts(part), "maps": len(part), "blank": len(group) - len(part)}
         groups.append({"name": name} | counts | means | {"by_view": by_view})
@@ -330,6 +332,14 @@ def _percent(triple: list[float] | None) -> str:
         return "none (every map blank)"
     mean, low, high = (100 * t for t in triple)
     return f"{mean:.0f} % [{low:.0f}, {high:.0f}]"
+
+
+def _points(triple: list[float] | None) -> str:
+    """A paired difference of two shares, in percentage points with its interval."""
+    if triple is None:
+        return "none (every map blank)"
+    mean, low, high = (100 * t for t in triple)
+    return f"{mean:+.0f} points [{low:+.0f}, {high:+.0f}]"
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -377,7 +387,7 @@ def summary_lines(summary: dict) -> list[str]:
         mass, fresh_mass = _percent(g["energy_share"]), _percent(g["redrawn_energy_share"])
         bright = (  # checks written before it was measured have no such column
             f"; the breast's brightest spot, smoothed, with no model at all: {_percent(g['brightest_hit'])} "
-            f"({_views(g, 'brightest_hit')})"
+            f"({_views(g, 'brightest_hit')}), the maps {_points(g['hit_over_brightest'])} more often"
             if "brightest_hit" in g
             else ""
         )
