@@ -288,6 +288,10 @@ class TestExplainChecks:
         assert groups["EIC positive"]["brightest_hit"][0] == pytest.approx(positives["brightest_hit"].mean())
         paired = (positives["hit"] - positives["brightest_hit"]).mean()  # the same maps, paired
         assert groups["EIC positive"]["hit_over_brightest"][0] == pytest.approx(paired)
+        for view, difference in groups["EIC positive"]["hit_over_brightest_by_view"].items():
+            maps = positives[positives["view"] == view]
+            assert difference[0] == pytest.approx((maps["hit"] - maps["brightest_hit"]).mean())
+            assert difference[1] <= difference[0] <= difference[2]
         assert summary["left_out"] == [
             f"lesions.csv line {len(lesions.read_text().splitlines()) + 1}: no region (numbers in x, y and a "
             "positive radius, or x0 < x1 and y0 < y1)"
