@@ -17,7 +17,7 @@ from mammofuse.config import Config
 from mammofuse.data.clinical import ClinicalEncoder
 from mammofuse.data.dataset import BreastDataset
 from mammofuse.data.splits import TEST, TRAIN, VAL
-from mammofuse.domain import VIEWS
+from mammofuse.domain import VIEWS, View
 from mammofuse.evaluation import metrics, plots
 from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, Evaluation, OperatingPoint, SplitMetrics
 from mammofuse.models import TwoViewNet
@@ -83,14 +83,20 @@ def contributions(
     stacker: Stacker | None = None,
 ) -> dict[str, dict[str, object]]:
     """What each input contributes, measured on the test breasts: the model's AUC as trained (`as_trained`:
-    its probabilities, in `test`'s order), with the clinical vector set to its training mean, with the
-    images shuffled across breasts (both views of a breast stay together), and with both. An input the
-    model ignores costs nothing when removed."""
+    its probabilities, in `test`'s order), with one view's image shuffled across breasts (the other view
+    and the clinical data as they are: does the model use both views, or has one carried the label?), with
+    both images shuffled (both views of a breast together), with the clinical vector set to its training
+    mean, and with both. An input the model ignores costs nothing when removed."""
     seed, labels = cfg.train.seed, test["label"].to_numpy()
     mean = np.repeat(train_mean, len(test), axis=0)
     order = np.random.default_rng(seed).permutation(len(test))
-    shuffled = test.assign(**{c: test[c].to_numpy()[order] for c in (v.column("cache") for v in VIEWS)})
-    cases = {"images shuffled": (shuffled, clinical)}
+
+    def shuffle(*views: View) -> pd.DataFrame:
+        return test.assign(**{c: test[c].to_numpy()[order] for c in (v.column("cache") for v in views)})
+
+    shuffled = shuffle(*VIEWS)
+    cases = {f"{view.value} shuffled": (shuffle(view), clinical) for view in VIEWS}
+    cases["images shuffled"] = (shuffled, clinical)
     if clinical.shape[1]:
         cases["clinical at its training mean"] = (test, mean)
         cases["both"] = (shuffled, mean)
