@@ -323,6 +323,18 @@ class Run:
         """How each training session ran: device, precision, input pipeline (training.run.setup)."""
         return self.dir / "hardware.json"
 
+    def read_hardware(self) -> list[dict[str, Any]] | None:
+        """hardware.json's sessions ([] for a run trained before it was written); None where it cannot be
+        read: a log, never a reason to stop training or a report."""
+        if not self.hardware.is_file():
+            return []
+        try:
+            sessions = json.loads(self.hardware.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        ok = isinstance(sessions, list) and all(isinstance(s, dict) and "from epoch" in s for s in sessions)
+        return sessions if ok else None
+
     @property
     def epochs(self) -> Path:
         return self.dir / "epochs.csv"

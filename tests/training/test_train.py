@@ -186,6 +186,15 @@ class TestResume:
         steps = -(-n_train // cfg.train.batch_size)
         assert (state["epoch"], state["global_step"]) == (2, 3 * steps)  # third epoch (0-based), complete
 
+    def test_a_damaged_log_of_the_hardware_does_not_stop_the_resume(self, ready, capsys):
+        cfg, run_dir = interrupted_run(ready, "damaged-log")
+        (run_dir / "hardware.json").write_text('[{"from epoch": 0,', encoding="utf-8")  # cut short
+        train(cfg, run_dir)
+        out = " ".join(capsys.readouterr().out.split())
+        assert "hardware.json cannot be read: it is written anew from this session" in out
+        assert pd.read_csv(run_dir / "epochs.csv")["epoch"].tolist() == [1, 2, 3]
+        assert [s["from epoch"] for s in json.loads((run_dir / "hardware.json").read_text())] == [1]
+
     def test_a_run_resumed_on_other_hardware_updates_its_weights_as_this_hardware_does(self, ready):
         """A GPU writes its optimizer with the fused kernel's flag; resumed on the CPU, the run goes on with
         the CPU's default kernel, and ends where the CPU's own uninterrupted run ends."""

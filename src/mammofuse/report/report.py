@@ -176,9 +176,7 @@ def _trained_on(run: Run) -> list[dict[str, Any]]:
     setup, with the epochs (and folds) it trained. Runs trained before the file existed have none."""
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for trained in run.fold_runs() if run.is_cv else [run]:
-        if not trained.hardware.is_file():
-            continue
-        for session in json.loads(trained.hardware.read_text(encoding="utf-8")):
+        for session in trained.read_hardware() or []:  # none written (an older run) or unreadable: not shown
             setup = tuple(_shown(session.get(k, "")) for k in TRAINED_ON)
             epochs = f"from {session['from epoch'] + 1}"
             epochs = f"{trained.name}: {epochs}" if run.is_cv else epochs

@@ -332,7 +332,10 @@ def record_setup(run: Run, session: dict[str, Any], from_epoch: int) -> None:
         f"{session['precision']}, augmentation: {session['augment on']}, "
         f"{session['loader processes']} loader processes{', compiled' if session['compiled'] else ''}"
     )
-    sessions = json.loads(run.hardware.read_text(encoding="utf-8")) if run.hardware.is_file() else []
+    sessions = run.read_hardware()
+    if sessions is None:
+        console.print(f"[yellow]{run.hardware} cannot be read: it is written anew from this session[/]")
+        sessions = []
     sessions = [s for s in sessions if s["from epoch"] < from_epoch]  # a start over forgets later ones
     replace_text(run.hardware, json.dumps([*sessions, {"from epoch": from_epoch, **session}], indent=2))
 
