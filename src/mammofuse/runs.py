@@ -83,6 +83,11 @@ def read_problems(path: Path) -> pd.DataFrame:
     return table if "severity" in table else table.assign(severity=EXCLUDED)
 
 
+def _not_as_written(path: Path, command: str, why: str) -> DataError:
+    """The error for a file a stage wrote that cannot be read now (damaged, or of another version)."""
+    return DataError(f"{path}: not as `mammofuse {command}` writes it ({why}); run it again")
+
+
 def read_table(path: Path, command: str) -> pd.DataFrame:
     """A CSV a stage wrote, with patient IDs and sides as text. A file that is not one (cut short by a
     full disk, overwritten, saved by a spreadsheet under another format): a DataError saying to make it
@@ -94,7 +99,7 @@ def read_table(path: Path, command: str) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         problem = f"{type(exc).__name__}: {str(exc).strip()}"
     if problem:
-        raise DataError(f"{path}: not as `mammofuse {command}` writes it ({problem}); run it again")
+        raise _not_as_written(path, command, problem)
     return table
 
 
@@ -103,9 +108,7 @@ def read_json(path: Path, command: str) -> Any:
     try:
         return json.loads(_require(path, command).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise DataError(
-            f"{path}: not as `mammofuse {command}` writes it ({type(exc).__name__}: {exc}); run it again"
-        ) from None
+        raise _not_as_written(path, command, f"{type(exc).__name__}: {exc}") from None
 
 
 def _read_model(model: type[M], path: Path, command: str) -> M:
@@ -115,7 +118,7 @@ def _read_model(model: type[M], path: Path, command: str) -> M:
         return model.model_validate_json(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValidationError) as exc:
         why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise DataError(f"{path}: not as `mammofuse {command}` writes it ({why}); run it again") from None
+        raise _not_as_written(path, command, why) from None
 
 
 @dataclass(frozen=True)
@@ -231,9 +234,7 @@ class Work:
         try:
             return tomllib.loads(self.cohort_record.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise DataError(
-                f"{self.cohort_record}: not as `mammofuse ingest` writes it ({exc}); run ingest again"
-            ) from None
+            raise _not_as_written(self.cohort_record, "ingest", str(exc)) from None
 
 
 def _with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
