@@ -18,6 +18,7 @@ from mammofuse.cohort import DEFAULT_BREASTS, DEFAULT_YEARS
 from mammofuse.config import ConfigError
 from mammofuse.deploy import COHORT_LABELS
 from mammofuse.evaluation.result import OperatingPoint
+from mammofuse.explain import CASCADE_BREASTS
 from mammofuse.problems import DataError, ModelError
 from mammofuse.storage import disk_error
 from mammofuse.ui import console
@@ -304,9 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scores, and the false positives and negatives at the validation threshold. Writes RUN_DIR/explain/ "
         "(one PNG per breast, both views side by side) and explain/index.csv. Then, over every test breast, "
         "whether the maps can be trusted: the randomisation check (Adebayo et al. 2018: the maps of the same "
-        "network with its weights drawn afresh should look different) and, with --regions, whether the maps "
-        "point at the marked tumours (the pointing game, and the share of each map's mass on the tumour, "
-        "against chance): explain/checks.csv and explain/checks.json.",
+        "network with its weights drawn afresh should look different; on --cascade breasts also in its "
+        "cascading form, the weights redrawn from the top down: which learnt layers the maps rest on) and, "
+        "with --regions, whether the maps point at the marked tumours (the pointing game, and the share of "
+        "each map's mass on the tumour, against chance and the breast's brightest spot): explain/checks.csv "
+        "and explain/checks.json.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=RUN_HELP)
     p.add_argument(
@@ -316,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="breasts per group: highest and lowest scores, false positives, false negatives (default 3)",
     )
     p.add_argument("--regions", type=Path, metavar="CSV", help=REGIONS_HELP)
+    p.add_argument(
+        "--cascade",
+        type=_non_negative_int,
+        default=CASCADE_BREASTS,
+        metavar="N",
+        help="held-out breasts per model, drawn with the run's seed, whose maps are made again at each stage "
+        "of the cascading randomisation (one Grad-CAM pass each per block of the backbone, and one for the "
+        f"head); 0 leaves it out (default {CASCADE_BREASTS})",
+    )
     p.set_defaults(func=commands.cmd_explain)
 
     p = sub.add_parser(
@@ -699,6 +711,13 @@ def _workers(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (every core) or a number of processes, found {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, found {value}")
     return value
 
 

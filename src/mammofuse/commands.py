@@ -429,7 +429,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         index = explain_run(run.dir, args.n, marked)
         console.print(index.to_string(index=False))
         console.print(f"wrote {len(index)} overlays to {run.explain}")
-    table = checks_table(run, marked, problems)
+    table = checks_table(run, marked, problems, args.cascade)
     if args.regions and not run.is_cv:
         index_with_hits(run, table)  # the drawn cases: does each view's map point at the tumour?
     regions = args.regions.name if args.regions else None

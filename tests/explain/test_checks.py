@@ -13,6 +13,8 @@ from mammofuse.evaluation.compare import maps_lines
 from mammofuse.explain.checks import (
     Region,
     brightest,
+    cascade,
+    cascade_stages,
     localise,
     localise_tiles,
     paired_localisation,
@@ -24,11 +26,14 @@ from mammofuse.explain.checks import (
     summary_lines,
     tile_area,
 )
+from mammofuse.explain.explain import Sampled, cascade_table
 from mammofuse.explain.gradcam import gradcam
 from mammofuse.imaging.geometry import Geometry, as_is
+from mammofuse.models import create_model
 from mammofuse.problems import DataError, Problems
 from mammofuse.runs import Run
 
+TINY = ModelConfig(backbone="tiny_cnn", pretrained="none")
 FLAT = Geometry((100, 80), (0, 100, 0, 80), False, 1.0, (0, 0), (100, 80))  # the input is the original
 
 
@@ -169,6 +174,91 @@ class TestRandomisation:
         assert "change little without the learnt weights" in alike[0]
         assert table.loc[table["pair"] == "other", "redrawn_rho"].max() < 0.99
 
+    @pytest.mark.parametrize(
+        ("backbone", "kind", "blocks"),
+        [
+            ("tiny_cnn", "whole", 4),
+            ("resnet18", "whole", 5),
+            ("resnet18", "patches", 5),
+            ("convnext_tiny", "whole", 8),
+        ],
+    )
+    def test_the_cascade_redraws_from_the_head_down_to_the_whole_network(self, backbone, kind, blocks):
+        """Each stage keeps the learnt weights below it and takes the re-drawn ones above; the last stage is
+        the re-drawn network, every weight of it."""
+        cfg = ModelConfig(backbone=backbone, kind=kind, pretrained="none")
+        net, fresh = create_model(cfg, 3).eval(), redrawn(cfg, 3, seed=7)
+        stages = cascade_stages(net)
+        assert [s.name for s in stages] == ["head"] + [f"block {i} of {blocks}" for i in range(blocks, 0, -1)]
+        assert (
+            sum(len(s.keys) for s in stages)
+            == len(set().union(*(s.keys for s in stages)))
+            == len(net.state_dict())
+        )
+        assert "head.weight" in stages[0].keys and not any(
+            ".body." in k for k in stages[0].keys
+        )  # after the feature maps
+        first_conv = next(k for k in net.state_dict() if k.startswith("backbones.CC.body.") and "weight" in k)
+        learnt, drawn = net.state_dict(), fresh.state_dict()
+        for i, (stage, model) in enumerate(cascade(net, fresh)):
+            assert stage == stages[i]
+            state = model.state_dict()
+            for done in stages[: i + 1]:
+                assert all(torch.equal(state[k], drawn[k]) for k in done.keys)
+            for below in stages[i + 1 :]:
+                assert all(torch.equal(state[k], learnt[k]) for k in below.keys)
+            assert torch.equal(state[first_conv], (drawn if i == len(stages) - 1 else learnt)[first_conv])
+        assert torch.equal(learnt[first_conv], net.state_dict()[first_conv])  # the model itself is untouched
+
+    def test_the_cascade_says_from_which_stage_the_maps_change(self):
+        """Against itself every stage keeps the maps exactly (rank correlation 1: they show nothing of the
+        weights, and are told so); against another draw the last stage is the re-drawn network's check."""
+        (maps, image), net = fresh_maps(1), redrawn(TINY, 3, 1)
+        x = torch.from_numpy(image)[None, None]
+        sample = [
+            Sampled(
+                5,
+                {View.CC: image, View.MLO: image},
+                np.zeros(3, np.float32),
+                {v: m[0] for v, m in maps.items()},
+            )
+        ]
+        same = cascade_table(net, redrawn(TINY, 3, 1), sample)
+        stages = [c for c in same if c.startswith("cascade_")]
+        assert stages == ["cascade_head", *(f"cascade_block{i}" for i in (4, 3, 2, 1))]
+        assert same[stages].to_numpy() == pytest.approx(1.0)
+        other = cascade_table(net, redrawn(TINY, 3, 2), sample)
+        fresh = gradcam(redrawn(TINY, 3, 2), x, x.clone(), torch.zeros(1, 3))
+        for row in other.itertuples():
+            view = View(row.view)
+            expected, _ = score_map(maps[view][0], fresh[view][0], image, None)
+            assert row.cascade_block1 == pytest.approx(expected["redrawn_rho"])
+        base = {"row": 5, "patient": "P", "side": "L", "label": 1, "blank": 0, "redrawn_rho": 0.0}
+        assert (same["cascaded"] == 1).all()
+        for table, verdict in (
+            (same, "keep the model's ranking whatever is redrawn"),
+            (
+                same.assign(cascade_block4=0.1, cascade_block3=0.2),
+                "with the head redrawn the maps barely change",
+            ),
+            (same.assign(cascade_block3=0.1), "with the head and the blocks to block 4 of 4 redrawn"),
+            (same.assign(cascade_head=0.3), "change as soon as the head is redrawn"),
+        ):
+            summary = summarise(table.assign(**base), "EIC positive", None)
+            assert summary["randomisation"]["cascade"]["breasts"] == 1
+            assert [s["stage"] for s in summary["randomisation"]["cascade"]["stages"]] == [
+                "head",
+                *(f"block {i} of 4" for i in (4, 3, 2, 1)),
+            ]
+            assert (
+                verdict in summary_lines(summary)[-1]
+                and "cascading randomisation" in summary_lines(summary)[-1]
+            )
+        assert (
+            summarise(pd.DataFrame([base | {"view": "CC"}]), "EIC positive", None)["randomisation"]["cascade"]
+            is None
+        )
+
     def test_breasts_are_counted_as_breasts_not_row_numbers(self):
         """The folds of a learning-curve share each thin their training part: one row number names another
         breast in each fold's data.csv."""
@@ -279,6 +369,13 @@ class TestExplainChecks:
         summary = json.loads(run.explain_summary.read_text())
         assert summary["maps"] == len(table) and summary["blank"] == len(table) - len(drawn)
         assert summary["randomisation"]["maps"] == table["redrawn_rho"].notna().sum() >= len(drawn) - 2
+        stages = [c for c in table if c.startswith("cascade_")]  # the run's tiny_cnn: the head and 4 blocks
+        sampled = table[table["cascaded"] == 1]  # a blank map ranks nothing: NaN at every stage
+        assert stages[0] == "cascade_head" and len(stages) == 5
+        assert summary["randomisation"]["cascade"]["breasts"] == len(sampled) // 2 == min(32, len(test))
+        whole = sampled[stages[-1]].notna()  # the last stage is the network with its weights drawn afresh
+        assert np.allclose(sampled.loc[whole, stages[-1]], sampled.loc[whole, "redrawn_rho"])
+        assert "cascading randomisation (on the maps of" in out
         groups = {g["name"]: g for g in summary["localisation"]["groups"]}
         assert groups["marked"]["maps"] == len(drawn) and groups["marked"]["blank"] == summary["blank"]
         positives = drawn[drawn["label"] == 1]
@@ -336,8 +433,9 @@ class TestExplainChecks:
         assert main(["explain", str(cv_dir)]) == 2
         assert "the cross-validation is not finished" in capsys.readouterr().out
         (cv_dir / "metrics.json").write_bytes(pooled)
-        assert main(["explain", str(cv_dir), "--regions", str(cohort / "lesions.csv")]) == 0
-        assert "for overlays, explain a fold" in capsys.readouterr().out
+        assert main(["explain", str(cv_dir), "--regions", str(cohort / "lesions.csv"), "--cascade", "0"]) == 0
+        out = capsys.readouterr().out
+        assert "for overlays, explain a fold" in out and "cascading randomisation" not in out
         run = Run(cv_dir)
         table, oof = pd.read_csv(run.explain_checks), pd.read_csv(run.oof)
         assert len(table) == 2 * len(oof)  # every breast, both views, once per repeat
@@ -345,7 +443,8 @@ class TestExplainChecks:
             split = Run(cv_dir / "folds" / fold).read_data()["split"]
             assert (split.iloc[part["row"] - 1] == "test").all()  # held out from that fold's model
         summary = json.loads(run.explain_summary.read_text())
-        assert summary["maps"] == len(table)
+        assert summary["maps"] == len(table) and summary["randomisation"]["cascade"] is None
+        assert not any(c.startswith("cascade") for c in table)
         assert summary["breasts"] == len(oof.drop_duplicates(["patient_id", "side"]))
         assert main(["report", str(cv_dir)]) == 0
         assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()

@@ -1,1 +1,3 @@
 """Grad-CAM per view for the two-view + clinical model, drawn on the preprocessed and original images."""
+
+CASCADE_BREASTS = 32  # held-out breasts per model whose maps go through the cascading randomisation

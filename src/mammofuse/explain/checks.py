@@ -4,7 +4,10 @@ of a cross-validation, each by the fold model that never saw it), written beside
 1. Model randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps"): each map is made again
    by the same architecture with its weights drawn afresh. A map that hardly changes shows the image's
    structure (the breast's outline, its bright tissue), not what the model learnt. Measured per map as the
-   Spearman rank correlation of the two maps over the breast's pixels.
+   Spearman rank correlation of the two maps over the breast's pixels. On a sample of the breasts, also
+   the cascading form: the learnt weights replaced by the re-drawn ones from the top down (the head, then
+   the backbone's last block, and so on to the whole network), each stage's maps against the model's. The
+   stage where the maps stop resembling the model's shows which learnt layers they rest on.
 2. Localisation, where the tumours are marked (a regions CSV in the original images' pixels): the pointing
    game (Zhang et al. 2018: does the map's peak lie in the marked region?) against chance (a point drawn
    anywhere on the breast lies in the region with probability area(region) / area(breast)), and the share
@@ -18,7 +21,9 @@ Each mean carries a 95 % interval from the same stratified patient bootstrap as 
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import spearmanr
+from torch import nn
 
 from mammofuse.cohort.tables import parse_number, read_rows
 from mammofuse.config import ModelConfig
@@ -120,6 +126,69 @@ def redrawn(cfg: ModelConfig, n_clinical: int, seed: int) -> TwoViewNet:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return create_model(cfg.model_copy(update={"pretrained": "none"}), n_clinical).eval()
+
+
+NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)  # a normalisation layer is part of the block before it
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the cascading randomisation: the weights `keys` (of the network's state) are replaced by
+    the re-drawn network's, with those of every stage before it."""
+
+    name: str  # "head", "block 4 of 4" (counted from the input)
+    column: str  # its column in checks.csv: the rank correlation of its maps with the model's
+    keys: frozenset[str]
+
+
+def _blocks(body: nn.Module) -> list[list[str]]:
+    """A backbone body's blocks from the input up, each the module paths it is made of: the children with
+    weights of the first module that has more than one (resnet's stem conv and norm, layer1..layer4;
+    densenet's dense blocks and transitions inside `features`), a normalisation layer joined to the block
+    before it."""
+    prefix, module = "", body
+    while True:
+        children = [(n, m) for n, m in module.named_children() if any(True for _ in m.parameters())]
+        if len(children) != 1:
+            break
+        name, module = children[0]
+        prefix += f"{name}."
+    if not children:  # one layer with weights: a single block
+        return [[prefix.rstrip(".")]] if prefix else []
+    blocks: list[list[str]] = []
+    for name, child in children:
+        if blocks and isinstance(child, NORMS):
+            blocks[-1].append(prefix + name)
+        else:
+            blocks.append([prefix + name])
+    return blocks
+
+
+def cascade_stages(net: TwoViewNet) -> list[Stage]:
+    """The cascading randomisation's stages from the top down: the head (everything after the backbones'
+    feature maps: the fusion, the clinical branch, a patch model's attention), then each block of both views'
+    backbones from the last to the first. Together they cover every weight: the last stage is the re-drawn
+    network."""
+    keys = set(net.state_dict())
+    blocks = _blocks(net.backbone(View.CC).body)
+    in_block = []
+    for block in blocks:
+        prefixes = tuple(f"backbones.{v.value}.body.{path}." for v in VIEWS for path in block)
+        in_block.append(frozenset(k for k in keys if k.startswith(prefixes)))
+    head = frozenset(keys.difference(*in_block))
+    stages = [Stage("head", "cascade_head", head)]
+    for i in reversed(range(len(blocks))):
+        stages.append(Stage(f"block {i + 1} of {len(blocks)}", f"cascade_block{i + 1}", in_block[i]))
+    return stages
+
+
+def cascade(net: TwoViewNet, fresh: TwoViewNet) -> Iterator[tuple[Stage, TwoViewNet]]:
+    """The model with its learnt weights replaced by `fresh`'s, stage by stage from the top down: one copy,
+    changed in place between the stages (a stage's network is valid until the next is drawn)."""
+    model, drawn = copy.deepcopy(net).eval(), fresh.state_dict()
+    for stage in cascade_stages(net):
+        model.load_state_dict({k: drawn[k] for k in stage.keys}, strict=False)
+        yield stage, model
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, within: np.ndarray) -> float:
@@ -287,16 +356,11 @@ def _breasts(table: pd.DataFrame) -> int:
 def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int = 0) -> dict:
     """checks.json: the randomisation check's median and quartiles, and, with regions, the localisation
     means with intervals for all marked held-out breasts and for the positive ones."""
-    rho = table["redrawn_rho"].dropna()
     summary: dict = {
         "breasts": _breasts(table),
         "maps": len(table),
         "blank": int(table["blank"].sum()),  # no pixel of the breast raises the positive score
-        "randomisation": {
-            "maps": len(rho),
-            "median": float(rho.median()) if len(rho) else None,
-            "quartiles": [float(q) for q in rho.quantile([0.25, 0.75])] if len(rho) else [],
-        },
+        "randomisation": _spread(table["redrawn_rho"]) | {"cascade": _cascade(table)},
         "localisation": None,
     }
     if regions is None:
@@ -321,6 +385,33 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
     return summary
 
 
+def _spread(rho: pd.Series) -> dict:
+    """How many rank correlations are known, their median and quartiles."""
+    rho = rho.dropna()
+    return {
+        "maps": len(rho),
+        "median": float(rho.median()) if len(rho) else None,
+        "quartiles": [float(q) for q in rho.quantile([0.25, 0.75])] if len(rho) else [],
+    }
+
+
+def _cascade(table: pd.DataFrame) -> dict | None:
+    """The cascading randomisation: how many breasts went through it, and its stages from the top down, each
+    named (`Stage.name`) with `_spread` of its maps' rank correlations with the model's; None where it was not
+    run."""
+    if "cascaded" not in table or not table["cascaded"].any():
+        return None
+    sampled = table[table["cascaded"] == 1]
+    columns = [c for c in table if c.startswith("cascade_")]  # in the order of the stages
+    blocks = sum(c.startswith("cascade_block") for c in columns)
+    stages = [
+        {"stage": "head" if c == "cascade_head" else f"block {c.removeprefix('cascade_block')} of {blocks}"}
+        | _spread(sampled[c])
+        for c in columns
+    ]
+    return {"breasts": _breasts(sampled), "stages": stages}
+
+
 def _over_brightest(part: pd.DataFrame, w: np.ndarray) -> dict:
     """How much more often the maps' peaks lie on the tumour than the brightest-spot rule's, paired (the same
     maps, the same patient resamples `w`): over both views, and per view, where the rule differs most (the
@@ -333,6 +424,29 @@ def _over_brightest(part: pd.DataFrame, w: np.ndarray) -> dict:
             view: _mean_ci(difference[views == view], w[:, views == view]) for view in sorted(set(views))
         },
     }
+
+
+def _cascade_line(cascade: dict) -> str:
+    """The cascading randomisation in a sentence: each stage's median, and from which stage on the maps no
+    longer rank the breast's pixels as the model's do."""
+    stages = [s for s in cascade["stages"] if s["median"] is not None]
+    medians = ", ".join(f"{s['stage']} {s['median']:.2f}" for s in stages)
+    changed = next((i for i, s in enumerate(stages) if s["median"] < INSENSITIVE), None)
+    if changed is None:
+        verdict = "the maps keep the model's ranking whatever is redrawn: they show the image, not the model"
+    elif changed == 0:
+        verdict = "the maps change as soon as the head is redrawn: they follow how the model weighs features"
+    else:
+        above = "the head" if changed == 1 else f"the head and the blocks to {stages[changed - 1]['stage']}"
+        verdict = (
+            f"with {above} redrawn the maps barely change: they show where the layers below are active more "
+            f"than how the layers above weigh that; they change once {stages[changed]['stage']} is redrawn"
+        )
+    return (
+        f"cascading randomisation (on the maps of {cascade['breasts']} held-out breasts drawn at random, the "
+        f"learnt weights replaced by random ones from the top down; the last stage is the whole network): "
+        f"median Spearman with the model's maps after each stage: {medians}; {verdict}"
+    )
 
 
 def _views(group: dict, column: str) -> str:
@@ -377,6 +491,8 @@ def summary_lines(summary: dict) -> list[str]:
             f"afresh rank the breast's pixels alike at median Spearman {r['median']:.2f} (quartiles "
             f"{q1:.2f}, {q3:.2f}; {r['maps']} maps of {summary['breasts']} held-out breasts): {verdict}"
         )
+    if r.get("cascade"):  # checks written before it was measured have none
+        lines.append(_cascade_line(r["cascade"]))
     loc = summary["localisation"]
     unmatched = loc.get("unmatched_images", 0) if loc is not None else 0
     if unmatched and unmatched == loc["marked_images"]:

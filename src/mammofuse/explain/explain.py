@@ -20,10 +20,14 @@ import torch
 
 from mammofuse.config import Config, ModelConfig
 from mammofuse.domain import VIEWS, View
+from mammofuse.explain import CASCADE_BREASTS
 from mammofuse.explain.checks import (
     Region,
     RegionKey,
+    cascade,
+    cascade_stages,
     localise_tiles,
+    rank_correlation,
     read_regions,
     redrawn,
     region_mask,
@@ -37,7 +41,7 @@ from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.dicomfile import read_image
-from mammofuse.imaging.geometry import Geometry, as_is, map_to_original
+from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
 from mammofuse.problems import DataError, Problems
@@ -323,17 +327,60 @@ class PredictedChecks:
         return pd.DataFrame(self.records)
 
 
+@dataclass(frozen=True)
+class Sampled:
+    """A held-out breast whose maps go through the cascading randomisation: its row in data.csv, the model's
+    input and the model's maps."""
+
+    row: int
+    images: Maps
+    clinical: np.ndarray
+    maps: Maps
+
+
+def cascade_table(net: TwoViewNet, fresh: TwoViewNet, sample: list[Sampled], batch: int = 16) -> pd.DataFrame:
+    """The cascading randomisation of `net` towards `fresh` (`checks.cascade`) over `sample`: a row per breast
+    and view (row, view, cascaded = 1), a column per stage (`Stage.column`) holding the rank correlation of
+    that stage's map with the model's over the breast's pixels (NaN where either map is blank)."""
+    breast = [{v: breast_mask(s.images[v]) for v in VIEWS} for s in sample]
+    rho: dict[tuple[int, str], dict[str, float]] = {(s.row, v.value): {} for s in sample for v in VIEWS}
+    starts = range(0, len(sample), batch)
+    stages = progress("cascading randomisation")(cascade(net, fresh), len(cascade_stages(net)))
+    for stage, model in stages:
+        for start in starts:
+            chunk = sample[start : start + batch]
+            x = {v: torch.from_numpy(np.stack([s.images[v] for s in chunk]))[:, None] for v in VIEWS}
+            c = torch.from_numpy(np.stack([s.clinical for s in chunk]))
+            maps = gradcam(model, x[View.CC], x[View.MLO], c)
+            for i, s in enumerate(chunk):
+                for v in VIEWS:
+                    within = breast[start + i][v]
+                    rho[(s.row, v.value)][stage.column] = rank_correlation(s.maps[v], maps[v][i], within)
+    return pd.DataFrame([{"row": row, "view": view, "cascaded": 1} | r for (row, view), r in rho.items()])
+
+
+def sample_of(n: int, size: int, seed: int) -> list[int]:
+    """`size` of n positions drawn without replacement (all of them where there are fewer), in order."""
+    return sorted(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False).tolist())
+
+
 def check_maps(
-    run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, batch: int = 16
+    run: Run,
+    marked: dict[RegionKey, list[Region]],
+    problems: Problems,
+    batch: int = 16,
+    cascading: int = CASCADE_BREASTS,
 ) -> pd.DataFrame:
     """Both checks of `explain.checks` over a run's test breasts: a row per breast and view (its row in
-    data.csv, patient, label, probability, then `score_map`'s figures). Regions that the crop cut away are
-    recorded in `problems`."""
+    data.csv, patient, label, probability, then `score_map`'s figures, and for `cascading` breasts drawn
+    with the run's seed the cascading randomisation's columns). Regions that the crop cut away are recorded
+    in `problems`."""
     cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
     pred, rows = test_predictions(run, data)
     probability = pred["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
     fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
+    chosen, sample = set(sample_of(len(rows), cascading, cfg.train.seed)), []
     records = []
     starts = range(0, len(rows), batch)
     for start in progress(f"checking the maps of {run.dir.name}")(starts, len(starts)):
@@ -356,17 +403,29 @@ def check_maps(
             where = f"row {r + 1}"
             for scores in score_case(case, images[i], own, other, tiles, regions, cfg.model, problems, where):
                 records.append(breast | scores)
-    return pd.DataFrame(records)
+            if start + i in chosen:
+                sample.append(Sampled(r + 1, images[i], clinical[start + i], own))
+    table = pd.DataFrame(records)
+    if not sample:
+        return table
+    table = table.merge(cascade_table(net, fresh, sample, batch), on=["row", "view"], how="left")
+    return table.assign(cascaded=table["cascaded"].fillna(0).astype(int))
 
 
-def checks_table(run: Run, marked: dict[RegionKey, list[Region]], problems: Problems) -> pd.DataFrame:
+def checks_table(
+    run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, cascading: int = CASCADE_BREASTS
+) -> pd.DataFrame:
     """`check_maps` over a run's test breasts, or over every breast of a finished cross-validation, each
-    by the fold model that never saw it (a column `fold`)."""
+    by the fold model that never saw it (a column `fold`); the cascading randomisation on `cascading`
+    breasts of each model."""
     if not run.is_cv:
-        return check_maps(run, marked, problems)
+        return check_maps(run, marked, problems, cascading=cascading)
     if not run.metrics.is_file():  # then every fold is finished, and a finished fold is never trained over
         raise DataError(f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it")
-    return pd.concat([check_maps(f, marked, problems).assign(fold=f.dir.name) for f in run.fold_runs()])
+    tables = []
+    for fold in run.fold_runs():
+        tables.append(check_maps(fold, marked, problems, cascading=cascading).assign(fold=fold.dir.name))
+    return pd.concat(tables)
 
 
 def unmatched(run: Run, marked: dict[RegionKey, list[Region]]) -> int:
@@ -430,11 +489,17 @@ def save_checks(
     return summary
 
 
-def check_run(run_dir: Path, regions: Path | None = None, problems: Problems | None = None) -> dict:
+def check_run(
+    run_dir: Path,
+    regions: Path | None = None,
+    problems: Problems | None = None,
+    cascading: int = CASCADE_BREASTS,
+) -> dict:
     """The checks of a run or a cross-validation, written (`write_checks`); the summary returned.
-    `regions`: a CSV of marked tumours; what of it cannot be used is recorded in `problems`."""
+    `regions`: a CSV of marked tumours; what of it cannot be used is recorded in `problems`; `cascading`:
+    the breasts of each model whose maps go through the cascading randomisation."""
     run, problems = Run(run_dir), problems if problems is not None else Problems()
     marked = read_regions(regions, problems) if regions is not None else {}
-    table = checks_table(run, marked, problems)
+    table = checks_table(run, marked, problems, cascading)
     left_out = [p.reason for p in problems.items]
     return write_checks(run, table, regions.name if regions else None, left_out, marked)
