@@ -210,6 +210,17 @@ class TestRandomisation:
             assert torch.equal(state[first_conv], (drawn if i == len(stages) - 1 else learnt)[first_conv])
         assert torch.equal(learnt[first_conv], net.state_dict()[first_conv])  # the model itself is untouched
 
+    def test_the_redrawn_network_is_not_the_models_own_initialisation(self):
+        """Training seeds the network's first draw with train.seed: the re-drawn one, seeded from it too, must
+        not repeat that draw (a model trained from random weights stays close to where it started)."""
+        torch.manual_seed(3)  # as training does before it builds the network
+        start = create_model(TINY, 3).state_dict()
+        fresh, again = redrawn(TINY, 3, seed=3).state_dict(), redrawn(TINY, 3, seed=3).state_dict()
+        for key in ("backbones.CC.body.0.weight", "head.weight"):
+            assert torch.equal(fresh[key], again[key])  # seeded: the same every time
+            r = torch.corrcoef(torch.stack([start[key].flatten(), fresh[key].flatten()]))[0, 1]
+            assert abs(float(r)) < 0.2
+
     def test_the_cascade_says_from_which_stage_the_maps_change(self):
         """Against itself every stage keeps the maps exactly (rank correlation 1: they show nothing of the
         weights, and are told so); against another draw the last stage is the re-drawn network's check."""

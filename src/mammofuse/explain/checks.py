@@ -121,10 +121,16 @@ def regions_of(marked: dict[RegionKey, list[Region]], patient: str, side: str) -
     return {v: marked.get((str(patient), Side(side), v), []) for v in VIEWS}
 
 
+REDRAWN = 0x5A11E4C7  # what sets the re-drawn network's weights apart from training's (`redrawn`)
+
+
 def redrawn(cfg: ModelConfig, n_clinical: int, seed: int) -> TwoViewNet:
-    """The same architecture with its weights drawn afresh (no pretrained start), in eval mode."""
+    """The same architecture with its weights drawn afresh (no pretrained start), in eval mode: drawn from
+    a stream of its own, seeded by `seed` and REDRAWN. Drawn with the training's seed itself, it would be the
+    model's own initialisation (training draws it first), which a model trained from random weights stays
+    close to: the check would compare the model with where it started, not with weights that know nothing."""
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(int(np.random.SeedSequence([seed, REDRAWN]).generate_state(1)[0]))
         return create_model(cfg.model_copy(update={"pretrained": "none"}), n_clinical).eval()
 
 
