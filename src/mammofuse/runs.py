@@ -380,6 +380,10 @@ class Run:
         return self.explain / "checks.json"
 
     @property
+    def explain_cascade(self) -> Path:
+        return self.explain / "cascade.png"
+
+    @property
     def report(self) -> Path:
         return self.dir / "report.html"
 

@@ -223,7 +223,8 @@ class TestRandomisation:
 
     def test_the_cascade_says_from_which_stage_the_maps_change(self):
         """Against itself every stage keeps the maps exactly (rank correlation 1: they show nothing of the
-        weights, and are told so); against another draw the last stage is the re-drawn network's check."""
+        weights, and are told so); against another draw the last stage is the re-drawn network's check. A
+        map turned into its negative (rho -0.9) is the same picture: it does not count as changed."""
         (maps, image), net = fresh_maps(1), redrawn(TINY, 3, 1)
         x = torch.from_numpy(image)[None, None]
         sample = [
@@ -247,10 +248,11 @@ class TestRandomisation:
         base = {"row": 5, "patient": "P", "side": "L", "label": 1, "blank": 0, "redrawn_rho": 0.0}
         assert (same["cascaded"] == 1).all()
         for table, verdict in (
-            (same, "keep the model's ranking whatever is redrawn"),
+            (same, "keep their picture whatever is redrawn"),
+            (same.assign(cascade_block4=0.1), "with the head redrawn the maps keep their picture"),
             (
-                same.assign(cascade_block4=0.1, cascade_block3=0.2),
-                "with the head redrawn the maps barely change",
+                same.assign(cascade_head=-0.9, cascade_block4=0.2),
+                "with the head redrawn the maps keep their picture",
             ),
             (same.assign(cascade_block3=0.1), "with the head and the blocks to block 4 of 4 redrawn"),
             (same.assign(cascade_head=0.3), "change as soon as the head is redrawn"),
@@ -261,10 +263,9 @@ class TestRandomisation:
                 "head",
                 *(f"block {i} of 4" for i in (4, 3, 2, 1)),
             ]
-            assert (
-                verdict in summary_lines(summary)[-1]
-                and "cascading randomisation" in summary_lines(summary)[-1]
-            )
+            line = summary_lines(summary)[-1]  # each view apart, with the same verdict here
+            assert line.startswith("cascading randomisation") and line.count(verdict) == 2
+            assert "CC: head " in line and "MLO: head " in line
         assert (
             summarise(pd.DataFrame([base | {"view": "CC"}]), "EIC positive", None)["randomisation"]["cascade"]
             is None

@@ -221,3 +221,36 @@ def curve_figure(table: pd.DataFrame, model: str) -> Figure:
     )
     ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: the curves fill the axes
     return fig
+
+
+@legible
+def cascade_figure(table: pd.DataFrame, doubt: float) -> Figure:
+    """The cascading randomisation (`explain.checks`): per view, the median |rank correlation| of each stage's
+    maps with the model's, its quartiles as a band, and the signed median (dashed); the stages from the top
+    down as checks.csv orders its `cascade_*` columns; `doubt`: the median from which maps are doubted."""
+    columns = [c for c in table if c.startswith("cascade_")]
+    names = [c.removeprefix("cascade_").replace("block", "block ") for c in columns]  # head, block 4, ...
+    fig = Figure(figsize=(max(8.5, 4.5 + 0.9 * len(columns)), 4), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(columns))
+    sampled = table[table["cascaded"] == 1]
+    for i, (view, maps) in enumerate(sampled.groupby("view")):
+        rho = maps[columns]
+        q1, median, q3 = (rho.abs().quantile(q).to_numpy(float) for q in (0.25, 0.5, 0.75))
+        ax.plot(x, median, marker="o", c=f"C{i}", label=f"{view}: |rho| (median, quartiles)")
+        ax.fill_between(x, q1, q3, color=f"C{i}", alpha=0.2)
+        ax.plot(
+            x, rho.median().to_numpy(float), ls="--", marker="o", mfc="none", c=f"C{i}", label=f"{view}: rho"
+        )
+    ax.axhline(doubt, ls=":", c="grey", label=f"{doubt:g}: read with care above")
+    ax.axhline(0, lw=0.5, c="grey")
+    ax.set_xticks(x, names)
+    breasts = len(sampled.drop_duplicates(["patient", "side"]))
+    ax.set(
+        xlabel="weights redrawn, from the top down (each stage with those left of it)",
+        ylabel="Spearman with the model's maps",
+        ylim=(-1.0, 1.05),
+        title=f"Cascading randomisation ({breasts} breasts)",
+    )
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig

@@ -392,19 +392,27 @@ def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int
 
 
 def _spread(rho: pd.Series) -> dict:
-    """How many rank correlations are known, their median and quartiles."""
+    """How many rank correlations are known, their median and quartiles, and those of their absolute values
+    (`abs_median`, `abs_quartiles`): Grad-CAM keeps what raises the score, so new weights that turn the
+    score's direction around give the map's negative, the same picture the other way round (rho near -1)."""
     rho = rho.dropna()
+    if not len(rho):
+        return {"maps": 0, "median": None, "quartiles": [], "abs_median": None, "abs_quartiles": []}
+    quartiles = [float(q) for q in rho.quantile([0.25, 0.75])]
+    absolute = [float(q) for q in rho.abs().quantile([0.25, 0.75])]
     return {
         "maps": len(rho),
-        "median": float(rho.median()) if len(rho) else None,
-        "quartiles": [float(q) for q in rho.quantile([0.25, 0.75])] if len(rho) else [],
+        "median": float(rho.median()),
+        "quartiles": quartiles,
+        "abs_median": float(rho.abs().median()),
+        "abs_quartiles": absolute,
     }
 
 
 def _cascade(table: pd.DataFrame) -> dict | None:
     """The cascading randomisation: how many breasts went through it, and its stages from the top down, each
-    named (`Stage.name`) with `_spread` of its maps' rank correlations with the model's; None where it was not
-    run."""
+    named (`Stage.name`) with `_spread` of its maps' rank correlations with the model's, over both views and
+    per view (`by_view`); None where it was not run."""
     if "cascaded" not in table or not table["cascaded"].any():
         return None
     sampled = table[table["cascaded"] == 1]
@@ -413,6 +421,7 @@ def _cascade(table: pd.DataFrame) -> dict | None:
     stages = [
         {"stage": "head" if c == "cascade_head" else f"block {c.removeprefix('cascade_block')} of {blocks}"}
         | _spread(sampled[c])
+        | {"by_view": {view: _spread(maps[c]) for view, maps in sampled.groupby("view")}}
         for c in columns
     ]
     return {"breasts": _breasts(sampled), "stages": stages}
@@ -432,26 +441,39 @@ def _over_brightest(part: pd.DataFrame, w: np.ndarray) -> dict:
     }
 
 
-def _cascade_line(cascade: dict) -> str:
-    """The cascading randomisation in a sentence: each stage's median, and from which stage on the maps no
-    longer rank the breast's pixels as the model's do."""
-    stages = [s for s in cascade["stages"] if s["median"] is not None]
-    medians = ", ".join(f"{s['stage']} {s['median']:.2f}" for s in stages)
-    changed = next((i for i, s in enumerate(stages) if s["median"] < INSENSITIVE), None)
+def _cascade_view(stages: list[tuple[str, dict]]) -> str:
+    """One view's cascade: each stage's median |rho| (signed in brackets), and the stage from which the maps
+    no longer show the model's picture, either way round."""
+    stages = [(name, spread) for name, spread in stages if spread["abs_median"] is not None]
+    medians = ", ".join(f"{name} {s['abs_median']:.2f} ({s['median']:+.2f})" for name, s in stages)
+    changed = next((i for i, (_, s) in enumerate(stages) if s["abs_median"] < INSENSITIVE), None)
     if changed is None:
-        verdict = "the maps keep the model's ranking whatever is redrawn: they show the image, not the model"
+        verdict = "the maps keep their picture whatever is redrawn: they show the image, not the model"
     elif changed == 0:
-        verdict = "the maps change as soon as the head is redrawn: they follow how the model weighs features"
-    else:
-        above = "the head" if changed == 1 else f"the head and the blocks to {stages[changed - 1]['stage']}"
         verdict = (
-            f"with {above} redrawn the maps barely change: they show where the layers below are active more "
-            f"than how the layers above weigh that; they change once {stages[changed]['stage']} is redrawn"
+            "the maps change as soon as the head is redrawn: they follow how the model weighs its features"
         )
+    else:
+        above = "the head" if changed == 1 else f"the head and the blocks to {stages[changed - 1][0]}"
+        verdict = (
+            f"with {above} redrawn the maps keep their picture (either way round): they show where the "
+            f"layers below respond more than how {above} weighs that; they change once {stages[changed][0]} "
+            "is redrawn"
+        )
+    return f"{medians}: {verdict}"
+
+
+def _cascade_line(cascade: dict) -> str:
+    """The cascading randomisation in a sentence, each view apart."""
+    views = sorted(cascade["stages"][0]["by_view"])
+    parts = [
+        f"{v}: " + _cascade_view([(s["stage"], s["by_view"][v]) for s in cascade["stages"]]) for v in views
+    ]
     return (
         f"cascading randomisation (on the maps of {cascade['breasts']} held-out breasts drawn at random, the "
-        f"learnt weights replaced by random ones from the top down; the last stage is the whole network): "
-        f"median Spearman with the model's maps after each stage: {medians}; {verdict}"
+        "learnt weights replaced by random ones from the top down to the whole network; the median "
+        "|Spearman| with the model's maps after each stage, its signed median in brackets): "
+        + "; ".join(parts)
     )
 
 
@@ -486,16 +508,23 @@ def summary_lines(summary: dict) -> list[str]:
         )
     if r["maps"]:
         q1, q3 = r["quartiles"]
+        alike = r.get("abs_median", r["median"])  # checks written before 2026-11-28 have the signed one only
         verdict = (
             "the maps change little without the learnt weights: they show the image's structure more than "
             "what the model learnt; read them with care"
-            if r["median"] >= INSENSITIVE
+            if alike >= INSENSITIVE
             else "the maps depend on what the model learnt"
+        )
+        absolute = (
+            f"; |Spearman| median {alike:.2f}, a map's negative counting as alike"
+            if "abs_median" in r
+            else ""
         )
         lines.append(
             f"randomisation check (Adebayo et al. 2018): the maps of the same network with its weights drawn "
             f"afresh rank the breast's pixels alike at median Spearman {r['median']:.2f} (quartiles "
-            f"{q1:.2f}, {q3:.2f}; {r['maps']} maps of {summary['breasts']} held-out breasts): {verdict}"
+            f"{q1:.2f}, {q3:.2f}{absolute}; {r['maps']} maps of {summary['breasts']} held-out breasts): "
+            f"{verdict}"
         )
     if r.get("cascade"):  # checks written before it was measured have none
         lines.append(_cascade_line(r["cascade"]))

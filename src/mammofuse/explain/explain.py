@@ -20,8 +20,10 @@ import torch
 
 from mammofuse.config import Config, ModelConfig
 from mammofuse.domain import VIEWS, View
+from mammofuse.evaluation.plots import cascade_figure
 from mammofuse.explain import CASCADE_BREASTS
 from mammofuse.explain.checks import (
+    INSENSITIVE,
     Region,
     RegionKey,
     cascade,
@@ -445,15 +447,19 @@ def write_checks(
     left_out: list[str],
     marked: dict[RegionKey, list[Region]] | None = None,
 ) -> dict:
-    """explain/checks.csv (a row per breast and view, named by its row in data.csv, never by patient) and
+    """explain/checks.csv (a row per breast and view, named by its row in data.csv, never by patient),
     explain/checks.json (the summary, returned, with the lines of `left_out` and, given the `marked`
-    images, how many of them name no breast of the run)."""
+    images, how many of them name no breast of the run) and, where the cascading randomisation ran,
+    explain/cascade.png (none otherwise: an earlier one would not be of these maps)."""
     extra = None
     if regions is not None and marked is not None:
         extra = {"marked_images": len(marked), "unmatched_images": unmatched(run, marked)}
-    return save_checks(
-        table, run.read_config(), regions, left_out, run.explain_checks, run.explain_summary, extra
-    )
+    cfg = run.read_config()
+    summary = save_checks(table, cfg, regions, left_out, run.explain_checks, run.explain_summary, extra)
+    run.explain_cascade.unlink(missing_ok=True)
+    if summary["randomisation"]["cascade"] is not None:
+        cascade_figure(table, INSENSITIVE).savefig(run.explain_cascade, dpi=100)
+    return summary
 
 
 def index_with_hits(run: Run, table: pd.DataFrame) -> pd.DataFrame:

@@ -320,11 +320,14 @@ def build_curve_report(
     return work.curve_report
 
 
-def _checks(run: Run) -> list[str]:
-    """What `explain` found of the maps (explain/checks.json), in sentences; none before it ran."""
+def _checks(run: Run) -> dict:
+    """What `explain` found of the maps: explain/checks.json in sentences (`checks`; none before it ran) and
+    the cascading randomisation's figure (`checks_figure`, where it ran)."""
     if not run.explain_summary.is_file():
-        return []
-    return summary_lines(json.loads(run.explain_summary.read_text(encoding="utf-8")))
+        return {"checks": [], "checks_figure": None}
+    lines = summary_lines(json.loads(run.explain_summary.read_text(encoding="utf-8")))
+    figure = data_uri(run.explain_cascade) if run.explain_cascade.is_file() else None
+    return {"checks": lines, "checks_figure": figure}
 
 
 def build_cv_report(run: Run) -> Path:
@@ -363,7 +366,7 @@ def build_cv_report(run: Run) -> Path:
             figures=_figures(run, CV_FIGURES),
             bundle_text=bundle_text,
             tuning=run.read_tuning() if run.tuning.is_file() else None,
-            checks=_checks(run),
+            **_checks(run),
         )
     )
     replace_text(run.report, html)
@@ -416,7 +419,7 @@ def build_report(run_dir: Path) -> Path:
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,
-            checks=_checks(run),
+            **_checks(run),
             scaling=SCALING,
             patches=cfg.model.kind == "patches",
             tile=cfg.model.tile,
