@@ -62,6 +62,37 @@ class TestStoppedOrDamagedFiles:
         assert (work / "manifest.csv").read_bytes() == before  # not a manifest cut at half its breasts
         assert not [p for p in work.iterdir() if ".tmp" in p.name]
 
+    def test_what_a_killed_writer_left_is_removed_at_the_next_write(self, tmp_path):
+        """A kill (SIGKILL, a power cut) in the middle of a write leaves its hidden temporary file; the next
+        write of that file removes it, unless its writer may still be writing: alive here, or (another
+        machine's, on shared storage) written within the hour."""
+        import os
+        import time
+
+        import pandas as pd
+
+        from mammofuse.storage import LEFTOVER_AGE, alive, write_table
+
+        dead = next(pid for pid in range(4_000_000, 4_100_000) if not alive(pid))
+        table = tmp_path / "manifest.csv"
+        old = time.time() - LEFTOVER_AGE - 60
+        left = {
+            "dead, old": (tmp_path / f".manifest.csv.{dead}.tmp", old),
+            "dead, recent": (tmp_path / f".manifest.csv.{dead + 1}.tmp", time.time()),
+            "alive, old": (tmp_path / f".manifest.csv.{os.getppid()}.tmp", old),
+            "another file's": (tmp_path / f".labels.csv.{dead}.tmp", old),
+        }
+        for path, when in left.values():
+            path.write_text("patient_id,si")
+            os.utime(path, (when, when))
+        write_table(pd.DataFrame({"patient_id": ["P1"], "side": ["L"]}), table)
+        assert pd.read_csv(table).shape == (1, 2)
+        assert {name for name, (path, _) in left.items() if path.exists()} == {
+            "dead, recent",
+            "alive, old",
+            "another file's",
+        }
+
     def test_a_damaged_work_file_or_cache_index_is_named(self, tiny_cohort, capsys):
         config = str(tiny_cohort / "cohort.toml")
         assert main(["ingest", config]) == 0

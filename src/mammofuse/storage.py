@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,10 +54,40 @@ def check_writable(*folders: Path) -> None:
             os.unlink(probe)
 
 
+LEFTOVER_AGE = 3600.0  # s: a writer's temporary file this old, of a process not running here, is a leftover
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete what writers of `path` killed in the middle of `replaced` left (`.NAME.PID.tmp`, never read):
+    those of a process no longer running here, written over LEFTOVER_AGE ago (a writer on another machine that
+    shares the folder has a process id that means nothing here, and writes for seconds)."""
+    name = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        found = name.fullmatch(tmp.name)
+        try:
+            if found and not alive(int(found.group(1))) and time.time() - tmp.stat().st_mtime > LEFTOVER_AGE:
+                tmp.unlink()
+        except OSError:  # removed meanwhile by another writer, or not ours to remove: left as it is
+            pass
+
+
 @contextmanager
 def replaced(path: Path) -> Iterator[Path]:
     """Write a file whole or not at all: the block writes the temporary path it is given, which is then
-    renamed over `path` (a full disk, an error or a kill in the block leaves the previous version)."""
+    renamed over `path` (a full disk, an error or a kill in the block leaves the previous version). What
+    killed writers of `path` left is removed first (`remove_leftovers`)."""
+    remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp

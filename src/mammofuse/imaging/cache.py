@@ -23,6 +23,7 @@ import numpy as np
 
 from mammofuse.domain import VIEWS
 from mammofuse.problems import DataError
+from mammofuse.storage import alive
 
 CACHE_VERSION = 2  # bump when the preprocessing code changes what it writes
 QUANT = 65535
@@ -109,7 +110,7 @@ class Cache:
         removed = 0
         for tmp in [*self.dir.glob("*/*.tmp*.npy"), *self.dir.glob(".index.json.*.tmp")]:
             match = re.search(r"\.tmp(\d+)\.npy$", tmp.name) or re.search(r"\.index\.json\.(\d+)\.", tmp.name)
-            if match and not _alive(int(match.group(1))):
+            if match and not alive(int(match.group(1))):
                 tmp.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -159,16 +160,6 @@ def read_index(path: Path) -> tuple[dict[str, Any], str | None]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         problem = f"{type(exc).__name__}: {exc}"
     return {"settings": {}, "entries": {}}, problem
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 class DamagedEntry(DataError):
