@@ -425,16 +425,20 @@ class TestExplainChecks:
         index.to_csv(run.explain_index, index=False)
         assert main(["report", str(run_dir)]) == 0
         assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()
-        page = run.report.read_text()  # one case says so, in its image's text and its caption; the others not
+        page = run.report.read_text()
+        assert (
+            run.explain_cascade.is_file() and 'alt="cascading randomisation"' in page
+        )  # one case says so, in its image's text and its caption; the others not
         assert (
             "peak on the marked tumour: CC yes, MLO no" in page
             and page.count("peak on the marked tumour") == 2
         )
         alien = tmp_path / "alien.csv"  # another cohort's IDs: nothing matches, and it is said
         alien.write_text("patient_id,side,view,x,y,radius\nX1,L,CC,10,20,3\nX2,R,MLO,10,20,3\n")
-        assert main(["explain", str(run_dir), "--n", "1", "--regions", str(alien)]) == 0
+        assert main(["explain", str(run_dir), "--n", "1", "--regions", str(alien), "--cascade", "0"]) == 0
         out = capsys.readouterr().out
         assert "warning: none of the 2 images marked in alien.csv names a breast of this run" in out
+        assert not run.explain_cascade.exists()  # an earlier cascade is not of these checks
 
     def test_a_cross_validation_checks_every_breast_with_the_fold_model_that_never_saw_it(
         self, cv_copy, capsys
@@ -456,6 +460,7 @@ class TestExplainChecks:
             assert (split.iloc[part["row"] - 1] == "test").all()  # held out from that fold's model
         summary = json.loads(run.explain_summary.read_text())
         assert summary["maps"] == len(table) and summary["randomisation"]["cascade"] is None
+        assert not run.explain_cascade.exists()
         assert not any(c.startswith("cascade") for c in table)
         assert summary["breasts"] == len(oof.drop_duplicates(["patient_id", "side"]))
         assert main(["report", str(cv_dir)]) == 0
