@@ -55,9 +55,10 @@ from mammofuse.config import (
     save_config,
 )
 from mammofuse.data.clinical import ClinicalEncoder
+from mammofuse.domain import VIEWS
 from mammofuse.evaluation.result import CvEvaluation, Evaluation
 from mammofuse.imaging.cache import CHECKSUMS
-from mammofuse.problems import EXCLUDED, EXCLUSION_COLUMNS, DataError
+from mammofuse.problems import EXCLUDED, EXCLUSION_COLUMNS, DataError, Problems
 from mammofuse.storage import replace_text
 
 if TYPE_CHECKING:
@@ -410,6 +411,49 @@ class Run:
 
     def read_data(self) -> pd.DataFrame:
         return read_table(self.data, "train")
+
+    def cached_data(self) -> pd.DataFrame:
+        """data.csv, every preprocessed image it names in the cache. Images the cache lost since training
+        (cleaned, pruned, a new disk, the work folder moved) are made again from their DICOM files with the
+        run's settings, and must come out as training read them (the checksums data.csv recorded): where they
+        cannot, a DataError says which and what to do."""
+        data = self.read_data()
+        entries = {Path(p) for v in VIEWS for p in data[v.column("cache")]}
+        indexes = {e.parents[1] / "index.json" for e in entries}
+        if all(e.is_file() for e in entries) and all(i.is_file() for i in indexes):
+            return data
+        from mammofuse.imaging.preprocess import preprocess_cohort
+        from mammofuse.ui import console
+
+        cfg, problems = self.read_config(), Problems()
+        gone = [path for v in VIEWS for path in data[v.column("path")] if not Path(path).is_file()]
+        if gone:
+            raise DataError(
+                f"{self.dir}: its preprocessed images are gone from the cache, and {len(gone)} of their "
+                f"DICOM files too (first: {gone[0]}): restore them, or the cache, to score this run"
+            )
+        table, stats, cache = preprocess_cohort(data, cfg.preprocess, cfg.cache_dir, problems)
+        if lost := [p for p in problems.items if p.severity == EXCLUDED]:
+            raise DataError(
+                f"{self.dir}: {len(lost)} of its preprocessed images are gone from the cache and cannot be "
+                f"made again from their DICOM files (first: {lost[0].reason})"
+            )
+        keys = ["patient_id", "side"]
+        made = data[keys].merge(table, on=keys, how="left")
+        differ = [v.value for v in VIEWS if not made[CHECKSUMS[v]].astype(int).equals(data[CHECKSUMS[v]])]
+        if differ:
+            raise DataError(
+                f"{self.dir}: its preprocessed images, made again from their DICOM files, differ from those "
+                f"it was trained on ({' and '.join(differ)}: checksums): the files or the preprocessing "
+                "changed since; `mammofuse train --force` trains it again on them"
+            )
+        if stats.decoded:  # none: the cache is elsewhere now (the work folder moved), and whole
+            console.print(
+                f"{stats.decoded} preprocessed images of {self.dir.name} were gone from the cache (cleaned "
+                f"or pruned since training): made again from their DICOM files into {cache.dir}, as "
+                "training read them"
+            )
+        return data.assign(**{v.column("cache"): made[v.column("cache")].to_numpy() for v in VIEWS})
 
     @property
     def stacker(self) -> Path:

@@ -186,6 +186,46 @@ class TestResume:
         steps = -(-n_train // cfg.train.batch_size)
         assert (state["epoch"], state["global_step"]) == (2, 3 * steps)  # third epoch (0-based), complete
 
+    def test_a_run_whose_cache_was_removed_is_evaluated_on_its_images_made_again(self, ready, capsys):
+        """The cache is derived: evaluate and explain make what was removed since training again, from the
+        DICOM files, and score the same arrays (the checksums training recorded); where that cannot be, one
+        line says why."""
+        run_dir = train_variant(ready, "gone", "")
+        assert main(["evaluate", str(run_dir)]) == 0
+        before = json.loads((run_dir / "metrics.json").read_text())["model"]["test"]
+        cache = ready / "work" / "cache"
+        shutil.rmtree(cache)  # `rm -rf`, a cleaned scratch disk, `cache prune` from another study
+        capsys.readouterr()
+        assert main(["evaluate", str(run_dir)]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert (
+            "preprocessed images of gone were gone from the cache" in out and "as training read them" in out
+        )
+        assert json.loads((run_dir / "metrics.json").read_text())["model"]["test"] == before
+        shutil.rmtree(cache)
+        assert main(["explain", str(run_dir), "--n", "1", "--cascade", "0"]) == 0
+        assert "were gone from the cache" in capsys.readouterr().out
+        data = pd.read_csv(run_dir / "data.csv", dtype={"patient_id": str})
+        shutil.rmtree(cache)
+        data.loc[0, "cc_crc32"] += 1  # as if the DICOM file had changed since training
+        data.to_csv(run_dir / "data.csv", index=False)
+        assert main(["evaluate", str(run_dir)]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "differ from those it was trained on (CC: checksums)" in out and "train --force" in out
+        data.loc[0, "cc_crc32"] -= 1
+        data.loc[0, "cc_path"] = str(ready / "dicom" / "gone.dcm")  # the DICOM file gone too
+        data.to_csv(run_dir / "data.csv", index=False)
+        shutil.rmtree(cache)
+        assert main(["evaluate", str(run_dir)]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "and 1 of their DICOM files too (first: " in out and "gone.dcm" in out
+        data.loc[0, "cc_path"] = str(ready / "labels.csv")  # there, but no DICOM file
+        data.to_csv(run_dir / "data.csv", index=False)
+        assert main(["evaluate", str(run_dir)]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert "1 of its preprocessed images are gone from the cache and cannot be made again" in out
+        assert "labels.csv" in out and "Traceback" not in out
+
     def test_a_damaged_log_of_the_hardware_does_not_stop_the_resume(self, ready, capsys):
         cfg, run_dir = interrupted_run(ready, "damaged-log")
         (run_dir / "hardware.json").write_text('[{"from epoch": 0,', encoding="utf-8")  # cut short

@@ -239,7 +239,7 @@ def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
     validation += _apparent_line([(evaluation.model_name, evaluation.model), (CLINICAL_ONLY, baseline)])
     if needed := needed_text(run):
         validation += f"- {needed}\n"
-    data, predictions = run.read_data(), run.read_predictions()
+    data, predictions = run.cached_data(), run.read_predictions()
     test_scores = predictions.loc[predictions["split"] == "test", "probability"].to_numpy()
     info = {
         "kind": "single model",

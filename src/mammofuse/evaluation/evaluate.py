@@ -151,7 +151,7 @@ def evaluate_run(run_dir: Path, point: OperatingPoint | None = None) -> Evaluati
     point = point or OperatingPoint()
     run = Run(run_dir)
     cfg = run.read_config()
-    data = run.read_data()
+    data = run.cached_data()
     encoder = run.read_encoder()
     net = run.read_net()
 

@@ -235,13 +235,15 @@ def explain_run(
     index."""
     run = Run(run_dir)
     threshold = run.read_evaluation().model.threshold
-    cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
+    cfg, data, encoder, net = run.read_config(), run.cached_data(), run.read_encoder(), run.read_net()
     pred, rows = test_predictions(run, data)
     voi = cfg.preprocess.voi == "window"
 
     run.explain.mkdir(exist_ok=True)
+    run.explain_index.unlink(missing_ok=True)  # stopped before the new one is written: no index of gone cases
     for old in run.explain.glob("*.png"):  # an earlier explain's cases: index.csv names this one's alone
-        old.unlink()
+        if old != run.explain_cascade:
+            old.unlink()
     records = []
     for rank, (category, i) in enumerate(select_cases(pred, threshold, n)):
         p, r = pred.loc[i], rows[i]
@@ -377,7 +379,7 @@ def check_maps(
     data.csv, patient, label, probability, then `score_map`'s figures, and for `cascading` breasts drawn
     with the run's seed the cascading randomisation's columns). Regions that the crop cut away are recorded
     in `problems`."""
-    cfg, data, encoder, net = run.read_config(), run.read_data(), run.read_encoder(), run.read_net()
+    cfg, data, encoder, net = run.read_config(), run.cached_data(), run.read_encoder(), run.read_net()
     pred, rows = test_predictions(run, data)
     probability = pred["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
