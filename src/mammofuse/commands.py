@@ -426,9 +426,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     problems = Problems()
     marked = read_regions(args.regions.resolve(), problems) if args.regions else {}
     if not run.is_cv:
-        index = explain_run(run.dir, args.n, marked)
+        drawing = Problems()
+        index = explain_run(run.dir, args.n, marked, drawing)
         console.print(index.to_string(index=False))
         console.print(f"wrote {len(index)} overlays to {run.explain}")
+        show_problems(drawing, "overlays not drawn", str(run.explain))
     table = checks_table(run, marked, problems, args.cascade)
     if args.regions and not run.is_cv:
         index_with_hits(run, table)  # the drawn cases: does each view's map point at the tumour?

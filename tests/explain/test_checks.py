@@ -439,6 +439,17 @@ class TestExplainChecks:
         out = capsys.readouterr().out
         assert "warning: none of the 2 images marked in alien.csv names a breast of this run" in out
         assert not run.explain_cascade.exists()  # an earlier cascade is not of these checks
+        data = pd.read_csv(run.data, dtype={"patient_id": str})
+        data["cc_path"] = [f"/moved/{i}.dcm" for i in range(len(data))]  # the export moved since ingest
+        data.to_csv(run.data, index=False)
+        assert main(["explain", str(run_dir), "--n", "1", "--cascade", "0"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert (
+            "4 overlays not drawn" in out and "CC /moved/" in out and "not found (moved since ingest?)" in out
+        )
+        assert pd.read_csv(run.explain_index).empty and not list(run.explain.glob("*row*.png"))
+        assert "randomisation check" in out  # the checks need the preprocessed images only
+        assert main(["report", str(run_dir)]) == 0
 
     def test_a_cross_validation_checks_every_breast_with_the_fold_model_that_never_saw_it(
         self, cv_copy, capsys

@@ -228,11 +228,18 @@ def test_predictions(run: Run, data: pd.DataFrame) -> tuple[pd.DataFrame, list[i
     return pred, [row_of[key] for key in pred["key"]]
 
 
+INDEX_COLUMNS = ["file", "category", "row", "label", "probability"]
+
+
 def explain_run(
-    run_dir: Path, n: int = 3, marked: dict[RegionKey, list[Region]] | None = None
+    run_dir: Path,
+    n: int = 3,
+    marked: dict[RegionKey, list[Region]] | None = None,
+    problems: Problems | None = None,
 ) -> pd.DataFrame:
     """Write the run's explain/*.png (the `marked` tumours outlined) and explain/index.csv; return the
-    index."""
+    index. A case whose DICOM files are no longer where ingest found them (each overlay is drawn on the
+    original image too) is not drawn, and recorded in `problems`."""
     run = Run(run_dir)
     threshold = run.read_evaluation().model.threshold
     cfg, data, encoder, net = run.read_config(), run.cached_data(), run.read_encoder(), run.read_net()
@@ -251,17 +258,18 @@ def explain_run(
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
         regions = regions_of(marked or {}, data.loc[r, "patient_id"], data.loc[r, "side"])
+        if gone := [f"{v.value} {case.paths[v]}" for v in VIEWS if not Path(case.paths[v]).is_file()]:
+            if problems is not None:
+                problems.add(
+                    "original image not found",
+                    f"row {r + 1} ({category}): {'; '.join(gone)}: not found (moved since ingest?); the "
+                    "overlay shows the map on the original image too, so it is not drawn",
+                    path=case.paths[View.CC],
+                )
+            continue
         write_case([net], case, voi, title, run.explain / name, regions)
-        records.append(
-            {
-                "file": name,
-                "category": category,
-                "row": r + 1,
-                "label": int(p["label"]),
-                "probability": float(p["probability"]),
-            }
-        )
-    index = pd.DataFrame(records)
+        records.append([name, category, r + 1, int(p["label"]), float(p["probability"])])
+    index = pd.DataFrame(records, columns=INDEX_COLUMNS)
     write_table(index, run.explain_index)
     return index
 
