@@ -18,7 +18,7 @@ from mammofuse.cohort import DEFAULT_BREASTS, DEFAULT_YEARS
 from mammofuse.config import ConfigError
 from mammofuse.deploy import COHORT_LABELS
 from mammofuse.evaluation.result import OperatingPoint
-from mammofuse.explain import CASCADE_BREASTS
+from mammofuse.explain import CASCADE_BREASTS, CASCADE_DRAWS
 from mammofuse.problems import DataError, ModelError
 from mammofuse.storage import disk_error
 from mammofuse.ui import console
@@ -327,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out breasts per model, drawn with the run's seed, whose maps are made again at each stage "
         "of the cascading randomisation (one Grad-CAM pass each per block of the backbone, and one for the "
         f"head); 0 leaves it out (default {CASCADE_BREASTS})",
+    )
+    p.add_argument(
+        "--cascade-draws",
+        type=_positive_int,
+        default=CASCADE_DRAWS,
+        metavar="K",
+        help="draws of the random weights the cascade goes through, each a pass of its own: one draw's "
+        f"verdict can be luck, and the range of the draws' medians shows how much (default {CASCADE_DRAWS})",
     )
     p.set_defaults(func=commands.cmd_explain)
 

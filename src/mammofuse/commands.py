@@ -431,11 +431,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         console.print(index.to_string(index=False))
         console.print(f"wrote {len(index)} overlays to {run.explain}")
         show_problems(drawing, "overlays not drawn", str(run.explain))
-    table = checks_table(run, marked, problems, args.cascade)
+    table, cascade = checks_table(run, marked, problems, args.cascade, args.cascade_draws)
     if args.regions and not run.is_cv:
         index_with_hits(run, table)  # the drawn cases: does each view's map point at the tumour?
     regions = args.regions.name if args.regions else None
-    summary = write_checks(run, table, regions, [p.reason for p in problems.items], marked)
+    summary = write_checks(run, table, regions, [p.reason for p in problems.items], marked, cascade)
     for line in summary_lines(summary):
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(run.explain_summary))
@@ -770,9 +770,9 @@ def _compare_maps(runs: dict[str, Run], regions: Path) -> pd.DataFrame:
     for name, run in runs.items():
         console.rule(f"the maps of {name}")
         problems = Problems()
-        tables[name] = checks_table(run, marked, problems)
+        tables[name], cascade = checks_table(run, marked, problems)
         left_out = [p.reason for p in reading.items + problems.items]
-        summary = write_checks(run, tables[name], regions.name, left_out, marked)
+        summary = write_checks(run, tables[name], regions.name, left_out, marked, cascade)
         for line in summary_lines(summary):  # the rest is on the setup's page; a mismatch is said here
             if line.startswith("warning:"):
                 console.print(line)

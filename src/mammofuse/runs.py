@@ -385,6 +385,10 @@ class Run:
         return self.explain / "cascade.png"
 
     @property
+    def explain_cascade_table(self) -> Path:
+        return self.explain / "cascade.csv"
+
+    @property
     def report(self) -> Path:
         return self.dir / "report.html"
 

@@ -8,7 +8,7 @@ import torch
 
 from mammofuse.cli import main
 from mammofuse.config import ModelConfig
-from mammofuse.domain import Side, View
+from mammofuse.domain import VIEWS, Side, View
 from mammofuse.evaluation.compare import maps_lines
 from mammofuse.explain.checks import (
     Region,
@@ -224,30 +224,37 @@ class TestRandomisation:
     def test_the_cascade_says_from_which_stage_the_maps_change(self):
         """Against itself every stage keeps the maps exactly (rank correlation 1: they show nothing of the
         weights, and are told so); against another draw the last stage is the re-drawn network's check. A
-        map turned into its negative (rho -0.9) is the same picture: it does not count as changed."""
+        map turned into its negative (rho -0.9) is the same picture: it does not count as changed. Each draw
+        of the random weights is a row of its own, and the line gives the range of the draws' medians."""
         (maps, image), net = fresh_maps(1), redrawn(TINY, 3, 1)
         x = torch.from_numpy(image)[None, None]
+        who = {"row": 5, "patient": "P", "side": "L"}
         sample = [
             Sampled(
-                5,
-                {View.CC: image, View.MLO: image},
-                np.zeros(3, np.float32),
-                {v: m[0] for v, m in maps.items()},
+                who, {v: image for v in VIEWS}, np.zeros(3, np.float32), {v: m[0] for v, m in maps.items()}
             )
         ]
-        same = cascade_table(net, redrawn(TINY, 3, 1), sample)
+        same = cascade_table(net, [redrawn(TINY, 3, 1)], sample)
         stages = [c for c in same if c.startswith("cascade_")]
         assert stages == ["cascade_head", *(f"cascade_block{i}" for i in (4, 3, 2, 1))]
         assert same[stages].to_numpy() == pytest.approx(1.0)
-        other = cascade_table(net, redrawn(TINY, 3, 2), sample)
-        fresh = gradcam(redrawn(TINY, 3, 2), x, x.clone(), torch.zeros(1, 3))
-        for row in other.itertuples():
-            view = View(row.view)
-            expected, _ = score_map(maps[view][0], fresh[view][0], image, None)
-            assert row.cascade_block1 == pytest.approx(expected["redrawn_rho"])
+        assert same[["row", "patient", "side", "view", "draw"]].values.tolist() == [
+            [5, "P", "L", "CC", 0],
+            [5, "P", "L", "MLO", 0],
+        ]
+        draws = [redrawn(TINY, 3, 2), redrawn(TINY, 3, 2, draw=1)]
+        other = cascade_table(net, draws, sample)
+        assert other["draw"].tolist() == [0, 0, 1, 1]
+        for d, fresh_net in enumerate(draws):
+            fresh = gradcam(fresh_net, x, x.clone(), torch.zeros(1, 3))
+            for row in other[other["draw"] == d].itertuples():
+                expected, _ = score_map(maps[View(row.view)][0], fresh[View(row.view)][0], image, None)
+                assert row.cascade_block1 == pytest.approx(expected["redrawn_rho"])
+        assert not np.allclose(other.loc[other["draw"] == 0, stages], other.loc[other["draw"] == 1, stages])
         base = {"row": 5, "patient": "P", "side": "L", "label": 1, "blank": 0, "redrawn_rho": 0.0}
-        assert (same["cascaded"] == 1).all()
-        for table, verdict in (
+        maps_table = pd.DataFrame([base | {"view": v} for v in ("CC", "MLO")])
+        two = pd.concat([same, same.assign(draw=1, cascade_head=0.4)])  # the head's verdict is the median's
+        for drawn, verdict in (
             (same, "keep their picture whatever is redrawn"),
             (same.assign(cascade_block4=0.1), "with the head redrawn the maps keep their picture"),
             (
@@ -256,20 +263,20 @@ class TestRandomisation:
             ),
             (same.assign(cascade_block3=0.1), "with the head and the blocks to block 4 of 4 redrawn"),
             (same.assign(cascade_head=0.3), "change as soon as the head is redrawn"),
+            (two, "head 0.70 (0.40-1.00)"),
+            (two, "(one draw of the random weights alone could have said either at head)"),
         ):
-            summary = summarise(table.assign(**base), "EIC positive", None)
-            assert summary["randomisation"]["cascade"]["breasts"] == 1
-            assert [s["stage"] for s in summary["randomisation"]["cascade"]["stages"]] == [
+            summary = summarise(maps_table, "EIC positive", None, cascade=drawn)
+            told = summary["randomisation"]["cascade"]
+            assert told["breasts"] == 1 and told["draws"] == drawn["draw"].nunique()
+            assert [s["stage"] for s in told["stages"]] == [
                 "head",
                 *(f"block {i} of 4" for i in (4, 3, 2, 1)),
             ]
             line = summary_lines(summary)[-1]  # each view apart, with the same verdict here
             assert line.startswith("cascading randomisation") and line.count(verdict) == 2
             assert "CC: head " in line and "MLO: head " in line
-        assert (
-            summarise(pd.DataFrame([base | {"view": "CC"}]), "EIC positive", None)["randomisation"]["cascade"]
-            is None
-        )
+        assert summarise(maps_table, "EIC positive", None)["randomisation"]["cascade"] is None
 
     def test_breasts_are_counted_as_breasts_not_row_numbers(self):
         """The folds of a learning-curve share each thin their training part: one row number names another
@@ -381,12 +388,18 @@ class TestExplainChecks:
         summary = json.loads(run.explain_summary.read_text())
         assert summary["maps"] == len(table) and summary["blank"] == len(table) - len(drawn)
         assert summary["randomisation"]["maps"] == table["redrawn_rho"].notna().sum() >= len(drawn) - 2
-        stages = [c for c in table if c.startswith("cascade_")]  # the run's tiny_cnn: the head and 4 blocks
-        sampled = table[table["cascaded"] == 1]  # a blank map ranks nothing: NaN at every stage
-        assert stages[0] == "cascade_head" and len(stages) == 5
-        assert summary["randomisation"]["cascade"]["breasts"] == len(sampled) // 2 == min(32, len(test))
-        whole = sampled[stages[-1]].notna()  # the last stage is the network with its weights drawn afresh
-        assert np.allclose(sampled.loc[whole, stages[-1]], sampled.loc[whole, "redrawn_rho"])
+        cascade = pd.read_csv(run.explain_cascade_table)  # a row per breast, view and draw; no patient
+        stages = [c for c in cascade if c.startswith("cascade_")]  # the run's tiny_cnn: the head and 4 blocks
+        assert stages[0] == "cascade_head" and len(stages) == 5 and "patient" not in cascade
+        assert sorted(cascade["draw"].unique()) == [0, 1, 2, 3, 4]
+        breasts = min(32, len(test))
+        assert summary["randomisation"]["cascade"]["breasts"] == breasts and len(cascade) == 5 * 2 * breasts
+        first = cascade[cascade["draw"] == 0].merge(
+            table, on=["row", "view"]
+        )  # its whole network: the check's
+        whole = first[stages[-1]].notna()  # a blank map ranks nothing: NaN at every stage
+        assert whole.any() and np.allclose(first.loc[whole, stages[-1]], first.loc[whole, "redrawn_rho"])
+        assert not any(c.startswith("cascade") for c in table)
         assert "cascading randomisation (on the maps of" in out
         groups = {g["name"]: g for g in summary["localisation"]["groups"]}
         assert groups["marked"]["maps"] == len(drawn) and groups["marked"]["blank"] == summary["blank"]
@@ -439,11 +452,14 @@ class TestExplainChecks:
         out = capsys.readouterr().out
         assert "warning: none of the 2 images marked in alien.csv names a breast of this run" in out
         assert not run.explain_cascade.exists()  # an earlier cascade is not of these checks
+        assert not run.explain_cascade_table.exists()
         data = pd.read_csv(run.data, dtype={"patient_id": str})
         data["cc_path"] = [f"/moved/{i}.dcm" for i in range(len(data))]  # the export moved since ingest
         data.to_csv(run.data, index=False)
-        assert main(["explain", str(run_dir), "--n", "1", "--cascade", "0"]) == 0
+        assert main(["explain", str(run_dir), "--n", "1", "--cascade", "4", "--cascade-draws", "2"]) == 0
         out = " ".join(capsys.readouterr().out.split())
+        cascade = pd.read_csv(run.explain_cascade_table)
+        assert sorted(cascade["draw"].unique()) == [0, 1] and len(cascade) == 2 * 2 * 4
         assert (
             "4 overlays not drawn" in out and "CC /moved/" in out and "not found (moved since ingest?)" in out
         )
@@ -472,7 +488,7 @@ class TestExplainChecks:
         summary = json.loads(run.explain_summary.read_text())
         assert summary["maps"] == len(table) and summary["randomisation"]["cascade"] is None
         assert not run.explain_cascade.exists()
-        assert not any(c.startswith("cascade") for c in table)
+        assert not any(c.startswith("cascade") for c in table) and not run.explain_cascade_table.exists()
         assert summary["breasts"] == len(oof.drop_duplicates(["patient_id", "side"]))
         assert main(["report", str(cv_dir)]) == 0
         assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()

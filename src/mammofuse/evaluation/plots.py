@@ -224,33 +224,32 @@ def curve_figure(table: pd.DataFrame, model: str) -> Figure:
 
 
 @legible
-def cascade_figure(table: pd.DataFrame, doubt: float) -> Figure:
-    """The cascading randomisation (`explain.checks`): per view, the median |rank correlation| of each stage's
-    maps with the model's, its quartiles as a band, and the signed median (dashed); the stages from the top
-    down as checks.csv orders its `cascade_*` columns; `doubt`: the median from which maps are doubted."""
-    columns = [c for c in table if c.startswith("cascade_")]
+def cascade_figure(cascade: pd.DataFrame, doubt: float) -> Figure:
+    """The cascading randomisation (`explain.cascade_table`): per view, the median |rank correlation| of each
+    stage's maps with the model's over every draw of the random weights, its quartiles as a band, and each
+    draw's median (thin lines); the stages from the top down as the table orders its `cascade_*` columns;
+    `doubt`: the median from which maps are doubted."""
+    columns = [c for c in cascade if c.startswith("cascade_")]
     names = [c.removeprefix("cascade_").replace("block", "block ") for c in columns]  # head, block 4, ...
     fig = Figure(figsize=(max(8.5, 4.5 + 0.9 * len(columns)), 4), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(columns))
-    sampled = table[table["cascaded"] == 1]
-    for i, (view, maps) in enumerate(sampled.groupby("view")):
-        rho = maps[columns]
-        q1, median, q3 = (rho.abs().quantile(q).to_numpy(float) for q in (0.25, 0.5, 0.75))
-        ax.plot(x, median, marker="o", c=f"C{i}", label=f"{view}: |rho| (median, quartiles)")
+    for i, (view, maps) in enumerate(cascade.groupby("view")):
+        rho = maps[columns].abs()
+        q1, median, q3 = (rho.quantile(q).to_numpy(float) for q in (0.25, 0.5, 0.75))
+        ax.plot(x, median, marker="o", c=f"C{i}", label=f"{view} (median, quartiles)")
         ax.fill_between(x, q1, q3, color=f"C{i}", alpha=0.2)
-        ax.plot(
-            x, rho.median().to_numpy(float), ls="--", marker="o", mfc="none", c=f"C{i}", label=f"{view}: rho"
-        )
+        for j, (_, draw) in enumerate(rho.groupby(maps["draw"])):
+            label = f"{view}, each draw's median" if j == 0 else None
+            ax.plot(x, draw.median().to_numpy(float), lw=0.8, alpha=0.6, c=f"C{i}", label=label)
     ax.axhline(doubt, ls=":", c="grey", label=f"{doubt:g}: read with care above")
-    ax.axhline(0, lw=0.5, c="grey")
     ax.set_xticks(x, names)
-    breasts = len(sampled.drop_duplicates(["patient", "side"]))
+    breasts = len(cascade.drop_duplicates(["patient", "side"]))
     ax.set(
         xlabel="weights redrawn, from the top down (each stage with those left of it)",
-        ylabel="Spearman with the model's maps",
-        ylim=(-1.0, 1.05),
-        title=f"Cascading randomisation ({breasts} breasts)",
+        ylabel="|Spearman| with the model's maps",
+        ylim=(0.0, 1.05),
+        title=f"Cascading randomisation ({breasts} breasts, {cascade['draw'].nunique()} draws)",
     )
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig

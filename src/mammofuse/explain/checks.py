@@ -124,13 +124,14 @@ def regions_of(marked: dict[RegionKey, list[Region]], patient: str, side: str) -
 REDRAWN = 0x5A11E4C7  # what sets the re-drawn network's weights apart from training's (`redrawn`)
 
 
-def redrawn(cfg: ModelConfig, n_clinical: int, seed: int) -> TwoViewNet:
+def redrawn(cfg: ModelConfig, n_clinical: int, seed: int, draw: int = 0) -> TwoViewNet:
     """The same architecture with its weights drawn afresh (no pretrained start), in eval mode: drawn from
-    a stream of its own, seeded by `seed` and REDRAWN. Drawn with the training's seed itself, it would be the
-    model's own initialisation (training draws it first), which a model trained from random weights stays
-    close to: the check would compare the model with where it started, not with weights that know nothing."""
+    a stream of its own, seeded by `seed`, REDRAWN and the `draw` (another draw, other weights). Drawn with
+    the training's seed itself, it would be the model's own initialisation (training draws it first), which a
+    model trained from random weights stays close to: the check would compare the model with where it
+    started, not with weights that know nothing."""
     with torch.random.fork_rng():
-        torch.manual_seed(int(np.random.SeedSequence([seed, REDRAWN]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([seed, REDRAWN, draw]).generate_state(1)[0]))
         return create_model(cfg.model_copy(update={"pretrained": "none"}), n_clinical).eval()
 
 
@@ -359,14 +360,21 @@ def _breasts(table: pd.DataFrame) -> int:
     return len(table.drop_duplicates(["patient", "side"]))
 
 
-def summarise(table: pd.DataFrame, positive: str, regions: str | None, seed: int = 0) -> dict:
-    """checks.json: the randomisation check's median and quartiles, and, with regions, the localisation
-    means with intervals for all marked held-out breasts and for the positive ones."""
+def summarise(
+    table: pd.DataFrame,
+    positive: str,
+    regions: str | None,
+    seed: int = 0,
+    cascade: pd.DataFrame | None = None,
+) -> dict:
+    """checks.json: the randomisation check's median and quartiles, the `cascade`'s stages (`_cascade`), and,
+    with regions, the localisation means with intervals for all marked held-out breasts and for the positive
+    ones."""
     summary: dict = {
         "breasts": _breasts(table),
         "maps": len(table),
         "blank": int(table["blank"].sum()),  # no pixel of the breast raises the positive score
-        "randomisation": _spread(table["redrawn_rho"]) | {"cascade": _cascade(table)},
+        "randomisation": _spread(table["redrawn_rho"]) | {"cascade": _cascade(cascade)},
         "localisation": None,
     }
     if regions is None:
@@ -409,22 +417,24 @@ def _spread(rho: pd.Series) -> dict:
     }
 
 
-def _cascade(table: pd.DataFrame) -> dict | None:
-    """The cascading randomisation: how many breasts went through it, and its stages from the top down, each
-    named (`Stage.name`) with `_spread` of its maps' rank correlations with the model's, over both views and
-    per view (`by_view`); None where it was not run."""
-    if "cascaded" not in table or not table["cascaded"].any():
+def _cascade(cascade: pd.DataFrame | None) -> dict | None:
+    """The cascading randomisation (`explain.cascade_table`): how many breasts and draws of the random weights
+    went through it, and its stages from the top down, each named (`Stage.name`) with `_spread` of its maps'
+    rank correlations with the model's over every draw, and per view with each draw's median |rho| apart
+    (`draws`: how far one draw's verdict could be luck); None where it was not run."""
+    if cascade is None or not len(cascade):
         return None
-    sampled = table[table["cascaded"] == 1]
-    columns = [c for c in table if c.startswith("cascade_")]  # in the order of the stages
+    columns = [c for c in cascade if c.startswith("cascade_")]  # in the order of the stages
     blocks = sum(c.startswith("cascade_block") for c in columns)
-    stages = [
-        {"stage": "head" if c == "cascade_head" else f"block {c.removeprefix('cascade_block')} of {blocks}"}
-        | _spread(sampled[c])
-        | {"by_view": {view: _spread(maps[c]) for view, maps in sampled.groupby("view")}}
-        for c in columns
-    ]
-    return {"breasts": _breasts(sampled), "stages": stages}
+    stages = []
+    for c in columns:
+        by_view = {
+            view: _spread(maps[c]) | {"draws": [float(d[c].abs().median()) for _, d in maps.groupby("draw")]}
+            for view, maps in cascade.groupby("view")
+        }
+        name = "head" if c == "cascade_head" else f"block {c.removeprefix('cascade_block')} of {blocks}"
+        stages.append({"stage": name} | _spread(cascade[c]) | {"by_view": by_view})
+    return {"breasts": _breasts(cascade), "draws": int(cascade["draw"].nunique()), "stages": stages}
 
 
 def _over_brightest(part: pd.DataFrame, w: np.ndarray) -> dict:
@@ -442,17 +452,17 @@ def _over_brightest(part: pd.DataFrame, w: np.ndarray) -> dict:
 
 
 def _cascade_view(stages: list[tuple[str, dict]]) -> str:
-    """One view's cascade: each stage's median |rho| (signed in brackets), and the stage from which the maps
-    no longer show the model's picture, either way round."""
+    """One view's cascade: each stage's median |rho| over every draw (the range of the draws' medians in
+    brackets), and the stage from which the maps no longer show the model's picture, either way round."""
     stages = [(name, spread) for name, spread in stages if spread["abs_median"] is not None]
-    medians = ", ".join(f"{name} {s['abs_median']:.2f} ({s['median']:+.2f})" for name, s in stages)
+    medians = ", ".join(
+        f"{name} {s['abs_median']:.2f} ({min(s['draws']):.2f}-{max(s['draws']):.2f})" for name, s in stages
+    )
     changed = next((i for i, (_, s) in enumerate(stages) if s["abs_median"] < INSENSITIVE), None)
     if changed is None:
         verdict = "the maps keep their picture whatever is redrawn: they show the image, not the model"
     elif changed == 0:
-        verdict = (
-            "the maps change as soon as the head is redrawn: they follow how the model weighs its features"
-        )
+        verdict = "the maps change as soon as the head is redrawn: they follow how the model weighs features"
     else:
         above = "the head" if changed == 1 else f"the head and the blocks to {stages[changed - 1][0]}"
         verdict = (
@@ -460,6 +470,9 @@ def _cascade_view(stages: list[tuple[str, dict]]) -> str:
             f"layers below respond more than how {above} weighs that; they change once {stages[changed][0]} "
             "is redrawn"
         )
+    deciding = stages if changed is None else stages[: changed + 1]  # those the verdict rests on
+    if split := [name for name, s in deciding if min(s["draws"]) < INSENSITIVE <= max(s["draws"])]:
+        verdict += f" (one draw of the random weights alone could have said either at {', '.join(split)})"
     return f"{medians}: {verdict}"
 
 
@@ -471,9 +484,9 @@ def _cascade_line(cascade: dict) -> str:
     ]
     return (
         f"cascading randomisation (on the maps of {cascade['breasts']} held-out breasts drawn at random, the "
-        "learnt weights replaced by random ones from the top down to the whole network; the median "
-        "|Spearman| with the model's maps after each stage, its signed median in brackets): "
-        + "; ".join(parts)
+        f"learnt weights replaced by random ones from the top down to the whole network, {cascade['draws']} "
+        "draws of them; the median |Spearman| with the model's maps after each stage, the range of the "
+        "draws' medians in brackets): " + "; ".join(parts)
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from mammofuse.config import Config, ModelConfig
 from mammofuse.domain import VIEWS, View
 from mammofuse.evaluation.plots import cascade_figure
-from mammofuse.explain import CASCADE_BREASTS
+from mammofuse.explain import CASCADE_BREASTS, CASCADE_DRAWS
 from mammofuse.explain.checks import (
     INSENSITIVE,
     Region,
@@ -341,25 +341,28 @@ class PredictedChecks:
 
 @dataclass(frozen=True)
 class Sampled:
-    """A held-out breast whose maps go through the cascading randomisation: its row in data.csv, the model's
-    input and the model's maps."""
+    """A held-out breast whose maps go through the cascading randomisation: who it is (its row in data.csv,
+    patient and side), the model's input and the model's maps."""
 
-    row: int
+    breast: dict[str, object]
     images: Maps
     clinical: np.ndarray
     maps: Maps
 
 
-def cascade_table(net: TwoViewNet, fresh: TwoViewNet, sample: list[Sampled], batch: int = 16) -> pd.DataFrame:
-    """The cascading randomisation of `net` towards `fresh` (`checks.cascade`) over `sample`: a row per breast
-    and view (row, view, cascaded = 1), a column per stage (`Stage.column`) holding the rank correlation of
-    that stage's map with the model's over the breast's pixels (NaN where either map is blank)."""
+def cascade_table(
+    net: TwoViewNet, draws: list[TwoViewNet], sample: list[Sampled], batch: int = 16
+) -> pd.DataFrame:
+    """The cascading randomisation of `net` towards each network of `draws` (the same architecture, weights
+    drawn afresh: `checks.cascade`) over `sample`: a row per breast, view and draw (the breast's columns,
+    view, draw), a column per stage (`Stage.column`) holding the rank correlation of that stage's map with
+    the model's over the breast's pixels (NaN where either map is blank)."""
     breast = [{v: breast_mask(s.images[v]) for v in VIEWS} for s in sample]
-    rho: dict[tuple[int, str], dict[str, float]] = {(s.row, v.value): {} for s in sample for v in VIEWS}
-    starts = range(0, len(sample), batch)
-    stages = progress("cascading randomisation")(cascade(net, fresh), len(cascade_stages(net)))
-    for stage, model in stages:
-        for start in starts:
+    rho: dict[tuple[int, int, View], dict[str, float]] = {}
+    stages = ((d, stage, model) for d, fresh in enumerate(draws) for stage, model in cascade(net, fresh))
+    total = len(draws) * len(cascade_stages(net))  # one network changed in place from stage to stage: lazily
+    for d, stage, model in progress("cascading randomisation")(stages, total):
+        for start in range(0, len(sample), batch):
             chunk = sample[start : start + batch]
             x = {v: torch.from_numpy(np.stack([s.images[v] for s in chunk]))[:, None] for v in VIEWS}
             c = torch.from_numpy(np.stack([s.clinical for s in chunk]))
@@ -367,8 +370,11 @@ def cascade_table(net: TwoViewNet, fresh: TwoViewNet, sample: list[Sampled], bat
             for i, s in enumerate(chunk):
                 for v in VIEWS:
                     within = breast[start + i][v]
-                    rho[(s.row, v.value)][stage.column] = rank_correlation(s.maps[v], maps[v][i], within)
-    return pd.DataFrame([{"row": row, "view": view, "cascaded": 1} | r for (row, view), r in rho.items()])
+                    rho.setdefault((d, start + i, v), {})[stage.column] = rank_correlation(
+                        s.maps[v], maps[v][i], within
+                    )
+    records = [sample[i].breast | {"view": v.value, "draw": d} | r for (d, i, v), r in rho.items()]
+    return pd.DataFrame(records)
 
 
 def sample_of(n: int, size: int, seed: int) -> list[int]:
@@ -382,16 +388,18 @@ def check_maps(
     problems: Problems,
     batch: int = 16,
     cascading: int = CASCADE_BREASTS,
-) -> pd.DataFrame:
+    draws: int = CASCADE_DRAWS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both checks of `explain.checks` over a run's test breasts: a row per breast and view (its row in
-    data.csv, patient, label, probability, then `score_map`'s figures, and for `cascading` breasts drawn
-    with the run's seed the cascading randomisation's columns). Regions that the crop cut away are recorded
-    in `problems`."""
+    data.csv, patient, label, probability, then `score_map`'s figures); and the cascading randomisation
+    (`cascade_table`, over `draws` draws of the random weights) of `cascading` of them, drawn with the run's
+    seed (empty for none). Regions that the crop cut away are recorded in `problems`."""
     cfg, data, encoder, net = run.read_config(), run.cached_data(), run.read_encoder(), run.read_net()
     pred, rows = test_predictions(run, data)
     probability = pred["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
-    fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)
+    nets = [redrawn(cfg.model, clinical.shape[1], cfg.train.seed, d) for d in range(max(draws, 1))]
+    fresh = nets[0]  # the randomisation check's network: the cascade's last stage of its first draw
     chosen, sample = set(sample_of(len(rows), cascading, cfg.train.seed)), []
     records = []
     starts = range(0, len(rows), batch)
@@ -416,28 +424,31 @@ def check_maps(
             for scores in score_case(case, images[i], own, other, tiles, regions, cfg.model, problems, where):
                 records.append(breast | scores)
             if start + i in chosen:
-                sample.append(Sampled(r + 1, images[i], clinical[start + i], own))
-    table = pd.DataFrame(records)
-    if not sample:
-        return table
-    table = table.merge(cascade_table(net, fresh, sample, batch), on=["row", "view"], how="left")
-    return table.assign(cascaded=table["cascaded"].fillna(0).astype(int))
+                who = {k: breast[k] for k in ("row", "patient", "side")}
+                sample.append(Sampled(who, images[i], clinical[start + i], own))
+    return pd.DataFrame(records), cascade_table(net, nets[:draws], sample, batch)
 
 
 def checks_table(
-    run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, cascading: int = CASCADE_BREASTS
-) -> pd.DataFrame:
+    run: Run,
+    marked: dict[RegionKey, list[Region]],
+    problems: Problems,
+    cascading: int = CASCADE_BREASTS,
+    draws: int = CASCADE_DRAWS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`check_maps` over a run's test breasts, or over every breast of a finished cross-validation, each
-    by the fold model that never saw it (a column `fold`); the cascading randomisation on `cascading`
-    breasts of each model."""
+    by the fold model that never saw it (a column `fold` in both tables); the cascading randomisation on
+    `cascading` breasts of each model, over `draws` draws of the random weights."""
     if not run.is_cv:
-        return check_maps(run, marked, problems, cascading=cascading)
+        return check_maps(run, marked, problems, cascading=cascading, draws=draws)
     if not run.metrics.is_file():  # then every fold is finished, and a finished fold is never trained over
         raise DataError(f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it")
-    tables = []
+    tables, cascades = [], []
     for fold in run.fold_runs():
-        tables.append(check_maps(fold, marked, problems, cascading=cascading).assign(fold=fold.dir.name))
-    return pd.concat(tables)
+        table, cascade = check_maps(fold, marked, problems, cascading=cascading, draws=draws)
+        tables.append(table.assign(fold=fold.dir.name))
+        cascades.append(cascade.assign(fold=fold.dir.name))
+    return pd.concat(tables), pd.concat(cascades)
 
 
 def unmatched(run: Run, marked: dict[RegionKey, list[Region]]) -> int:
@@ -456,19 +467,24 @@ def write_checks(
     regions: str | None,
     left_out: list[str],
     marked: dict[RegionKey, list[Region]] | None = None,
+    cascade: pd.DataFrame | None = None,
 ) -> dict:
     """explain/checks.csv (a row per breast and view, named by its row in data.csv, never by patient),
     explain/checks.json (the summary, returned, with the lines of `left_out` and, given the `marked`
     images, how many of them name no breast of the run) and, where the cascading randomisation ran,
-    explain/cascade.png (none otherwise: an earlier one would not be of these maps)."""
+    explain/cascade.csv and cascade.png (none otherwise: earlier ones would not be of these maps)."""
     extra = None
     if regions is not None and marked is not None:
         extra = {"marked_images": len(marked), "unmatched_images": unmatched(run, marked)}
     cfg = run.read_config()
-    summary = save_checks(table, cfg, regions, left_out, run.explain_checks, run.explain_summary, extra)
-    run.explain_cascade.unlink(missing_ok=True)
-    if summary["randomisation"]["cascade"] is not None:
-        cascade_figure(table, INSENSITIVE).savefig(run.explain_cascade, dpi=100)
+    summary = save_checks(
+        table, cfg, regions, left_out, run.explain_checks, run.explain_summary, extra, cascade
+    )
+    for path in (run.explain_cascade, run.explain_cascade_table):
+        path.unlink(missing_ok=True)
+    if cascade is not None and summary["randomisation"]["cascade"] is not None:
+        write_table(cascade.drop(columns="patient"), run.explain_cascade_table)
+        cascade_figure(cascade, INSENSITIVE).savefig(run.explain_cascade, dpi=100)
     return summary
 
 
@@ -492,11 +508,13 @@ def save_checks(
     csv: Path,
     summary_json: Path,
     localisation: dict | None = None,
+    cascade: pd.DataFrame | None = None,
 ) -> dict:
     """The checks' table, by row number and never by patient, and their summary (`summarise`, with the
-    lines of `left_out`, and `localisation`'s counts added to its localisation part where there is one),
-    which is returned."""
-    summary = summarise(table, cfg.labels.positive, regions, cfg.train.seed) | {"left_out": left_out}
+    lines of `left_out`, `localisation`'s counts added to its localisation part where there is one, and the
+    `cascade` summarised), which is returned."""
+    seed = cfg.train.seed
+    summary = summarise(table, cfg.labels.positive, regions, seed, cascade) | {"left_out": left_out}
     if summary["localisation"] is not None and localisation:
         summary["localisation"] |= localisation
     csv.parent.mkdir(parents=True, exist_ok=True)
@@ -510,12 +528,13 @@ def check_run(
     regions: Path | None = None,
     problems: Problems | None = None,
     cascading: int = CASCADE_BREASTS,
+    draws: int = CASCADE_DRAWS,
 ) -> dict:
     """The checks of a run or a cross-validation, written (`write_checks`); the summary returned.
     `regions`: a CSV of marked tumours; what of it cannot be used is recorded in `problems`; `cascading`:
-    the breasts of each model whose maps go through the cascading randomisation."""
+    the breasts of each model whose maps go through the cascading randomisation, over `draws` draws."""
     run, problems = Run(run_dir), problems if problems is not None else Problems()
     marked = read_regions(regions, problems) if regions is not None else {}
-    table = checks_table(run, marked, problems, cascading)
+    table, cascade = checks_table(run, marked, problems, cascading, draws)
     left_out = [p.reason for p in problems.items]
-    return write_checks(run, table, regions.name if regions else None, left_out, marked)
+    return write_checks(run, table, regions.name if regions else None, left_out, marked, cascade)
