@@ -325,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=CASCADE_BREASTS,
         metavar="N",
         help="held-out breasts per model, drawn with the run's seed, whose maps are made again at each stage "
-        "of the cascading randomisation (one Grad-CAM pass each per block of the backbone, and one for the "
-        f"head); 0 leaves it out (default {CASCADE_BREASTS})",
+        "of the cascading randomisation (per draw, one Grad-CAM pass each per block of the backbone, and one "
+        f"for the head); 0 leaves it out (default {CASCADE_BREASTS})",
     )
     p.add_argument(
         "--cascade-draws",

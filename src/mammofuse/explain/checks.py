@@ -5,9 +5,10 @@ of a cross-validation, each by the fold model that never saw it), written beside
    by the same architecture with its weights drawn afresh. A map that hardly changes shows the image's
    structure (the breast's outline, its bright tissue), not what the model learnt. Measured per map as the
    Spearman rank correlation of the two maps over the breast's pixels. On a sample of the breasts, also
-   the cascading form: the learnt weights replaced by the re-drawn ones from the top down (the head, then
-   the backbone's last block, and so on to the whole network), each stage's maps against the model's. The
-   stage where the maps stop resembling the model's shows which learnt layers they rest on.
+   the cascading form: the learnt weights replaced by re-drawn ones from the top down (the head, then the
+   backbone's last block, and so on to the whole network), each stage's maps against the model's, over
+   several draws of the random weights. The stage where the maps stop resembling the model's shows which
+   learnt layers they rest on.
 2. Localisation, where the tumours are marked (a regions CSV in the original images' pixels): the pointing
    game (Zhang et al. 2018: does the map's peak lie in the marked region?) against chance (a point drawn
    anywhere on the breast lies in the region with probability area(region) / area(breast)), and the share
@@ -144,7 +145,7 @@ class Stage:
     the re-drawn network's, with those of every stage before it."""
 
     name: str  # "head", "block 4 of 4" (counted from the input)
-    column: str  # its column in checks.csv: the rank correlation of its maps with the model's
+    column: str  # its column in cascade.csv: the rank correlation of its maps with the model's
     keys: frozenset[str]
 
 

@@ -398,8 +398,7 @@ def check_maps(
     pred, rows = test_predictions(run, data)
     probability = pred["probability"].to_numpy()
     clinical = encoder.transform(data.loc[rows])
-    nets = [redrawn(cfg.model, clinical.shape[1], cfg.train.seed, d) for d in range(max(draws, 1))]
-    fresh = nets[0]  # the randomisation check's network: the cascade's last stage of its first draw
+    fresh = redrawn(cfg.model, clinical.shape[1], cfg.train.seed)  # the cascade's first draw, its last stage
     chosen, sample = set(sample_of(len(rows), cascading, cfg.train.seed)), []
     records = []
     starts = range(0, len(rows), batch)
@@ -426,7 +425,8 @@ def check_maps(
             if start + i in chosen:
                 who = {k: breast[k] for k in ("row", "patient", "side")}
                 sample.append(Sampled(who, images[i], clinical[start + i], own))
-    return pd.DataFrame(records), cascade_table(net, nets[:draws], sample, batch)
+    more = (redrawn(cfg.model, clinical.shape[1], cfg.train.seed, d) for d in range(1, draws))
+    return pd.DataFrame(records), cascade_table(net, [fresh, *more] if sample else [], sample, batch)
 
 
 def checks_table(
