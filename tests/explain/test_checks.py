@@ -10,6 +10,7 @@ from mammofuse.cli import main
 from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, Side, View
 from mammofuse.evaluation.compare import maps_lines
+from mammofuse.explain import CASCADE_BREASTS
 from mammofuse.explain.checks import (
     Region,
     brightest,
@@ -392,7 +393,7 @@ class TestExplainChecks:
         stages = [c for c in cascade if c.startswith("cascade_")]  # the run's tiny_cnn: the head and 4 blocks
         assert stages[0] == "cascade_head" and len(stages) == 5 and "patient" not in cascade
         assert sorted(cascade["draw"].unique()) == [0, 1, 2, 3, 4]
-        breasts = min(32, len(test))
+        breasts = min(CASCADE_BREASTS, len(test))
         assert summary["randomisation"]["cascade"]["breasts"] == breasts and len(cascade) == 5 * 2 * breasts
         first = cascade[cascade["draw"] == 0].merge(
             table, on=["row", "view"]
