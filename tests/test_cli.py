@@ -93,6 +93,34 @@ class TestStoppedOrDamagedFiles:
             "another file's",
         }
 
+    def test_a_damaged_checkpoint_predictions_or_checks_file_of_a_run_is_named(
+        self, trained_master, tmp_path, capsys
+    ):
+        import shutil
+
+        run_dir = tmp_path / "run"
+        shutil.copytree(trained_master, run_dir)
+        assert main(["explain", str(run_dir), "--n", "1", "--cascade", "0"]) == 0
+        damaged = {
+            "checkpoints/best.ckpt": (
+                "evaluate",
+                "cannot be loaded as the checkpoint `mammofuse train` wrote",
+            ),
+            "predictions.csv": ("report", "not as `mammofuse evaluate"),
+            "explain/checks.json": ("report", "not as `mammofuse explain"),
+        }
+        for name, (command, said) in damaged.items():
+            path = run_dir / name
+            whole = path.read_bytes()
+            cut = whole[: len(whole) // 3]  # cut short by another tool or a disk; a table: overwritten
+            path.write_bytes(cut if name != "predictions.csv" else b"<html>\n")
+            capsys.readouterr()
+            assert main([command, str(run_dir)]) == 2, name
+            out = " ".join(capsys.readouterr().out.split())
+            assert f"{path}: {said}" in out and "Traceback" not in out
+            path.write_bytes(whole)
+        assert main(["report", str(run_dir)]) == 0
+
     def test_a_damaged_work_file_or_cache_index_is_named(self, tiny_cohort, capsys):
         config = str(tiny_cohort / "cohort.toml")
         assert main(["ingest", config]) == 0

@@ -36,6 +36,7 @@ Every stage finds another stage's output through here, never by a file name of i
 from __future__ import annotations
 
 import json
+import pickle
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +90,13 @@ def _not_as_written(path: Path, command: str, why: str) -> DataError:
     return DataError(f"{path}: not as `mammofuse {command}` writes it ({why}); run it again")
 
 
-def read_table(path: Path, command: str) -> pd.DataFrame:
+def read_table(path: Path, command: str, columns: tuple[str, ...] = tuple(KEY_DTYPES)) -> pd.DataFrame:
     """A CSV a stage wrote, with patient IDs and sides as text. A file that is not one (cut short by a
-    full disk, overwritten, saved by a spreadsheet under another format): a DataError saying to make it
-    again."""
+    full disk, overwritten, saved by a spreadsheet under another format), or lacks one of the `columns`
+    every such file has: a DataError saying to make it again."""
     try:
         table = pd.read_csv(_require(path, command), dtype=KEY_DTYPES)
-        missing = [c for c in KEY_DTYPES if c not in table]
+        missing = [c for c in columns if c not in table]
         problem = f"no column {', '.join(missing)}" if missing else None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         problem = f"{type(exc).__name__}: {str(exc).strip()}"
@@ -499,7 +500,13 @@ class Run:
         path = self.checkpoint(which)
         if not path.is_file():
             raise DataError(f"{self.dir}: no checkpoints/{path.name}; train first (mammofuse train)")
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+            raise DataError(
+                f"{path}: cannot be loaded as the checkpoint `mammofuse train` wrote ({type(exc).__name__}: "
+                "damaged or cut short since?); restore it, or train the run again (`mammofuse train --force`)"
+            ) from None
         prefix = AVERAGE if any(k.startswith(AVERAGE) for k in state) else "net."
         net_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         return load_network(
@@ -519,7 +526,7 @@ class Run:
         path = self.predictions
         if not path.is_file():
             raise DataError(f"{self.dir}: no predictions.csv; run `mammofuse evaluate {self.dir}` first")
-        return pd.read_csv(path)
+        return read_table(path, f"evaluate {self.dir}", ("key", "split", "label", "probability"))
 
     @property
     def samplesize(self) -> Path:

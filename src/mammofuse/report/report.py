@@ -7,7 +7,6 @@ that decoded (`data-figures-loaded` on <body>) so a headless browser can check i
 from __future__ import annotations
 
 import base64
-import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ from mammofuse.explain.overlays import SCALING
 from mammofuse.models import describe
 from mammofuse.problems import WARNING
 from mammofuse.report import clinical
-from mammofuse.runs import Run, Work, changes_text, data_changes, read_problems, read_table
+from mammofuse.runs import Run, Work, changes_text, data_changes, read_json, read_problems, read_table
 from mammofuse.storage import replace_text
 
 CV_FIGURES = {
@@ -325,7 +324,7 @@ def _checks(run: Run) -> dict:
     the cascading randomisation's figure (`checks_figure`, where it ran)."""
     if not run.explain_summary.is_file():
         return {"checks": [], "checks_figure": None}
-    lines = summary_lines(json.loads(run.explain_summary.read_text(encoding="utf-8")))
+    lines = summary_lines(read_json(run.explain_summary, f"explain {run.dir}"))
     figure = data_uri(run.explain_cascade) if run.explain_cascade.is_file() else None
     return {"checks": lines, "checks_figure": figure}
 
