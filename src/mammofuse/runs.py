@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from mammofuse.models import TwoViewNet
 
 KEY_DTYPES = {"patient_id": str, "side": str}  # patient IDs such as "007" stay text
+OOF_COLUMNS = ("patient_id", "side", "label", "repeat", "fold", "probability")  # oof.csv has at least these
 M = TypeVar("M", bound=BaseModel)
 AVERAGE = "average.module."  # a checkpoint's weights' average (train.ema_epochs), beside the trained "net."
 
@@ -581,6 +582,11 @@ class Run:
     def oof(self) -> Path:
         """Out-of-fold predictions: every breast once per repeat."""
         return self.dir / "oof.csv"
+
+    def read_oof(self) -> pd.DataFrame:
+        if not self.oof.is_file():
+            raise DataError(f"{self.dir}: no oof.csv; run `mammofuse cv` to the end first")
+        return read_table(self.oof, "cv", OOF_COLUMNS)
 
     @property
     def is_cv(self) -> bool:

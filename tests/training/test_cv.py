@@ -144,6 +144,24 @@ class TestResume:
         assert cv(cohort, "--folds", "4") == 2
         assert "was started with other folds" in capsys.readouterr().out
 
+    def test_a_damaged_folds_or_oof_table_is_named_and_the_folds_are_written_anew(self, cv_copy, capsys):
+        """folds.csv follows from the cohort and the settings: damaged, it is written anew (not refused as
+        "other folds") and the finished folds are kept; a damaged oof.csv is one line naming it."""
+        cohort, run_dir = cv_copy
+        folds, oof = run_dir / "folds.csv", run_dir / "oof.csv"
+        before = folds.read_bytes()
+        folds.write_text("<html>not a table</html>\n")
+        assert cv(cohort, "--folds", "3", "--repeats", "2") == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"warning: {folds}: cannot be read (damaged since?): written anew" in out
+        assert "was started with other folds" not in out and out.count("finished before, kept") == 6
+        assert folds.read_bytes() == before
+        oof.write_text("<html>not a table</html>\n")
+        for command in ("samplesize", "report"):
+            assert main([command, str(run_dir)]) == 2
+            said = " ".join(capsys.readouterr().out.split())
+            assert f"{oof}: not as `mammofuse cv` writes it" in said and "Traceback" not in said
+
 
 class TestOperatingPoint:
     def test_another_operating_point_evaluates_the_folds_again_without_training_them(self, cv_copy, capsys):

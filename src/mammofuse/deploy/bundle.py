@@ -56,7 +56,7 @@ from mammofuse.evaluation.result import (
 from mammofuse.evaluation.samplesize import needed_text
 from mammofuse.models import ModelError, TwoViewNet, describe, load_network
 from mammofuse.models.stacking import ClinicalBaseline, Recalibration, Stacker
-from mammofuse.runs import Run, read_table
+from mammofuse.runs import Run
 from mammofuse.storage import replace_text
 
 BUNDLE_FORMAT = 2  # 2: safetensors weights, SHA256SUMS, members for fold ensembles
@@ -322,7 +322,7 @@ def write_cv_bundle(run_dir: Path, out: Path | None = None) -> Path:
     info = {
         "kind": "fold ensemble",
         "profile": training_profile(
-            every_breast, read_table(run.oof, "cv")["probability"].to_numpy(), cfg.train.seed
+            every_breast, run.read_oof()["probability"].to_numpy(), cfg.train.seed
         ).model_dump(),
         "members": thresholds,
         "threshold": threshold,

@@ -34,7 +34,7 @@ def holm(p_values: list[float]) -> list[float]:
 
 def oof_scores(run: Run, column: str) -> pd.Series:
     """Out-of-fold scores indexed by (patient_id, side, label, repeat)."""
-    oof = pd.read_csv(run.oof, dtype={"patient_id": str, "side": str})
+    oof = run.read_oof()
     return oof.set_index(["patient_id", "side", "label", "repeat"])[column]
 
 

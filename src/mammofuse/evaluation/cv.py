@@ -199,7 +199,7 @@ def fold_epochs(run: Run, result: CvEvaluation) -> list[pd.DataFrame]:
 def fold_table(run: Run, result: CvEvaluation) -> pd.DataFrame:
     """One row per fold: its held-out breasts, AUCs and validation-chosen threshold; numbered from 1, as
     Table 1 and the flow number them, beside the fold's run folder."""
-    oof = pd.read_csv(run.oof)
+    oof = run.read_oof()
     tuned = list(run.read_tuning()["space"]) if run.tuning.is_file() else []
     apparent = result.model.fold_train_aucs  # pooled in this order: repeat by repeat, fold by fold
     rows = []

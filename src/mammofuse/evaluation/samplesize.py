@@ -130,9 +130,7 @@ def held_out(run: Run) -> tuple[np.ndarray, np.ndarray, float, str]:
         scored = every[every["split"] == "test"]
         labels, probabilities = scored["label"].to_numpy(), scored["probability"].to_numpy()
         return labels, probabilities, metrics.auc(labels, probabilities), "the test split's breasts"
-    if not run.oof.is_file():
-        raise DataError(f"{run.dir}: no oof.csv; run `mammofuse cv` to the end first")
-    oof = pd.read_csv(run.oof)
+    oof = run.read_oof()
     scored = oof[oof["repeat"] == 0]
     auc = run.read_cv_evaluation().model.auc.auc
     return scored["label"].to_numpy(), scored["probability"].to_numpy(), auc, "the out-of-fold breasts"

@@ -156,7 +156,7 @@ def _model_card(run: Run) -> str:
 def _subgroups(run: Run) -> list[dict[str, str]]:
     """Subgroup AUCs of the test breasts, or of the first repeat's out-of-fold predictions."""
     if run.is_cv:
-        scored = read_table(run.oof, "cv")
+        scored = run.read_oof()
         scored = scored[scored["repeat"] == 0]
     else:
         predictions = run.read_predictions()

@@ -22,7 +22,7 @@ from mammofuse.evaluation.cv import pool_folds
 from mammofuse.evaluation.evaluate import evaluate_run, write_baseline
 from mammofuse.evaluation.result import CvEvaluation, OperatingPoint
 from mammofuse.problems import DataError
-from mammofuse.runs import KEY_DTYPES, Run, Work
+from mammofuse.runs import Run, Work, read_table
 from mammofuse.storage import write_table
 from mammofuse.training.run import check_same_data, fit, preprocessed_for, run_data
 from mammofuse.ui import console
@@ -48,7 +48,14 @@ def assign_folds(cfg: Config, run: Run) -> pd.DataFrame:
     work.check_cohort(cfg, ("images", "labels", "clinical"))
     folds = make_folds(work.read_preprocessed(), cfg.split.folds, cfg.split.repeats, cfg.split.seed)
     if run.folds.is_file():
-        before = pd.read_csv(run.folds, dtype=KEY_DTYPES)
+        try:
+            before = read_table(run.folds, "cv", ("patient_id", "side", "repeat", "fold"))
+        except DataError:  # the folds follow from the cohort and the settings, and each fold checks its data
+            console.print(
+                f"[yellow]warning:[/] {run.folds}: cannot be read (damaged since?): written anew from the "
+                "cohort and the split settings; each fold's run checks its breasts against them"
+            )
+            before = folds
         if not before.equals(folds):
             raise DataError(
                 f"{run.dir} was started with other folds (another fold count, repeats, seed or cohort); "
