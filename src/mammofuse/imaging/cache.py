@@ -170,12 +170,15 @@ def load_entry(path: str | Path, raw: bool = False) -> np.ndarray:
     """A cached array as float32 brightness in [0, 1] (`raw`: as stored, uint16 of QUANT steps, half the
     bytes to move), checked against the checksum its index recorded: a bit flipped on disk since
     preprocessing stops the read instead of training on it (the crc32 costs a few per cent of the read:
-    benchmarks/bench_cache_read.py)."""
+    benchmarks/bench_cache_read.py). A damaged array is removed, so that the next run of any command that
+    reads it (train, evaluate, explain, predict) makes it again from its DICOM file."""
     arr = read_npy(path)
     if checksum(arr) != entry_record(path)["crc32"]:
+        Path(path).unlink(missing_ok=True)
         raise DamagedEntry(
             f"{path}: the cached array differs from what preprocessing wrote (checksum): the disk damaged "
-            "it; `mammofuse preprocess --verify` rebuilds damaged entries"
+            "it. It is removed: run the command again, and it is made again from its DICOM file "
+            "(`mammofuse preprocess --verify` checks every entry of the work folder's cache)"
         )
     return arr if raw else dequantize(arr)
 
