@@ -324,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=CASCADE_BREASTS,
         metavar="N",
-        help="held-out breasts per model, drawn with the run's seed, whose maps are made again at each stage "
-        "of the cascading randomisation (per draw, one Grad-CAM pass each per block of the backbone, and one "
+        help="held-out breasts (a cross-validation shares them out among its fold models), drawn with the "
+        "run's seed, whose maps are made again at each stage of the cascading randomisation (per draw, one "
+        "Grad-CAM pass each per block of the backbone, and one "
         f"for the head); 0 leaves it out (default {CASCADE_BREASTS})",
     )
     p.add_argument(

@@ -493,3 +493,6 @@ class TestExplainChecks:
         assert summary["breasts"] == len(oof.drop_duplicates(["patient_id", "side"]))
         assert main(["report", str(cv_dir)]) == 0
         assert "Can the Grad-CAM maps be trusted?" in run.report.read_text()
+        assert main(["explain", str(cv_dir), "--cascade", "7", "--cascade-draws", "1"]) == 0
+        cascade = pd.read_csv(run.explain_cascade_table)  # 7 breasts shared out among the 6 fold models
+        assert cascade.groupby("fold").size().to_dict() == {fold: 2 * 2 for fold in table["fold"].unique()}

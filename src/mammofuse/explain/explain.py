@@ -438,14 +438,17 @@ def checks_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`check_maps` over a run's test breasts, or over every breast of a finished cross-validation, each
     by the fold model that never saw it (a column `fold` in both tables); the cascading randomisation on
-    `cascading` breasts of each model, over `draws` draws of the random weights."""
+    `cascading` breasts, over `draws` draws of the random weights. A cross-validation's are shared out among
+    its fold models (at least one breast each): ten of them cost about what one run costs, not ten times."""
     if not run.is_cv:
         return check_maps(run, marked, problems, cascading=cascading, draws=draws)
     if not run.metrics.is_file():  # then every fold is finished, and a finished fold is never trained over
         raise DataError(f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it")
+    folds = run.fold_runs()
+    each = -(-cascading // len(folds))  # rounded up
     tables, cascades = [], []
-    for fold in run.fold_runs():
-        table, cascade = check_maps(fold, marked, problems, cascading=cascading, draws=draws)
+    for fold in folds:
+        table, cascade = check_maps(fold, marked, problems, cascading=each, draws=draws)
         tables.append(table.assign(fold=fold.dir.name))
         cascades.append(cascade.assign(fold=fold.dir.name))
     return pd.concat(tables), pd.concat(cascades)
