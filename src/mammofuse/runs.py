@@ -36,6 +36,7 @@ Every stage finds another stage's output through here, never by a file name of i
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import tomllib
 from dataclasses import dataclass
@@ -419,34 +420,38 @@ class Run:
         return read_table(self.data, "train")
 
     def cached_data(self) -> pd.DataFrame:
-        """data.csv, every preprocessed image it names in the cache. Images the cache lost since training
-        (cleaned, pruned, a new disk, the work folder moved) are made again from their DICOM files with the
-        run's settings, and must come out as training read them (the checksums data.csv recorded): where they
-        cannot, a DataError says which and what to do."""
+        """data.csv, every preprocessed image it names in the cache. The breasts whose images the cache lost
+        since training (cleaned, pruned, a new disk, the work folder moved) have them made again from their
+        DICOM files with the run's settings, and they must come out as training read them (the checksums
+        data.csv recorded): where they cannot, a DataError says which and what to do."""
         data = self.read_data()
-        entries = {Path(p) for v in VIEWS for p in data[v.column("cache")]}
-        indexes = {e.parents[1] / "index.json" for e in entries}
-        if all(e.is_file() for e in entries) and all(i.is_file() for i in indexes):
+
+        def cached(entry: str) -> bool:
+            return os.path.isfile(entry) and (Path(entry).parents[1] / "index.json").is_file()
+
+        lost = ~data[[v.column("cache") for v in VIEWS]].map(cached).all(axis=1)
+        if not lost.any():
             return data
         from mammofuse.imaging.preprocess import preprocess_cohort
         from mammofuse.ui import console
 
-        cfg, problems = self.read_config(), Problems()
-        gone = [path for v in VIEWS for path in data[v.column("path")] if not Path(path).is_file()]
+        again, problems = data[lost], Problems()
+        gone = [path for v in VIEWS for path in again[v.column("path")] if not os.path.isfile(path)]
         if gone:
             raise DataError(
                 f"{self.dir}: its preprocessed images are gone from the cache, and {len(gone)} of their "
                 f"DICOM files too (first: {gone[0]}): restore them, or the cache, to score this run"
             )
-        table, stats, cache = preprocess_cohort(data, cfg.preprocess, cfg.cache_dir, problems)
-        if lost := [p for p in problems.items if p.severity == EXCLUDED]:
+        cfg = self.read_config()
+        table, stats, cache = preprocess_cohort(again, cfg.preprocess, cfg.cache_dir, problems)
+        if failed := [p for p in problems.items if p.severity == EXCLUDED]:
             raise DataError(
-                f"{self.dir}: {len(lost)} of its preprocessed images are gone from the cache and cannot be "
-                f"made again from their DICOM files (first: {lost[0].reason})"
+                f"{self.dir}: {len(failed)} of its preprocessed images are gone from the cache and cannot be "
+                f"made again from their DICOM files (first: {failed[0].reason})"
             )
         keys = ["patient_id", "side"]
-        made = data[keys].merge(table, on=keys, how="left")
-        differ = [v.value for v in VIEWS if not made[CHECKSUMS[v]].astype(int).equals(data[CHECKSUMS[v]])]
+        made = again[keys].merge(table, on=keys, how="left").set_index(again.index)
+        differ = [v.value for v in VIEWS if not made[CHECKSUMS[v]].astype(int).equals(again[CHECKSUMS[v]])]
         if differ:
             raise DataError(
                 f"{self.dir}: its preprocessed images, made again from their DICOM files, differ from those "
@@ -459,7 +464,10 @@ class Run:
                 f"or pruned since training): made again from their DICOM files into {cache.dir}, as "
                 "training read them"
             )
-        return data.assign(**{v.column("cache"): made[v.column("cache")].to_numpy() for v in VIEWS})
+        data = data.copy()
+        for v in VIEWS:
+            data.loc[lost, v.column("cache")] = made[v.column("cache")]
+        return data
 
     @property
     def stacker(self) -> Path:
