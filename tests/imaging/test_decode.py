@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from mammofuse.imaging.decode import PixelMeta, apply_voi, decode, meta_from_dataset, to_unit
+from mammofuse.imaging.decode import (
+    PixelMeta,
+    apply_voi,
+    decode,
+    fill_padding,
+    lookup_table,
+    meta_from_dataset,
+    to_unit,
+)
 
 
 class TestBitsStoredScaling:
@@ -34,6 +42,41 @@ class TestMonochrome1:
         meta = PixelMeta(bits_stored=12, photometric="MONOCHROME1", window_center=1000, window_width=200)
         # far below the window is black before inversion, so white after
         assert to_unit(np.array([10]), meta)[0] == pytest.approx(1.0)
+
+
+class TestPadding:
+    def test_padding_is_black_whatever_the_pipeline_makes_of_its_value(self):
+        meta = PixelMeta(bits_stored=12, photometric="MONOCHROME1", padding=(0, 0))
+        np.testing.assert_allclose(to_unit(np.array([0, 1, 4095]), meta), [0.0, 4094 / 4095, 0.0], atol=1e-6)
+        np.testing.assert_allclose(decode(np.array([0, 1], np.uint16), meta), [0.0, 4094 / 4095], atol=1e-6)
+
+    def test_a_range_limit_marks_every_value_between(self):
+        meta = PixelMeta(bits_stored=12, photometric="MONOCHROME1", padding=(0, 9))
+        assert not decode(np.arange(0, 10, dtype=np.uint16), meta).any()
+        assert decode(np.array([10], np.uint16), meta)[0] > 0.99
+
+    def test_headers_give_the_value_and_the_range_either_way_round(self, tiny_cohort_master):
+        import pydicom
+
+        ds = pydicom.dcmread(next((tiny_cohort_master / "dicom").rglob("*.dcm")))
+        assert meta_from_dataset(ds).padding is None
+        ds.add_new("PixelPaddingValue", "US", 4095)
+        assert meta_from_dataset(ds).padding == (4095, 4095)
+        ds.add_new("PixelPaddingRangeLimit", "US", 4000)  # MONOCHROME1's order: the value is the top
+        assert meta_from_dataset(ds).padding == (4000, 4095)
+
+    def test_padding_pixels_take_the_darkest_real_value_before_resizing(self):
+        meta = PixelMeta(bits_stored=12, photometric="MONOCHROME1", padding=(0, 0))
+        table, offset = lookup_table(meta)
+        raw = np.array([[0, 0, 4000, 100]], np.uint16)
+        np.testing.assert_array_equal(fill_padding(raw, meta, table, offset), [[4095, 4095, 4000, 100]])
+        unpadded = np.array([[5, 4000]], np.uint16)
+        assert fill_padding(unpadded, meta, table, offset) is unpadded
+
+    def test_a_padding_value_outside_the_stored_range_marks_nothing(self):
+        meta = PixelMeta(bits_stored=12, padding=(-20, -10))
+        raw = np.array([[0, 7]], np.uint16)
+        assert fill_padding(raw, meta, *lookup_table(meta)) is raw and decode(raw, meta)[0, 1] > 0
 
 
 class TestWindow:

@@ -7,6 +7,7 @@ import pydicom
 import pytest
 
 from mammofuse.cli import main
+from mammofuse.cohort import synth
 from mammofuse.cohort.synth import SynthOptions, synthesize
 from mammofuse.config import PreprocessConfig, load_config
 from mammofuse.domain import Side
@@ -37,6 +38,28 @@ class TestCompressedFiles:
             np.testing.assert_array_equal(
                 preprocess_file(a, side, SMALL)[0], preprocess_file(b, side, SMALL)[0]
             )
+
+
+class TestPaddingPixels:
+    def test_a_padded_export_is_cropped_as_its_unpadded_twin(self, tmp_path, monkeypatch):
+        """Site B pads outside its collimated field with 0, which MONOCHROME1 shows white: read as padding,
+        the breast's crop is the one the same breast gets without the padding (before: the whole image)."""
+        opts = SynthOptions(breasts=8, seed=5, image_size=(192, 156), workers=1, site="b")
+        synthesize(tmp_path / "b", opts)
+        with monkeypatch.context() as m:
+            m.setattr(synth, "_collimate", lambda stored, side: stored)
+            synthesize(tmp_path / "a", opts)
+        plain = sorted((tmp_path / "a" / "dicom").rglob("*.dcm"))
+        padded = sorted((tmp_path / "b" / "dicom").rglob("*.dcm"))
+        monochrome1 = 0
+        for a, b in zip(plain, padded, strict=True):
+            header = pydicom.dcmread(b, stop_before_pixels=True)
+            assert header.PixelPaddingValue == 0
+            monochrome1 += header.PhotometricInterpretation == "MONOCHROME1"
+            side = Side(header.ImageLaterality)
+            box_a, box_b = (preprocess_file(f, side, SMALL)[1].box for f in (a, b))
+            np.testing.assert_allclose(box_b, box_a, atol=0.03 * 192)
+        assert monochrome1 >= 3  # the case that went wrong is among them
 
 
 class TestCache:

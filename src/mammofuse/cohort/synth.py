@@ -52,11 +52,14 @@ EXTRAS = (
 NUMERIC = ["age", "tumour_size_mm", "ki67"]
 CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
 MANUFACTURER = {"a": "mammofuse synthetic", "b": "mammofuse synthetic B"}
-# Site B, another hospital: its own scanner (a brighter tone curve), its own export conventions (other
+# Site B, another hospital: its own scanner (a brighter tone curve, and outside the collimated field
+# padding pixels of stored value 0, which a MONOCHROME1 image shows white unless read as padding), its own
+# export conventions (other
 # column names and codes, `;`-separated Windows-1252 CSVs with decimal commas, as Excel saves them there,
 # the invasive fraction as 0-1) and a cohort.toml that reads them. The same seed gives the same breasts at
 # either site: only the scanner and the files differ.
 SITE_B_GAMMA = 0.8
+SITE_B_PADDING = (0.02, 0.06)  # padded bands: top and bottom (share of the height), far side (of the width)
 SITE_B_CLINICAL = {
     "patient_id": "MRN",
     "side": "Laterality",
@@ -259,6 +262,8 @@ def _write_dicom(
     mono1 = rng.random() < 0.35
     stored = img * 0.9 + 0.05
     stored = np.round((1 - stored if mono1 else stored) * maxv).astype(np.uint16)
+    if job.site == "b":
+        stored = _collimate(stored, job.side)
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(MAMMO_FOR_PRESENTATION)
@@ -294,11 +299,27 @@ def _write_dicom(
     ds.WindowCenter = round(0.5 * maxv)
     ds.WindowWidth = round(0.98 * maxv)
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "US"
+    if job.site == "b":
+        ds.add_new("PixelPaddingValue", "US", 0)
     _mark(ds, kind)
     ds.PixelData = stored.tobytes()
     if job.compression != "none":
         ds.compress(_TRANSFER_SYNTAX[job.compression], stored)
     ds.save_as(path, enforce_file_format=True)
+
+
+def _collimate(stored: np.ndarray, side: Side) -> np.ndarray:
+    """Site B's unit: padding (0) where its collimator left no image, along the top and bottom edges and the
+    edge away from the chest wall (a left breast's chest wall is on the image's left)."""
+    h, w = stored.shape
+    rows, cols = (max(1, round(share * n)) for share, n in zip(SITE_B_PADDING, (h, w), strict=True))
+    out = stored.copy()
+    out[:rows] = out[-rows:] = 0
+    if side is Side.LEFT:
+        out[:, -cols:] = 0
+    else:
+        out[:, :cols] = 0
+    return out
 
 
 def _mark(ds: Dataset, kind: str) -> None:

@@ -4,6 +4,10 @@ Order (PS3.3 C.11, "grayscale pipeline"): Modality LUT (a Modality LUT Sequence 
 slope/intercept, C.11.1) ->
 VOI LUT or window (C.11.2) -> MONOCHROME1 inversion (C.7.6.3.1.2) -> scale to [0, 1]. The range
 comes from BitsStored, never from the dtype: 12-bit data in a uint16 array fills only 1/16 of it.
+Padding pixels (Pixel Padding Value and Range Limit, C.7.5.1.1.2: what a unit writes where there is no
+image, such as outside the collimated field) are black whatever the chain makes of their value: a
+MONOCHROME1 export padded with 0 would otherwise show a white frame, which the breast crop would take
+for the breast.
 
 Because stored values are integers of at most 16 bits, the whole chain is a function of the value:
 `lookup_table` evaluates it once per possible value, and decoding an image is one table lookup.
@@ -36,6 +40,7 @@ class PixelMeta:
     modality_lut: tuple[int, ...] | None = None  # Modality LUT Sequence table (C.11.1.1.1)
     modality_lut_first: int = 0
     spacing_mm: float | None = None  # row spacing (pixel_spacing), None when the header has none
+    padding: tuple[int, int] | None = None  # stored values (lowest, highest) that mark padding pixels
 
     @property
     def stored_range(self) -> tuple[int, int]:
@@ -79,6 +84,22 @@ def pixel_spacing(ds: Dataset) -> float:
     return float("nan")
 
 
+def padding_values(ds: Dataset) -> tuple[int, int] | None:
+    """The stored values that mark padding (C.7.5.1.1.2): Pixel Padding Value alone, or the range from it
+    to Pixel Padding Range Limit (either may be the lower end); None when absent or unreadable."""
+    ends = []
+    for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
+        value = ds.get(keyword)
+        try:
+            ends.append(int(value) if not isinstance(value, bytes) else None)
+        except (TypeError, ValueError):
+            ends.append(None)
+    value, limit = ends
+    if value is None:
+        return None
+    return (value, value) if limit is None else (min(value, limit), max(value, limit))
+
+
 def meta_from_dataset(ds: Dataset) -> PixelMeta:
     """Read PixelMeta from a header; missing optional tags take their DICOM defaults."""
     lut, first, bits = _lut(ds, "VOILUTSequence")
@@ -98,6 +119,7 @@ def meta_from_dataset(ds: Dataset) -> PixelMeta:
         modality_lut=modality_lut,
         modality_lut_first=modality_first,
         spacing_mm=None if np.isnan(spacing := pixel_spacing(ds)) else spacing,
+        padding=padding_values(ds),
     )
 
 
@@ -136,7 +158,8 @@ def apply_voi(arr: np.ndarray, meta: PixelMeta) -> np.ndarray | None:
 
 
 def to_unit(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:
-    """The whole grayscale pipeline: stored values -> brightness in [0, 1], bright = dense."""
+    """The whole grayscale pipeline: stored values -> brightness in [0, 1], bright = dense; padding black."""
+    arr = np.asarray(arr)
     x = apply_modality_lut(arr, meta)
     y = apply_voi(x, meta) if use_voi else None
     if y is None:
@@ -144,6 +167,8 @@ def to_unit(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarra
         y = (x - lo) / max(hi - lo, 1e-12)
     if meta.photometric == "MONOCHROME1":  # minimum value is white: invert
         y = 1.0 - y
+    if meta.padding is not None:
+        y = np.where((arr >= meta.padding[0]) & (arr <= meta.padding[1]), 0.0, y)
     return np.clip(y, 0.0, 1.0).astype(np.float32)
 
 
@@ -159,6 +184,23 @@ def apply_table(arr: np.ndarray, table: np.ndarray, offset: int) -> np.ndarray:
         # Bits above BitsStored may carry overlays (PS3.5 8.1.1): mask them off, which also bounds the index.
         return np.take(table, arr & np.asarray(len(table) - 1, arr.dtype))
     return np.take(table, np.clip(arr.astype(np.int64) - offset, 0, len(table) - 1))
+
+
+def fill_padding(raw: np.ndarray, meta: PixelMeta, table: np.ndarray, offset: int) -> np.ndarray:
+    """`raw` with its padding pixels set to the darkest stored value that is not padding (`table`, `offset`:
+    from `lookup_table`), so that resizing the stored values blends padding in as black background, not as
+    whatever value the unit padded with. `raw` itself when it has no padding."""
+    if meta.padding is None:
+        return raw
+    is_padding = np.zeros(len(table), bool)
+    lo, hi = (end - offset for end in meta.padding)
+    if hi >= 0:  # a padding value outside the stored range marks nothing
+        is_padding[max(lo, 0) : hi + 1] = True
+    mask = apply_table(raw, is_padding, offset)
+    if is_padding.all() or not mask.any():
+        return raw
+    darkest = offset + int(np.argmin(np.where(is_padding, np.inf, table)))
+    return np.where(mask, np.asarray(darkest, raw.dtype), raw)
 
 
 def decode(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:

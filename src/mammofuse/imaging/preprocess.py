@@ -17,7 +17,7 @@ import pandas as pd
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import CHECKSUMS, Cache, quantize, settings_hash, write_entry
-from mammofuse.imaging.decode import PixelMeta, apply_table, lookup_table, meta_from_dataset
+from mammofuse.imaging.decode import PixelMeta, apply_table, fill_padding, lookup_table, meta_from_dataset
 from mammofuse.imaging.dicomfile import read_image
 from mammofuse.imaging.geometry import (
     cut_to_field,
@@ -43,6 +43,7 @@ def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: 
     full-resolution float image is ever made.
     """
     table, offset = lookup_table(meta, use_voi=cfg.voi == "window")
+    raw = fill_padding(raw, meta, table, offset)
     table_q = quantize(table)
 
     def values(small: np.ndarray) -> np.ndarray:
