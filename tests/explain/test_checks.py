@@ -420,7 +420,7 @@ class TestExplainChecks:
             "positive radius, or x0 < x1 and y0 < y1)"
         ]
         assert "randomisation check" in out and "localisation on the EIC positive held-out breasts" in out
-        assert "the breast's brightest spot, smoothed, with no model at all:" in out
+        assert "brightest spot, smoothed, with no model at all (on an MLO, outside the pectoral" in out
         kept = Run(run_dir).read_data()  # breasts left out at ingest were marked too, and X42 is nobody
         unmatched = len(lesions.read_text().splitlines()) - 2 * len(kept)  # the header line stands for X42
         assert summary["localisation"]["unmatched_images"] == unmatched > 1

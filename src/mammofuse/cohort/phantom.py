@@ -46,11 +46,13 @@ class BreastAnatomy:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the planted lesion landed in one rendered view (pixel coordinates, chest wall at x = 0)."""
+    """Where the planted lesion landed in one rendered view (pixel coordinates, chest wall at x = 0), and the
+    pectoral muscle an MLO shows: the triangle x / width + y / height < 1."""
 
     x: float
     y: float
     radius: float  # radius enclosing the mass and the calcification cluster
+    muscle: tuple[float, float] | None = None  # (width, height) in pixels; None on a CC
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int, sigma: float) -> np.ndarray:
@@ -90,11 +92,13 @@ def render_view(
     gland = 1 / (1 + np.exp(-(score - thr) * 3.0))
     img = 0.33 + 0.3 * gland + 0.03 * _smooth_field(rng, shape, 2, 0.7)
 
+    muscle = None
     if view is View.MLO:  # pectoral muscle: a bright triangle at the chest wall, top of the image
         pw, ph = rng.uniform(0.22, 0.36) * w, rng.uniform(0.45, 0.75) * h
-        muscle = (xx / pw + yy / ph) < 1.0
-        img = np.where(muscle, 0.72 + 0.04 * _smooth_field(rng, shape, 6, 1.0), img)
-        breast |= muscle
+        muscle = (float(pw), float(ph))
+        in_muscle = (xx / pw + yy / ph) < 1.0
+        img = np.where(in_muscle, 0.72 + 0.04 * _smooth_field(rng, shape, 6, 1.0), img)
+        breast |= in_muscle
 
     # Thickness falls off toward the skin; the skin itself is a thin brighter line.
     taper = np.clip(np.sqrt(np.clip(1 - r, 0, 1)) * 3.2, 0, 1)
@@ -131,7 +135,7 @@ def render_view(
     img = np.where(breast, img, 0.0)
 
     img = img + rng.normal(0.0, 0.008, shape).astype(np.float32) + 0.02
-    return np.clip(img, 0.0, 1.0).astype(np.float32), Placement(float(lx), float(ly), float(extent))
+    return np.clip(img, 0.0, 1.0).astype(np.float32), Placement(float(lx), float(ly), float(extent), muscle)
 
 
 def burn_in_marker(img: np.ndarray, text: str, chest_wall_left: bool, rng: np.random.Generator) -> np.ndarray:

@@ -14,8 +14,9 @@ of a cross-validation, each by the fold model that never saw it), written beside
    anywhere on the breast lies in the region with probability area(region) / area(breast)), and the share
    of the map's mass inside the region (Wang et al. 2020) against the region's share of the breast's area.
    The re-drawn network's maps are scored the same way: what a map that knows nothing reaches. So is the
-   breast's own brightest spot (the image smoothed, no model at all): a tumour is often the densest part of
-   the breast, and a map's peak on it is worth what it adds to that rule.
+   breast's own brightest spot (the breast tissue smoothed, no model at all; on an MLO without its pectoral
+   muscle, the brightest part of most MLOs): a tumour is often the densest part of the breast, and a map's
+   peak on it is worth what it adds to that rule.
 
 Each mean carries a 95 % interval from the same stratified patient bootstrap as the metrics.
 """
@@ -40,6 +41,7 @@ from mammofuse.config import ModelConfig
 from mammofuse.domain import VIEWS, Side, View, parse_side, parse_view
 from mammofuse.evaluation.metrics import N_BOOTSTRAP, patient_weights
 from mammofuse.imaging.geometry import Geometry, breast_mask, to_output
+from mammofuse.imaging.pectoral import pectoral_muscle
 from mammofuse.models import TwoViewNet, create_model
 from mammofuse.models.tiles import breast_share, cut_tiles
 from mammofuse.problems import DataError, Problems
@@ -226,11 +228,12 @@ def region_mask(regions: list[Region], g: Geometry) -> np.ndarray | None:
 
 
 def score_map(
-    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, region: np.ndarray | None
+    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, region: np.ndarray | None, view: View = View.CC
 ) -> tuple[dict[str, float], bool]:
     """Both checks of one view's map `cam` beside the re-drawn network's `fresh`: (blank, redrawn_rho
-    and, where a region is marked, the localisation of both maps; whether the region lies off the breast
-    the model was given, cut away by the crop: then there is nothing to score it on)."""
+    and, where a region is marked, the localisation of both maps and of the brightest-spot rule; whether
+    the region lies off the breast the model was given, cut away by the crop: then there is nothing to
+    score it on). `view`: an MLO's brightest spot is looked for outside its pectoral muscle."""
     breast = breast_mask(image)
     record = {
         "blank": int(not (cam[breast] > 0).any()),
@@ -243,21 +246,29 @@ def score_map(
     return record | scores | {
         "redrawn_hit": found["hit"],
         "redrawn_energy_share": found["energy_share"],
-        "brightest_hit": localise(brightest(image, breast), breast, region)["hit"],
+        "brightest_hit": localise(brightest(image, tissue(image, breast, view)), breast, region)["hit"],
     }, False
+
+
+def tissue(image: np.ndarray, breast: np.ndarray, view: View) -> np.ndarray:
+    """The breast's tissue: on an MLO, the breast without the pectoral muscle where one is found."""
+    muscle = pectoral_muscle(image, breast) if view is View.MLO else None
+    return breast if muscle is None else breast & ~muscle
 
 
 BRIGHTEST_SIGMA = 0.02  # the smoothing of `brightest`, as a share of the image's longer side
 
 
-def brightest(image: np.ndarray, breast: np.ndarray) -> np.ndarray:
-    """The map of a rule that knows no model: the image itself, smoothed (a Gaussian of BRIGHTEST_SIGMA of
-    its longer side, so that a dense region, not one bright pixel, stands out), on the breast only. Its peak
-    is the densest spot of the breast: a pointing game a model's maps should beat to show they find more
-    than the densest tissue."""
+def brightest(image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """The map of a rule that knows no model: the image's mean over the `tissue` mask's pixels around each of
+    them (a Gaussian of BRIGHTEST_SIGMA of its longer side, so that a dense region, not one bright pixel,
+    stands out, and what lies outside the mask, such as a bright muscle beside it, counts for nothing), on
+    the mask only. Its peak is the densest spot of the tissue: a pointing game a model's maps should beat
+    to show they find more than the densest tissue."""
     sigma = BRIGHTEST_SIGMA * max(image.shape)
-    smooth = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
-    return np.where(breast, smooth, 0.0)
+    weight = tissue.astype(np.float32)
+    total = cv2.GaussianBlur(image.astype(np.float32) * weight, (0, 0), sigma)
+    return np.where(tissue, total / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6), 0.0)
 
 
 def localise_tiles(
@@ -440,8 +451,7 @@ def _cascade(cascade: pd.DataFrame | None) -> dict | None:
 
 def _over_brightest(part: pd.DataFrame, w: np.ndarray) -> dict:
     """How much more often the maps' peaks lie on the tumour than the brightest-spot rule's, paired (the same
-    maps, the same patient resamples `w`): over both views, and per view, where the rule differs most (the
-    pectoral muscle is the brightest part of most MLO views)."""
+    maps, the same patient resamples `w`): over both views, and per view, where the rule differs most."""
     difference = (part["hit"] - part["brightest_hit"]).to_numpy(float)
     views = part["view"].to_numpy()
     return {
@@ -564,8 +574,9 @@ def summary_lines(summary: dict) -> list[str]:
         hit, chance, fresh = (_percent(g[k]) for k in ("hit", "area_share", "redrawn_hit"))
         mass, fresh_mass = _percent(g["energy_share"]), _percent(g["redrawn_energy_share"])
         bright = (  # checks written before it was measured have no such column
-            f"; the breast's brightest spot, smoothed, with no model at all: {_percent(g['brightest_hit'])} "
-            f"({_views(g, 'brightest_hit')}), the maps {_points(g['hit_over_brightest'])} more often ("
+            f"; the breast's brightest spot, smoothed, with no model at all (on an MLO, outside the pectoral "
+            f"muscle): {_percent(g['brightest_hit'])} ({_views(g, 'brightest_hit')}), the maps against it, "
+            f"paired: {_points(g['hit_over_brightest'])} ("
             + ", ".join(f"{v} {_points(d)}" for v, d in g["hit_over_brightest_by_view"].items())
             + ")"
             if "brightest_hit" in g

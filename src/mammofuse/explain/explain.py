@@ -291,7 +291,7 @@ def score_case(
     records = []
     for view in VIEWS:
         region = region_mask(regions[view], case.geometry[view])
-        scores, off = score_map(maps[view], fresh[view], images[view], region)
+        scores, off = score_map(maps[view], fresh[view], images[view], region, view)
         if attention is not None and region is not None and not off:
             area = tile_area(images[view], model.tile) if model.attention_by_area else None
             scores |= localise_tiles(attention[view], region, model.tile, area)
