@@ -146,6 +146,14 @@ class TestBadInput:
         assert "--storage sqlite:////nonexistent/dir/tune.db: cannot open the study" in out
         assert "Traceback" not in out and not (ready / "work" / "runs" / "fast-tune").exists()
 
+    def test_a_damaged_study_database_in_the_work_folder_is_named_as_that_file(self, ready, capsys):
+        database = ready / "work" / "tune.db"
+        database.write_text("not a database: a file written over it")
+        assert tune(ready, "--trials", "1") == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"{database} (the work folder's studies; move it aside to start them afresh)" in out
+        assert "--storage" not in out and "Traceback" not in out
+
     def test_a_search_space_key_that_does_not_exist(self, tmp_path):
         space = tmp_path / "space.toml"
         space.write_text("[train.lrr]\nlow = 0.001\nhigh = 0.01\n")

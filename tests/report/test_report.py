@@ -183,3 +183,22 @@ def test_a_damaged_metrics_file_is_named_with_the_command_that_makes_it_again(
     assert f"{metrics}: not as `mammofuse evaluate {run}` writes it (Invalid JSON" in out
     assert "Traceback" not in out
     assert main(["evaluate", str(run)]) == 0 and main(["report", str(run)]) == 0
+
+
+def test_a_figure_removed_from_the_run_is_named_with_the_command_that_draws_it(report, capsys):
+    """A picture the run's files list but its folder lacks (a gallery case, a figure) was a traceback."""
+    run = report.parent
+    case = next(p for p in (run / "explain").glob("*.png") if p.name != "cascade.png")
+    case.unlink()
+    (run / "figures" / "roc.png").unlink()
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    line = (
+        f"not found in the run's folder: figures/roc.png, explain/{case.name} (run "
+        f"`mammofuse evaluate {run}` and `mammofuse explain {run}` to draw them"
+    )
+    assert line in out and "Traceback" not in out
+    assert line.replace("'", "&#39;") in " ".join(report.read_text().split())
+    assert main(["evaluate", str(run)]) == 0 and main(["explain", str(run), "--n", "1"]) == 0
+    assert main(["report", str(run)]) == 0 and "not found in the run" not in report.read_text()

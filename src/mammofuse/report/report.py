@@ -40,6 +40,7 @@ from mammofuse.problems import WARNING
 from mammofuse.report import clinical
 from mammofuse.runs import Run, Work, changes_text, data_changes, read_json, read_problems, read_table
 from mammofuse.storage import replace_text
+from mammofuse.ui import console
 
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
@@ -87,12 +88,32 @@ def _cohort(run: Run, work: Work) -> dict:
     }
 
 
-def _figures(run: Run, titles: dict[str, str]) -> list[dict[str, Any]]:
-    return [
-        {"title": title, "src": data_uri(run.figures / f"{name}.png"), "wide": name in WIDE}
-        for name, title in titles.items()
-        if (run.figures / f"{name}.png").is_file()
-    ]
+REDRAWS = {"figures": "mammofuse evaluate", "explain": "mammofuse explain"}  # the command that draws a folder
+
+
+def _figures(run: Run, titles: dict[str, str], absent: list[Path]) -> list[dict[str, Any]]:
+    """The figures of `titles` found in figures/; those its run's files say it has but are not there are added
+    to `absent` (the training curves are drawn where epochs.csv is)."""
+    figures = []
+    for name, title in titles.items():
+        path = run.figures / f"{name}.png"
+        if path.is_file():
+            figures.append({"title": title, "src": data_uri(path), "wide": name in WIDE})
+        elif name != "training" or run.epochs.is_file():
+            absent.append(path)
+    return figures
+
+
+def _absent_line(run: Run, absent: list[Path]) -> str | None:
+    """The page's line for pictures that are not in the run's folder (removed since), said on the terminal
+    too; None when none is missing."""
+    if not absent:
+        return None
+    redraw = " and ".join(sorted({f"`{REDRAWS[p.parent.name]} {run.dir}`" for p in absent}))
+    names = ", ".join(str(p.relative_to(run.dir)) for p in absent)
+    line = f"not shown, not found in the run's folder: {names} (run {redraw} to draw them, then this report)"
+    console.print(f"[yellow]warning:[/] {line}")
+    return line
 
 
 def _analysed(run: Run) -> pd.DataFrame:
@@ -319,14 +340,17 @@ def build_curve_report(
     return work.curve_report
 
 
-def _checks(run: Run) -> dict:
+def _checks(run: Run, absent: list[Path]) -> dict:
     """What `explain` found of the maps: explain/checks.json in sentences (`checks`; none before it ran) and
-    the cascading randomisation's figure (`checks_figure`, where it ran)."""
+    the cascading randomisation's figure (`checks_figure`, where it ran; added to `absent` where it ran and
+    the figure is gone)."""
     if not run.explain_summary.is_file():
         return {"checks": [], "checks_figure": None}
-    lines = summary_lines(read_json(run.explain_summary, f"explain {run.dir}"))
+    summary = read_json(run.explain_summary, f"explain {run.dir}")
     figure = data_uri(run.explain_cascade) if run.explain_cascade.is_file() else None
-    return {"checks": lines, "checks_figure": figure}
+    if figure is None and summary.get("randomisation", {}).get("cascade"):
+        absent.append(run.explain_cascade)
+    return {"checks": summary_lines(summary), "checks_figure": figure}
 
 
 def build_cv_report(run: Run) -> Path:
@@ -334,6 +358,7 @@ def build_cv_report(run: Run) -> Path:
     result = run.read_cv_evaluation()
     cfg = run.read_config()
     members = result.folds * result.repeats
+    absent: list[Path] = []
     bundle_text = (
         f"The fold ensemble in {run.bundle.name}/: the {members} fold models, whose probabilities "
         "`mammofuse predict` averages (with their spread per breast); Grad-CAM maps are averaged over them. "
@@ -362,10 +387,11 @@ def build_cv_report(run: Run) -> Path:
             folds=fold_table(run, result),
             apparent=apparent_text(models),
             apparent_note=APPARENT,
-            figures=_figures(run, CV_FIGURES),
+            figures=_figures(run, CV_FIGURES, absent),
             bundle_text=bundle_text,
             tuning=run.read_tuning() if run.tuning.is_file() else None,
-            **_checks(run),
+            **_checks(run, absent),
+            absent=_absent_line(run, absent),
         )
     )
     replace_text(run.report, html)
@@ -379,16 +405,20 @@ def build_report(run_dir: Path) -> Path:
         return build_cv_report(run)
     evaluation = run.read_evaluation()
     cfg = run.read_config()
-    figures = _figures(run, FIGURES)
+    absent: list[Path] = []
+    figures = _figures(run, FIGURES, absent)
     gallery = []
     if run.explain_index.is_file():
         for r in pd.read_csv(run.explain_index).itertuples():
+            if not (picture := run.explain / str(r.file)).is_file():
+                absent.append(picture)
+                continue
             caption = f"{r.category.replace('-', ' ')}: row {r.row}, label {r.label}, p = {r.probability:.2f}"
             on = [(v, getattr(r, f"{v.lower()}_on_tumour", None)) for v in ("CC", "MLO")]
             if any(pd.notna(hit) for _, hit in on):  # explain --regions
                 said = ", ".join(f"{v} {'yes' if hit else 'no'}" for v, hit in on if pd.notna(hit))
                 caption += f"; peak on the marked tumour: {said}"
-            gallery.append({"src": data_uri(run.explain / str(r.file)), "caption": caption})
+            gallery.append({"src": data_uri(picture), "caption": caption})
     work = Work(cfg.work_dir)
     models = ((evaluation.model_name, evaluation.model), (BASELINE, evaluation.baseline))
     html = (
@@ -418,7 +448,8 @@ def build_report(run_dir: Path) -> Path:
             warnings=evaluation.warnings,
             figures=figures,
             gallery=gallery,
-            **_checks(run),
+            **_checks(run, absent),
+            absent=_absent_line(run, absent),
             scaling=SCALING,
             patches=cfg.model.kind == "patches",
             tile=cfg.model.tile,

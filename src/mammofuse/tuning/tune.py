@@ -223,8 +223,9 @@ class TrialSeeded(optuna.samplers.BaseSampler):
         self._tpe.reseed_rng()
 
 
-def open_study(storage: str, name: str, seed: int) -> optuna.Study:
-    """Create the study or load it to go on; an unreachable storage is a clear ConfigError."""
+def open_study(storage: str, name: str, seed: int, where: str | None = None) -> optuna.Study:
+    """Create the study or load it to go on; an unreachable storage is a clear ConfigError that names it as
+    `where` (default: the --storage option that gave it)."""
     try:
         return optuna.create_study(
             storage=storage,
@@ -236,7 +237,8 @@ def open_study(storage: str, name: str, seed: int) -> optuna.Study:
         )
     except Exception as exc:  # sqlalchemy: bad URL, unreachable server, missing driver, ...
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--storage {storage}: cannot open the study there ({message})") from None
+        where = where or f"--storage {storage}"
+        raise ConfigError(f"{where}: cannot open the study there ({message})") from None
 
 
 def trial_run(tune_dir: Path, trial: optuna.Trial | FrozenTrial) -> Run:
@@ -302,7 +304,11 @@ def run_tune(
     removed first); run it until `trials` have finished; write best.toml; return the study."""
     splits = work_splits(cfg)
     work = Work(cfg.work_dir)
-    study = open_study(storage or f"sqlite:///{work.tune_db}", tune_dir.name, cfg.train.seed)
+    if storage is None:
+        where = f"{work.tune_db} (the work folder's studies; move it aside to start them afresh)"
+        study = open_study(f"sqlite:///{work.tune_db}", tune_dir.name, cfg.train.seed, where)
+    else:
+        study = open_study(storage, tune_dir.name, cfg.train.seed)
     table = None  # the cohort preprocessed once for every trial, unless the trials change preprocessing
     if not any(key.startswith("preprocess.") for key in space):
         tune_dir.mkdir(parents=True, exist_ok=True)
@@ -317,7 +323,9 @@ def tune_fold(cfg: Config, fold: Run, splits: pd.DataFrame, table: pd.DataFrame,
     choice never sees the breasts it is scored on. Returns `cfg` with the best trial's settings."""
     tune_dir = fold.study
     tune_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(f"sqlite:///{tune_dir / 'tune.db'}", "tune", cfg.train.seed)
+    database = tune_dir / "tune.db"
+    where = f"{database} (this fold's study; move it aside to tune the fold afresh)"
+    study = open_study(f"sqlite:///{database}", "tune", cfg.train.seed, where)
     optimize(study, cfg, splits, table, tune_dir, tuning.trials, tuning.space, shared_folder=True)
     write_best(study, tune_dir, None)
     best = study.best_trial
