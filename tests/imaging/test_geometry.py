@@ -7,7 +7,15 @@ from mammofuse.config import PreprocessConfig
 from mammofuse.domain import Side, View
 from mammofuse.imaging.cache import dequantize
 from mammofuse.imaging.decode import PixelMeta
-from mammofuse.imaging.geometry import fit_shape, map_to_original, needs_flip, pad, seed_parity, to_output
+from mammofuse.imaging.geometry import (
+    breast_only,
+    fit_shape,
+    map_to_original,
+    needs_flip,
+    pad,
+    seed_parity,
+    to_output,
+)
 from mammofuse.imaging.preprocess import preprocess_pixels
 
 
@@ -71,6 +79,18 @@ class TestBreastCrop:
         np.testing.assert_array_equal(on, unmarked)  # with blanking it leaves no trace
         breast = unmarked > 0
         np.testing.assert_array_equal(on[breast], off[breast])  # and the breast itself is untouched
+
+    def test_the_original_shown_beside_a_map_keeps_the_breast_and_no_burned_in_text(self):
+        """The figures draw each map on the original image too: burned-in text there (here a marker; on some
+        exports a name or a date) is blanked as in the model's input, the breast is not."""
+        img, _, rng = phantom()
+        marked = burn_in_marker(img, "DOE J", True, rng)  # a name
+        text = marked != img
+        assert text.sum() > 20 and marked[text].max() > 0.9
+        shown = breast_only(marked)
+        assert shown[text].max() == 0.0
+        breast = img > 0.15
+        np.testing.assert_array_equal(shown[breast], marked[breast])
 
     def test_right_breast_comes_out_with_its_chest_wall_on_the_left(self):
         img, _, _ = phantom()

@@ -43,7 +43,7 @@ from mammofuse.explain.overlays import case_figure
 from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.decode import decode, meta_from_dataset
 from mammofuse.imaging.dicomfile import read_image
-from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, map_to_original
+from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, breast_only, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
 from mammofuse.problems import DataError, Problems
@@ -93,8 +93,10 @@ def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
 
 
 def original_image(path: str, voi: bool) -> np.ndarray:
+    """The original image as the figures show it: decoded, and black outside the breast (`breast_only`),
+    as the model's input is, so that no burned-in text reaches a figure or the report."""
     ds, raw = read_image(path)
-    return decode(raw, meta_from_dataset(ds), voi)
+    return breast_only(decode(raw, meta_from_dataset(ds), voi))
 
 
 Maps = dict[View, np.ndarray]

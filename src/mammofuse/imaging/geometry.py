@@ -108,6 +108,17 @@ def keep_region(mask: np.ndarray, step: int, box: tuple[int, int, int, int]) -> 
     return cv2.dilate(region, kernel)
 
 
+def breast_only(img: np.ndarray) -> np.ndarray:
+    """A whole image (brightness) black outside its breast, kept as the preprocessing keeps it (the largest
+    bright component, dilated): burned-in text apart from the breast (a marker, and on some exports a name
+    or a date) is never shown."""
+    h, w = img.shape
+    step = subsample_step(img.shape)
+    _, _, mask = find_breast(img[::step, ::step], step, (h, w), 0.0)
+    keep = cv2.resize(keep_region(mask, step, (0, h, 0, w)), (w, h), interpolation=cv2.INTER_NEAREST)
+    return img * keep.astype(img.dtype)
+
+
 def needs_flip(side: Side | None, chest_left_by_pixels: bool) -> tuple[bool, bool]:
     """(flip, disagrees): flip so the chest wall is on the left, trusting the pixels over the tag.
 
