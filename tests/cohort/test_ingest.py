@@ -631,6 +631,16 @@ class TestBadInput:
         manifest, _, hits = self.excluded(tiny_cohort, capsys, "missing column")
         assert "'ki67'" in hits.iloc[0]["reason"] and "ki67" not in manifest.columns
 
+    def test_a_clinical_column_written_twice_goes_on_without_it(self, tiny_cohort, capsys):
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        clinical.insert(len(clinical.columns), "ki67 again", "5")
+        written = clinical.to_csv(index=False).replace("ki67 again", "ki67", 1)
+        (tiny_cohort / "clinical.csv").write_text(written)
+        manifest, _, hits = self.excluded(tiny_cohort, capsys, "duplicate column")
+        columns = f"(columns {clinical.columns.get_loc('ki67') + 1}, {len(clinical.columns)})"
+        assert f"column 'ki67' appears 2 times {columns}" in hits.iloc[0]["reason"]
+        assert "ki67" not in manifest.columns and "age" in manifest.columns
+
     def test_clinical_value_that_is_not_a_number(self, tiny_cohort, capsys):
         clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
         clinical.loc[0, "age"] = "sixty"
@@ -849,6 +859,18 @@ class TestFatalProblems:
             and "found columns" in out
             and "Traceback" not in out
         )
+
+    def test_a_label_column_written_twice_stops_with_a_clear_message(self, tiny_cohort, capsys):
+        """Two columns of one name: a reader takes one of them silently (the last: every breast from a second
+        fraction column of 50 % was EIC positive)."""
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str).assign(second="50")
+        (tiny_cohort / "labels.csv").write_text(
+            labels.to_csv(index=False).replace("second", "invasive_fraction", 1)
+        )
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        out = " ".join(out.split())
+        assert code == 2 and "Traceback" not in out
+        assert "labels.csv: column 'invasive_fraction' appears 2 times (columns 3, 4)" in out
 
     def test_strict_stops_at_the_first_problem_with_exit_2(self, tiny_cohort, capsys):
         (tiny_cohort / "dicom" / "README.txt").write_text("not an image")

@@ -64,6 +64,8 @@ def read_rows(
             f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
             f"(found columns: {', '.join(header)})"
         )
+    if twice := duplicated(header, required):
+        raise DataError(f"{path}: {twice[0]}")
     rows = []
     for number, cells in enumerate(lines[1:], start=2):
         if not any(c.strip() for c in cells):
@@ -78,6 +80,20 @@ def read_rows(
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
+
+
+def duplicated(header: list[str], used: list[str]) -> list[str]:
+    """For each of the `used` columns that the header names more than once, why it cannot be read: which of
+    them holds the values is not clear (a reader would silently take one)."""
+    said = []
+    for name in dict.fromkeys(used):
+        where = [str(i + 1) for i, h in enumerate(header) if h == name]
+        if len(where) > 1:
+            said.append(
+                f"column {name!r} appears {len(where)} times (columns {', '.join(where)}): which one holds "
+                "the values is not clear; rename or remove all but one"
+            )
+    return said
 
 
 EXCEL = (".xlsx", ".xlsm")
@@ -521,8 +537,11 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     if as_written:  # the export's column names -> the features' names
         header = [cfg.rename.get(h, h) for h in header]
         rows = [Row(r.line, {cfg.rename.get(h, h): v for h, v in r.values.items()}) for r in rows]
-    present = set(header)
-    for col in [c for c in cfg.numeric + cfg.categorical if c not in present]:
+    for reason in duplicated(header, cfg.numeric + cfg.categorical):
+        reason = f"{cfg.path.name}: {reason}; continuing without it"
+        problems.add("duplicate column", reason, path=str(cfg.path))
+    present = {h for h in header if header.count(h) == 1}
+    for col in [c for c in cfg.numeric + cfg.categorical if c not in set(header)]:
         named = next((k for k, v in cfg.rename.items() if v == col), col)  # as the file would write it
         problems.add(
             "missing column",
