@@ -19,6 +19,15 @@ def one_line_error(out: str, what: str) -> None:
     assert len(errors) == 1 and what in errors[0], out
 
 
+class TestOutputPath:
+    def test_a_file_where_the_output_folder_should_be_is_one_line(self, tiny_cohort, tmp_path, capsys):
+        in_the_way = tmp_path / "out"
+        in_the_way.write_text("a file, not a folder")
+        for out in (in_the_way, in_the_way / "work"):
+            assert main(["ingest", str(tiny_cohort / "cohort.toml"), "--out", str(out)]) == 2
+            one_line_error(capsys.readouterr().out, f"{out}: ")
+
+
 class TestReadOnlyDisk:
     def test_ingest_into_a_read_only_folder_stops_before_reading(self, tiny_cohort, tmp_path, capsys):
         with tmpfs(tmp_path / "disk") as disk:

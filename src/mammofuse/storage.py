@@ -28,6 +28,9 @@ DISK_ERRORS = {  # what a user can fix about the place the output goes: one line
     errno.EROFS: "the file system is read-only: write elsewhere (--work / --out)",
     errno.EACCES: "no permission to write there: write elsewhere (--work / --out)",
     errno.EPERM: "the operation is not permitted there: write elsewhere",
+    errno.EEXIST: "a file, not a folder, is there: give another path (--work / --out)",
+    errno.ENOTDIR: "part of the path is a file, not a folder: give another path (--work / --out)",
+    errno.ENAMETOOLONG: "the path is longer than the file system allows: give a shorter one",
 }
 
 WRITE_PROBE_BYTES = 1 << 20

@@ -406,6 +406,8 @@ class TestBadInput:
             ),
             ({"PhotometricInterpretation": "RGB", "SamplesPerPixel": 3}, "not grayscale", "3 sample(s)"),
             ({"NumberOfFrames": 40}, "several frames", "40 frames (tomosynthesis"),
+            # read in full it was an OverflowError at preprocessing
+            ({"BitsStored": 20}, "inconsistent header", "BitsStored 20 with BitsAllocated 16"),
         ],
     )
     def test_pixels_that_are_not_one_grayscale_frame_are_refused_from_the_header(

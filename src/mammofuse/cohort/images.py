@@ -138,6 +138,13 @@ def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
             f"{rel}: {frames} frames (tomosynthesis or a multi-frame export): one 2D mammogram per file "
             "is expected",
         )
+    allocated, stored = (int(ds.get(k, 0) or 0) for k in ("BitsAllocated", "BitsStored"))
+    if not 1 <= stored <= allocated:
+        raise HeaderError(
+            "inconsistent header",
+            f"{rel}: BitsStored {stored} with BitsAllocated {allocated}: the header contradicts itself (the "
+            "stored bits lie within the allocated ones), so its pixel values cannot be read",
+        )
 
 
 def _check_kind(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
