@@ -279,6 +279,29 @@ class TestRandomisation:
             assert "CC: head " in line and "MLO: head " in line
         assert summarise(maps_table, "EIC positive", None)["randomisation"]["cascade"] is None
 
+    def test_the_localisation_line_says_whether_the_maps_beat_the_densest_spot(self):
+        """Paired with the brightest-spot rule over 40 breasts: maps that find what it finds, and more, get
+        a verdict a reader need not work out from the interval."""
+        rng = np.random.default_rng(0)
+        rows = []
+        for i in range(40):
+            for view in ("CC", "MLO"):
+                rule = int(rng.random() < 0.5)
+                rows.append(
+                    {"row": i, "patient": f"P{i}", "side": "L", "label": int(i % 2), "view": view}
+                    | {"blank": 0, "redrawn_rho": 0.0, "area_share": 0.05, "energy_share": 0.2}
+                    | {"redrawn_hit": 0, "redrawn_energy_share": 0.0, "brightest_hit": rule, "hit": rule}
+                )
+        table = pd.DataFrame(rows)
+        for hit, said in (
+            (table["brightest_hit"], "no more often than the breast's densest spot does"),
+            (1, "more often than the breast's densest spot does"),
+            (0, "less often than the breast's densest spot does"),
+        ):
+            line = summary_lines(summarise(table.assign(hit=hit), "EIC positive", "lesions.csv"))[-2]
+            assert line.startswith("localisation on the marked held-out breasts")
+            assert f": the maps find the tumour {said}" in line
+
     def test_breasts_are_counted_as_breasts_not_row_numbers(self):
         """The folds of a learning-curve share each thin their training part: one row number names another
         breast in each fold's data.csv."""

@@ -521,6 +521,21 @@ def _points(triple: list[float] | None) -> str:
     return f"{mean:+.0f} points [{low:+.0f}, {high:+.0f}]"
 
 
+def _against_the_rule(triple: list[float] | None) -> str:
+    """What the paired difference between the maps' and the brightest-spot rule's hits says."""
+    if triple is None:
+        return ""
+    _, low, high = triple
+    if low > 0:
+        return ": the maps find the tumour more often than the breast's densest spot does"
+    if high < 0:
+        return ": the maps find the tumour less often than the breast's densest spot does"
+    return (
+        ": the maps find the tumour no more often than the breast's densest spot does (the interval holds "
+        "0): they may show where the breast is dense rather than what the model learnt of the tumour"
+    )
+
+
 def summary_lines(summary: dict) -> list[str]:
     """What the checks say, in sentences (the terminal and the report)."""
     r = summary["randomisation"]
@@ -588,6 +603,7 @@ def summary_lines(summary: dict) -> list[str]:
             f"({_views(g, 'hit')}; chance, a point anywhere on the breast: {chance}; the network with its "
             f"weights drawn afresh: {fresh}{bright}); {mass} of the map's mass lies there (the region's "
             f"share of the breast's area: {chance}; re-drawn: {fresh_mass})"
+            + _against_the_rule(g.get("hit_over_brightest"))
         )
         if "attention_hit" in g:
             top, tiles, weight = (_percent(g[k]) for k in ATTENTION)
