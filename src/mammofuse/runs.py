@@ -24,7 +24,8 @@ Every stage finds another stage's output through here, never by a file name of i
         metrics.json, predictions.csv, figures/                 evaluate
         bundle/                the deployable model (deploy.bundle)
         explain/               Grad-CAM overlays and explain/index.csv; checks.csv, checks.json: can the maps
-                               be trusted (randomisation check, localisation on marked tumours)
+                               be trusted (randomisation check, localisation on marked tumours); cascade.csv,
+                               cascade.png; checks-kept.json: its checks, for a later explain to take up
         report.html            report
         samplesize.json        samplesize (the breasts a validation of the model needs)
       runs/NAME/ of `mammofuse cv`   the same, plus

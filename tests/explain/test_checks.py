@@ -519,3 +519,43 @@ class TestExplainChecks:
         assert main(["explain", str(cv_dir), "--cascade", "7", "--cascade-draws", "1"]) == 0
         cascade = pd.read_csv(run.explain_cascade_table)  # 7 breasts shared out among the 6 fold models
         assert cascade.groupby("fold").size().to_dict() == {fold: 2 * 2 for fold in table["fold"].unique()}
+
+
+class TestTakingUp:
+    def test_an_explain_stopped_between_folds_takes_up_the_finished_ones_to_the_same_result(
+        self, cv_copy, monkeypatch
+    ):
+        """A cross-validation's checks, a fold model at a time: an explain stopped in the third takes up
+        the two it finished; the files equal those of an explain that ran through; other settings check
+        every model again."""
+        from mammofuse.explain import explain
+
+        cohort, cv_dir = cv_copy
+        argv = ["explain", str(cv_dir), "--regions", str(cohort / "lesions.csv"), "--cascade", "6"]
+        argv += ["--cascade-draws", "1"]
+        computed, check_maps = [], explain.check_maps
+
+        def counted(run, *args, **kwargs):
+            computed.append(run.dir.name)
+            if stop_at and len(computed) == stop_at:
+                raise KeyboardInterrupt
+            return check_maps(run, *args, **kwargs)
+
+        monkeypatch.setattr(explain, "check_maps", counted)
+        stop_at = 3
+        assert main(argv) == 130
+        stop_at = 0
+        computed.clear()
+        assert main(argv) == 0 and len(computed) == 4  # 3 folds x 2 repeats, 2 taken up
+        run = Run(cv_dir)
+        files = (run.explain_checks, run.explain_summary, run.explain_cascade_table)
+        taken_up = [path.read_bytes() for path in files]
+        for kept in (cv_dir / "folds").glob(f"*/explain/{explain.KEPT_CHECKS}"):
+            kept.unlink()
+        computed.clear()
+        assert main(argv) == 0 and len(computed) == 6
+        assert [path.read_bytes() for path in files] == taken_up
+        computed.clear()
+        assert main(argv) == 0 and not computed  # nothing changed: every model taken up
+        computed.clear()
+        assert main([*argv[:-2], "--cascade-draws", "2"]) == 0 and len(computed) == 6

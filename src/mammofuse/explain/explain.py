@@ -9,9 +9,11 @@ number in the run's data.csv (or the output row of `predict`), never by patient.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +48,10 @@ from mammofuse.imaging.dicomfile import read_image
 from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, breast_only, map_to_original
 from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
-from mammofuse.problems import DataError, Problems
+from mammofuse.problems import DataError, Problem, Problems
 from mammofuse.runs import Run
 from mammofuse.storage import replace_text, write_table
-from mammofuse.ui import progress
+from mammofuse.ui import console, progress
 
 
 @dataclass
@@ -443,17 +445,74 @@ def checks_table(
     `cascading` breasts, over `draws` draws of the random weights. A cross-validation's are shared out among
     its fold models (at least one breast each): ten of them cost about what one run costs, not ten times."""
     if not run.is_cv:
-        return check_maps(run, marked, problems, cascading=cascading, draws=draws)
+        return kept_checks(run, marked, problems, cascading, draws)
     if not run.metrics.is_file():  # then every fold is finished, and a finished fold is never trained over
         raise DataError(f"{run.dir}: the cross-validation is not finished; run `mammofuse cv` to finish it")
     folds = run.fold_runs()
     each = -(-cascading // len(folds))  # rounded up
     tables, cascades = [], []
     for fold in folds:
-        table, cascade = check_maps(fold, marked, problems, cascading=each, draws=draws)
+        table, cascade = kept_checks(fold, marked, problems, each, draws)
         tables.append(table.assign(fold=fold.dir.name))
         cascades.append(cascade.assign(fold=fold.dir.name))
     return pd.concat(tables), pd.concat(cascades)
+
+
+TABLES = ("table", "cascade")
+KEPT_CHECKS = "checks-kept.json"  # in a model's explain/: its checks, for the next explain to take up
+
+
+@cache
+def source_digest() -> str:
+    """The SHA-256 of mammofuse's code: checks kept by other code are not taken up."""
+    root = Path(__file__).parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def checks_key(run: Run, marked: dict[RegionKey, list[Region]], cascading: int, draws: int) -> dict:
+    """What a model's checks follow from: its weights, breasts and settings, the regions, the code."""
+    files = {}
+    for path in (run.checkpoint("best"), run.data, run.config):
+        with path.open("rb") as fh:
+            files[path.name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    regions = sorted(f"{key!r} {value!r}" for key, value in marked.items())
+    return files | {
+        "regions": hashlib.sha256("\n".join(regions).encode()).hexdigest(),
+        "cascade": [cascading, draws],
+        "code": source_digest(),
+    }
+
+
+def kept_checks(
+    run: Run, marked: dict[RegionKey, list[Region]], problems: Problems, cascading: int, draws: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`check_maps` of one model, kept in its explain/ folder with the problems it recorded: an explain that
+    stops (a cross-validation's later fold, Ctrl-C) takes up the models it finished, and a later explain of
+    the same model, breasts, regions and settings takes them up too: the same result, not computed again."""
+    if not all(p.is_file() for p in (run.checkpoint("best"), run.data, run.config)):
+        return check_maps(run, marked, problems, cascading=cascading, draws=draws)  # it says what is missing
+    key, kept = checks_key(run, marked, cascading, draws), run.explain / KEPT_CHECKS
+    try:
+        earlier = json.loads(kept.read_text(encoding="utf-8"))
+        if earlier["key"] == key:
+            tables = [pd.DataFrame(earlier[t]["data"], columns=earlier[t]["columns"]) for t in TABLES]
+            taken = [Problem(**p) for p in earlier["problems"]]
+            console.print(f"the maps of {run.dir.name}: checked by an earlier explain ({kept.name})")
+            problems.items.extend(taken)
+            return tables[0], tables[1]
+    except (OSError, ValueError, KeyError, TypeError):  # none, or not as written here: checked again
+        pass
+    before = len(problems.items)
+    table, cascade = check_maps(run, marked, problems, cascading=cascading, draws=draws)
+    written = {"key": key, "problems": [asdict(p) for p in problems.items[before:]]}
+    for name, frame in zip(TABLES, (table, cascade), strict=True):
+        written[name] = frame.to_dict(orient="split", index=False)  # floats as repr: read back exactly
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    replace_text(kept, json.dumps(written))
+    return table, cascade
 
 
 def unmatched(run: Run, marked: dict[RegionKey, list[Region]]) -> int:
