@@ -10,7 +10,7 @@ import codecs
 import csv
 import io
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -540,8 +540,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     for reason in duplicated(header, cfg.numeric + cfg.categorical):
         reason = f"{cfg.path.name}: {reason}; continuing without it"
         problems.add("duplicate column", reason, path=str(cfg.path))
-    present = {h for h in header if header.count(h) == 1}
-    for col in [c for c in cfg.numeric + cfg.categorical if c not in set(header)]:
+    present = {h for h, n in Counter(header).items() if n == 1}  # a column written twice is not read
+    for col in [c for c in cfg.numeric + cfg.categorical if c not in header]:
         named = next((k for k, v in cfg.rename.items() if v == col), col)  # as the file would write it
         problems.add(
             "missing column",

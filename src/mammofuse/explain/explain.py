@@ -472,10 +472,15 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+def checked_files(run: Run) -> tuple[Path, ...]:
+    """The files of a model that its checks follow from: its weights, its breasts, its settings."""
+    return run.checkpoint("best"), run.data, run.config
+
+
 def checks_key(run: Run, marked: dict[RegionKey, list[Region]], cascading: int, draws: int) -> dict:
-    """What a model's checks follow from: its weights, breasts and settings, the regions, the code."""
+    """What a model's checks follow from: `checked_files`, the regions, the settings, the code."""
     files = {}
-    for path in (run.checkpoint("best"), run.data, run.config):
+    for path in checked_files(run):
         with path.open("rb") as fh:
             files[path.name] = hashlib.file_digest(fh, "sha256").hexdigest()
     regions = sorted(f"{key!r} {value!r}" for key, value in marked.items())
@@ -492,7 +497,7 @@ def kept_checks(
     """`check_maps` of one model, kept in its explain/ folder with the problems it recorded: an explain that
     stops (a cross-validation's later fold, Ctrl-C) takes up the models it finished, and a later explain of
     the same model, breasts, regions and settings takes them up too: the same result, not computed again."""
-    if not all(p.is_file() for p in (run.checkpoint("best"), run.data, run.config)):
+    if not all(p.is_file() for p in checked_files(run)):
         return check_maps(run, marked, problems, cascading=cascading, draws=draws)  # it says what is missing
     key, kept = checks_key(run, marked, cascading, draws), run.explain / KEPT_CHECKS
     try:
