@@ -536,7 +536,11 @@ class Run:
         path = self.predictions
         if not path.is_file():
             raise DataError(f"{self.dir}: no predictions.csv; run `mammofuse evaluate {self.dir}` first")
-        return read_table(path, f"evaluate {self.dir}", ("key", "split", "label", "probability"))
+        command = f"evaluate {self.dir}"
+        table = read_table(path, command, ("key", "split", "label", "probability"))
+        if not (table["split"] == "test").any():  # evaluate scores every split, the test split always
+            raise _not_as_written(path, command, "no test breast in it")
+        return table
 
     @property
     def samplesize(self) -> Path:

@@ -202,3 +202,18 @@ def test_a_figure_removed_from_the_run_is_named_with_the_command_that_draws_it(r
     assert line.replace("'", "&#39;") in " ".join(report.read_text().split())
     assert main(["evaluate", str(run)]) == 0 and main(["explain", str(run), "--n", "1"]) == 0
     assert main(["report", str(run)]) == 0 and "not found in the run" not in report.read_text()
+
+
+def test_predictions_without_a_test_breast_are_named_with_the_command_that_makes_them_again(
+    trained_master, tmp_path, capsys
+):
+    """A predictions.csv that lost its test rows (the subgroup table stopped with a pandas ValueError)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_master, run)
+    predictions = pd.read_csv(run / "predictions.csv", dtype=str)
+    predictions[predictions["split"] != "test"].to_csv(run / "predictions.csv", index=False)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"predictions.csv: not as `mammofuse evaluate {run}` writes it (no test breast in it)" in out
+    assert "Traceback" not in out
