@@ -26,11 +26,12 @@ MIN_STEP = 0.06  # the least step in brightness across the line (brightness in [
 def _steps(small: np.ndarray, inside: np.ndarray, tops: np.ndarray, sides: np.ndarray) -> np.ndarray:
     """Mean brightness just inside minus just outside each line (tops x sides, in the copy's pixels)."""
     sh, _ = small.shape
-    yy, xx = np.nonzero(inside & (np.arange(small.shape[1]) < tops.max() + 2 * BAND * sh))  # near a line
+    band = BAND * sh
+    reach = tops.max() + band * np.hypot(1, tops.max() / sides.min())  # no line's band lies further right
+    yy, xx = np.nonzero(inside & (np.arange(small.shape[1]) < reach))
     values, yy, xx = small[yy, xx], yy.astype(np.float32), xx.astype(np.float32)
     x0, y0 = tops[:, None, None].astype(np.float32), sides[None, :, None].astype(np.float32)
     distance = (xx / x0 + yy / y0 - 1) / np.sqrt(1 / x0**2 + 1 / y0**2)  # signed pixels, < 0 inside
-    band = BAND * sh
     below = (distance > -band) & (distance < 0)
     above = (distance >= 0) & (distance < band)
     n_in, n_out = below.sum(-1), above.sum(-1)
