@@ -143,6 +143,20 @@ class TestLookupTableDecode:
 
 
 class TestMetaFromDataset:
+    def test_a_window_that_is_not_a_number_is_named(self, tiny_cohort_master, tmp_path):
+        """pydicom's own error said "could not convert string to float: 'abc'", not which tag."""
+        import struct
+
+        import pydicom
+
+        data = bytearray(next((tiny_cohort_master / "dicom").rglob("*.dcm")).read_bytes())
+        at = data.find(struct.pack("<HH", 0x0028, 0x1050) + b"DS")  # WindowCenter, explicit VR
+        length = struct.unpack("<H", data[at + 6 : at + 8])[0]
+        data[at + 8 : at + 8 + length] = b"abc".ljust(length, b" ")
+        (tmp_path / "window.dcm").write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="WindowCenter 'abc' is not a number"):
+            meta_from_dataset(pydicom.dcmread(tmp_path / "window.dcm"))
+
     def test_reads_the_synthetic_headers(self, tiny_cohort_master):
         import pydicom
 

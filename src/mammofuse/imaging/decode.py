@@ -16,7 +16,6 @@ Because stored values are integers of at most 16 bits, the whole chain is a func
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -49,12 +48,19 @@ class PixelMeta:
         return 0, 2**self.bits_stored - 1
 
 
-def _first(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = list(value)[0]  # several windows: the first is the primary one (C.11.2.1.2)
-    return float(value)
+def _first(ds: Dataset, keyword: str) -> float | None:
+    """A number of the grayscale chain: the first of several (windows: the first is the primary one,
+    C.11.2.1.2); None when absent. One that is not a number is a ValueError that names it."""
+    try:
+        value = ds.get(keyword)  # pydicom converts a DS value when it is read: "abc" fails here
+        if value is None or value == "":
+            return None
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            value = list(value)[0]
+        return float(value)
+    except (TypeError, ValueError):
+        written = ds.get_item(keyword)
+        raise ValueError(f"{keyword} {written.value if written else None!r} is not a number") from None
 
 
 def _lut(ds: Dataset, keyword: str) -> tuple[tuple[int, ...] | None, int, int]:
@@ -108,10 +114,10 @@ def meta_from_dataset(ds: Dataset) -> PixelMeta:
         bits_stored=int(ds.BitsStored),
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
         signed=int(ds.get("PixelRepresentation", 0)) == 1,
-        slope=_first(ds.get("RescaleSlope")) or 1.0,
-        intercept=_first(ds.get("RescaleIntercept")) or 0.0,
-        window_center=_first(ds.get("WindowCenter")),
-        window_width=_first(ds.get("WindowWidth")),
+        slope=_first(ds, "RescaleSlope") or 1.0,
+        intercept=_first(ds, "RescaleIntercept") or 0.0,
+        window_center=_first(ds, "WindowCenter"),
+        window_width=_first(ds, "WindowWidth"),
         voi_function=str(ds.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR",
         voi_lut=lut,
         voi_lut_first=first,
