@@ -135,7 +135,7 @@ class TestLocalise:
         region = Region(40, 20, 50, 30, ellipse=False).mask(FLAT)
         assert localise(brightest(image, breast), breast, region)["hit"] == 1.0
         cam = np.random.default_rng(0).random((100, 80))
-        scores, _ = score_map(cam, cam, image, region)
+        scores, _ = score_map(cam, cam, image, region, View.CC)
         assert scores["brightest_hit"] == 1.0  # beside each map's own score
         image[40:51, 20:31] = 0.3  # no mass: the densest spot is elsewhere
         assert localise(brightest(image, breast), breast, region)["hit"] == 0.0
@@ -144,7 +144,8 @@ class TestLocalise:
         image = np.zeros((100, 80), np.float32)
         image[10:90, :60] = 0.6
         cam = np.random.default_rng(0).random((100, 80))
-        scores, off = score_map(cam, cam, image, region_mask([Region(40, 70, 50, 78, ellipse=False)], FLAT))
+        region = region_mask([Region(40, 70, 50, 78, ellipse=False)], FLAT)
+        scores, off = score_map(cam, cam, image, region, View.CC)
         assert off and set(scores) == {"blank", "redrawn_rho"}
 
 
@@ -164,7 +165,7 @@ class TestRandomisation:
         rows = []
         for view in (View.CC, View.MLO):
             for twin, name in ((again, "same"), (other, "other")):
-                scores, _ = score_map(same[view][0], twin[view][0], image, None)
+                scores, _ = score_map(same[view][0], twin[view][0], image, None, view)
                 rows.append(
                     {"row": 1, "patient": "P", "side": "L", "label": 1, "view": view.value, "pair": name}
                     | scores
@@ -249,7 +250,8 @@ class TestRandomisation:
         for d, fresh_net in enumerate(draws):
             fresh = gradcam(fresh_net, x, x.clone(), torch.zeros(1, 3))
             for row in other[other["draw"] == d].itertuples():
-                expected, _ = score_map(maps[View(row.view)][0], fresh[View(row.view)][0], image, None)
+                view = View(row.view)
+                expected, _ = score_map(maps[view][0], fresh[view][0], image, None, view)
                 assert row.cascade_block1 == pytest.approx(expected["redrawn_rho"])
         assert not np.allclose(other.loc[other["draw"] == 0, stages], other.loc[other["draw"] == 1, stages])
         base = {"row": 5, "patient": "P", "side": "L", "label": 1, "blank": 0, "redrawn_rho": 0.0}

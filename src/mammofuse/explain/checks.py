@@ -186,10 +186,14 @@ def cascade_stages(net: TwoViewNet) -> list[Stage]:
         prefixes = tuple(f"backbones.{v.value}.body.{path}." for v in VIEWS for path in block)
         in_block.append(frozenset(k for k in keys if k.startswith(prefixes)))
     head = frozenset(keys.difference(*in_block))
-    stages = [Stage("head", "cascade_head", head)]
-    for i in reversed(range(len(blocks))):
-        stages.append(Stage(f"block {i + 1} of {len(blocks)}", f"cascade_block{i + 1}", in_block[i]))
-    return stages
+    columns = ["cascade_head", *(f"cascade_block{i + 1}" for i in reversed(range(len(blocks))))]
+    parts = [head, *reversed(in_block)]
+    return [Stage(stage_name(c, len(blocks)), c, k) for c, k in zip(columns, parts, strict=True)]
+
+
+def stage_name(column: str, blocks: int) -> str:
+    """A stage's name from its column in cascade.csv: "head", or "block K of `blocks`" (from the input)."""
+    return "head" if column == "cascade_head" else f"block {column.removeprefix('cascade_block')} of {blocks}"
 
 
 def cascade(net: TwoViewNet, fresh: TwoViewNet) -> Iterator[tuple[Stage, TwoViewNet]]:
@@ -228,7 +232,7 @@ def region_mask(regions: list[Region], g: Geometry) -> np.ndarray | None:
 
 
 def score_map(
-    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, region: np.ndarray | None, view: View = View.CC
+    cam: np.ndarray, fresh: np.ndarray, image: np.ndarray, region: np.ndarray | None, view: View
 ) -> tuple[dict[str, float], bool]:
     """Both checks of one view's map `cam` beside the re-drawn network's `fresh`: (blank, redrawn_rho
     and, where a region is marked, the localisation of both maps and of the brightest-spot rule; whether
@@ -444,8 +448,7 @@ def _cascade(cascade: pd.DataFrame | None) -> dict | None:
             view: _spread(maps[c]) | {"draws": [float(d[c].abs().median()) for _, d in maps.groupby("draw")]}
             for view, maps in cascade.groupby("view")
         }
-        name = "head" if c == "cascade_head" else f"block {c.removeprefix('cascade_block')} of {blocks}"
-        stages.append({"stage": name} | _spread(cascade[c]) | {"by_view": by_view})
+        stages.append({"stage": stage_name(c, blocks)} | _spread(cascade[c]) | {"by_view": by_view})
     return {"breasts": _breasts(cascade), "draws": int(cascade["draw"].nunique()), "stages": stages}
 
 
