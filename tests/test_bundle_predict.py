@@ -250,7 +250,9 @@ class TestPredict:
         damaged = cohort / truth.loc[1, "cc_path"]
         damaged.write_bytes(damaged.read_bytes()[:2000])  # an unreadable file
         clinical.loc[clinical["patient_id"] == truth.loc[2, "patient_id"], "grade"] = "4"  # unknown category
-        clinical.to_csv(cohort / "clinical.csv", index=False)
+        side = clinical["side"].str[0].str.upper() == truth.loc[3, "side"]
+        twice = clinical[(clinical["patient_id"] == truth.loc[3, "patient_id"]) & side]  # a row written twice
+        pd.concat([clinical, twice]).to_csv(cohort / "clinical.csv", index=False)
         out = tmp_path / "out" / "predictions.csv"
         pred = predict(run / "bundle", cohort, out, "--explain", "--regions", str(source / "lesions.csv"))
         reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
@@ -259,6 +261,7 @@ class TestPredict:
         assert "no usable MLO image" in reasons[key(0)]
         assert "no usable CC image" in reasons[key(1)]
         assert "'grade' value '4' is outside what the model knows" in reasons[key(2)]
+        assert reasons[key(3)] == "more than one row in clinical.csv"
         scored = pred[pred["reason"] == ""]
         assert len(scored) >= 2 and scored["probability"].between(0, 1).all()
         assert set(scored["label"]) <= {0, 1}

@@ -600,11 +600,18 @@ class TestBadInput:
         _, _, manifest, _ = run_ingest(tiny_cohort, capsys)
         assert (row["patient_id"], row["side"]) in keys(manifest)
 
-    def test_duplicate_key_in_the_label_csv(self, tiny_cohort, capsys):
-        labels = (tiny_cohort / "labels.csv").read_text().splitlines()
-        (tiny_cohort / "labels.csv").write_text("\n".join([*labels, labels[1]]) + "\n")
-        _, _, hits = self.excluded(tiny_cohort, capsys, "duplicate key")
-        assert f"lines 2, {len(labels) + 1}" in hits.iloc[0]["reason"]
+    @pytest.mark.parametrize("table", ["labels.csv", "clinical.csv"])
+    def test_a_breast_written_twice_in_a_table_is_left_out_once_with_that_reason(
+        self, tiny_cohort, capsys, table
+    ):
+        lines = (tiny_cohort / table).read_text().splitlines()
+        (tiny_cohort / table).write_text("\n".join([*lines, lines[1]]) + "\n")
+        _, exclusions, hits = self.excluded(tiny_cohort, capsys, "duplicate key")
+        assert f"lines 2, {len(lines) + 1}" in hits.iloc[0]["reason"]
+        breast = tuple(hits.iloc[0][["patient_id", "side"]])
+        # not also "no row in labels.csv": the rows are there, twice
+        same = (exclusions["patient_id"] == breast[0]) & (exclusions["side"] == breast[1])
+        assert exclusions.loc[same, "category"].tolist() == ["duplicate key"]
 
     @pytest.mark.parametrize("bad", ["140", "abc"])
     def test_invasive_fraction_out_of_range_or_not_a_number(self, tiny_cohort, capsys, bad):

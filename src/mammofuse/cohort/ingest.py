@@ -74,7 +74,7 @@ def ingest(
             )
             continue
         if key not in labels.label:
-            if key not in labels.raw:  # invalid labels were already recorded by read_labels
+            if key not in labels.raw and key not in labels.duplicated:  # else read_labels said why
                 problems.add(
                     "no label", f"patient {pid} side {side.value}: no row in {cfg.labels.path.name}", **ids
                 )
@@ -89,11 +89,12 @@ def ingest(
             row[LABEL_DATE] = labels.date.get(key)
         if clinical is not None:
             if key not in clinical.values:
-                problems.add(
-                    "no clinical row",
-                    f"patient {pid} side {side.value}: no row in {clinical_csv}",
-                    **ids,
-                )
+                if key not in clinical.duplicated:  # else read_clinical said why
+                    problems.add(
+                        "no clinical row",
+                        f"patient {pid} side {side.value}: no row in {clinical_csv}",
+                        **ids,
+                    )
                 continue
             if cfg.clinical.na_policy == "drop" and key in clinical.na_reason:
                 problems.add_by_policy(

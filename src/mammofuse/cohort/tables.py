@@ -283,10 +283,10 @@ def _plain(pid: str) -> str:
 
 def _keyed(
     rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems, width: int
-) -> dict[BreastKey, Row]:
+) -> tuple[dict[BreastKey, Row], set[BreastKey]]:
     """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out. `width`:
     all-digit IDs padded with leading zeros to that many digits. No `side_col` (""): a row per patient,
-    keying both breasts."""
+    keying both breasts. Returns the keyed rows and the keys written more than once."""
     by_key: dict[BreastKey, list[Row]] = defaultdict(list)
     for row in rows:
         pid, raw_side = with_zeros(row.values[patient_col], width), row.values.get(side_col, "")
@@ -318,9 +318,10 @@ def _keyed(
         else:
             for side in sides:
                 by_key[(pid, side)].append(row)
-    out = {}
+    out, twice = {}, set()
     for key, found in by_key.items():
         if len(found) > 1:
+            twice.add(key)
             lines = ", ".join(str(r.line) for r in found)
             problems.add(
                 "duplicate key",
@@ -332,7 +333,7 @@ def _keyed(
             )
         else:
             out[key] = found[0]
-    return out
+    return out, twice
 
 
 def parse_number(text: str) -> float | None:
@@ -379,6 +380,7 @@ class Labels:
     raw: dict[BreastKey, str] = field(default_factory=dict)  # every keyed row's text, valid or not
     value: dict[BreastKey, float] = field(default_factory=dict)  # valid invasive fractions, as written
     date: dict[BreastKey, str] = field(default_factory=dict)  # labels.date_column as YYYYMMDD
+    duplicated: set[BreastKey] = field(default_factory=set)  # written twice: left out, the reason given
 
 
 def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
@@ -393,7 +395,9 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding", (cfg.sheet, "labels.sheet")
     )
     out = Labels()
-    keyed = _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width)
+    keyed, out.duplicated = _keyed(
+        rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width
+    )
     month_first = (
         _month_first(cfg, [row.values[cfg.date_column] for row in rows]) if cfg.date_column else False
     )
@@ -510,6 +514,7 @@ class Clinical:
     categorical: list[str]
     values: dict[BreastKey, dict[str, float | str | None]] = field(default_factory=dict)
     na_reason: dict[BreastKey, str] = field(default_factory=dict)  # the first missing or invalid cell
+    duplicated: set[BreastKey] = field(default_factory=set)  # written twice: left out, the reason given
 
 
 def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
@@ -550,7 +555,9 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
             path=str(cfg.path),
         )
     out = Clinical([c for c in cfg.numeric if c in present], [c for c in cfg.categorical if c in present])
-    keyed = _keyed(rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width)
+    keyed, out.duplicated = _keyed(
+        rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width
+    )
     for key, row in keyed.items():
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:

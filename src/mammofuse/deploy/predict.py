@@ -246,9 +246,9 @@ def predict_breasts(
         if missing:
             row["reason"] = f"no usable {' or '.join(missing)} image"
         elif key not in values and columns:
-            row["reason"] = (
-                f"no row in {clin_cfg.path.name if clin_cfg and clin_cfg.path else 'the clinical CSV'}"
-            )
+            csv = clin_cfg.path.name if clin_cfg and clin_cfg.path else "the clinical CSV"
+            twice = table is not None and key in table.duplicated
+            row["reason"] = f"{'more than one row' if twice else 'no row'} in {csv}"
         else:
             row["reason"] = unknown[len(rows)]
         if truth is not None:
