@@ -38,7 +38,11 @@ def parallel_map(
         return
     with ProcessPoolExecutor(max_workers=n, initializer=die_with, initargs=(os.getpid(),)) as pool:
         results = pool.map(fn, jobs, chunksize=chunksize)
-        yield from (progress(results, len(jobs)) if progress else results)
+        try:
+            yield from (progress(results, len(jobs)) if progress else results)
+        except BaseException:  # Ctrl-C, an error, or the caller stopped early: the jobs not begun are not run
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -46,7 +50,9 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def die_with(parent: int) -> None:
     """A worker's first step: the kernel kills it when its parent dies, even by kill -9, so no orphan
-    goes on writing into the cache (Linux; elsewhere the pool's own shutdown is all there is)."""
+    goes on writing into the cache (Linux; elsewhere the pool's own shutdown is all there is). Ctrl-C is
+    the parent's to answer: a worker finishes the job it is on (no half-written file, no traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

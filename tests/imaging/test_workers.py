@@ -1,4 +1,5 @@
-"""Preprocess's worker processes end with their parent, and one work folder takes one writer at a time."""
+"""Preprocess's worker processes end with their parent and leave Ctrl-C to it, and one work folder takes
+one writer at a time."""
 
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mammofuse.cli import main
+from mammofuse.parallel import parallel_map
 from mammofuse.storage import InUse, locked
 from tests.cohort.helpers import edit_config
 
@@ -50,6 +52,56 @@ def test_workers_die_with_a_killed_preprocess(ready):
     while any(running(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(running(w) for w in workers), "a worker outlived its killed parent"
+
+
+def sigint_handler(_job: int) -> str:
+    return repr(signal.getsignal(signal.SIGINT))
+
+
+def slow_mark(job: tuple[Path, int]) -> int:
+    folder, number = job
+    time.sleep(0.05)
+    (folder / str(number)).touch()
+    return number
+
+
+def test_a_worker_leaves_ctrl_c_to_its_parent_and_jobs_not_begun_are_not_run(tmp_path):
+    # a terminal's Ctrl-C reaches every process of the command: the workers would each print a traceback
+    assert set(parallel_map(sigint_handler, list(range(4)), workers=2)) == {repr(signal.SIG_IGN)}
+    jobs = [(tmp_path, n) for n in range(60)]
+    for _ in parallel_map(slow_mark, jobs, workers=2, chunksize=1):
+        break  # as Ctrl-C in the parent, or an error there, ends the loop
+    assert len(list(tmp_path.iterdir())) < 20  # not the 60: the pool did not work through its queue
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups")
+def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready):
+    edit_config(ready, preprocess={"size": [512, 256]})  # a few seconds of work for two workers
+    table = ready / "work" / "preprocessed.csv"
+    before = table.read_bytes()  # of the first size
+    argv = [sys.executable, "-m", "mammofuse", "preprocess", str(ready / "cohort.toml"), "--workers", "2"]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "MAMMOFUSE_NO_PROGRESS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground command
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even from a background shell
+    )
+    deadline = time.monotonic() + 60
+    while len(children(proc.pid)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no workers seen"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: every process of the group gets it
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted; rerun the same command" in out
+    assert table.read_bytes() == before
+    assert main(["preprocess", str(ready / "cohort.toml"), "--workers", "2"]) == 0
+    assert table.read_bytes() != before
 
 
 def test_a_second_writer_in_one_work_folder_is_refused_naming_the_first(ready, capsys):
