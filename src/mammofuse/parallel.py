@@ -71,7 +71,13 @@ def cluster_map(
 
     if cluster.startswith("local:"):
         n = int(cluster.removeprefix("local:") or 0) or os.cpu_count() or 1
-        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        local = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            preload=[__name__],  # dask_setup below, in each worker
+        )
         client = Client(local)
     else:
         address = "tcp://" + cluster.removeprefix("dask://")
@@ -88,6 +94,12 @@ def cluster_map(
         client.close()
         if local is not None:
             local.close()
+
+
+def dask_setup(worker: object) -> None:
+    """What a worker of a LocalCluster started here does first: as a pool's worker, it leaves Ctrl-C to
+    the command, which closes the cluster (else each worker prints a KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ClusterError(DataError):
