@@ -198,6 +198,43 @@ class TestThresholds:
         assert metrics.brier(np.array([0, 1]), np.array([0.0, 0.5])) == pytest.approx(0.125)
 
 
+class TestBinnedCalibration:
+    def test_bins_of_a_calibrated_model_hold_their_observed_fraction_and_twins_widen_them(self):
+        rng = np.random.default_rng(5)
+        p = rng.uniform(0.05, 0.95, 200)
+        y = (rng.random(200) < p).astype(int)  # calibrated by construction
+        binned = metrics.binned_calibration(y, p)
+        assert binned["n"].sum() == 200 and len(binned["n"]) == 5
+        assert np.all(np.diff(binned["predicted"]) > 0)
+        assert np.all((binned["low"] <= binned["observed"]) & (binned["observed"] <= binned["high"]))
+        assert np.all(np.abs(binned["observed"] - binned["predicted"]) < binned["high"] - binned["low"])
+        # each breast's twin in the same patient: no more information, as wide an interval by patient
+        twins = np.repeat(np.arange(200), 2)
+        by_patient = metrics.binned_calibration(np.repeat(y, 2), np.repeat(p, 2), twins)
+        by_breast = metrics.binned_calibration(np.repeat(y, 2), np.repeat(p, 2))
+        width = lambda b: np.mean(b["high"] - b["low"])  # noqa: E731
+        assert width(by_patient) > 1.25 * width(by_breast)
+        assert width(by_patient) == pytest.approx(width(binned), rel=0.15)
+
+    def test_a_bin_without_positives_gets_the_exact_interval_not_one_of_no_width(self):
+        p = np.r_[np.linspace(0.01, 0.05, 20), np.linspace(0.5, 0.9, 20)]
+        y = np.r_[np.zeros(20, int), np.ones(10, int), np.zeros(10, int)]
+        binned = metrics.binned_calibration(y, p, bins=2)
+        assert binned["observed"][0] == 0 and binned["low"][0] == 0
+        assert binned["high"][0] == pytest.approx(1 - 0.025 ** (1 / 20))  # Clopper-Pearson, 0 of 20
+
+    def test_the_figure_draws_each_bin_with_its_interval(self):
+        from mammofuse.evaluation.plots import calibration_figure
+
+        rng = np.random.default_rng(2)
+        p = rng.random(80)
+        y = (rng.random(80) < p).astype(int)
+        fig = calibration_figure({"model": (y, p)}, groups=np.repeat(np.arange(40), 2))
+        ax = fig.axes[0]
+        assert len(ax.containers) == 1 and len(ax.containers[0].lines[0].get_xdata()) == 5  # 5 bins
+        assert "slope" in ax.get_legend().get_texts()[0].get_text()
+
+
 class TestNetBenefit:
     def test_hand_computed_and_a_resample_equals_the_breasts_it_draws(self):
         y = np.array([1, 0, 1, 0, 0])

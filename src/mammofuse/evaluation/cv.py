@@ -61,20 +61,15 @@ def out_of_fold(run: Run, folds: int, repeats: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _logit(p: pd.Series) -> np.ndarray:
-    p = np.clip(p.to_numpy(float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def standardised(held_out: pd.Series | None, val: pd.Series | None) -> np.ndarray | float:
     """A fold's held-out logits on the common scale: minus the mean, over the sd, of its validation
     breasts' logits (NaN where the fold has no such scores: a run without the clinical baseline; a
     validation part too small for an sd only shifts them)."""
     if held_out is None or val is None or held_out.isna().any() or val.isna().any():
         return np.nan
-    reference = _logit(val) if len(val) else np.zeros(1)
+    reference = metrics.logit(val.to_numpy(float)) if len(val) else np.zeros(1)
     sd = reference.std(ddof=1) if len(reference) > 1 else 0.0
-    return (_logit(held_out) - reference.mean()) / (sd if sd > 0 else 1.0)
+    return (metrics.logit(held_out.to_numpy(float)) - reference.mean()) / (sd if sd > 0 else 1.0)
 
 
 def _pooled(
@@ -180,10 +175,11 @@ def _figures(run: Run, result: CvEvaluation, oof: pd.DataFrame) -> None:
         ranked[BASELINE] = (y, first["clinical_score"].to_numpy())
         aucs[BASELINE] = result.baseline.auc.text
     run.figures.mkdir(exist_ok=True)
+    patients = first["patient_id"].to_numpy()
     figures = {
         "roc": plots.roc_figure(ranked, aucs, where="out of fold, folds on one scale"),
-        "calibration": plots.calibration_figure(curves, where="out of fold"),
-        "decision": plots.decision_figure(curves, where="out of fold", groups=first["patient_id"].to_numpy()),
+        "calibration": plots.calibration_figure(curves, where="out of fold", groups=patients),
+        "decision": plots.decision_figure(curves, where="out of fold", groups=patients),
         "overfitting": plots.overfitting_figure({run.name: fold_epochs(run, result)}),
     }
     for name, fig in figures.items():

@@ -256,7 +256,7 @@ def _figures(run: Run, result: Evaluation, curves: plots.Curves, patients: np.nd
     figures = {
         "roc": plots.roc_figure(curves, aucs, operating=operating),
         "pr": plots.pr_figure(curves),
-        "calibration": plots.calibration_figure(curves),
+        "calibration": plots.calibration_figure(curves, groups=patients),
         "decision": plots.decision_figure(curves, groups=patients),
     }
     epochs, kept, apparent = run.read_epochs(), run.kept_epoch(), result.model.train_auc

@@ -143,7 +143,7 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
     where = "new labelled breasts"
     figures = {
         "roc": plots.roc_figure(curves, aucs, where=where, operating=operating),
-        "calibration": plots.calibration_figure(curves, where=where),
+        "calibration": plots.calibration_figure(curves, where=where, groups=used["patient_id"].to_numpy()),
         "decision": plots.decision_figure(curves, where=where, groups=used["patient_id"].to_numpy()),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -301,13 +301,19 @@ def rates_with_ci(
             warnings.simplefilter("ignore", RuntimeWarning)  # a rate undefined in every resample (no breast
             low, high = np.nanpercentile(hits[1:] / trials[1:], [2.5, 97.5])  # called positive: no PPV)
         if trials[0] > 0:  # [nan, nan] where the rate has no value, shown as such
-            exact = binomtest(int(round(hits[0])), int(round(trials[0]))).proportion_ci(0.95, "exact")
-            low, high = np.fmin(low, exact.low), np.fmax(high, exact.high)
+            low, high = covering_exact(low, high, hits[0], trials[0])
         intervals[name] = [float(low), float(high)]
     return intervals
 
 
-def _logit(probs: np.ndarray) -> np.ndarray:
+def covering_exact(low: float, high: float, hits: float, trials: float) -> tuple[float, float]:
+    """A bootstrap interval of a proportion, widened where needed to cover the exact binomial
+    (Clopper-Pearson) interval of the breast counts (see rates_with_ci)."""
+    exact = binomtest(int(round(hits)), int(round(trials))).proportion_ci(0.95, "exact")
+    return float(np.fmin(low, exact.low)), float(np.fmax(high, exact.high))
+
+
+def logit(probs: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(probs, float), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
@@ -352,7 +358,7 @@ def calibration_with_ci(
 ) -> dict[str, float]:
     """Calibration intercept (calibration-in-the-large; 0 is ideal) and slope (1 is ideal; below 1: the
     predictions are too extreme, the usual sign of overfitting), with 95 % patient-bootstrap intervals."""
-    y, lp = np.asarray(labels, float), _logit(probs)
+    y, lp = np.asarray(labels, float), logit(probs)
     intercept, slope = _calibration_fit(y, lp, np.ones_like(y))
     fits = np.array(
         [
@@ -368,6 +374,38 @@ def calibration_with_ci(
         "slope": slope,
         "slope_low": float(s_low),
         "slope_high": float(s_high),
+    }
+
+
+def binned_calibration(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups: np.ndarray | None = None,
+    bins: int = 5,
+    n: int = 500,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Quantile bins of the predictions (as sklearn's calibration_curve makes them; empty ones dropped):
+    each bin's breasts, mean prediction, observed fraction positive and that fraction's 95 %
+    patient-bootstrap interval (the bins fixed, the patients resampled), never narrower than the exact
+    binomial interval of the bin's breasts: a bin of 20 breasts with no positive is [0, 0.17], not [0, 0]."""
+    y, p = np.asarray(labels, float), np.asarray(probs, float)
+    edges = np.percentile(p, np.linspace(0, 100, bins + 1))
+    ids = np.searchsorted(edges[1:-1], p)
+    used = np.unique(ids)
+    member = ids[None, :] == used[:, None]  # (bins, N)
+    weights = patient_weights(y.astype(int), groups, n, np.random.default_rng(seed))  # (n, N)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a bin no patient of a resample is in
+        resampled = (weights @ (member * y).T) / (weights @ member.T)  # (n, bins)
+    count, positives = member.sum(1), member @ y
+    bounds = np.nanpercentile(resampled, [2.5, 97.5], axis=0).T
+    low, high = np.array([covering_exact(lo, hi, k, m) for (lo, hi), k, m in zip(bounds, positives, count)]).T
+    return {
+        "n": count,
+        "predicted": (member @ p) / count,
+        "observed": positives / count,
+        "low": low,
+        "high": high,
     }
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.calibration import calibration_curve
+from scipy.special import expit
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mammofuse.evaluation import metrics
@@ -111,17 +111,34 @@ def pr_figure(curves: Curves) -> Figure:
 
 
 @legible
-def calibration_figure(curves: Curves, bins: int = 5, where: str = "test") -> Figure:
+def calibration_figure(
+    curves: Curves, bins: int = 5, where: str = "test", groups: np.ndarray | None = None
+) -> Figure:
+    """Observed against predicted in quantile bins, each with its 95 % patient-bootstrap interval (`groups`:
+    each breast's patient; None: each breast its own), so that a bin of twenty breasts off the diagonal is
+    not read as miscalibration; and each model's logistic recalibration line over the range it predicts
+    (the line whose slope evaluate reports: below 1, predictions too extreme)."""
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
-    for name, (y, p) in curves.items():
-        frac, mean = calibration_curve(y, p, n_bins=bins, strategy="quantile")
-        ax.plot(mean, frac, marker="o", label=name)
-    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    for i, (name, (y, p)) in enumerate(curves.items()):
+        binned = metrics.binned_calibration(y, p, groups, bins)
+        observed = binned["observed"]
+        below, above = observed - binned["low"], binned["high"] - observed
+        ax.errorbar(binned["predicted"], observed, yerr=[below, above], fmt="o", c=f"C{i}", capsize=3)
+        intercept, slope = metrics.logistic_fit(np.asarray(y, float), metrics.logit(p))
+        grid = np.linspace(float(np.min(p)), float(np.max(p)), 100)
+        fitted = expit(intercept + slope * metrics.logit(grid))
+        ax.plot(grid, fitted, c=f"C{i}", lw=1.5, label=f"{name} (slope {slope:.2f})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", label="ideal")
+    ax.plot([], [], "o", c="grey", label=f"{bins} bins of breasts, 95 % intervals")
     ax.set(
-        xlabel="predicted probability", ylabel="observed fraction positive", title=f"Calibration ({where})"
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),  # a bin with no positive shows whole
+        xlabel="predicted probability",
+        ylabel="observed fraction positive",
+        title=f"Calibration ({where})",
     )
-    ax.legend(fontsize=10)
+    ax.legend(fontsize=9, loc="upper left")
     return fig
 
 

@@ -42,15 +42,16 @@ from mammofuse.runs import Run, Work, changes_text, data_changes, read_json, rea
 from mammofuse.storage import replace_text
 from mammofuse.ui import console
 
+BINS = "(quantile bins with 95 % intervals over patients; line: the logistic recalibration, its slope)"
 CV_FIGURES = {
     "roc": "ROC of the out-of-fold predictions",
-    "calibration": "Calibration of the out-of-fold predictions",
+    "calibration": f"Calibration of the out-of-fold predictions {BINS}",
     "decision": "Decision curve of the out-of-fold predictions (shaded: 95 % bands over patients)",
     "overfitting": "Train vs validation AUC per epoch, every fold",
 }
 FIGURES = {
     "roc": "ROC with the operating points",
-    "calibration": "Calibration",
+    "calibration": f"Calibration {BINS}",
     "decision": "Decision curve: net benefit of acting on the model (shaded: 95 % bands over patients)",
     "pr": "Precision-recall",
     "training": "Training curves",
@@ -461,7 +462,7 @@ def build_report(run_dir: Path) -> Path:
 
 VALIDATION_FIGURES = {
     "roc": "ROC; circles: the bundle's thresholds",
-    "calibration": "Calibration (quantile bins)",
+    "calibration": f"Calibration {BINS}",
     "decision": "Decision curve (net benefit; shaded: 95 % bands over patients)",
 }
 
