@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(line)}")
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
-        console.print("interrupted; rerun the same command to go on (what was finished is kept)")
+        console.print("interrupted; rerun the same command to resume (what was finished is kept)")
         return 130
 
 
