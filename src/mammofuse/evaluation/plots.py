@@ -98,11 +98,14 @@ def decision_figure(curves: Curves, where: str = "test", groups: np.ndarray | No
 
 @legible
 def pr_figure(curves: Curves) -> Figure:
+    """Precision against recall, drawn as steps: between two thresholds precision does not change
+    linearly, and the straight lines of a plain plot would show precision no threshold gives (Davis &
+    Goadrich 2006)."""
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
     for name, (y, p) in curves.items():
         precision, recall, _ = precision_recall_curve(y, p)
-        ax.plot(recall, precision, label=name)
+        ax.plot(recall, precision, drawstyle="steps-post", label=name)
         prevalence = float(np.mean(y))
     ax.axhline(prevalence, ls=":", c="grey", label=f"prevalence {prevalence:.2f}")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall (test)")
