@@ -767,6 +767,38 @@ class TestAsSpreadsheetsSaveThem:
         code, out, _, _ = run_ingest(tiny_cohort, capsys)
         assert code == 2 and "labels.xls: an Excel 97-2003 workbook: save it as .xlsx" in out
 
+    def test_a_title_above_the_header_is_passed_over_and_said(self, tiny_cohort, capsys):
+        """As a spreadsheet exports a table: a title and a date above the header, semicolons; the rows'
+        line numbers still those of the file."""
+        _, _, plain, _ = run_ingest(tiny_cohort, capsys)
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        labels.loc[1, "invasive_fraction"] = "abc"  # file line 6: below a three-line title and the header
+        written = labels.to_csv(index=False, sep=";")
+        (tiny_cohort / "labels.csv").write_text(f"EIC study;;\nexported 2024-03-01\n\n{written}")
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        book = openpyxl.Workbook()
+        book.active.append(["Clinical data, EIC study"])
+        book.active.append(list(clinical.columns))
+        for values in clinical.itertuples(index=False):
+            book.active.append([None if pd.isna(v) else v for v in values])
+        book.save(tiny_cohort / "clinical.xlsx")
+        edit_config(tiny_cohort, clinical={"path": "clinical.xlsx"})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0, out
+        said = exclusions[exclusions["category"] == "header below line 1"].set_index("path")["reason"]
+        assert said[str(tiny_cohort / "labels.csv")] == (
+            "labels.csv: the header (patient_id, side, invasive_fraction) is on line 4; the 3 lines above "
+            "it are not read ('EIC study / exported 2024-03-01')"
+        )
+        assert said[str(tiny_cohort / "clinical.xlsx")].startswith(
+            "clinical.xlsx: the header (patient_id, side) is on line 2; the 1 line above it is not read "
+            "('Clinical data, EIC study')"
+        )
+        [bad] = exclusions[exclusions["category"] == "invalid label"]["reason"]
+        assert bad.startswith("labels.csv line 6, column 'invasive_fraction': 'abc'")
+        lost = (plain["patient_id"] == labels.loc[1, "patient_id"]) & (plain["side"] == labels.loc[1, "side"])
+        pd.testing.assert_frame_equal(manifest, plain[~lost].reset_index(drop=True))
+
     def test_a_workbook_with_several_data_sheets_says_which_it_read_and_reads_the_one_named(
         self, tiny_cohort, capsys
     ):

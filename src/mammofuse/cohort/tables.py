@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -52,12 +53,21 @@ def read_rows(
     else:
         text = decode(path, path.read_bytes(), encoding, problems, setting)
         try:
-            lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text.partition("\n")[0])))
+            lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text, required)))
         except csv.Error as exc:
             raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
     if not lines:
         raise DataError(f"{path}: {what} is empty (expected a header row with {', '.join(required)})")
-    header = [h.strip() for h in lines[0]]
+    at = header_line(lines, required) or 0
+    if at:
+        above = " / ".join(filter(None, (", ".join(filter(None, map(str.strip, c))) for c in lines[:at])))
+        problems.warn(
+            "header below line 1",
+            f"{path.name}: the header ({', '.join(required)}) is on line {at + 1}; the {at} line"
+            f"{'s' if at > 1 else ''} above it {'are' if at > 1 else 'is'} not read ({above!r})",
+            path=str(path),
+        )
+    header = [h.strip() for h in lines[at]]
     missing = [c for c in required if c not in header]
     if missing:
         raise DataError(
@@ -67,7 +77,7 @@ def read_rows(
     if twice := duplicated(header, required):
         raise DataError(f"{path}: {twice[0]}")
     rows = []
-    for number, cells in enumerate(lines[1:], start=2):
+    for number, cells in enumerate(lines[at + 1 :], start=at + 2):
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
@@ -80,6 +90,18 @@ def read_rows(
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
+
+
+HEADER_SEARCH = 10  # lines a table's header is looked for in: spreadsheets put a title or a date above it
+
+
+def header_line(lines: list[list[str]], required: list[str]) -> int | None:
+    """The index of the first of the top lines that names every `required` column (None: none does; the
+    first line is then taken for the header, and the missing columns are named)."""
+    for i, cells in enumerate(lines[:HEADER_SEARCH]):
+        if set(required) <= {c.strip() for c in cells}:
+            return i
+    return None
 
 
 def duplicated(header: list[str], used: list[str]) -> list[str]:
@@ -121,13 +143,14 @@ def _sheet_lines(
 
     try:
         headers, lines = {}, None
-        for sheet in book.worksheets:  # a sheet not read: its first row alone
+        for sheet in book.worksheets:  # a sheet not read: its top rows alone, where its header is
             rows = sheet.iter_rows()
-            first = text(next(rows, ()))
-            headers[sheet.title] = [h.strip() for h in first if h.strip()]
+            top = [text(row) for row in itertools.islice(rows, HEADER_SEARCH)] or [[]]
+            at = header_line(top, required) or 0
+            headers[sheet.title] = [h.strip() for h in top[at] if h.strip()]
             chosen = sheet.title == name if name else all(c in headers[sheet.title] for c in required)
             if chosen and lines is None:
-                lines, read = [first, *map(text, rows)], sheet.title
+                lines, read, header_at = [*top, *map(text, rows)], sheet.title, at
         found = "; ".join(f"sheet {title!r}: {', '.join(cols) or 'empty'}" for title, cols in headers.items())
         choose = f" (set {setting} to the one to read)" if setting else ""
         if lines is None and name:
@@ -144,8 +167,8 @@ def _sheet_lines(
             )
     finally:
         book.close()
-    width = len(lines[0])
-    while width and not lines[0][width - 1]:
+    width = len(lines[header_at])
+    while width and not lines[header_at][width - 1]:
         width -= 1
     for cells in lines:
         cells.extend([""] * (width - len(cells)))
@@ -225,10 +248,18 @@ def _where(data: bytes, exc: UnicodeDecodeError) -> str:
     return f"line {line}, byte 0x{data[exc.start]:02x}"
 
 
-def _delimiter(header: str) -> str:
-    """The field separator an export used: ',' unless its header line has more ';' (spreadsheets set to a
-    decimal comma write these) or tabs."""
-    return max([",", ";", "\t"], key=header.count)  # a tie (a one-column header) is ','
+def _delimiter(text: str, required: list[str]) -> str:
+    """The field separator an export used: the one that splits one of the top lines into the `required`
+    columns (',', ';' from spreadsheets set to a decimal comma, or a tab); where none does, ',' unless the
+    first line has more ';' or tabs."""
+    top = text.splitlines()[:HEADER_SEARCH] or [""]
+    for sep in SEPARATORS:
+        if header_line([next(csv.reader([line], delimiter=sep), []) for line in top], required) is not None:
+            return sep
+    return max(SEPARATORS, key=top[0].count)  # a tie (a one-column header) is ','
+
+
+SEPARATORS = (",", ";", "\t")
 
 
 ROUNDED_ID = re.compile(r"\d(?:[.,]\d+)?E\+\d+", re.IGNORECASE)  # 1.23457E+15: Excel's long numbers
