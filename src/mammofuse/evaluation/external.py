@@ -140,11 +140,11 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
         curves[BASELINE] = (y, used["clinical_probability"].to_numpy(dtype=float))
         aucs[BASELINE] = result.baseline.auc.text
         operating[BASELINE] = plots.operating_point(result.baseline.at_youden)
-    where = "new labelled breasts"
+    where, patients = "new labelled breasts", used["patient_id"].to_numpy()
     figures = {
         "roc": plots.roc_figure(curves, aucs, where=where, operating=operating),
-        "calibration": plots.calibration_figure(curves, where=where, groups=used["patient_id"].to_numpy()),
-        "decision": plots.decision_figure(curves, where=where, groups=used["patient_id"].to_numpy()),
+        "calibration": plots.calibration_figure(curves, where=where, groups=patients),
+        "decision": plots.decision_figure(curves, where=where, groups=patients),
     }
     out.mkdir(parents=True, exist_ok=True)
     for name, fig in figures.items():

@@ -77,7 +77,7 @@ def case_figure(
                 axes[i, j].imshow(overlay(img, for_display(cams[view])))
             axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
             axes[i, j].axis("off")
-            axes[i, j].set(xticks=[], yticks=[])  # no tick to lay out (a third of the drawing time)
+            axes[i, j].set(xticks=[], yticks=[])  # no tick to lay out (a tenth of the drawing time)
             if marked is not None and cams is not None:  # the original's panel is the last
                 mask = marked[1 if images is original else 0][view]
                 if mask.any():
