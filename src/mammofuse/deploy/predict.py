@@ -246,9 +246,9 @@ def predict_breasts(
         if missing:
             row["reason"] = f"no usable {' or '.join(missing)} image"
         elif key not in values and columns:
-            csv = clin_cfg.path.name if clin_cfg and clin_cfg.path else "the clinical CSV"
+            clinical_csv = clin_cfg.path.name if clin_cfg and clin_cfg.path else "the clinical CSV"
             twice = table is not None and key in table.duplicated
-            row["reason"] = f"{'more than one row' if twice else 'no row'} in {csv}"
+            row["reason"] = f"{'more than one row' if twice else 'no row'} in {clinical_csv}"
         else:
             row["reason"] = unknown[len(rows)]
         if truth is not None:
