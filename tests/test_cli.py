@@ -20,6 +20,21 @@ class TestHelp:
         assert description and "".join(description.split()) in text
         assert "%%" not in text  # a description is not %-formatted: "95 %%" would print as it is
 
+    @pytest.mark.parametrize(
+        ("argv", "usage"),
+        [
+            (["evaluate", "run", "--force"], "mammofuse evaluate"),
+            (["bundle", "verify", "b", "--x"], "mammofuse bundle verify"),
+        ],
+    )
+    def test_an_option_the_command_does_not_take_is_shown_with_that_commands_usage(self, argv, usage, capsys):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2
+        assert err.startswith(f"usage: {usage} [-h]")  # argparse alone: "usage: mammofuse [-h] [--version]"
+        assert f"error: unrecognized arguments: {argv[-1]}" in err
+
 
 class TestDiskErrors:
     def test_a_full_disk_is_one_line_naming_the_file_and_exit_2(self, tiny_cohort, monkeypatch, capsys):

@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     v = action.add_parser("verify", help="check every file of a bundle against its SHA-256 and schema")
     v.add_argument("bundle", type=Path, metavar="DIR", help="a model bundle folder (RUN_DIR/bundle)")
-    v.set_defaults(func=commands.cmd_bundle_verify)
+    v.set_defaults(func=commands.cmd_bundle_verify, usage_of=v)
 
     p = sub.add_parser(
         "cache",
@@ -583,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="override the demo_cpu preset's epochs (default 15)")
     _image_size(p, (256, 208))
     p.set_defaults(func=lambda args: commands.cmd_demo(args, run=main))
+    for command in sub.choices.values():
+        command.set_defaults(usage_of=command)  # `bundle verify` names its own
     return parser
 
 
@@ -765,8 +767,18 @@ def _open_share(text: str) -> float:
     return value
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; an argument the command does not take is refused by that command's
+    parser, so that the message shows its usage (argparse alone shows the top level's)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "usage_of", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return int(args.func(args))
     except (ConfigError, DataError, ModelError) as exc:
