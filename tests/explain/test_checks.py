@@ -334,6 +334,37 @@ class TestOverlays:
         assert [len(ax.collections) > 0 for ax in axes] == [False, False, True, True, True, True]
         assert any("the tumour as marked" in t.get_text() for t in figure.texts)
 
+    @pytest.mark.parametrize(
+        ("attention", "marked", "shape"), [(False, False, (3328, 2560)), (True, True, (800, 1200))]
+    )
+    def test_nothing_is_cut_off_or_drawn_over_another(self, attention, marked, shape):
+        """The figure's fixed layout: every title, label and image inside the figure, none over another,
+        whether a patch model adds a row, a tumour is marked (a line below) or the original is wide."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        from mammofuse.explain.overlays import case_figure
+
+        rng = np.random.default_rng(0)
+        image = {v: rng.random((512, 256)).astype(np.float32) for v in (View.CC, View.MLO)}
+        original = {v: rng.random(shape).astype(np.float32) for v in image}
+        tiles = {v: np.kron(rng.random((8, 4)), np.ones((64, 64))) for v in image} if attention else None
+        outlined = ({v: np.zeros((512, 256), bool) for v in image}, {v: np.zeros(shape, bool) for v in image})
+        title = "false-negative: row 1234, label 1, probability 0.12"
+        figure = case_figure(image, image, original, original, title, tiles, 64, outlined if marked else None)
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        figure.draw(renderer)
+        *images, bar = figure.axes
+        assert len(images) == 2 * (3 + attention)
+        boxes = [ax.get_window_extent(renderer) for ax in images]
+        boxes += [ax.title.get_window_extent(renderer) for ax in images]
+        boxes += [bar.get_tightbbox(renderer)]  # the bar with its ticks and label
+        boxes += [text.get_window_extent(renderer) for text in figure.texts]  # its title, the line below
+        assert len(figure.texts) == 1 + marked
+        inside = figure.bbox
+        for i, box in enumerate(boxes):
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            assert not [j for j, other in enumerate(boxes[:i]) if box.overlaps(other)], i
+
 
 class TestPairedLocalisation:
     def test_setups_are_compared_on_the_positive_maps_both_scored(self):

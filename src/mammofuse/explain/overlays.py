@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -66,8 +67,7 @@ def case_figure(
         panels.append((f"tile attention, top {TOP_TILES} outlined", pre, scaled, True))
     if original is not None and cam_original is not None:
         panels.append(("Grad-CAM on the original", original, cam_original, False))
-    fig = Figure(figsize=(7.2, 3.9 * len(panels) + 0.8), layout="constrained")
-    axes = fig.subplots(len(panels), 2, squeeze=False)
+    fig, axes, bar_axes = _case_layout(len(panels), footer=marked is not None)
     for i, (what, images, cams, outline) in enumerate(panels):
         for j, view in enumerate(VIEWS):
             img = for_display(images[view])
@@ -75,9 +75,8 @@ def case_figure(
                 axes[i, j].imshow(img, cmap="gray", vmin=0, vmax=1)
             else:
                 axes[i, j].imshow(overlay(img, for_display(cams[view])))
-            axes[i, j].set_title(f"{view.value}: {what}", fontsize=12)
+            axes[i, j].set_title(f"{view.value}: {what}", fontsize=12, y=1)  # y: not placed above ticks
             axes[i, j].axis("off")
-            axes[i, j].set(xticks=[], yticks=[])  # no tick to lay out (a tenth of the drawing time)
             if marked is not None and cams is not None:  # the original's panel is the last
                 mask = marked[1 if images is original else 0][view]
                 if mask.any():
@@ -88,13 +87,36 @@ def case_figure(
                 _outline(
                     axes[i, j], top_tiles(attention[view], tile), tile, img.shape[0] / images[view].shape[0]
                 )
-    scale = ScalarMappable(Normalize(0, 1), colormaps["jet"])
-    bar = fig.colorbar(scale, ax=axes.ravel().tolist(), shrink=0.6, pad=0.08)  # every row keeps its width
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), cax=bar_axes)
     bar.set_label("0-1 per view (each map scaled to its maximum)", fontsize=11)
     if marked is not None:
-        fig.text(0.5, 0.0, "dashed white: the tumour as marked", ha="center", va="bottom", fontsize=11)
-    fig.suptitle(title, fontsize=16, fontweight="bold")
+        line = "dashed white: the tumour as marked"
+        fig.text(0.5, 0.1 / fig.get_figheight(), line, ha="center", fontsize=11)
+    fig.suptitle(title, y=1 - 0.08 / fig.get_figheight(), va="top", fontsize=16, fontweight="bold")
     return fig
+
+
+# The case figure's layout, in inches: a row of two images per panel, the colour bar on the right. Fixed
+# rather than matplotlib's constrained layout, which measured every text at each save for a layout that
+# never changes: a third of a figure's time (0.34 -> 0.23 s; predict --explain draws hundreds).
+ROW, WIDTH, TITLE, GAP, BAR = 3.9, 7.2, 0.55, 0.32, 1.15
+
+
+def _case_layout(rows: int, footer: bool) -> tuple[Figure, np.ndarray, Axes]:
+    """The figure, its (rows, 2) image axes (each image's title above it) and the colour bar's axes;
+    `footer`: room for a line below the images."""
+    below = 0.3 if footer else 0.05
+    height = ROW * rows + TITLE + below
+    fig = Figure(figsize=(WIDTH, height))
+    top, bottom = 1 - TITLE / height, below / height
+    gap = GAP / (ROW - GAP)  # as a share of an image's height
+    grid = fig.add_gridspec(
+        rows, 2, left=0.01, right=1 - BAR / WIDTH, bottom=bottom, top=top, hspace=gap, wspace=0.03
+    )
+    axes = np.array([[fig.add_subplot(grid[i, j]) for j in range(2)] for i in range(rows)])
+    span = top - bottom  # the bar: 0.2 inches wide, 60 % of the images' height, centred on them
+    bar = fig.add_axes((1 - 0.8 / WIDTH, bottom + 0.2 * span, 0.2 / WIDTH, 0.6 * span))
+    return fig, axes, bar
 
 
 def _outline(ax, corners: list[tuple[int, int]], tile: int, scale: float) -> None:
