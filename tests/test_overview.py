@@ -70,3 +70,24 @@ def test_a_cross_validation_a_run_and_what_is_unfinished_or_unreadable(cv_copy, 
     assert "fast-cv" in out and "5/6 folds" in out and "5 runs in" in out and "broken: unreadable:" in out
     assert main(["runs", str(cohort)]) == 2  # not a work folder
     assert "no runs/ folder" in capsys.readouterr().out
+
+
+def test_a_terminal_too_narrow_for_the_table_gets_a_line_a_run_nothing_cut(tmp_path, monkeypatch, capsys):
+    from mammofuse import overview
+    from mammofuse.ui import console
+
+    (tmp_path / "runs").mkdir()
+    summary = overview.RunSummary(
+        "regularized-cv", "cv", "resnet18 (imagenet)", "5/5 folds", "0.712 [0.671, 0.750]",
+        "0.655 [0.612, 0.699]", "2026-11-28 17:48", optimism="+0.201",
+    )  # fmt: skip
+    monkeypatch.setattr(overview, "survey", lambda work: [summary])
+    monkeypatch.setattr(console, "width", 80)  # a terminal's default; a log's
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "regularized-cv: cv, 5/5 folds; AUC [95% CI] 0.712 [0.671, 0.750]; clinical only 0.655" in out
+    assert "network resnet18 (imagenet); changed (UTC) 2026-11-28 17:48" in out and "…" not in out
+    monkeypatch.setattr(console, "width", 160)
+    assert main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "┃ run" in out and "│ 0.712 [0.671, 0.750] │" in out and "…" not in out

@@ -6,7 +6,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from mammofuse.cli import main
-from mammofuse.config import ConfigError
+from mammofuse.config import ConfigError, settings_text
 from mammofuse.storage import locked
 from mammofuse.training.run import kept_val_auc
 from mammofuse.tuning import tune as tuning
@@ -61,6 +61,8 @@ class TestTune:
             assert set(data["split"]) == {"train", "val"} and not test_patients & set(data["patient_id"])
         best = tomllib.loads((folder / "best.toml").read_text())
         assert best["extends"].endswith("fast.toml") and {"lr", "weight_decay"} <= set(best["train"])
+        out = capsys.readouterr().out  # each trial's settings whole (a rule's title was cut to 80 columns)
+        assert all(f"\n{settings_text(settings)}\n" in out for settings, _ in finished(ready, "fast-tune"))
         assert (
             main(
                 ["train", str(ready / "cohort.toml"), "--preset", str(folder / "best.toml"), "--epochs", "1"]

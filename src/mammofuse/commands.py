@@ -681,6 +681,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.markup import escape
+    from rich.measure import Measurement
     from rich.table import Table
 
     from mammofuse.overview import newest, survey
@@ -695,11 +696,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
     table.add_column("run", no_wrap=True, min_width=names)  # the name to type next, whole
     table.add_column("kind", no_wrap=True)
     table.add_column("progress", no_wrap=True)
-    for header in ("AUC [95% CI]", "clinical only", "optimism", "network", "changed (UTC)"):
+    headers = ("AUC [95% CI]", "clinical only", "optimism", "network", "changed (UTC)")
+    for header in headers:
         table.add_column(header)
     for s in summaries:
         table.add_row(s.name, s.kind, s.progress, s.auc, s.clinical, s.optimism, s.model, s.changed)
-    console.print(table)
+    unbounded = console.options.update_width(10_000)  # console.measure stops at the terminal's width
+    if Measurement.get(console, unbounded, table).minimum <= console.width:
+        console.print(table)
+    else:  # a narrow terminal (80 columns; a log): a line a run, not a table of words cut to "…"
+        for s in summaries:
+            values = (s.auc, s.clinical, s.optimism, s.model, s.changed)
+            shown = "; ".join(f"{h} {v}" for h, v in zip(headers, values, strict=True) if v)
+            console.print(f"[bold]{escape(s.name)}[/]: {s.kind}, {escape(s.progress)}; {escape(shown)}")
     for s in summaries:
         if s.problem:
             console.print(f"[yellow]{escape(f'{s.name}: unreadable: {s.problem}')}[/]")

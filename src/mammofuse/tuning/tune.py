@@ -361,7 +361,8 @@ def optimize(
     def objective(trial: optuna.Trial, run: Run) -> float:
         params = suggest(trial, space)  # a retry is given its interrupted trial's settings
         again = f" (trial {stands_for(trial)} goes on)" if RESUMES in trial.user_attrs else ""
-        console.rule(f"trial {trial.number}{again}: " + settings_text(params))
+        console.rule(f"trial {trial.number}{again}")
+        console.print(settings_text(params))  # whole, on its own line: a rule cuts a long title to "…"
         replay(trial, run)
         trial_cfg = with_params(cfg, params)
         fit(trial_cfg, run, inner, table, callbacks=[Pruning(trial)])
