@@ -262,3 +262,33 @@ class TestNetBenefit:
             return float(np.mean(high - low))
 
         assert width(2000) < width(100) / 2
+
+
+class TestAveragePrecision:
+    def test_sklearns_value_with_ties_and_a_resample_equals_the_breasts_it_draws(self):
+        from sklearn.metrics import average_precision_score
+
+        rng = np.random.default_rng(3)
+        y = rng.integers(0, 2, 60)
+        p = rng.integers(0, 6, 60) / 6  # many ties
+        assert metrics.average_precision(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+        weights = rng.integers(0, 3, (3, 60))
+        for row, ap in zip(weights, metrics.average_precision(y, p, weights), strict=True):
+            drawn = np.repeat(np.arange(60), row)
+            assert ap == pytest.approx(average_precision_score(y[drawn], p[drawn]), abs=1e-12)
+
+    def test_a_random_ranking_scores_the_prevalence_inside_its_interval_and_the_figure_says_both(self):
+        from mammofuse.evaluation.plots import pr_figure
+
+        rng = np.random.default_rng(4)
+        y = (rng.random(400) < 0.25).astype(int)
+        noise, signal = rng.random(400), y + rng.normal(0, 0.7, 400)
+        ap, low, high = metrics.average_precision_with_ci(y, noise, np.repeat(np.arange(200), 2))
+        assert low < y.mean() < high and low < ap < high and high - low < 0.15
+        assert metrics.average_precision_with_ci(y, signal)[1] > high  # a model that ranks: above chance
+        few = metrics.average_precision_with_ci(y[:12], noise[:12])  # too few positives for an interval
+        assert np.isnan(few[1]) and np.isnan(few[2])
+        legend = pr_figure({"model": (y, signal)}).axes[0].get_legend().get_texts()
+        ap, low, high = metrics.average_precision_with_ci(y, signal)
+        assert legend[0].get_text() == f"model (AP {ap:.2f} [{low:.2f}, {high:.2f}])"
+        assert legend[1].get_text() == f"prevalence {y.mean():.2f} (AP of a random ranking)"

@@ -255,7 +255,7 @@ def _figures(run: Run, result: Evaluation, curves: plots.Curves, patients: np.nd
         operating[BASELINE] = plots.operating_point(result.baseline.test.at_youden)
     figures = {
         "roc": plots.roc_figure(curves, aucs, operating=operating),
-        "pr": plots.pr_figure(curves),
+        "pr": plots.pr_figure(curves, groups=patients),
         "calibration": plots.calibration_figure(curves, groups=patients),
         "decision": plots.decision_figure(curves, groups=patients),
     }

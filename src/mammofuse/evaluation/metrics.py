@@ -66,6 +66,38 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) ->
     return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
+def average_precision(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> Any:
+    """Average precision, the area under the precision-recall steps (sklearn's, not interpolated): the
+    precision at each distinct score, weighted by the positives it adds. With (n, N) bootstrap weights,
+    one per resample (an array); without, a float. Its value when scores are random is the prevalence."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    s, y = np.asarray(scores)[order], np.asarray(labels)[order]
+    w = np.atleast_2d(np.ones(len(s)) if weights is None else weights)[:, order]
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last breast of each distinct score
+    tp = np.cumsum(w * (y == 1), axis=1)[:, ends]
+    seen = np.cumsum(w, axis=1)[:, ends]
+    gained = np.diff(tp, axis=1, prepend=0)  # positive weight each threshold adds
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (gained * np.where(seen > 0, tp / seen, 0)).sum(axis=1) / tp[:, -1]
+    return ap if weights is not None else float(ap[0])
+
+
+def average_precision_with_ci(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups: np.ndarray | None = None,
+    n: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Average precision and its 95 % patient-bootstrap interval (NaN with too few breasts of a class)."""
+    labels = np.asarray(labels)
+    lo = hi = float("nan")
+    if not too_few_for_interval(labels):
+        weights = patient_weights(labels, groups, n, np.random.default_rng(seed))
+        lo, hi = np.quantile(average_precision(labels, probs, weights), [0.025, 0.975])
+    return average_precision(labels, probs), float(lo), float(hi)
+
+
 def _repeats(probs: np.ndarray) -> np.ndarray:
     """(R, N): the scores of R repeats (cross-validation repeats score every breast once each)."""
     return np.atleast_2d(np.asarray(probs, dtype=float))

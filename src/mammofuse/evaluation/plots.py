@@ -97,19 +97,22 @@ def decision_figure(curves: Curves, where: str = "test", groups: np.ndarray | No
 
 
 @legible
-def pr_figure(curves: Curves) -> Figure:
+def pr_figure(curves: Curves, groups: np.ndarray | None = None) -> Figure:
     """Precision against recall, drawn as steps: between two thresholds precision does not change
     linearly, and the straight lines of a plain plot would show precision no threshold gives (Davis &
-    Goadrich 2006)."""
-    fig = Figure(figsize=(5, 5), layout="constrained")
+    Goadrich 2006). Each model's average precision (the area under its steps) with its 95 % bootstrap
+    interval (`groups`: each breast's patient) in the legend, beside the prevalence a random ranking gets."""
+    fig = Figure(figsize=(5, 5.7), layout="constrained")
     ax = fig.subplots()
     for name, (y, p) in curves.items():
         precision, recall, _ = precision_recall_curve(y, p)
-        ax.plot(recall, precision, drawstyle="steps-post", label=name)
+        ap, low, high = metrics.average_precision_with_ci(y, p, groups)
+        interval = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) else ""
+        ax.plot(recall, precision, drawstyle="steps-post", label=f"{name} (AP {ap:.2f}{interval})")
         prevalence = float(np.mean(y))
-    ax.axhline(prevalence, ls=":", c="grey", label=f"prevalence {prevalence:.2f}")
+    ax.axhline(prevalence, ls=":", c="grey", label=f"prevalence {prevalence:.2f} (AP of a random ranking)")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall (test)")
-    ax.legend(fontsize=10)
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below: the steps fill the axes
     return fig
 
 

@@ -53,7 +53,8 @@ FIGURES = {
     "roc": "ROC with the operating points",
     "calibration": f"Calibration {BINS}",
     "decision": "Decision curve: net benefit of acting on the model (shaded: 95 % bands over patients)",
-    "pr": "Precision-recall",
+    "pr": "Precision-recall (AP: average precision, the area under the steps, with its 95 % interval over "
+    "patients; a random ranking's is the prevalence)",
     "training": "Training curves",
 }
 WIDE = {"training", "flow"}  # figures shown at the page's full width
