@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -271,6 +272,12 @@ class TestPredict:
         assert sorted(p.name for p in (out.parent / "explain").glob("row*.png")) == sorted(
             f"row{r}.png" for r in scored["row"]
         )
+        page = (out.parent / "explain" / "index.html").read_text()  # every overlay, most probable first
+        listed = [int(row) for row in re.findall(r'<a href="row(\d+)\.png">', page)]
+        assert listed == list(scored.sort_values(["probability", "row"], ascending=[False, True])["row"])
+        top = scored.loc[scored["probability"].idxmax()]
+        assert f"row {top.row} ({top.side}): probability {top.probability:.3f}, called {int(top.label)}" in page
+        assert not [p for p in pred["patient_id"] if p in page] and "outlined dashed" in page
         # the maps of the new breasts checked against their marked tumours, as explain checks a run's
         checks = pd.read_csv(out.parent / "explain" / "checks.csv")
         assert sorted(checks["row"]) == sorted([*scored["row"], *scored["row"]])

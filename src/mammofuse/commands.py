@@ -8,7 +8,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mammofuse.config import COHORT_SECTIONS, Config, ConfigError, load_config, to_toml
 from mammofuse.problems import EXCLUDED, WARNING, Problems
@@ -542,6 +542,7 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json)."""
     from mammofuse.explain.checks import read_regions, regions_of, summary_lines
     from mammofuse.explain.explain import PredictedChecks, explain_cases, save_checks
+    from mammofuse.report.report import build_overlay_index
 
     out, bundle, table = args.out.parent / "explain", predicted.bundle, predicted.table
     problems = Problems()
@@ -553,8 +554,14 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     }
     voi, cfg = bundle.config.preprocess.voi == "window", bundle.config
     checks = PredictedChecks(table, marked, problems, cfg) if args.regions else None
-    drawn = explain_cases(bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress, checks)
-    console.print(f"wrote {drawn} Grad-CAM overlays to {out}")
+    shown = table[table["row"].isin(predicted.inputs)]
+    titles = {int(r.row): _case_title(r) for r in shown.itertuples()}
+    drawn = explain_cases(
+        bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress, checks, titles
+    )
+    outlined = args.regions.name if args.regions else None
+    page = build_overlay_index(shown, bundle, out, args.out.name, outlined)
+    console.print(f"wrote {drawn} Grad-CAM overlays to {out} ({page.name}: each, highest probability first)")
     if checks is None or not predicted.inputs:
         return
     left_out = [p.reason for p in problems.items]
@@ -564,6 +571,13 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     for line in summary_lines(summary):
         console.print(line)
     show_problems(problems, "maps or regions left out of the localisation", str(out / "checks.json"))
+
+
+def _case_title(row: Any) -> str:
+    """A predicted breast's figure title: its row, probability, and label where one was given."""
+    truth = getattr(row, "truth", None)
+    label = "" if truth is None or math.isnan(truth) else f", label {int(truth)}"
+    return f"row {int(row.row)}: probability {row.probability:.2f}{label}"
 
 
 def cmd_recalibrate(args: argparse.Namespace) -> int:

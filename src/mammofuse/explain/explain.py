@@ -195,14 +195,15 @@ def explain_cases(
     workers: int = 0,
     progress: Callable[[str], Progress] | None = None,
     check: Callable[[int, CaseInput, Maps, tuple[Maps, Maps | None]], None] | None = None,
+    titles: dict[int, str] | None = None,
 ) -> int:
     """Overlays for breasts scored by `predict`, named by their output row (row{N}.png, never by
     patient); the tumours marked on a row's images (`regions`) outlined. DRAWN_AT_ONCE breasts at a time:
     their maps computed here, one breast after another, and seen by `check(row, case, images, maps)`; then
     their figures drawn by `workers` processes (0: every core; reading the originals again and drawing take
     most of the time), one after the other so that neither slows the other. Nothing of a breast is kept
-    once drawn, and its preprocessed images are read from the cache once. Returns the number of overlays
-    written."""
+    once drawn, and its preprocessed images are read from the cache once. `titles`: each row's figure title
+    ("row N" where none). Returns the number of overlays written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tile, items = tile_size(nets), list(cases.items())
 
@@ -212,7 +213,8 @@ def explain_cases(
         if check is not None:
             check(row, case, images, maps)
         path, marked = out_dir / f"row{row}.png", (regions or {}).get(row)
-        return CaseFigure(case, images, *maps, tile, voi, f"row {row}", path, marked)
+        title = (titles or {}).get(row, f"row {row}")
+        return CaseFigure(case, images, *maps, tile, voi, title, path, marked)
 
     def drawn() -> Iterator[None]:  # one step of DRAWN_AT_ONCE breasts after the other
         for start in range(0, len(items), DRAWN_AT_ONCE):

@@ -509,3 +509,48 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
     path = out / "validation.html"
     replace_text(path, html)
     return path
+
+
+def build_overlay_index(
+    table: pd.DataFrame, bundle: Bundle, out: Path, named: str, marked: str | None = None
+) -> Path:
+    """OUT/index.html beside `predict --explain`'s overlays (OUT/row{N}.png): every breast drawn, the
+    highest probability first, its figure linked (not embedded: hundreds of figures). `table`: predict's
+    rows of the breasts drawn, `named` its file's name; `marked`: the regions file whose tumours the
+    figures outline."""
+    cfg = bundle.config
+    rows = [
+        {
+            "row": int(r.row),
+            "side": r.side,
+            "probability": f"{r.probability:.3f}",
+            "called": int(r.label),
+            "truth": "" if pd.isna(getattr(r, "truth", np.nan)) else int(r.truth),
+            "unlike": r.unlike_training if isinstance(r.unlike_training, str) else "",
+            "file": f"row{int(r.row)}.png",
+        }
+        for r in table.sort_values(["probability", "row"], ascending=[False, True]).itertuples()
+    ]
+    html = (
+        _environment()
+        .get_template("overlays.html.j2")
+        .render(
+            title="mammofuse predict: Grad-CAM of each breast scored",
+            description=None,  # the training cohort's words; these breasts are others
+            cases=False,  # named by predictions.csv's row, said on the page
+            created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            labels=cfg.labels,
+            versions=versions(),
+            kind=bundle.info["kind"],
+            threshold=bundle.threshold,
+            scaling=SCALING,
+            marked=marked,
+            table=named,
+            truth="truth" in table,
+            unlike=sum(1 for r in rows if r["unlike"]),
+            rows=rows,
+        )
+    )
+    path = out / "index.html"
+    replace_text(path, html)
+    return path
