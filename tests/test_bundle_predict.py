@@ -276,7 +276,8 @@ class TestPredict:
         listed = [int(row) for row in re.findall(r'<a href="row(\d+)\.png">', page)]
         assert listed == list(scored.sort_values(["probability", "row"], ascending=[False, True])["row"])
         top = scored.loc[scored["probability"].idxmax()]
-        assert f"row {top.row} ({top.side}): probability {top.probability:.3f}, called {int(top.label)}" in page
+        caption = f"row {top.row} ({top.side}): probability {top.probability:.3f}, called {int(top.label)}"
+        assert caption in page
         assert not [p for p in pred["patient_id"] if p in page] and "outlined dashed" in page
         # the maps of the new breasts checked against their marked tumours, as explain checks a run's
         checks = pd.read_csv(out.parent / "explain" / "checks.csv")
