@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from mammofuse.explain.checks import (
 )
 from mammofuse.explain.explain import Sampled, cascade_table
 from mammofuse.explain.gradcam import gradcam
+from mammofuse.imaging.cache import display_path
 from mammofuse.imaging.geometry import Geometry, as_is
 from mammofuse.models import create_model
 from mammofuse.problems import DataError, Problems
@@ -513,6 +515,17 @@ class TestExplainChecks:
         data = pd.read_csv(run.data, dtype={"patient_id": str})
         data["cc_path"] = [f"/moved/{i}.dcm" for i in range(len(data))]  # the export moved since ingest
         data.to_csv(run.data, index=False)
+        assert main(["explain", str(run_dir), "--n", "1", "--cascade", "0"]) == 0
+        assert "not drawn" not in capsys.readouterr().out  # the originals are shown from the cache's copies
+        assert len(pd.read_csv(run.explain_index)) == 4 and len(list(run.explain.glob("*row*.png"))) == 4
+        settings = Path(data.loc[0, "cc_cache"]).parents[1]  # the master's: shared, so copied before changed
+        copy = tmp_path / "cache"
+        shutil.copytree(settings, copy / settings.name)
+        for column in ("cc_cache", "mlo_cache"):
+            data[column] = data[column].str.replace(str(settings.parent), str(copy), regex=False)
+        data.to_csv(run.data, index=False)
+        for entry in data["cc_cache"]:  # a cache made before copies were kept: the moved files are needed
+            display_path(entry).unlink()
         assert main(["explain", str(run_dir), "--n", "1", "--cascade", "4", "--cascade-draws", "2"]) == 0
         out = " ".join(capsys.readouterr().out.split())
         cascade = pd.read_csv(run.explain_cascade_table)

@@ -8,7 +8,6 @@ from mammofuse.domain import Side, View
 from mammofuse.imaging.cache import dequantize
 from mammofuse.imaging.decode import PixelMeta
 from mammofuse.imaging.geometry import (
-    breast_only,
     fit_shape,
     map_to_original,
     needs_flip,
@@ -34,7 +33,7 @@ def breast_mode(
     raw = np.round(np.clip(img, 0, 1) * 4095).astype(np.uint16)
     cfg = PreprocessConfig(size=shape, voi="none", blank_outside_breast=blank, spacing_mm=spacing)
     meta = PixelMeta(bits_stored=12, spacing_mm=header_spacing)
-    out, g, disagrees = preprocess_pixels(raw, meta, side, cfg)
+    out, g, disagrees, _ = preprocess_pixels(raw, meta, side, cfg)
     return dequantize(out), g, disagrees
 
 
@@ -80,17 +79,32 @@ class TestBreastCrop:
         breast = unmarked > 0
         np.testing.assert_array_equal(on[breast], off[breast])  # and the breast itself is untouched
 
-    def test_the_original_shown_beside_a_map_keeps_the_breast_and_no_burned_in_text(self):
-        """The figures draw each map on the original image too: burned-in text there (here a marker; on some
-        exports a name or a date) is blanked as in the model's input, the breast is not."""
-        img, _, rng = phantom()
+    @pytest.mark.parametrize("shape", [(300, 240), (1600, 1280)])
+    def test_the_original_shown_beside_a_map_keeps_the_breast_and_no_burned_in_text(self, shape):
+        """The figures draw each map on the original image too, from the display copy preprocessing makes:
+        burned-in text there (here a marker; on some exports a name or a date) is blanked as in the model's
+        input, the breast is not; a large image is shrunk to at most 800 pixels a side."""
+        img, _, rng = phantom(shape=shape)
         marked = burn_in_marker(img, "DOE J", True, rng)  # a name
         text = marked != img
         assert text.sum() > 20 and marked[text].max() > 0.9
-        shown = breast_only(marked)
-        assert shown[text].max() == 0.0
-        breast = img > 0.15
-        np.testing.assert_array_equal(shown[breast], marked[breast])
+        raw = np.round(marked * 4095).astype(np.uint16)
+        cfg = PreprocessConfig(voi="none")
+        shown = (
+            preprocess_pixels(raw, PixelMeta(bits_stored=12), Side.LEFT, cfg).display.astype(np.float32) / 255
+        )
+        assert shown.shape == (min(800, shape[0]), round(shape[1] * min(1.0, 800 / shape[0])))
+        small = (shape[1] // 2, shape[0] // 2) if shown.shape != shape else (shape[1], shape[0])
+        near_text = (
+            cv2.resize(
+                cv2.dilate(text.astype(np.uint8), np.ones((5, 5))), small, interpolation=cv2.INTER_AREA
+            )
+            > 0
+        )
+        assert shown[near_text].max() == 0.0
+        breast = cv2.resize((img > 0.15).astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+        expected = cv2.resize(np.round(marked * 4095) / 4095, small, interpolation=cv2.INTER_AREA)
+        assert np.abs(shown[breast] - expected[breast]).max() < 1.5 / 255
 
     def test_right_breast_comes_out_with_its_chest_wall_on_the_left(self):
         img, _, _ = phantom()

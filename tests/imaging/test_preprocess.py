@@ -10,7 +10,7 @@ from mammofuse.cli import main
 from mammofuse.cohort import synth
 from mammofuse.cohort.synth import SynthOptions, synthesize
 from mammofuse.config import PreprocessConfig, load_config
-from mammofuse.domain import Side
+from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import Cache, load_entry
 from mammofuse.imaging.preprocess import preprocess_cohort, preprocess_file
 from mammofuse.problems import Problems
@@ -69,6 +69,38 @@ class TestCache:
         table, again, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
         assert first.decoded == 2 * len(manifest) and again.decoded == 0 and again.reused == 2 * len(manifest)
         assert load_entry(table.loc[0, "cc_cache"]).shape == (64, 32)
+
+    def test_each_entry_keeps_a_display_copy_that_figures_use_without_decoding(
+        self, tiny_cohort, monkeypatch
+    ):
+        """The overlays draw each map on the whole original image too: preprocessing, which decodes it
+        anyway, keeps a small copy beside the entry (black outside the breast), so that a figure decodes
+        nothing; an entry made before copies were kept is decoded again, to the same image."""
+        from mammofuse.explain import explain
+        from mammofuse.imaging.cache import display_path
+
+        manifest, work = ingested(tiny_cohort)
+        table, _, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        row = table.iloc[0]
+        case = explain.CaseInput.of(
+            {v: row[v.column("cache")] for v in VIEWS}, [], {v: row[v.column("path")] for v in VIEWS}
+        )
+
+        def no_decoding(*args):
+            raise AssertionError("decoded again")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(explain, "display_file", no_decoding)
+            kept = {v: explain.original_image(case, v, voi=True) for v in VIEWS}
+        for view in VIEWS:
+            original = pydicom.dcmread(row[view.column("path")])
+            assert kept[view].shape == (original.Rows, original.Columns)  # small originals: not shrunk
+            assert kept[view].dtype == np.float32 and 0.2 < kept[view].max() <= 1.0
+            assert (kept[view] == 0).mean() > 0.2  # the background
+            display_path(row[view.column("cache")]).unlink()  # as a cache made before copies were kept
+            np.testing.assert_array_equal(explain.original_image(case, view, voi=True), kept[view])
+        _, again, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        assert again.decoded == 0  # a rerun does not decode an entry again for its copy
 
     def test_a_changed_setting_builds_new_entries(self, tiny_cohort):
         manifest, work = ingested(tiny_cohort)
@@ -259,10 +291,11 @@ class TestIndexSaves:
         cache = Cache(tmp_path, {"mode": "breast"})
         (cache.dir / "ab").mkdir(parents=True)
         dead = cache.dir / "ab" / "abc.tmp999999999.npy"  # no such process
+        shown = cache.dir / "ab" / "abc.tmp999999999.display"  # its display copy
         live = cache.dir / "ab" / f"abd.tmp{os.getpid()}.npy"
-        for path in (dead, live):
+        for path in (dead, shown, live):
             path.write_bytes(b"half")
-        assert cache.remove_leftovers() == 1 and not dead.exists() and live.exists()
+        assert cache.remove_leftovers() == 2 and not dead.exists() and not shown.exists() and live.exists()
 
 
 class TestChecksumOnRead:

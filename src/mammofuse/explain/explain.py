@@ -42,10 +42,9 @@ from mammofuse.explain.checks import (
 )
 from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
-from mammofuse.imaging.cache import entry_record, load_entry
-from mammofuse.imaging.decode import decode, meta_from_dataset
-from mammofuse.imaging.dicomfile import read_image
-from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, breast_only, map_to_original
+from mammofuse.imaging.cache import display_path, entry_record, load_entry, read_display
+from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, display_shape, map_to_original, resize
+from mammofuse.imaging.preprocess import display_file
 from mammofuse.models import TwoViewNet
 from mammofuse.parallel import Progress, parallel_map
 from mammofuse.problems import DataError, Problem, Problems
@@ -94,11 +93,14 @@ def case_from_row(row: pd.Series, clinical: list[np.ndarray]) -> CaseInput:
     return CaseInput.of(cached, clinical, {v: str(row[v.column("path")]) for v in VIEWS})
 
 
-def original_image(path: str, voi: bool) -> np.ndarray:
-    """The original image as the figures show it: decoded, and black outside the breast (`breast_only`),
-    as the model's input is, so that no burned-in text reaches a figure or the report."""
-    ds, raw = read_image(path)
-    return breast_only(decode(raw, meta_from_dataset(ds), voi))
+def original_image(case: CaseInput, view: View, voi: bool) -> np.ndarray:
+    """The whole original image as the figures show it (`preprocess.display_image`: at most
+    DISPLAY_MAX_SIDE pixels a side, black outside the breast, so that no burned-in text reaches a figure
+    or the report): the cache's display copy, or, for an entry made without one, decoded again."""
+    shown = read_display(case.cached[view])
+    if shown is None:
+        shown = display_file(case.paths[view], voi)
+    return shown.astype(np.float32) / 255
 
 
 Maps = dict[View, np.ndarray]
@@ -118,9 +120,13 @@ def explain_breast(nets: list[TwoViewNet], pre: Maps, clinical: list[np.ndarray]
 
 
 def on_originals(case: CaseInput, cams: Maps, voi: bool) -> tuple[Maps, Maps]:
-    """The original images (decoded again from their DICOM files) and the maps carried back onto them."""
-    original = {v: original_image(case.paths[v], voi) for v in VIEWS}
-    return original, {v: map_to_original(cams[v], case.geometry[v]) for v in VIEWS}
+    """The original images as the figures show them (`original_image`) and the maps carried back onto
+    them, both at the figures' size (`display_shape` of the original)."""
+    original = {v: original_image(case, v, voi) for v in VIEWS}
+    g = case.geometry
+    return original, {
+        v: resize(map_to_original(cams[v], g[v]), display_shape(g[v].original_shape)) for v in VIEWS
+    }
 
 
 def _outline(regions: list[Region], g: Geometry) -> np.ndarray:
@@ -154,7 +160,7 @@ def draw_case(figure: CaseFigure) -> None:
     marked = None
     if regions and any(regions.values()):  # over the model's input, and over the original
         pre = {v: _outline(regions[v], case.geometry[v]) for v in VIEWS}
-        marked = (pre, {v: _outline(regions[v], as_is(original[v].shape)) for v in VIEWS})
+        marked = (pre, {v: _outline(regions[v], as_is(case.geometry[v].original_shape)) for v in VIEWS})
     drawn = case_figure(
         figure.images, figure.cams, original, back, figure.title, figure.attention, figure.tile, marked
     )
@@ -244,8 +250,9 @@ def explain_run(
     problems: Problems | None = None,
 ) -> pd.DataFrame:
     """Write the run's explain/*.png (the `marked` tumours outlined) and explain/index.csv; return the
-    index. A case whose DICOM files are no longer where ingest found them (each overlay is drawn on the
-    original image too) is not drawn, and recorded in `problems`."""
+    index. Each overlay shows the original image too, from the cache's display copy; a case whose cache
+    has none and whose DICOM files are no longer where ingest found them is not drawn, and recorded in
+    `problems`."""
     run = Run(run_dir)
     threshold = run.read_evaluation().model.threshold
     cfg, data, encoder, net = run.read_config(), run.cached_data(), run.read_encoder(), run.read_net()
@@ -264,12 +271,14 @@ def explain_run(
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
         regions = regions_of(marked or {}, data.loc[r, "patient_id"], data.loc[r, "side"])
-        if gone := [f"{v.value} {case.paths[v]}" for v in VIEWS if not Path(case.paths[v]).is_file()]:
+        missing = [v for v in VIEWS if not display_path(case.cached[v]).is_file()]  # to decode again
+        if gone := [f"{v.value} {case.paths[v]}" for v in missing if not Path(case.paths[v]).is_file()]:
             if problems is not None:
                 problems.add(
                     "original image not found",
                     f"row {r + 1} ({category}): {'; '.join(gone)}: not found (moved since ingest?); the "
-                    "overlay shows the map on the original image too, so it is not drawn",
+                    "overlay shows the map on the original image too, and the cache keeps no copy of it "
+                    "(made before copies were kept), so it is not drawn",
                     path=case.paths[View.CC],
                 )
             continue

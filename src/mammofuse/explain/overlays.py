@@ -11,9 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from mammofuse.domain import VIEWS, View
-from mammofuse.imaging.geometry import resize
-
-DISPLAY_MAX_SIDE = 800
+from mammofuse.imaging.geometry import display_shape, resize
 
 
 def overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -25,11 +23,9 @@ def overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray
 
 
 def for_display(img: np.ndarray) -> np.ndarray:
-    """Shrink a full-size mammogram for a figure (at most DISPLAY_MAX_SIDE pixels a side)."""
-    scale = DISPLAY_MAX_SIDE / max(img.shape)
-    if scale >= 1:
-        return img
-    return resize(img.astype(np.float32), (round(img.shape[0] * scale), round(img.shape[1] * scale)))
+    """Shrink a full-size image for a figure (`display_shape`: at most DISPLAY_MAX_SIDE pixels a side)."""
+    shape = display_shape(img.shape)
+    return img if shape == img.shape else resize(img.astype(np.float32), shape)
 
 
 SCALING = "each view's map scaled to its own maximum (Grad-CAM's min-max): compare where, not how much"

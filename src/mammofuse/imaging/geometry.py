@@ -18,6 +18,7 @@ import numpy as np
 from mammofuse.domain import Side
 
 DETECT_MAX_SIDE = 256  # the breast is found on a subsampled copy: fast and blind to fine text
+DISPLAY_MAX_SIDE = 800  # a whole image shown in a figure (beside a map) has at most this many pixels a side
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,10 @@ def keep_region(mask: np.ndarray, step: int, box: tuple[int, int, int, int]) -> 
     return cv2.dilate(region, kernel)
 
 
-def breast_only(img: np.ndarray) -> np.ndarray:
-    """A whole image (brightness) black outside its breast, kept as the preprocessing keeps it (the largest
-    bright component, dilated): burned-in text apart from the breast (a marker, and on some exports a name
-    or a date) is never shown."""
-    h, w = img.shape
-    step = subsample_step(img.shape)
-    _, _, mask = find_breast(img[::step, ::step], step, (h, w), 0.0)
-    keep = cv2.resize(keep_region(mask, step, (0, h, 0, w)), (w, h), interpolation=cv2.INTER_NEAREST)
-    return img * keep.astype(img.dtype)
+def display_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of an image of `shape` as a figure shows it: at most DISPLAY_MAX_SIDE pixels a side."""
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(shape[0], shape[1]))
+    return round(shape[0] * scale), round(shape[1] * scale)
 
 
 def needs_flip(side: Side | None, chest_left_by_pixels: bool) -> tuple[bool, bool]:

@@ -35,7 +35,7 @@ class Folder:
     path: Path
     settings: dict[str, Any]
     files: int  # entries on disk (.npy), whether or not the index lists them
-    bytes: int
+    bytes: int  # theirs and their display copies'
     written: datetime  # when its index was last written
     used: int | None = None  # of its files, those the kept work folders list (None: none named)
 
@@ -77,7 +77,7 @@ def survey(root: Path, used: set[Path] | None = None) -> list[Folder]:
                 path=index.parent,
                 settings=read_index(index)[0]["settings"],
                 files=len(files),
-                bytes=sum(f.stat().st_size for f in files),
+                bytes=sum(f.stat().st_size for f in [*files, *index.parent.glob("*/*.display")]),
                 written=datetime.fromtimestamp(index.stat().st_mtime, UTC),
                 used=None if used is None else sum(f.resolve() in used for f in files),
             )
@@ -106,6 +106,10 @@ def prune(root: Path, used: set[Path]) -> Pruned:
                 done.files, done.bytes = done.files + 1, done.bytes + entry.stat().st_size
                 entry.unlink()
                 index["entries"].pop(entry.stem, None)
+            for shown in folder.path.glob("*/*.display"):  # of the entries removed (or never written)
+                if not shown.with_suffix(".npy").exists():
+                    done.bytes += shown.stat().st_size
+                    shown.unlink()
             if not _entries(folder.path):
                 shutil.rmtree(folder.path)
                 done.folders += 1

@@ -9,21 +9,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
-from mammofuse.imaging.cache import CHECKSUMS, Cache, quantize, settings_hash, write_entry
+from mammofuse.imaging.cache import CHECKSUMS, Cache, quantize, settings_hash, write_display, write_entry
 from mammofuse.imaging.decode import PixelMeta, apply_table, fill_padding, lookup_table, meta_from_dataset
 from mammofuse.imaging.dicomfile import read_image
 from mammofuse.imaging.geometry import (
+    Geometry,
     cut_to_field,
+    display_shape,
     find_breast,
     keep_region,
     orient_and_fit,
+    resize,
     seed_parity,
     subsample_step,
 )
@@ -35,8 +39,17 @@ SAVE_EVERY_S = 5.0  # the cache index is saved at least this often while preproc
 ENLARGED = 1.25  # an image resized up by more than this is reported: it has no detail the export lacks
 
 
-def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: PreprocessConfig):
-    """Stored pixels -> (output uint16 (H, W) = brightness x 65535, geometry, laterality_disagrees).
+class Preprocessed(NamedTuple):
+    image: np.ndarray  # the model's input, uint16 (H, W) = brightness x 65535
+    geometry: Geometry  # how it maps back onto the original
+    laterality_disagrees: bool  # the side tag says otherwise than the pixels
+    display: np.ndarray  # the whole image as a figure shows it beside a map (`display_image`)
+
+
+def preprocess_pixels(
+    raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: PreprocessConfig
+) -> Preprocessed:
+    """Stored pixels -> the model's input, its geometry, and a display copy of the whole image.
 
     The breast is found on a subsampled copy; the crop is resized on its stored values and only the
     small result goes through the lookup table, which emits the cache's uint16 directly: no
@@ -49,22 +62,46 @@ def preprocess_pixels(raw: np.ndarray, meta: PixelMeta, side: Side | None, cfg: 
     def values(small: np.ndarray) -> np.ndarray:
         return apply_table(small, table_q, offset)
 
-    if cfg.mode == "seed_parity":
-        out, geometry = seed_parity(raw, cfg.parity_resize, cfg.parity_crop, values)
-        return out, geometry, False
     step = subsample_step(raw.shape)
-    small = apply_table(raw[::step, ::step], table, offset)
-    box, chest_left, mask = find_breast(small, step, raw.shape, cfg.margin)
+    box, chest_left, mask = find_breast(
+        apply_table(raw[::step, ::step], table, offset), step, raw.shape, cfg.margin
+    )
+    display = display_image(raw, table, offset, keep_region(mask, step, (0, raw.shape[0], 0, raw.shape[1])))
+    if cfg.mode == "seed_parity":
+        return Preprocessed(*seed_parity(raw, cfg.parity_resize, cfg.parity_crop, values), False, display)
     spacing = (meta.spacing_mm, cfg.spacing_mm) if cfg.spacing_mm and meta.spacing_mm else None
     if spacing:
         box = cut_to_field(box, chest_left, spacing[0] / spacing[1], cfg.size)
     keep = keep_region(mask, step, box) if cfg.blank_outside_breast else None
     y0, y1, x0, x1 = box
     crop = raw[y0:y1, x0:x1]
-    return orient_and_fit(crop, box, chest_left, side, raw.shape, cfg.size, values, keep, spacing)
+    out, geometry, disagrees = orient_and_fit(
+        crop, box, chest_left, side, raw.shape, cfg.size, values, keep, spacing
+    )
+    return Preprocessed(out, geometry, disagrees, display)
 
 
-def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig):
+def display_image(raw: np.ndarray, table: np.ndarray, offset: int, keep: np.ndarray) -> np.ndarray:
+    """The whole image as the figures show it beside a map, uint8 (at most DISPLAY_MAX_SIDE pixels a side):
+    resized on its stored values, then through `table` (brightness), as the model's input is; black
+    outside `keep` (the breast, dilated: `keep_region`), so that no burned-in text apart from the breast
+    (a marker, on some exports a name or a date) reaches a figure or the report. Kept in the cache beside
+    the model's input: drawing a map on the original then decodes nothing (`read_display`)."""
+    shape = display_shape(raw.shape)
+    shown = apply_table(resize(raw, shape), np.round(table * 255).astype(np.uint8), offset)
+    shown *= cv2.resize(keep, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return shown
+
+
+def display_file(path: str | Path, voi: bool) -> np.ndarray:
+    """The display copy of a DICOM file, decoded for it: for a cache entry made without one."""
+    ds, raw = read_image(path)
+    return preprocess_pixels(
+        raw, meta_from_dataset(ds), None, PreprocessConfig(voi="window" if voi else "none")
+    ).display
+
+
+def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig) -> Preprocessed:
     """Read one DICOM file and preprocess it (the I/O edge around `preprocess_pixels`)."""
     ds, raw = read_image(path)
     if raw.ndim != 2:
@@ -87,12 +124,13 @@ class _Job:
 
 def _run_job(job: _Job) -> dict[str, Any]:
     try:
-        arr, geometry, disagrees = preprocess_file(job.path, Side(job.side), job.cfg)
+        arr, geometry, disagrees, display = preprocess_file(job.path, Side(job.side), job.cfg)
     except Exception as exc:  # any decoder failure is a per-file problem, never a crash
         return {
             "key": job.key,
             "error": f"{job.path}: pixels cannot be decoded ({type(exc).__name__}: {exc})",
         }
+    write_display(Path(job.out), display)  # first: an entry that exists has its display copy
     record = write_entry(Path(job.out), arr)
     return {"key": job.key, **record, "geometry": geometry.to_dict(), "laterality_disagrees": disagrees}
 
