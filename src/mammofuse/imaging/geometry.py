@@ -18,7 +18,9 @@ import numpy as np
 from mammofuse.domain import Side
 
 DETECT_MAX_SIDE = 256  # the breast is found on a subsampled copy: fast and blind to fine text
-DISPLAY_MAX_SIDE = 800  # a whole image shown in a figure (beside a map) has at most this many pixels a side
+# A whole image in a figure (beside a map) has at most this many pixels a side: the case figures show each
+# image at most 358 pixels tall (explain.overlays: ROW - GAP inches at 100 dpi), so 512 loses nothing there
+DISPLAY_MAX_SIDE = 512
 
 
 @dataclass(frozen=True)
