@@ -437,7 +437,11 @@ class TestExternalValidation:
         labels["surgery_date"] = "2025-06-30"  # after every breast's exam of 2025-01-01
         labels.loc[:1, "surgery_date"] = "2024-06-30"  # the first two: before it, after the prior exam
         labels.to_csv(cohort / "labels.csv", index=False)
-        pred = predict(bundle, cohort, tmp_path / "out" / "p.csv", "--labels", str(cohort / "labels.csv"))
+        argv = ("--labels", str(cohort / "labels.csv"), "--explain")
+        pred = predict(bundle, cohort, tmp_path / "out" / "p.csv", *argv)
+        out = tmp_path / "out"  # with --labels and --explain, the validation and the overlays link each other
+        assert '<a\nhref="explain/index.html">' in (out / "validation.html").read_text()
+        assert '<a href="../validation.html">' in (out / "explain" / "index.html").read_text()
         pred = pred[pred["truth"].notna()]  # the labelled breasts (the clinical CSV lists every breast)
         reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
         first, second = (labels.loc[i, "patient_id"] + labels.loc[i, "side"] for i in (0, 1))

@@ -532,7 +532,7 @@ def _show_predicted(
         result = validate(predicted, args.bundle, bundle.config.train.seed, versus)
         replace_text(out / "validation.json", result.to_json())
         write_figures(result, table, out / "figures")
-        page = build_validation_report(result, bundle, out)
+        page = build_validation_report(result, bundle, out, "explain/index.html" if args.explain else None)
         print_validation(result)
         console.print(f"wrote {out / 'validation.json'}, {out / 'figures'}/ and the page {page}")
 
@@ -560,7 +560,8 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
         bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress, checks, titles
     )
     outlined = args.regions.name if args.regions else None
-    page = build_overlay_index(shown, bundle, out, args.out.name, outlined)
+    validation = "../validation.html" if args.labels is not None else None
+    page = build_overlay_index(shown, bundle, out, args.out.name, outlined, validation)
     console.print(f"wrote {drawn} Grad-CAM overlays to {out} ({page.name}: each, highest probability first)")
     if checks is None or not predicted.inputs:
         return

@@ -468,9 +468,12 @@ VALIDATION_FIGURES = {
 }
 
 
-def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Path) -> Path:
+def build_validation_report(
+    result: ExternalValidation, bundle: Bundle, out: Path, overlays: str | None = None
+) -> Path:
     """OUT/validation.html: a bundle on new labelled breasts (`predict --labels`), beside its clinical-only
-    model; the figures from OUT/figures/."""
+    model; the figures from OUT/figures/. `overlays`: the page of their Grad-CAM figures, relative to OUT
+    (`predict --explain`), linked."""
     cfg = bundle.config
     models = [(result.model_name, result.model)]
     if result.baseline is not None:
@@ -504,6 +507,7 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
                 for name, title in VALIDATION_FIGURES.items()
                 if (out / "figures" / f"{name}.png").is_file()
             ],
+            overlays=overlays,
         )
     )
     path = out / "validation.html"
@@ -512,12 +516,17 @@ def build_validation_report(result: ExternalValidation, bundle: Bundle, out: Pat
 
 
 def build_overlay_index(
-    table: pd.DataFrame, bundle: Bundle, out: Path, named: str, marked: str | None = None
+    table: pd.DataFrame,
+    bundle: Bundle,
+    out: Path,
+    named: str,
+    marked: str | None = None,
+    validation: str | None = None,
 ) -> Path:
     """OUT/index.html beside `predict --explain`'s overlays (OUT/row{N}.png): every breast drawn, the
     highest probability first, its figure linked (not embedded: hundreds of figures). `table`: predict's
     rows of the breasts drawn, `named` its file's name; `marked`: the regions file whose tumours the
-    figures outline."""
+    figures outline; `validation`: the page of the validation on their labels, relative to OUT, linked."""
     cfg = bundle.config
     rows = [
         {
@@ -549,6 +558,7 @@ def build_overlay_index(
             truth="truth" in table,
             unlike=sum(1 for r in rows if r["unlike"]),
             rows=rows,
+            validation=validation,
         )
     )
     path = out / "index.html"
