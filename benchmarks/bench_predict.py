@@ -84,8 +84,9 @@ def main() -> None:
         f"  --explain, {len(kept.inputs)} overlays: 1 process {one:.1f} s, {cores} processes {every:.1f} s: "
         f"{one / every:.2f}x"
     )
-    for copy in cache.rglob("*.display"):  # as a cache made before display copies were kept
-        copy.unlink()
+    for copy in cache.rglob("*.png"):  # as a cache made before display copies were kept
+        if copy.with_suffix(".npy").is_file():  # not an overlay
+            copy.unlink()
     decoding = timed(lambda: drawn(0))
     print(
         f"  --explain, the originals decoded again {decoding:.1f} s, from the cache's display copies "

@@ -52,7 +52,7 @@ def test_prune_keeps_every_entry_a_kept_work_folder_reads_and_nothing_else(two_s
     now = pd.read_csv(ready / "work" / "preprocessed.csv", dtype=str)
     read = {*now["cc_cache"], *now["mlo_cache"], *first.head(3)["cc_cache"], *first.head(3)["mlo_cache"]}
     assert {str(p) for p in kept} == read
-    assert {p.with_suffix(".npy") for p in cache.rglob("*.display")} == kept  # their display copies stay
+    assert {p.with_suffix(".npy") for p in cache.rglob("*.png")} == kept  # their display copies stay
     assert all(p.read_bytes() == before[p] for p in kept)  # what stays is untouched
     for path in read:
         load_entry(path)  # readable, its checksum in the index as before

@@ -291,7 +291,7 @@ class TestIndexSaves:
         cache = Cache(tmp_path, {"mode": "breast"})
         (cache.dir / "ab").mkdir(parents=True)
         dead = cache.dir / "ab" / "abc.tmp999999999.npy"  # no such process
-        shown = cache.dir / "ab" / "abc.tmp999999999.display"  # its display copy
+        shown = cache.dir / "ab" / "abc.tmp999999999.png"  # its display copy
         live = cache.dir / "ab" / f"abd.tmp{os.getpid()}.npy"
         for path in (dead, shown, live):
             path.write_bytes(b"half")

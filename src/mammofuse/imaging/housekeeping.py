@@ -77,7 +77,7 @@ def survey(root: Path, used: set[Path] | None = None) -> list[Folder]:
                 path=index.parent,
                 settings=read_index(index)[0]["settings"],
                 files=len(files),
-                bytes=sum(f.stat().st_size for f in [*files, *index.parent.glob("*/*.display")]),
+                bytes=sum(f.stat().st_size for f in [*files, *index.parent.glob("*/*.png")]),
                 written=datetime.fromtimestamp(index.stat().st_mtime, UTC),
                 used=None if used is None else sum(f.resolve() in used for f in files),
             )
@@ -106,7 +106,7 @@ def prune(root: Path, used: set[Path]) -> Pruned:
                 done.files, done.bytes = done.files + 1, done.bytes + entry.stat().st_size
                 entry.unlink()
                 index["entries"].pop(entry.stem, None)
-            for shown in folder.path.glob("*/*.display"):  # of the entries removed (or never written)
+            for shown in folder.path.glob("*/*.png"):  # of the entries removed (or never written)
                 if not shown.with_suffix(".npy").exists():
                     done.bytes += shown.stat().st_size
                     shown.unlink()
