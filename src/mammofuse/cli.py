@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify",
         action="store_true",
-        help="checksum every cached entry (slower; the default checks sizes only)",
+        help="checksum every cached entry and read its display copy (slower; the default checks sizes "
+        "only); a damaged one is made again",
     )
     p.add_argument("--strict", action="store_true", help="stop at the first data problem (exit code 2)")
     p.set_defaults(func=commands.cmd_preprocess)

@@ -11,7 +11,7 @@ from mammofuse.cohort import synth
 from mammofuse.cohort.synth import SynthOptions, synthesize
 from mammofuse.config import PreprocessConfig, load_config
 from mammofuse.domain import VIEWS, Side
-from mammofuse.imaging.cache import Cache, load_entry
+from mammofuse.imaging.cache import Cache, display_path, load_entry, read_display
 from mammofuse.imaging.preprocess import preprocess_cohort, preprocess_file
 from mammofuse.problems import Problems
 from tests.cohort.helpers import edit_config
@@ -77,7 +77,6 @@ class TestCache:
         anyway, keeps a small copy beside the entry (black outside the breast), so that a figure decodes
         nothing; an entry made before copies were kept is decoded again, to the same image."""
         from mammofuse.explain import explain
-        from mammofuse.imaging.cache import display_path
 
         manifest, work = ingested(tiny_cohort)
         table, _, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
@@ -145,6 +144,14 @@ class TestCache:
         table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems(), verify=True)
         assert stats.decoded == 1 and stats.rebuilt == 1  # flipped bytes are caught by the checksum
         np.testing.assert_array_equal(load_entry(table.loc[0, "cc_cache"]), good)
+        shown = display_path(table.loc[2, "cc_cache"])  # the figures' copy of an image, damaged
+        data = bytearray(shown.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shown.write_bytes(bytes(data))
+        assert read_display(table.loc[2, "cc_cache"]) is None
+        _, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems(), verify=True)
+        assert stats.decoded == 1 and stats.rebuilt == 1  # made again, its copy too
+        assert read_display(table.loc[2, "cc_cache"]) is not None
 
     def test_a_ctrl_c_while_an_entry_is_read_is_not_turned_into_another_error(self, tiny_cohort, monkeypatch):
         """np.load checks isinstance(file, os.PathLike) inside np.fromfile and, when a KeyboardInterrupt is

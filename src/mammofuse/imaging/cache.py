@@ -160,7 +160,8 @@ class Cache:
 
     def is_valid(self, key: str, verify: bool = False) -> bool:
         """Present in the index and on disk with the right byte size (a cut-short or replaced entry
-        is not valid); with `verify`, also read it and compare its checksum (catches flipped bits)."""
+        is not valid); with `verify`, also read it and compare its checksum (catches flipped bits), and
+        read its display copy where it has one (a damaged one fails PNG's own checksums)."""
         record = self.index.get(key)
         if record is None:
             return False
@@ -175,6 +176,8 @@ class Cache:
         try:
             arr = read_npy(path)
         except (OSError, ValueError, EOFError):
+            return False
+        if display_path(path).exists() and read_display(path) is None:
             return False
         return list(arr.shape) == list(record["shape"]) and checksum(arr) == record["crc32"]
 
