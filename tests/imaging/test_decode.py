@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -142,20 +144,49 @@ class TestLookupTableDecode:
         np.testing.assert_allclose(decode(raw, meta), to_unit(raw, meta), atol=1e-6)
 
 
+def with_values(source: Path, out: Path, **values: bytes) -> Path:
+    """A copy of the DICOM file `source` with some of its DS elements' values written as given (the bytes
+    of the file replaced: no DICOM writer would write what real exports sometimes do)."""
+    import struct
+
+    from pydicom.datadict import tag_for_keyword
+
+    data = bytearray(source.read_bytes())
+    for keyword, text in values.items():
+        tag = tag_for_keyword(keyword)
+        at = data.find(struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"DS")  # explicit VR little endian
+        assert at >= 0
+        length = struct.unpack("<H", data[at + 6 : at + 8])[0]
+        padded = text.ljust(len(text) + len(text) % 2, b" ")  # even, as every value
+        data[at + 6 : at + 8 + length] = struct.pack("<H", len(padded)) + padded
+    out.write_bytes(bytes(data))
+    return out
+
+
 class TestMetaFromDataset:
     def test_a_window_that_is_not_a_number_is_named(self, tiny_cohort_master, tmp_path):
         """pydicom's own error said "could not convert string to float: 'abc'", not which tag."""
-        import struct
-
         import pydicom
 
-        data = bytearray(next((tiny_cohort_master / "dicom").rglob("*.dcm")).read_bytes())
-        at = data.find(struct.pack("<HH", 0x0028, 0x1050) + b"DS")  # WindowCenter, explicit VR
-        length = struct.unpack("<H", data[at + 6 : at + 8])[0]
-        data[at + 8 : at + 8 + length] = b"abc".ljust(length, b" ")
-        (tmp_path / "window.dcm").write_bytes(bytes(data))
-        with pytest.raises(ValueError, match="WindowCenter 'abc' is not a number"):
-            meta_from_dataset(pydicom.dcmread(tmp_path / "window.dcm"))
+        source = next((tiny_cohort_master / "dicom").rglob("*.dcm"))
+        for written in (b"abc", b"1,2,3", b"1,5.0"):
+            path = with_values(source, tmp_path / "window.dcm", WindowCenter=written)
+            with pytest.raises(ValueError, match=f"WindowCenter '{written.decode()}' is not a number"):
+                meta_from_dataset(pydicom.dcmread(path))
+
+    def test_decimal_commas_are_read_as_points(self, tiny_cohort_master, tmp_path):
+        """Software set to a language with a decimal comma writes "2047,5" into DS elements, against the
+        standard: the window and the pixel spacing are read, not the breast left out or its scale lost."""
+        import pydicom
+
+        source = next((tiny_cohort_master / "dicom").rglob("*.dcm"))
+        values = {
+            "WindowCenter": b"2047,5\\1000",
+            "WindowWidth": b"4095,25",
+            "ImagerPixelSpacing": b"0,07\\0,07",
+        }
+        meta = meta_from_dataset(pydicom.dcmread(with_values(source, tmp_path / "comma.dcm", **values)))
+        assert (meta.window_center, meta.window_width, meta.spacing_mm) == (2047.5, 4095.25, 0.07)
 
     def test_reads_the_synthetic_headers(self, tiny_cohort_master):
         import pydicom

@@ -48,16 +48,26 @@ class PixelMeta:
         return 0, 2**self.bits_stored - 1
 
 
+def ds_number(value: object) -> float:
+    """A DS (decimal string) value as a number. Software set to a language with a decimal comma writes
+    "0,085" or "2047,5", which the standard does not allow (PS3.5 6.2) and pydicom keeps as text: a value
+    with one comma and no point is read with the comma as its point (fo-dicom does the same since 5.1.6).
+    Anything else that is not a number is a ValueError."""
+    if isinstance(value, str) and value.count(",") == 1 and "." not in value:
+        value = value.replace(",", ".")
+    return float(value)  # type: ignore[arg-type]
+
+
 def _first(ds: Dataset, keyword: str) -> float | None:
     """A number of the grayscale chain: the first of several (windows: the first is the primary one,
     C.11.2.1.2); None when absent. One that is not a number is a ValueError that names it."""
     try:
-        value = ds.get(keyword)  # pydicom converts a DS value when it is read: "abc" fails here
+        value = ds.get(keyword)  # pydicom converts a DS value when it is read; "abc" it keeps as text
         if value is None or value == "":
             return None
         if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
             value = list(value)[0]
-        return float(value)
+        return ds_number(value)
     except (TypeError, ValueError):
         written = ds.get_item(keyword)
         raise ValueError(f"{keyword} {written.value if written else None!r} is not a number") from None
@@ -82,7 +92,7 @@ def pixel_spacing(ds: Dataset) -> float:
     for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
         value = ds.get(keyword)
         try:
-            spacing = float(value[0]) if value else 0.0
+            spacing = ds_number(value[0]) if value else 0.0
         except (TypeError, ValueError, IndexError):
             continue
         if spacing > 0:
