@@ -10,6 +10,7 @@ from mammofuse.imaging.decode import (
     fill_padding,
     lookup_table,
     meta_from_dataset,
+    pixel_spacing,
     to_unit,
 )
 
@@ -187,6 +188,18 @@ class TestMetaFromDataset:
         }
         meta = meta_from_dataset(pydicom.dcmread(with_values(source, tmp_path / "comma.dcm", **values)))
         assert (meta.window_center, meta.window_width, meta.spacing_mm) == (2047.5, 4095.25, 0.07)
+
+    @pytest.mark.parametrize("written", [b"0.07", b"0,07", b"0.07,0.07", b"0.07\\0.07"])
+    def test_a_pixel_spacing_written_with_one_value_or_commas_between_values_is_read(
+        self, written, tiny_cohort_master, tmp_path
+    ):
+        """One value where the standard wants two (rows, columns), or a comma where a backslash belongs:
+        the spacing is read, not lost (a resampling to spacing_mm would fall back to fitting the breast)."""
+        import pydicom
+
+        source = next((tiny_cohort_master / "dicom").rglob("*.dcm"))
+        path = with_values(source, tmp_path / "spacing.dcm", ImagerPixelSpacing=written)
+        assert pixel_spacing(pydicom.dcmread(path)) == 0.07
 
     def test_reads_the_synthetic_headers(self, tiny_cohort_master):
         import pydicom

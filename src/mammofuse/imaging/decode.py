@@ -58,16 +58,28 @@ def ds_number(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def ds_numbers(value: object) -> list[float]:
+    """The numbers of a DS element as pydicom gives them: numbers, or the text it could not read (a value
+    with a decimal comma, `ds_number`; values separated by commas where backslashes belong, "0.07,0.07", each
+    with its point; one value where the standard wants two). [] when empty; a ValueError when not numbers."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        parts = value.split("\\")
+        if len(parts) == 1 and all("." in part for part in value.split(",")):
+            parts = value.split(",")
+        return [ds_number(part.strip()) for part in parts]
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [ds_number(v.strip() if isinstance(v, str) else v) for v in value]  # type: ignore[attr-defined]
+    return [ds_number(value)]
+
+
 def _first(ds: Dataset, keyword: str) -> float | None:
     """A number of the grayscale chain: the first of several (windows: the first is the primary one,
     C.11.2.1.2); None when absent. One that is not a number is a ValueError that names it."""
     try:
-        value = ds.get(keyword)  # pydicom converts a DS value when it is read; "abc" it keeps as text
-        if value is None or value == "":
-            return None
-        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-            value = list(value)[0]
-        return ds_number(value)
+        numbers = ds_numbers(ds.get(keyword))  # pydicom converts a DS value when read; "abc" it keeps as text
+        return numbers[0] if numbers else None
     except (TypeError, ValueError):
         written = ds.get_item(keyword)
         raise ValueError(f"{keyword} {written.value if written else None!r} is not a number") from None
@@ -90,10 +102,9 @@ def pixel_spacing(ds: Dataset) -> float:
     """Row spacing in mm: ImagerPixelSpacing (at the detector, what mammography systems write), else
     PixelSpacing; NaN when neither is present or readable."""
     for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
-        value = ds.get(keyword)
         try:
-            spacing = ds_number(value[0]) if value else 0.0
-        except (TypeError, ValueError, IndexError):
+            spacing = (ds_numbers(ds.get(keyword)) or [0.0])[0]
+        except (TypeError, ValueError):
             continue
         if spacing > 0:
             return spacing
