@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -100,3 +101,16 @@ def view_from_patient_orientation(value: object) -> View | None:
         if set(column) <= {"L", "R"}:
             return View.CC
     return None
+
+
+def dicom_date(value: object) -> str:
+    """A DA value (StudyDate) as YYYYMMDD: the standard's form, or the "yyyy.mm.dd" of ACR-NEMA and of
+    DICOM before 1993, which readers are to accept still (PS3.5 6.2); "" where it is no date."""
+    text = str(value or "").strip()
+    if re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text):
+        text = text.replace(".", "")
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return ""
+    return text

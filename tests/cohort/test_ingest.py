@@ -1048,10 +1048,12 @@ class TestImageTableChecks:
         assert f"the header's PatientID is {other['patient']!r}, the table says {first['patient']!r}" in out
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")  # pydicom, writing the old form
 class TestSeveralExams:
-    @pytest.fixture
-    def two_exams(self, tiny_cohort, capsys):
-        """The first kept breast imaged again a year earlier (both views, another StudyInstanceUID)."""
+    @pytest.fixture(params=["20240101", "2024.01.01"])
+    def two_exams(self, request, tiny_cohort, capsys):
+        """The first kept breast imaged again a year earlier (both views, another StudyInstanceUID), its
+        StudyDate as the standard writes it, or as ACR-NEMA and DICOM before 1993 did (PS3.5 6.2)."""
         _, row = kept_row(tiny_cohort, capsys)
         prior = {}
         for view in ("cc", "mlo"):
@@ -1060,7 +1062,7 @@ class TestSeveralExams:
             shutil.copy(path, copy)
 
             def earlier(ds):
-                ds.StudyInstanceUID, ds.StudyDate = "1.2.3.4.2024", "20240101"
+                ds.StudyInstanceUID, ds.StudyDate = "1.2.3.4.2024", request.param
                 ds.SOPInstanceUID = "1.2.3.4.2024." + ("1" if ds.ViewPosition == "CC" else "2")
 
             edit_dicom(copy, earlier)

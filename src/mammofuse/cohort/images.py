@@ -24,6 +24,7 @@ from mammofuse.config import ImagesConfig
 from mammofuse.domain import (
     Side,
     View,
+    dicom_date,
     find_view_in_text,
     parse_side,
     parse_view,
@@ -66,7 +67,7 @@ class ImageRecord:
     spacing_mm: float  # ImagerPixelSpacing (the detector's), else PixelSpacing; NaN when absent
     manufacturer: str
     exam_uid: str = ""  # StudyInstanceUID
-    exam_date: str = ""  # StudyDate, YYYYMMDD
+    exam_date: str = ""  # StudyDate, YYYYMMDD ("" where it has none, or none that is a date)
 
     @property
     def exam(self) -> str:
@@ -86,7 +87,7 @@ class ImageRecord:
             spacing_mm=pixel_spacing(ds),
             manufacturer=_text(ds, "Manufacturer"),
             exam_uid=_text(ds, "StudyInstanceUID"),
-            exam_date=_text(ds, "StudyDate"),
+            exam_date=dicom_date(ds.get("StudyDate")),
         )
 
 
