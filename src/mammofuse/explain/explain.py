@@ -42,7 +42,7 @@ from mammofuse.explain.checks import (
 )
 from mammofuse.explain.gradcam import attention_maps, gradcam
 from mammofuse.explain.overlays import case_figure
-from mammofuse.imaging.cache import display_path, entry_record, load_entry, read_display
+from mammofuse.imaging.cache import entry_record, load_entry, read_display
 from mammofuse.imaging.geometry import Geometry, as_is, breast_mask, display_shape, map_to_original, resize
 from mammofuse.imaging.preprocess import display_file
 from mammofuse.models import TwoViewNet
@@ -206,10 +206,10 @@ def explain_cases(
     """Overlays for breasts scored by `predict`, named by their output row (row{N}.png, never by
     patient); the tumours marked on a row's images (`regions`) outlined. DRAWN_AT_ONCE breasts at a time:
     their maps computed here, one breast after another, and seen by `check(row, case, images, maps)`; then
-    their figures drawn by `workers` processes (0: every core; reading the originals again and drawing take
-    most of the time), one after the other so that neither slows the other. Nothing of a breast is kept
-    once drawn, and its preprocessed images are read from the cache once. `titles`: each row's figure title
-    ("row N" where none). Returns the number of overlays written."""
+    their figures drawn by `workers` processes (0: every core; drawing takes most of the time, the
+    originals read from the cache's display copies), one after the other so that neither slows the other.
+    Nothing of a breast is kept once drawn, and its preprocessed images are read from the cache once.
+    `titles`: each row's figure title ("row N" where none). Returns the number of overlays written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tile, items = tile_size(nets), list(cases.items())
 
@@ -251,8 +251,8 @@ def explain_run(
 ) -> pd.DataFrame:
     """Write the run's explain/*.png (the `marked` tumours outlined) and explain/index.csv; return the
     index. Each overlay shows the original image too, from the cache's display copy; a case whose cache
-    has none and whose DICOM files are no longer where ingest found them is not drawn, and recorded in
-    `problems`."""
+    has none it can read and whose DICOM files are no longer where ingest found them is not drawn, and
+    recorded in `problems`."""
     run = Run(run_dir)
     threshold = run.read_evaluation().model.threshold
     cfg, data, encoder, net = run.read_config(), run.cached_data(), run.read_encoder(), run.read_net()
@@ -271,7 +271,7 @@ def explain_run(
         name = f"{category}-{rank:02d}-row{r + 1}.png"
         title = f"{category}: row {r + 1}, label {int(p['label'])}, probability {p['probability']:.2f}"
         regions = regions_of(marked or {}, data.loc[r, "patient_id"], data.loc[r, "side"])
-        missing = [v for v in VIEWS if not display_path(case.cached[v]).is_file()]  # to decode again
+        missing = [v for v in VIEWS if read_display(case.cached[v]) is None]  # none or damaged: decode
         if gone := [f"{v.value} {case.paths[v]}" for v in missing if not Path(case.paths[v]).is_file()]:
             if problems is not None:
                 problems.add(
