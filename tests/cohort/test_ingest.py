@@ -418,6 +418,33 @@ class TestBadInput:
         _, _, hits = self.excluded(tiny_cohort, capsys, category)
         assert hits.iloc[0]["path"] == str(path) and said in hits.iloc[0]["reason"]
 
+    def test_a_header_without_its_bit_layout_is_completed_with_a_warning(self, tiny_cohort, capsys):
+        before, row = kept_row(tiny_cohort, capsys)
+        cc, mlo = image_path(tiny_cohort, row, "cc"), image_path(tiny_cohort, row, "mlo")
+        bits = int(pydicom.dcmread(cc, stop_before_pixels=True).BitsStored)
+        edit_dicom(cc, lambda ds: ds.__delattr__("BitsStored"))
+        edit_dicom(mlo, lambda ds: ds.__delattr__("PixelRepresentation"))
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and keys(manifest) == keys(before)
+        assert manifest.loc[manifest["cc_path"] == str(cc), "cc_bits_stored"].item() == bits
+        warned = exclusions[exclusions["category"] == "header completed"].set_index("path")
+        assert (warned["severity"] == "warning").all() and set(warned.index) == {str(cc), str(mlo)}
+        assert (
+            f"BitsStored missing: taken as {bits} (HighBit {bits - 1} + 1)" in warned.loc[str(cc), "reason"]
+        )
+        assert "PixelRepresentation missing: taken as 0" in warned.loc[str(mlo), "reason"]
+
+    def test_a_header_that_says_neither_bits_stored_nor_high_bit_is_refused(self, tiny_cohort, capsys):
+        path = image_path(tiny_cohort, 1, "cc")
+
+        def strip(ds):
+            del ds.BitsStored, ds.HighBit
+
+        edit_dicom(path, strip)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "incomplete header")
+        assert hits.iloc[0]["path"] == str(path)
+        assert "BitsStored (0028,0101) and HighBit (0028,0102) are both missing" in hits.iloc[0]["reason"]
+
     def test_a_radiograph_with_modality_mg_and_the_bit_depth_are_recorded(self, tiny_cohort, capsys):
         _, row = kept_row(tiny_cohort, capsys)
         path = image_path(tiny_cohort, row, "mlo")

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from mammofuse.imaging.dicomfile import read_image
+from mammofuse.imaging.dicomfile import complete_pixel_module, read_image
 
 
 def image(tmp_path: Path, rows: int = 120, columns: int = 100, bits: int = 12) -> tuple[Path, Dataset]:
@@ -103,3 +103,63 @@ class TestSameValuesAsPydicom:
         header, _ = read_image(path)
         ours, theirs = meta_from_dataset(header), meta_from_dataset(pydicom.dcmread(path))
         assert len(ours.voi_lut) == 4096 and np.array_equal(ours.voi_lut, theirs.voi_lut)
+
+
+class TestAHeaderWithoutItsBitLayout:
+    """De-identification tools and hand-made exports drop Type 1 elements of the Image Pixel module; what
+    the DX and mammography image modules fix (PS3.3 C.8.11.7) is filled in, to the values the whole file
+    gives."""
+
+    @pytest.mark.parametrize(
+        "missing",
+        [
+            ("BitsStored",),
+            ("HighBit",),
+            ("BitsAllocated",),
+            ("PixelRepresentation",),
+            ("BitsStored", "BitsAllocated"),
+        ],
+    )
+    @pytest.mark.parametrize("compressed", [False, True], ids=["uncompressed", "RLE"])
+    def test_the_pixels_read_as_the_whole_header_gives_them(self, tmp_path, missing, compressed):
+        path, ds = image(tmp_path, bits=12)
+        if compressed:
+            ds.compress(RLELossless)
+            write(ds, path, RLELossless)
+        expected = pydicoms(path)
+        for keyword in missing:
+            delattr(ds, keyword)
+        write(ds, path, RLELossless if compressed else ExplicitVRLittleEndian)
+        if missing != ("HighBit",):  # pydicom does without that one
+            with pytest.raises(AttributeError):
+                pydicoms(path)
+        header, raw = read_image(path)
+        np.testing.assert_array_equal(raw, expected)  # the overlay bit above BitsStored 12 cleared too
+        assert (header.BitsStored, header.BitsAllocated, header.PixelRepresentation) == (12, 16, 0)
+
+    def test_what_was_filled_in_is_said(self):
+        ds = Dataset()
+        ds.HighBit = 13
+        assert complete_pixel_module(ds) == [
+            "BitsStored missing: taken as 14 (HighBit 13 + 1)",
+            "BitsAllocated missing: taken as 16 (BitsStored 14)",
+            "PixelRepresentation missing: taken as 0 (unsigned)",
+        ]
+        ds.BitsStored = 8
+        del ds.BitsAllocated
+        assert complete_pixel_module(ds) == ["BitsAllocated missing: taken as 8 (BitsStored 8)"]
+        assert ds.BitsAllocated == 8 and complete_pixel_module(ds) == []
+
+    def test_an_empty_value_counts_as_missing(self):
+        ds = Dataset()
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, None, 11, None
+        assert len(complete_pixel_module(ds)) == 2 and (ds.BitsStored, ds.PixelRepresentation) == (12, 0)
+
+    def test_without_bits_stored_or_high_bit_no_value_is_guessed(self, tmp_path):
+        path, ds = image(tmp_path)
+        del ds.BitsStored, ds.HighBit
+        write(ds, path)
+        with pytest.raises(
+            ValueError, match=r"BitsStored \(0028,0101\) and HighBit \(0028,0102\) are both missing"
+        ):
+            read_image(path)

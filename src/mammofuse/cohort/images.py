@@ -31,7 +31,7 @@ from mammofuse.domain import (
     view_from_patient_orientation,
 )
 from mammofuse.imaging.decode import pixel_spacing
-from mammofuse.imaging.dicomfile import read_dicom
+from mammofuse.imaging.dicomfile import complete_pixel_module, read_dicom
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import DataError, Problems
 
@@ -68,13 +68,16 @@ class ImageRecord:
     manufacturer: str
     exam_uid: str = ""  # StudyInstanceUID
     exam_date: str = ""  # StudyDate, YYYYMMDD ("" where it has none, or none that is a date)
+    filled: tuple[str, ...] = ()  # what of the bit layout was filled in (`complete_pixel_module`)
 
     @property
     def exam(self) -> str:
         return self.exam_uid or self.exam_date
 
     @classmethod
-    def of(cls, path: Path, patient_id: str, side: Side, view: View, ds: Dataset) -> ImageRecord:
+    def of(
+        cls, path: Path, patient_id: str, side: Side, view: View, ds: Dataset, filled: list[str]
+    ) -> ImageRecord:
         sop = uid.UID(str(ds.get("SOPClassUID", "") or ""))
         return cls(
             path,
@@ -88,6 +91,7 @@ class ImageRecord:
             manufacturer=_text(ds, "Manufacturer"),
             exam_uid=_text(ds, "StudyInstanceUID"),
             exam_date=dicom_date(ds.get("StudyDate")),
+            filled=tuple(filled),
         )
 
 
@@ -97,14 +101,15 @@ FOR_PROCESSING = {
 }
 
 
-def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
+def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> list[str]:
     """Refuse, from the header alone, an image that is not a mammogram by its SOP class (and Modality):
     a CT slice or an ultrasound frame in the export (a Secondary Capture only with
     images.accept_secondary_capture); of the other presentation intent than images.presentation_intent;
     an additional view (a view modifier: spot compression, magnification, ...; images.view_modifiers);
     a synthetic 2D image (images.synthetic_2d); of a breast with an implant (images.implants); or whose
-    pixels are not one 2D grayscale frame (colour, palette, several frames): before preprocessing decodes it
-    in full."""
+    pixels are not one 2D grayscale frame (colour, palette, several frames), or whose bit layout is unknown:
+    before preprocessing decodes it in full. Returns what of the bit layout it filled in where the header
+    lacks it (`complete_pixel_module`), as preprocessing will."""
     _check_kind(ds, rel, cfg)
     _check_intent(ds, rel, cfg.presentation_intent)
     if cfg.view_modifiers == "exclude" and (modifiers := view_modifiers(ds)):
@@ -139,6 +144,10 @@ def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
             f"{rel}: {frames} frames (tomosynthesis or a multi-frame export): one 2D mammogram per file "
             "is expected",
         )
+    try:
+        filled = complete_pixel_module(ds)
+    except ValueError as exc:
+        raise HeaderError("incomplete header", f"{rel}: {exc}, so its pixel values cannot be read") from None
     allocated, stored = (int(ds.get(k, 0) or 0) for k in ("BitsAllocated", "BitsStored"))
     if not 1 <= stored <= allocated:
         raise HeaderError(
@@ -146,6 +155,7 @@ def check_image(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
             f"{rel}: BitsStored {stored} with BitsAllocated {allocated}: the header contradicts itself (the "
             "stored bits lie within the allocated ones), so its pixel values cannot be read",
         )
+    return filled
 
 
 def _check_kind(ds: Dataset, rel: str, cfg: ImagesConfig) -> None:
@@ -404,11 +414,11 @@ def _read_one(path: Path, cfg: ImagesConfig) -> ImageRecord | tuple[str, str]:
     rel = path.relative_to(cfg.root).as_posix()
     try:
         ds = read_header(path)
-        check_image(ds, rel, cfg)
+        filled = check_image(ds, rel, cfg)
         pid, side, view = identify(ds, rel, cfg)
     except HeaderError as err:
         return err.category, str(err)
-    return ImageRecord.of(path, pid, side, view, ds)
+    return ImageRecord.of(path, pid, side, view, ds, filled)
 
 
 def _read_chunk(job: tuple[list[Path], ImagesConfig]) -> list[ImageRecord | tuple[str, str]]:
@@ -515,7 +525,7 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
             continue
         try:
             ds = read_header(path)
-            check_image(ds, str(path), cfg)
+            filled = check_image(ds, str(path), cfg)
         except HeaderError as err:
             problems.add(err.category, f"{where}: {err}", **ids)
             continue
@@ -523,7 +533,7 @@ def _scan_table(cfg: ImagesConfig, problems: Problems, progress: ProgressFn | No
         if disagreement:
             problems.add("header disagrees with the table", f"{where}: {path}: {disagreement}", **ids)
             continue
-        records.append(ImageRecord.of(path, v[cols.patient], side, view, ds))
+        records.append(ImageRecord.of(path, v[cols.patient], side, view, ds, filled))
     return records
 
 
@@ -563,10 +573,21 @@ def find_images(
     cfg: ImagesConfig, problems: Problems, progress: ProgressFn | None = None, cluster: str | None = None
 ) -> list[ImageRecord]:
     """Every usable image, from a header scan (on a Dask cluster with `cluster`) or the image table;
-    unusable files go to `problems`."""
+    unusable files go to `problems`, and a warning to each whose bit layout was filled in."""
     if cfg.source == "table":
-        return _scan_table(cfg, problems, progress)
-    return _scan_tree(cfg, problems, progress, cluster)
+        records = _scan_table(cfg, problems, progress)
+    else:
+        records = _scan_tree(cfg, problems, progress, cluster)
+    for r in records:
+        if r.filled:
+            problems.warn(
+                "header completed",
+                f"{r.path}: {'; '.join(r.filled)}, as PS3.3 C.8.11.7 fixes it for a mammogram",
+                patient_id=r.patient_id,
+                side=r.side.value,
+                path=str(r.path),
+            )
+    return records
 
 
 def select_exams(

@@ -54,12 +54,46 @@ def read_dicom(
     return ds
 
 
+def complete_pixel_module(ds: Dataset) -> list[str]:
+    """Fill in the Image Pixel module's bit layout where a header lacks it (de-identification tools and
+    hand-made exports drop these Type 1 elements, or leave them empty), from what PS3.3's DX and
+    mammography image modules fix (C.8.11.7): High Bit is Bits Stored - 1, Bits Allocated is 8 or 16, Pixel
+    Representation 0 (unsigned). Returns what it filled in, a line each (none for a whole header);
+    ValueError where neither Bits Stored nor High Bit says which bits hold the values."""
+    missing = {k for k in ("BitsStored", "HighBit", "BitsAllocated", "PixelRepresentation") if _empty(ds, k)}
+    filled = []
+    if "BitsStored" in missing:
+        if "HighBit" in missing:
+            raise ValueError(
+                "BitsStored (0028,0101) and HighBit (0028,0102) are both missing: which bits hold the pixel "
+                "values is unknown"
+            )
+        ds.BitsStored = int(ds.HighBit) + 1
+        filled.append(f"BitsStored missing: taken as {ds.BitsStored} (HighBit {ds.HighBit} + 1)")
+    if "HighBit" in missing:
+        ds.HighBit = int(ds.BitsStored) - 1
+    if "BitsAllocated" in missing:
+        ds.BitsAllocated = 8 if int(ds.BitsStored) <= 8 else 16
+        filled.append(f"BitsAllocated missing: taken as {ds.BitsAllocated} (BitsStored {ds.BitsStored})")
+    if "PixelRepresentation" in missing:
+        ds.PixelRepresentation = 0
+        filled.append("PixelRepresentation missing: taken as 0 (unsigned)")
+    return filled
+
+
+def _empty(ds: Dataset, keyword: str) -> bool:
+    value = ds.get(keyword)
+    return value is None or value == ""
+
+
 def read_image(path: str | Path) -> tuple[Dataset, np.ndarray]:
-    """A file's data set and its pixels' stored values, as pydicom's `pixel_array` gives them. One frame
-    of unsigned 16-bit uncompressed pixels is read from the file straight into its array: pydicom reads
-    them into bytes first, then copies them into a masked array (benchmarks/bench_preprocess.py: the
-    whole preprocessing of such a 3000 x 2400 image takes less than pydicom's decode alone)."""
+    """A file's data set and its pixels' stored values, as pydicom's `pixel_array` gives them (its bit
+    layout completed where the header lacks it: `complete_pixel_module`). One frame of unsigned 16-bit
+    uncompressed pixels is read from the file straight into its array: pydicom reads them into bytes
+    first, then copies them into a masked array (benchmarks/bench_preprocess.py: the whole preprocessing
+    of such a 3000 x 2400 image takes less than pydicom's decode alone)."""
     ds = read_dicom(path, defer_size=DEFER_BYTES)
+    complete_pixel_module(ds)
     raw = _native_pixels(path, ds)
     return ds, raw if raw is not None else ds.pixel_array
 
