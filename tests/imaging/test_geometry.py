@@ -33,8 +33,8 @@ def breast_mode(
     raw = np.round(np.clip(img, 0, 1) * 4095).astype(np.uint16)
     cfg = PreprocessConfig(size=shape, voi="none", blank_outside_breast=blank, spacing_mm=spacing)
     meta = PixelMeta(bits_stored=12, spacing_mm=header_spacing)
-    out, g, disagrees, _ = preprocess_pixels(raw, meta, side, cfg)
-    return dequantize(out), g, disagrees
+    done = preprocess_pixels(raw, meta, side, cfg)
+    return dequantize(done.image), done.geometry, done.laterality_disagrees
 
 
 def centroid(img: np.ndarray) -> np.ndarray:

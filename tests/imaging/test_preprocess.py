@@ -40,6 +40,49 @@ class TestCompressedFiles:
             )
 
 
+class TestAHeaderWithoutItsPolarity:
+    """A header without PhotometricInterpretation was read as MONOCHROME2: a MONOCHROME1 image came out as its
+    negative (white background, dark breast), which the crop and the orientation then took for the breast.
+    The pixels say which way round an image is: its background is its darkest part."""
+
+    @pytest.mark.parametrize("site", ["a", "b"])  # b: padded outside its collimated field, other windows
+    @pytest.mark.parametrize("voi", ["window", "none"])
+    def test_each_image_reads_as_with_its_header_s_polarity(self, tmp_path, site, voi):
+        synthesize(tmp_path, SynthOptions(breasts=10, seed=3, image_size=(160, 128), workers=1, site=site))
+        cfg = PreprocessConfig(size=(64, 32), workers=1, voi=voi)
+        said = set()
+        for path in sorted((tmp_path / "dicom").rglob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            side, photometric = Side(ds.ImageLaterality), ds.PhotometricInterpretation
+            expected = preprocess_file(path, side, cfg)
+            del ds.PhotometricInterpretation
+            ds.save_as(path)
+            got = preprocess_file(path, side, cfg)
+            assert got.photometric_from_pixels == photometric, path
+            np.testing.assert_array_equal(got.image, expected.image)
+            assert expected.photometric_from_pixels == ""  # the header said it
+            said.add(photometric)
+        assert said == {"MONOCHROME1", "MONOCHROME2"}
+
+    def test_the_guess_is_written_down_with_the_breast_kept(self, tiny_cohort):
+        manifest, work = ingested(tiny_cohort)
+        path = Path(manifest.loc[0, "mlo_path"])
+        ds = pydicom.dcmread(path)
+        photometric = ds.PhotometricInterpretation
+        del ds.PhotometricInterpretation
+        ds.save_as(path)
+        problems = Problems()
+        table, _, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
+        assert len(table) == len(manifest)
+        [warned] = problems.items
+        assert (warned.category, warned.path, warned.severity) == (
+            "polarity from the pixels",
+            str(path),
+            "warning",
+        )
+        assert f"no PhotometricInterpretation in the header: read as {photometric}" in warned.reason
+
+
 class TestPaddingPixels:
     def test_a_padded_export_is_cropped_as_its_unpadded_twin(self, tmp_path, monkeypatch):
         """Site B pads outside its collimated field with 0, which MONOCHROME1 shows white: read as padding,

@@ -27,7 +27,7 @@ from mammofuse.domain import VIEWS
 from mammofuse.problems import DataError
 from mammofuse.storage import alive
 
-CACHE_VERSION = 3  # bump when the preprocessing code changes what it writes
+CACHE_VERSION = 4  # bump when the preprocessing code changes what it writes
 QUANT = 65535
 CHECKSUMS = {view: view.column("crc32") for view in VIEWS}  # a table's column per view
 

@@ -15,7 +15,7 @@ Because stored values are integers of at most 16 bits, the whole chain is a func
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -26,7 +26,7 @@ class PixelMeta:
     """What the grayscale pipeline needs from a DICOM header."""
 
     bits_stored: int
-    photometric: str = "MONOCHROME2"
+    photometric: str = "MONOCHROME2"  # "" where the header has none (`photometric_from_pixels`)
     signed: bool = False
     slope: float = 1.0
     intercept: float = 0.0
@@ -133,7 +133,7 @@ def meta_from_dataset(ds: Dataset) -> PixelMeta:
     modality_lut, modality_first, _ = _lut(ds, "ModalityLUTSequence")
     return PixelMeta(
         bits_stored=int(ds.BitsStored),
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+        photometric=str(ds.get("PhotometricInterpretation") or "").strip().upper(),
         signed=int(ds.get("PixelRepresentation", 0)) == 1,
         slope=_first(ds, "RescaleSlope") or 1.0,
         intercept=_first(ds, "RescaleIntercept") or 0.0,
@@ -228,6 +228,22 @@ def fill_padding(raw: np.ndarray, meta: PixelMeta, table: np.ndarray, offset: in
         return raw
     darkest = offset + int(np.argmin(np.where(is_padding, np.inf, table)))
     return np.where(mask, np.asarray(darkest, raw.dtype), raw)
+
+
+def photometric_from_pixels(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> str:
+    """The polarity of an image whose header does not say it: a mammogram's background (the air beside
+    the breast, a large share of every image) is its darkest part, so decoded the right way round more of
+    its pixels lie in the lowest tenth of its range (1st to 99th percentile) than in the highest; decoded
+    the wrong way round, fewer. Padding pixels are not counted. `arr`: stored values (a subsampled copy
+    serves)."""
+    table, offset = lookup_table(replace(meta, photometric="MONOCHROME2"), use_voi)
+    shown = apply_table(arr, table, offset)
+    if meta.padding is not None:
+        shown = shown[(arr < meta.padding[0]) | (arr > meta.padding[1])]
+    lo, hi = np.percentile(shown, [1, 99]) if shown.size else (0.0, 0.0)
+    tenth = (hi - lo) / 10
+    bright = np.count_nonzero(shown > hi - tenth) > np.count_nonzero(shown < lo + tenth)
+    return "MONOCHROME1" if bright else "MONOCHROME2"
 
 
 def decode(arr: np.ndarray, meta: PixelMeta, use_voi: bool = True) -> np.ndarray:

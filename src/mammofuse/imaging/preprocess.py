@@ -7,7 +7,7 @@ Files whose pixels cannot be decoded are recorded and their breasts left out; th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,7 +18,14 @@ import pandas as pd
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
 from mammofuse.imaging.cache import CHECKSUMS, Cache, quantize, settings_hash, write_display, write_entry
-from mammofuse.imaging.decode import PixelMeta, apply_table, fill_padding, lookup_table, meta_from_dataset
+from mammofuse.imaging.decode import (
+    PixelMeta,
+    apply_table,
+    fill_padding,
+    lookup_table,
+    meta_from_dataset,
+    photometric_from_pixels,
+)
 from mammofuse.imaging.dicomfile import read_image
 from mammofuse.imaging.geometry import (
     Geometry,
@@ -44,6 +51,7 @@ class Preprocessed(NamedTuple):
     geometry: Geometry  # how it maps back onto the original
     laterality_disagrees: bool  # the side tag says otherwise than the pixels
     display: np.ndarray  # the whole image as a figure shows it beside a map (`display_image`)
+    photometric_from_pixels: str = ""  # the polarity read from the pixels, where the header says none
 
 
 def preprocess_pixels(
@@ -53,22 +61,27 @@ def preprocess_pixels(
 
     The breast is found on a subsampled copy; the crop is resized on its stored values and only the
     small result goes through the lookup table, which emits the cache's uint16 directly: no
-    full-resolution float image is ever made.
+    full-resolution float image is ever made. Where the header does not say the image's polarity
+    (PhotometricInterpretation), the pixels do (`photometric_from_pixels`).
     """
-    table, offset = lookup_table(meta, use_voi=cfg.voi == "window")
+    use_voi = cfg.voi == "window"
+    step = subsample_step(raw.shape)
+    guessed = "" if meta.photometric else photometric_from_pixels(raw[::step, ::step], meta, use_voi)
+    meta = replace(meta, photometric=meta.photometric or guessed)
+    table, offset = lookup_table(meta, use_voi)
     raw = fill_padding(raw, meta, table, offset)
     table_q = quantize(table)
 
     def values(small: np.ndarray) -> np.ndarray:
         return apply_table(small, table_q, offset)
 
-    step = subsample_step(raw.shape)
     box, chest_left, mask = find_breast(
         apply_table(raw[::step, ::step], table, offset), step, raw.shape, cfg.margin
     )
     display = display_image(raw, table, offset, keep_region(mask, step, (0, raw.shape[0], 0, raw.shape[1])))
     if cfg.mode == "seed_parity":
-        return Preprocessed(*seed_parity(raw, cfg.parity_resize, cfg.parity_crop, values), False, display)
+        parity = seed_parity(raw, cfg.parity_resize, cfg.parity_crop, values)
+        return Preprocessed(*parity, False, display, guessed)
     spacing = (meta.spacing_mm, cfg.spacing_mm) if cfg.spacing_mm and meta.spacing_mm else None
     if spacing:
         box = cut_to_field(box, chest_left, spacing[0] / spacing[1], cfg.size)
@@ -78,7 +91,7 @@ def preprocess_pixels(
     out, geometry, disagrees = orient_and_fit(
         crop, box, chest_left, side, raw.shape, cfg.size, values, keep, spacing
     )
-    return Preprocessed(out, geometry, disagrees, display)
+    return Preprocessed(out, geometry, disagrees, display, guessed)
 
 
 def display_image(raw: np.ndarray, table: np.ndarray, offset: int, keep: np.ndarray) -> np.ndarray:
@@ -124,15 +137,21 @@ class _Job:
 
 def _run_job(job: _Job) -> dict[str, Any]:
     try:
-        arr, geometry, disagrees, display = preprocess_file(job.path, Side(job.side), job.cfg)
+        done = preprocess_file(job.path, Side(job.side), job.cfg)
     except Exception as exc:  # any decoder failure is a per-file problem, never a crash
         return {
             "key": job.key,
             "error": f"{job.path}: pixels cannot be decoded ({type(exc).__name__}: {exc})",
         }
-    write_display(Path(job.out), display)  # first: an entry that exists has its display copy
-    record = write_entry(Path(job.out), arr)
-    return {"key": job.key, **record, "geometry": geometry.to_dict(), "laterality_disagrees": disagrees}
+    write_display(Path(job.out), done.display)  # first: an entry that exists has its display copy
+    record = write_entry(Path(job.out), done.image)
+    return {
+        "key": job.key,
+        **record,
+        "geometry": done.geometry.to_dict(),
+        "laterality_disagrees": done.laterality_disagrees,
+        "photometric_from_pixels": done.photometric_from_pixels,
+    }
 
 
 @dataclass
@@ -252,6 +271,15 @@ def _build(
                     "no pixel spacing",
                     f"{path}: no ImagerPixelSpacing or PixelSpacing in the header: fitted to the output size "
                     f"instead of resampled to {cfg.spacing_mm:g} mm per pixel (breast kept)",
+                    path=path,
+                    **ids,
+                )
+            if guessed := cache.index[keys[path]].get("photometric_from_pixels"):
+                problems.warn(
+                    "polarity from the pixels",
+                    f"{path}: no PhotometricInterpretation in the header: read as {guessed}, the way "
+                    "round that makes the background (the air beside the breast) darker than the breast: "
+                    "look at it to be sure (breast kept)",
                     path=path,
                     **ids,
                 )
