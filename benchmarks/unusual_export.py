@@ -4,15 +4,16 @@ not accounted for / tracebacks.
 
     python benchmarks/unusual_export.py [--root DIR]
 
-The unusual export is a generated cohort (RLE-compressed, MONOCHROME1 and 2 mixed) whose files are
-then rewritten: side only in Laterality or as 'left' / 'R '; view only in ViewCodeSequence, in
-PatientOrientation or in SeriesDescription; prior exams; nested folders; one image as a bare data set (no
-preamble, no File Meta header); and planted problems: a CT slice, an ultrasound frame, a palette-colour
+The unusual export is a generated cohort (RLE-compressed, MONOCHROME1 and 2 mixed) whose files are then
+rewritten: side only in Laterality or as 'left' / 'R '; view only in ViewCodeSequence, in PatientOrientation
+or in SeriesDescription; prior exams; nested folders; one image as a bare data set (no preamble, no File
+Meta header); headers without BitsStored, PixelRepresentation and PhotometricInterpretation (as some de-
+identification tools leave them); and planted problems: a CT slice, an ultrasound frame, a palette-colour
 image, a multi-frame file, a Secondary Capture, a truncated file, a header-only file, a text file, an empty
-file, a ZIP of images, a CD export's DICOMDIR, a bare data set of compressed pixels, an image
-whose compressed pixels are zeros (its breast's other view is then not used). Its tables are as
-spreadsheets save them: the labels an Excel workbook whose fractions are percentage cells, the clinical CSV
-Windows-1252 with semicolons and decimal commas.
+file, a ZIP of images, a CD export's DICOMDIR, a bare data set of compressed pixels, an image whose
+compressed pixels are zeros (its breast's other view is then not used). Its tables are as spreadsheets save
+them: the labels an Excel workbook whose fractions are percentage cells, the clinical CSV Windows-1252 with
+semicolons and decimal commas.
 """
 
 from __future__ import annotations
@@ -76,11 +77,16 @@ def unusual(root: Path) -> Path:
     def description_only(ds):
         del ds.ViewPosition, ds.PatientOrientation
 
+    def anonymised(ds):  # a de-identification tool that dropped elements it should keep
+        del ds.BitsStored, ds.PixelRepresentation, ds.PhotometricInterpretation
+
     for i, path in enumerate(files):
         edit(
             path,
             (laterality_only, words, view_code, orientation_only, description_only, lambda ds: None)[i % 6],
         )
+        if i % 11 == 5:
+            edit(path, anonymised)
         if i % 7 == 0:  # a nested folder, as PACS exports write
             target = path.parent / "study" / "series" / path.name
             target.parent.mkdir(parents=True, exist_ok=True)

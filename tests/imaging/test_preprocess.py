@@ -45,10 +45,13 @@ class TestAHeaderWithoutItsPolarity:
     negative (white background, dark breast), which the crop and the orientation then took for the breast.
     The pixels say which way round an image is: its background is its darkest part."""
 
-    @pytest.mark.parametrize("site", ["a", "b"])  # b: padded outside its collimated field, other windows
+    @pytest.mark.parametrize(
+        ("site", "compression"), [("a", "none"), ("a", "rle"), ("b", "none")]
+    )  # b: padded outside its collimated field, other windows
     @pytest.mark.parametrize("voi", ["window", "none"])
-    def test_each_image_reads_as_with_its_header_s_polarity(self, tmp_path, site, voi):
-        synthesize(tmp_path, SynthOptions(breasts=10, seed=3, image_size=(160, 128), workers=1, site=site))
+    def test_each_image_reads_as_with_its_header_s_polarity(self, tmp_path, site, compression, voi):
+        opts = SynthOptions(breasts=10, seed=3, image_size=(160, 128), workers=1, site=site)
+        synthesize(tmp_path, SynthOptions(**{**opts.__dict__, "compression": compression}))
         cfg = PreprocessConfig(size=(64, 32), workers=1, voi=voi)
         said = set()
         for path in sorted((tmp_path / "dicom").rglob("*.dcm")):

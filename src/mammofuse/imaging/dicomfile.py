@@ -95,7 +95,17 @@ def read_image(path: str | Path) -> tuple[Dataset, np.ndarray]:
     ds = read_dicom(path, defer_size=DEFER_BYTES)
     complete_pixel_module(ds)
     raw = _native_pixels(path, ds)
-    return ds, raw if raw is not None else ds.pixel_array
+    if raw is not None:
+        return ds, raw
+    if not _empty(ds, "PhotometricInterpretation"):
+        return ds, ds.pixel_array
+    # pydicom's decoders want one; a grey frame's stored values are the same either way round, and the
+    # header is left without it, for the pixels to say which way round it is (photometric_from_pixels)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    try:
+        return ds, ds.pixel_array
+    finally:
+        del ds.PhotometricInterpretation
 
 
 def _native_pixels(path: str | Path, ds: Dataset) -> np.ndarray | None:
