@@ -7,8 +7,8 @@ not accounted for / tracebacks.
 The unusual export is a generated cohort (RLE-compressed, MONOCHROME1 and 2 mixed) whose files are then
 rewritten: side only in Laterality or as 'left' / 'R '; view only in ViewCodeSequence, in PatientOrientation
 or in SeriesDescription; prior exams; nested folders; one image as a bare data set (no preamble, no File
-Meta header); headers without BitsStored, PixelRepresentation and PhotometricInterpretation (as some de-
-identification tools leave them); and planted problems: a CT slice, an ultrasound frame, a palette-colour
+Meta header); headers without BitsStored, PixelRepresentation and PhotometricInterpretation (as some
+de-identification tools leave them); and planted problems: a CT slice, an ultrasound frame, a palette-colour
 image, a multi-frame file, a Secondary Capture, a truncated file, a header-only file, a text file, an empty
 file, a ZIP of images, a CD export's DICOMDIR, a bare data set of compressed pixels, an image whose
 compressed pixels are zeros (its breast's other view is then not used). Its tables are as spreadsheets save
