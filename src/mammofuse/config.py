@@ -256,6 +256,12 @@ class ClinicalConfig(_Section):
         description="feature -> { value as written -> value as the features use it } (e.g. { er = { pos = "
         '"positive", neg = "negative" } }); other values are read as written',
     )
+    ranges: dict[str, tuple[float, float]] = Field(
+        {},
+        description="numeric feature -> [lowest, highest] value it can take (e.g. { age = [18, 110], ki67 = "
+        "[0, 100] }): a value outside is a typo, written down and treated as missing (na_policy decides). "
+        "Without one, a value far outside its column's others is only warned about",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -284,6 +290,12 @@ class ClinicalConfig(_Section):
         unknown = sorted(set(self.recode) - set(self.numeric) - set(self.categorical))
         if unknown:
             raise ValueError(f"recode: {unknown} not among the features (numeric, categorical)")
+        unknown = sorted(set(self.ranges) - set(self.numeric))
+        if unknown:
+            raise ValueError(f"ranges: {unknown} not among the numeric features")
+        for column, (low, high) in self.ranges.items():
+            if not low < high:
+                raise ValueError(f"ranges: {column} = [{low:g}, {high:g}] holds no value (lowest first)")
         return self
 
 

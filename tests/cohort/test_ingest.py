@@ -693,6 +693,74 @@ class TestBadInput:
         assert "4 fields, expected 3" in hits.iloc[0]["reason"]
 
 
+class TestImplausibleClinicalValues:
+    """Typos of a clinical spreadsheet (age 560 for 56, a minus sign, Ki-67 250 %) went into the features
+    unseen. `clinical.ranges` says what a column can hold: a value outside is invalid, written down and
+    treated as missing; without a range, a value far from its column's others is warned about, kept."""
+
+    def typed(self, cohort: Path) -> tuple[pd.DataFrame, tuple[str, str]]:
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+        row = clinical.index[clinical.notna().all(axis=1)][0]
+        clinical.loc[row, "age"] = "560"
+        clinical.to_csv(cohort / "clinical.csv", index=False)
+        return clinical, (clinical.loc[row, "patient_id"], clinical.loc[row, "side"][0].upper())
+
+    def test_a_value_outside_its_range_is_treated_as_missing(self, tiny_cohort, capsys):
+        clinical, breast = self.typed(tiny_cohort)
+        edit_config(tiny_cohort, clinical={"ranges": {"age": [18, 110]}})
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and breast not in keys(manifest)
+        [hit] = exclusions.loc[exclusions["category"] == "invalid clinical value", "reason"]
+        line = int(np.flatnonzero(clinical["age"] == "560")[0]) + 2
+        said = "'560' lies outside 18 to 110 (clinical.ranges) (treated as missing)"
+        assert hit == f"clinical.csv line {line}, column 'age': {said}"
+        assert hit in out
+        edit_config(tiny_cohort, clinical={"na_policy": "impute"})
+        _, _, imputed, _ = run_ingest(tiny_cohort, capsys)
+        kept = imputed.set_index(["patient_id", "side"]).loc[breast]
+        assert np.isnan(kept["age"])  # imputed from the training split, with its missing indicator
+
+    def test_a_range_must_name_a_numeric_feature_and_hold_a_value(self, tmp_path):
+        from mammofuse.config import ConfigError
+
+        for ranges, said in [
+            ("{ grade = [1, 3] }", "ranges: ['grade'] not among the numeric features"),
+            ("{ age = [110, 18] }", "ranges: age = [110, 18] holds no value (lowest first)"),
+        ]:
+            (tmp_path / "c.toml").write_text(f"[clinical]\nranges = {ranges}\n")
+            with pytest.raises(ConfigError, match=re.escape(said)):
+                load_config(tmp_path / "c.toml")
+
+    def test_without_a_range_a_far_value_is_warned_about_and_kept(self, tmp_path):
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        rng = np.random.default_rng(0)
+        ages, sizes = rng.normal(57, 10, 40).round(), rng.lognormal(3, 0.5, 40).round(1)
+        ages[4], sizes[7], sizes[9] = 560, -3, 80  # 80 mm: a large tumour, not far enough to warn
+        table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(40)], "side": "L", "age": ages})
+        table.assign(tumour_size_mm=sizes).to_csv(tmp_path / "clinical.csv", index=False)
+        cfg = ClinicalConfig(
+            path=tmp_path / "clinical.csv", numeric=["age", "tumour_size_mm"], categorical=[]
+        )
+        problems = Problems()
+        clinical = read_clinical(cfg, problems)
+        assert clinical is not None and clinical.values[("P4", Side.LEFT)]["age"] == 560  # kept
+        warned = [(p.category, p.severity, p.patient_id, p.reason) for p in problems.items]
+        assert [w[:3] for w in warned] == [
+            ("implausible clinical value", "warning", "P4"),
+            ("implausible clinical value", "warning", "P7"),
+        ]
+        assert warned[0][3].startswith(
+            "clinical.csv line 6, column 'age': 560 lies far from the column's other"
+        )
+        assert "clinical.ranges = { age = [lowest, highest] }" in warned[0][3]
+        assert (
+            "line 9, column 'tumour_size_mm': -3 is the column's only value below 0: a typo?" in warned[1][3]
+        )
+
+
 class TestAsSpreadsheetsSaveThem:
     """Tables as spreadsheets save them: Excel's "CSV" on a Western-European Windows (Windows-1252,
     semicolons, decimal commas), its "Unicode Text" (UTF-16 with a byte-order mark, tabs), a Japanese export

@@ -452,6 +452,10 @@ def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path
     share.to_csv(out / "labels.csv", index=False, sep=";", decimal=",", encoding=SITE_B_ENCODING)
 
 
+# what each numeric feature can hold, as a study would write it down: a value outside is a typo
+RANGES = {"age": (18.0, 110.0), "tumour_size_mm": (0.0, 300.0), "ki67": (0.0, 100.0)}
+
+
 def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
     """A ready config for a synthetic cohort, with an output size that suits its images (and, for site B,
     the settings that read its export)."""
@@ -464,6 +468,7 @@ def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
         images=ImagesConfig(root=Path("dicom")),
         preprocess=PreprocessConfig(size=size),
     )
+    config.clinical = config.clinical.model_copy(update={"ranges": RANGES})
     if site == "b":
         key = {
             "patient_column": SITE_B_CLINICAL["patient_id"],

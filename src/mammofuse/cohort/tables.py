@@ -10,11 +10,14 @@ import codecs
 import csv
 import io
 import itertools
+import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+
+import numpy as np
 
 from mammofuse.config import ClinicalConfig, LabelsConfig
 from mammofuse.domain import Side, parse_side
@@ -589,6 +592,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     keyed, out.duplicated = _keyed(
         rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width
     )
+    cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
     for key, row in keyed.items():
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:
@@ -599,18 +603,60 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 values[col] = None
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
-                values[col] = parse_number(raw.removesuffix("%"))  # Ki-67 "20 %" is 20
-                if values[col] is None:
-                    reason = f"{where}: {raw!r} is not a number"
-                    out.na_reason.setdefault(key, reason)
-                    problems.add(
-                        "invalid clinical value",
-                        f"{reason} (treated as missing)",
-                        patient_id=key[0],
-                        side=key[1].value,
-                        path=str(cfg.path),
-                    )
+                number = parse_number(raw.removesuffix("%"))  # Ki-67 "20 %" is 20
+                low, high = cfg.ranges.get(col, (-math.inf, math.inf))
+                values[col] = number if number is not None and low <= number <= high else None
+                if number is not None and values[col] is not None:
+                    cells[col].append((number, where, key))
+                    continue
+                wrong = "is not a number" if number is None else f"lies outside {low:g} to {high:g}"
+                reason = f"{where}: {raw!r} {wrong}" + ("" if number is None else " (clinical.ranges)")
+                out.na_reason.setdefault(key, reason)
+                problems.add(
+                    "invalid clinical value",
+                    f"{reason} (treated as missing)",
+                    patient_id=key[0],
+                    side=key[1].value,
+                    path=str(cfg.path),
+                )
             else:
                 values[col] = raw
         out.values[key] = values
+    for col, read in cells.items():
+        if col not in cfg.ranges:
+            _warn_far_values(col, read, problems, cfg.path)
     return out
+
+
+FAR = 5.0  # interquartile ranges beyond a quartile: a value there is warned about as a likely typo
+FEW = 20  # fewer values than this: no quartiles to judge by
+
+
+def _warn_far_values(
+    col: str, cells: list[tuple[float, str, BreastKey]], problems: Problems, path: Path
+) -> None:
+    """Warn about each value of a numeric column without a range that is far from the others (more than FAR
+    interquartile ranges beyond a quartile: age 560 for 56, Ki-67 250), or negative where every other is
+    not: the usual typos of a clinical spreadsheet. The breast is kept: only `clinical.ranges` says what
+    a column cannot hold."""
+    if len(cells) < FEW:
+        return
+    numbers = np.array([c[0] for c in cells])
+    q1, q3 = np.percentile(numbers, [25, 75])
+    low, high = q1 - FAR * (q3 - q1), q3 + FAR * (q3 - q1)
+    negatives = np.count_nonzero(numbers < 0)
+    for number, where, key in cells:
+        if number < 0 and negatives == 1:
+            said = "is the column's only value below 0"
+        elif not low <= number <= high:
+            said = f"lies far from the column's other values (quartiles {q1:g} and {q3:g})"
+        else:
+            continue
+        problems.warn(
+            "implausible clinical value",
+            f"{where}: {number:g} {said}: a typo? (kept; clinical.ranges = {{ {col} = [lowest, highest] }} "
+            "reads one outside as missing)",
+            patient_id=key[0],
+            side=key[1].value,
+            path=str(path),
+        )
