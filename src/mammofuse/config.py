@@ -268,7 +268,7 @@ class ClinicalConfig(_Section):
     def _no_clinical_data(cls, data: Any) -> Any:
         """use = false or path = '' (TOML has no null): one way to say it from here on."""
         if isinstance(data, dict) and (data.get("use") is False or ("path" in data and not data["path"])):
-            cleared = {
+            cleared: dict[str, Any] = {
                 "use": False,
                 "path": None,
                 "numeric": [],
