@@ -693,10 +693,12 @@ class TestBadInput:
         assert "4 fields, expected 3" in hits.iloc[0]["reason"]
 
 
-class TestImplausibleClinicalValues:
-    """Typos of a clinical spreadsheet (age 560 for 56, a minus sign, Ki-67 250 %) went into the features
-    unseen. `clinical.ranges` says what a column can hold: a value outside is invalid, written down and
-    treated as missing; without a range, a value far from its column's others is warned about, kept."""
+class TestClinicalTypos:
+    """Typos of a clinical spreadsheet (age 560 for 56, a minus sign, Ki-67 250 %, 'Positive' beside
+    'positive', 'positve') went into the features unseen. `clinical.ranges` says what a column can hold: a
+    value outside is invalid, written down and treated as missing; without a range, a value far from its
+    column's others is warned about, kept. A category spelt another way but for case is read as the usual
+    spelling; a rare one like a frequent one is warned about."""
 
     def typed(self, cohort: Path) -> tuple[pd.DataFrame, tuple[str, str]]:
         clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
@@ -758,6 +760,43 @@ class TestImplausibleClinicalValues:
         assert "clinical.ranges = { age = [lowest, highest] }" in warned[0][3]
         assert (
             "line 9, column 'tumour_size_mm': -3 is the column's only value below 0: a typo?" in warned[1][3]
+        )
+
+    def test_a_category_spelt_another_way_is_read_as_the_usual_spelling(self, tiny_cohort, capsys):
+        _, _, before, _ = run_ingest(tiny_cohort, capsys)
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        row = int(np.flatnonzero((clinical["er"] == "positive") & clinical.notna().all(axis=1))[0])
+        clinical.loc[row, "er"] = "Positive"
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        pd.testing.assert_frame_equal(manifest, before)  # before: a category of its own, 'Positive'
+        [warned] = exclusions.loc[exclusions["category"] == "category spelt several ways", "reason"]
+        assert warned.startswith(
+            f"clinical.csv, column 'er': 'Positive' (line {row + 2}) read as 'positive' ("
+        )
+        assert warned in out
+
+    def test_a_rare_category_like_a_frequent_one_is_warned_about_and_kept(self, tmp_path):
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        er = ["positive"] * 30 + ["negative"] * 9 + ["positve"]
+        grade = ["1", "2", "3", "x"] * 10  # short values: none is like another
+        table = pd.DataFrame(
+            {"patient_id": [f"P{i}" for i in range(40)], "side": "L", "er": er, "grade": grade}
+        )
+        table.to_csv(tmp_path / "clinical.csv", index=False)
+        cfg = ClinicalConfig(path=tmp_path / "clinical.csv", numeric=[], categorical=["er", "grade"])
+        problems = Problems()
+        clinical = read_clinical(cfg, problems)
+        assert clinical is not None and clinical.values[("P39", Side.LEFT)]["er"] == "positve"  # kept
+        [warned] = problems.items
+        assert (warned.category, warned.severity) == ("rare category", "warning")
+        assert warned.reason == (
+            "clinical.csv, column 'er': 'positve' (line 41) beside 'positive' (30 rows, lines 2, 3, 4, ...): "
+            "a typo? (kept as a category of its own; recode = { er = { 'positve' = 'positive' } } reads it "
+            "as the other)"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import io
 import itertools
 import math
@@ -593,6 +594,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width
     )
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
+    spellings: dict[str, dict[str, list[int]]] = {col: defaultdict(list) for col in out.categorical}
     for key, row in keyed.items():
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:
@@ -621,15 +623,66 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 )
             else:
                 values[col] = raw
+                spellings[col][raw].append(row.line)
         out.values[key] = values
     for col, read in cells.items():
         if col not in cfg.ranges:
             _warn_far_values(col, read, problems, cfg.path)
+    for col, lines in spellings.items():
+        where = f"{cfg.path.name}, column '{as_written.get(col, col)}'"
+        if respelt := _one_spelling(col, where, lines, problems, cfg.path):
+            for values in out.values.values():
+                values[col] = respelt.get(values[col], values[col])  # type: ignore[arg-type]
     return out
+
+
+def _one_spelling(
+    col: str, where: str, lines: dict[str, list[int]], problems: Problems, path: Path
+) -> dict[str, str]:
+    """A categorical column's values that differ only in case or spaces ('Positive', 'positive ') are one
+    category, spelt as most of its rows spell it: returns the respellings, each warned about. A value of at
+    most RARE rows that looks like a frequent one ('positve' beside 'positive') is warned about as a likely
+    typo and kept (`recode` reads it as the other). `lines`: each value's line numbers."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for value in sorted(lines):
+        groups[" ".join(value.split()).casefold()].append(value)
+    respelt = {}
+    for variants in groups.values():
+        main = max(variants, key=lambda v: len(lines[v]))
+        for value in [v for v in variants if v != main]:
+            respelt[value] = main
+            problems.warn(
+                "category spelt several ways",
+                f"{where}: {value!r} ({_lines(lines[value])}) read as {main!r} ({_lines(lines[main])}), the "
+                "same but for case or spaces",
+                path=str(path),
+            )
+            lines[main] = sorted(lines[main] + lines.pop(value))
+    total = sum(len(rows) for rows in lines.values())
+    frequent = [value for value, rows in lines.items() if len(rows) > RARE * 10]
+    for value, rows in lines.items():
+        like = difflib.get_close_matches(value, frequent, n=1, cutoff=0.75)
+        if len(rows) <= RARE and total >= FEW and like:
+            problems.warn(
+                "rare category",
+                f"{where}: {value!r} ({_lines(rows)}) beside {like[0]!r} ({_lines(lines[like[0]])}): a "
+                f"typo? (kept as a category of its own; recode = {{ {col} = {{ {value!r} = {like[0]!r} }} }} "
+                "reads it as the other)",
+                path=str(path),
+            )
+    return respelt
+
+
+def _lines(rows: list[int]) -> str:
+    """'line 7', or '12 rows, lines 3, 8, 9, ...'."""
+    if len(rows) == 1:
+        return f"line {rows[0]}"
+    return f"{len(rows)} rows, lines {', '.join(map(str, rows[:3]))}{', ...' if len(rows) > 3 else ''}"
 
 
 FAR = 5.0  # interquartile ranges beyond a quartile: a value there is warned about as a likely typo
 FEW = 20  # fewer values than this: no quartiles to judge by
+RARE = 2  # rows: a category this rare beside a frequent one spelt alike is warned about
 
 
 def _warn_far_values(
