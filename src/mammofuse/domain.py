@@ -114,3 +114,9 @@ def dicom_date(value: object) -> str:
     except ValueError:
         return ""
     return text
+
+
+def spelling_key(text: str) -> str:
+    """What two spellings of one category share: 'Positive' and 'positive', or 'ER  positive' and 'er
+    positive', differ only in case or spaces, which say nothing in a clinical table."""
+    return " ".join(text.split()).casefold()

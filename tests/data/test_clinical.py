@@ -70,3 +70,9 @@ class TestSaveLoad:
         enc.save(tmp_path / "encoder.json")
         again = ClinicalEncoder.load(tmp_path / "encoder.json")
         np.testing.assert_array_equal(again.transform(TRAIN), enc.transform(TRAIN))
+
+    def test_a_category_spelt_another_way_at_another_site_is_the_training_one(self):
+        enc = ClinicalEncoder.fit(TRAIN, [], ["her2"], impute=False)
+        new = pd.DataFrame({"her2": ["POS", " Neg ", "pos", "positive"]})
+        assert enc.unknown_values(new) == [(3, "her2", "positive")]  # a word unlike any: not guessed
+        np.testing.assert_array_equal(enc.transform(new), [[0, 1], [1, 0], [0, 1], [0, 0]])

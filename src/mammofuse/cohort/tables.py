@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mammofuse.config import ClinicalConfig, LabelsConfig
-from mammofuse.domain import Side, parse_side
+from mammofuse.domain import Side, parse_side, spelling_key
 from mammofuse.problems import DataError, Problems
 
 NA_TOKENS = {"", "na", "n/a", "nan", "null", "none", "-", ".", "?", "missing", "unknown"}
@@ -645,7 +645,7 @@ def _one_spelling(
     typo and kept (`recode` reads it as the other). `lines`: each value's line numbers."""
     groups: dict[str, list[str]] = defaultdict(list)
     for value in sorted(lines):
-        groups[" ".join(value.split()).casefold()].append(value)
+        groups[spelling_key(value)].append(value)
     respelt = {}
     for variants in groups.values():
         main = max(variants, key=lambda v: len(lines[v]))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
+from mammofuse.domain import spelling_key
 from mammofuse.storage import replace_text
 
 
@@ -68,7 +69,7 @@ class ClinicalEncoder:
         """(row position, column, value) of every value the encoder cannot represent."""
         found = []
         for col in self.categorical:
-            for i, v in enumerate(df[col].map(as_category)):  # NA: None, or NaN in a column of strings
+            for i, v in enumerate(self._categories_of(df, col)):  # NA: None, or NaN in a column of strings
                 if not pd.isna(v) and v not in self.categories[col]:
                     found.append((i, col, v))
                 elif pd.isna(v) and not self.impute:
@@ -91,7 +92,7 @@ class ClinicalEncoder:
             )
         onehots = []
         for col in self.categorical:
-            values = df[col].map(as_category)
+            values = self._categories_of(df, col)
             indicators.append(values.isna().to_numpy(np.float32))
             values = values.fillna(self.modes[col])
             onehots += [(values == v).to_numpy(np.float32) for v in self.categories[col]]
@@ -99,6 +100,20 @@ class ClinicalEncoder:
         if not columns:
             return np.zeros((len(df), 0), np.float32)
         return np.stack(columns, axis=1).astype(np.float32)
+
+    def _categories_of(self, df: pd.DataFrame, col: str) -> pd.Series:
+        """A column's values as the training categories spell them: 'Positive' at another site is the
+        training data's 'positive' (the same but for case or spaces); anything else as written."""
+        categories = self.categories[col]
+        known = {spelling_key(c): c for c in categories}
+
+        def spelt(written: object) -> str | None:
+            value = as_category(written)
+            if value is None or value in categories:
+                return value
+            return known.get(spelling_key(value), value)
+
+        return df[col].map(spelt)
 
     def save(self, path: Path) -> None:
         replace_text(path, json.dumps(asdict(self), indent=2))
