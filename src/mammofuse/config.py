@@ -214,6 +214,12 @@ class LabelsConfig(_Section):
     name: str = Field("EIC", min_length=1, description="the endpoint's name, as reports and logs show it")
     positive: str = Field("EIC positive", min_length=1, description="what label 1 is called")
     negative: str = Field("EIC negative", min_length=1, description="what label 0 is called")
+    recode: dict[str, str] = Field(
+        {},
+        description="value as written -> value as read, before the label is read from it, matched without "
+        "case or spaces (e.g. { yes = '1', no = '0' } for kind = 'binary', which also reads the names "
+        "`positive` and `negative`; { 'pure DCIS' = '0' } for a fraction)",
+    )
 
     @property
     def definition(self) -> str:

@@ -1152,6 +1152,44 @@ class TestLabelScale:
         assert mine["category"].tolist() == ["invalid label"]
 
 
+class TestLabelWords:
+    """A label column written in words ('yes' / 'no', the classes' names) left every breast out as 'not a
+    binary label'; `labels.recode` reads words as labels, and a binary column reads the classes' names."""
+
+    def as_words(self, cohort, words: dict[int, str]) -> pd.DataFrame:
+        labels = pd.read_csv(cohort / "labels.csv", dtype={"patient_id": str})
+        labels["eic"] = (labels["invasive_fraction"] < 75).astype(int).map(words)
+        labels.drop(columns="invasive_fraction").to_csv(cohort / "labels.csv", index=False)
+        return labels
+
+    def test_the_class_names_and_recoded_words_read_as_the_labels_they_name(self, tiny_cohort, capsys):
+        _, _, before, _ = run_ingest(tiny_cohort, capsys)
+        labels = self.as_words(tiny_cohort, {1: "EIC Positive", 0: "eic negative"})
+        edit_config(tiny_cohort, labels={"kind": "binary", "column": "eic"})
+        code, out, after, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and after["label"].tolist() == before["label"].tolist()
+        labels["eic"] = labels["eic"].map({"EIC Positive": "Ja", "eic negative": "Nein"})
+        labels.drop(columns="invasive_fraction").to_csv(tiny_cohort / "labels.csv", index=False)
+        code, out, _, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 2 and "'Nein' is not a binary label" in out
+        assert """labels.recode = { 'Nein' = "1" } reads another word""" in out
+        edit_config(tiny_cohort, labels={"recode": {"ja": "1", "nein": "0"}})
+        code, out, after, _ = run_ingest(tiny_cohort, capsys)
+        assert code == 0 and after["label"].tolist() == before["label"].tolist()
+
+    def test_a_fraction_column_reads_a_recoded_word(self, tiny_cohort, capsys):
+        before, _ = kept_row(tiny_cohort, capsys)
+        breast = before.loc[before["label"] == 0, ["patient_id", "side"]].iloc[0].tolist()
+        labels = pd.read_csv(tiny_cohort / "labels.csv", dtype=str)
+        row = (labels["patient_id"] == breast[0]) & (labels["side"] == breast[1])
+        labels.loc[row, "invasive_fraction"] = "pure DCIS"  # no invasive part: 0 %, EIC positive
+        labels.to_csv(tiny_cohort / "labels.csv", index=False)
+        edit_config(tiny_cohort, labels={"recode": {"Pure DCIS": "0"}})
+        _, _, after, exclusions = run_ingest(tiny_cohort, capsys)
+        assert after.set_index(["patient_id", "side"]).loc[tuple(breast), "label"] == 1
+        assert len(after) == len(before) and "invalid label" not in set(exclusions["category"])
+
+
 class TestImageTableChecks:
     @pytest.fixture
     def table_cohort(self, tmp_path):

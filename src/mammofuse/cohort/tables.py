@@ -436,9 +436,13 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     month_first = (
         _month_first(cfg, [row.values[cfg.date_column] for row in rows]) if cfg.date_column else False
     )
+    recode = {spelling_key(written): read for written, read in cfg.recode.items()}
+    if cfg.kind == "binary":  # the classes' names read as their labels, unless recoded otherwise
+        recode = {spelling_key(cfg.positive): "1", spelling_key(cfg.negative): "0", **recode}
     for key, row in keyed.items():
         raw = row.values[cfg.column]
         out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
+        raw = recode.get(spelling_key(raw), raw)
         where = f"{cfg.path.name} line {row.line}, column '{cfg.column}'"
         ids = {"patient_id": key[0], "side": key[1].value, "path": str(cfg.path)}
         if cfg.date_column:
@@ -466,7 +470,8 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             if value not in (0.0, 1.0):
                 problems.add(
                     "invalid label",
-                    f"{where}: {raw!r} is not a binary label (expected {_expected(cfg)})",
+                    f"{where}: {raw!r} is not a binary label (expected {_expected(cfg)}; labels.recode = "
+                    f'{{ {raw!r} = "1" }} reads another word)',
                     **ids,
                 )
                 continue
@@ -539,7 +544,7 @@ def _check_scale(cfg: LabelsConfig, labels: Labels) -> None:
 
 def _expected(cfg: LabelsConfig) -> str:
     if cfg.kind == "binary":
-        return "0 or 1"
+        return f"0 or 1, or {cfg.positive!r} or {cfg.negative!r}"
     return "a number from 0 to 100 (percent)" if cfg.scale == "percent" else "a number from 0 to 1 (fraction)"
 
 
