@@ -673,6 +673,30 @@ class TestUnlikeTraining:
         flagged = pred[pred["unlike_training"].str.contains("manufacturer 'Other Vendor'")]
         assert len(flagged) == 1 and "(training: mammofuse synthetic)" in flagged.iloc[0]["unlike_training"]
 
+    def test_a_clinical_value_far_outside_the_training_values_is_flagged(self, run, tmp_path, trained_master):
+        """Age 105, within the cohort's range (18-110) but far beyond the training breasts', was scored
+        without a word: the model extrapolates there. Age 560 lies outside the range: a typo, unscored, saying
+        so."""
+        cohort = tmp_path / "cohort"
+        shutil.copytree(trained_master.parents[2], cohort, ignore=shutil.ignore_patterns("work"))
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+        first, second = clinical.index[clinical.notna().all(axis=1)][:2]
+        clinical.loc[first, "age"], clinical.loc[second, "age"] = "105", "560"
+        clinical.to_csv(cohort / "clinical.csv", index=False)
+        breast = {
+            i: (clinical.loc[i, "patient_id"], clinical.loc[i, "side"][0].upper()) for i in (first, second)
+        }
+        pred = predict(run / "bundle", cohort, tmp_path / "p.csv").set_index(["patient_id", "side"])
+        flagged = pred[pred["unlike_training"] != ""]
+        assert flagged.index.tolist() == [breast[first]]
+        assert re.fullmatch(r"clinical 'age' 105 \(training \d+-\d+\)", flagged.iloc[0]["unlike_training"])
+        typo = f"clinical.csv line {second + 2}, column 'age': '560' lies outside 18 to 110 (clinical.ranges)"
+        assert pred.loc[breast[second], "reason"] == (
+            f"clinical 'age' is missing ({typo}) (the model was trained with na_policy = 'drop')"
+        )
+        strict = predict(run / "bundle", cohort, tmp_path / "s.csv", "--strict")
+        assert strict["probability"].isna().sum() == pred["probability"].isna().sum() + 1
+
     def test_a_batch_scored_unlike_held_out_breasts_is_warned(self):
         import numpy as np
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +78,29 @@ class TestSaveLoad:
         new = pd.DataFrame({"her2": ["POS", " Neg ", "pos", "positive"]})
         assert enc.unknown_values(new) == [(3, "her2", "positive")]  # a word unlike any: not guessed
         np.testing.assert_array_equal(enc.transform(new), [[0, 1], [1, 0], [0, 1], [0, 0]])
+
+
+class TestBeyondTraining:
+    def test_values_far_outside_the_training_range_are_named(self):
+        enc = ClinicalEncoder.fit(TRAIN, ["age"], ["her2"], impute=True)
+        assert enc.ranges == {"age": (40.0, 60.0)}  # the training rows' own values, NA left out
+        new = pd.DataFrame({"age": [560, 64, 36, None, 30], "her2": ["pos"] * 5})
+        # the margin is a quarter of the range, 5 years: 36 and 64 are within it
+        assert enc.beyond_training(new) == [
+            "clinical 'age' 560 (training 40-60)",
+            "",
+            "",
+            "",
+            "clinical 'age' 30 (training 40-60)",
+        ]
+
+    def test_an_encoder_saved_before_it_kept_ranges_flags_nothing(self, tmp_path):
+        enc = ClinicalEncoder.fit(TRAIN, ["age"], [], impute=True)
+        enc.save(tmp_path / "encoder.json")
+        assert ClinicalEncoder.load(tmp_path / "encoder.json").ranges == {"age": (40.0, 60.0)}
+        data = json.loads((tmp_path / "encoder.json").read_text())
+        del data["ranges"]
+        (tmp_path / "encoder.json").write_text(json.dumps(data))
+        assert ClinicalEncoder.load(tmp_path / "encoder.json").beyond_training(
+            pd.DataFrame({"age": [560]})
+        ) == [""]

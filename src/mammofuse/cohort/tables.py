@@ -554,6 +554,7 @@ class Clinical:
     categorical: list[str]
     values: dict[BreastKey, dict[str, float | str | None]] = field(default_factory=dict)
     na_reason: dict[BreastKey, str] = field(default_factory=dict)  # the first missing or invalid cell
+    invalid: dict[BreastKey, dict[str, str]] = field(default_factory=dict)  # feature -> why it was unreadable
     duplicated: set[BreastKey] = field(default_factory=set)  # written twice: left out, the reason given
 
 
@@ -619,6 +620,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 wrong = "is not a number" if number is None else f"lies outside {low:g} to {high:g}"
                 reason = f"{where}: {raw!r} {wrong}" + ("" if number is None else " (clinical.ranges)")
                 out.na_reason.setdefault(key, reason)
+                out.invalid.setdefault(key, {})[col] = reason
                 problems.add(
                     "invalid clinical value",
                     f"{reason} (treated as missing)",

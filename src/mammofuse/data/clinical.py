@@ -29,6 +29,9 @@ def as_category(value: object) -> str | None:
     return text or None
 
 
+RANGE_MARGIN = 0.25  # of the training range, beyond either end: a value out there is unlike the training data
+
+
 @dataclass
 class ClinicalEncoder:
     numeric: list[str]
@@ -39,6 +42,7 @@ class ClinicalEncoder:
     stds: dict[str, float] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # training min, max (before: {})
 
     @classmethod
     def fit(
@@ -52,6 +56,8 @@ class ClinicalEncoder:
             filled = values.fillna(enc.medians[col])
             enc.means[col] = float(filled.mean())
             enc.stds[col] = float(filled.std(ddof=0)) or 1.0
+            if values.notna().any():
+                enc.ranges[col] = (float(values.min()), float(values.max()))
         for col in categorical:
             values = train[col].map(as_category).dropna()
             enc.categories[col] = sorted(values.unique().tolist())
@@ -79,6 +85,18 @@ class ClinicalEncoder:
             if not self.impute:
                 found += [(int(i), col, "missing") for i in np.flatnonzero(values.isna().to_numpy())]
         return found
+
+    def beyond_training(self, df: pd.DataFrame) -> list[str]:
+        """Per row, the numeric values far outside the training values ('' where none is): more than
+        RANGE_MARGIN of the training range beyond its ends (age 560 where training held 28-90). The model
+        extrapolates there, often to a confident probability."""
+        found: list[list[str]] = [[] for _ in range(len(df))]
+        for col, (lo, hi) in self.ranges.items():
+            margin = RANGE_MARGIN * (hi - lo)
+            values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+            for i in np.flatnonzero((values < lo - margin) | (values > hi + margin)):
+                found[i].append(f"clinical '{col}' {values[i]:g} (training {lo:g}-{hi:g})")
+        return ["; ".join(reasons) for reasons in found]
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """(N, F) float32. Missing values take the training median / mode; unknown categories encode as

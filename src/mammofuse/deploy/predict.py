@@ -123,16 +123,20 @@ def _images_config(bundle: Bundle, images: Path) -> ImagesConfig:
     return cfg.model_copy(update={"source": "dicom", "root": images.resolve()})
 
 
-def _unknown_reasons(bundle: Bundle, frame: pd.DataFrame) -> list[str]:
+def _unknown_reasons(bundle: Bundle, frame: pd.DataFrame, invalid: list[dict[str, str]]) -> list[str]:
     """Why each clinical row cannot be encoded by every member ('' where it can): the first value that
-    the first member to refuse the row does not know."""
+    the first member to refuse the row does not know. `invalid`: per row, why a feature's cell could not
+    be read (read_clinical's `invalid`), said for a value missing so."""
     reasons = [""] * len(frame)
     for member in bundle.members:
         for i, column, value in member.encoder.unknown_values(frame):
             if reasons[i]:
                 continue
             if value == "missing":
-                reasons[i] = f"clinical '{column}' is missing (the model was trained with na_policy = 'drop')"
+                why = f" ({invalid[i][column]})" if column in invalid[i] else ""
+                reasons[i] = (
+                    f"clinical '{column}' is missing{why} (the model was trained with na_policy = 'drop')"
+                )
             else:
                 known = ", ".join(member.encoder.categories[column])
                 reasons[i] = (
@@ -226,7 +230,8 @@ def predict_breasts(
     labelled = set(truth.label) if truth is not None else set()
     keys = sorted(set(pairs) | set(values) | labelled)  # a breast known from any source is listed
     frame = pd.DataFrame([values.get(key, {}) for key in keys], columns=columns)  # row number - 1
-    unknown = _unknown_reasons(bundle, frame)
+    unknown = _unknown_reasons(bundle, frame, [table.invalid.get(key, {}) if table else {} for key in keys])
+    beyond = bundle.members[0].encoder.beyond_training(frame)
     for key in keys:
         pid, side = key
         row: dict[str, Any] = {
@@ -294,12 +299,14 @@ def predict_breasts(
                 paths = {v: str(records[v].path) for v in VIEWS}
                 case = CaseInput.of({v: entries[key][v.column("cache")] for v in VIEWS}, [], paths)
                 pre = case.read_images()
+                odd = [beyond[number - 1]]
                 if bundle.profile is not None:
                     headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
-                    row["unlike_training"] = unlike(bundle.profile, pre, case.geometry, headers)
-                    if strict and row["unlike_training"]:
-                        row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
-                        continue
+                    odd.insert(0, unlike(bundle.profile, pre, case.geometry, headers))
+                row["unlike_training"] = "; ".join(reason for reason in odd if reason)
+                if strict and row["unlike_training"]:
+                    row["reason"] = f"unlike the training data (--strict): {row['unlike_training']}"
+                    continue
                 ready.append((number, pre, case))
             if not ready:
                 continue
