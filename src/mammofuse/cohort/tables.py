@@ -639,14 +639,15 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         where = f"{cfg.path.name}, column '{as_written.get(col, col)}'"
         if respelt := _one_spelling(col, where, lines, problems, cfg.path):
             for values in out.values.values():
-                values[col] = respelt.get(values[col], values[col])  # type: ignore[arg-type]
+                if isinstance(value := values[col], str):
+                    values[col] = respelt.get(value, value)
     return out
 
 
 def _one_spelling(
     col: str, where: str, lines: dict[str, list[int]], problems: Problems, path: Path
 ) -> dict[str, str]:
-    """A categorical column's values that differ only in case or spaces ('Positive', 'positive ') are one
+    """A categorical column's values that differ only in case or spaces ('Positive' and 'positive') are one
     category, spelt as most of its rows spell it: returns the respellings, each warned about. A value of at
     most RARE rows that looks like a frequent one ('positve' beside 'positive') is warned about as a likely
     typo and kept (`recode` reads it as the other). `lines`: each value's line numbers."""
