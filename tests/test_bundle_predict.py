@@ -252,8 +252,8 @@ class TestPredict:
         damaged.write_bytes(damaged.read_bytes()[:2000])  # an unreadable file
         clinical.loc[clinical["patient_id"] == truth.loc[2, "patient_id"], "grade"] = "4"  # unknown category
         side = clinical["side"].str[0].str.upper() == truth.loc[3, "side"]
-        twice = clinical[(clinical["patient_id"] == truth.loc[3, "patient_id"]) & side]  # a row written twice
-        pd.concat([clinical, twice]).to_csv(cohort / "clinical.csv", index=False)
+        twice = clinical[(clinical["patient_id"] == truth.loc[3, "patient_id"]) & side]  # written twice,
+        pd.concat([clinical, twice.assign(age="42")]).to_csv(cohort / "clinical.csv", index=False)  # unalike
         out = tmp_path / "out" / "predictions.csv"
         pred = predict(run / "bundle", cohort, out, "--explain", "--regions", str(source / "lesions.csv"))
         reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))

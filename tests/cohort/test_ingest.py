@@ -627,18 +627,37 @@ class TestBadInput:
         _, _, manifest, _ = run_ingest(tiny_cohort, capsys)
         assert (row["patient_id"], row["side"]) in keys(manifest)
 
-    @pytest.mark.parametrize("table", ["labels.csv", "clinical.csv"])
-    def test_a_breast_written_twice_in_a_table_is_left_out_once_with_that_reason(
-        self, tiny_cohort, capsys, table
+    @pytest.mark.parametrize(
+        ("table", "column"), [("labels.csv", "invasive_fraction"), ("clinical.csv", "age")]
+    )
+    def test_a_breast_written_twice_in_a_table_is_left_out_once_where_its_rows_differ(
+        self, tiny_cohort, capsys, table, column
     ):
-        lines = (tiny_cohort / table).read_text().splitlines()
-        (tiny_cohort / table).write_text("\n".join([*lines, lines[1]]) + "\n")
+        rows = pd.read_csv(tiny_cohort / table, dtype=str)
+        again = rows.iloc[[0]].assign(**{column: "42"})  # the same breast, written again otherwise
+        pd.concat([rows, again]).to_csv(tiny_cohort / table, index=False)
         _, exclusions, hits = self.excluded(tiny_cohort, capsys, "duplicate key")
-        assert f"lines 2, {len(lines) + 1}" in hits.iloc[0]["reason"]
+        reason = hits.iloc[0]["reason"]
+        assert f"lines 2, {len(rows) + 2}: 2 rows for patient" in reason
+        assert f"which differ in '{column}' ({rows.loc[0, column]!r}, '42'); the breast is left out" in reason
         breast = tuple(hits.iloc[0][["patient_id", "side"]])
         # not also "no row in labels.csv": the rows are there, twice
         same = (exclusions["patient_id"] == breast[0]) & (exclusions["side"] == breast[1])
         assert exclusions.loc[same, "category"].tolist() == ["duplicate key"]
+
+    @pytest.mark.parametrize("table", ["labels.csv", "clinical.csv"])
+    def test_a_row_pasted_twice_is_read_once_with_a_warning(self, tiny_cohort, capsys, table):
+        """Both rows say the same: the breast was left out, losing what they agree on."""
+        _, _, before, _ = run_ingest(tiny_cohort, capsys)
+        lines = (tiny_cohort / table).read_text().splitlines()
+        (tiny_cohort / table).write_text("\n".join([*lines, lines[1]]) + "\n")
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        pd.testing.assert_frame_equal(manifest, before)
+        [warned] = exclusions.loc[exclusions["category"] == "duplicate rows", "reason"]
+        assert (
+            warned.endswith(", alike in every column read: read once")
+            and f"lines 2, {len(lines) + 1}" in warned
+        )
 
     @pytest.mark.parametrize("bad", ["140", "abc"])
     def test_invasive_fraction_out_of_range_or_not_a_number(self, tiny_cohort, capsys, bad):

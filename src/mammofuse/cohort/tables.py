@@ -317,11 +317,19 @@ def _plain(pid: str) -> str:
 
 
 def _keyed(
-    rows: list[Row], patient_col: str, side_col: str, path: Path, problems: Problems, width: int
+    rows: list[Row],
+    patient_col: str,
+    side_col: str,
+    path: Path,
+    problems: Problems,
+    width: int,
+    used: list[str],
 ) -> tuple[dict[BreastKey, Row], set[BreastKey]]:
-    """Key rows by (patient, side); unknown sides and duplicate keys are recorded and left out. `width`:
-    all-digit IDs padded with leading zeros to that many digits. No `side_col` (""): a row per patient,
-    keying both breasts. Returns the keyed rows and the keys written more than once."""
+    """Key rows by (patient, side); unknown sides are recorded and left out. A key written more than once
+    is read once where its rows agree in the `used` columns (a row pasted twice), with a warning, and
+    left out where they do not, naming the column. `width`: all-digit IDs padded with leading zeros to
+    that many digits. No `side_col` (""): a row per patient, keying both breasts. Returns the keyed rows
+    and the keys left out for rows that disagree."""
     by_key: dict[BreastKey, list[Row]] = defaultdict(list)
     for row in rows:
         pid, raw_side = with_zeros(row.values[patient_col], width), row.values.get(side_col, "")
@@ -355,19 +363,22 @@ def _keyed(
                 by_key[(pid, side)].append(row)
     out, twice = {}, set()
     for key, found in by_key.items():
-        if len(found) > 1:
+        ids = {"patient_id": key[0], "side": key[1].value, "path": str(path)}
+        written = f"{path.name} lines {', '.join(str(r.line) for r in found)}: {len(found)} rows for patient "
+        written += f"{key[0]} side {key[1].value}"
+        differ = [c for c in used if len({r.values.get(c, "") for r in found}) > 1]
+        if len(found) > 1 and differ:
             twice.add(key)
-            lines = ", ".join(str(r.line) for r in found)
+            said = ", ".join(repr(r.values.get(differ[0], "")) for r in found)
             problems.add(
                 "duplicate key",
-                f"{path.name} lines {lines}: {len(found)} rows for patient {key[0]} "
-                f"side {key[1].value} (expected one); the breast is left out",
-                patient_id=key[0],
-                side=key[1].value,
-                path=str(path),
+                f"{written} (expected one), which differ in '{differ[0]}' ({said}); the breast is left out",
+                **ids,
             )
-        else:
-            out[key] = found[0]
+            continue
+        if len(found) > 1:
+            problems.warn("duplicate rows", f"{written}, alike in every column read: read once", **ids)
+        out[key] = found[0]
     return out, twice
 
 
@@ -430,8 +441,9 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
         cfg.path, columns, problems, "label CSV", cfg.encoding, "labels.encoding", (cfg.sheet, "labels.sheet")
     )
     out = Labels()
+    used = [cfg.column, *([cfg.date_column] if cfg.date_column else [])]
     keyed, out.duplicated = _keyed(
-        rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width
+        rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width, used
     )
     month_first = (
         _month_first(cfg, [row.values[cfg.date_column] for row in rows]) if cfg.date_column else False
@@ -597,7 +609,13 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         )
     out = Clinical([c for c in cfg.numeric if c in present], [c for c in cfg.categorical if c in present])
     keyed, out.duplicated = _keyed(
-        rows, cfg.patient_column, cfg.side_column, cfg.path, problems, cfg.patient_id_width
+        rows,
+        cfg.patient_column,
+        cfg.side_column,
+        cfg.path,
+        problems,
+        cfg.patient_id_width,
+        out.numeric + out.categorical,
     )
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
     spellings: dict[str, dict[str, list[int]]] = {col: defaultdict(list) for col in out.categorical}
