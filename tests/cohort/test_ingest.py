@@ -781,6 +781,24 @@ class TestClinicalTypos:
             "line 9, column 'tumour_size_mm': -3 is the column's only value below 0: a typo?" in warned[1][3]
         )
 
+    def test_a_number_written_as_a_bound_is_read_as_the_bound(self, tiny_cohort, capsys):
+        """Pathology writes Ki-67 near 0 as '<1 %': it was 'not a number', and the breast left out."""
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        rows = clinical.index[clinical.notna().all(axis=1)][:2]
+        clinical.loc[rows, "ki67"] = ["<1 %", "≥ 90"]
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        code, out, manifest, exclusions = run_ingest(tiny_cohort, capsys)
+        read = manifest.set_index(["patient_id", "side"])["ki67"]
+        assert [read[(clinical.loc[r, "patient_id"], clinical.loc[r, "side"][0].upper())] for r in rows] == [
+            1,
+            90,
+        ]
+        [warned] = exclusions.loc[exclusions["category"] == "bound read as its value", "reason"]
+        assert warned == (
+            f"clinical.csv, column 'ki67': 2 value(s) written as a bound, read as the bound: '<1 %' (line "
+            f"{rows[0] + 2}), '≥ 90' (line {rows[1] + 2})"
+        )
+
     def test_a_category_spelt_another_way_is_read_as_the_usual_spelling(self, tiny_cohort, capsys):
         _, _, before, _ = run_ingest(tiny_cohort, capsys)
         clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)

@@ -618,6 +618,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         out.numeric + out.categorical,
     )
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
+    bounds: dict[str, list[tuple[str, int]]] = {col: [] for col in out.numeric}  # as written, line
     spellings: dict[str, dict[str, list[int]]] = {col: defaultdict(list) for col in out.categorical}
     for key, row in keyed.items():
         values: dict[str, float | str | None] = {}
@@ -629,7 +630,10 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 values[col] = None
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
-                number = parse_number(raw.removesuffix("%"))  # Ki-67 "20 %" is 20
+                bound = BOUND.fullmatch(raw)  # Ki-67 "<1 %", as pathology reports write one near 0 or 100
+                number = parse_number((bound[2] if bound else raw).removesuffix("%"))  # "20 %" is 20
+                if bound and number is not None:
+                    bounds[col].append((raw, row.line))
                 low, high = cfg.ranges.get(col, (-math.inf, math.inf))
                 values[col] = number if number is not None and low <= number <= high else None
                 if number is not None and values[col] is not None:
@@ -653,6 +657,14 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     for col, read in cells.items():
         if col not in cfg.ranges:
             _warn_far_values(col, read, problems, cfg.path)
+        if bounds[col]:
+            shown = ", ".join(f"{raw!r} (line {line})" for raw, line in bounds[col][:3])
+            problems.warn(
+                "bound read as its value",
+                f"{cfg.path.name}, column '{as_written.get(col, col)}': {len(bounds[col])} value(s) written "
+                f"as a bound, read as the bound: {shown}{', ...' if len(bounds[col]) > 3 else ''}",
+                path=str(cfg.path),
+            )
     for col, lines in spellings.items():
         where = f"{cfg.path.name}, column '{as_written.get(col, col)}'"
         if respelt := _one_spelling(col, where, lines, problems, cfg.path):
