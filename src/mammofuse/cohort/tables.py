@@ -654,6 +654,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 values[col] = raw
                 spellings[col][raw].append(row.line)
         out.values[key] = values
+    column = {col: f"{cfg.path.name}, column '{as_written.get(col, col)}'" for col in cells | spellings}
     for col, read in cells.items():
         if col not in cfg.ranges:
             _warn_far_values(col, read, problems, cfg.path)
@@ -661,13 +662,12 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
             shown = ", ".join(f"{raw!r} (line {line})" for raw, line in bounds[col][:3])
             problems.warn(
                 "bound read as its value",
-                f"{cfg.path.name}, column '{as_written.get(col, col)}': {len(bounds[col])} value(s) written "
-                f"as a bound, read as the bound: {shown}{', ...' if len(bounds[col]) > 3 else ''}",
+                f"{column[col]}: {len(bounds[col])} value(s) written as a bound, read as the bound: {shown}"
+                + (", ..." if len(bounds[col]) > 3 else ""),
                 path=str(cfg.path),
             )
     for col, lines in spellings.items():
-        where = f"{cfg.path.name}, column '{as_written.get(col, col)}'"
-        if respelt := _one_spelling(col, where, lines, problems, cfg.path):
+        if respelt := _one_spelling(col, column[col], lines, problems, cfg.path):
             for values in out.values.values():
                 if isinstance(value := values[col], str):
                     values[col] = respelt.get(value, value)
