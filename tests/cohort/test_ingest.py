@@ -698,10 +698,16 @@ class TestBadInput:
 
     def test_clinical_value_that_is_not_a_number(self, tiny_cohort, capsys):
         clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
-        clinical.loc[0, "age"] = "sixty"
+        clinical.loc[0, "age"], clinical.loc[1, "tumour_size_mm"] = "sixty", "2.3 cm"
         clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
         manifest, exclusions, hits = self.excluded(tiny_cohort, capsys, "invalid clinical value")
-        assert "line 2, column 'age': 'sixty' is not a number" in hits.iloc[0]["reason"]
+        assert hits.iloc[0]["reason"].endswith(
+            "line 2, column 'age': 'sixty' is not a number (treated as missing)"
+        )
+        assert hits.iloc[1]["reason"].endswith(
+            "line 3, column 'tumour_size_mm': '2.3 cm' is not a number (a number with a unit, 'cm': write "
+            "its numbers alone, all in one unit) (treated as missing)"
+        )
         first = (clinical.loc[0, "patient_id"], clinical.loc[0, "side"][0].upper())
         assert first not in keys(manifest)
 

@@ -492,6 +492,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     return out
 
 
+WITH_UNIT = re.compile(r"[-+]?\d+(?:[.,]\d+)?\s*([^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm"
 BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction near 0 or 100 as reports write it
 
 
@@ -640,6 +641,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                     cells[col].append((number, where, key))
                     continue
                 wrong = "is not a number" if number is None else f"lies outside {low:g} to {high:g}"
+                if number is None and (unit := WITH_UNIT.fullmatch(raw)):
+                    wrong += f" (a number with a unit, {unit[1]!r}: write its numbers alone, all in one unit)"
                 reason = f"{where}: {raw!r} {wrong}" + ("" if number is None else " (clinical.ranges)")
                 out.na_reason.setdefault(key, reason)
                 out.invalid.setdefault(key, {})[col] = reason
