@@ -260,7 +260,7 @@ class ClinicalConfig(_Section):
     recode: dict[str, dict[str, str]] = Field(
         {},
         description="feature -> { value as written -> value as the features use it } (e.g. { er = { pos = "
-        '"positive", neg = "negative" } }); other values are read as written',
+        '"positive", neg = "negative" } }), matched without case or spaces; other values are read as written',
     )
     ranges: dict[str, tuple[float, float]] = Field(
         {},

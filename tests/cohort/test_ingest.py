@@ -819,6 +819,23 @@ class TestClinicalTypos:
         )
         assert warned in out
 
+    def test_a_recode_matches_without_case_or_spaces(self, tmp_path):
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        table = pd.DataFrame({"patient_id": ["P1", "P2", "P3"], "side": "L", "er": ["pos", "POS", " Neg"]})
+        table.to_csv(tmp_path / "clinical.csv", index=False)
+        recode = {"er": {"pos": "positive", "neg": "negative"}}
+        cfg = ClinicalConfig(path=tmp_path / "clinical.csv", numeric=[], categorical=["er"], recode=recode)
+        clinical = read_clinical(cfg, problems := Problems())
+        assert clinical is not None and not problems.items
+        assert [clinical.values[(p, Side.LEFT)]["er"] for p in ("P1", "P2", "P3")] == [
+            "positive",
+            "positive",
+            "negative",
+        ]
+
     def test_a_rare_category_like_a_frequent_one_is_warned_about_and_kept(self, tmp_path):
         from mammofuse.cohort.tables import read_clinical
         from mammofuse.config import ClinicalConfig

@@ -618,6 +618,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         cfg.patient_id_width,
         out.numeric + out.categorical,
     )
+    recode = {col: {spelling_key(k): v for k, v in codes.items()} for col, codes in cfg.recode.items()}
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
     bounds: dict[str, list[tuple[str, int]]] = {col: [] for col in out.numeric}  # as written, line
     spellings: dict[str, dict[str, list[int]]] = {col: defaultdict(list) for col in out.categorical}
@@ -625,7 +626,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:
             raw = row.values[col]
-            raw = cfg.recode.get(col, {}).get(raw, raw)
+            raw = recode.get(col, {}).get(spelling_key(raw), raw)
             where = f"{cfg.path.name} line {row.line}, column '{as_written.get(col, col)}'"
             if raw.lower() in NA_TOKENS:
                 values[col] = None
