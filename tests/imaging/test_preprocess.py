@@ -266,6 +266,24 @@ class TestBadPixels:
         assert problems.items[0].reason != problems.items[1].reason
         assert not any("not used" in p.reason for p in problems.items)
 
+    def test_a_blank_image_leaves_its_breast_out_with_that_reason(self, tiny_cohort):
+        """An export's blank image (every pixel one value) decodes, and was kept: the crop then took the whole
+        image for the breast, and the model trained on nothing."""
+        manifest, work = ingested(tiny_cohort)
+        path = Path(manifest.loc[0, "cc_path"])
+        ds = pydicom.dcmread(path)
+        ds.PixelData = np.zeros_like(ds.pixel_array).tobytes()
+        ds.save_as(path)
+        problems = Problems()
+        table, stats, _ = preprocess_cohort(manifest, SMALL, work / "cache", problems)
+        assert stats.failed == 1 and len(table) == len(manifest) - 1
+        [left_out] = problems.items
+        assert (left_out.category, left_out.path) == ("blank image", str(path))
+        assert left_out.reason.startswith(f"{path}: every pixel shows as brightness ")
+        assert left_out.reason.endswith(
+            f"the breast's other view is not used without it: MLO image {manifest.loc[0, 'mlo_path']}"
+        )
+
     def test_a_side_tag_that_contradicts_the_pixels_is_oriented_by_the_pixels_and_reported(self, tiny_cohort):
         manifest, work = ingested(tiny_cohort)
         path = Path(manifest.loc[0, "cc_path"])

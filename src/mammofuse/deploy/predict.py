@@ -31,7 +31,7 @@ from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.explain import CaseInput
-from mammofuse.imaging.preprocess import PARTNER_UNUSED, UNDECODABLE, preprocess_cohort
+from mammofuse.imaging.preprocess import BLANK, PARTNER_UNUSED, UNDECODABLE, preprocess_cohort
 from mammofuse.models import positive_probability
 from mammofuse.models.device import on_inference_device
 from mammofuse.parallel import Progress
@@ -281,9 +281,9 @@ def predict_breasts(
         undecodable = {  # the reason without the files' paths, as the other reasons
             (p.patient_id, p.side): p.reason.removeprefix(f"{p.path}: ").split(PARTNER_UNUSED)[0]
             for p in decoding.items
-            if p.category == UNDECODABLE
+            if p.category in (UNDECODABLE, BLANK)
         }
-        problems.items += [p for p in decoding.items if p.category != UNDECODABLE]  # warnings, breast kept
+        problems.items += [p for p in decoding.items if p.category not in (UNDECODABLE, BLANK)]  # warnings
         numbers = list(waiting)
         batches = [numbers[i : i + BATCH] for i in range(0, len(numbers), BATCH)]
         for batch in (

@@ -46,6 +46,13 @@ SAVE_EVERY_S = 5.0  # the cache index is saved at least this often while preproc
 ENLARGED = 1.25  # an image resized up by more than this is reported: it has no detail the export lacks
 
 
+BLANK_SPAN = 0.01  # an image whose brightest and darkest pixels are closer than this shows nothing
+
+
+class BlankImage(ValueError):
+    """An image that decodes but shows nothing: every pixel the same brightness."""
+
+
 class Preprocessed(NamedTuple):
     image: np.ndarray  # the model's input, uint16 (H, W) = brightness x 65535
     geometry: Geometry  # how it maps back onto the original
@@ -75,9 +82,13 @@ def preprocess_pixels(
     def values(small: np.ndarray) -> np.ndarray:
         return apply_table(small, table_q, offset)
 
-    box, chest_left, mask = find_breast(
-        apply_table(raw[::step, ::step], table, offset), step, raw.shape, cfg.margin
-    )
+    seen = apply_table(raw[::step, ::step], table, offset)
+    if seen.max() - seen.min() < BLANK_SPAN:
+        raise BlankImage(
+            f"every pixel shows as brightness {seen.min():.2f}: a blank image, or a window (WindowCenter, "
+            "WindowWidth) that maps every pixel to one value (preprocess.voi = 'none' ignores it)"
+        )
+    box, chest_left, mask = find_breast(seen, step, raw.shape, cfg.margin)
     display = display_image(raw, table, offset, keep_region(mask, step, (0, raw.shape[0], 0, raw.shape[1])))
     if cfg.mode == "seed_parity":
         parity = seed_parity(raw, cfg.parity_resize, cfg.parity_crop, values)
@@ -123,6 +134,7 @@ def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig) 
 
 
 UNDECODABLE = "undecodable pixels"  # the problem category of a breast whose image cannot be decoded
+BLANK = "blank image"  # ... or shows nothing (`BlankImage`)
 PARTNER_UNUSED = "; the breast's other view is not used without it: "  # then that image, in the reason
 
 
@@ -138,10 +150,13 @@ class _Job:
 def _run_job(job: _Job) -> dict[str, Any]:
     try:
         done = preprocess_file(job.path, Side(job.side), job.cfg)
+    except BlankImage as exc:
+        return {"key": job.key, "error": f"{job.path}: {exc}", "category": BLANK}
     except Exception as exc:  # any decoder failure is a per-file problem, never a crash
         return {
             "key": job.key,
             "error": f"{job.path}: pixels cannot be decoded ({type(exc).__name__}: {exc})",
+            "category": UNDECODABLE,
         }
     write_display(Path(job.out), done.display)  # first: an entry that exists has its display copy
     record = write_entry(Path(job.out), done.image)
@@ -232,12 +247,12 @@ def _build(
             stats.rebuilt += key in cache.index
             jobs.append(_Job(path, breast["side"], key, str(cache.path(key)), cfg))
 
-    failed: dict[str, str] = {}
+    failed: dict[str, tuple[str, str]] = {}  # key -> problem category, reason
     saved = time.monotonic()
     for result in parallel_map(_run_job, jobs, cfg.workers, progress, cluster=cfg.cluster):
         key = result.pop("key")
         if "error" in result:
-            failed[key] = result["error"]
+            failed[key] = result["category"], result["error"]
             cache.index.pop(key, None)
             continue
         stats.decoded += 1
@@ -259,7 +274,8 @@ def _build(
             ]
             for path in bad:  # each image that failed, with its own error; and the partner not used
                 also = f"{PARTNER_UNUSED}{unused[0]}" if unused else ""
-                problems.add(UNDECODABLE, failed[keys[path]] + also, path=path, **ids)
+                category, reason = failed[keys[path]]
+                problems.add(category, reason + also, path=path, **ids)
             continue
         for path in paths:
             if (
