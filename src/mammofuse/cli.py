@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         const=8,
         default=0,
         metavar="N",
-        help="also write WORK/preview.png with N preprocessed pairs (default 8)",
+        help="also write WORK/preview.png with N preprocessed pairs (default 8): first the breasts a warning "
+        "names (their image oriented by the pixels, read the other way round, ...), then both classes",
     )
     p.add_argument(
         "--verify",

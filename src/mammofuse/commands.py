@@ -165,7 +165,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     if args.preview:
         from mammofuse.imaging.preview import contact_sheet
 
-        contact_sheet(table, args.preview).savefig(work.preview, dpi=100)
+        warned = {w.path: w.category for w in reversed(problems.of(WARNING)) if w.path}  # the first of each
+        contact_sheet(table, args.preview, warned).savefig(work.preview, dpi=100)
         console.print(f"preview: {work.preview}")
     return 0
 

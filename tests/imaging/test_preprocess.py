@@ -442,3 +442,19 @@ class TestCluster:
         with pytest.raises(SystemExit):
             main(["preprocess", str(tiny_cohort / "cohort.toml"), "--cluster", "spark://x"])
         assert "expected dask://HOST:PORT or local:N" in capsys.readouterr().err
+
+    def test_the_preview_shows_the_images_a_warning_names_first(self, tiny_cohort):
+        from mammofuse.imaging.preview import contact_sheet
+
+        manifest, work = ingested(tiny_cohort)
+        table, _, _ = preprocess_cohort(manifest, SMALL, work / "cache", Problems())
+        last = table.iloc[-1]
+        fig = contact_sheet(table, 2, {last["mlo_path"]: "polarity from the pixels"})
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert len(titles) == 4  # two breasts, two views each: the flagged one among them
+        assert (
+            f"row {len(table)} {last['side']} MLO  label {last['label']}\npolarity from the pixels" in titles
+        )
+        assert (
+            f"row {len(table)} {last['side']} CC  label {last['label']}" in titles
+        )  # its other view: no note

@@ -295,7 +295,7 @@ def _build(
                     "polarity from the pixels",
                     f"{path}: no PhotometricInterpretation in the header: read as {guessed}, the way "
                     "round that makes the background (the air beside the breast) darker than the breast: "
-                    "look at it to be sure (breast kept)",
+                    "look at it to be sure (breast kept; preprocess --preview shows it first)",
                     path=path,
                     **ids,
                 )
