@@ -4,6 +4,7 @@ machine's cores, or on a Dask cluster's workers (archive-scale preprocessing).""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -98,8 +99,12 @@ def cluster_map(
 
 def dask_setup(worker: object) -> None:
     """What a worker of a LocalCluster started here does first: as a pool's worker, it leaves Ctrl-C to
-    the command, which closes the cluster (else each worker prints a KeyboardInterrupt traceback)."""
+    the command, which closes the cluster (else each worker prints a KeyboardInterrupt traceback); and it
+    keeps Dask's own log to what stops it: closing races (a heartbeat to a scheduler already closed, a task
+    cancelled) logged tracebacks and warnings after a Ctrl-C, while a job's error returns through its
+    future to the command, which names the file."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 class ClusterError(DataError):

@@ -98,6 +98,7 @@ def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready, where):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "CancelledError" not in err, err  # Dask's closing races, once logged by its workers
     assert "interrupted; rerun the same command" in out
     assert table.read_bytes() == before
     assert main(["preprocess", str(ready / "cohort.toml"), *where]) == 0

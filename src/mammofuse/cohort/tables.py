@@ -363,20 +363,21 @@ def _keyed(
                 by_key[(pid, side)].append(row)
     out, twice = {}, set()
     for key, found in by_key.items():
-        ids = {"patient_id": key[0], "side": key[1].value, "path": str(path)}
-        written = f"{path.name} lines {', '.join(str(r.line) for r in found)}: {len(found)} rows for patient "
-        written += f"{key[0]} side {key[1].value}"
-        differ = [c for c in used if len({r.values.get(c, "") for r in found}) > 1]
-        if len(found) > 1 and differ:
-            twice.add(key)
-            said = ", ".join(repr(r.values.get(differ[0], "")) for r in found)
-            problems.add(
-                "duplicate key",
-                f"{written} (expected one), which differ in '{differ[0]}' ({said}); the breast is left out",
-                **ids,
-            )
-            continue
         if len(found) > 1:
+            ids = {"patient_id": key[0], "side": key[1].value, "path": str(path)}
+            lines = ", ".join(str(r.line) for r in found)
+            written = f"{path.name} lines {lines}: {len(found)} rows for patient {key[0]} side {key[1].value}"
+            differ = [c for c in used if len({r.values.get(c, "") for r in found}) > 1]
+            if differ:
+                twice.add(key)
+                said = ", ".join(repr(r.values.get(differ[0], "")) for r in found)
+                problems.add(
+                    "duplicate key",
+                    f"{written} (expected one), which differ in '{differ[0]}' ({said}); the breast is left "
+                    "out",
+                    **ids,
+                )
+                continue
             problems.warn("duplicate rows", f"{written}, alike in every column read: read once", **ids)
         out[key] = found[0]
     return out, twice
