@@ -627,7 +627,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
         values: dict[str, float | str | None] = {}
         for col in out.numeric + out.categorical:
             raw = row.values[col]
-            raw = recode.get(col, {}).get(spelling_key(raw), raw)
+            if codes := recode.get(col):
+                raw = codes.get(spelling_key(raw), raw)
             where = f"{cfg.path.name} line {row.line}, column '{as_written.get(col, col)}'"
             if raw.lower() in NA_TOKENS:
                 values[col] = None

@@ -31,11 +31,11 @@ from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
 from mammofuse.domain import VIEWS, View
 from mammofuse.explain.explain import CaseInput
-from mammofuse.imaging.preprocess import BLANK, PARTNER_UNUSED, UNDECODABLE, preprocess_cohort
+from mammofuse.imaging.preprocess import PARTNER_UNUSED, preprocess_cohort
 from mammofuse.models import positive_probability
 from mammofuse.models.device import on_inference_device
 from mammofuse.parallel import Progress
-from mammofuse.problems import DataError, Problems
+from mammofuse.problems import WARNING, DataError, Problems
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
 RECALIBRATED_COLUMNS = ["model_probability"]  # a recalibrated bundle: the model's own, before the site's map
@@ -278,12 +278,12 @@ def predict_breasts(
         bar = progress("decoding") if progress else None
         found, _, _ = preprocess_cohort(breasts, cfg, root, decoding, bar)
         entries = {(e["patient_id"], e["side"]): e for e in found.to_dict("records")}
-        undecodable = {  # the reason without the files' paths, as the other reasons
+        undecodable = {  # an image left out (undecodable, blank): the reason without its path, as the others
             (p.patient_id, p.side): p.reason.removeprefix(f"{p.path}: ").split(PARTNER_UNUSED)[0]
             for p in decoding.items
-            if p.category in (UNDECODABLE, BLANK)
+            if p.severity != WARNING
         }
-        problems.items += [p for p in decoding.items if p.category not in (UNDECODABLE, BLANK)]  # warnings
+        problems.items += decoding.of(WARNING)  # the breast kept
         numbers = list(waiting)
         batches = [numbers[i : i + BATCH] for i in range(0, len(numbers), BATCH)]
         for batch in (
