@@ -8,11 +8,16 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mammofuse.problems import DataError
+
+if TYPE_CHECKING:
+    from distributed import Future
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -87,14 +92,43 @@ def cluster_map(
         except OSError as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {address} ({exc})") from None
         local = None
+    with _ctrl_c_deferred() as interrupted:
+        try:
+            futures = client.map(fn, jobs, pure=False)
+            results: Iterable[R] = (_result(future, interrupted) for future in futures)
+            yield from (progress(results, len(jobs)) if progress else results)
+        finally:
+            client.close()
+            if local is not None:
+                local.close()
+
+
+@contextmanager
+def _ctrl_c_deferred() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event instead of raising wherever the main thread is: a KeyboardInterrupt inside
+    Dask's client calls races its event loop's thread, which then logged a NameError traceback
+    (distributed 2026.8, utils.sync) and 'Couldn't gather keys' errors. Signals are the main thread's:
+    elsewhere the event is never set."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        futures = client.map(fn, jobs, pure=False)
-        results = (future.result() for future in futures)
-        yield from (progress(results, len(jobs)) if progress else results)
+        yield interrupted
     finally:
-        client.close()
-        if local is not None:
-            local.close()
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():  # a Ctrl-C after the last result is still one
+        raise KeyboardInterrupt
+
+
+def _result(future: Future, interrupted: threading.Event) -> Any:
+    """A future's result, waited for outside Dask's client calls: a Ctrl-C raises here, between them."""
+    while not (future.done() or interrupted.is_set()):
+        interrupted.wait(0.05)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+    return future.result()
 
 
 def dask_setup(worker: object) -> None:

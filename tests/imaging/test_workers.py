@@ -74,6 +74,19 @@ def test_a_worker_leaves_ctrl_c_to_its_parent_and_jobs_not_begun_are_not_run(tmp
     assert len(list(tmp_path.iterdir())) < 20  # not the 60: the pool did not work through its queue
 
 
+def test_a_ctrl_c_during_a_cluster_map_ends_it_at_the_next_result_and_gives_the_handler_back():
+    # a KeyboardInterrupt inside Dask's client calls races its event loop (a logged NameError traceback)
+    before, seen = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        for n in parallel_map(abs, list(range(8)), cluster="local:1"):
+            seen.append(n)
+            if n == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C while the caller works on a result
+                seen.append("finished")
+    assert seen == [0, 1, 2, "finished"]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups")
 @pytest.mark.parametrize("where", [["--workers", "2"], ["--cluster", "local:2"]])
 def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready, where):
