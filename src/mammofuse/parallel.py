@@ -124,8 +124,10 @@ def _ctrl_c_deferred() -> Iterator[threading.Event]:
 
 def _result(future: Future, interrupted: threading.Event) -> Any:
     """A future's result, waited for outside Dask's client calls: a Ctrl-C raises here, between them."""
-    while not (future.done() or interrupted.is_set()):
-        interrupted.wait(0.05)
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())  # from Dask's thread, the moment it is done
+    while not (done.wait(0.1) or interrupted.is_set()):
+        pass
     if interrupted.is_set():
         raise KeyboardInterrupt
     return future.result()
