@@ -11,7 +11,9 @@ from mammofuse.cohort import synth
 from mammofuse.cohort.synth import SynthOptions, synthesize
 from mammofuse.config import PreprocessConfig, load_config
 from mammofuse.domain import VIEWS, Side
+from mammofuse.imaging import preprocess
 from mammofuse.imaging.cache import Cache, display_path, load_entry, read_display
+from mammofuse.imaging.dicomfile import read_reduced, reducible
 from mammofuse.imaging.preprocess import preprocess_cohort, preprocess_file
 from mammofuse.problems import Problems
 from tests.cohort.helpers import edit_config
@@ -38,6 +40,46 @@ class TestCompressedFiles:
             np.testing.assert_array_equal(
                 preprocess_file(a, side, SMALL)[0], preprocess_file(b, side, SMALL)[0]
             )
+
+
+class TestJpeg2000AtTheResolutionNeeded:
+    SIZE = (128, 64)  # a 1024 x 832 image's breast needs 1/4 of its pixels a side, or fewer
+
+    @pytest.fixture(scope="class")
+    def files(self, tmp_path_factory) -> tuple[list[Path], list[Path]]:
+        """The same two breasts' images, uncompressed and in JPEG 2000."""
+        root = tmp_path_factory.mktemp("j2k")
+        opts = SynthOptions(breasts=2, seed=7, image_size=(1024, 832), workers=1)
+        synthesize(root / "none", opts)
+        synthesize(root / "j2k", SynthOptions(**{**opts.__dict__, "compression": "jpeg2000"}))
+        plain, packed = ((root / name / "dicom").rglob("*.dcm") for name in ("none", "j2k"))
+        return sorted(plain), sorted(packed)
+
+    def test_a_level_holds_the_stored_values_at_its_size(self, files):
+        ds = pydicom.dcmread(files[1][0])
+        assert reducible(ds) and not reducible(pydicom.dcmread(files[0][0]))
+        np.testing.assert_array_equal(read_reduced(ds, 0), ds.pixel_array)  # 12 bits, as stored
+        assert read_reduced(ds, 2).shape == (256, 208)
+
+    def test_reduced_finds_the_breast_at_its_place_without_decoding_every_pixel(self, files, monkeypatch):
+        full, reduced = PreprocessConfig(size=self.SIZE), PreprocessConfig(size=self.SIZE, jpeg2000="reduced")
+        plain, packed = files
+        made = [preprocess_file(path, None, full) for path in packed]
+        as_before = [preprocess_file(path, None, reduced) for path in plain]  # uncompressed: as ever
+        for a, b in zip(made, as_before):
+            np.testing.assert_array_equal(a.image, b.image)
+        monkeypatch.setattr(preprocess, "read_image", None)  # no full decode from here on
+        for path, a in zip(packed, made):
+            b = preprocess_file(path, None, reduced)
+            assert b.geometry.original_shape == a.geometry.original_shape == (1024, 832)
+            assert b.geometry.scale == pytest.approx(a.geometry.scale, rel=0.05)
+            np.testing.assert_allclose(b.geometry.box, a.geometry.box, atol=30)  # original pixels
+            assert np.corrcoef(a.image.ravel(), b.image.ravel())[0, 1] > 0.95
+            assert b.display.shape == a.display.shape and b.laterality_disagrees == a.laterality_disagrees
+
+    def test_the_setting_keys_the_cache_only_where_it_changes_the_arrays(self):
+        as_before, reduced = PreprocessConfig().settings(), PreprocessConfig(jpeg2000="reduced").settings()
+        assert "jpeg2000" not in as_before and reduced.pop("jpeg2000") == "reduced" and reduced == as_before
 
 
 class TestAHeaderWithoutItsPolarity:

@@ -11,14 +11,18 @@ Uncompressed pixels, as many exports write mammograms, are read from the file st
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pydicom
+from PIL import Image
+from PIL.Jpeg2KImagePlugin import Jpeg2KImageFile
 from pydicom import uid
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 
 NATIVE = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)  # uncompressed, in this machine's order
@@ -135,3 +139,42 @@ def _native_pixels(path: str | Path, ds: Dataset) -> np.ndarray | None:
     if bits < 16:  # the bits above may hold overlays (PS3.5 8.1.1): pydicom clears them too
         raw &= np.uint16((1 << bits) - 1)
     return raw.reshape(shape)
+
+
+JPEG2000 = (uid.JPEG2000Lossless, uid.JPEG2000)
+
+
+def reducible(ds: Dataset) -> bool:
+    """Whether `read_reduced` can decode the image: one grey frame of unsigned JPEG 2000."""
+    return (
+        ds.file_meta.get("TransferSyntaxUID") in JPEG2000
+        and [ds.get(k, 1) for k in ("PixelRepresentation", "SamplesPerPixel")] == [0, 1]
+        and int(ds.get("NumberOfFrames") or 1) == 1
+    )
+
+
+def read_reduced(ds: Dataset, levels: int) -> np.ndarray:
+    """The stored values of a `reducible` image decoded at 1 / 2**levels of its size a side (rounded up):
+    JPEG 2000 holds an image as wavelet levels, each half the size of the one above, so OpenJPEG (through
+    Pillow) decodes the coarse levels only, without reading the finer ones' data (about 4x faster a
+    level). Each value is the image's low-pass filtered there. ValueError where the codestream cannot be
+    decoded so (a signed codestream, or fewer levels than asked)."""
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    start = frame.find(b"\xff\x4f\xff\x51")  # the codestream's start and its SIZ segment (maybe in a JP2 box)
+    if start < 0:
+        raise ValueError("no JPEG 2000 codestream")
+    ssiz = frame[start + 42]  # SOC, SIZ marker, Lsiz, Rsiz, 8 x 4-byte sizes, Csiz: the first component's
+    if ssiz & 0x80:
+        raise ValueError("a signed JPEG 2000 codestream")
+    precision = (ssiz & 0x7F) + 1
+    try:
+        with Image.open(io.BytesIO(frame)) as image:
+            if not isinstance(image, Jpeg2KImageFile):
+                raise OSError("not a JPEG 2000 codestream")
+            image.reduce = levels
+            arr = np.asarray(image)
+    except OSError as exc:
+        raise ValueError(f"JPEG 2000 at 1/{2**levels} of its size: {exc}") from None
+    if arr.dtype == np.uint16 and precision < 16:  # Pillow spreads 9 to 15 bits over 16
+        arr = arr >> np.uint16(16 - precision)
+    return arr

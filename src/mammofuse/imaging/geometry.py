@@ -9,7 +9,7 @@ pads, so microcalcifications are not squashed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import cv2
@@ -38,6 +38,13 @@ class Geometry:
     def to_dict(self) -> dict:
         """Plain JSON types (numpy scalars become Python numbers)."""
         return {k: np.asarray(v).tolist() for k, v in asdict(self).items()}
+
+    def on_original(self, factor: int, shape: tuple[int, int]) -> Geometry:
+        """This geometry, found on an image `factor` times coarser a side (`read_reduced`), in the pixels
+        of its original of `shape`."""
+        y0, y1, x0, x1 = (v * factor for v in self.box)
+        box = (y0, min(y1, shape[0]), x0, min(x1, shape[1]))
+        return replace(self, original_shape=shape, box=box, scale=self.scale / factor)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Geometry:

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 import pandas as pd
+from pydicom.dataset import Dataset
 
 from mammofuse.config import PreprocessConfig
 from mammofuse.domain import VIEWS, Side
@@ -26,8 +27,17 @@ from mammofuse.imaging.decode import (
     meta_from_dataset,
     photometric_from_pixels,
 )
-from mammofuse.imaging.dicomfile import read_image
+from mammofuse.imaging.dicomfile import (
+    DEFER_BYTES,
+    complete_pixel_module,
+    read_dicom,
+    read_image,
+    read_reduced,
+    reducible,
+)
 from mammofuse.imaging.geometry import (
+    DETECT_MAX_SIDE,
+    DISPLAY_MAX_SIDE,
     Geometry,
     cut_to_field,
     display_shape,
@@ -126,11 +136,53 @@ def display_file(path: str | Path, voi: bool) -> np.ndarray:
 
 
 def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig) -> Preprocessed:
-    """Read one DICOM file and preprocess it (the I/O edge around `preprocess_pixels`)."""
+    """Read one DICOM file and preprocess it (the I/O edge around `preprocess_pixels`); a JPEG 2000 image
+    at the resolution the output needs, with `jpeg2000 = 'reduced'` (`preprocess_reduced`)."""
+    if cfg.jpeg2000 == "reduced" and cfg.mode == "breast":
+        ds = read_dicom(path, defer_size=DEFER_BYTES)
+        complete_pixel_module(ds)
+        if reducible(ds) and (done := preprocess_reduced(ds, side, cfg)) is not None:
+            return done
     ds, raw = read_image(path)
     if raw.ndim != 2:
         raise ValueError(f"expected one grey frame, found pixel array of shape {raw.shape}")
     return preprocess_pixels(raw, meta_from_dataset(ds), side, cfg)
+
+
+def preprocess_reduced(ds: Dataset, side: Side | None, cfg: PreprocessConfig) -> Preprocessed | None:
+    """A JPEG 2000 image preprocessed from the coarsest of its wavelet levels whose breast box still has at
+    least the output's pixels (found on a coarse level first); its geometry in the original's pixels.
+    None where no level is coarse enough to gain anything, or the codestream has none to give."""
+    shape = (int(ds.Rows), int(ds.Columns))
+    meta = meta_from_dataset(ds)
+    most = min(  # the whole image kept at the output's size, its display copy at its size
+        _levels_within(max(s / o for s, o in zip(shape, cfg.size))),
+        _levels_within(max(shape) / DISPLAY_MAX_SIDE),
+    )
+    if most < 1:
+        return None
+    try:
+        probe_levels = _levels_within(max(shape) / DETECT_MAX_SIDE)
+        probe = read_reduced(ds, probe_levels)
+        seen = preprocess_pixels(probe, _coarser(meta, probe_levels), side, cfg).geometry
+        levels = min(most, _levels_within(2**probe_levels / seen.scale))
+        if levels < 1:
+            return None
+        raw = probe if levels == probe_levels else read_reduced(ds, levels)
+    except ValueError:
+        return None
+    done = preprocess_pixels(raw, _coarser(meta, levels), side, cfg)
+    return done._replace(geometry=done.geometry.on_original(2**levels, shape))
+
+
+def _levels_within(ratio: float) -> int:
+    """How many halvings of a side keep it at least 1 / `ratio` of its size (at most 5: DICOM's usual)."""
+    return max(0, min(5, int(np.floor(np.log2(max(ratio, 1.0)) + 1e-9))))
+
+
+def _coarser(meta: PixelMeta, levels: int) -> PixelMeta:
+    """The pixel description of an image decoded 2**levels times coarser a side."""
+    return replace(meta, spacing_mm=meta.spacing_mm * 2**levels if meta.spacing_mm else meta.spacing_mm)
 
 
 UNDECODABLE = "undecodable pixels"  # the problem category of a breast whose image cannot be decoded
