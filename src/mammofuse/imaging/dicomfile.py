@@ -90,14 +90,21 @@ def _empty(ds: Dataset, keyword: str) -> bool:
     return value is None or value == ""
 
 
-def read_image(path: str | Path) -> tuple[Dataset, np.ndarray]:
-    """A file's data set and its pixels' stored values, as pydicom's `pixel_array` gives them (its bit
-    layout completed where the header lacks it: `complete_pixel_module`). One frame of unsigned 16-bit
-    uncompressed pixels is read from the file straight into its array: pydicom reads them into bytes
-    first, then copies them into a masked array (benchmarks/bench_preprocess.py: the whole preprocessing
-    of such a 3000 x 2400 image takes less than pydicom's decode alone)."""
+def read_header(path: str | Path) -> Dataset:
+    """A file's data set, its pixels read when used (`read_image` reads them), its bit layout completed
+    where the header lacks it (`complete_pixel_module`)."""
     ds = read_dicom(path, defer_size=DEFER_BYTES)
     complete_pixel_module(ds)
+    return ds
+
+
+def read_image(path: str | Path, ds: Dataset | None = None) -> tuple[Dataset, np.ndarray]:
+    """A file's data set (`read_header`'s, read here unless given) and its pixels' stored values, as
+    pydicom's `pixel_array` gives them. One frame of unsigned 16-bit uncompressed pixels is read from the
+    file straight into its array: pydicom reads them into bytes first, then copies them into a masked
+    array (benchmarks/bench_preprocess.py: the whole preprocessing of such a 3000 x 2400 image takes less
+    than pydicom's decode alone)."""
+    ds = read_header(path) if ds is None else ds
     raw = _native_pixels(path, ds)
     if raw is not None:
         return ds, raw

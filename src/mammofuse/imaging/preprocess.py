@@ -27,14 +27,7 @@ from mammofuse.imaging.decode import (
     meta_from_dataset,
     photometric_from_pixels,
 )
-from mammofuse.imaging.dicomfile import (
-    DEFER_BYTES,
-    complete_pixel_module,
-    read_dicom,
-    read_image,
-    read_reduced,
-    reducible,
-)
+from mammofuse.imaging.dicomfile import read_header, read_image, read_reduced, reducible
 from mammofuse.imaging.geometry import (
     DETECT_MAX_SIDE,
     DISPLAY_MAX_SIDE,
@@ -138,12 +131,11 @@ def display_file(path: str | Path, voi: bool) -> np.ndarray:
 def preprocess_file(path: str | Path, side: Side | None, cfg: PreprocessConfig) -> Preprocessed:
     """Read one DICOM file and preprocess it (the I/O edge around `preprocess_pixels`); a JPEG 2000 image
     at the resolution the output needs, with `jpeg2000 = 'reduced'` (`preprocess_reduced`)."""
-    if cfg.jpeg2000 == "reduced" and cfg.mode == "breast":
-        ds = read_dicom(path, defer_size=DEFER_BYTES)
-        complete_pixel_module(ds)
-        if reducible(ds) and (done := preprocess_reduced(ds, side, cfg)) is not None:
-            return done
-    ds, raw = read_image(path)
+    ds = read_header(path)
+    reduced = cfg.jpeg2000 == "reduced" and cfg.mode == "breast" and reducible(ds)
+    if reduced and (done := preprocess_reduced(ds, side, cfg)) is not None:
+        return done
+    ds, raw = read_image(path, ds)
     if raw.ndim != 2:
         raise ValueError(f"expected one grey frame, found pixel array of shape {raw.shape}")
     return preprocess_pixels(raw, meta_from_dataset(ds), side, cfg)
