@@ -29,11 +29,14 @@ def parallel_map(
     jobs: list[J],
     workers: int = 0,
     progress: Progress | None = None,
-    chunksize: int = 4,
+    chunksize: int = 1,
     cluster: str | None = None,
 ) -> Iterator[R]:
     """Yield fn(job) for each job, in order; `workers` 0 uses every core, 1 runs in this process;
-    `cluster` ('dask://HOST:PORT' or 'local:N'): on a Dask cluster's workers instead."""
+    `cluster` ('dask://HOST:PORT' or 'local:N'): on a Dask cluster's workers instead. `chunksize`: jobs
+    sent to a worker at once. More saves messages on jobs of a few milliseconds, but a Ctrl-C waits for
+    the chunk each worker is on and the one queued behind it (4 JPEG 2000 images of 4096 x 3328 a chunk:
+    11-12 s; one: 4-6 s)."""
     if cluster and jobs:
         yield from cluster_map(fn, jobs, cluster, progress)
         return
