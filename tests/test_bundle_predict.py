@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 from scipy.special import expit
 
 from mammofuse.cli import main
-from mammofuse.config import load_config, save_config
+from mammofuse.config import ClinicalConfig, ConfigError, load_config, save_config
 from mammofuse.deploy.bundle import load_bundle, write_sums
-from mammofuse.domain import View
+from mammofuse.domain import Side, View
 from mammofuse.evaluation.metrics import auc
 from mammofuse.imaging import preprocess
 from mammofuse.models import ModelError
@@ -531,6 +531,33 @@ class TestAnotherSite:
         assert result["labels"] == "labels.csv" and result["labelled"] == scored.sum()
         density = {g["group"] for g in result["subgroups"] if g["variable"] == "density"}
         assert density <= set("abcd") and len(density) >= 3  # its codes A-D read as the model's a-d
+
+    def test_a_site_that_keeps_a_feature_in_another_unit_is_read_in_the_models(self, tmp_path):
+        """The unit a feature is in is the model's: a site's cohort.toml that says its tumour sizes are in
+        cm (its own `units`) has them read as the model's mm, as `written_in` would."""
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.deploy.predict import in_models_units
+        from mammofuse.problems import Problems
+
+        pd.DataFrame({"id": ["P1", "P2"], "side": "L", "size": ["2,3", "1.5 cm"]}).to_csv(
+            tmp_path / "site.csv", index=False
+        )
+        site = ClinicalConfig(
+            path=tmp_path / "site.csv",
+            patient_column="id",
+            numeric=["size"],
+            categorical=[],
+            units={"size": "cm"},
+        )
+        model = {"size": "mm", "age": "years"}  # a feature the site has no unit for: the model's
+        read = in_models_units(site, model, tmp_path / "cohort.toml")
+        assert (read.units, read.written_in) == ({"size": "mm", "age": "years"}, {"size": "cm"})
+        clinical = read_clinical(read, Problems())
+        assert clinical is not None
+        assert [clinical.values[(p, Side.LEFT)]["size"] for p in ("P1", "P2")] == [23, 15]
+        assert in_models_units(site, {}, tmp_path) == site  # a bundle that names no units: as the site says
+        with pytest.raises(ConfigError, match=r"clinical size in 'cm' .* the model's size is in 'years'"):
+            in_models_units(site, {"size": "years"}, tmp_path / "cohort.toml")
 
     @pytest.mark.parametrize(
         "threshold, extra, said",

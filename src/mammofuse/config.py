@@ -232,6 +232,12 @@ class LabelsConfig(_Section):
         return f"{self.positive} (label 1): {self.column} = 1; {self.negative} (label 0): {self.column} = 0"
 
 
+# the units a clinical number can be declared in (clinical.units, written_in): each one's quantity and its
+# size in that quantity's smallest unit
+UNITS: dict[str, tuple[str, int]] = {"mm": ("length", 1), "cm": ("length", 10), "years": ("age", 1)}
+Unit = Literal["mm", "cm", "years"]
+
+
 class ClinicalConfig(_Section):
     """The clinical CSV and which of its columns are features."""
 
@@ -268,6 +274,18 @@ class ClinicalConfig(_Section):
         "[0, 100] }): a value outside is a typo, written down and treated as missing (na_policy decides). "
         "Without one, a value far outside its column's others is only warned about",
     )
+    units: dict[str, Unit] = Field(
+        {},
+        description='numeric feature -> the unit its values are in as the features use them ("mm", "cm" or '
+        '"years"; e.g. { tumour_size_mm = "mm" }): a cell that writes a unit of that kind ("2.3 cm", "23mm", '
+        '"56 y") is read in it. Without one, such a cell is not a number',
+    )
+    written_in: dict[str, Unit] = Field(
+        {},
+        description="numeric feature -> the unit this file writes its plain numbers in, where it is not "
+        'the feature\'s (units): { tumour_size_mm = "cm" } reads a site that writes centimetres, '
+        "converted to the feature's millimetres",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -281,6 +299,8 @@ class ClinicalConfig(_Section):
                 "categorical": [],
                 "recode": {},
                 "ranges": {},
+                "units": {},
+                "written_in": {},
             }
             return {**data, **cleared}
         return data
@@ -310,6 +330,17 @@ class ClinicalConfig(_Section):
         for column, (low, high) in self.ranges.items():
             if not low < high:
                 raise ValueError(f"ranges: {column} = [{low:g}, {high:g}] holds no value (lowest first)")
+        unknown = sorted(set(self.units) - set(self.numeric))
+        if unknown:
+            raise ValueError(f"units: {unknown} not among the numeric features")
+        for column, unit in self.written_in.items():
+            if column not in self.units:
+                raise ValueError(f"written_in: {column} needs the unit the feature itself is in (units)")
+            if UNITS[unit][0] != UNITS[self.units[column]][0]:
+                raise ValueError(
+                    f"written_in: {column} = {unit!r} measures {UNITS[unit][0]}, the feature's unit "
+                    f"{self.units[column]!r} (units) {UNITS[self.units[column]][0]}"
+                )
         return self
 
 

@@ -253,6 +253,8 @@ class TestRealExportShapes:
         assert (
             re.search(r";\d+,\d;", clinical) and ";G2;" in clinical and ";pos;" in clinical
         )  # its own codes
+        sizes = [line.split(";")[3] for line in clinical.splitlines()[1:]]
+        assert max(float(s.replace(",", ".")) for s in sizes if s) < 10  # centimetres: read as the mm of A
         assert re.search(r";0,\d+\n", labels)  # the invasive fraction as 0-1, with a decimal comma
         read = [c for c in manifests["a"].columns if not c.endswith(("_path", "_manufacturer", "_uid"))]
         pd.testing.assert_frame_equal(manifests["a"][read], manifests["b"][read])  # labels, clinical values
@@ -698,18 +700,23 @@ class TestBadInput:
 
     def test_clinical_value_that_is_not_a_number(self, tiny_cohort, capsys):
         clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
-        clinical.loc[0, "age"], clinical.loc[1, "tumour_size_mm"] = "sixty", "2.3 cm"
+        row = int(clinical.index[clinical.notna().all(axis=1) & (clinical.index > 0)][0])
+        clinical.loc[0, "age"], clinical.loc[row, "tumour_size_mm"] = "sixty", "2.3 cm"
         clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        manifest, exclusions, hits = self.excluded(tiny_cohort, capsys, "invalid clinical value")
+        breast = (clinical.loc[row, "patient_id"], clinical.loc[row, "side"][0].upper())
+        assert manifest.set_index(["patient_id", "side"]).loc[breast, "tumour_size_mm"] == 23  # synth: in mm
+        edit_config(tiny_cohort, clinical={"units": {}})  # no unit said: not a number, and what would read it
         manifest, exclusions, hits = self.excluded(tiny_cohort, capsys, "invalid clinical value")
         assert hits.iloc[0]["reason"].endswith(
             "line 2, column 'age': 'sixty' is not a number (treated as missing)"
         )
         assert hits.iloc[1]["reason"].endswith(
-            "line 3, column 'tumour_size_mm': '2.3 cm' is not a number (a number with a unit, 'cm': write "
-            "its numbers alone, all in one unit) (treated as missing)"
+            f"line {row + 2}, column 'tumour_size_mm': '2.3 cm' is not a number (a number with a unit, 'cm': "
+            'clinical.units = { tumour_size_mm = "mm" or "cm" } reads it) (treated as missing)'
         )
         first = (clinical.loc[0, "patient_id"], clinical.loc[0, "side"][0].upper())
-        assert first not in keys(manifest)
+        assert first not in keys(manifest) and breast not in keys(manifest)
 
     def test_malformed_csv_row(self, tiny_cohort, capsys):
         with (tiny_cohort / "labels.csv").open("a") as fh:
@@ -804,6 +811,59 @@ class TestClinicalTypos:
             f"clinical.csv, column 'ki67': 2 value(s) written as a bound, read as the bound: '<1 %' (line "
             f"{rows[0] + 2}), '≥ 90' (line {rows[1] + 2})"
         )
+
+    def test_a_number_with_a_unit_is_read_in_the_features_unit_and_a_plain_one_as_the_file_writes_it(
+        self, tmp_path
+    ):
+        """Pathology spreadsheets write '2.3 cm' beside '23 mm': such a cell was not a number, its breast left
+        out. `units` says what unit a feature is in, and reads cells that write one of its kind in it;
+        `written_in`, the unit of a file's plain numbers (another site's centimetres)."""
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        sizes = ["23", "2.3 cm", "23mm", "2,37 CM.", "<5 mm", "2.3 kg", "56 years"]
+        ages = ["56", "56 y", "56 Years", "56 yrs", "56", "56", "56"]
+        table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(7)], "side": "L", "size": sizes})
+        table.assign(age=ages).to_csv(tmp_path / "clinical.csv", index=False)
+        cfg = ClinicalConfig(
+            path=tmp_path / "clinical.csv",
+            numeric=["size", "age"],
+            categorical=[],
+            units={"size": "mm", "age": "years"},
+        )
+        clinical = read_clinical(cfg, problems := Problems())
+        assert clinical is not None
+        read = [clinical.values[(f"P{i}", Side.LEFT)] for i in range(7)]
+        assert [r["size"] for r in read] == [23, 23, 23, 23.7, 5, None, None]  # 2.37 cm is 23.7 mm exactly
+        assert {r["age"] for r in read} == {56}
+        invalid = [p.reason for p in problems.items if p.category == "invalid clinical value"]
+        assert invalid == [
+            "clinical.csv line 7, column 'size': '2.3 kg' is not a number in \"mm\" or \"cm\" (its unit "
+            "'kg'; clinical.units: size in mm) (treated as missing)",
+            "clinical.csv line 8, column 'size': '56 years' is not a number in \"mm\" or \"cm\" (its unit "
+            "'years'; clinical.units: size in mm) (treated as missing)",
+        ]
+        centimetres = cfg.model_copy(update={"written_in": {"size": "cm"}, "ranges": {"size": [0, 30]}})
+        clinical = read_clinical(centimetres, Problems())
+        assert clinical is not None  # plain numbers in cm, the range in the feature's mm
+        assert [clinical.values[(f"P{i}", Side.LEFT)]["size"] for i in range(5)] == [None, 23, 23, 23.7, 5]
+
+    def test_a_unit_must_be_of_a_numeric_feature_and_written_in_of_its_kind(self, tmp_path):
+        from mammofuse.config import ConfigError
+
+        for clinical, said in [
+            ('units = { grade = "mm" }', "units: ['grade'] not among the numeric features"),
+            ('units = { age = "inches" }', "units.age"),
+            ('written_in = { age = "cm" }', "written_in: age needs the unit the feature itself is in"),
+            (
+                'units = { age = "years" }\nwritten_in = { age = "cm" }',
+                "written_in: age = 'cm' measures length, the feature's unit 'years' (units) age",
+            ),
+        ]:
+            (tmp_path / "c.toml").write_text(f"[clinical]\n{clinical}\n")
+            with pytest.raises(ConfigError, match=re.escape(said)):
+                load_config(tmp_path / "c.toml")
 
     def test_a_category_spelt_another_way_is_read_as_the_usual_spelling(self, tiny_cohort, capsys):
         _, _, before, _ = run_ingest(tiny_cohort, capsys)

@@ -15,6 +15,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +26,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossle
 
 from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
-from mammofuse.config import Config, ImagesConfig, PreprocessConfig, save_config
+from mammofuse.config import UNITS, Config, ImagesConfig, PreprocessConfig, save_config
 from mammofuse.domain import VIEWS, Side, View
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import DataError
@@ -56,15 +57,15 @@ MANUFACTURER = {"a": "mammofuse synthetic", "b": "mammofuse synthetic B"}
 # padding pixels of stored value 0, which a MONOCHROME1 image shows white unless read as padding), its own
 # export conventions (other
 # column names and codes, `;`-separated Windows-1252 CSVs with decimal commas, as Excel saves them there,
-# the invasive fraction as 0-1) and a cohort.toml that reads them. The same seed gives the same breasts at
-# either site: only the scanner and the files differ.
+# tumour sizes in centimetres, the invasive fraction as 0-1) and a cohort.toml that reads them. The same seed
+# gives the same breasts at either site: only the scanner and the files differ.
 SITE_B_GAMMA = 0.8
 SITE_B_PADDING = (0.02, 0.06)  # padded bands: top and bottom (share of the height), far side (of the width)
 SITE_B_CLINICAL = {
     "patient_id": "MRN",
     "side": "Laterality",
     "age": "Age (years)",
-    "tumour_size_mm": "Tumour Ø (mm)",  # not ASCII: the file's encoding matters
+    "tumour_size_mm": "Tumour Ø (cm)",  # not ASCII: the file's encoding matters; in centimetres there
     "ki67": "Ki-67 (%)",
     "grade": "Grade",
     "er": "ER status",
@@ -77,6 +78,7 @@ SITE_B_CODES = {
     "grade": {f"G{g}": str(g) for g in (1, 2, 3)},
     "density": {d.upper(): d for d in "abcd"},
 }
+SITE_B_WRITTEN_IN = {"tumour_size_mm": "cm"}
 SITE_B_LABEL = "Invasive share"
 SITE_B_ENCODING = "cp1252"
 
@@ -434,8 +436,8 @@ def _remove_previous(dicom: Path) -> None:
 
 
 def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path) -> None:
-    """Site B's label and clinical CSVs: its own column names and codes, `;`-separated, decimal commas,
-    Windows-1252."""
+    """Site B's label and clinical CSVs: its own column names, codes and units, `;`-separated, decimal
+    commas, Windows-1252."""
     coded = clinical.copy()
     coded["side"] = clinical["side"].str[0].str.upper()
     for column, codes in SITE_B_CODES.items():
@@ -443,6 +445,10 @@ def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path
         coded[column] = [None if v is None else as_written[str(v)] for v in clinical[column]]
     for column in NUMERIC:  # decimal commas
         coded[column] = [None if v is None else str(v).replace(".", ",") for v in clinical[column]]
+    for column, unit in SITE_B_WRITTEN_IN.items():  # in its own units, in decimal (23.7 mm: 2.37 cm)
+        size = Decimal(UNITS[unit][1]) / UNITS[UNITS_OF[column]][1]
+        written = (None if v is None else str(Decimal(str(v)) / size) for v in clinical[column])
+        coded[column] = [None if v is None else v.replace(".", ",") for v in written]
     coded = coded.rename(columns=SITE_B_CLINICAL)
     coded.to_csv(out / "clinical.csv", index=False, sep=";", encoding=SITE_B_ENCODING)
     share = labels.assign(side=coded["Laterality"], share=labels["invasive_fraction"] / 100)
@@ -454,6 +460,7 @@ def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path
 
 # what each numeric feature can hold, as a study would write it down: a value outside is a typo
 RANGES = {"age": (18.0, 110.0), "tumour_size_mm": (0.0, 300.0), "ki67": (0.0, 100.0)}
+UNITS_OF = {"age": "years", "tumour_size_mm": "mm"}  # the features' units (clinical.units)
 
 
 def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
@@ -468,7 +475,7 @@ def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
         images=ImagesConfig(root=Path("dicom")),
         preprocess=PreprocessConfig(size=size),
     )
-    config.clinical = config.clinical.model_copy(update={"ranges": RANGES})
+    config.clinical = config.clinical.model_copy(update={"ranges": RANGES, "units": UNITS_OF})
     if site == "b":
         key = {
             "patient_column": SITE_B_CLINICAL["patient_id"],
@@ -482,6 +489,11 @@ def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:
         )
         config.labels = config.labels.model_copy(update={**key, "column": SITE_B_LABEL, "scale": "fraction"})
         config.clinical = config.clinical.model_copy(
-            update={**key, "rename": {v: k for k, v in features.items()}, "recode": SITE_B_CODES}
+            update={
+                **key,
+                "rename": {v: k for k, v in features.items()},
+                "recode": SITE_B_CODES,
+                "written_in": SITE_B_WRITTEN_IN,
+            }
         )
     return config

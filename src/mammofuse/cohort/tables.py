@@ -16,11 +16,12 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
-from mammofuse.config import ClinicalConfig, LabelsConfig
+from mammofuse.config import UNITS, ClinicalConfig, LabelsConfig
 from mammofuse.domain import Side, parse_side, spelling_key
 from mammofuse.problems import DataError, Problems
 
@@ -392,6 +393,34 @@ def parse_number(text: str) -> float | None:
     return value if value == value else None  # NaN is not a number here
 
 
+# how a clinical cell may write a unit (clinical.units), any case, a full stop after it or not
+UNIT_SPELLINGS = {"mm": "mm", "cm": "cm", **dict.fromkeys(("y", "yr", "yrs", "year", "years"), "years")}
+
+
+def _measure(text: str, col: str, unit: str | None, written_in: str | None) -> tuple[float | None, str]:
+    """A numeric cell's value in its feature's `unit` (clinical.units): a plain number as written in
+    `written_in` (else `unit`), or a number with a unit of the same kind ("2.3 cm" for millimetres), each
+    converted; (None, why it is not one, for the message) where it is not a number."""
+    if (number := parse_number(text)) is not None:
+        return (_convert(text, written_in, unit) if unit and written_in else number), ""
+    if not (with_unit := WITH_UNIT.fullmatch(text.strip())):
+        return None, ""
+    said, written = UNIT_SPELLINGS.get(with_unit[2].lower().rstrip(".")), with_unit[2]
+    if unit and said and UNITS[said][0] == UNITS[unit][0]:
+        return _convert(with_unit[1], said, unit), ""
+    if known := unit or said:  # the units of the feature's kind, or of the cell's
+        kind = " or ".join(f'"{u}"' for u, (quantity, _) in UNITS.items() if quantity == UNITS[known][0])
+        if unit:
+            return None, f" in {kind} (its unit {written!r}; clinical.units: {col} in {unit})"
+        return None, f" (a number with a unit, {written!r}: clinical.units = {{ {col} = {kind} }} reads it)"
+    return None, f" (a number with a unit, {written!r}: write its numbers alone, all in one unit)"
+
+
+def _convert(number: str, unit: str, to: str) -> float:
+    """`number` (as written: "2,3" or "2.3") in `unit`, in `to`: in decimal, so 2.3 cm is 23 mm exactly."""
+    return float(Decimal(number.strip().replace(",", ".")) * UNITS[unit][1] / UNITS[to][1])
+
+
 DATE_FORMS = "YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY, DD/MM/YYYY, MM/DD/YYYY or a spreadsheet's day number"
 SLASHED = re.compile(r"(\d{1,2})/(\d{1,2})/\d{4}")
 
@@ -493,7 +522,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     return out
 
 
-WITH_UNIT = re.compile(r"[-+]?\d+(?:[.,]\d+)?\s*([^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm"
+WITH_UNIT = re.compile(r"([-+]?\d+(?:[.,]\d+)?)\s*([^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm"
 BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction near 0 or 100 as reports write it
 
 
@@ -635,7 +664,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
                 bound = BOUND.fullmatch(raw)  # Ki-67 "<1 %", as pathology reports write one near 0 or 100
-                number = parse_number((bound[2] if bound else raw).removesuffix("%"))  # "20 %" is 20
+                text = (bound[2] if bound else raw).removesuffix("%")  # "20 %" is 20
+                number, unit_said = _measure(text, col, cfg.units.get(col), cfg.written_in.get(col))
                 if bound and number is not None:
                     bounds[col].append((raw, row.line))
                 low, high = cfg.ranges.get(col, (-math.inf, math.inf))
@@ -643,9 +673,9 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 if number is not None and values[col] is not None:
                     cells[col].append((number, where, key))
                     continue
-                wrong = "is not a number" if number is None else f"lies outside {low:g} to {high:g}"
-                if number is None and (unit := WITH_UNIT.fullmatch(raw)):
-                    wrong += f" (a number with a unit, {unit[1]!r}: write its numbers alone, all in one unit)"
+                wrong = (
+                    f"is not a number{unit_said}" if number is None else f"lies outside {low:g} to {high:g}"
+                )
                 reason = f"{where}: {raw!r} {wrong}" + ("" if number is None else " (clinical.ranges)")
                 out.na_reason.setdefault(key, reason)
                 out.invalid.setdefault(key, {})[col] = reason

@@ -25,7 +25,15 @@ import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
 from mammofuse.cohort.tables import Clinical, Labels, read_clinical, read_labels, unmatched_ids
-from mammofuse.config import ClinicalConfig, ConfigError, ImagesConfig, LabelsConfig, load_config
+from mammofuse.config import (
+    UNITS,
+    ClinicalConfig,
+    ConfigError,
+    ImagesConfig,
+    LabelsConfig,
+    Unit,
+    load_config,
+)
 from mammofuse.deploy import COHORT_LABELS
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
@@ -74,7 +82,8 @@ class NewBreasts:
             labels = own.labels.model_copy(update={"path": self.labels.resolve()}) if self.labels else None
         else:
             site = load_config(self.cohort)
-            images, clinical, labels = site.images, site.clinical, site.labels
+            images, labels = site.images, site.labels
+            clinical = in_models_units(site.clinical, bundle.config.clinical.units, self.cohort)
             if self.labels is None:
                 labels = None
             elif self.labels is not COHORT_LABELS:
@@ -88,6 +97,25 @@ class NewBreasts:
             columns = ", ".join(encoder.numeric + encoder.categorical)
             raise DataError(f"this model uses clinical data ({columns}): {where}")
         return images, clinical.model_copy(update=features), labels
+
+
+def in_models_units(site: ClinicalConfig, model: dict[str, Unit], cohort: Path) -> ClinicalConfig:
+    """A site's clinical rules that read each number in the unit the model's feature is in (the bundle's
+    clinical.units): a site that keeps a feature in another unit (its own `units` or `written_in`) has its
+    plain numbers converted. A unit of another kind is a ConfigError; a bundle that names no units leaves
+    the site's rules as they are."""
+    units, written_in = dict(site.units), dict(site.written_in)
+    for column, unit in model.items():
+        own = site.written_in.get(column, site.units.get(column, unit))
+        if UNITS[own][0] != UNITS[unit][0]:
+            raise ConfigError(
+                f"{cohort}: clinical {column} in {own!r} (units, written_in), but the model's {column} is in "
+                f"{unit!r}: another quantity"
+            )
+        units[column] = unit
+        if own != unit:
+            written_in[column] = own
+    return site.model_copy(update={"units": units, "written_in": written_in})
 
 
 def _same_endpoint(model: LabelsConfig, site: LabelsConfig, cohort: Path) -> None:
