@@ -724,6 +724,28 @@ class TestUnlikeTraining:
         strict = predict(run / "bundle", cohort, tmp_path / "s.csv", "--strict")
         assert strict["probability"].isna().sum() == pred["probability"].isna().sum() + 1
 
+    def test_a_clinical_column_in_another_unit_is_warned_though_each_value_lies_in_the_training_range(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        """Tumour sizes in cm read as mm (a site's export, no unit written) lie inside the training range:
+        no breast was flagged, and the model scored them as tumours ten times smaller."""
+        cohort = tmp_path / "cohort"
+        shutil.copytree(trained_master.parents[2], cohort, ignore=shutil.ignore_patterns("work"))
+        predict(run / "bundle", cohort, tmp_path / "mm.csv")
+        assert "another unit" not in capsys.readouterr().out
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+        clinical["tumour_size_mm"] = pd.to_numeric(clinical["tumour_size_mm"]) / 10
+        clinical.to_csv(cohort / "clinical.csv", index=False)
+        pred = predict(run / "bundle", cohort, tmp_path / "cm.csv")
+        out = " ".join(capsys.readouterr().out.split())
+        said = re.search(
+            r"clinical 'tumour_size_mm': these breasts' median is ([\d.]+), 0.\d+ x the training "
+            r"breasts' ([\d.]+) mm: written in another unit\?",
+            out,
+        )
+        assert said and float(said[1]) < float(said[2]) / 9
+        assert not pred["unlike_training"].str.contains("tumour_size_mm").any()  # no value alone shows it
+
     def test_a_batch_scored_unlike_held_out_breasts_is_warned(self):
         import numpy as np
 

@@ -30,6 +30,8 @@ def as_category(value: object) -> str | None:
 
 
 RANGE_MARGIN = 0.25  # of the training range, beyond either end: a value out there is unlike the training data
+UNIT_RATIO = 5.0  # a column's median this many times the training one, or as many times less: another unit?
+UNIT_MIN_ROWS = 10  # values a column's median needs for that
 
 
 @dataclass
@@ -97,6 +99,20 @@ class ClinicalEncoder:
             for i in np.flatnonzero((values < lo - margin) | (values > hi + margin)):
                 found[i].append(f"clinical '{col}' {values[i]:g} (training {lo:g}-{hi:g})")
         return ["; ".join(reasons) for reasons in found]
+
+    def unit_shifts(self, df: pd.DataFrame) -> list[tuple[str, float, float]]:
+        """(column, its median here, the training median) for each numeric column whose median over `df`'s
+        rows (UNIT_MIN_ROWS values at least) is UNIT_RATIO times the training median or more, or as many
+        times less: a whole column in another unit (cm for mm, a fraction for a percent), which no single
+        value's distance from the training range shows (2.3 cm read as 2.3 mm lies inside it)."""
+        found = []
+        for col in self.numeric:
+            values = pd.to_numeric(df[col], errors="coerce").dropna()
+            here, trained = float(values.median()) if len(values) else 0.0, self.medians[col]
+            positive = len(values) >= UNIT_MIN_ROWS and here > 0 and trained > 0
+            if positive and max(here / trained, trained / here) >= UNIT_RATIO:
+                found.append((col, here, trained))
+        return found
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """(N, F) float32. Missing values take the training median / mode; unknown categories encode as

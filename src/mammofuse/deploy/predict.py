@@ -260,6 +260,14 @@ def predict_breasts(
     frame = pd.DataFrame([values.get(key, {}) for key in keys], columns=columns)  # row number - 1
     unknown = _unknown_reasons(bundle, frame, [table.invalid.get(key, {}) if table else {} for key in keys])
     beyond = bundle.members[0].encoder.beyond_training(frame)
+    for col, here, trained in bundle.members[0].encoder.unit_shifts(frame):
+        unit = bundle.config.clinical.units.get(col)
+        problems.warn(
+            "clinical unit",
+            f"clinical '{col}': these breasts' median is {here:g}, {here / trained:.2g} x the training "
+            f"breasts' {trained:g}{f' {unit}' if unit else ''}: written in another unit? (clinical.units and "
+            "written_in in a cohort config for --cohort convert it)",
+        )
     for key in keys:
         pid, side = key
         row: dict[str, Any] = {
