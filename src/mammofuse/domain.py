@@ -116,7 +116,12 @@ def dicom_date(value: object) -> str:
     return text
 
 
+INTEGRAL = re.compile(r"[-+]?\d+\.0+")  # "3.0": a whole number as a float column writes it
+
+
 def spelling_key(text: str) -> str:
     """What two spellings of one category share: 'Positive' and 'positive', or 'ER  positive' and 'er
-    positive', differ only in case or spaces, which say nothing in a clinical table."""
-    return " ".join(text.split()).casefold()
+    positive', differ only in case or spaces, which say nothing in a clinical table; '3' and '3.0' (grade 3
+    in a table saved with a gap in its column, which makes it a float column) only in how it was saved."""
+    key = " ".join(text.split()).casefold()
+    return key.partition(".")[0] if INTEGRAL.fullmatch(key) else key

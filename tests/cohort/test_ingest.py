@@ -879,6 +879,21 @@ class TestClinicalTypos:
         )
         assert warned in out
 
+    def test_a_whole_number_saved_as_a_decimal_is_read_as_the_number(self, tmp_path):
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        grade = ["1", "2", "3"] * 13 + ["3.0"]
+        table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(40)], "side": "L", "grade": grade})
+        table.to_csv(tmp_path / "clinical.csv", index=False)
+        cfg = ClinicalConfig(path=tmp_path / "clinical.csv", numeric=[], categorical=["grade"])
+        clinical = read_clinical(cfg, problems := Problems())
+        assert clinical is not None and clinical.values[("P39", Side.LEFT)]["grade"] == "3"
+        [warned] = problems.items
+        assert warned.category == "category spelt several ways"
+        assert "'3.0' (line 41) read as '3'" in warned.reason
+
     def test_a_recode_matches_without_case_or_spaces(self, tmp_path):
         from mammofuse.cohort.tables import read_clinical
         from mammofuse.config import ClinicalConfig

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,18 +18,15 @@ from pydantic import TypeAdapter, ValidationError
 from mammofuse.domain import spelling_key
 from mammofuse.storage import replace_text
 
-INTEGRAL = re.compile(r"[-+]?\d+\.0+")  # "3.0": a whole number as a float column writes it
-
 
 def as_category(value: object) -> str | None:
-    """One spelling per category: 1, 1.0, "1" and "1.0" (a grade column saved through a table with a gap,
-    which makes it a float column) are all "1"; NA is None."""
+    """One spelling per category: 1, 1.0 and "1" are all "1"; NA is None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     text = str(value).strip()
-    return (text.partition(".")[0] if INTEGRAL.fullmatch(text) else text) or None
+    return text or None
 
 
 RANGE_MARGIN = 0.25  # of the training range, beyond either end: a value out there is unlike the training data
@@ -143,7 +139,7 @@ class ClinicalEncoder:
         """A column's values as the training categories spell them: 'Positive' at another site is the
         training data's 'positive' (the same but for case or spaces); anything else as written."""
         categories = self.categories[col]
-        known = {spelling_key(as_category(c) or c): c for c in categories}  # "3.0" of an encoder before
+        known = {spelling_key(c): c for c in categories}
 
         def spelt(written: object) -> str | None:
             value = as_category(written)
