@@ -608,6 +608,17 @@ class TestRecalibrate:
         shipped, crossed = fitted["check"]["shipped"], fitted["check"]["recalibrated"]
         assert shipped["n"] == crossed["n"] == fitted["breasts"]
         assert f"intercept {crossed['calibration']['intercept']:+.2f}" in shown and "as shipped" in shown
+        text = {"patient_id": str, "reason": str, "unlike_training": str}
+        breasts = pd.read_csv(tmp_path / "site" / "bundle-breasts.csv", dtype=text).fillna({"reason": ""})
+        assert ((breasts["reason"] == "") & breasts["truth"].notna()).sum() == fitted["breasts"]
+        assert f"{fitted['breasts']} of {len(breasts)} breasts scored and labelled: the fit's" in shown
+        unscored = breasts[breasts["reason"] != ""].iloc[
+            0
+        ]  # what was not used, and why, shown as predict does
+        assert (
+            f"row {unscored['row']} ({unscored['patient_id']} {unscored['side']}): {unscored['reason']}"
+            in shown
+        )
         assert main(["bundle", "verify", str(recalibrated)]) == 0
         verified = " ".join(capsys.readouterr().out.split())
         assert f"recalibrated (logistic) to {cohort / 'labels.csv'}" in verified

@@ -390,8 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
         "positive. recalibrate scores the site's labelled breasts as predict does, refits the map from the "
         "bundle's probability to the site's (logit(p') = a + b logit(p), or a alone), checks it by "
         "cross-fitting (each breast recalibrated by a fit on the other patients' breasts) and writes a copy "
-        "of the bundle with it (recalibration.json) to --out. The networks, features and threshold stay the "
-        "bundle's. Validate the new bundle on other breasts of the site than these (predict --labels).",
+        "of the bundle with it (recalibration.json) to --out, and the breasts it scored (predict's table: "
+        "each one's probability, label, and why one was not scored) to OUT-breasts.csv beside it. The "
+        "networks, features and threshold stay the bundle's. Validate the new bundle on other breasts of the "
+        "site than these (predict --labels).",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
     _new_breasts(p, ": the breasts the recalibration is fitted on (required)", labels_required=True)

@@ -497,13 +497,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_problems(predicted: Predicted, written: Path) -> None:
+    """What kept predict's breasts from being scored, and its warnings first (one may explain many rows
+    not scored); all of it in `written`, the table of its breasts."""
+    table, problems = predicted.table, predicted.problems
+    unscored = table[table["reason"] != ""]
+    not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in unscored.itertuples()]
+    warned = [p.reason for p in problems.of(WARNING)]
+    show_problem_lines(warned + not_scored + [p.reason for p in problems.of(EXCLUDED)], str(written))
+
+
 def _show_predicted(
     args: argparse.Namespace, predicted: Predicted, versus: tuple[Path, Predicted] | None
 ) -> None:
     """predict's table written and summed up; with --labels, the validation (and --versus) written."""
     from mammofuse.deploy.profile import score_shift
 
-    table, problems, bundle = predicted.table, predicted.problems, predicted.bundle
+    table, bundle = predicted.table, predicted.bundle
     write_table(table, args.out)
     scored = table["reason"] == ""
     console.print(
@@ -520,9 +530,7 @@ def _show_predicted(
     shift = score_shift(bundle.profile, table.loc[scored, own].to_numpy()) if bundle.profile else ""
     if shift:
         console.print(f"[yellow]warning:[/] {shift}")
-    not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in table[~scored].itertuples()]
-    warned = [p.reason for p in problems.of(WARNING)]  # first: one may explain many rows not scored
-    show_problem_lines(warned + not_scored + [p.reason for p in problems.of(EXCLUDED)], str(args.out))
+    _show_problems(predicted, args.out)
     if args.labels is not None:
         from mammofuse.evaluation.external import validate, write_figures
         from mammofuse.report.report import build_validation_report
@@ -599,7 +607,12 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     if args.cohort is not None:
         description = load_config(args.cohort).description
         site = f"{args.cohort}: {description}" if description else str(args.cohort)
-    bundle = predicted.bundle
+    table, bundle = predicted.table, predicted.bundle
+    written = args.out.with_name(f"{args.out.name}-breasts.csv")  # beside the bundle: it names patients
+    write_table(table, written)
+    used = int(((table["reason"] == "") & table["truth"].notna()).sum())
+    console.print(f"{used} of {len(table)} breasts scored and labelled: the fit's; wrote {written}")
+    _show_problems(predicted, written)
     seed = bundle.config.train.seed
     fitted = recalibrate(predicted, args.bundle, args.out, args.method, site, seed, args.operating_point)
     check = {k: SplitMetrics.model_validate(fitted.check[k]) for k in ("shipped", "recalibrated")}
