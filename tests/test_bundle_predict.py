@@ -539,7 +539,8 @@ class TestAnotherSite:
         from mammofuse.deploy.predict import in_models_units
         from mammofuse.problems import Problems
 
-        pd.DataFrame({"id": ["P1", "P2"], "side": "L", "size": ["2,3", "1.5 cm"]}).to_csv(
+        sizes = ["2,3", "1.5 cm", "4.5", "31"]  # 31 cm: outside the site's range, in its unit
+        pd.DataFrame({"id": ["P1", "P2", "P3", "P4"], "side": "L", "size": sizes}).to_csv(
             tmp_path / "site.csv", index=False
         )
         site = ClinicalConfig(
@@ -548,13 +549,16 @@ class TestAnotherSite:
             numeric=["size"],
             categorical=[],
             units={"size": "cm"},
+            ranges={"size": (0, 30)},
         )
         model = {"size": "mm", "age": "years"}  # a feature the site has no unit for: the model's
         read = in_models_units(site, model, tmp_path / "cohort.toml")
         assert (read.units, read.written_in) == ({"size": "mm", "age": "years"}, {"size": "cm"})
-        clinical = read_clinical(read, Problems())
+        assert read.ranges == {"size": (0, 300)}
+        clinical = read_clinical(read, problems := Problems())
         assert clinical is not None
-        assert [clinical.values[(p, Side.LEFT)]["size"] for p in ("P1", "P2")] == [23, 15]
+        assert [clinical.values[(f"P{i}", Side.LEFT)]["size"] for i in range(1, 5)] == [23, 15, 45, None]
+        assert "'31' lies outside 0 to 300 (clinical.ranges)" in problems.items[0].reason
         assert in_models_units(site, {}, tmp_path) == site  # a bundle that names no units: as the site says
         with pytest.raises(ConfigError, match=r"clinical size in 'cm' .* the model's size is in 'years'"):
             in_models_units(site, {"size": "years"}, tmp_path / "cohort.toml")

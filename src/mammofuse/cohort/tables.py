@@ -405,15 +405,19 @@ def _measure(text: str, col: str, unit: str | None, written_in: str | None) -> t
         return (_convert(text, written_in, unit) if unit and written_in else number), ""
     if not (with_unit := WITH_UNIT.fullmatch(text.strip())):
         return None, ""
-    said, written = UNIT_SPELLINGS.get(with_unit[2].lower().rstrip(".")), with_unit[2]
+    its_unit = with_unit[2]
+    said = UNIT_SPELLINGS.get(its_unit.lower().rstrip("."))
     if unit and said and UNITS[said][0] == UNITS[unit][0]:
         return _convert(with_unit[1], said, unit), ""
     if known := unit or said:  # the units of the feature's kind, or of the cell's
         kind = " or ".join(f'"{u}"' for u, (quantity, _) in UNITS.items() if quantity == UNITS[known][0])
         if unit:
-            return None, f" in {kind} (its unit {written!r}; clinical.units: {col} in {unit})"
-        return None, f" (a number with a unit, {written!r}: clinical.units = {{ {col} = {kind} }} reads it)"
-    return None, f" (a number with a unit, {written!r}: write its numbers alone, all in one unit)"
+            return None, f" in {kind} (its unit {its_unit!r}; clinical.units: {col} in {unit})"
+        return (
+            None,
+            f" (a number with a unit, {its_unit!r}: clinical.units = {{ {col} = {kind} }} reads it)",
+        )
+    return None, f" (a number with a unit, {its_unit!r}: write its numbers alone, all in one unit)"
 
 
 def _convert(number: str, unit: str, to: str) -> float:

@@ -102,9 +102,9 @@ class NewBreasts:
 def in_models_units(site: ClinicalConfig, model: dict[str, Unit], cohort: Path) -> ClinicalConfig:
     """A site's clinical rules that read each number in the unit the model's feature is in (the bundle's
     clinical.units): a site that keeps a feature in another unit (its own `units` or `written_in`) has its
-    plain numbers converted. A unit of another kind is a ConfigError; a bundle that names no units leaves
-    the site's rules as they are."""
-    units, written_in = dict(site.units), dict(site.written_in)
+    plain numbers converted, and its `ranges`, written in its own unit, with them. A unit of another kind
+    is a ConfigError; a bundle that names no units leaves the site's rules as they are."""
+    units, written_in, ranges = dict(site.units), dict(site.written_in), dict(site.ranges)
     for column, unit in model.items():
         own = site.written_in.get(column, site.units.get(column, unit))
         if UNITS[own][0] != UNITS[unit][0]:
@@ -112,10 +112,13 @@ def in_models_units(site: ClinicalConfig, model: dict[str, Unit], cohort: Path) 
                 f"{cohort}: clinical {column} in {own!r} (units, written_in), but the model's {column} is in "
                 f"{unit!r}: another quantity"
             )
+        if column in ranges:  # in the site's unit of the feature
+            scale = UNITS[site.units.get(column, unit)][1] / UNITS[unit][1]
+            ranges[column] = (ranges[column][0] * scale, ranges[column][1] * scale)
         units[column] = unit
         if own != unit:
             written_in[column] = own
-    return site.model_copy(update={"units": units, "written_in": written_in})
+    return site.model_copy(update={"units": units, "written_in": written_in, "ranges": ranges})
 
 
 def _same_endpoint(model: LabelsConfig, site: LabelsConfig, cohort: Path) -> None:
