@@ -865,6 +865,32 @@ class TestClinicalTypos:
             with pytest.raises(ConfigError, match=re.escape(said)):
                 load_config(tmp_path / "c.toml")
 
+    def test_an_approximate_number_is_read_as_the_number(self, tmp_path):
+        """Pathology writes 'ca. 2,5 cm' or '~25mm': not a number, and its breast was left out."""
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        sizes = ["ca. 2,5 cm", "~25mm", "≈ 25", "approx. 25", "Circa 25", "25", "ca.", "<30"]
+        table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(8)], "side": "L", "size": sizes})
+        table.to_csv(tmp_path / "clinical.csv", index=False, sep=";")
+        cfg = ClinicalConfig(
+            path=tmp_path / "clinical.csv", numeric=["size"], categorical=[], units={"size": "mm"}
+        )
+        clinical = read_clinical(cfg, problems := Problems())
+        assert clinical is not None
+        read = [clinical.values[(f"P{i}", Side.LEFT)]["size"] for i in range(8)]
+        assert read == [25, 25, 25, 25, 25, 25, None, 30]
+        said = {p.category: p.reason for p in problems.items}
+        assert said["approximate value read as its number"] == (
+            "clinical.csv, column 'size': 5 value(s) written as approximate, read as its number: "
+            "'ca. 2,5 cm' (line 2), '~25mm' (line 3), '≈ 25' (line 4), ..."
+        )
+        assert said["bound read as its value"].endswith(
+            "1 value(s) written as a bound, read as the bound: '<30' (line 9)"
+        )
+        assert "line 8, column 'size': 'ca.' is not a number" in said["invalid clinical value"]
+
     def test_a_category_spelt_another_way_is_read_as_the_usual_spelling(self, tiny_cohort, capsys):
         _, _, before, _ = run_ingest(tiny_cohort, capsys)
         clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)

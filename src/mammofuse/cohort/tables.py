@@ -528,6 +528,13 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
 
 WITH_UNIT = re.compile(r"([-+]?\d+(?:[.,]\d+)?)\s*([^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm"
 BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction near 0 or 100 as reports write it
+# a number written with a qualifier, read as the number with one warning per column: (category, written as,
+# read as)
+QUALIFIED = {
+    "bound": ("bound read as its value", "a bound", "the bound"),
+    "approximate": ("approximate value read as its number", "approximate", "its number"),
+}
+APPROXIMATE = re.compile(r"(~|≈|ca\.?|circa|approx\.?|approximately)\s*(\d.*)", re.IGNORECASE)  # "ca. 2,5 cm"
 
 
 def _fraction(raw: str, cfg: LabelsConfig) -> tuple[int, float] | str:
@@ -654,7 +661,9 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     )
     recode = {col: {spelling_key(k): v for k, v in codes.items()} for col, codes in cfg.recode.items()}
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
-    bounds: dict[str, list[tuple[str, int]]] = {col: [] for col in out.numeric}  # as written, line
+    qualified: dict[str, dict[str, list[tuple[str, int]]]] = {  # bound or approximate -> as written, line
+        col: {"bound": [], "approximate": []} for col in out.numeric
+    }
     spellings: dict[str, dict[str, list[int]]] = {col: defaultdict(list) for col in out.categorical}
     for key, row in keyed.items():
         values: dict[str, float | str | None] = {}
@@ -668,10 +677,12 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
                 bound = BOUND.fullmatch(raw)  # Ki-67 "<1 %", as pathology reports write one near 0 or 100
-                text = (bound[2] if bound else raw).removesuffix("%")  # "20 %" is 20
+                approximate = None if bound else APPROXIMATE.fullmatch(raw)
+                qualifier = bound or approximate
+                text = (qualifier[2] if qualifier else raw).removesuffix("%")  # "20 %" is 20
                 number, unit_said = _measure(text, col, cfg.units.get(col), cfg.written_in.get(col))
-                if bound and number is not None:
-                    bounds[col].append((raw, row.line))
+                if qualifier and number is not None:
+                    qualified[col]["bound" if bound else "approximate"].append((raw, row.line))
                 low, high = cfg.ranges.get(col, (-math.inf, math.inf))
                 values[col] = number if number is not None and low <= number <= high else None
                 if number is not None and values[col] is not None:
@@ -698,12 +709,15 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     for col, read in cells.items():
         if col not in cfg.ranges:
             _warn_far_values(col, read, problems, cfg.path)
-        if bounds[col]:
-            shown = ", ".join(f"{raw!r} (line {line})" for raw, line in bounds[col][:3])
+        for kind, found in qualified[col].items():
+            if not found:
+                continue
+            category, written_as, read_as = QUALIFIED[kind]
+            shown = ", ".join(f"{raw!r} (line {line})" for raw, line in found[:3])
             problems.warn(
-                "bound read as its value",
-                f"{column[col]}: {len(bounds[col])} value(s) written as a bound, read as the bound: {shown}"
-                + (", ..." if len(bounds[col]) > 3 else ""),
+                category,
+                f"{column[col]}: {len(found)} value(s) written as {written_as}, read as {read_as}: {shown}"
+                + (", ..." if len(found) > 3 else ""),
                 path=str(cfg.path),
             )
     for col, lines in spellings.items():
