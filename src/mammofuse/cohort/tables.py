@@ -661,8 +661,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     )
     recode = {col: {spelling_key(k): v for k, v in codes.items()} for col, codes in cfg.recode.items()}
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
-    qualified: dict[str, dict[str, list[tuple[str, int]]]] = {  # bound or approximate -> as written, line
-        col: {"bound": [], "approximate": []} for col in out.numeric
+    qualified: dict[str, dict[str, list[tuple[str, int]]]] = {  # QUALIFIED's kind -> as written, line
+        col: {kind: [] for kind in QUALIFIED} for col in out.numeric
     }
     spellings: dict[str, dict[str, list[int]]] = {col: defaultdict(list) for col in out.categorical}
     for key, row in keyed.items():
