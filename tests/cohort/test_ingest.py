@@ -891,6 +891,37 @@ class TestClinicalTypos:
         )
         assert "line 8, column 'size': 'ca.' is not a number" in said["invalid clinical value"]
 
+    def test_a_range_is_read_as_its_midpoint(self, tmp_path):
+        """Pathology writes Ki-67 as '10-20 %', a size as '1,5-2 cm': not numbers, their breasts left out."""
+        from mammofuse.cohort.tables import read_clinical
+        from mammofuse.config import ClinicalConfig
+        from mammofuse.problems import Problems
+
+        ki67 = ["10-20 %", "10–20%", "15 to 20", "20-10", "15", "15", "15"]
+        sizes = ["1,5-2 cm", "15 - 20 mm", "17.5", "17.5", "17.5", "2024-05-01", "17.5"]
+        table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(7)], "side": "L", "ki67": ki67})
+        table.assign(size=sizes).to_csv(tmp_path / "clinical.csv", index=False, sep=";")
+        cfg = ClinicalConfig(
+            path=tmp_path / "clinical.csv", numeric=["ki67", "size"], categorical=[], units={"size": "mm"}
+        )
+        clinical = read_clinical(cfg, problems := Problems())
+        assert clinical is not None
+        read = [clinical.values[(f"P{i}", Side.LEFT)] for i in range(7)]
+        assert [r["ki67"] for r in read] == [15, 15, 17.5, None, 15, 15, 15]
+        assert [r["size"] for r in read] == [17.5, 17.5, 17.5, 17.5, 17.5, None, 17.5]
+        ranges = [p.reason for p in problems.items if p.category == "range read as its midpoint"]
+        assert ranges == [
+            "clinical.csv, column 'ki67': 3 value(s) written as a range, read as its midpoint: '10-20 %' "
+            "(line 2), '10–20%' (line 3), '15 to 20' (line 4)",
+            "clinical.csv, column 'size': 2 value(s) written as a range, read as its midpoint: '1,5-2 cm' "
+            "(line 2), '15 - 20 mm' (line 3)",
+        ]
+        invalid = [p.reason for p in problems.items if p.category == "invalid clinical value"]
+        assert ["'20-10' is not a number" in invalid[0], "'2024-05-01' is not a number" in invalid[1]] == [
+            1,
+            1,
+        ]
+
     def test_a_category_spelt_another_way_is_read_as_the_usual_spelling(self, tiny_cohort, capsys):
         _, _, before, _ = run_ingest(tiny_cohort, capsys)
         clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)

@@ -533,8 +533,24 @@ BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction ne
 QUALIFIED = {
     "bound": ("bound read as its value", "a bound", "the bound"),
     "approximate": ("approximate value read as its number", "approximate", "its number"),
+    "range": ("range read as its midpoint", "a range", "its midpoint"),
 }
 APPROXIMATE = re.compile(r"(~|≈|ca\.?|circa|approx\.?|approximately)\s*(\d.*)", re.IGNORECASE)  # "ca. 2,5 cm"
+SPAN = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:-|–|to)\s*(\d+(?:[.,]\d+)?)(\D*)")  # Ki-67 "10-20 %", "1,5-2 cm"
+
+
+def _unqualified(raw: str) -> tuple[str | None, str]:
+    """A numeric cell's QUALIFIED kind (None for a plain one) and the number it is read as, as text with
+    what followed it (a unit, a percent sign): a bound's, an approximate value's, a range's midpoint."""
+    if bound := BOUND.fullmatch(raw):  # Ki-67 "<1 %", as pathology reports write one near 0 or 100
+        return "bound", bound[2]
+    if approximate := APPROXIMATE.fullmatch(raw):
+        return "approximate", approximate[2]
+    if span := SPAN.fullmatch(raw.strip()):
+        low, high = (Decimal(n.replace(",", ".")) for n in span.group(1, 2))
+        if low < high:  # "20-10" is no range: not a number
+            return "range", f"{(low + high) / 2}{span[3]}"
+    return None, raw
 
 
 def _fraction(raw: str, cfg: LabelsConfig) -> tuple[int, float] | str:
@@ -676,13 +692,11 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 values[col] = None
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
-                bound = BOUND.fullmatch(raw)  # Ki-67 "<1 %", as pathology reports write one near 0 or 100
-                approximate = None if bound else APPROXIMATE.fullmatch(raw)
-                qualifier = bound or approximate
-                text = (qualifier[2] if qualifier else raw).removesuffix("%")  # "20 %" is 20
+                kind, text = _unqualified(raw)
+                text = text.strip().removesuffix("%")  # "20 %" is 20
                 number, unit_said = _measure(text, col, cfg.units.get(col), cfg.written_in.get(col))
-                if qualifier and number is not None:
-                    qualified[col]["bound" if bound else "approximate"].append((raw, row.line))
+                if kind and number is not None:
+                    qualified[col][kind].append((raw, row.line))
                 low, high = cfg.ranges.get(col, (-math.inf, math.inf))
                 values[col] = number if number is not None and low <= number <= high else None
                 if number is not None and values[col] is not None:
