@@ -1315,6 +1315,29 @@ class TestFractionsAsReportsWriteThem:
             "does not say on which side of the threshold (75 %)" in r for r in reasons
         )
 
+    def test_a_range_is_read_where_both_ends_lie_on_one_side_and_an_approximate_value_as_written(
+        self, tmp_path
+    ):
+        """Pathology writes '60-70 %' and 'ca. 80 %': not fractions, their breasts (and labels) left out."""
+        from mammofuse.cohort.tables import read_labels
+        from mammofuse.config import LabelsConfig
+        from mammofuse.problems import Problems
+
+        written = {"P1": "60-70 %", "P2": "80 - 90", "P3": "70-80 %", "P4": "70-75", "P5": "ca. 80 %"}
+        written |= {"P6": "~ 40", "P7": "90-80", "P8": "60-170"}
+        rows = "".join(f"{p};L;{w}\n" for p, w in written.items())
+        (tmp_path / "labels.csv").write_text("patient_id;side;invasive_fraction\n" + rows)
+        labels = read_labels(LabelsConfig(path=tmp_path / "labels.csv"), problems := Problems())
+        assert {p: v for (p, _), v in labels.label.items()} == {"P1": 1, "P2": 0, "P5": 0, "P6": 1}
+        assert [labels.value[(p, Side.LEFT)] for p in ("P1", "P2", "P5", "P6")] == [65, 85, 80, 40]
+        reasons = {p.patient_id: p.reason for p in problems.items}
+        assert reasons["P3"].endswith(
+            "'70-80 %' does not say on which side of the threshold (75 %) the fraction lies"
+        )
+        assert "does not say on which side" in reasons["P4"]  # 75 is EIC negative, 70 positive
+        assert "'90-80' is not an invasive fraction" in reasons["P7"]
+        assert "'60-170' is not an invasive fraction" in reasons["P8"]
+
 
 class TestLabelScale:
     def fractions(self, cohort) -> pd.DataFrame:

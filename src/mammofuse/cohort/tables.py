@@ -555,16 +555,40 @@ def _unqualified(raw: str) -> tuple[str | None, str]:
 
 def _fraction(raw: str, cfg: LabelsConfig) -> tuple[int, float] | str:
     """An invasive fraction as written -> (label, the value in labels.scale), or why it is none. "45 %" is
-    a percentage whatever the scale says; a bound ("<5", ">90") is read where it decides the side of the
+    a percentage whatever the scale says; an approximate one ("ca. 80 %") is read as its number; a bound
+    ("<5", ">90") and a range ("60-70 %", read as its midpoint) where they decide the side of the
     threshold."""
+    read: tuple[int, float] | str | None
+    if span := SPAN.fullmatch(raw.strip()):
+        low, high = (_read_fraction(f"{end}{span[3]}", cfg) for end in span.group(1, 2))
+        if not isinstance(low, tuple) or not isinstance(high, tuple) or low[1] >= high[1]:
+            read = None
+        else:
+            read = (low[0], (low[1] + high[1]) / 2) if low[0] == high[0] else UNDECIDED
+    else:
+        approximate = APPROXIMATE.fullmatch(raw)
+        read = _read_fraction(approximate[2] if approximate else raw, cfg)
+    if read is None:
+        return f"{raw!r} is not an invasive fraction (expected {_expected(cfg)})"
+    if read == UNDECIDED:
+        return f"{raw!r} does not say on which side of the threshold ({cfg.threshold:g} %) the fraction lies"
+    return read
+
+
+UNDECIDED = "undecided"  # a bound or range with the threshold inside it
+
+
+def _read_fraction(text: str, cfg: LabelsConfig) -> tuple[int, float] | str | None:
+    """A number or bound of an invasive fraction -> (label, value in labels.scale), UNDECIDED, or None
+    where it is not one."""
     top = 100 if cfg.scale == "percent" else 1
-    bound = BOUND.fullmatch(raw)
-    text = bound[2] if bound else raw
-    value = parse_number(text.removesuffix("%"))
-    if value is not None and text.endswith("%"):  # as a spreadsheet writes a cell formatted as a percentage
+    bound = BOUND.fullmatch(text)
+    number = bound[2] if bound else text
+    value = parse_number(number.removesuffix("%"))
+    if value is not None and number.endswith("%"):  # as a spreadsheet writes a cell formatted as a percentage
         value = value * top / 100
     if value is None or not 0 <= value <= top:
-        return f"{raw!r} is not an invasive fraction (expected {_expected(cfg)})"
+        return None
     share = value * 100 / top
     if bound is None:
         return int(share < cfg.threshold), value
@@ -573,7 +597,7 @@ def _fraction(raw: str, cfg: LabelsConfig) -> tuple[int, float] | str:
         return 1, value
     if not below and share >= cfg.threshold:
         return 0, value
-    return f"{raw!r} does not say on which side of the threshold ({cfg.threshold:g} %) the fraction lies"
+    return UNDECIDED
 
 
 def _month_first(cfg: LabelsConfig, written: list[str]) -> bool:
