@@ -50,7 +50,10 @@ def parallel_map(
         try:
             yield from (progress(results, len(jobs)) if progress else results)
         except BaseException:  # Ctrl-C, an error, or the caller stopped early: the jobs not begun are not run
-            pool.shutdown(wait=False, cancel_futures=True)
+            # joined here, once the jobs begun are done: a pool left running to the interpreter's exit raced
+            # it (Python 3.11's exit wakes the pool's thread through a pipe that thread may be closing: an
+            # "OSError: Bad file descriptor" traceback after a Ctrl-C)
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 
