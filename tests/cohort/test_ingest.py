@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 
 from mammofuse.config import load_config
 from mammofuse.domain import Side
-from mammofuse.problems import Problems
+from mammofuse.problems import WARNING, Problems
 from tests.cohort.helpers import edit_config, edit_dicom, image_path, run_ingest, truth
 
 
@@ -855,6 +855,34 @@ class TestClinicalTypos:
         )
         assert [r["size"] for r in read] == [None, 23, 23, 23.7, 5]  # plain numbers in cm
 
+    def test_a_number_that_looks_written_in_another_unit_is_warned_about(self, tmp_path):
+        """A file of millimetres with a few sizes typed in centimetres ('2.3' for 23 mm) read them as 2.3 mm
+        without a word: inside any range, and not far from the others by the far-value rule."""
+        typical = [str(v) for v in range(10, 40)]  # whole millimetres
+        sizes = typical + ["2.3", "2", "2.3 cm", "7.5"]
+        read, problems = read_cells(tmp_path, {"size": sizes}, numeric=["size"], units={"size": "mm"})
+        assert [r["size"] for r in read][-4:] == [2.3, 2, 23, 7.5]  # kept as read
+        warned = [(p.patient_id, p.reason) for p in problems.items if p.category == "clinical unit"]
+        assert warned == [  # not '2' (a real tumour of 2 mm, written as the others are), nor '7.5' (not far)
+            (
+                "P30",
+                "clinical.csv line 32, column 'size': 2.3, read as 2.3 mm, lies far below the column's "
+                "other values (quartiles 15.25 and 30.75 mm); read in cm, it would be 23 mm, among them: "
+                "written in cm? (kept; '2.3 cm' is read in cm)",
+            )
+        ]
+        centimetres = [f"{v / 10:.1f}" for v in range(10, 40)] + ["23", "2.0"]  # another site's file
+        read, problems = read_cells(
+            tmp_path, {"size": centimetres}, numeric=["size"], units={"size": "mm"}, written_in={"size": "cm"}
+        )
+        warned = [p.reason for p in problems.items if p.category == "clinical unit"]
+        assert len(warned) == 1 and warned[0].startswith(
+            "clinical.csv line 32, column 'size': 23, read as 230 mm, lies far above"
+        )
+        assert warned[0].endswith("written in mm? (kept; '23 mm' is read in mm)")
+        _, problems = read_cells(tmp_path, {"size": sizes}, numeric=["size"])  # no unit: nothing to say
+        assert not [p for p in problems.items if p.category == "clinical unit"]
+
     def test_a_unit_must_be_of_a_numeric_feature_and_written_in_of_its_kind(self, tmp_path):
         from mammofuse.config import ConfigError
 
@@ -1286,10 +1314,12 @@ class TestFractionsAsReportsWriteThem:
         problems = Problems()
         labels = read_labels(LabelsConfig(path=tmp_path / "labels.csv", scale=scale), problems)
         assert {p: v for (p, _), v in labels.label.items()} == {"P1": 1, "P2": 0, "P3": 1, "P5": 0}
-        reasons = [p.reason for p in problems.items]
+        reasons = [p.reason for p in problems.items if p.category == "invalid label"]
         assert len(reasons) == 2 and all(
             "does not say on which side of the threshold (75 %)" in r for r in reasons
         )
+        (said,) = [p.reason for p in problems.items if p.category == "bound read as its value"]
+        assert said.startswith("labels.csv, column 'invasive_fraction': 4 value(s) written as a bound")
 
     def test_a_range_is_read_where_both_ends_lie_on_one_side_and_an_approximate_value_as_written(
         self, tmp_path
@@ -1313,6 +1343,13 @@ class TestFractionsAsReportsWriteThem:
         assert "does not say on which side" in reasons["P4"]  # 75 is EIC negative, 70 positive
         assert "'90-80' is not an invasive fraction" in reasons["P7"]
         assert "'60-170' is not an invasive fraction" in reasons["P8"]
+        warned = {p.category: p.reason for p in problems.items if p.severity == WARNING}
+        assert warned == {  # the value kept beside the label is an estimate: said once for each kind
+            "range read as its midpoint": "labels.csv, column 'invasive_fraction': 2 value(s) written as "
+            "a range, read as its midpoint: '60-70 %' (line 2), '80 - 90' (line 3)",
+            "approximate value read as its number": "labels.csv, column 'invasive_fraction': 2 value(s) "
+            "written as approximate, read as its number: 'ca. 80 %' (line 6), '~ 40' (line 7)",
+        }
 
 
 class TestLabelScale:

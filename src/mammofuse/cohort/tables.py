@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mammofuse.config import UNITS, ClinicalConfig, LabelsConfig
+from mammofuse.config import UNITS, ClinicalConfig, LabelsConfig, Unit
 from mammofuse.domain import Side, parse_side, spelling_key
 from mammofuse.problems import DataError, Problems
 
@@ -485,6 +485,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     recode = {spelling_key(written): read for written, read in cfg.recode.items()}
     if cfg.kind == "binary":  # the classes' names read as their labels, unless recoded otherwise
         recode = {spelling_key(cfg.positive): "1", spelling_key(cfg.negative): "0", **recode}
+    qualified: dict[str, list[tuple[str, int]]] = {kind: [] for kind in QUALIFIED}  # as written, line
     for key, row in keyed.items():
         raw = row.values[cfg.column]
         out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
@@ -511,6 +512,8 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
                 problems.add("invalid label", f"{where}: {read}", **ids)
                 continue
             out.label[key], out.value[key] = read
+            if kind := _unqualified(raw)[0]:
+                qualified[kind].append((raw, row.line))
         else:
             value = parse_number(raw)
             if value not in (0.0, 1.0):
@@ -522,10 +525,12 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
                 )
                 continue
             out.label[key] = int(value)
+    _warn_qualified(f"{cfg.path.name}, column '{cfg.column}'", qualified, problems, cfg.path)
     _check_scale(cfg, out)
     return out
 
 
+WHOLE = re.compile(r"[-+]?\d+")  # "23", a number written without decimals ("23.0" has one)
 WITH_UNIT = re.compile(r"([-+]?\d+(?:[.,]\d+)?)\s*([^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm"
 BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction near 0 or 100 as reports write it
 # a number written with a qualifier, read as the number with one warning per column: (category, written as,
@@ -537,6 +542,24 @@ QUALIFIED = {
 }
 APPROXIMATE = re.compile(r"(~|≈|ca\.?|circa|approx\.?|approximately)\s*(\d.*)", re.IGNORECASE)  # "ca. 2,5 cm"
 SPAN = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:-|–|to)\s*(\d+(?:[.,]\d+)?)(\D*)")  # Ki-67 "10-20 %", "1,5-2 cm"
+
+
+def _warn_qualified(
+    column: str, qualified: dict[str, list[tuple[str, int]]], problems: Problems, path: Path
+) -> None:
+    """One warning for each QUALIFIED kind of cell a column held (`qualified`: kind -> its cells as written,
+    with their lines), naming the first three."""
+    for kind, found in qualified.items():
+        if not found:
+            continue
+        category, written_as, read_as = QUALIFIED[kind]
+        shown = ", ".join(f"{raw!r} (line {line})" for raw, line in found[:3])
+        problems.warn(
+            category,
+            f"{column}: {len(found)} value(s) written as {written_as}, read as {read_as}: {shown}"
+            + (", ..." if len(found) > 3 else ""),
+            path=str(path),
+        )
 
 
 def _unqualified(raw: str) -> tuple[str | None, str]:
@@ -701,6 +724,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     )
     recode = {col: {spelling_key(k): v for k, v in codes.items()} for col, codes in cfg.recode.items()}
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
+    # the cells written without a unit: True for one written without decimals
+    plain: dict[str, dict[BreastKey, bool]] = {col: {} for col in out.numeric}
     qualified: dict[str, dict[str, list[tuple[str, int]]]] = {  # QUALIFIED's kind -> as written, line
         col: {kind: [] for kind in QUALIFIED} for col in out.numeric
     }
@@ -725,6 +750,8 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 values[col] = number if number is not None and low <= number <= high else None
                 if number is not None and values[col] is not None:
                     cells[col].append((number, where, key))
+                    if parse_number(text) is not None:  # no unit written
+                        plain[col][key] = WHOLE.fullmatch(text.strip()) is not None
                     continue
                 wrong = (
                     f"is not a number{unit_said}" if number is None else f"lies outside {low:g} to {high:g}"
@@ -747,17 +774,10 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     for col, read in cells.items():
         if col not in cfg.ranges:
             _warn_far_values(col, read, problems, cfg.path)
-        for kind, found in qualified[col].items():
-            if not found:
-                continue
-            category, written_as, read_as = QUALIFIED[kind]
-            shown = ", ".join(f"{raw!r} (line {line})" for raw, line in found[:3])
-            problems.warn(
-                category,
-                f"{column[col]}: {len(found)} value(s) written as {written_as}, read as {read_as}: {shown}"
-                + (", ..." if len(found) > 3 else ""),
-                path=str(cfg.path),
-            )
+        if col in cfg.units:
+            unit = cfg.units[col]
+            _warn_other_units(unit, cfg.written_in.get(col, unit), plain[col], read, problems, cfg.path)
+        _warn_qualified(column[col], qualified[col], problems, cfg.path)
     for col, lines in spellings.items():
         if respelt := _one_spelling(col, column[col], lines, problems, cfg.path):
             for values in out.values.values():
@@ -843,3 +863,45 @@ def _warn_far_values(
             side=key[1].value,
             path=str(path),
         )
+
+
+def _warn_other_units(
+    unit: Unit,
+    written: Unit,
+    plain: dict[BreastKey, bool],
+    cells: list[tuple[float, str, BreastKey]],
+    problems: Problems,
+    path: Path,
+) -> None:
+    """Warn about each number written without a unit that looks written in another unit of its kind: 2.3
+    among tumour sizes of 10-50 mm (centimetres in a file of millimetres), 23 among sizes of 1-5 cm, which
+    neither a range nor the far-value rule catches. `cells`: the column's values in `unit`, the file's plain
+    numbers read as `written`; `plain`: the cells without a unit, each True where written without decimals.
+    Such a number must lie far from the column's values (beyond a third of its lower quartile or three times
+    its upper one), among them as if written in the other unit (between their 10th and 90th percentiles),
+    and be written unlike at least 4 in 5 of the column's plain numbers, with decimals or without ("2.3"
+    among whole millimetres, "23" among centimetres with a decimal): a real 2 mm tumour in a file of
+    millimetres is not warned about. Kept as read."""
+    if len(cells) < FEW:
+        return
+    p10, q1, q3, p90 = np.percentile([c[0] for c in cells], [10, 25, 75, 90])
+    whole = sum(plain.values()) / max(len(plain), 1)
+    quantity = UNITS[unit][0]
+    for number, where, key in [c for c in cells if c[2] in plain]:
+        unlike = whole >= 0.8 and not plain[key] or whole <= 0.2 and plain[key]
+        if not unlike or q1 / 3 <= number <= q3 * 3:
+            continue
+        as_written = number * UNITS[unit][1] / UNITS[written][1]
+        for other in [u for u, (kind, _) in UNITS.items() if kind == quantity and u != written]:
+            read = as_written * UNITS[other][1] / UNITS[unit][1]  # were it written in `other`
+            if p10 <= read <= p90:
+                problems.warn(
+                    "clinical unit",
+                    f"{where}: {as_written:g}, read as {number:g} {unit}, lies far "
+                    f"{'below' if number < q1 else 'above'} the column's other values (quartiles {q1:g} and "
+                    f"{q3:g} {unit}); read in {other}, it would be {read:g} {unit}, among them: written in "
+                    f"{other}? (kept; '{as_written:g} {other}' is read in {other})",
+                    patient_id=key[0],
+                    side=key[1].value,
+                    path=str(path),
+                )
