@@ -626,22 +626,47 @@ class TestRecalibrate:
         assert main(["bundle", "verify", str(recalibrated)]) == 0
         verified = " ".join(capsys.readouterr().out.split())
         assert f"recalibrated (logistic) to {cohort / 'labels.csv'}" in verified
-        before = predict(run / "bundle", cohort, tmp_path / "before.csv")
+        assert "its clinical-only model refitted alike" in verified
+        before = predict(
+            run / "bundle", cohort, tmp_path / "before.csv", "--labels", str(cohort / "labels.csv")
+        )
         after = predict(recalibrated, cohort, tmp_path / "after.csv", "--labels", str(cohort / "labels.csv"))
-        assert "this bundle is recalibrated to" in " ".join(capsys.readouterr().out.split())
+        said = " ".join(capsys.readouterr().out.split())
+        assert "this bundle is recalibrated to" in said and "is not recalibrated" not in said
         card = (recalibrated / "model_card.md").read_text()
         assert f"Brier {shipped['brier']:.3f} -> {crossed['brier']:.3f}" in card
+        assert "The clinical-only model beside it is refitted to the same breasts alike" in " ".join(
+            card.split()
+        )
         scored = (after["reason"] == "").to_numpy()
         assert after.loc[scored, "model_probability"].to_numpy() == pytest.approx(
             before.loc[scored, "probability"].to_numpy()
         )
         mapped = expit(fitted["intercept"] + fitted["slope"] * logit(before.loc[scored, "probability"]))
         assert after.loc[scored, "probability"].to_numpy() == pytest.approx(mapped)
+        # the clinical-only model beside it is refitted alike: on the breasts of the fit, both calibrated
+        clinical = fitted["clinical"]
+        mapped = expit(
+            clinical["intercept"] + clinical["slope"] * logit(before.loc[scored, "clinical_probability"])
+        )
+        assert after.loc[scored, "clinical_probability"].to_numpy() == pytest.approx(mapped)
+        validation = json.loads((tmp_path / "validation.json").read_text())
+        for model in ("model", "baseline"):
+            assert validation[model]["calibration"]["intercept"] == pytest.approx(0, abs=1e-3)
+            assert validation[model]["calibration"]["slope"] == pytest.approx(1, abs=1e-3)
         threshold = load_bundle(recalibrated).threshold
         assert (after.loc[scored, "label"] == (after.loc[scored, "probability"] >= threshold)).all()
         again = ["recalibrate", str(recalibrated), *where, "--out", str(tmp_path / "again")]
         assert main(again) == 2 and "recalibrated already" in capsys.readouterr().out
         assert not (tmp_path / "again").exists()
+        del fitted["clinical"]  # as a bundle recalibrated before the clinical-only model was refitted too
+        (recalibrated / "recalibration.json").write_text(json.dumps(fitted))
+        write_sums(recalibrated)
+        old = predict(recalibrated, cohort, tmp_path / "old.csv", "--labels", str(cohort / "labels.csv"))
+        assert old["clinical_probability"].equals(before["clinical_probability"])
+        assert "the clinical-only model beside it is not recalibrated" in " ".join(
+            capsys.readouterr().out.split()
+        )
 
     def test_a_sites_own_operating_point_is_chosen_on_its_breasts_and_checked_by_cross_fitting(
         self, run, tmp_path, trained_master, capsys
@@ -665,6 +690,8 @@ class TestRecalibrate:
         said = " ".join(capsys.readouterr().out.split())
         assert f"the model's chosen on the breasts it was recalibrated on ({cohort / 'labels.csv'};" in said
         assert validation["model"]["at_youden"]["threshold"] == cut
+        assert validation["baseline"]["at_youden"]["threshold"] == fitted["clinical"]["threshold"] != cut
+        assert "the clinical-only model's too, by the same rule" in said
         crossed = fitted["check"]["recalibrated"]["at_youden"]  # each fold at the cut its fit chose
         assert crossed["threshold"] != pytest.approx(cut, abs=1e-6)
         assert f"the new bundle's, chosen on all: {cut:.3f}" in shown and "for sensitivity ≥ 0.85" in shown

@@ -642,6 +642,14 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         f"logit(p), fitted on all {fitted.breasts}; validate it on other breasts of this site (predict "
         "--labels)"
     )
+    if (clinical := fitted.clinical) is not None:
+        cut = (
+            "" if clinical.threshold is None else f", its threshold {clinical.threshold:.3f} by the same rule"
+        )
+        console.print(
+            f"and the clinical-only model beside it, refitted alike (logit(p') = {clinical.intercept:+.3f} + "
+            f"{clinical.slope:.3f} x logit(p){cut}): a validation compares like with like"
+        )
     if fitted.positives < SMALL_CLASS:
         console.print(
             f"[yellow]warning:[/] {fitted.positives} positives: a recalibration on so few events is unsteady "
@@ -659,7 +667,8 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         f"{args.bundle}: intact ({kind}, {len(bundle.members)} network(s), threshold {bundle.threshold:.3f})"
     )
     if (fitted := bundle.recalibration) is not None:
-        console.print(f"recalibrated ({fitted.method}) to {fitted.site}, on {fitted.breasts} breasts")
+        alike = "; its clinical-only model refitted alike" if fitted.clinical is not None else ""
+        console.print(f"recalibrated ({fitted.method}) to {fitted.site}, on {fitted.breasts} breasts{alike}")
     return 0
 
 

@@ -201,7 +201,7 @@ def _fill(
 ) -> None:
     """One breast's output row from its members' probabilities and clinical vectors: their mean and
     spread, the site's map of the mean where the bundle has one, the label at the bundle's threshold, and
-    (`labelled`) the clinical-only model's probability."""
+    (`labelled`) the clinical-only model's probability (through the site's map of it too)."""
     row["probability"] = float(probabilities.mean())
     row["spread"] = float(probabilities.std())  # the members' disagreement, on the model's scale
     if bundle.recalibration is not None:
@@ -209,9 +209,10 @@ def _fill(
         row["probability"] = float(bundle.recalibration.apply(np.array([row["probability"]]))[0])
     row["label"] = int(row["probability"] >= bundle.threshold)
     if labelled and bundle.baselines:
-        row["clinical_probability"] = float(
-            np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, vectors)])
-        )
+        clinical = np.mean([b.apply(v[None])[0] for b, v in zip(bundle.baselines, vectors)])
+        if bundle.recalibration is not None and bundle.recalibration.clinical is not None:
+            clinical = bundle.recalibration.clinical.apply(np.array([clinical]))[0]
+        row["clinical_probability"] = float(clinical)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammofuse.config import ConfigError
@@ -31,7 +32,7 @@ from mammofuse.deploy.predict import Predicted
 from mammofuse.evaluation import metrics
 from mammofuse.evaluation.result import OperatingPoint, SplitMetrics
 from mammofuse.models import ModelError
-from mammofuse.models.stacking import Recalibration, RecalibrationMethod
+from mammofuse.models.stacking import ClinicalRecalibration, LogitMap, Recalibration, RecalibrationMethod
 from mammofuse.problems import DataError
 from mammofuse.storage import replace_text
 
@@ -107,6 +108,11 @@ def recalibrate(
     if point is not None:
         fitted.operating_point = point
         fitted.threshold = metrics.choose_threshold(y, fitted.apply(probs), point)
+    clinical = used.get("clinical_probability", pd.Series(np.nan, used.index)).to_numpy(dtype=float)
+    if np.isfinite(clinical).all():  # the clinical-only model beside it (where it has one), refitted alike
+        fitted.clinical = ClinicalRecalibration(**LogitMap.fitted(y, clinical, method))
+        if point is not None:
+            fitted.clinical.threshold = metrics.choose_threshold(y, fitted.clinical.apply(clinical), point)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle_dir, out)
@@ -149,5 +155,21 @@ def _card_paragraph(fitted: Recalibration, shipped: dict, crossed: dict, thresho
         f"-> {after['intercept']:+.2f}, slope {before['slope']:.2f} -> {after['slope']:.2f}, Brier "
         f"{shipped['brier']:.3f} -> {crossed['brier']:.3f}. {kept}; `predict` gives the model's own "
         "probability beside the recalibrated one (`model_probability`). Figures on the breasts it was "
-        "fitted on flatter it: validate it on others.\n"
+        f"fitted on flatter it: validate it on others.{_clinical_words(fitted.clinical)}\n"
+    )
+
+
+def _clinical_words(clinical: ClinicalRecalibration | None) -> str:
+    """The card's sentence on the clinical-only model's own recalibration ('' where there is none)."""
+    if clinical is None:
+        return ""
+    cut = (
+        ""
+        if clinical.threshold is None
+        else f", its threshold chosen by the same rule: {clinical.threshold:.3f}"
+    )
+    return (
+        f" The clinical-only model beside it is refitted to the same breasts alike (logit(p') = "
+        f"{clinical.intercept:+.3f} + {clinical.slope:.3f} x logit(p){cut}), so that a validation compares "
+        "like with like."
     )

@@ -65,9 +65,12 @@ def validate(
     if profile is not None and profile.positives is not None:
         result["training_prevalence"] = profile.positives / profile.breasts
     warnings: list[str | None] = []
+    recalibrated = bundle.recalibration
     if bundle.baselines:
         clinical = used["clinical_probability"].to_numpy(dtype=float)
         threshold = float(np.mean([b.threshold for b in bundle.baselines]))
+        if recalibrated is not None and recalibrated.clinical and recalibrated.clinical.threshold is not None:
+            threshold = recalibrated.clinical.threshold  # the site's, chosen by the model's rule
         result["baseline"] = metrics.summary(y, clinical, threshold, groups, seed)
         result["comparison"] = metrics.paired_auc_difference(y, model_probs, clinical, groups, seed=seed)
     elif uses_clinical:
@@ -75,16 +78,24 @@ def validate(
             "this bundle carries no clinical-only regression (written before mammofuse kept one), so no "
             "baseline is beside the model; evaluate the run again (or run cv on it again) to write one"
         )
-    if (recalibrated := bundle.recalibration) is not None:
+    if recalibrated is not None:
         if recalibrated.threshold is not None:
-            result["chosen_on"] = (
-                f"the breasts it was recalibrated on ({recalibrated.site}; the clinical-only model's: its "
-                "training cohort's validation breasts)"
+            clinical_on = (
+                "the clinical-only model's too, by the same rule"
+                if recalibrated.clinical is not None
+                else "the clinical-only model's: its training cohort's validation breasts"
             )
+            result["chosen_on"] = f"the breasts it was recalibrated on ({recalibrated.site}; {clinical_on})"
         warnings.append(
             f"this bundle is recalibrated to {recalibrated.site} ({recalibrated.breasts} breasts): on the "
             "breasts it was fitted on, its calibration is flattered; validate it on others"
         )
+        if recalibrated.clinical is None and bundle.baselines:
+            warnings.append(
+                "the clinical-only model beside it is not recalibrated (the bundle was recalibrated before "
+                "mammofuse refitted both): its calibration, Brier, operating point and net benefit do not "
+                "compare with the model's; recalibrate the original bundle again to refit both"
+            )
     unlabelled = len(scored) - len(used)
     if unlabelled:
         warnings.append(

@@ -81,14 +81,37 @@ class ClinicalBaseline(BaseModel):
         return expit(np.asarray(clinical) @ np.asarray(self.clinical)[:, None] + self.intercept)[:, 0]
 
 
-class Recalibration(BaseModel):
-    """recalibration.json: nothing more, nothing less."""
+class LogitMap(BaseModel):
+    """logit(p') = intercept + slope x logit(p): a probability refitted to a site's breasts."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: RecalibrationMethod
     intercept: float
     slope: float = 1.0
+
+    @staticmethod
+    def fitted(labels: np.ndarray, probs: np.ndarray, method: RecalibrationMethod) -> dict[str, float]:
+        """The map's intercept and slope on these breasts ("intercept": the slope stays 1)."""
+        y, lp = np.asarray(labels, float), logit(probs)
+        intercept, slope = (intercept_fit(y, lp), 1.0) if method == "intercept" else logistic_fit(y, lp)
+        return {"intercept": intercept, "slope": slope}
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        return expit(self.intercept + self.slope * logit(probs))
+
+
+class ClinicalRecalibration(LogitMap):
+    """The clinical-only regression refitted to the same site's breasts by the same method, so that the
+    baseline beside a recalibrated model is recalibrated too: calibration, Brier, the operating point and net
+    benefit then compare like with like."""
+
+    threshold: float | None = Field(None, ge=0, le=1)  # chosen by the site's rule where the model's is
+
+
+class Recalibration(LogitMap):
+    """recalibration.json: nothing more, nothing less."""
+
+    method: RecalibrationMethod
     site: str  # the breasts it was fitted on, in words (no patient identifier)
     breasts: int
     positives: int
@@ -97,21 +120,16 @@ class Recalibration(BaseModel):
     # the bundle's threshold, read as a risk at the site)
     operating_point: OperatingPoint | None = None
     threshold: float | None = Field(None, ge=0, le=1)
+    clinical: ClinicalRecalibration | None = None  # None: a bundle recalibrated before mammofuse fitted it
 
     @classmethod
     def fit(
         cls, labels: np.ndarray, probs: np.ndarray, method: RecalibrationMethod, site: str
     ) -> Recalibration:
-        y, lp = np.asarray(labels, float), logit(probs)
-        intercept, slope = (intercept_fit(y, lp), 1.0) if method == "intercept" else logistic_fit(y, lp)
         return cls(
+            **LogitMap.fitted(labels, probs, method),
             method=method,
-            intercept=intercept,
-            slope=slope,
             site=site,
-            breasts=len(y),
-            positives=int(y.sum()),
+            breasts=len(labels),
+            positives=int(np.sum(labels)),
         )
-
-    def apply(self, probs: np.ndarray) -> np.ndarray:
-        return expit(self.intercept + self.slope * logit(probs))
