@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from mammofuse.deploy.predict import Predicted
     from mammofuse.evaluation.result import CvEvaluation, Evaluation, ExternalValidation
+    from mammofuse.explain.checks import Region, RegionKey
     from mammofuse.runs import Run
 
 
@@ -776,17 +777,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from mammofuse.evaluation.compare import compare_runs, maps_lines
     from mammofuse.evaluation.cv import fold_epochs
     from mammofuse.evaluation.plots import overfitting_figure
+    from mammofuse.explain.checks import read_regions
     from mammofuse.report.report import build_compare_report
     from mammofuse.runs import Run, Work
 
+    _check_setups(args, args.presets)
+    regions = args.regions.resolve() if args.regions else None
+    if regions is not None:  # before any training, as the setups are
+        reading = Problems()
+        marked = read_regions(regions, reading)
+        show_problems(reading, "rows of the regions file left out", str(regions))
     runs: dict[str, Run] = {}
     for preset in args.presets:
         console.rule(f"preset {preset}")
         runs[preset] = Run(_cross_validate(args, preset))
     work = Work(runs[args.presets[0]].read_config().work_dir)
     table = compare_runs(runs)
-    if args.regions:
-        table = table.merge(_compare_maps(runs, args.regions.resolve()), on="preset", how="left")
+    if regions is not None:
+        maps = _compare_maps(runs, regions, marked, reading)
+        table = table.merge(maps, on="preset", how="left")
     write_table(table, work.compare)
     epochs = {name: fold_epochs(run, run.read_cv_evaluation()) for name, run in runs.items()}
     overfitting_figure(epochs).savefig(work.compare_figure, dpi=110)
@@ -804,15 +813,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_maps(runs: dict[str, Run], regions: Path) -> pd.DataFrame:
-    """Each setup's maps checked out of fold (written to its explain/ as `explain` writes them), and how
-    often they point at the tumour on the positive breasts, paired against the first setup."""
-    from mammofuse.explain.checks import paired_localisation, read_regions, summary_lines
+def _check_setups(args: argparse.Namespace, presets: list[str | None]) -> None:
+    """Each setup's config made as its cross-validation will make it, before any of them trains: a preset
+    named wrong, or a setting it cannot hold, stops the command at once, not after the setups before it."""
+    for preset in presets:
+        run_config(args, preset)
+
+
+def _compare_maps(
+    runs: dict[str, Run], regions: Path, marked: dict[RegionKey, list[Region]], reading: Problems
+) -> pd.DataFrame:
+    """Each setup's maps checked out of fold (written to its explain/ as `explain` writes them) against the
+    tumours `marked` in `regions` (`reading`: the rows left out), and how often they point at the tumour on
+    the positive breasts, paired against the first setup."""
+    from mammofuse.explain.checks import paired_localisation, summary_lines
     from mammofuse.explain.explain import checks_table, write_checks
 
-    reading = Problems()
-    marked = read_regions(regions, reading)
-    show_problems(reading, "rows of the regions file left out", str(regions))
     tables = {}
     for name, run in runs.items():
         console.rule(f"the maps of {name}")
@@ -884,6 +900,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     presets = args.presets or [args.preset]
     if len(set(presets)) < len(presets):
         raise ConfigError("--presets names a setup twice: give each once")
+    _check_setups(args, presets)
     shares = sorted({*args.fractions, 1.0})  # the whole training part is the curve's reference
     setups: dict[str, dict[float, Run]] = {}
     for preset in presets:

@@ -346,6 +346,27 @@ class TestBadInput:
 
 
 class TestCompare:
+    def test_a_setup_or_regions_file_named_wrong_stops_the_command_before_any_setup_trains(
+        self, ready, capsys
+    ):
+        """compare and curve trained every setup named before a wrong one (hours on a real cohort), then
+        stopped on it; a regions file that was not there stopped compare after every setup had trained."""
+        runs = ready / "work" / "runs"
+
+        def made() -> list:
+            return sorted(runs.iterdir()) if runs.exists() else []
+
+        before = made()
+        cohort, fast = str(ready / "cohort.toml"), str(ready.parent / "fast.toml")
+        for command in ("compare", "curve"):
+            assert main([command, cohort, "--presets", fast, "no_such_preset", "--folds", "3"]) == 2
+            assert "unknown preset 'no_such_preset'" in capsys.readouterr().out
+            assert made() == before  # nothing trained
+        missing = ready / "no_lesions.csv"
+        assert main(["compare", cohort, "--presets", fast, "demo_cpu", "--regions", str(missing)]) == 2
+        assert f"{missing}: regions file not found" in " ".join(capsys.readouterr().out.split())
+        assert made() == before
+
     def test_presets_on_identical_folds_with_paired_differences_against_the_first(self, ready, capsys):
         variant = ready.parent / "fast_dropout.toml"
         variant.write_text('extends = "demo_cpu"\n[train]\nbatch_size = 32\n[data]\naugment = false\n')
