@@ -472,7 +472,9 @@ class TestExternalValidation:
         assert f"versus {other / 'bundle'} (single model)" in " ".join(capsys.readouterr().out.split())
         assert "Against another bundle:" in (out.parent / "validation.html").read_text()
 
-    def test_versus_without_labels_is_refused_before_any_work(self, run, trained_master, tmp_path, capsys):
+    def test_versus_without_labels_or_a_second_bundle_is_refused_before_any_work(
+        self, run, trained_master, tmp_path, capsys
+    ):
         cohort = trained_master.parents[2]
         argv = [
             "predict",
@@ -485,6 +487,11 @@ class TestExternalValidation:
         assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 2
         assert "--versus compares two bundles on labelled breasts" in capsys.readouterr().out
         assert not (tmp_path / "p.csv").exists()
+        argv[-1] = str(tmp_path / "no_bundle")  # a second bundle not there: before, after the first scored
+        argv += ["--clinical", str(cohort / "clinical.csv"), "--labels", str(cohort / "labels.csv")]
+        assert main([*argv, "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "p.csv")]) == 2
+        assert "no_bundle: not a model bundle" in capsys.readouterr().out
+        assert not any((tmp_path / "cache").rglob("*.npy"))  # not an image preprocessed
 
     def test_labels_of_one_class_are_a_clear_error(self, run, tmp_path, trained_master, capsys):
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"

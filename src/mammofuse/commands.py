@@ -471,6 +471,7 @@ def _new_breasts(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from mammofuse.deploy.bundle import load_bundle
     from mammofuse.deploy.predict import cache_folder, predict_breasts
 
     breasts = _new_breasts(args)
@@ -481,6 +482,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "--regions outlines the tumours on --explain's overlays and checks the maps: give --explain too"
         )
     check_writable(args.out.parent, *([args.cache] if args.cache else []))
+    if args.versus is not None:  # read before the first bundle scores: a wrong path stops it at once
+        load_bundle(args.versus)
 
     def score_with(bundle_dir: Path, cache: Path):
         return predict_breasts(
