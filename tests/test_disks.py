@@ -93,7 +93,9 @@ class TestFullDisk:
             filler = fill(disk, leave=2 << 20)  # the check passes, the cache fills it
             capsys.readouterr()
             assert main(["preprocess", config, "--work", str(disk), "--workers", "1"]) == 2
-            one_line_error(capsys.readouterr().out, "No space left on device (the disk is full")
+            out = capsys.readouterr().out
+            one_line_error(out, "No space left on device (the disk is full")
+            assert f"error: {disk / 'cache'}" in out  # where (a write's error names no file)
             filler.unlink()
             assert main(["preprocess", config, "--work", str(disk), "--workers", "1"]) == 0
             assert not [p for p in (disk / "cache").rglob("*") if ".tmp" in p.name]

@@ -86,6 +86,18 @@ def remove_leftovers(path: Path) -> None:
 
 
 @contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """A disk's error in the block (DISK_ERRORS) that names no file, as a write's does (a full disk), names
+    `path`: the one line the CLI prints then says where the disk is full."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno in DISK_ERRORS:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
+@contextmanager
 def replaced(path: Path) -> Iterator[Path]:
     """Write a file whole or not at all: the block writes the temporary path it is given, which is then
     renamed over `path` (a full disk, an error or a kill in the block leaves the previous version). What
@@ -93,8 +105,9 @@ def replaced(path: Path) -> Iterator[Path]:
     remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with naming(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

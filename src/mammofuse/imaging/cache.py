@@ -25,7 +25,7 @@ import numpy as np
 
 from mammofuse.domain import VIEWS
 from mammofuse.problems import DataError
-from mammofuse.storage import alive
+from mammofuse.storage import alive, naming
 
 CACHE_VERSION = 4  # bump when the preprocessing code changes what it writes
 QUANT = 65535
@@ -81,7 +81,7 @@ def write_entry(path: Path, arr: np.ndarray) -> dict[str, Any]:
     np.save(buffer, arr)  # to memory: numpy's own file writes report a full disk without its errno
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     try:
-        with tmp.open("wb") as fh:
+        with naming(path), tmp.open("wb") as fh:
             fh.write(buffer.getbuffer())
         os.replace(tmp, path)
     finally:
@@ -103,7 +103,8 @@ def write_display(entry: Path, img: np.ndarray) -> None:
         raise ValueError(f"{entry}: its display copy cannot be encoded")
     tmp = entry.with_suffix(f".tmp{os.getpid()}.png")
     try:
-        tmp.write_bytes(png.tobytes())
+        with naming(display_path(entry)):
+            tmp.write_bytes(png.tobytes())
         os.replace(tmp, display_path(entry))
     finally:
         tmp.unlink(missing_ok=True)
