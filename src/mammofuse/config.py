@@ -234,8 +234,17 @@ class LabelsConfig(_Section):
 
 # the units a clinical number can be declared in (clinical.units, written_in): each one's quantity and its
 # size in that quantity's smallest unit
-UNITS: dict[str, tuple[str, int]] = {"mm": ("length", 1), "cm": ("length", 10), "years": ("age", 1)}
-Unit = Literal["mm", "cm", "years"]
+UNITS: dict[str, tuple[str, int]] = {
+    "mm": ("length", 1),
+    "cm": ("length", 10),
+    "years": ("age", 1),
+    "percent": ("share", 1),  # Ki-67 20
+    "fraction": (
+        "share",
+        100,
+    ),  # Ki-67 0.2: a site's export, or a spreadsheet's percent cell read as a number
+}
+Unit = Literal["mm", "cm", "years", "percent", "fraction"]
 
 
 class ClinicalConfig(_Section):
@@ -276,15 +285,16 @@ class ClinicalConfig(_Section):
     )
     units: dict[str, Unit] = Field(
         {},
-        description='numeric feature -> the unit its values are in as the features use them ("mm", "cm" or '
-        '"years"; e.g. { tumour_size_mm = "mm" }): a cell that writes a unit of that kind ("2.3 cm", "23mm", '
-        '"56 y") is read in it. Without one, such a cell is not a number',
+        description='numeric feature -> the unit its values are in as the features use them ("mm", "cm", '
+        '"years", "percent" or "fraction"; e.g. { tumour_size_mm = "mm", ki67 = "percent" }): a cell that '
+        'writes a unit of that kind ("2.3 cm", "23mm", "56 y", "20 %") is read in it. Without one, such a '
+        'cell is not a number (but "20 %", read as 20)',
     )
     written_in: dict[str, Unit] = Field(
         {},
         description="numeric feature -> the unit this file writes its plain numbers in, where it is not "
         'the feature\'s (units): { tumour_size_mm = "cm" } reads a site that writes centimetres, '
-        "converted to the feature's millimetres",
+        'converted to the feature\'s millimetres; { ki67 = "fraction" } one that writes 0.2 for 20 %',
     )
 
     @model_validator(mode="before")

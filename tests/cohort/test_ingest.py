@@ -883,6 +883,23 @@ class TestClinicalTypos:
         _, problems = read_cells(tmp_path, {"size": sizes}, numeric=["size"])  # no unit: nothing to say
         assert not [p for p in problems.items if p.category == "clinical unit"]
 
+    def test_a_share_is_read_as_a_percent_or_a_fraction_as_its_unit_says(self, tmp_path):
+        """Ki-67 is 20 at one site and 0.2 at another (or in a spreadsheet's percent cell read as a number):
+        a site's fractions could only be warned about (their median 0.01 x the training one), never read."""
+        ki67 = [str(v) for v in range(5, 45, 2)] + ["20 %", "<1 %", "10-20 %", "ca. 15%", "0.2"]
+        read, problems = read_cells(tmp_path, {"ki67": ki67}, numeric=["ki67"], units={"ki67": "percent"})
+        assert [r["ki67"] for r in read][-5:] == [20, 1, 15, 15, 0.2]
+        (warned,) = [p.reason for p in problems.items if p.category == "clinical unit"]
+        assert "0.2, read as 0.2 percent, lies far below" in warned and "written in fraction?" in warned
+        fractions = ["0.2", "0,35", "20 %", "0.05"]  # another site's export: plain numbers are fractions
+        site = {"units": {"ki67": "percent"}, "written_in": {"ki67": "fraction"}}
+        read, _ = read_cells(tmp_path, {"ki67": fractions}, numeric=["ki67"], **site)
+        assert [r["ki67"] for r in read] == [20, 35, 20, 5]
+        read, _ = read_cells(tmp_path, {"ki67": fractions}, numeric=["ki67"], units={"ki67": "fraction"})
+        assert [r["ki67"] for r in read] == [0.2, 0.35, 0.2, 0.05]  # a model whose Ki-67 is a fraction
+        read, _ = read_cells(tmp_path, {"ki67": ["20 %", "0.2"]}, numeric=["ki67"])  # no unit: as before
+        assert [r["ki67"] for r in read] == [20, 0.2]
+
     def test_a_unit_must_be_of_a_numeric_feature_and_written_in_of_its_kind(self, tmp_path):
         from mammofuse.config import ConfigError
 
@@ -890,6 +907,7 @@ class TestClinicalTypos:
             ('units = { grade = "mm" }', "units: ['grade'] not among the numeric features"),
             ('units = { age = "inches" }', "units.age"),
             ('written_in = { age = "cm" }', "written_in: age needs the unit the feature itself is in"),
+            ('units = { ki67 = "percent" }\nwritten_in = { ki67 = "mm" }', "measures length"),
             (
                 'units = { age = "years" }\nwritten_in = { age = "cm" }',
                 "written_in: age = 'cm' measures length, the feature's unit 'years' (units) age",

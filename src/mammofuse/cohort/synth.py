@@ -460,7 +460,7 @@ def _write_site_b_tables(labels: pd.DataFrame, clinical: pd.DataFrame, out: Path
 
 # what each numeric feature can hold, as a study would write it down: a value outside is a typo
 RANGES = {"age": (18.0, 110.0), "tumour_size_mm": (0.0, 300.0), "ki67": (0.0, 100.0)}
-UNITS_OF = {"age": "years", "tumour_size_mm": "mm"}  # the features' units (clinical.units)
+UNITS_OF = {"age": "years", "tumour_size_mm": "mm", "ki67": "percent"}  # the features' units (clinical.units)
 
 
 def cohort_config(image_size: tuple[int, int], site: Site = "a") -> Config:

@@ -394,7 +394,12 @@ def parse_number(text: str) -> float | None:
 
 
 # how a clinical cell may write a unit (clinical.units), any case, a full stop after it or not
-UNIT_SPELLINGS = {"mm": "mm", "cm": "cm", **dict.fromkeys(("y", "yr", "yrs", "year", "years"), "years")}
+UNIT_SPELLINGS = {
+    "mm": "mm",
+    "cm": "cm",
+    **dict.fromkeys(("y", "yr", "yrs", "year", "years"), "years"),
+    **dict.fromkeys(("%", "percent"), "percent"),
+}
 
 
 def _measure(text: str, col: str, unit: str | None, written_in: str | None) -> tuple[float | None, str]:
@@ -531,7 +536,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
 
 
 WHOLE = re.compile(r"[-+]?\d+")  # "23", a number written without decimals ("23.0" has one)
-WITH_UNIT = re.compile(r"([-+]?\d+(?:[.,]\d+)?)\s*([^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm"
+WITH_UNIT = re.compile(r"([-+]?\d+(?:[.,]\d+)?)\s*(%|[^\W\d_]+\.?)")  # "2.3 cm", "45 years", "12mm", "20 %"
 BOUND = re.compile(r"(<=?|>=?|≤|≥)\s*(.*)")  # "<5", "> 90 %": a fraction near 0 or 100 as reports write it
 # a number written with a qualifier, read as the number with one warning per column: (category, written as,
 # read as)
@@ -742,8 +747,11 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 out.na_reason.setdefault(key, f"{where}: missing value")
             elif col in out.numeric:
                 kind, text = _unqualified(raw)
-                text = text.strip().removesuffix("%")  # "20 %" is 20
-                number, unit_said = _measure(text, col, cfg.units.get(col), cfg.written_in.get(col))
+                unit = cfg.units.get(col)
+                text = text.strip()
+                if unit is None or UNITS[unit][0] != "share":  # "20 %" is 20; a share reads its unit
+                    text = text.removesuffix("%")
+                number, unit_said = _measure(text, col, unit, cfg.written_in.get(col))
                 if kind and number is not None:
                     qualified[col][kind].append((raw, row.line))
                 low, high = cfg.ranges.get(col, (-math.inf, math.inf))
