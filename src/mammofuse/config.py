@@ -239,10 +239,8 @@ UNITS: dict[str, tuple[str, int]] = {
     "cm": ("length", 10),
     "years": ("age", 1),
     "percent": ("share", 1),  # Ki-67 20
-    "fraction": (
-        "share",
-        100,
-    ),  # Ki-67 0.2: a site's export, or a spreadsheet's percent cell read as a number
+    # Ki-67 0.2: a site's export, or a spreadsheet's percent cell read as a number
+    "fraction": ("share", 100),
 }
 Unit = Literal["mm", "cm", "years", "percent", "fraction"]
 

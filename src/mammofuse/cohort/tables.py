@@ -759,7 +759,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
                 if number is not None and values[col] is not None:
                     cells[col].append((number, where, key))
                     if parse_number(text) is not None:  # no unit written
-                        plain[col][key] = WHOLE.fullmatch(text.strip()) is not None
+                        plain[col][key] = WHOLE.fullmatch(text) is not None
                     continue
                 wrong = (
                     f"is not a number{unit_said}" if number is None else f"lies outside {low:g} to {high:g}"

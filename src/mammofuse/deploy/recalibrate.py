@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mammofuse.config import ConfigError
@@ -108,8 +107,9 @@ def recalibrate(
     if point is not None:
         fitted.operating_point = point
         fitted.threshold = metrics.choose_threshold(y, fitted.apply(probs), point)
-    clinical = used.get("clinical_probability", pd.Series(np.nan, used.index)).to_numpy(dtype=float)
-    if np.isfinite(clinical).all():  # the clinical-only model beside it (where it has one), refitted alike
+    # the clinical-only model beside it (where the bundle has one), refitted alike
+    if "clinical_probability" in used and used["clinical_probability"].notna().all():
+        clinical = used["clinical_probability"].to_numpy(dtype=float)
         fitted.clinical = ClinicalRecalibration(**LogitMap.fitted(y, clinical, method))
         if point is not None:
             fitted.clinical.threshold = metrics.choose_threshold(y, fitted.clinical.apply(clinical), point)
