@@ -85,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["a", "b"],
         default="a",
         help="'b': another hospital (its own scanner, a brighter tone curve; its own export: other column "
-        "names and codes, ';'-separated Windows-1252 CSVs with decimal commas, tumour sizes in cm, the "
-        "invasive fraction as 0-1) with a cohort.toml that reads it; the same --seed gives the same breasts "
-        "at either site (default 'a')",
+        "names and codes, ';'-separated Windows-1252 CSVs with decimal commas, tumour sizes in cm, Ki-67 "
+        "and the invasive fraction as 0-1) with a cohort.toml that reads it; the same --seed gives the same "
+        "breasts at either site (default 'a')",
     )
     p.add_argument(
         "--years",

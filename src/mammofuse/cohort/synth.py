@@ -55,10 +55,10 @@ CATEGORICAL = ["grade", "er", "pr", "her2", "density"]
 MANUFACTURER = {"a": "mammofuse synthetic", "b": "mammofuse synthetic B"}
 # Site B, another hospital: its own scanner (a brighter tone curve, and outside the collimated field
 # padding pixels of stored value 0, which a MONOCHROME1 image shows white unless read as padding), its own
-# export conventions (other
-# column names and codes, `;`-separated Windows-1252 CSVs with decimal commas, as Excel saves them there,
-# tumour sizes in centimetres, the invasive fraction as 0-1) and a cohort.toml that reads them. The same seed
-# gives the same breasts at either site: only the scanner and the files differ.
+# export conventions (other column names and codes, `;`-separated Windows-1252 CSVs with decimal commas, as
+# Excel saves them there, tumour sizes in centimetres, Ki-67 and the invasive fraction as 0-1) and a
+# cohort.toml that reads them. The same seed gives the same breasts at either site: only the scanner and the
+# files differ.
 SITE_B_GAMMA = 0.8
 SITE_B_PADDING = (0.02, 0.06)  # padded bands: top and bottom (share of the height), far side (of the width)
 SITE_B_CLINICAL = {
@@ -66,7 +66,7 @@ SITE_B_CLINICAL = {
     "side": "Laterality",
     "age": "Age (years)",
     "tumour_size_mm": "Tumour Ø (cm)",  # not ASCII: the file's encoding matters; in centimetres there
-    "ki67": "Ki-67 (%)",
+    "ki67": "Ki-67 index",  # as a fraction there (0.23 for 23 %)
     "grade": "Grade",
     "er": "ER status",
     "pr": "PR status",
@@ -78,7 +78,7 @@ SITE_B_CODES = {
     "grade": {f"G{g}": str(g) for g in (1, 2, 3)},
     "density": {d.upper(): d for d in "abcd"},
 }
-SITE_B_WRITTEN_IN = {"tumour_size_mm": "cm"}
+SITE_B_WRITTEN_IN = {"tumour_size_mm": "cm", "ki67": "fraction"}
 SITE_B_LABEL = "Invasive share"
 SITE_B_ENCODING = "cp1252"
 
