@@ -2,6 +2,7 @@
 one writer at a time."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def test_a_ctrl_c_during_a_cluster_map_ends_it_at_the_next_result_and_gives_the_
 
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups")
 @pytest.mark.parametrize("where", [["--workers", "2"], ["--cluster", "local:2"]])
-def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready, where):
+def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready, where, capsys):
     edit_config(ready, preprocess={"size": [512, 256]})  # a few seconds of work for two workers
     table, cache = ready / "work" / "preprocessed.csv", ready / "work" / "cache"
     before, cached = table.read_bytes(), len(list(cache.rglob("*.npy")))  # of the first size
@@ -110,6 +111,8 @@ def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready, where):
     while len(list(cache.rglob("*.npy"))) < cached + 4:  # the workers are at work
         assert proc.poll() is None and time.monotonic() < deadline, "no work seen"
         time.sleep(0.01)
+    time.sleep(0.2)  # their results reach the command (a cluster's within tens of milliseconds)
+    assert proc.poll() is None, "finished before the key"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: every process of the group gets it
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -117,8 +120,12 @@ def test_ctrl_c_on_preprocess_says_one_line_and_a_rerun_finishes(ready, where):
     assert "CancelledError" not in err, err  # Dask's closing races, once logged by its workers
     assert "interrupted; rerun the same command" in out
     assert table.read_bytes() == before
+    capsys.readouterr()
     assert main(["preprocess", str(ready / "cohort.toml"), *where]) == 0
     assert table.read_bytes() != before
+    # the images finished before the key are not decoded again (the index was saved every 5 s only)
+    reused = re.search(r"(\d+) reused from the cache", capsys.readouterr().out)
+    assert reused and int(reused[1]) >= 2
 
 
 def test_a_second_writer_in_one_work_folder_is_refused_naming_the_first(ready, capsys):

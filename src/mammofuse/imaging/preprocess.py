@@ -6,6 +6,7 @@ Files whose pixels cannot be decoded are recorded and their breasts left out; th
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -293,17 +294,22 @@ def _build(
 
     failed: dict[str, tuple[str, str]] = {}  # key -> problem category, reason
     saved = time.monotonic()
-    for result in parallel_map(_run_job, jobs, cfg.workers, progress, cluster=cfg.cluster):
-        key = result.pop("key")
-        if "error" in result:
-            failed[key] = result["category"], result["error"]
-            cache.index.pop(key, None)
-            continue
-        stats.decoded += 1
-        cache.record(key, result)
-        if time.monotonic() - saved > SAVE_EVERY_S:
-            cache.save_index()  # an interrupted run keeps what it built
-            saved = time.monotonic()
+    try:
+        for result in parallel_map(_run_job, jobs, cfg.workers, progress, cluster=cfg.cluster):
+            key = result.pop("key")
+            if "error" in result:
+                failed[key] = result["category"], result["error"]
+                cache.index.pop(key, None)
+                continue
+            stats.decoded += 1
+            cache.record(key, result)
+            if time.monotonic() - saved > SAVE_EVERY_S:
+                cache.save_index()  # a killed run keeps what it built
+                saved = time.monotonic()
+    except BaseException:  # Ctrl-C, a full disk, an error: the rerun reuses every image finished
+        with contextlib.suppress(OSError):  # the disk may be full: the error that stopped the run is raised
+            cache.save_index()
+        raise
     if jobs:
         cache.save_index()
     stats.failed = len(failed)
