@@ -619,6 +619,13 @@ class TestRecalibrate:
         shipped, crossed = fitted["check"]["shipped"], fitted["check"]["recalibrated"]
         assert shipped["n"] == crossed["n"] == fitted["breasts"]
         assert f"intercept {crossed['calibration']['intercept']:+.2f}" in shown and "as shipped" in shown
+        # the clinical-only model checked alike, on the same breasts and folds: what the images add there
+        plain = fitted["check"]["clinical_recalibrated"]
+        assert fitted["check"]["clinical_shipped"]["n"] == plain["n"] == fitted["breasts"]
+        assert (
+            f"calibration clinical only, recalibrated: intercept {plain['calibration']['intercept']:+.2f}"
+            in (shown)
+        )
         text = {"patient_id": str, "reason": str, "unlike_training": str}
         breasts = pd.read_csv(tmp_path / "site" / "bundle-breasts.csv", dtype=text).fillna({"reason": ""})
         assert ((breasts["reason"] == "") & breasts["truth"].notna()).sum() == fitted["breasts"]

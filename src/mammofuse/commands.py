@@ -619,19 +619,24 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     _show_problems(predicted, written)
     seed = bundle.config.train.seed
     fitted = recalibrate(predicted, args.bundle, args.out, args.method, site, seed, args.operating_point)
-    check = {k: SplitMetrics.model_validate(fitted.check[k]) for k in ("shipped", "recalibrated")}
+    names = {  # the clinical-only model's too, where the bundle has one
+        "shipped": "as shipped",
+        "recalibrated": "recalibrated",
+        "clinical_shipped": "clinical only, as shipped",
+        "clinical_recalibrated": "clinical only, recalibrated",
+    }
+    check = {k: SplitMetrics.model_validate(fitted.check[k]) for k in names if k in fitted.check}
     title = (
         f"{fitted.breasts} labelled breasts ({fitted.positives} positive): the bundle's probabilities, and "
         f"recalibrated by cross-fitting ({fitted.check['folds']} patient-grouped folds)"
     )
-    _print_rows(
-        title, [split_row("as shipped", check["shipped"]), split_row("recalibrated", check["recalibrated"])]
-    )
-    for name, part in check.items():
+    _print_rows(title, [split_row(names[k], part) for k, part in check.items()])
+    for key, part in check.items():
         if part.calibration is not None:
-            console.print(f"calibration {name.replace('shipped', 'as shipped')}: {part.calibration.text}")
+            console.print(f"calibration {names[key]}: {part.calibration.text}")
     if fitted.operating_point is None:
-        at = f"at the bundle's threshold {bundle.threshold:.3f}, read as a risk"
+        own = " (the clinical-only model's at its own)" if fitted.clinical is not None else ""
+        at = f"at the bundle's threshold {bundle.threshold:.3f}{own}, read as a risk"
     else:
         at = (
             f"recalibrated: each fold called at the threshold its fit chose on the other folds for "

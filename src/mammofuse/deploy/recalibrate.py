@@ -98,21 +98,31 @@ def recalibrate(
             f"{len(used)} labelled breasts scored, {positives} positive: a recalibration needs at least two "
             "of each class (and far more to be worth it)"
         )
-    crossed, cuts = cross_fitted(y, probs, groups, method, folds, seed, point)
-    at_bundles = np.full(len(y), bundle.threshold)
-    shipped = _figures(y, probs, at_bundles, groups, seed)
-    recalibrated = _figures(y, crossed, at_bundles if cuts is None else cuts, groups, seed)
+
+    def checked(probs: np.ndarray, threshold: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """These probabilities' figures as shipped (at `threshold`) and cross-fitted."""
+        crossed, cuts = cross_fitted(y, probs, groups, method, folds, seed, point)
+        shipped_cut = np.full(len(y), threshold)
+        return (
+            _figures(y, probs, shipped_cut, groups, seed),
+            _figures(y, crossed, shipped_cut if cuts is None else cuts, groups, seed),
+        )
+
+    shipped, recalibrated = checked(probs, bundle.threshold)
     fitted = Recalibration.fit(y, probs, method, site)
     fitted.check = {"folds": folds, "shipped": shipped, "recalibrated": recalibrated}
     if point is not None:
         fitted.operating_point = point
         fitted.threshold = metrics.choose_threshold(y, fitted.apply(probs), point)
-    # the clinical-only model beside it (where the bundle has one), refitted alike
-    if "clinical_probability" in used and used["clinical_probability"].notna().all():
+    # the clinical-only model beside it (where the bundle has one), refitted and checked alike
+    baselines = bundle.baselines or []
+    if baselines and "clinical_probability" in used and used["clinical_probability"].notna().all():
         clinical = used["clinical_probability"].to_numpy(dtype=float)
         fitted.clinical = ClinicalRecalibration(**LogitMap.fitted(y, clinical, method))
         if point is not None:
             fitted.clinical.threshold = metrics.choose_threshold(y, fitted.clinical.apply(clinical), point)
+        threshold = float(np.mean([b.threshold for b in baselines]))
+        fitted.check["clinical_shipped"], fitted.check["clinical_recalibrated"] = checked(clinical, threshold)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle_dir, out)
@@ -155,14 +165,15 @@ def _card_paragraph(fitted: Recalibration, shipped: dict, crossed: dict, thresho
         f"-> {after['intercept']:+.2f}, slope {before['slope']:.2f} -> {after['slope']:.2f}, Brier "
         f"{shipped['brier']:.3f} -> {crossed['brier']:.3f}. {kept}; `predict` gives the model's own "
         "probability beside the recalibrated one (`model_probability`). Figures on the breasts it was "
-        f"fitted on flatter it: validate it on others.{_clinical_words(fitted.clinical)}\n"
+        f"fitted on flatter it: validate it on others.{_clinical_words(fitted)}\n"
     )
 
 
-def _clinical_words(clinical: ClinicalRecalibration | None) -> str:
+def _clinical_words(fitted: Recalibration) -> str:
     """The card's sentence on the clinical-only model's own recalibration ('' where there is none)."""
-    if clinical is None:
+    if (clinical := fitted.clinical) is None:
         return ""
+    before, after = fitted.check["clinical_shipped"], fitted.check["clinical_recalibrated"]
     cut = (
         ""
         if clinical.threshold is None
@@ -170,6 +181,6 @@ def _clinical_words(clinical: ClinicalRecalibration | None) -> str:
     )
     return (
         f" The clinical-only model beside it is refitted to the same breasts alike (logit(p') = "
-        f"{clinical.intercept:+.3f} + {clinical.slope:.3f} x logit(p){cut}), so that a validation compares "
-        "like with like."
+        f"{clinical.intercept:+.3f} + {clinical.slope:.3f} x logit(p){cut}; cross-fitted, Brier "
+        f"{before['brier']:.3f} -> {after['brier']:.3f}), so that a validation compares like with like."
     )
