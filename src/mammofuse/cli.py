@@ -392,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cross-fitting (each breast recalibrated by a fit on the other patients' breasts) and writes a copy "
         "of the bundle with it (recalibration.json) to --out, and the breasts it scored (predict's table: "
         "each one's probability, label, and why one was not scored) to OUT-breasts.csv beside it. The "
-        "networks, features and threshold stay the bundle's. Validate the new bundle on other breasts of the "
-        "site than these (predict --labels).",
+        "clinical-only model that travels with the bundle is refitted and checked alike, so that a "
+        "validation compares like with like. The networks, features and threshold stay the bundle's. "
+        "Validate the new bundle on other breasts of the site than these (predict --labels).",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a model bundle folder (RUN_DIR/bundle)")
     _new_breasts(p, ": the breasts the recalibration is fitted on (required)", labels_required=True)
