@@ -99,12 +99,12 @@ def recalibrate(
             "of each class (and far more to be worth it)"
         )
 
-    def checked(probs: np.ndarray, threshold: float) -> tuple[dict[str, Any], dict[str, Any]]:
-        """These probabilities' figures as shipped (at `threshold`) and cross-fitted."""
-        crossed, cuts = cross_fitted(y, probs, groups, method, folds, seed, point)
+    def checked(scored: np.ndarray, threshold: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A model's probabilities `scored`: their figures as shipped (at `threshold`) and cross-fitted."""
+        crossed, cuts = cross_fitted(y, scored, groups, method, folds, seed, point)
         shipped_cut = np.full(len(y), threshold)
         return (
-            _figures(y, probs, shipped_cut, groups, seed),
+            _figures(y, scored, shipped_cut, groups, seed),
             _figures(y, crossed, shipped_cut if cuts is None else cuts, groups, seed),
         )
 
