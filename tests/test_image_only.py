@@ -1,6 +1,8 @@
 """A study without clinical data: `[clinical] use = false` (or `path = ""`) runs every stage with an
 image-only model, and says so."""
 
+import json
+
 import pandas as pd
 
 from mammofuse.cli import main
@@ -34,6 +36,10 @@ def test_every_stage_runs_image_only_and_says_so(ready, capsys):
     assert main([*argv, "--out", str(work / "site2" / "p.csv")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "│ image only │" in out and "clinical only" not in out and "carries no clinical-only" not in out
+    recalibrated = work / "site2" / "bundle"  # no clinical-only model to refit beside it
+    assert main(["recalibrate", *argv[1:], "--out", str(recalibrated)]) == 0
+    assert "clinical only" not in capsys.readouterr().out
+    assert json.loads((recalibrated / "recalibration.json").read_text())["clinical"] is None
 
 
 def test_a_model_with_clinical_inputs_asks_for_them(trained_master, capsys):
