@@ -802,6 +802,42 @@ class TestUnlikeTraining:
         assert said and float(said[1]) < float(said[2]) / 9
         assert not pred["unlike_training"].str.contains("tumour_size_mm").any()  # no value alone shows it
 
+    def test_one_value_typed_in_another_unit_is_flagged_against_the_training_values(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        """A 2 cm tumour typed "2" in a column of millimetres with decimals, a Ki-67 of 25 % typed "0.25":
+        each lies inside the training range, and a few new breasts have no column of their own to show it.
+        Judged against the training values, each is named with what it would be in the other unit."""
+        cohort = tmp_path / "cohort"
+        shutil.copytree(trained_master.parents[2], cohort, ignore=shutil.ignore_patterns("work"))
+        clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+        first, second = clinical.index[clinical.notna().all(axis=1)][:2]
+        clinical.loc[first, "tumour_size_mm"], clinical.loc[second, "ki67"] = "2", "0.25"
+        clinical.loc[[first, second]].to_csv(cohort / "clinical.csv", index=False)  # two new breasts
+        pred = predict(run / "bundle", cohort, tmp_path / "p.csv").set_index(["patient_id", "side"])
+        out = " ".join(capsys.readouterr().out.split())
+        scored = pred[pred["reason"] == ""]
+        key = {
+            i: (clinical.loc[i, "patient_id"], clinical.loc[i, "side"][0].upper()) for i in (first, second)
+        }
+        assert set(scored.index) == set(key.values())
+        quartiles = r"\(training quartiles [\d.]+-[\d.]+ (mm|percent)\)"
+        assert re.fullmatch(
+            rf"clinical 'tumour_size_mm' 2 mm {quartiles}: written in cm \(20 mm\)\?",
+            pred.loc[key[first], "unlike_training"],
+        )
+        assert re.fullmatch(
+            rf"clinical 'ki67' 0.25 percent {quartiles}: written in fraction \(25 percent\)\?",
+            pred.loc[key[second], "unlike_training"],
+        )
+        assert f"2 of {len(pred)} breasts are unlike the data the model was trained on" in out
+        assert f"row {pred.loc[key[first], 'row']} ({key[first][0]} {key[first][1]}): clinical" in out
+        assert predict(run / "bundle", cohort, tmp_path / "s.csv", "--strict")["probability"].isna().all()
+        clinical.loc[first, "tumour_size_mm"], clinical.loc[second, "ki67"] = "2 cm", "25"  # as meant
+        clinical.loc[[first, second]].to_csv(cohort / "clinical.csv", index=False)
+        meant = predict(run / "bundle", cohort, tmp_path / "m.csv", "--strict")
+        assert meant["probability"].notna().sum() == 2 and (meant["unlike_training"] == "").all()
+
     def test_a_batch_scored_unlike_held_out_breasts_is_warned(self):
         import numpy as np
 

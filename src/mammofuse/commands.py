@@ -530,6 +530,11 @@ def _show_predicted(
             f"[yellow]warning:[/] {int(unlike.sum())} of {len(table)} breasts are unlike the data the model "
             "was trained on (column unlike_training): their probabilities may be confidently wrong"
         )
+        odd = table[unlike]
+        show_problem_lines(
+            [f"row {r.row} ({r.patient_id} {r.side}): {r.unlike_training}" for r in odd.itertuples()],
+            str(args.out),
+        )
     own = "model_probability" if bundle.recalibration is not None else "probability"  # the held-out scale
     shift = score_shift(bundle.profile, table.loc[scored, own].to_numpy()) if bundle.profile else ""
     if shift:

@@ -30,6 +30,7 @@ from pydantic import (
 
 from mammofuse.registry import BACKBONES
 from mammofuse.storage import replace_text
+from mammofuse.units import UNITS, Unit
 
 
 class ConfigError(ValueError):
@@ -230,19 +231,6 @@ class LabelsConfig(_Section):
                 f"{self.negative} (label 0): {self.column} >= {self.threshold:g} %"
             )
         return f"{self.positive} (label 1): {self.column} = 1; {self.negative} (label 0): {self.column} = 0"
-
-
-# the units a clinical number can be declared in (clinical.units, written_in): each one's quantity and its
-# size in that quantity's smallest unit
-UNITS: dict[str, tuple[str, int]] = {
-    "mm": ("length", 1),
-    "cm": ("length", 10),
-    "years": ("age", 1),
-    "percent": ("share", 1),  # Ki-67 20
-    # Ki-67 0.2: a site's export, or a spreadsheet's percent cell read as a number
-    "fraction": ("share", 100),
-}
-Unit = Literal["mm", "cm", "years", "percent", "fraction"]
 
 
 class ClinicalConfig(_Section):

@@ -115,3 +115,48 @@ class TestBeyondTraining:
         assert ClinicalEncoder.load(tmp_path / "encoder.json").beyond_training(
             pd.DataFrame({"age": [560]})
         ) == [""]
+
+
+class TestUnitSlips:
+    """A size typed in cm in a column of mm ("2.3" for 23 mm) lies inside the training range: one new breast
+    has no column of its own to show it, so the training values are the column."""
+
+    SIZES = pd.DataFrame({"size": [float(s) for s in range(10, 50, 2)]})  # 20 whole mm, 10-48
+
+    def slips(self, enc, sizes, plain, written=None):
+        new = pd.DataFrame({"size": sizes})
+        return enc.unit_slips(new, {"size": "mm"}, written or {}, {"size": plain})
+
+    def test_a_number_written_unlike_the_training_values_and_among_them_in_another_unit_is_named(self):
+        enc = ClinicalEncoder.fit(self.SIZES, ["size"], [], impute=False)
+        assert enc.spreads["size"].whole == 1.0
+        found = self.slips(enc, [2.3, 2.0, 23.0, 0.9, 2.3, None], [False, True, True, False, None, None])
+        assert found == [
+            "clinical 'size' 2.3 mm (training quartiles 19.5-38.5 mm): written in cm (23 mm)?",
+            "",  # a real 2 mm tumour, written whole as the training sizes are
+            "",  # near the training values
+            "",  # 9 mm in cm: below the training values' 10th percentile
+            "",  # written with its unit ("2.3 mm"): meant so
+            "",
+        ]
+
+    def test_a_site_that_writes_cm_is_judged_in_what_it_wrote(self):
+        enc = ClinicalEncoder.fit(self.SIZES, ["size"], [], impute=False)
+        # "2.3" read in cm is 23 mm, near; "23", 230 mm, is 23 mm written in mm: its site's form is its own
+        # (decimals in cm), not the training values' (whole mm), so it is judged by its distance alone
+        assert self.slips(enc, [23.0, 230.0, 3.0], [False, True, False], {"size": "cm"}) == [
+            "",
+            "clinical 'size' 230 mm (training quartiles 19.5-38.5 mm): written in mm (23 mm)?",
+            "",  # "0.3": 3 mm, far below; read in mm 0.3 mm, among none
+        ]
+
+    def test_few_training_values_or_an_encoder_saved_before_judge_nothing(self, tmp_path):
+        few = ClinicalEncoder.fit(self.SIZES.head(19), ["size"], [], impute=False)
+        assert few.spreads == {} and self.slips(few, [2.3], [False]) == [""]
+        enc = ClinicalEncoder.fit(self.SIZES, ["size"], [], impute=False)
+        enc.save(tmp_path / "encoder.json")
+        assert ClinicalEncoder.load(tmp_path / "encoder.json").spreads == enc.spreads
+        data = json.loads((tmp_path / "encoder.json").read_text())
+        del data["spreads"]
+        (tmp_path / "encoder.json").write_text(json.dumps(data))
+        assert self.slips(ClinicalEncoder.load(tmp_path / "encoder.json"), [2.3], [False]) == [""]

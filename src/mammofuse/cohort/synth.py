@@ -26,10 +26,11 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, RLELossle
 
 from mammofuse.cohort import DEFAULT_BREASTS
 from mammofuse.cohort.phantom import BreastAnatomy, Lesion, add_film_edge, burn_in_marker, render_view
-from mammofuse.config import UNITS, Config, ImagesConfig, PreprocessConfig, save_config
+from mammofuse.config import Config, ImagesConfig, PreprocessConfig, save_config
 from mammofuse.domain import VIEWS, Side, View
 from mammofuse.parallel import parallel_map
 from mammofuse.problems import DataError
+from mammofuse.units import UNITS
 
 Compression = Literal["none", "rle", "jpeg2000"]
 Site = Literal["a", "b"]

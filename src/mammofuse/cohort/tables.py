@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mammofuse.config import UNITS, ClinicalConfig, LabelsConfig, Unit
+from mammofuse.config import ClinicalConfig, LabelsConfig
 from mammofuse.domain import Side, parse_side, spelling_key
 from mammofuse.problems import DataError, Problems
+from mammofuse.units import FEW, UNITS, Spread, Unit, unit_slip
 
 NA_TOKENS = {"", "na", "n/a", "nan", "null", "none", "-", ".", "?", "missing", "unknown"}
 BreastKey = tuple[str, Side]
@@ -678,6 +679,8 @@ class Clinical:
     na_reason: dict[BreastKey, str] = field(default_factory=dict)  # the first missing or invalid cell
     invalid: dict[BreastKey, dict[str, str]] = field(default_factory=dict)  # feature -> why it was unreadable
     duplicated: set[BreastKey] = field(default_factory=set)  # written twice: left out, the reason given
+    # feature -> its numbers written without a unit, each True where written whole (without decimals)
+    plain: dict[str, dict[BreastKey, bool]] = field(default_factory=dict)
 
 
 def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
@@ -730,7 +733,7 @@ def read_clinical(cfg: ClinicalConfig, problems: Problems) -> Clinical | None:
     recode = {col: {spelling_key(k): v for k, v in codes.items()} for col, codes in cfg.recode.items()}
     cells: dict[str, list[tuple[float, str, BreastKey]]] = {col: [] for col in out.numeric}
     # the cells written without a unit: True for one written without decimals
-    plain: dict[str, dict[BreastKey, bool]] = {col: {} for col in out.numeric}
+    plain = out.plain = {col: {} for col in out.numeric}
     qualified: dict[str, dict[str, list[tuple[str, int]]]] = {  # QUALIFIED's kind -> as written, line
         col: {kind: [] for kind in QUALIFIED} for col in out.numeric
     }
@@ -839,7 +842,6 @@ def _lines(rows: list[int]) -> str:
 
 
 FAR = 5.0  # interquartile ranges beyond a quartile: a value there is warned about as a likely typo
-FEW = 20  # fewer values than this: no quartiles to judge by
 RARE = 2  # rows: a category this rare beside a frequent one spelt alike is warned about
 
 
@@ -892,24 +894,18 @@ def _warn_other_units(
     millimetres is not warned about. Kept as read."""
     if len(cells) < FEW:
         return
-    p10, q1, q3, p90 = np.percentile([c[0] for c in cells], [10, 25, 75, 90])
-    whole = sum(plain.values()) / max(len(plain), 1)
-    quantity = UNITS[unit][0]
+    column = Spread.of([c[0] for c in cells], sum(plain.values()) / max(len(plain), 1))
     for number, where, key in [c for c in cells if c[2] in plain]:
-        unlike = whole >= 0.8 and not plain[key] or whole <= 0.2 and plain[key]
-        if not unlike or q1 / 3 <= number <= q3 * 3:
-            continue
-        as_written = number * UNITS[unit][1] / UNITS[written][1]
-        for other in [u for u, (kind, _) in UNITS.items() if kind == quantity and u != written]:
-            read = as_written * UNITS[other][1] / UNITS[unit][1]  # were it written in `other`
-            if p10 <= read <= p90:
-                problems.warn(
-                    "clinical unit",
-                    f"{where}: {as_written:g}, read as {number:g} {unit}, lies far "
-                    f"{'below' if number < q1 else 'above'} the column's other values (quartiles {q1:g} and "
-                    f"{q3:g} {unit}); read in {other}, it would be {read:g} {unit}, among them: written in "
-                    f"{other}? (kept; '{as_written:g} {other}' is read in {other})",
-                    patient_id=key[0],
-                    side=key[1].value,
-                    path=str(path),
-                )
+        if slip := unit_slip(number, plain[key], unit, written, column):
+            other, read = slip
+            as_written = number * UNITS[unit][1] / UNITS[written][1]
+            problems.warn(
+                "clinical unit",
+                f"{where}: {as_written:g}, read as {number:g} {unit}, lies far "
+                f"{'below' if number < column.q1 else 'above'} the column's other values (quartiles "
+                f"{column.q1:g} and {column.q3:g} {unit}); read in {other}, it would be {read:g} {unit}, "
+                f"among them: written in {other}? (kept; '{as_written:g} {other}' is read in {other})",
+                patient_id=key[0],
+                side=key[1].value,
+                path=str(path),
+            )

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from mammofuse.domain import spelling_key
 from mammofuse.storage import replace_text
+from mammofuse.units import FEW, Spread, Unit, unit_slip
 
 
 def as_category(value: object) -> str | None:
@@ -45,6 +46,7 @@ class ClinicalEncoder:
     categories: dict[str, list[str]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # training min, max (before: {})
+    spreads: dict[str, Spread] = field(default_factory=dict)  # FEW training values at least (before: {})
 
     @classmethod
     def fit(
@@ -60,6 +62,9 @@ class ClinicalEncoder:
             enc.stds[col] = float(filled.std(ddof=0)) or 1.0
             if values.notna().any():
                 enc.ranges[col] = (float(values.min()), float(values.max()))
+            if values.notna().sum() >= FEW:
+                numbers = values.dropna().to_numpy(float)
+                enc.spreads[col] = Spread.of(numbers, float(np.mean(numbers == np.round(numbers))))
         for col in categorical:
             values = train[col].map(as_category).dropna()
             enc.categories[col] = sorted(values.unique().tolist())
@@ -98,6 +103,40 @@ class ClinicalEncoder:
             values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
             for i in np.flatnonzero((values < lo - margin) | (values > hi + margin)):
                 found[i].append(f"clinical '{col}' {values[i]:g} (training {lo:g}-{hi:g})")
+        return ["; ".join(reasons) for reasons in found]
+
+    def unit_slips(
+        self,
+        df: pd.DataFrame,
+        units: dict[str, Unit],
+        written: dict[str, Unit],
+        plain: dict[str, list[bool | None]],
+    ) -> list[str]:
+        """Per row, each numeric value that looks written in another unit than the others ('' where none):
+        "2.3" for a tumour of 23 mm, read as 2.3 mm, inside the training range. Ingest's rule for a column's
+        values (units.unit_slip), with the training values as the column: a few new breasts have too few
+        values of their own. `units`: the features' units; `written`: the units they were read in, where
+        another (written_in); `plain`: per feature, each row's cell as written, True where whole, None where
+        it carried its unit (not judged). The training values' form is their own in the feature's unit (a
+        column of whole millimetres, or one with decimals): a site that writes another unit has its own
+        (decimals in cm), so its numbers are judged by their distance alone ("23", 230 mm: written in mm?)."""
+        found: list[list[str]] = [[] for _ in range(len(df))]
+        for col, column in self.spreads.items():
+            if col not in units or col not in plain:
+                continue
+            unit, said = units[col], written.get(col, units[col])
+            values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+            for i, is_whole in enumerate(plain[col]):
+                if is_whole is None or np.isnan(values[i]):
+                    continue
+                form = is_whole if said == unit else None
+                if slip := unit_slip(float(values[i]), form, unit, said, column):
+                    other, read = slip
+                    quartiles = f"{column.q1:g}-{column.q3:g} {unit}"
+                    found[i].append(
+                        f"clinical '{col}' {values[i]:g} {unit} (training quartiles {quartiles}): written in "
+                        f"{other} ({read:g} {unit})?"
+                    )
         return ["; ".join(reasons) for reasons in found]
 
     def unit_shifts(self, df: pd.DataFrame) -> list[tuple[str, float, float]]:

@@ -263,8 +263,13 @@ def predict_breasts(
     keys = sorted(set(pairs) | set(values) | labelled)  # a breast known from any source is listed
     frame = pd.DataFrame([values.get(key, {}) for key in keys], columns=columns)  # row number - 1
     unknown = _unknown_reasons(bundle, frame, [table.invalid.get(key, {}) if table else {} for key in keys])
-    beyond = bundle.members[0].encoder.beyond_training(frame)
-    for col, here, trained in bundle.members[0].encoder.unit_shifts(frame):
+    encoder = bundle.members[0].encoder
+    beyond = encoder.beyond_training(frame)
+    slips = [""] * len(keys)
+    if table is not None and clin_cfg is not None:
+        plain = {col: [cells.get(key) for key in keys] for col, cells in table.plain.items()}
+        slips = encoder.unit_slips(frame, clin_cfg.units, clin_cfg.written_in, plain)
+    for col, here, trained in encoder.unit_shifts(frame):
         unit = bundle.config.clinical.units.get(col)
         problems.warn(
             "clinical unit",
@@ -339,7 +344,7 @@ def predict_breasts(
                 paths = {v: str(records[v].path) for v in VIEWS}
                 case = CaseInput.of({v: entries[key][v.column("cache")] for v in VIEWS}, [], paths)
                 pre = case.read_images()
-                odd = [beyond[number - 1]]
+                odd = [beyond[number - 1], slips[number - 1]]
                 if bundle.profile is not None:
                     headers = {v: (records[v].spacing_mm, records[v].manufacturer) for v in VIEWS}
                     odd.insert(0, unlike(bundle.profile, pre, case.geometry, headers))
