@@ -282,6 +282,15 @@ class TestRandomisation:
             assert line.startswith("cascading randomisation") and line.count(verdict) == 2
             assert "CC: head " in line and "MLO: head " in line
         assert summarise(maps_table, "EIC positive", None)["randomisation"]["cascade"] is None
+        # a view whose maps are all blank (a model that learnt nothing of it): no rank correlation to judge
+        # by, not "the maps keep their picture whatever is redrawn"
+        blank = same.copy()
+        blank.loc[blank["view"] == "CC", stages] = np.nan
+        told = summarise(maps_table, "EIC positive", None, cascade=blank)["randomisation"]["cascade"]
+        assert all(s["by_view"]["CC"]["draws"] == [] for s in told["stages"])
+        line = summary_lines(summarise(maps_table, "EIC positive", None, cascade=blank))[-1]
+        assert "CC: no stage compared: each of the model's maps is blank or flat" in line
+        assert line.count("keep their picture whatever is redrawn") == 1  # MLO's
 
     def test_the_localisation_line_says_whether_the_maps_beat_the_densest_spot(self):
         """Paired with the brightest-spot rule over 40 breasts: maps that find what it finds, and more, get

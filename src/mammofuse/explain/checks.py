@@ -445,7 +445,8 @@ def _cascade(cascade: pd.DataFrame | None) -> dict | None:
     stages = []
     for c in columns:
         by_view = {
-            view: _spread(maps[c]) | {"draws": [float(d[c].abs().median()) for _, d in maps.groupby("draw")]}
+            view: _spread(maps[c])
+            | {"draws": [float(d.abs().median()) for _, d in maps.groupby("draw")[c] if d.notna().any()]}
             for view, maps in cascade.groupby("view")
         }
         stages.append({"stage": stage_name(c, blocks)} | _spread(cascade[c]) | {"by_view": by_view})
@@ -469,6 +470,10 @@ def _cascade_view(stages: list[tuple[str, dict]]) -> str:
     """One view's cascade: each stage's median |rho| over every draw (the range of the draws' medians in
     brackets), and the stage from which the maps no longer show the model's picture, either way round."""
     stages = [(name, spread) for name, spread in stages if spread["abs_median"] is not None]
+    if not stages:
+        return (
+            "no stage compared: each of the model's maps is blank or flat over the breast (nothing to rank)"
+        )
     medians = ", ".join(
         f"{name} {s['abs_median']:.2f} ({min(s['draws']):.2f}-{max(s['draws']):.2f})" for name, s in stages
     )
