@@ -157,3 +157,12 @@ class TestStoppedOrDamagedFiles:
             in out
         )
         assert "Traceback" not in out
+
+    def test_train_before_split_is_one_line_and_makes_no_run_folder(self, tiny_cohort, capsys):
+        config = str(tiny_cohort / "cohort.toml")
+        assert main(["ingest", config]) == 0 and main(["preprocess", config]) == 0
+        capsys.readouterr()
+        assert main(["train", config, "--preset", "demo_cpu"]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert out == f"error: {tiny_cohort / 'work' / 'splits.csv'}: not found; run `mammofuse split` first"
+        assert not (tiny_cohort / "work" / "runs" / "demo_cpu").exists()  # no empty run to list

@@ -218,14 +218,15 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
 def cmd_train(args: argparse.Namespace) -> int:
     from mammofuse.models.fusion import headline
     from mammofuse.runs import Run
-    from mammofuse.training.run import start_over, train
+    from mammofuse.training.run import fit, start_over, work_splits
 
     cfg, run_dir = run_config(args, args.preset)
+    splits = work_splits(cfg)  # a work folder not split yet stops here, before a run folder is made
     with locked(run_dir, "train"):
         if args.force:
             start_over(Run(run_dir))
         console.print(f"training {headline(cfg.model)} -> {run_dir}")
-        best = train(cfg, run_dir)
+        best = fit(cfg, Run(run_dir), splits)
     console.print(f"best checkpoint: {best}")
     console.print(f"next: mammofuse evaluate {run_dir}")
     return 0
