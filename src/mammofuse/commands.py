@@ -961,9 +961,10 @@ def _cross_validate(
     (a learning curve's point), each fold's model learns from that share of its training patients, in
     the run folder NAME-cv-train{PCT} (no fold ensemble: `ensemble_problem`); `same_steps`: for epochs /
     share (rounded up), as many optimizer steps as the whole would take."""
+    from mammofuse.data.splits import check_fold_count
     from mammofuse.deploy.bundle import ensemble_problem, write_cv_bundle
     from mammofuse.models.fusion import headline
-    from mammofuse.runs import Run
+    from mammofuse.runs import Run, Work
     from mammofuse.training.cv import cv_config, run_cv
 
     tuning = None
@@ -983,6 +984,7 @@ def _cross_validate(
         if same_steps:
             cfg.train.epochs = math.ceil(round(cfg.train.epochs / train_fraction, 6))
     k, r = cfg.split.folds, cfg.split.repeats
+    check_fold_count(Work(cfg.work_dir).read_preprocessed(), k)  # before the header and the run folder
     if cfg.split.method == "temporal":
         console.print(
             "note: split.method = 'temporal' chooses the test split of `mammofuse split`; cross-validation's "

@@ -122,17 +122,22 @@ def make_splits(table: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     return out
 
 
-def make_folds(table: pd.DataFrame, folds: int, repeats: int, seed: int) -> pd.DataFrame:
-    """Repeated patient-grouped, label-stratified k folds: one row per breast and repeat with columns
-    patient_id, side, label, repeat, fold (repeat r is shuffled with seed + r)."""
-    base = table[["patient_id", "side", "label"]].reset_index(drop=True)
-    labels, groups = base["label"].to_numpy(), base["patient_id"].to_numpy()
-    per_class = base.groupby("label")["patient_id"].nunique()
+def check_fold_count(table: pd.DataFrame, folds: int) -> None:
+    """A DataError unless each class has a patient for each of `folds` folds to hold out."""
+    per_class = table.groupby("label")["patient_id"].nunique()
     if len(per_class) < 2 or per_class.min() < folds:
         raise DataError(
             f"{folds} folds need at least {folds} patients of each class; found "
             + ", ".join(f"{n} with label {c}" for c, n in per_class.items())
         )
+
+
+def make_folds(table: pd.DataFrame, folds: int, repeats: int, seed: int) -> pd.DataFrame:
+    """Repeated patient-grouped, label-stratified k folds: one row per breast and repeat with columns
+    patient_id, side, label, repeat, fold (repeat r is shuffled with seed + r)."""
+    check_fold_count(table, folds)
+    base = table[["patient_id", "side", "label"]].reset_index(drop=True)
+    labels, groups = base["label"].to_numpy(), base["patient_id"].to_numpy()
     parts = []
     for r in range(repeats):
         part = base.assign(repeat=r, fold=-1)
