@@ -10,6 +10,7 @@ import glob
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,15 +72,25 @@ def alive(pid: int) -> bool:
     return True
 
 
+def temporary(path: Path) -> Path:
+    """Where `replaced` writes `path` before the rename: `.NAME.PID-THREAD.tmp`, each writer's own."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
+def writer(tmp: Path) -> int | None:
+    """The process id in a `temporary` name (one written before 2026-11-29: `.NAME.PID.tmp`); None if none."""
+    found = re.fullmatch(r"\..+\.(\d+)(?:-\d+)?\.tmp", tmp.name)
+    return int(found.group(1)) if found else None
+
+
 def remove_leftovers(path: Path) -> None:
-    """Delete what writers of `path` killed in the middle of `replaced` left (`.NAME.PID.tmp`, never read):
-    those of a process no longer running here, written over LEFTOVER_AGE ago (a writer on another machine that
+    """Delete what writers of `path` killed in the middle of `replaced` left (`temporary`, never read): those
+    of a process no longer running here, written over LEFTOVER_AGE ago (a writer on another machine that
     shares the folder has a process id that means nothing here, and writes for seconds)."""
-    name = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        found = name.fullmatch(tmp.name)
+        pid = writer(tmp)
         try:
-            if found and not alive(int(found.group(1))) and time.time() - tmp.stat().st_mtime > LEFTOVER_AGE:
+            if pid is not None and not alive(pid) and time.time() - tmp.stat().st_mtime > LEFTOVER_AGE:
                 tmp.unlink()
         except OSError:  # removed meanwhile by another writer, or not ours to remove: left as it is
             pass
@@ -98,12 +109,14 @@ def naming(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def replaced(path: Path) -> Iterator[Path]:
-    """Write a file whole or not at all: the block writes the temporary path it is given, which is then
-    renamed over `path` (a full disk, an error or a kill in the block leaves the previous version). What
-    killed writers of `path` left is removed first (`remove_leftovers`)."""
-    remove_leftovers(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def replaced(path: Path, tidy: bool = True) -> Iterator[Path]:
+    """Write a file whole or not at all: the block writes the temporary path it is given (`temporary`),
+    which is then renamed over `path` (a full disk, an error or a kill in the block leaves the previous
+    version). What killed writers of `path` left is removed first (`remove_leftovers`); `tidy` False leaves
+    that to the caller, a writer of many files in one folder (the cache) that removes them all at once."""
+    if tidy:
+        remove_leftovers(path)
+    tmp = temporary(path)
     try:
         with naming(path):
             yield tmp

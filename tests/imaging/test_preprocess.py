@@ -403,12 +403,22 @@ class TestIndexSaves:
 
         cache = Cache(tmp_path, {"mode": "breast"})
         (cache.dir / "ab").mkdir(parents=True)
-        dead = cache.dir / "ab" / "abc.tmp999999999.npy"  # no such process
-        shown = cache.dir / "ab" / "abc.tmp999999999.png"  # its display copy
-        live = cache.dir / "ab" / f"abd.tmp{os.getpid()}.npy"
-        for path in (dead, shown, live):
+        dead = [  # no such process: an entry, its display copy and the index, as `replaced` names them
+            cache.dir / "ab" / ".abc.npy.999999999-1.tmp",
+            cache.dir / "ab" / ".abc.png.999999999-1.tmp",
+            cache.dir / ".index.json.999999999-1.tmp",
+            cache.dir / "ab" / "abc.tmp999999999.npy",  # and as versions before 2026-11-29 did
+            cache.dir / "ab" / "abc.tmp999999999.png",
+            cache.dir / ".index.json.999999999.140000000000000.tmp",
+        ]
+        live = [
+            cache.dir / "ab" / f".abd.npy.{os.getpid()}-1.tmp",
+            cache.dir / "ab" / f"abd.tmp{os.getpid()}.npy",
+        ]
+        for path in dead + live:
             path.write_bytes(b"half")
-        assert cache.remove_leftovers() == 2 and not dead.exists() and not shown.exists() and live.exists()
+        assert cache.remove_leftovers() == len(dead)
+        assert not any(p.exists() for p in dead) and all(p.exists() for p in live)
 
 
 class TestChecksumOnRead:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import threading
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 
 from mammofuse.domain import VIEWS
 from mammofuse.problems import DataError
-from mammofuse.storage import alive, naming
+from mammofuse.storage import alive, replaced, writer
 
 CACHE_VERSION = 4  # bump when the preprocessing code changes what it writes
 QUANT = 65535
@@ -79,13 +78,8 @@ def write_entry(path: Path, arr: np.ndarray) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.save(buffer, arr)  # to memory: numpy's own file writes report a full disk without its errno
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    try:
-        with naming(path), tmp.open("wb") as fh:
-            fh.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced(path, tidy=False) as tmp:  # the cache removes its leftovers once (remove_leftovers)
+        tmp.write_bytes(buffer.getbuffer())
     return {"crc32": checksum(arr), "bytes": path.stat().st_size, "shape": list(arr.shape)}
 
 
@@ -101,13 +95,8 @@ def write_display(entry: Path, img: np.ndarray) -> None:
     ok, png = cv2.imencode(".png", img)
     if not ok:
         raise ValueError(f"{entry}: its display copy cannot be encoded")
-    tmp = entry.with_suffix(f".tmp{os.getpid()}.png")
-    try:
-        with naming(display_path(entry)):
-            tmp.write_bytes(png.tobytes())
-        os.replace(tmp, display_path(entry))
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced(display_path(entry), tidy=False) as tmp:
+        tmp.write_bytes(png.tobytes())
 
 
 def read_display(entry: str | Path) -> np.ndarray | None:
@@ -141,11 +130,11 @@ class Cache:
         """Delete the temporary files of writers that died (a kill, a full disk): their names carry the
         writer's process id; those of a process still alive (a concurrent run) are left alone."""
         removed = 0
-        for tmp in [*self.dir.glob("*/*.tmp*"), *self.dir.glob(".index.json.*.tmp")]:
-            match = re.search(r"\.tmp(\d+)\.(npy|png)$", tmp.name) or re.search(
-                r"\.index\.json\.(\d+)\.", tmp.name
-            )
-            if match and not alive(int(match.group(1))):
+        for tmp in [*self.dir.glob("*/.*.tmp"), *self.dir.glob(".*.tmp"), *self.dir.glob("*/*.tmp*.*")]:
+            # `replaced`'s temporary names, or those of a version before 2026-11-29
+            old = re.fullmatch(r"[0-9a-f]+\.tmp(\d+)\.(?:npy|png)|\.index\.json\.(\d+)\.\d+\.tmp", tmp.name)
+            pid = int(old.group(1) or old.group(2)) if old else writer(tmp)
+            if pid is not None and not alive(pid):
                 tmp.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -181,9 +170,8 @@ class Cache:
 
     def save_index(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_path.with_name(f".{self.index_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "entries": self.index}), encoding="utf-8")
-        os.replace(tmp, self.index_path)
+        with replaced(self.index_path, tidy=False) as tmp:
+            tmp.write_text(json.dumps({"settings": self.settings, "entries": self.index}), encoding="utf-8")
 
 
 def read_index(path: Path) -> tuple[dict[str, Any], str | None]:
