@@ -352,7 +352,9 @@ def model_card(cfg: Config, info: dict, validation: str) -> str:
         "**Limits.** Validated on one cohort; performance on other scanners, populations or prevalences is "
         "unknown until measured there (`mammofuse predict --labels` measures it, beside the clinical-only "
         "model that travels with this bundle when it uses clinical data). Inputs must follow the same "
-        "ingestion and preprocessing (they do when scored through `mammofuse predict`).",
+        "ingestion and preprocessing (they do when scored through `mammofuse predict`, which flags each "
+        "breast unlike the training data: its images' size, pixel spacing, manufacturer or brightness, a "
+        "clinical value far beyond the training values or one that looks typed in another unit).",
         f"**Made with** mammofuse {info['versions']['mammofuse']}, torch {info['versions']['torch']}, on "
         f"{info['created']}.",
     ]
