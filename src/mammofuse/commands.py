@@ -861,6 +861,7 @@ def cmd_samplesize(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
+    from mammofuse.evaluation.metrics import FEWEST_FOR_INTERVAL, too_few_for_interval
     from mammofuse.evaluation.samplesize import Anticipated, held_out, sample_size
     from mammofuse.runs import Run
 
@@ -874,6 +875,12 @@ def cmd_samplesize(args: argparse.Namespace) -> int:
         f"prevalence {anticipated.prevalence:.3f}{'' if args.prevalence is None else ' (given)'}, "
         f"AUC {anticipated.auc:.3f}{'' if args.auc is None else ' (given)'}"
     )
+    if too_few_for_interval(labels):  # the logits' spread comes from them, even with --auc and --prevalence
+        console.print(
+            f"[yellow]warning:[/] fewer than {FEWEST_FOR_INTERVAL} held-out breasts of a class: too few to "
+            "anticipate the model's AUC and the spread of its probabilities from, so the figures below are a "
+            "guess; anticipate from a cross-validation instead (`mammofuse cv`: every breast held out once)"
+        )
     shown = Table("criterion", "95 % CI width", "breasts needed (positive)")
     for b in args.breasts or []:
         shown.add_column(f"width at {b} breasts")

@@ -1,6 +1,7 @@
 """The sample size for a validation: every formula against validations simulated from a calibrated model."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,22 @@ class TestCommand:
         assert f"sample size: {most:,} labelled breasts" in out and "patient" not in out.lower()
         card = (trained_master / "bundle" / "model_card.md").read_text()  # the model travels with it
         assert f"needs about {most:,} labelled breasts" in card
+
+    def test_a_test_split_of_a_handful_of_breasts_is_said_to_be_too_few_to_anticipate_from(
+        self, trained_master, tmp_path, capsys
+    ):
+        run = tmp_path / "run"
+        shutil.copytree(trained_master, run)
+        every = pd.read_csv(run / "predictions.csv")
+        test = every[every["split"] == "test"]
+        kept = pd.concat([test[test["label"] == 1].head(1), test[test["label"] == 0].head(5)])
+        pd.concat([every[every["split"] != "test"], kept]).to_csv(run / "predictions.csv", index=False)
+        assert main(["samplesize", str(run)]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "(6 breasts, 1 positive)" in out and "fewer than 5 held-out breasts of a class: too few" in out
+        capsys.readouterr()
+        assert main(["samplesize", str(trained_master)]) == 0
+        assert "too few" not in capsys.readouterr().out
 
     def test_a_cross_validation_anticipates_its_pooled_auc_and_a_given_prevalence(self, cv_master):
         assert main(["samplesize", str(cv_master), "--prevalence", "0.1"]) == 0
