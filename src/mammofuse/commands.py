@@ -766,9 +766,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if s.problem:
             console.print(f"[yellow]{escape(f'{s.name}: unreadable: {s.problem}')}[/]")
     console.print(
-        f"{len(summaries)} runs in {work.dir / 'runs'}; AUC: a run's test split, a cross-validation's (cv) "
-        "pooled out-of-fold AUC; optimism: the model's AUC on its own training breasts minus that (large: it "
-        "overfits); 'cv on 25%': a learning curve's share (mammofuse curve)"
+        f"{len(summaries)} run{'' if len(summaries) == 1 else 's'} in {work.dir / 'runs'}; AUC: a run's test "
+        "split, a cross-validation's (cv) pooled out-of-fold AUC; optimism: the model's AUC on its own "
+        "training breasts minus that (large: it overfits); 'cv on 25%': a learning curve's share (mammofuse "
+        "curve)"
     )
     for page, made_by in ((work.compare_report, "compare"), (work.curve_report, "curve")):
         if page.is_file():
