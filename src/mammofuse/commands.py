@@ -432,7 +432,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         drawing = Problems()
         index = explain_run(run.dir, args.n, marked, drawing)
         console.print(index.to_string(index=False))
-        console.print(f"wrote {len(index)} overlays to {run.explain}")
+        console.print(f"wrote {len(index)} overlay{'' if len(index) == 1 else 's'} to {run.explain}")
         show_problems(drawing, "overlays not drawn", str(run.explain))
     table, cascade = checks_table(run, marked, problems, args.cascade, args.cascade_draws)
     if args.regions and not run.is_cv:
@@ -581,7 +581,10 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
     outlined = args.regions.name if args.regions else None
     validation = "../validation.html" if args.labels is not None else None
     page = build_overlay_index(shown, bundle, out, args.out.name, outlined, validation)
-    console.print(f"wrote {drawn} Grad-CAM overlays to {out} ({page.name}: each, highest probability first)")
+    overlays = "overlay" if drawn == 1 else "overlays"
+    console.print(
+        f"wrote {drawn} Grad-CAM {overlays} to {out} ({page.name}: each, highest probability first)"
+    )
     if checks is None or not predicted.inputs:
         return
     left_out = [p.reason for p in problems.items]
