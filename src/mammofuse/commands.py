@@ -832,10 +832,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _check_setups(args: argparse.Namespace, presets: list[str | None]) -> None:
-    """Each setup's config made as its cross-validation will make it, before any of them trains: a preset
-    named wrong, or a setting it cannot hold, stops the command at once, not after the setups before it."""
+    """Each setup's config made as its cross-validation will make it, and its starting weights read, before
+    any of them trains: a preset named wrong, a setting it cannot hold, or ImageNet weights an offline
+    machine lacks stop the command at once, not after the setups before it."""
+    from mammofuse.models.backbones import check_weights
+
     for preset in presets:
-        run_config(args, preset)
+        cfg, _ = run_config(args, preset)
+        check_weights(cfg.model.backbone, cfg.model.pretrained)
 
 
 def _compare_maps(

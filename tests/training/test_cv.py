@@ -367,6 +367,17 @@ class TestCompare:
         assert main(["compare", cohort, "--presets", fast, "demo_cpu", "--regions", str(missing)]) == 2
         assert f"{missing}: regions file not found" in " ".join(capsys.readouterr().out.split())
         assert made() == before
+        # starting weights that cannot be read (on an offline machine: ImageNet's, not in the hub cache)
+        damaged = ready / "damaged.pth"
+        damaged.write_bytes(b"not weights")
+        variant = ready / "started.toml"
+        variant.write_text(f'extends = "{fast}"\n[model]\npretrained = "{damaged}"\n')
+        for command in ("compare", "curve"):
+            assert main([command, cohort, "--presets", fast, str(variant), "--folds", "3"]) == 2
+            assert f"{damaged}: not a weights file torch can load" in " ".join(
+                capsys.readouterr().out.split()
+            )
+            assert made() == before
 
     def test_presets_on_identical_folds_with_paired_differences_against_the_first(self, ready, capsys):
         variant = ready.parent / "fast_dropout.toml"

@@ -223,5 +223,13 @@ class Backbone(nn.Module):
         return state
 
 
+def check_weights(name: str, pretrained: str) -> None:
+    """A ModelError unless `name`'s starting weights can be had now: ImageNet's in the torch hub cache (or
+    downloaded into it), or a local file torch loads as this network's. For a command that trains several
+    setups one after another, before the first (the weights are read again as each trains)."""
+    if pretrained != "none":
+        _classifier(spec_of(name), pretrained)
+
+
 def create_backbone(name: str, pretrained: str = "none", grey: str = "replicate") -> Backbone:
     return Backbone(name, pretrained, grey)
