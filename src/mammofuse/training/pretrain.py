@@ -212,9 +212,10 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     data = Views(entries, crop, options.seed)
     batch = min(options.batch_size, len(data))
+    epochs = f"{options.epochs} epoch{'' if options.epochs == 1 else 's'}"
     console.print(
         f"pretraining {cfg.model.backbone} by {METHOD.split(' (')[0]} on {len(entries)} images "
-        f"({source}), crops {crop[0]}x{crop[1]}, {options.epochs} epochs -> {out}"
+        f"({source}), crops {crop[0]}x{crop[1]}, {epochs} -> {out}"
         + (f"; resuming after epoch {done}" if done else "")
     )
     batches = EpochStream(  # the loader processes read the next epoch while one ends
