@@ -109,7 +109,7 @@ def validate(
         )
     model = result["model"]
     warnings += [
-        metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled breasts"),
+        metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled set"),
         metrics.target_missed(bundle.operating_point, model["at_youden"], model["at_youden_ci"], "here"),
     ]
     result["warnings"] = [w for w in warnings if w]
