@@ -725,6 +725,32 @@ class TestBadInput:
         _, _, hits = self.excluded(tiny_cohort, capsys, "malformed CSV row")
         assert "4 fields, expected 3" in hits.iloc[0]["reason"]
 
+    def test_a_quote_never_closed_is_named_with_the_lines_it_took(self, tiny_cohort, capsys):
+        """A stray quote makes the rest of the file one cell: the breasts after it had only "no row in
+        labels.csv", and the one line about it said "1 fields, expected 3"."""
+        lines = (tiny_cohort / "labels.csv").read_text().splitlines()
+        at = len(lines) - 2  # the third line from the end (counted from 1): it and the two after it
+        lines[at - 1] = '"' + lines[at - 1]
+        (tiny_cohort / "labels.csv").write_text("\n".join(lines) + "\n")
+        manifest, exclusions, hits = self.excluded(tiny_cohort, capsys, "malformed CSV row")
+        assert hits.iloc[0]["reason"] == (
+            f'labels.csv line {at}: 1 fields, expected 3 (patient_id, side, invasive_fraction); a quote (") '
+            f"opened on line {at} closes only at the file's end: lines {at}-{at + 2} read as one row"
+        )
+
+    def test_a_cell_written_over_two_lines_keeps_the_files_line_numbers(self, tiny_cohort, capsys):
+        """A comment typed over two lines (a quoted cell with a line break, as Excel saves one) made every
+        message after it name the line above the one meant."""
+        clinical = pd.read_csv(tiny_cohort / "clinical.csv", dtype=str)
+        clinical["comment"] = ""
+        clinical.loc[0, "comment"] = "seen twice,\nsecond opinion"
+        row = int(clinical.index[clinical.notna().all(axis=1) & (clinical.index > 0)][0])
+        clinical.loc[row, "age"] = "sixty"
+        clinical.to_csv(tiny_cohort / "clinical.csv", index=False)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "invalid clinical value")
+        # the header on line 1, the first row on lines 2-3: row `row` on line row + 3
+        assert f"clinical.csv line {row + 3}, column 'age': 'sixty' is not a number" in hits.iloc[0]["reason"]
+
 
 def read_cells(folder: Path, cells: dict[str, list[str]], **settings) -> tuple[list[dict], Problems]:
     """`cells` (column -> its cells, a row for each of patients P0, P1, ..., left breast) written as a

@@ -56,12 +56,10 @@ def read_rows(
         raise DataError(f"{path}: an Excel 97-2003 workbook: save it as .xlsx (or CSV) to read it")
     if path.suffix.lower() in EXCEL:
         lines = _sheet_lines(path, required, problems, *(sheet or ("", None)))
+        spans = [(n, n) for n in range(1, len(lines) + 1)]
     else:
         text = decode(path, path.read_bytes(), encoding, problems, setting)
-        try:
-            lines = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text, required)))
-        except csv.Error as exc:
-            raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
+        lines, spans = _csv_lines(text, _delimiter(text, required), path)
     if not lines:
         raise DataError(f"{path}: {what} is empty (expected a header row with {', '.join(required)})")
     at = header_line(lines, required) or 0
@@ -69,7 +67,7 @@ def read_rows(
         above = " / ".join(filter(None, (", ".join(filter(None, map(str.strip, c))) for c in lines[:at])))
         problems.warn(
             "header below line 1",
-            f"{path.name}: the header ({', '.join(required)}) is on line {at + 1}; the {at} line"
+            f"{path.name}: the header ({', '.join(required)}) is on line {spans[at][0]}; the {at} line"
             f"{'s' if at > 1 else ''} above it {'are' if at > 1 else 'is'} not read ({above!r})",
             path=str(path),
         )
@@ -83,19 +81,41 @@ def read_rows(
     if twice := duplicated(header, required):
         raise DataError(f"{path}: {twice[0]}")
     rows = []
-    for number, cells in enumerate(lines[at + 1 :], start=at + 2):
+    for (number, end), cells in zip(spans[at + 1 :], lines[at + 1 :], strict=True):
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
+            quote = ""
+            if end > number:  # a quoted cell ran over lines: a quote opened and closed only at `end`
+                closed = "closes only at the file's end" if end == spans[-1][1] else f"closes on line {end}"
+                quote = (
+                    f'; a quote (") opened on line {number} {closed}: lines {number}-{end} read as one row'
+                )
             problems.add(
                 "malformed CSV row",
                 f"{path.name} line {number}: {len(cells)} fields, expected {len(header)} "
-                f"({', '.join(header)})",
+                f"({', '.join(header)}){quote}",
                 path=str(path),
             )
             continue
         rows.append(Row(number, {h: c.strip() for h, c in zip(header, cells)}))
     return header, rows
+
+
+def _csv_lines(text: str, delimiter: str, path: Path) -> tuple[list[list[str]], list[tuple[int, int]]]:
+    """A CSV text's rows, and the lines of the file each spans (first, last): a quoted cell may hold a line
+    break (a comment typed over two lines), so a row's line in the file is not its index."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    lines: list[list[str]] = []
+    spans: list[tuple[int, int]] = []
+    try:
+        for cells in reader:
+            first = spans[-1][1] + 1 if spans else 1
+            lines.append(cells)
+            spans.append((first, reader.line_num))
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot be read as a CSV file ({exc})") from None
+    return lines, spans
 
 
 HEADER_SEARCH = 10  # lines a table's header is looked for in: spreadsheets put a title or a date above it
