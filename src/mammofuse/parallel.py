@@ -1,17 +1,18 @@
-"""Process-parallel map over independent jobs, in order, with an optional progress wrapper: on this
-machine's cores, or on a Dask cluster's workers (archive-scale preprocessing)."""
+"""Process-parallel map over independent jobs, in order or as they finish, with an optional progress wrapper:
+on this machine's cores, or on a Dask cluster's workers (archive-scale preprocessing)."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mammofuse.problems import DataError
@@ -31,14 +32,17 @@ def parallel_map(
     progress: Progress | None = None,
     chunksize: int = 1,
     cluster: str | None = None,
+    ordered: bool = True,
 ) -> Iterator[R]:
     """Yield fn(job) for each job, in order; `workers` 0 uses every core, 1 runs in this process;
     `cluster` ('dask://HOST:PORT' or 'local:N'): on a Dask cluster's workers instead. `chunksize`: jobs
     sent to a worker at once. More saves messages on jobs of a few milliseconds, but a Ctrl-C waits for
     the chunk each worker is on and the one queued behind it (4 JPEG 2000 images of 4096 x 3328 a chunk:
-    11-12 s; one: 4-6 s)."""
+    11-12 s; one: 4-6 s). `ordered` False: each result as its job finishes (chunksize 1), so that one
+    job slow to finish holds back none of those after it: what a caller that records each result keeps
+    when a Ctrl-C stops it."""
     if cluster and jobs:
-        yield from cluster_map(fn, jobs, cluster, progress)
+        yield from cluster_map(fn, jobs, cluster, progress, ordered)
         return
     n = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     if n == 1:
@@ -46,7 +50,10 @@ def parallel_map(
         yield from (progress(results, len(jobs)) if progress else results)
         return
     with ProcessPoolExecutor(max_workers=n, initializer=die_with, initargs=(os.getpid(),)) as pool:
-        results = pool.map(fn, jobs, chunksize=chunksize)
+        if ordered:
+            results = pool.map(fn, jobs, chunksize=chunksize)
+        else:
+            results = (future.result() for future in as_completed([pool.submit(fn, job) for job in jobs]))
         try:
             yield from (progress(results, len(jobs)) if progress else results)
         except BaseException:  # Ctrl-C, an error, or the caller stopped early: the jobs not begun are not run
@@ -73,12 +80,16 @@ def die_with(parent: int) -> None:
 
 
 def cluster_map(
-    fn: Callable[[J], R], jobs: list[J], cluster: str, progress: Progress | None = None
+    fn: Callable[[J], R],
+    jobs: list[J],
+    cluster: str,
+    progress: Progress | None = None,
+    ordered: bool = True,
 ) -> Iterator[R]:
-    """fn(job) for each job on a Dask distributed cluster, yielded in order as they finish: a running
-    scheduler ('dask://HOST:PORT'; its workers must have mammofuse installed and see the same files), or
-    a LocalCluster of N single-threaded worker processes started here ('local:N', 0: every core). The
-    jobs are submitted at once; the scheduler balances them over the workers."""
+    """fn(job) for each job on a Dask distributed cluster, yielded in order (`ordered` False: as each
+    finishes): a running scheduler ('dask://HOST:PORT'; its workers must have mammofuse installed and see
+    the same files), or a LocalCluster of N single-threaded worker processes started here ('local:N', 0:
+    every core). The jobs are submitted at once; the scheduler balances them over the workers."""
     from dask.distributed import Client, LocalCluster
 
     if cluster.startswith("local:"):
@@ -101,7 +112,11 @@ def cluster_map(
     with _ctrl_c_deferred() as interrupted:
         try:
             futures = client.map(fn, jobs, pure=False)
-            results: Iterable[R] = (_result(future, interrupted) for future in futures)
+            results: Iterable[R] = (
+                (_result(future, interrupted) for future in futures)
+                if ordered
+                else _as_finished(futures, interrupted)
+            )
             yield from (progress(results, len(jobs)) if progress else results)
         finally:
             client.close()
@@ -137,6 +152,21 @@ def _result(future: Future, interrupted: threading.Event) -> Any:
     if interrupted.is_set():
         raise KeyboardInterrupt
     return future.result()
+
+
+def _as_finished(futures: list[Future], interrupted: threading.Event) -> Iterator[Any]:
+    """The futures' results as each is done, waited for outside Dask's client calls as `_result` does."""
+    finished: queue.Queue[Future] = queue.Queue()
+    for future in futures:
+        future.add_done_callback(finished.put)  # from Dask's thread
+    for _ in futures:
+        done: Future | None = None
+        while done is None:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            with suppress(queue.Empty):
+                done = finished.get(timeout=0.1)
+        yield done.result()
 
 
 def dask_setup(worker: object) -> None:

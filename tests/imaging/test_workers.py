@@ -67,6 +67,21 @@ def slow_mark(job: tuple[Path, int]) -> int:
     return number
 
 
+def slow_first(n: int) -> int:
+    time.sleep(2.0 if n == 0 else 0.01)
+    return n
+
+
+@pytest.mark.parametrize("where", [{"workers": 2}, {"cluster": "local:2"}])
+def test_unordered_results_come_as_their_jobs_finish_not_behind_a_slow_first_one(where):
+    """A caller that records each result (preprocess's cache index) lost, at a Ctrl-C, every result held back
+    in order behind one slow job: on a cluster's many workers, most of what they had finished."""
+    jobs = list(range(12))
+    assert list(parallel_map(slow_first, jobs, **where)) == jobs  # in order, as before
+    got = list(parallel_map(slow_first, jobs, ordered=False, **where))
+    assert sorted(got) == jobs and got.index(0) > 0  # every one, and some before the slow one
+
+
 def test_a_worker_leaves_ctrl_c_to_its_parent_and_jobs_not_begun_are_not_run(tmp_path):
     # a terminal's Ctrl-C reaches every process of the command: the workers would each print a traceback
     assert set(parallel_map(sigint_handler, list(range(4)), workers=2)) == {repr(signal.SIG_IGN)}

@@ -295,7 +295,8 @@ def _build(
     failed: dict[str, tuple[str, str]] = {}  # key -> problem category, reason
     saved = time.monotonic()
     try:
-        for result in parallel_map(_run_job, jobs, cfg.workers, progress, cluster=cfg.cluster):
+        # as each image finishes: one slow to decode holds back none after it from the index a Ctrl-C saves
+        for result in parallel_map(_run_job, jobs, cfg.workers, progress, cluster=cfg.cluster, ordered=False):
             key = result.pop("key")
             if "error" in result:
                 failed[key] = result["category"], result["error"]
