@@ -68,16 +68,16 @@ def slow_mark(job: tuple[Path, int]) -> int:
 
 
 def slow_first(n: int) -> int:
-    time.sleep(2.0 if n == 0 else 0.01)
+    time.sleep(1.0 if n == 0 else 0.01)
     return n
 
 
 @pytest.mark.parametrize("where", [{"workers": 2}, {"cluster": "local:2"}])
 def test_unordered_results_come_as_their_jobs_finish_not_behind_a_slow_first_one(where):
     """A caller that records each result (preprocess's cache index) lost, at a Ctrl-C, every result held back
-    in order behind one slow job: on a cluster's many workers, most of what they had finished."""
+    in order behind one slow job: on a cluster's many workers, most of what they had finished. (In order is
+    every other caller's, tested with them.)"""
     jobs = list(range(12))
-    assert list(parallel_map(slow_first, jobs, **where)) == jobs  # in order, as before
     got = list(parallel_map(slow_first, jobs, ordered=False, **where))
     assert sorted(got) == jobs and got.index(0) > 0  # every one, and some before the slow one
 
