@@ -410,6 +410,7 @@ class TestIndexSaves:
             cache.dir / "ab" / "abc.tmp999999999.npy",  # and as versions before 2026-11-29 did
             cache.dir / "ab" / "abc.tmp999999999.png",
             cache.dir / ".index.json.999999999.140000000000000.tmp",
+            cache.dir / "ab" / ".abe.npy.99999999999-1.tmp",  # digits no process id can be: no process
         ]
         live = [
             cache.dir / "ab" / f".abd.npy.{os.getpid()}-1.tmp",
