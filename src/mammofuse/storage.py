@@ -65,10 +65,7 @@ def alive(pid: int) -> bool:
     """Whether process `pid` runs on this machine."""
     try:
         os.kill(pid, 0)
-    except (
-        ProcessLookupError,
-        OverflowError,
-    ):  # none has that id (one no process id can be: a name's digits)
+    except (ProcessLookupError, OverflowError):  # none has that id (Overflow: none can, a name's digits)
         return False
     except PermissionError:  # alive, another user's
         return True
