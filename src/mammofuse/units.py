@@ -22,6 +22,11 @@ UNLIKE = 0.8  # a number is written unlike a column's when this share of them ar
 FEW = 20  # fewer values than this: no quartiles to judge a column's values by
 
 
+def scale(unit: str, to: str) -> float:
+    """How many `to` one `unit` is (cm to mm: 10), of one quantity."""
+    return UNITS[unit][1] / UNITS[to][1]
+
+
 class Spread(NamedTuple):
     """A column of numbers, as `unit_slip` judges one of them: its 10th, 25th, 75th and 90th percentiles (in
     the feature's unit) and the share of its numbers written whole (without decimals)."""
@@ -51,9 +56,9 @@ def unit_slip(
     unlike = column.whole >= UNLIKE and is_whole is False or column.whole <= 1 - UNLIKE and is_whole is True
     if not (unlike or is_whole is None) or column.q1 / 3 <= number <= column.q3 * 3:
         return None
-    as_written = number * UNITS[unit][1] / UNITS[written][1]
+    as_written = number * scale(unit, written)
     for other in [u for u, (kind, _) in UNITS.items() if kind == UNITS[unit][0] and u != written]:
-        read = as_written * UNITS[other][1] / UNITS[unit][1]
+        read = as_written * scale(other, unit)
         if column.p10 <= read <= column.p90:
             return cast(Unit, other), read
     return None

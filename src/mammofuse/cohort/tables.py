@@ -24,7 +24,7 @@ import numpy as np
 from mammofuse.config import ClinicalConfig, LabelsConfig
 from mammofuse.domain import Side, parse_side, spelling_key
 from mammofuse.problems import DataError, Problems
-from mammofuse.units import FEW, UNITS, Spread, Unit, unit_slip
+from mammofuse.units import FEW, UNITS, Spread, Unit, scale, unit_slip
 
 NA_TOKENS = {"", "na", "n/a", "nan", "null", "none", "-", ".", "?", "missing", "unknown"}
 BreastKey = tuple[str, Side]
@@ -918,7 +918,7 @@ def _warn_other_units(
     for number, where, key in [c for c in cells if c[2] in plain]:
         if slip := unit_slip(number, plain[key], unit, written, column):
             other, read = slip
-            as_written = number * UNITS[unit][1] / UNITS[written][1]
+            as_written = number * scale(unit, written)
             problems.warn(
                 "clinical unit",
                 f"{where}: {as_written:g}, read as {number:g} {unit}, lies far "

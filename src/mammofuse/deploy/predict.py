@@ -25,15 +25,7 @@ import torch
 
 from mammofuse.cohort.images import find_images, pair_views, select_exams
 from mammofuse.cohort.tables import Clinical, Labels, read_clinical, read_labels, unmatched_ids
-from mammofuse.config import (
-    UNITS,
-    ClinicalConfig,
-    ConfigError,
-    ImagesConfig,
-    LabelsConfig,
-    Unit,
-    load_config,
-)
+from mammofuse.config import ClinicalConfig, ConfigError, ImagesConfig, LabelsConfig, load_config
 from mammofuse.deploy import COHORT_LABELS
 from mammofuse.deploy.bundle import Bundle, load_bundle
 from mammofuse.deploy.profile import unlike
@@ -44,6 +36,7 @@ from mammofuse.models import positive_probability
 from mammofuse.models.device import on_inference_device
 from mammofuse.parallel import Progress
 from mammofuse.problems import WARNING, DataError, Problems
+from mammofuse.units import UNITS, Unit, scale
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
 RECALIBRATED_COLUMNS = ["model_probability"]  # a recalibrated bundle: the model's own, before the site's map
@@ -113,8 +106,8 @@ def in_models_units(site: ClinicalConfig, model: dict[str, Unit], cohort: Path) 
                 f"{unit!r}: another quantity"
             )
         if column in ranges:  # in the site's unit of the feature
-            scale = UNITS[site.units.get(column, unit)][1] / UNITS[unit][1]
-            ranges[column] = (ranges[column][0] * scale, ranges[column][1] * scale)
+            by = scale(site.units.get(column, unit), unit)
+            ranges[column] = (ranges[column][0] * by, ranges[column][1] * by)
         units[column] = unit
         if own != unit:
             written_in[column] = own
