@@ -175,7 +175,7 @@ class TestIntegrity:
 
     def test_an_intact_bundle_verifies(self, run, capsys):
         assert main(["bundle", "verify", str(run / "bundle")]) == 0
-        assert "intact (single model, 1 network(s)" in capsys.readouterr().out
+        assert "intact (single model, 1 network," in capsys.readouterr().out
 
 
 class TestPredict:
@@ -493,15 +493,49 @@ class TestExternalValidation:
         assert "no_bundle: not a model bundle" in capsys.readouterr().out
         assert not any((tmp_path / "cache").rglob("*.npy"))  # not an image preprocessed
 
-    def test_labels_of_one_class_are_a_clear_error(self, run, tmp_path, trained_master, capsys):
+    def test_labels_of_one_class_give_the_share_called_right_beside_the_baseline(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        """A site's labelled breasts all EIC negative: no AUC, but the share the bundle's threshold calls
+        negative (specificity) with its interval, for the model and the baseline; the overlays drawn."""
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
         table = pd.read_csv(cohort / "labels.csv", dtype=str)
         table.assign(invasive_fraction="90").to_csv(labels, index=False)  # every breast EIC negative
+        out = tmp_path / "out" / "p.csv"
+        pred = predict(run / "bundle", cohort, out, "--labels", str(labels), "--explain")
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "are all EIC negative (label 0): no AUC, calibration, PPV or NPV" in shown
+        result = json.loads((out.parent / "validation.json").read_text())
+        scored = pred[pred["reason"] == ""]
+        threshold = result["model"]["threshold"]
+        called_negative = int((scored["probability"] < threshold).sum())
+        assert result["label"] == 0 and result["labelled"] == len(scored) > 0
+        assert (result["model"]["name"], result["model"]["hits"]) == ("specificity", called_negative)
+        assert result["model"]["low"] <= called_negative / len(scored) <= result["model"]["high"]
+        assert result["model"]["high"] - result["model"]["low"] > 0.05  # an interval, not a point
+        baseline = result["baseline"]
+        assert baseline["hits"] == int((scored["clinical_probability"] < baseline["threshold"]).sum())
+        assert f"specificity {called_negative / len(scored):.2f} [" in shown
+        page = (out.parent / "validation.html").read_text()
+        assert "every one EIC negative" in page and '<a\nhref="explain/index.html">' in page
+        assert len(list((out.parent / "explain").glob("row*.png"))) == len(scored)
+
+    def test_labels_keyed_to_no_breast_stop_after_the_scores_and_overlays(
+        self, run, tmp_path, trained_master, capsys
+    ):
+        cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
+        table = pd.read_csv(cohort / "labels.csv", dtype=str)
+        table.assign(patient_id="X" + table["patient_id"]).to_csv(labels, index=False)  # other IDs
+        out = tmp_path / "out" / "p.csv"
         argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--labels", str(labels)]
-        argv += ["--clinical", str(cohort / "clinical.csv"), "--out", str(tmp_path / "p.csv")]
+        argv += ["--clinical", str(cohort / "clinical.csv"), "--out", str(out), "--explain"]
         assert main(argv) == 2
         shown = " ".join(capsys.readouterr().out.split())
-        assert "labels.csv: the " in shown and "scored breasts with a label are all of one class" in shown
+        assert "labels.csv: none of the " in shown and "scored breasts has a valid label" in shown
+        scored = pd.read_csv(out).dropna(subset=["probability"])
+        assert len(scored) and len(list((out.parent / "explain").glob("row*.png"))) == len(scored)
+        assert "validation.html" not in (out.parent / "explain" / "index.html").read_text()
+        assert not (out.parent / "validation.json").exists()
 
 
 class TestAnotherSite:

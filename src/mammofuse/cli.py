@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         ": also validate the model on them, beside the clinical-only model that travels with the bundle (AUC "
         "with 95%% CI, calibration, sens ... NPV at the bundle's threshold; nothing is fitted on them) -> "
-        "validation.json, figures/ and validation.html next to --out",
+        "validation.json, figures/ and validation.html next to --out (breasts all of one class: the share "
+        "each model calls right, its specificity or sensitivity)",
     )
     p.add_argument(
         "--out", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)"

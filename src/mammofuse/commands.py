@@ -10,8 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mammofuse.config import COHORT_SECTIONS, Config, ConfigError, load_config, to_toml
-from mammofuse.problems import EXCLUDED, WARNING, Problems
+from mammofuse.config import (
+    COHORT_SECTIONS,
+    Config,
+    ConfigError,
+    LabelsConfig,
+    load_config,
+    to_toml,
+)
+from mammofuse.problems import EXCLUDED, WARNING, DataError, Problems
 from mammofuse.storage import check_writable, locked, replace_text, write_table
 from mammofuse.ui import console, progress, show_problem_lines, show_problems
 
@@ -19,7 +26,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mammofuse.deploy.predict import Predicted
-    from mammofuse.evaluation.result import CvEvaluation, Evaluation, ExternalValidation
+    from mammofuse.evaluation.result import (
+        CvEvaluation,
+        Evaluation,
+        ExternalValidation,
+        OneClassValidation,
+    )
     from mammofuse.explain.checks import Region, RegionKey
     from mammofuse.runs import Run
 
@@ -396,6 +408,34 @@ def print_validation(result: ExternalValidation) -> None:
     console.print("(an external validation only where none of these patients was in the training cohort)")
 
 
+def print_one_class(result: OneClassValidation, labels: LabelsConfig) -> None:
+    """The labelled breasts all of one class: the share each model calls right, and what cannot be had."""
+    from mammofuse.evaluation.result import BASELINE
+
+    names = {0: labels.negative, 1: labels.positive}
+    own, other = names[result.label], names[1 - result.label]
+    rates = [(result.model_name, result.model)]
+    rates += [(BASELINE, result.baseline)] if result.baseline is not None else []
+    rates += [(f"versus {result.versus_bundle}", result.versus)] if result.versus is not None else []
+    breasts = (
+        "the 1 labelled breast scored is"
+        if result.labelled == 1
+        else (f"the {result.labelled} labelled breasts scored are all")
+    )
+    console.print(
+        f"{result.labels}: {breasts} {own} (label {result.label}): no AUC, calibration, PPV or NPV (they "
+        f"need {other} breasts too); the share called {own} at each model's threshold:"
+    )
+    for name, rate in rates:
+        console.print(f"  {name}: {rate.name} {rate.text} at threshold {rate.threshold:.3f}")
+    console.print(
+        f"intervals: 95 % bootstrap over patients, never narrower than the exact binomial interval; the "
+        f"model's threshold chosen on {result.chosen_on} ({result.operating_point.text})"
+    )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
 def _print_footer(result: Evaluation | CvEvaluation | ExternalValidation, thresholds: str) -> None:
     """What the images add, how the figures were made, and any warning."""
     if result.comparison is not None:
@@ -496,9 +536,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with cache_folder(args.cache) as cache:
         predicted = score_with(args.bundle, cache)
         versus = (args.versus, score_with(args.versus, cache)) if args.versus is not None else None
-        _show_predicted(args, predicted, versus)
+        unvalidated = None
+        try:
+            _show_predicted(args, predicted, versus)
+        except DataError as error:  # no label to validate with: the overlays are still drawn, then it stops
+            unvalidated = error
         if args.explain:
-            _explain_predicted(args, predicted)
+            _explain_predicted(args, predicted, validated=unvalidated is None)
+    if unvalidated is not None:
+        raise unvalidated
     return 0
 
 
@@ -543,6 +589,7 @@ def _show_predicted(
     _show_problems(predicted, args.out)
     if args.labels is not None:
         from mammofuse.evaluation.external import validate, write_figures
+        from mammofuse.evaluation.result import OneClassValidation
         from mammofuse.report.report import build_validation_report
 
         out = args.out.parent
@@ -550,15 +597,22 @@ def _show_predicted(
             write_table(versus[1].table, out / "versus_predictions.csv")
         result = validate(predicted, args.bundle, bundle.config.train.seed, versus)
         replace_text(out / "validation.json", result.to_json())
+        overlays = "explain/index.html" if args.explain else None
+        if isinstance(result, OneClassValidation):
+            page = build_validation_report(result, bundle, out, overlays)
+            print_one_class(result, bundle.config.labels)
+            console.print(f"wrote {out / 'validation.json'} and the page {page}")
+            return
         write_figures(result, table, out / "figures")
-        page = build_validation_report(result, bundle, out, "explain/index.html" if args.explain else None)
+        page = build_validation_report(result, bundle, out, overlays)
         print_validation(result)
         console.print(f"wrote {out / 'validation.json'}, {out / 'figures'}/ and the page {page}")
 
 
-def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
+def _explain_predicted(args: argparse.Namespace, predicted: Predicted, validated: bool) -> None:
     """predict --explain: an overlay per scored breast; with --regions the marked tumours outlined on them
-    and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json)."""
+    and the maps checked, as `explain` checks a run's (explain/checks.csv, checks.json). `validated`: a
+    validation page was written beside (--labels), to link."""
     from mammofuse.explain.checks import read_regions, regions_of, summary_lines
     from mammofuse.explain.explain import PredictedChecks, explain_cases, save_checks
     from mammofuse.report.report import build_overlay_index
@@ -579,7 +633,7 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
         bundle.nets, predicted.inputs, voi, out, regions, args.workers, progress, checks, titles
     )
     outlined = args.regions.name if args.regions else None
-    validation = "../validation.html" if args.labels is not None else None
+    validation = "../validation.html" if args.labels is not None and validated else None
     page = build_overlay_index(shown, bundle, out, args.out.name, outlined, validation)
     overlays = "overlay" if drawn == 1 else "overlays"
     console.print(
@@ -598,8 +652,10 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted) -> None:
 
 def _case_title(row: Any) -> str:
     """A predicted breast's figure title: its row, probability, and label where one was given."""
+    import pandas as pd
+
     truth = getattr(row, "truth", None)
-    label = "" if truth is None or math.isnan(truth) else f", label {int(truth)}"
+    label = "" if truth is None or pd.isna(truth) else f", label {int(truth)}"
     return f"row {int(row.row)}: probability {row.probability:.2f}{label}"
 
 
@@ -680,10 +736,9 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     from mammofuse.deploy.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)  # checksums, schemas, weights: a ModelError (exit 2) names the file
-    kind = bundle.info["kind"]
-    console.print(
-        f"{args.bundle}: intact ({kind}, {len(bundle.members)} network(s), threshold {bundle.threshold:.3f})"
-    )
+    kind, n = bundle.info["kind"], len(bundle.members)
+    networks = "1 network" if n == 1 else f"{n} networks"
+    console.print(f"{args.bundle}: intact ({kind}, {networks}, threshold {bundle.threshold:.3f})")
     if (fitted := bundle.recalibration) is not None:
         alike = "; its clinical-only model refitted alike" if fitted.clinical is not None else ""
         console.print(f"recalibrated ({fitted.method}) to {fitted.site}, on {fitted.breasts} breasts{alike}")

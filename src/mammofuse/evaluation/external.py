@@ -17,9 +17,16 @@ import numpy as np
 import pandas as pd
 
 from mammofuse.cohort.tables import Clinical
+from mammofuse.deploy.bundle import Bundle
 from mammofuse.deploy.predict import Predicted
 from mammofuse.evaluation import metrics, plots
-from mammofuse.evaluation.result import BASELINE, IMAGE_ONLY, MODEL, ExternalValidation
+from mammofuse.evaluation.result import (
+    BASELINE,
+    IMAGE_ONLY,
+    MODEL,
+    ExternalValidation,
+    OneClassValidation,
+)
 from mammofuse.problems import DataError
 from mammofuse.report.clinical import SUBGROUPS, subgroups
 
@@ -29,34 +36,28 @@ def validate(
     bundle_dir: Path,
     seed: int = 0,
     versus: tuple[Path, Predicted] | None = None,
-) -> ExternalValidation:
-    """The bundle's figures on the scored breasts of predict's output with labels that have a valid label,
-    and by subgroup (manufacturer, and density, age and tumour size where the clinical data has them); a
-    DataError where they hold one class only. `versus`: another bundle's folder and what predict gave with
-    it on the same breasts, compared paired."""
+) -> ExternalValidation | OneClassValidation:
+    """The bundle's figures on the scored breasts of predict's output that have a valid label, and by
+    subgroup (manufacturer, and density, age and tumour size where the clinical data has them); where they
+    are all of one class, the one rate that class has (`OneClassValidation`); a DataError where none has a
+    label. `versus`: another bundle's folder and what predict gave with it on the same breasts, compared
+    paired."""
     table, bundle, labels = predicted.table, predicted.bundle, predicted.labels
     assert labels is not None, "validate needs predict's output with labels"
     scored = table[table["reason"] == ""]
     used = scored[scored["truth"].notna()]
     y = used["truth"].to_numpy(dtype=int)
-    if len(np.unique(y)) < 2:
+    if not len(used):
         raise DataError(
-            f"{labels.name}: the {len(used)} scored breasts with a label are all of one class (or none "
-            "has a label): no AUC can be computed. Are the labels keyed by the same patient IDs and sides "
-            "as the images?"
+            f"{labels.name}: none of the {len(scored)} scored breasts has a valid label: no figure can be "
+            "computed. Are the labels keyed by the same patient IDs and sides as the images?"
         )
+    if len(np.unique(y)) < 2:
+        return _one_class(predicted, bundle_dir, used, seed, versus)
     groups = used["patient_id"].to_numpy()
     model_probs = used["probability"].to_numpy(dtype=float)
-    uses_clinical = bool(bundle.members[0].encoder.feature_names)
     result: dict = {
-        "bundle": str(bundle_dir),
-        "kind": bundle.info["kind"],
-        "operating_point": bundle.operating_point,
-        "labels": labels.name,
-        "model_name": MODEL if uses_clinical else IMAGE_ONLY,
-        "listed": len(table),
-        "scored": len(scored),
-        "labelled": len(used),
+        **_described(predicted, bundle_dir, used),
         "model": metrics.summary(y, model_probs, bundle.threshold, groups, seed),
         "internal_auc": bundle.info.get("test_auc") or bundle.info.get("cv_auc"),
         "internal": "pooled out-of-fold" if bundle.info.get("cv_auc") else "test split",
@@ -64,28 +65,124 @@ def validate(
     profile = bundle.profile
     if profile is not None and profile.positives is not None:
         result["training_prevalence"] = profile.positives / profile.breasts
-    warnings: list[str | None] = []
-    recalibrated = bundle.recalibration
-    if bundle.baselines:
+    if (threshold := _baseline_threshold(bundle)) is not None:
         clinical = used["clinical_probability"].to_numpy(dtype=float)
-        threshold = float(np.mean([b.threshold for b in bundle.baselines]))
-        if recalibrated is not None and recalibrated.clinical and recalibrated.clinical.threshold is not None:
-            threshold = recalibrated.clinical.threshold  # the site's, chosen by the model's rule
         result["baseline"] = metrics.summary(y, clinical, threshold, groups, seed)
         result["comparison"] = metrics.paired_auc_difference(y, model_probs, clinical, groups, seed=seed)
-    elif uses_clinical:
+    model = result["model"]
+    warnings = _warnings(predicted, used) + [
+        metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled set"),
+        metrics.target_missed(bundle.operating_point, model["at_youden"], model["at_youden_ci"], "here"),
+    ]
+    result["warnings"] = [w for w in warnings if w]
+    with_clinical = _with_clinical(used, predicted.clinical)
+    result["subgroups"] = subgroups(with_clinical.assign(label=y), "probability")
+    if versus is not None:
+        result["versus"] = _versus(used, *versus, seed)
+    return ExternalValidation.model_validate(result)
+
+
+def _one_class(
+    predicted: Predicted,
+    bundle_dir: Path,
+    used: pd.DataFrame,
+    seed: int,
+    versus: tuple[Path, Predicted] | None,
+) -> OneClassValidation:
+    """The labelled breasts all of one class: each model's share of them its threshold calls right
+    (specificity of negatives, sensitivity of positives), with its interval; the other bundle's on the
+    breasts both scored."""
+    bundle = predicted.bundle
+    y, groups = used["truth"].to_numpy(dtype=int), used["patient_id"].to_numpy()
+    result: dict = {
+        **_described(predicted, bundle_dir, used),
+        "label": int(y[0]),
+        "model": _rate(y, used["probability"], bundle.threshold, groups, seed),
+        "warnings": [w for w in _warnings(predicted, used) if w],
+    }
+    if (threshold := _baseline_threshold(bundle)) is not None:
+        result["baseline"] = _rate(y, used["clinical_probability"], threshold, groups, seed)
+    if versus is not None:
+        other_dir, other = versus
+        theirs = other.table.loc[other.table["reason"] == "", ["patient_id", "side", "probability"]]
+        both = used[["patient_id", "side", "truth"]].merge(theirs, on=["patient_id", "side"])
+        if not len(both):
+            raise DataError(f"{other_dir}: it scored none of the labelled breasts this bundle scored")
+        result["versus_bundle"] = str(other_dir)
+        y_both = both["truth"].to_numpy(dtype=int)
+        result["versus"] = _rate(
+            y_both, both["probability"], other.bundle.threshold, both["patient_id"].to_numpy(), seed
+        )
+    return OneClassValidation.model_validate(result)
+
+
+def _rate(y: np.ndarray, probs: pd.Series, threshold: float, groups: np.ndarray, seed: int) -> dict:
+    """The one rate of breasts all of class y[0] at `threshold` (OneClassRate's fields)."""
+    probs_ = probs.to_numpy(dtype=float)
+    name = "sensitivity" if y[0] == 1 else "specificity"
+    at = metrics.at_threshold(y, probs_, threshold)
+    low, high = metrics.rates_with_ci(y, probs_, threshold, groups, seed=seed)[name]
+    hits = at["confusion"]["tp" if name == "sensitivity" else "tn"]  # type: ignore[index]
+    return {
+        "name": name,
+        "hits": hits,
+        "n": len(y),
+        "value": at[name],
+        "low": low,
+        "high": high,
+        "threshold": threshold,
+    }
+
+
+def _described(predicted: Predicted, bundle_dir: Path, used: pd.DataFrame) -> dict:
+    """What every validation names: the bundle, the label file, how many breasts, where the threshold was
+    chosen."""
+    table, bundle, labels = predicted.table, predicted.bundle, predicted.labels
+    assert labels is not None
+    recalibrated = bundle.recalibration
+    described = {
+        "bundle": str(bundle_dir),
+        "kind": bundle.info["kind"],
+        "operating_point": bundle.operating_point,
+        "labels": labels.name,
+        "model_name": MODEL if bundle.members[0].encoder.feature_names else IMAGE_ONLY,
+        "listed": len(table),
+        "scored": int((table["reason"] == "").sum()),
+        "labelled": len(used),
+    }
+    if recalibrated is not None and recalibrated.threshold is not None:
+        clinical_on = (
+            "the clinical-only model's too, by the same rule"
+            if recalibrated.clinical is not None
+            else "the clinical-only model's: its training cohort's validation breasts"
+        )
+        described["chosen_on"] = f"the breasts it was recalibrated on ({recalibrated.site}; {clinical_on})"
+    return described
+
+
+def _baseline_threshold(bundle: Bundle) -> float | None:
+    """The threshold of the clinical-only regression that travels with the bundle (a recalibration's, by
+    the model's rule on the site, where there is one); None where the bundle carries none."""
+    if not bundle.baselines:
+        return None
+    recalibrated = bundle.recalibration
+    if recalibrated is not None and recalibrated.clinical and recalibrated.clinical.threshold is not None:
+        return recalibrated.clinical.threshold  # the site's, chosen by the model's rule
+    return float(np.mean([b.threshold for b in bundle.baselines]))
+
+
+def _warnings(predicted: Predicted, used: pd.DataFrame) -> list[str | None]:
+    """What every validation warns of: no baseline, a recalibrated bundle, breasts left out."""
+    table, bundle, labels = predicted.table, predicted.bundle, predicted.labels
+    assert labels is not None
+    warnings: list[str | None] = []
+    if not bundle.baselines and bundle.members[0].encoder.feature_names:
         warnings.append(
             "this bundle carries no clinical-only regression (written before mammofuse kept one), so no "
             "baseline is beside the model; evaluate the run again (or run cv on it again) to write one"
         )
+    recalibrated = bundle.recalibration
     if recalibrated is not None:
-        if recalibrated.threshold is not None:
-            clinical_on = (
-                "the clinical-only model's too, by the same rule"
-                if recalibrated.clinical is not None
-                else "the clinical-only model's: its training cohort's validation breasts"
-            )
-            result["chosen_on"] = f"the breasts it was recalibrated on ({recalibrated.site}; {clinical_on})"
         warnings.append(
             f"this bundle is recalibrated to {recalibrated.site} ({recalibrated.breasts} breasts): on the "
             "breasts it was fitted on, its calibration is flattered; validate it on others"
@@ -96,7 +193,7 @@ def validate(
                 "mammofuse refitted both): its calibration, Brier, operating point and net benefit do not "
                 "compare with the model's; recalibrate the original bundle again to refit both"
             )
-    unlabelled = len(scored) - len(used)
+    unlabelled = int((table["reason"] == "").sum()) - len(used)
     if unlabelled:
         warnings.append(
             f"{unlabelled} scored breasts have no valid label in {labels.name}: left out of the figures"
@@ -107,17 +204,7 @@ def validate(
             f"{not_scored} labelled breasts could not be scored (their reason column says why): left out "
             "of the figures"
         )
-    model = result["model"]
-    warnings += [
-        metrics.small_sample_warning(int(y.sum()), int((y == 0).sum()), "the labelled set"),
-        metrics.target_missed(bundle.operating_point, model["at_youden"], model["at_youden_ci"], "here"),
-    ]
-    result["warnings"] = [w for w in warnings if w]
-    with_clinical = _with_clinical(used, predicted.clinical)
-    result["subgroups"] = subgroups(with_clinical.assign(label=y), "probability")
-    if versus is not None:
-        result["versus"] = _versus(used, *versus, seed)
-    return ExternalValidation.model_validate(result)
+    return warnings
 
 
 def _versus(used: pd.DataFrame, other_dir: Path, other: Predicted, seed: int) -> dict:

@@ -319,3 +319,42 @@ class ExternalValidation(_Result):
         if self.training_prevalence is None:
             return here
         return f"{here}, {100 * self.training_prevalence:.1f} % in training"
+
+
+class OneClassRate(_Result):
+    """The one rate a model has on labelled breasts of one class, at its threshold: specificity where every
+    breast is label 0 (the share called negative), sensitivity where every one is label 1."""
+
+    name: Literal["specificity", "sensitivity"]
+    hits: int  # breasts called their own class
+    n: int
+    value: float
+    low: float  # 95 %: patient bootstrap, never narrower than the exact binomial interval of the counts
+    high: float
+    threshold: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}] ({self.hits} of {self.n})"
+
+
+class OneClassValidation(_Result):
+    """What `predict --labels` writes to validation.json where every labelled breast scored is of one class
+    (a site's negatives, say): the AUC, calibration, PPV and NPV need both classes; the share of these breasts
+    the bundle's threshold calls right does not. Nothing in it was fitted on these breasts."""
+
+    bundle: str
+    kind: str
+    labels: str
+    model_name: str
+    listed: int
+    scored: int
+    labelled: int
+    label: Literal[0, 1]  # the one class
+    operating_point: OperatingPoint = OperatingPoint()
+    chosen_on: str = "its training cohort's validation breasts"
+    model: OneClassRate
+    baseline: OneClassRate | None = None  # the clinical-only regression, at its own threshold
+    versus_bundle: str | None = None  # --versus: the other bundle, its rate on the breasts both scored
+    versus: OneClassRate | None = None
+    warnings: list[str] = []

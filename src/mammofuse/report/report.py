@@ -30,6 +30,7 @@ from mammofuse.evaluation.result import (
     AtThreshold,
     Calibration,
     ExternalValidation,
+    OneClassValidation,
     apparent_text,
     p_text,
 )
@@ -469,47 +470,56 @@ VALIDATION_FIGURES = {
 
 
 def build_validation_report(
-    result: ExternalValidation, bundle: Bundle, out: Path, overlays: str | None = None
+    result: ExternalValidation | OneClassValidation, bundle: Bundle, out: Path, overlays: str | None = None
 ) -> Path:
     """OUT/validation.html: a bundle on new labelled breasts (`predict --labels`), beside its clinical-only
-    model; the figures from OUT/figures/. `overlays`: the page of their Grad-CAM figures, relative to OUT
-    (`predict --explain`), linked."""
+    model; the figures from OUT/figures/ (none where the breasts are of one class). `overlays`: the page of
+    their Grad-CAM figures, relative to OUT (`predict --explain`), linked."""
     cfg = bundle.config
-    models = [(result.model_name, result.model)]
-    if result.baseline is not None:
-        models.append((BASELINE, result.baseline))
     card = Path(result.bundle) / CARD
-    html = (
-        _environment()
-        .get_template("validation.html.j2")
-        .render(
-            title=f"mammofuse validation: {result.labels}",
-            description=None,  # the training cohort's words; these breasts are others
-            cases=False,  # no case is shown
-            model_card=card.read_text(encoding="utf-8") if card.is_file() else "",
-            created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            labels=cfg.labels,
-            config=to_toml(cfg),
-            versions=versions(),
-            model=cfg.model,
-            architecture=describe(cfg.model),
-            result=result,
-            models=models,
-            rule=result.operating_point,
-            chosen_on=result.chosen_on,
-            operating=_operating_rows(
-                [(name, part.at_youden, part.at_youden_ci, part.calibration) for name, part in models]
-            ),
-            subgroups=result.subgroups,
-            subgroups_of="the labelled breasts scored; manufacturer: of the CC image",
-            figures=[
-                {"title": title, "src": data_uri(out / "figures" / f"{name}.png")}
-                for name, title in VALIDATION_FIGURES.items()
-                if (out / "figures" / f"{name}.png").is_file()
-            ],
-            overlays=overlays,
+    page = {
+        "title": f"mammofuse validation: {result.labels}",
+        "description": None,  # the training cohort's words; these breasts are others
+        "cases": False,  # no case is shown
+        "model_card": card.read_text(encoding="utf-8") if card.is_file() else "",
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "labels": cfg.labels,
+        "config": to_toml(cfg),
+        "versions": versions(),
+        "model": cfg.model,
+        "architecture": describe(cfg.model),
+        "result": result,
+        "rule": result.operating_point,
+        "chosen_on": result.chosen_on,
+        "overlays": overlays,
+    }
+    if isinstance(result, OneClassValidation):
+        rates = [(result.model_name, result.model)]
+        rates += [(BASELINE, result.baseline)] if result.baseline is not None else []
+        if result.versus is not None:
+            rates.append((f"the other bundle ({result.versus_bundle})", result.versus))
+        html = _environment().get_template("validation_one_class.html.j2").render(**page, rates=rates)
+    else:
+        models = [(result.model_name, result.model)]
+        if result.baseline is not None:
+            models.append((BASELINE, result.baseline))
+        operating = [(name, m.at_youden, m.at_youden_ci, m.calibration) for name, m in models]
+        html = (
+            _environment()
+            .get_template("validation.html.j2")
+            .render(
+                **page,
+                models=models,
+                operating=_operating_rows(operating),
+                subgroups=result.subgroups,
+                subgroups_of="the labelled breasts scored; manufacturer: of the CC image",
+                figures=[
+                    {"title": title, "src": data_uri(out / "figures" / f"{name}.png")}
+                    for name, title in VALIDATION_FIGURES.items()
+                    if (out / "figures" / f"{name}.png").is_file()
+                ],
+            )
         )
-    )
     path = out / "validation.html"
     replace_text(path, html)
     return path
