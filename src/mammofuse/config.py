@@ -391,7 +391,7 @@ class PreprocessConfig(_Section):
     @classmethod
     def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
         if min(value) < 8:
-            raise ValueError(f"size must be at least 8x8 pixels, found {list(value)}")
+            raise ValueError("size must be at least 8x8 pixels")
         return value
 
     @model_validator(mode="after")
