@@ -87,6 +87,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{args.dataset}: {len(labels)} breasts of {labels['patient_id'].nunique()} patients "
         f"({int(labels['label'].sum())} {imported.positive}), {images}; wrote {args.out}"
     )
+    unlabelled = labels[labels["label"].isna()]
+    if len(unlabelled):
+        breasts = "1 breast has" if len(unlabelled) == 1 else f"{len(unlabelled)} breasts have"
+        console.print(
+            f"[yellow]warning:[/] {breasts} no label ({imported.label_rule}; a blank or another value is not "
+            "read as negative): written without one, and ingest leaves them out"
+        )
+    for line in imported.left_out:
+        console.print(f"[yellow]warning:[/] {line}")
     if imported.regions is not None:
         images_marked = len(imported.regions.drop_duplicates(["patient_id", "side", "view"]))
         console.print(

@@ -207,8 +207,9 @@ def test_vindr_mammo(source, tmp_path, capsys):
     assert len(regions) == 2 * len(positives) and f"{2 * len(positives)} findings marked with boxes" in out
 
 
-def test_rsna_with_a_view_other_than_cc_and_mlo(source, tmp_path, capsys):
-    root, rows = tmp_path / "rsna-download", []
+def rsna_download(source: Path, root: Path) -> list[dict]:
+    """RSNA's train.csv rows and images; the first breast has a third view (AT)."""
+    rows = []
     for i, b in breasts(source).iterrows():
         for j, view in enumerate((*VIEWS, "at") if i == 0 else VIEWS):
             image = 1000 * b["number"] + j
@@ -232,11 +233,39 @@ def test_rsna_with_a_view_other_than_cc_and_mlo(source, tmp_path, capsys):
                     "difficult_negative_case": False,
                 }
             )
-    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    return rows
+
+
+def test_rsna_with_a_view_other_than_cc_and_mlo(source, tmp_path, capsys):
+    root = tmp_path / "rsna-download"
+    pd.DataFrame(rsna_download(source, root)).to_csv(root / "train.csv", index=False)
     out, manifest = run("rsna", root, tmp_path, capsys)
     expected = {(str(b["number"]), b["side"]): b["label"] for _, b in breasts(source).iterrows()}
     assert labels_of(manifest) == expected
     assert "view 'AT' is neither CC nor MLO" in out  # listed by the importer, written down by ingest
+
+
+def test_a_blank_label_is_no_label_and_a_row_without_a_side_is_left_out_saying_so(source, tmp_path, capsys):
+    """A breast whose `cancer` cell is blank is not imported as cancer-free: it has no label, and ingest
+    leaves it out with its reason; a row of no side is counted, not silently dropped."""
+    root = tmp_path / "rsna-download"
+    table = pd.DataFrame(rsna_download(source, root)).astype(str)
+    first = table["patient_id"] == table["patient_id"].iloc[0]
+    table.loc[first, "cancer"] = ""  # as a half-filled export writes it
+    table.loc[len(table)] = table.iloc[-1].to_dict() | {"laterality": "", "image_id": "1"}
+    table.to_csv(root / "train.csv", index=False)
+    out, manifest = run("rsna", root, tmp_path, capsys)
+    shown = " ".join(out.split())
+    assert "1 breast has no label (cancer 1: positive; 0: negative; a blank or another value" in shown
+    assert "1 row whose 'laterality' is neither left nor right (''): left out" in shown
+    unlabelled = (str(table["patient_id"].iloc[0]), table["laterality"].iloc[0])
+    expected = {(str(b["number"]), b["side"]): b["label"] for _, b in breasts(source).iterrows()}
+    assert labels_of(manifest) == {k: v for k, v in expected.items() if k != unlabelled}
+    exclusions = pd.read_csv(tmp_path / "imported" / "work" / "exclusions.csv", dtype=str)
+    assert exclusions["patient_id"].eq(unlabelled[0]).any()
+    table.drop(columns=["cancer"]).to_csv(root / "train.csv", index=False)  # another release's columns
+    assert main(["import", "rsna", str(root), "--out", str(tmp_path / "again")]) == 2
+    assert "train.csv: no column 'cancer' (its columns: site_id, patient_id," in capsys.readouterr().out
 
 
 def test_an_unknown_label_is_a_clear_error(tmp_path, capsys):

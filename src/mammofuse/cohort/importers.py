@@ -29,6 +29,16 @@ from mammofuse.problems import DataError
 CBIS_SERIES = re.compile(r"(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)")
 CBIS_ROI = re.compile(rf"(?P<series>{CBIS_SERIES.pattern})_(?P<abnormality>\d+)")  # ROI mask and crop
 CMMD_PATIENT = r"(?P<patient>D[12]-\d{4})"
+CBIS_COLUMNS = (  # what the importer reads of each case-description CSV
+    "patient_id",
+    "breast_density",
+    "left or right breast",
+    "image view",
+    "abnormality id",
+    "abnormality type",
+    "pathology",
+    "image file path",
+)
 REGIONS = "regions.csv"  # findings marked with boxes, for `explain --regions`
 UNREAD = "regions_unread.txt"  # the annotation files that could not be read, and why
 
@@ -49,36 +59,77 @@ class Imported:
     regions: pd.DataFrame | None = None  # patient_id, side, view, x0, y0, x1, y1, finding: boxed findings
     masks: pd.DataFrame | None = None  # patient_id, side, view, path, finding: findings drawn as mask images
     unread: list[str] = field(default_factory=list)  # annotation files that could not be read, and why
+    left_out: list[str] = field(default_factory=list)  # rows of the description files not used, and why
+    label_rule: str = ""  # what a label is read from, as the terminal says it
 
 
-def _read(root: Path, *names: str) -> pd.DataFrame:
+def _read(
+    root: Path, *names: str, needs: Iterable[str] = (), aliases: dict[str, str] | None = None
+) -> pd.DataFrame:
     """A description file of the dataset (CSV, or the Excel file CMMD publishes), as text; the first of
-    `names` found below `root`."""
+    `names` found below `root`. `aliases`: columns renamed (a dataset that spells one two ways); a column of
+    `needs` missing is a DataError naming the file (a file of another version, or edited)."""
     hits = [path for name in names for path in sorted(root.rglob(name))]
     if not hits:
         raise DataError(f"{root}: no {' or '.join(names)} (the dataset's description file) below it")
     path = hits[0]
     if path.suffix.lower() == ".xlsx":
         try:
-            return pd.read_excel(path, dtype=str)
+            table = pd.read_excel(path, dtype=str)
         except ImportError:
             raise DataError(f"{path}: reading Excel needs openpyxl (pip install openpyxl)") from None
-    return pd.read_csv(path, dtype=str)
+    else:
+        table = pd.read_csv(path, dtype=str)
+    table = table.rename(columns=lambda c: str(c).strip()).rename(columns=aliases or {})
+    missing = [c for c in needs if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path}: no column {', '.join(map(repr, missing))} (its columns: {', '.join(table.columns)}): "
+            "the importer reads the file as the dataset publishes it"
+        )
+    return table
 
 
-def _optional(root: Path, name: str) -> pd.DataFrame | None:
+def _optional(root: Path, name: str, needs: Iterable[str] = ()) -> pd.DataFrame | None:
     """A description file the dataset may come without (a partial download): None where it is absent."""
-    return _read(root, name) if next(root.rglob(name), None) is not None else None
+    return _read(root, name, needs=needs) if next(root.rglob(name), None) is not None else None
 
 
-def _any_positive(rows: pd.DataFrame, positive: pd.Series) -> pd.DataFrame:
-    """patient_id, side, label: 1 when any row of a breast (an image, an abnormality) is positive."""
-    hit = positive.groupby([rows["patient_id"], rows["side"]]).any()
-    return hit.astype(int).rename("label").reset_index()
+def _breast_labels(
+    rows: pd.DataFrame, value: pd.Series, positive: Iterable[str], negative: Iterable[str]
+) -> pd.DataFrame:
+    """patient_id, side, label per breast: 1 where any of its rows (an image, an abnormality) has a positive
+    `value`, 0 where every row has a negative one, and no label where a row is blank or of a value the
+    dataset does not define (not read as negative: ingest leaves such a breast out and says why). Values
+    are compared stripped and upper case."""
+    text = value.astype("string").str.strip().str.upper()
+    rows = pd.DataFrame(
+        {
+            "patient_id": rows["patient_id"],
+            "side": rows["side"],
+            "hit": text.isin([v.upper() for v in positive]).to_numpy(),
+            "known": text.isin([v.upper() for v in [*positive, *negative]]).to_numpy(),
+        }
+    )
+    breast = rows.groupby(["patient_id", "side"]).agg(hit=("hit", "any"), known=("known", "all"))
+    label = breast["hit"].astype("Int64").where(breast["hit"] | breast["known"])
+    return label.rename("label").reset_index()
 
 
 def _side(text: pd.Series) -> pd.Series:
     return text.str.strip().str.upper().str[0]  # LEFT / L / l -> L
+
+
+def _sided(table: pd.DataFrame, column: str, left_out: list[str]) -> pd.DataFrame:
+    """`table` with its `side` (L or R) read from `column`; a row of neither is counted in `left_out` and
+    dropped (no breast to give it to)."""
+    side = _side(table[column].fillna(""))
+    bad = ~side.isin(["L", "R"])
+    if bad.any():
+        seen = ", ".join(repr(v) for v in table.loc[bad, column].fillna("").unique()[:3])
+        rows = "1 row whose" if bad.sum() == 1 else f"{int(bad.sum())} rows whose"
+        left_out.append(f"{rows} {column!r} is neither left nor right ({seen}): left out")
+    return table.assign(side=side)[~bad]
 
 
 def cbis_ddsm(root: Path, label: str) -> Imported:
@@ -87,13 +138,18 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
     are negative). The CSVs' `image file path` names UID folders that do not match a downloaded tree, a
     known quirk, so images are matched on their series folder (`Mass-Training_P_00001_LEFT_CC`); each
     abnormality's ROI mask, in the folder named after it (`..._CC_1`), becomes its region."""
-    parts = []
-    for kind in ("mass", "calc"):
-        for split in ("train", "test"):
-            part = _read(root, f"{kind}_case_description_{split}_set.csv")
-            parts.append(part.rename(columns={"breast density": "breast_density"}))
-    cases = pd.concat(parts, ignore_index=True)
-    cases["side"] = _side(cases["left or right breast"])
+    parts = [
+        _read(
+            root,
+            f"{kind}_case_description_{split}_set.csv",
+            needs=CBIS_COLUMNS,
+            aliases={"breast density": "breast_density"},  # the calc CSVs' spelling
+        )
+        for kind in ("mass", "calc")
+        for split in ("train", "test")
+    ]
+    left_out: list[str] = []
+    cases = _sided(pd.concat(parts, ignore_index=True), "left or right breast", left_out)
     cases["series"] = cases["image file path"].str.split("/").str[0]
     found: dict[str, str] = {}  # series folder of a full mammogram -> its file
     rois: dict[tuple[str, int], list[Path]] = {}  # (series, abnormality id) -> its ROI mask and crop files
@@ -106,7 +162,7 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
     images = cases.drop_duplicates("series").rename(columns={"image view": "view"})
     images = images.assign(path=images["series"].map(found)).dropna(subset=["path"])
     breast = cases.groupby(["patient_id", "side"])
-    labels = _any_positive(cases, cases["pathology"] == "MALIGNANT")
+    labels = _breast_labels(cases, cases["pathology"], ["MALIGNANT"], ["BENIGN", "BENIGN_WITHOUT_CALLBACK"])
     clinical = breast.agg(
         density=("breast_density", "first"),
         abnormality=("abnormality type", lambda t: "+".join(sorted(set(t)))),
@@ -124,6 +180,8 @@ def cbis_ddsm(root: Path, label: str) -> Imported:
         secondary_capture=True,
         masks=masks,
         unread=unread,
+        left_out=left_out,
+        label_rule="pathology MALIGNANT: positive; BENIGN, BENIGN_WITHOUT_CALLBACK: negative",
     )
 
 
@@ -193,16 +251,21 @@ def cmmd(root: Path, label: str) -> Imported:
     row per patient and breast (ID1, LeftRight, Age, abnormality, classification, subtype); images in
     CMMD/<ID1>/<study>/<series>/1-N.dcm, side and view read from each header. `label`: 'malignant'
     (Malignant vs Benign) or 'luminal' (Luminal A/B vs other subtypes, malignant breasts only)."""
-    table = _read(root, "CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv")
-    table = table.assign(patient_id=table["ID1"].str.strip(), side=_side(table["LeftRight"]))
+    needs = ["ID1", "LeftRight", "Age", "abnormality", "classification"]
+    needs += ["subtype"] if label == "luminal" else []
+    table = _read(root, "CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv", needs=needs)
+    left_out: list[str] = []
+    table = _sided(table.assign(patient_id=table["ID1"].str.strip()), "LeftRight", left_out)
     if label == "luminal":
-        table = table[table["subtype"].notna()]
-        labels = table.assign(label=table["subtype"].str.contains("Luminal", case=False).astype(int))
+        table = table[table["subtype"].notna()]  # malignant breasts only: a benign one has no subtype
+        luminal = table["subtype"].str.contains("Luminal", case=False).map({True: "yes", False: "no"})
+        labels = _breast_labels(table, luminal, ["yes"], ["no"])
         names = ("luminal subtype", "luminal", "non-luminal")
+        rule = "subtype Luminal A or B: positive; another subtype: negative; no subtype: not imported"
     else:
-        malignant = table["classification"].str.strip().str.lower() == "malignant"
-        labels = table.assign(label=malignant.astype(int))
+        labels = _breast_labels(table, table["classification"], ["malignant"], ["benign"])
         names = ("malignancy", "malignant", "benign")
+        rule = "classification Malignant: positive; Benign: negative"
     clinical = table[["patient_id", "side", "Age", "abnormality"]].rename(columns={"Age": "age"})
     return Imported(
         None,  # ingest reads side and view from the headers, the patient from the folder (CMMD_PATIENT)
@@ -211,6 +274,8 @@ def cmmd(root: Path, label: str) -> Imported:
         clinical,
         numeric=["age"],
         categorical=["abnormality"],
+        left_out=left_out,
+        label_rule=rule,
     )
 
 
@@ -220,18 +285,21 @@ def vindr_mammo(root: Path, label: str) -> Imported:
     patient. Positive: BI-RADS 4 or 5 (suspicious), negative: BI-RADS 1-3. The radiologists' boxes of
     finding_annotations.csv (xmin, ymin, xmax, ymax in the image's pixels), where it was downloaded, are
     the regions."""
-    table = _read(root, "breast-level_annotations.csv")
-    table = table.assign(patient_id=table["study_id"], side=_side(table["laterality"]))
+    needs = ["study_id", "image_id", "laterality", "view_position", "breast_birads", "breast_density"]
+    left_out: list[str] = []
+    table = _sided(_read(root, "breast-level_annotations.csv", needs=needs), "laterality", left_out)
+    table = table.assign(patient_id=table["study_id"])
     images = table.assign(
         path=[f"images/{s}/{i}.dicom" for s, i in zip(table["study_id"], table["image_id"])],
         view=table["view_position"],
     )
-    birads = table["breast_birads"].str.extract(r"(\d)")[0].astype(float)
+    birads = table["breast_birads"].str.extract(r"^\s*(?:BI-?RADS)?\s*([1-5])\s*$", flags=re.I)[0]
     breast = table.groupby(["patient_id", "side"])
-    labels = _any_positive(table, birads >= 4)
+    labels = _breast_labels(table, birads, ["4", "5"], ["1", "2", "3"])
     clinical = breast.agg(density=("breast_density", "first")).reset_index()
     clinical["density"] = clinical["density"].str.replace("DENSITY ", "", regex=False)
-    findings = _optional(root, "finding_annotations.csv")
+    boxes = ["study_id", "laterality", "view_position", "xmin", "ymin", "xmax", "ymax", "finding_categories"]
+    findings = _optional(root, "finding_annotations.csv", needs=boxes)
     regions = None
     if findings is not None:  # "No Finding" rows carry no box
         boxed = findings.dropna(subset=["xmin", "ymin", "xmax", "ymax"])
@@ -256,6 +324,8 @@ def vindr_mammo(root: Path, label: str) -> Imported:
         clinical,
         categorical=["density"],
         regions=regions,
+        left_out=left_out,
+        label_rule="breast_birads 4 or 5: positive; 1 to 3: negative",
     )
 
 
@@ -263,12 +333,23 @@ def rsna(root: Path, label: str) -> Imported:
     """RSNA Screening Mammography: train.csv (site_id, patient_id, image_id, laterality, view, age, cancer,
     biopsy, invasive, BIRADS, implant, density, machine_id, ...); images in
     train_images/<patient_id>/<image_id>.dcm. Positive: cancer = 1."""
-    table = _read(root, "train.csv")
-    table = table.assign(side=_side(table["laterality"]))
+    needs = [
+        "patient_id",
+        "image_id",
+        "laterality",
+        "view",
+        "age",
+        "cancer",
+        "implant",
+        "density",
+        "machine_id",
+    ]
+    left_out: list[str] = []
+    table = _sided(_read(root, "train.csv", needs=needs), "laterality", left_out)
     paths = [f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"])]
     images = table.assign(path=paths)
     breast = table.groupby(["patient_id", "side"])
-    labels = _any_positive(table, table["cancer"].str.strip() == "1")
+    labels = _breast_labels(table, table["cancer"], ["1"], ["0"])
     clinical = breast.agg(
         age=("age", "first"),
         density=("density", "first"),
@@ -284,6 +365,8 @@ def rsna(root: Path, label: str) -> Imported:
         clinical,
         numeric=["age"],
         categorical=["density", "implant", "machine"],
+        left_out=left_out,
+        label_rule="cancer 1: positive; 0: negative",
     )
 
 
