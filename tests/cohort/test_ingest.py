@@ -501,6 +501,16 @@ class TestBadInput:
         if kept:
             assert manifest.set_index("patient_id").loc[row["patient_id"], "cc_path"] == str(src)
 
+    def test_a_copy_of_one_name_in_another_folder_is_told_apart_by_its_folder(self, tiny_cohort, capsys):
+        _, index = kept_row(tiny_cohort, capsys)
+        src = image_path(tiny_cohort, index, "cc")
+        copy = src.parent.parent / "A_copy" / src.name  # sorts first: the kept one under 'first'
+        copy.parent.mkdir()
+        shutil.copy(src, copy)
+        _, _, hits = self.excluded(tiny_cohort, capsys, "duplicate view")
+        assert hits.iloc[0]["path"] == str(src)
+        assert f"; kept A_copy/{src.name} (images.duplicate_policy" in hits.iloc[0]["reason"]
+
     def extra_views(self, cohort, capsys) -> tuple[int, Path, Path, Path]:
         """Beside a kept breast's CC: its raw (FOR PROCESSING) image, larger and named to sort first, and a
         spot compression view named to sort last, as a mammography unit exports them."""

@@ -661,6 +661,15 @@ def _one_id_for_many(records: list[ImageRecord], problems: Problems) -> None:
         )
 
 
+def _told_apart(records: list[ImageRecord]) -> list[str]:
+    """The records' paths from their deepest common folder: the file names where they share a folder, a
+    folder more where two folders hold files of one name (an export's copy of a series)."""
+    if len({r.path for r in records}) < 2:
+        return [r.path.name for r in records]
+    common = os.path.commonpath([str(r.path) for r in records])
+    return [os.path.relpath(r.path, common) for r in records]
+
+
 def pair_views(
     records: list[ImageRecord], policy: str, problems: Problems
 ) -> dict[BreastKey, dict[View, ImageRecord]]:
@@ -675,7 +684,7 @@ def pair_views(
         if policy == "error" and any(len(recs) > 1 for recs in extra.values()):
             for view, recs in extra.items():
                 if len(recs) > 1:
-                    names = ", ".join(r.path.name for r in recs)
+                    names = ", ".join(_told_apart(recs))
                     problems.add(
                         "duplicate view",
                         f"patient {key[0]} side {key[1].value}: {len(recs)} {view.value} "
@@ -692,7 +701,8 @@ def pair_views(
                     problems.add(
                         "duplicate view",
                         f"{rec.path}: another {view.value} image of patient {key[0]} side "
-                        f"{key[1].value}; kept {keep.path.name} (images.duplicate_policy = '{policy}')",
+                        f"{key[1].value}; kept {_told_apart([keep, rec])[0]} (images.duplicate_policy = "
+                        f"'{policy}')",
                         path=str(rec.path),
                         **ids,
                     )
