@@ -20,7 +20,7 @@ from mammofuse.config import (
 )
 from mammofuse.problems import EXCLUDED, WARNING, DataError, Problems
 from mammofuse.storage import check_writable, locked, replace_text, write_table
-from mammofuse.ui import console, progress, show_problem_lines, show_problems
+from mammofuse.ui import console, counted, progress, show_problem_lines, show_problems
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +66,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     counts = synthesize(args.out_dir, opts, progress=progress("synthesizing"))
     extra = counts["extra images"]
     console.print(
-        f"wrote {counts['images']} images of {counts['breasts']} breasts ({counts['patients']} patients, "
+        f"wrote {counted(counts['images'], 'image')} of {counted(counts['breasts'], 'breast')} "
+        f"({counted(counts['patients'], 'patient')}, "
         f"{counts['positives']} EIC positive) to {args.out_dir} in {time.perf_counter() - start:.1f} s"
         + (f", {extra} of them raw, synthetic 2D and spot images" if extra else "")
     )
@@ -84,15 +85,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     labels = imported.labels
     images = "side and view from the headers" if imported.images is None else f"{len(imported.images)} images"
     console.print(
-        f"{args.dataset}: {len(labels)} breasts of {labels['patient_id'].nunique()} patients "
+        f"{args.dataset}: {counted(len(labels), 'breast')} of "
+        f"{counted(labels['patient_id'].nunique(), 'patient')} "
         f"({int(labels['label'].sum())} {imported.positive}), {images}; wrote {args.out}"
     )
     unlabelled = labels[labels["label"].isna()]
     if len(unlabelled):
-        breasts = "1 breast has" if len(unlabelled) == 1 else f"{len(unlabelled)} breasts have"
+        has = "has" if len(unlabelled) == 1 else "have"
         console.print(
-            f"[yellow]warning:[/] {breasts} no label ({imported.label_rule}; a blank or another value is not "
-            "read as negative): written without one, and ingest leaves them out"
+            f"[yellow]warning:[/] {counted(len(unlabelled), 'breast')} {has} no label "
+            f"({imported.label_rule}; a blank or another value is not read as negative): written without "
+            "one, and ingest leaves them out"
         )
     for line in imported.left_out:
         console.print(f"[yellow]warning:[/] {line}")
@@ -745,8 +748,7 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     from mammofuse.deploy.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)  # checksums, schemas, weights: a ModelError (exit 2) names the file
-    kind, n = bundle.info["kind"], len(bundle.members)
-    networks = "1 network" if n == 1 else f"{n} networks"
+    kind, networks = bundle.info["kind"], counted(len(bundle.members), "network")
     console.print(f"{args.bundle}: intact ({kind}, {networks}, threshold {bundle.threshold:.3f})")
     if (fitted := bundle.recalibration) is not None:
         alike = "; its clinical-only model refitted alike" if fitted.clinical is not None else ""

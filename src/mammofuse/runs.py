@@ -434,7 +434,7 @@ class Run:
         if not lost.any():
             return data
         from mammofuse.imaging.preprocess import preprocess_cohort
-        from mammofuse.ui import console
+        from mammofuse.ui import console, counted
 
         again, problems = data[lost], Problems()
         gone = [path for v in VIEWS for path in again[v.column("path")] if not os.path.isfile(path)]
@@ -461,7 +461,8 @@ class Run:
             )
         if stats.decoded:  # none: the cache is elsewhere now (the work folder moved), and whole
             console.print(
-                f"{stats.decoded} preprocessed images of {self.dir.name} were gone from the cache (cleaned "
+                f"{counted(stats.decoded, 'preprocessed image')} of {self.dir.name} "
+                f"{'was' if stats.decoded == 1 else 'were'} gone from the cache (cleaned "
                 f"or pruned since training): made again from their DICOM files into {cache.dir}, as "
                 "training read them"
             )

@@ -26,6 +26,11 @@ console = Console(highlight=False, soft_wrap=True)
 MAX_PROBLEM_LINES = 15
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 breast', '3 breasts': a count with its noun (regular plurals only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def progress(description: str):
     """A progress wrapper `(iterable, total) -> iterable` for long loops (silent when not a terminal)."""
 

@@ -25,6 +25,7 @@ from pydicom.errors import InvalidDicomError
 from mammofuse.cohort.images import files_under
 from mammofuse.config import ClinicalConfig, Config, ImagesConfig, LabelsConfig, save_config
 from mammofuse.problems import DataError
+from mammofuse.ui import counted
 
 CBIS_SERIES = re.compile(r"(Mass|Calc)-(Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)")
 CBIS_ROI = re.compile(rf"(?P<series>{CBIS_SERIES.pattern})_(?P<abnormality>\d+)")  # ROI mask and crop
@@ -127,8 +128,8 @@ def _sided(table: pd.DataFrame, column: str, left_out: list[str]) -> pd.DataFram
     bad = ~side.isin(["L", "R"])
     if bad.any():
         seen = ", ".join(repr(v) for v in table.loc[bad, column].fillna("").unique()[:3])
-        rows = "1 row whose" if bad.sum() == 1 else f"{int(bad.sum())} rows whose"
-        left_out.append(f"{rows} {column!r} is neither left nor right ({seen}): left out")
+        rows = counted(int(bad.sum()), "row")
+        left_out.append(f"{rows} whose {column!r} is neither left nor right ({seen}): left out")
     return table.assign(side=side)[~bad]
 
 
