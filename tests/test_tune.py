@@ -165,6 +165,22 @@ class TestBadInput:
         with pytest.raises(ConfigError, match=r"\[split\] cannot be tuned"):
             read_space(space)
 
+    def test_a_range_upside_down_or_a_draw_its_setting_refuses_stops_before_any_trial(self, ready, capsys):
+        space = ready / "space.toml"
+        space.write_text("[train.lr]\nlow = 0.1\nhigh = 0.0001\nlog = true\n")
+        with pytest.raises(ConfigError, match=r"train.lr: low 0.1 is above high 0.0001 \(a range"):
+            read_space(space)
+        space.write_text("[train.lr]\nlow = 0\nhigh = 0.1\nlog = true\n")
+        with pytest.raises(ConfigError, match=r"train.lr: a log range needs low above 0 \(found 0\)"):
+            read_space(space)
+        space.write_text('[model.dropout]\nchoices = [0.1, 1.5]\n[data.balance]\nchoices = ["none"]\n')
+        assert tune(ready, "--trials", "1", "--space", str(space)) == 2  # dropout 1.5 was drawn at a trial
+        out = " ".join(capsys.readouterr().out.split())
+        assert "space.toml: model.dropout can draw 1.5: Input should be less than" in out
+        assert (
+            not (ready / "work" / "runs" / "fast-tune").exists() and not (ready / "work" / "tune.db").exists()
+        )
+
     def test_the_default_space_is_valid(self):
         assert {"train.lr", "model.dropout", "data.balance"} <= set(read_space())
 

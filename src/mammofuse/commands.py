@@ -286,10 +286,11 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mammofuse.tuning.tune import finished_trials, read_space, run_tune, trials_table
+    from mammofuse.tuning.tune import check_space, finished_trials, read_space, run_tune, trials_table
 
     space = read_space(args.space)  # a bad space stops here, before anything is written
     cfg, run_dir = run_config(args, args.preset)
+    check_space(cfg, space, str(args.space or "the default search space"))
     if not args.run:
         run_dir = run_dir.with_name(run_dir.name + "-tune")
     console.print(f"tuning {', '.join(space)} on the validation split -> {run_dir}")
@@ -1052,10 +1053,12 @@ def _cross_validate(
     if getattr(args, "space", None) and not args.tune:
         raise ConfigError("--space is the search space of nested cross-validation: give --tune TRIALS too")
     if getattr(args, "tune", None):
-        from mammofuse.tuning.tune import Tuning, read_space
+        from mammofuse.tuning.tune import Tuning, check_space, read_space
 
         tuning = Tuning(args.tune, read_space(args.space))  # a bad space stops here, before any work
     cfg, run_dir = run_config(args, preset)
+    if tuning is not None:
+        check_space(cfg, tuning.space, str(args.space or "the default search space"))
     cfg = cv_config(cfg, args.folds, args.repeats)
     if not getattr(args, "run", None):
         run_dir = run_dir.with_name(run_dir.name + ("-tuned-cv" if tuning else "-cv"))

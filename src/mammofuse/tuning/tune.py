@@ -32,7 +32,7 @@ import pandas as pd
 import tomli_w
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mammofuse.config import (
     EXPERIMENT_SECTIONS,
@@ -60,9 +60,21 @@ class Range(_Spec):
     log: bool = False
     integer: bool = False
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} is above high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low above 0 (found {self.low:g})")
+        return self
+
+    @property
+    def ends(self) -> list[float]:
+        return [int(self.low), int(self.high)] if self.integer else [self.low, self.high]
+
 
 class Choice(_Spec):
-    choices: list[str | int | float | bool]
+    choices: list[str | int | float | bool] = Field(min_length=1)
 
 
 Space = dict[str, Range | Choice]  # "section.field" -> what to draw
@@ -119,7 +131,8 @@ def read_space(path: Path | None = None) -> Space:
                 space[key] = Choice.model_validate(spec) if "choices" in spec else Range.model_validate(spec)
             except ValidationError as exc:
                 raise ConfigError(
-                    f"{where}: {key}: {exc.errors()[0]['msg']} (a range: low, high; or choices)"
+                    f"{where}: {key}: {exc.errors()[0]['msg'].removeprefix('Value error, ')} (a range: "
+                    "low, high; or choices)"
                 ) from None
     return space
 
@@ -143,6 +156,22 @@ def _nested(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
         section, name = key.split(".", 1)
         out.setdefault(section, {})[name] = value
     return out
+
+
+def check_space(cfg: Config, space: Space, where: str) -> None:
+    """Each value the space can draw (every choice, a range's ends), set alone on `cfg`, checked by its
+    setting's own rules before any trial: a choice of 0 epochs stops here, not at its draw. A rule across
+    settings (a backbone with its weights) is left to the draw: the space may pair them otherwise."""
+    base = cfg.model_dump(mode="json", exclude_none=True)
+    for key, spec in space.items():
+        for value in spec.choices if isinstance(spec, Choice) else spec.ends:
+            try:
+                Config.model_validate(merge(base, _nested({key: value})))
+            except ValidationError as exc:
+                own = [e for e in exc.errors() if ".".join(map(str, e["loc"])) == key]
+                if own:
+                    message = own[0]["msg"].removeprefix("Value error, ")
+                    raise ConfigError(f"{where}: {key} can draw {value!r}: {message}") from None
 
 
 def with_params(cfg: Config, params: dict[str, Any]) -> Config:
