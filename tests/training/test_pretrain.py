@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mammofuse.cli import main
-from mammofuse.config import ModelConfig
+from mammofuse.config import ModelConfig, load_config
 from mammofuse.models import create_backbone
 from mammofuse.runs import Work
 from tests.training.fixtures import as_a_gpu_writes_it
@@ -115,3 +115,15 @@ class TestPretrain:
         splits.drop(columns="split").assign(fold=range(len(splits))).to_csv(work.splits, index=False)
         assert pretrain(ready, tmp_path / "x.pt", "--epochs", "1") == 2
         assert "--images" in capsys.readouterr().out
+
+    def test_a_crop_too_small_stops_at_once_and_one_too_large_is_the_image_as_the_card_says(
+        self, ready, tmp_path, capsys
+    ):
+        assert pretrain(ready, tmp_path / "small.pt", "--epochs", "1", "--crop", "4", "4") == 2
+        assert "--crop 4 4: at least 32x32 pixels" in capsys.readouterr().out
+        assert not list(tmp_path.glob("small.pt*"))
+        assert pretrain(ready, tmp_path / "large.pt", "--epochs", "1", "--crop", "5000", "5000") == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        image = list(load_config(ready / "cohort.toml").preprocess.output_shape)
+        assert json.loads((tmp_path / "large.pt.json").read_text())["crop"] == image  # was [5000, 5000]
+        assert "(--crop 5000x5000 is larger than the preprocessed images" in shown

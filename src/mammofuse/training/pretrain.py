@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from mammofuse import __version__
 from mammofuse.cohort.images import find_images
-from mammofuse.config import Config
+from mammofuse.config import Config, ConfigError
 from mammofuse.data.balance import EpochShuffle, item_seed
 from mammofuse.data.epochs import EpochItems, EpochStream
 from mammofuse.data.splits import TRAIN
@@ -171,17 +171,35 @@ def images_hash(entries: list[str]) -> str:
     return hashlib.sha256("\n".join(crcs).encode()).hexdigest()[:16]
 
 
-def default_crop(cfg: Config) -> tuple[int, int]:
-    if cfg.model.kind == "patches":
-        return cfg.model.tile, cfg.model.tile
+SMALLEST_CROP = 32  # a backbone halves its input five times
+
+
+def crop_size(cfg: Config, asked: tuple[int, int] | None) -> tuple[int, int]:
+    """The crop: `asked` (--crop), or the patch model's tile, or half the image; no larger than the
+    preprocessed image (a larger one would be the whole image, whatever the card said)."""
     h, w = cfg.preprocess.output_shape
-    return max(32, h // 2), max(32, w // 2)
+    if asked is not None and min(asked) < SMALLEST_CROP:
+        raise ConfigError(
+            f"--crop {asked[0]} {asked[1]}: at least {SMALLEST_CROP}x{SMALLEST_CROP} pixels (the backbone "
+            f"halves its input five times)"
+        )
+    if asked is None:
+        asked = (cfg.model.tile,) * 2 if cfg.model.kind == "patches" else (h // 2, w // 2)
+        asked = max(SMALLEST_CROP, asked[0]), max(SMALLEST_CROP, asked[1])
+    return min(asked[0], h), min(asked[1], w)
+
+
+def _shrunk(asked: tuple[int, int] | None, crop: tuple[int, int]) -> str:
+    """' (--crop 500x500 is larger than the images: ...)' where the crop asked for was shrunk to them."""
+    if asked is None or tuple(asked) == crop:
+        return ""
+    return f" (--crop {asked[0]}x{asked[1]} is larger than the preprocessed images: no more than they hold)"
 
 
 def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | None = None) -> dict[str, Any]:
     """Pretrain cfg.model's backbone; write OUT (weights + card) and OUT.json (the card); return the card."""
+    crop = crop_size(cfg, options.crop)  # a wrong --crop stops before the images are read
     entries, source = training_images(cfg, images)
-    crop = options.crop or default_crop(cfg)
     card: dict[str, Any] = {
         "method": METHOD,
         "backbone": cfg.model.backbone,
@@ -215,7 +233,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     epochs = f"{options.epochs} epoch{'' if options.epochs == 1 else 's'}"
     console.print(
         f"pretraining {cfg.model.backbone} by {METHOD.split(' (')[0]} on {len(entries)} images "
-        f"({source}), crops {crop[0]}x{crop[1]}, {epochs} -> {out}"
+        f"({source}), crops {crop[0]}x{crop[1]}{_shrunk(options.crop, crop)}, {epochs} -> {out}"
         + (f"; resuming after epoch {done}" if done else "")
     )
     batches = EpochStream(  # the loader processes read the next epoch while one ends
