@@ -43,12 +43,12 @@ from mammofuse.imaging.cache import entry_record, load_entry
 from mammofuse.imaging.preprocess import preprocess_cohort
 from mammofuse.models.backbones import Backbone
 from mammofuse.models.tiles import CONTENT
-from mammofuse.problems import DataError, Problems
+from mammofuse.problems import EXCLUDED, DataError, Problems
 from mammofuse.runs import Work
 from mammofuse.storage import replace_text, replaced
 from mammofuse.training.module import fused_on, on_this_hardware
 from mammofuse.training.run import loader_options
-from mammofuse.ui import console, progress, show_problems
+from mammofuse.ui import console, counted, progress, show_problems
 
 METHOD = "SimCLR (lightly NTXentLoss, temperature 0.2; SimCLRProjectionHead 2 layers to 64)"
 TEMPERATURE = 0.2
@@ -143,7 +143,9 @@ def training_images(cfg: Config, images: Path | None) -> tuple[list[str], str]:
         archive = cfg.images.model_copy(update={"root": images.resolve(), "source": "dicom", "table": None})
         records = find_images(archive, problems, progress("reading headers"))
         if not records:
-            raise DataError(f"{images}: no usable mammogram found")
+            show_problems(problems, "files left out", "(not written: pretrain keeps no run folder)")
+            left_out = counted(len(problems.of(EXCLUDED)), "file")
+            raise DataError(f"{images}: no usable mammogram found ({left_out} left out)")
         # each image on its own (the views need not pair): the cache builds each file once
         manifest = pd.DataFrame(
             {
