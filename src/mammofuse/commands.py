@@ -904,8 +904,17 @@ def _check_setups(args: argparse.Namespace, presets: list[str | None]) -> None:
     machine lacks stop the command at once, not after the setups before it."""
     from mammofuse.models.backbones import check_weights
 
+    if len(set(presets)) < len(presets):
+        raise ConfigError("--presets names a setup twice: give each once")
+    folders: dict[Path, str | None] = {}
     for preset in presets:
-        cfg, _ = run_config(args, preset)
+        cfg, run_dir = run_config(args, preset)
+        if run_dir in folders:  # two files of one name in different folders: one run folder, refused late
+            raise ConfigError(
+                f"--presets {folders[run_dir]} and {preset} would both cross-validate into {run_dir.name}-cv "
+                "(a run is named after its preset file): give the files different names"
+            )
+        folders[run_dir] = preset
         check_weights(cfg.model.backbone, cfg.model.pretrained)
 
 
@@ -994,8 +1003,6 @@ def cmd_curve(args: argparse.Namespace) -> int:
     if args.preset and args.presets:
         raise ConfigError("give --preset (one setup's curve) or --presets (several, compared), not both")
     presets = args.presets or [args.preset]
-    if len(set(presets)) < len(presets):
-        raise ConfigError("--presets names a setup twice: give each once")
     _check_setups(args, presets)
     shares = sorted({*args.fractions, 1.0})  # the whole training part is the curve's reference
     setups: dict[str, dict[float, Run]] = {}

@@ -378,6 +378,20 @@ class TestCompare:
                 capsys.readouterr().out.split()
             )
             assert made() == before
+        # two files of one name from two folders: one run folder, so the second was refused after the first
+        other = ready / "elsewhere" / "fast.toml"
+        other.parent.mkdir()
+        other.write_text(f'extends = "{fast}"\n[train]\nbatch_size = 4\n')
+        for command in ("compare", "curve"):
+            assert main([command, cohort, "--presets", fast, str(other), "--folds", "3"]) == 2
+            shown = " ".join(capsys.readouterr().out.split())
+            assert (
+                "would both cross-validate into fast-cv" in shown
+                and "give the files different names" in shown
+            )
+            assert made() == before
+        assert main(["compare", cohort, "--presets", fast, fast, "--folds", "3"]) == 2
+        assert "--presets names a setup twice" in capsys.readouterr().out
 
     def test_presets_on_identical_folds_with_paired_differences_against_the_first(self, ready, capsys):
         variant = ready.parent / "fast_dropout.toml"
