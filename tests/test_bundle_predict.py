@@ -502,7 +502,8 @@ class TestExternalValidation:
         table = pd.read_csv(cohort / "labels.csv", dtype=str)
         table.assign(invasive_fraction="90").to_csv(labels, index=False)  # every breast EIC negative
         out = tmp_path / "out" / "p.csv"
-        pred = predict(run / "bundle", cohort, out, "--labels", str(labels), "--explain")
+        versus = ("--versus", str(run / "bundle"))  # the same bundle: the same share, on the same breasts
+        pred = predict(run / "bundle", cohort, out, "--labels", str(labels), "--explain", *versus)
         shown = " ".join(capsys.readouterr().out.split())
         assert "are all EIC negative (label 0): no AUC, calibration, PPV or NPV" in shown
         result = json.loads((out.parent / "validation.json").read_text())
@@ -513,6 +514,7 @@ class TestExternalValidation:
         assert (result["model"]["name"], result["model"]["hits"]) == ("specificity", called_negative)
         assert result["model"]["low"] <= called_negative / len(scored) <= result["model"]["high"]
         assert result["model"]["high"] - result["model"]["low"] > 0.05  # an interval, not a point
+        assert result["versus"] == result["model"] and result["versus_bundle"] == str(run / "bundle")
         baseline = result["baseline"]
         assert baseline["hits"] == int((scored["clinical_probability"] < baseline["threshold"]).sum())
         assert f"specificity {called_negative / len(scored):.2f} [" in shown

@@ -430,10 +430,9 @@ def print_one_class(result: OneClassValidation, labels: LabelsConfig) -> None:
     rates = [(result.model_name, result.model)]
     rates += [(BASELINE, result.baseline)] if result.baseline is not None else []
     rates += [(f"versus {result.versus_bundle}", result.versus)] if result.versus is not None else []
+    one = result.labelled == 1
     breasts = (
-        "the 1 labelled breast scored is"
-        if result.labelled == 1
-        else (f"the {result.labelled} labelled breasts scored are all")
+        "the 1 labelled breast scored is" if one else f"the {result.labelled} labelled breasts scored are all"
     )
     console.print(
         f"{result.labels}: {breasts} {own} (label {result.label}): no AUC, calibration, PPV or NPV (they "

@@ -104,15 +104,12 @@ def _one_class(
         result["baseline"] = _rate(y, used["clinical_probability"], threshold, groups, seed)
     if versus is not None:
         other_dir, other = versus
-        theirs = other.table.loc[other.table["reason"] == "", ["patient_id", "side", "probability"]]
-        both = used[["patient_id", "side", "truth"]].merge(theirs, on=["patient_id", "side"])
+        both = _both_scored(used, other)
         if not len(both):
             raise DataError(f"{other_dir}: it scored none of the labelled breasts this bundle scored")
         result["versus_bundle"] = str(other_dir)
-        y_both = both["truth"].to_numpy(dtype=int)
-        result["versus"] = _rate(
-            y_both, both["probability"], other.bundle.threshold, both["patient_id"].to_numpy(), seed
-        )
+        y_both, patients = both["truth"].to_numpy(dtype=int), both["patient_id"].to_numpy()
+        result["versus"] = _rate(y_both, both["probability_other"], other.bundle.threshold, patients, seed)
     return OneClassValidation.model_validate(result)
 
 
@@ -207,11 +204,15 @@ def _warnings(predicted: Predicted, used: pd.DataFrame) -> list[str | None]:
     return warnings
 
 
+def _both_scored(used: pd.DataFrame, other: Predicted) -> pd.DataFrame:
+    """The labelled breasts this bundle scored that the other scored too, its score as probability_other."""
+    theirs = other.table.loc[other.table["reason"] == "", ["patient_id", "side", "probability"]]
+    return used.merge(theirs, on=["patient_id", "side"], suffixes=("", "_other"))
+
+
 def _versus(used: pd.DataFrame, other_dir: Path, other: Predicted, seed: int) -> dict:
     """This bundle against another on the labelled breasts both scored: each AUC and the paired difference."""
-    table = other.table
-    theirs = table.loc[table["reason"] == "", ["patient_id", "side", "probability"]]
-    both = used.merge(theirs, on=["patient_id", "side"], suffixes=("", "_other"))
+    both = _both_scored(used, other)
     y, groups = both["truth"].to_numpy(dtype=int), both["patient_id"].to_numpy()
     if len(np.unique(y)) < 2:
         raise DataError(f"{other_dir}: it scored no breasts of both classes that this bundle scored too")
