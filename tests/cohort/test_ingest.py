@@ -860,7 +860,7 @@ class TestClinicalTypos:
         ]
         [warned] = exclusions.loc[exclusions["category"] == "bound read as its value", "reason"]
         assert warned == (
-            f"clinical.csv, column 'ki67': 2 value(s) written as a bound, read as the bound: '<1 %' (line "
+            f"clinical.csv, column 'ki67': 2 values written as a bound, read as the bound: '<1 %' (line "
             f"{rows[0] + 2}), '≥ 90' (line {rows[1] + 2})"
         )
 
@@ -961,11 +961,11 @@ class TestClinicalTypos:
         assert read == [25, 25, 25, 25, 25, 25, None, 30]
         said = {p.category: p.reason for p in problems.items}
         assert said["approximate value read as its number"] == (
-            "clinical.csv, column 'size': 5 value(s) written as approximate, read as its number: "
+            "clinical.csv, column 'size': 5 values written as approximate, read as its number: "
             "'ca. 2,5 cm' (line 2), '~25mm' (line 3), '≈ 25' (line 4), ..."
         )
         assert said["bound read as its value"].endswith(
-            "1 value(s) written as a bound, read as the bound: '<30' (line 9)"
+            "1 value written as a bound, read as the bound: '<30' (line 9)"
         )
         assert "line 8, column 'size': 'ca.' is not a number" in said["invalid clinical value"]
 
@@ -979,9 +979,9 @@ class TestClinicalTypos:
         assert [r["size"] for r in read] == [17.5, 17.5, 17.5, 17.5, 17.5, None, 17.5]
         ranges = [p.reason for p in problems.items if p.category == "range read as its midpoint"]
         assert ranges == [
-            "clinical.csv, column 'ki67': 3 value(s) written as a range, read as its midpoint: '10-20 %' "
+            "clinical.csv, column 'ki67': 3 values written as a range, read as its midpoint: '10-20 %' "
             "(line 2), '10–20%' (line 3), '15 to 20' (line 4)",
-            "clinical.csv, column 'size': 2 value(s) written as a range, read as its midpoint: '1,5-2 cm' "
+            "clinical.csv, column 'size': 2 values written as a range, read as its midpoint: '1,5-2 cm' "
             "(line 2), '15 - 20 mm' (line 3)",
         ]
         invalid = [p.reason for p in problems.items if p.category == "invalid clinical value"]
@@ -1373,7 +1373,7 @@ class TestFractionsAsReportsWriteThem:
             "does not say on which side of the threshold (75 %)" in r for r in reasons
         )
         (said,) = [p.reason for p in problems.items if p.category == "bound read as its value"]
-        assert said.startswith("labels.csv, column 'invasive_fraction': 4 value(s) written as a bound")
+        assert said.startswith("labels.csv, column 'invasive_fraction': 4 values written as a bound")
 
     def test_a_range_is_read_where_both_ends_lie_on_one_side_and_an_approximate_value_as_written(
         self, tmp_path
@@ -1399,11 +1399,35 @@ class TestFractionsAsReportsWriteThem:
         assert "'60-170' is not an invasive fraction" in reasons["P8"]
         warned = {p.category: p.reason for p in problems.items if p.severity == WARNING}
         assert warned == {  # the value kept beside the label is an estimate: said once for each kind
-            "range read as its midpoint": "labels.csv, column 'invasive_fraction': 2 value(s) written as "
+            "range read as its midpoint": "labels.csv, column 'invasive_fraction': 2 values written as "
             "a range, read as its midpoint: '60-70 %' (line 2), '80 - 90' (line 3)",
-            "approximate value read as its number": "labels.csv, column 'invasive_fraction': 2 value(s) "
+            "approximate value read as its number": "labels.csv, column 'invasive_fraction': 2 values "
             "written as approximate, read as its number: 'ca. 80 %' (line 6), '~ 40' (line 7)",
         }
+
+    def test_a_share_of_1_among_percentages_that_would_change_the_label_is_warned_about(self, tmp_path):
+        """'0.8' among percentages: 0.8 % (EIC positive) as read, 80 % (negative) if typed as a share."""
+        from mammofuse.cohort.tables import read_labels
+        from mammofuse.config import LabelsConfig
+        from mammofuse.problems import Problems
+
+        written = {f"P{i}": str(v) for i, v in enumerate([40, 90, 15, 80, 60, 35, 95, 20, 70, 85] * 2)}
+        written |= {"S1": "0.8", "S2": "0.3", "S3": "0.95 %", "S4": "1"}  # only S1 turns on the reading
+        rows = "".join(f"{p},L,{w}\n" for p, w in written.items())
+        (tmp_path / "labels.csv").write_text("patient_id,side,invasive_fraction\n" + rows)
+        labels = read_labels(LabelsConfig(path=tmp_path / "labels.csv"), problems := Problems())
+        assert labels.label[("S1", Side.LEFT)] == 1  # kept as read
+        (said,) = [p.reason for p in problems.items if p.category == "fraction typed as a share?"]
+        assert said == (
+            "labels.csv, column 'invasive_fraction': 1 value below 1 in a column of percentages: '0.8' "
+            "(line 22); read as percent (EIC positive: below 75 %), but typed as shares of 1 (0.8 for 80 %) "
+            "they would be EIC negative: if so, write them as percent"
+        )
+        (tmp_path / "labels.csv").write_text(
+            "patient_id,side,invasive_fraction\nP1,L,0.8\nP2,L,0.5\nP3,L,40\n"
+        )
+        read_labels(LabelsConfig(path=tmp_path / "labels.csv"), problems := Problems())
+        assert not problems.items  # a column mostly below 1 is no column of percentages to judge by
 
 
 class TestLabelScale:

@@ -24,6 +24,7 @@ import numpy as np
 from mammofuse.config import ClinicalConfig, LabelsConfig
 from mammofuse.domain import Side, parse_side, spelling_key
 from mammofuse.problems import DataError, Problems
+from mammofuse.ui import counted
 from mammofuse.units import FEW, UNITS, Spread, Unit, scale, unit_slip
 
 NA_TOKENS = {"", "na", "n/a", "nan", "null", "none", "-", ".", "?", "missing", "unknown"}
@@ -512,6 +513,7 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
     if cfg.kind == "binary":  # the classes' names read as their labels, unless recoded otherwise
         recode = {spelling_key(cfg.positive): "1", spelling_key(cfg.negative): "0", **recode}
     qualified: dict[str, list[tuple[str, int]]] = {kind: [] for kind in QUALIFIED}  # as written, line
+    shares: list[tuple[str, int]] = []  # percentages below 1 that read as shares would change their label
     for key, row in keyed.items():
         raw = row.values[cfg.column]
         out.raw[key] = raw  # the row exists, valid or not: ingest must not say it is missing
@@ -540,6 +542,8 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             out.label[key], out.value[key] = read
             if kind := _unqualified(raw)[0]:
                 qualified[kind].append((raw, row.line))
+            elif _flips_as_share(raw, read[1], cfg):
+                shares.append((raw, row.line))
         else:
             value = parse_number(raw)
             if value not in (0.0, 1.0):
@@ -553,7 +557,36 @@ def read_labels(cfg: LabelsConfig, problems: Problems) -> Labels:
             out.label[key] = int(value)
     _warn_qualified(f"{cfg.path.name}, column '{cfg.column}'", qualified, problems, cfg.path)
     _check_scale(cfg, out)
+    _warn_shares(cfg, out, shares, problems)
     return out
+
+
+def _flips_as_share(raw: str, value: float, cfg: LabelsConfig) -> bool:
+    """Whether an invasive fraction read as a percentage below 1 ("0.8": 0.8 %) would take the other label
+    read as a share of 1 (80 %): written with decimals and no percent sign, at or above threshold / 100."""
+    plain = cfg.scale == "percent" and "%" not in raw and not WHOLE.fullmatch(raw.strip())
+    return plain and cfg.threshold / 100 <= value < 1
+
+
+def _warn_shares(
+    cfg: LabelsConfig, labels: Labels, shares: list[tuple[str, int]], problems: Problems
+) -> None:
+    """One warning where a column of percentages (4 in 5 of its values above 1) holds values below 1 whose
+    label turns on the reading ("0.8": 0.8 %, EIC positive, or 80 % typed as a share, negative): kept as
+    read, named with their lines."""
+    values = list(labels.value.values())
+    if not shares or sum(v > 1 for v in values) < 0.8 * len(values):
+        return
+    shown = ", ".join(f"{raw!r} (line {line})" for raw, line in shares[:3]) + (
+        ", ..." if len(shares) > 3 else ""
+    )
+    problems.warn(
+        "fraction typed as a share?",
+        f"{cfg.path.name}, column '{cfg.column}': {counted(len(shares), 'value')} below 1 in a column of "
+        f"percentages: {shown}; read as percent ({cfg.positive}: below {cfg.threshold:g} %), but typed as "
+        f"shares of 1 (0.8 for 80 %) they would be {cfg.negative}: if so, write them as percent",
+        path=str(cfg.path),
+    )
 
 
 WHOLE = re.compile(r"[-+]?\d+")  # "23", a number written without decimals ("23.0" has one)
@@ -582,7 +615,7 @@ def _warn_qualified(
         shown = ", ".join(f"{raw!r} (line {line})" for raw, line in found[:3])
         problems.warn(
             category,
-            f"{column}: {len(found)} value(s) written as {written_as}, read as {read_as}: {shown}"
+            f"{column}: {counted(len(found), 'value')} written as {written_as}, read as {read_as}: {shown}"
             + (", ..." if len(found) > 3 else ""),
             path=str(path),
         )
