@@ -1,3 +1,4 @@
+import re
 import tomllib
 
 import optuna
@@ -63,6 +64,10 @@ class TestTune:
         assert best["extends"].endswith("fast.toml") and {"lr", "weight_decay"} <= set(best["train"])
         out = capsys.readouterr().out  # each trial's settings whole (a rule's title was cut to 80 columns)
         assert all(f"\n{settings_text(settings)}\n" in out for settings, _ in finished(ready, "fast-tune"))
+        shown = " ".join(out.split())  # the baseline beside the best trial, on its validation breasts
+        assert re.search(
+            r"clinical only, on the same validation breasts: AUC (0|1)\.\d{3} \(one regression", shown
+        )
         assert (
             main(
                 ["train", str(ready / "cohort.toml"), "--preset", str(folder / "best.toml"), "--epochs", "1"]

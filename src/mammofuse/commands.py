@@ -286,7 +286,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mammofuse.tuning.tune import check_space, finished_trials, read_space, run_tune, trials_table
+    from mammofuse.tuning.tune import (
+        check_space,
+        clinical_val_auc,
+        finished_trials,
+        read_space,
+        run_tune,
+        trials_table,
+    )
 
     space = read_space(args.space)  # a bad space stops here, before anything is written
     cfg, run_dir = run_config(args, args.preset)
@@ -302,6 +309,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     console.print(
         f"best: trial {best_trial.number}, validation AUC {best_trial.value:.3f} (best of {n}: optimistic)"
     )
+    if (clinical := clinical_val_auc(study, run_dir)) is not None:
+        console.print(
+            f"clinical only, on the same validation breasts: AUC {clinical:.3f} (one regression fitted on "
+            "the training breasts, nothing chosen on these)"
+        )
     console.print(f"wrote {best}")
     console.print(f"next: mammofuse cv {args.config} --preset {best}")
     return 0

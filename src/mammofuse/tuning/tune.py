@@ -42,7 +42,7 @@ from mammofuse.config import (
     parse_config,
     settings_text,
 )
-from mammofuse.data.splits import TEST
+from mammofuse.data.splits import TEST, VAL
 from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
 from mammofuse.storage import in_use, locked, replace_text
@@ -423,6 +423,25 @@ def optimize(
             except Exception:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
+
+
+def clinical_val_auc(study: optuna.Study, tune_dir: Path) -> float | None:
+    """The clinical-only regression (fitted on the training breasts) on the best trial's validation breasts:
+    what the images must beat on the breasts that chose the settings. One fit, nothing chosen on them, so
+    not optimistic as the best trial's AUC is. None where the trial's folder is elsewhere (a shared
+    --storage) or the run uses no clinical data."""
+    from mammofuse.evaluation.evaluate import clinical_baseline
+    from mammofuse.evaluation.metrics import auc
+    from mammofuse.evaluation.result import OperatingPoint
+
+    run = trial_run(tune_dir, study.best_trial)
+    if not (run.data.is_file() and run.encoder.is_file()):
+        return None
+    data = run.read_data()
+    fitted = clinical_baseline(run.read_encoder(), data, run.read_config().train.seed, OperatingPoint())
+    if fitted is None:
+        return None
+    return auc(data.loc[data["split"] == VAL, "label"].to_numpy(), fitted[1][VAL])
 
 
 def write_best(study: optuna.Study, tune_dir: Path, preset: str | None) -> Path:
