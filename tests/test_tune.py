@@ -78,7 +78,7 @@ class TestTune:
     def test_an_interrupted_study_goes_on_in_its_database(self, ready, capsys):
         assert tune(ready, "--trials", "1") == 0
         assert tune(ready, "--trials", "3") == 0
-        assert "1 trials finished before, going on" in capsys.readouterr().out
+        assert "1 trial finished before, going on" in capsys.readouterr().out
         study = optuna.load_study(study_name="fast-tune", storage=f"sqlite:///{ready / 'work' / 'tune.db'}")
         assert len(study.trials) == 3
         assert len({str(t.params) for t in study.trials}) == 3  # the second run used to draw trial 0's again

@@ -458,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="One row per run folder of WORK/runs: its kind (run, cross-validation, nested, a "
         "learning curve's share, tuning study), progress (epochs or folds finished), the headline AUC with "
         "its interval beside the clinical-only model's, the optimism (apparent minus held-out AUC: how far "
-        "it overfits), network, and when it last changed. Reads the runs' files; trains and writes nothing.",
+        "it overfits), network, and when it last changed; a warning for a run trained on breasts whose split "
+        "or label the work folder has changed since (its figures are of the data before). Reads the runs' "
+        "files; trains and writes nothing.",
     )
     p.add_argument("work", type=Path, metavar="WORK", help="the work folder")
     p.set_defaults(func=commands.cmd_runs)

@@ -846,6 +846,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for s in summaries:
         if s.problem:
             console.print(f"[yellow]{escape(f'{s.name}: unreadable: {s.problem}')}[/]")
+        if s.stale:
+            console.print(f"[yellow]warning:[/] {escape(f'{s.name}: {s.stale}')}")
     console.print(
         f"{len(summaries)} run{'' if len(summaries) == 1 else 's'} in {work.dir / 'runs'}; AUC: a run's test "
         "split, a cross-validation's (cv) pooled out-of-fold AUC; optimism: the model's AUC on its own "

@@ -13,12 +13,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 from mammofuse.config import ConfigError
 from mammofuse.evaluation.result import AucInterval
 from mammofuse.models.fusion import headline
 from mammofuse.problems import DataError
 from mammofuse.runs import Run, Work
 from mammofuse.storage import LOCK_NAME, in_use
+from mammofuse.ui import counted
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class RunSummary:
     changed: str  # when a file of the run last changed (UTC)
     problem: str = ""  # why its files could not be read ("unreadable" runs)
     optimism: str = ""  # the model's apparent minus held-out AUC ("" where not measured)
+    stale: str = ""  # how its breasts differ from the work folder's now (its figures are of other data)
 
 
 def newest(path: Path) -> str:
@@ -78,7 +82,9 @@ def _summarise(run: Run) -> RunSummary:
     trials = sorted(run.dir.glob("trial-*"))
     if trials or (run.dir / "best.toml").is_file():  # `mammofuse tune`
         best = "best.toml written" if (run.dir / "best.toml").is_file() else "no best.toml yet"
-        return RunSummary(run.name, "tune", "", f"{len(trials)} trials, {best}", "", "", newest(run.dir))
+        return RunSummary(
+            run.name, "tune", "", f"{counted(len(trials), 'trial')}, {best}", "", "", newest(run.dir)
+        )
     if not run.config.is_file():  # stopped before its training began
         return RunSummary(run.name, "run", "", "not started", "", "", newest(run.dir))
     cfg = run.read_config()
@@ -109,12 +115,55 @@ def _summarise(run: Run) -> RunSummary:
     return RunSummary(run.name, "run", model, progress, auc, clinical, newest(run.dir), optimism=optimism)
 
 
+KEY = ["patient_id", "side"]
+
+
+def _now(work: Work) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The work folder's split (patient_id, side, split, label) and labelled breasts (patient_id, side,
+    label) as they are now; None where not there."""
+    splits = work.read_splits() if work.splits.is_file() else None
+    if splits is not None and "split" not in splits:  # cross-validation folds: no split to hold a run to
+        splits = None
+    labels = work.read_manifest()[0][[*KEY, "label"]] if work.manifest.is_file() else None
+    return splits, labels
+
+
+def _stale(run: Run, splits: pd.DataFrame | None, labels: pd.DataFrame | None) -> str:
+    """Where a run's breasts are no longer the work folder's (split or ingest made again since, labels
+    corrected): how many of them moved or changed label, else "". A run keeps the data.csv it was trained on
+    (a cross-validation or a tuning study, its first fold's or trial's): its split is held to splits.csv
+    (a cross-validation's folds are its own: its labels only, to the manifest)."""
+    trials = [Run(d) for d in sorted(run.dir.glob("trial-*"))]
+    trained = next((r for r in (run, *run.fold_runs(), *trials) if r.data.is_file()), None)
+    if trained is None:
+        return ""
+    data = trained.read_data()
+    if run.is_cv or splits is None:
+        now, columns = labels, [*KEY, "label"]
+    else:
+        now, columns = splits, [*KEY, "split", "label"]
+    if now is None:
+        return ""
+    held = data[columns].merge(now[columns], how="left", indicator=True)
+    moved = int((held["_merge"] == "left_only").sum())
+    if not moved:
+        return ""
+    against = "the manifest's labels" if now is labels else "splits.csv"
+    return (
+        f"{moved} of its {len(data)} breasts are not in {against} as they were when it was trained (the "
+        "split or ingest was made again, or a label corrected): its figures are of the data before"
+    )
+
+
 def survey(work: Work) -> list[RunSummary]:
-    """Every run folder of a work folder, by name; one whose files cannot be read says why in its row."""
+    """Every run folder of a work folder, by name; one whose files cannot be read says why in its row, one
+    trained on breasts the work folder no longer holds so says why (`stale`)."""
     out = []
+    splits, labels = _now(work)
     for folder in sorted(d for d in (work.dir / "runs").glob("*") if d.is_dir()):
         try:
-            out.append(summarise(Run(folder)))
+            run = Run(folder)
+            out.append(replace(summarise(run), stale=_stale(run, splits, labels)))
         except (DataError, ConfigError, OSError, ValueError) as exc:  # pydantic's and pandas' errors too
             out.append(RunSummary(folder.name, "unreadable", "", "", "", "", newest(folder), str(exc)))
     return out

@@ -47,7 +47,7 @@ from mammofuse.presets import merge
 from mammofuse.runs import Run, Work
 from mammofuse.storage import in_use, locked, replace_text
 from mammofuse.training.run import fit, kept_val_auc, preprocessed_for, resume_point, work_splits
-from mammofuse.ui import console
+from mammofuse.ui import console, counted
 
 
 class _Spec(BaseModel):
@@ -385,7 +385,7 @@ def optimize(
     inner = splits[splits["split"] != TEST].reset_index(drop=True)  # the test split is never touched
     done = [t for t in study.trials if t.state in FINISHED]
     if done:
-        console.print(f"study {study.study_name}: {len(done)} trials finished before, going on")
+        console.print(f"study {study.study_name}: {counted(len(done), 'trial')} finished before, going on")
 
     def objective(trial: optuna.Trial, run: Run) -> float:
         params = suggest(trial, space)  # a retry is given its interrupted trial's settings
