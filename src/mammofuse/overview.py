@@ -9,6 +9,7 @@ figure belongs to which setup. Nothing is trained or written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,12 +121,16 @@ KEY = ["patient_id", "side"]
 
 def _now(work: Work) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The work folder's split (patient_id, side, split, label) and labelled breasts (patient_id, side,
-    label) as they are now; None where not there."""
-    splits = work.read_splits() if work.splits.is_file() else None
-    if splits is not None and "split" not in splits:  # cross-validation folds: no split to hold a run to
-        splits = None
-    labels = work.read_manifest()[0][[*KEY, "label"]] if work.manifest.is_file() else None
-    return splits, labels
+    label) as they are now; None where not there or not readable (the runs are listed all the same)."""
+
+    def read(path: Path, table: Callable[[], pd.DataFrame], columns: list[str]) -> pd.DataFrame | None:
+        try:
+            return table()[columns] if path.is_file() else None
+        except (DataError, OSError, ValueError, KeyError):
+            return None
+
+    splits = read(work.splits, work.read_splits, [*KEY, "split", "label"])  # None too for cv folds
+    return splits, read(work.manifest, lambda: work.read_manifest()[0], [*KEY, "label"])
 
 
 def _stale(run: Run, splits: pd.DataFrame | None, labels: pd.DataFrame | None) -> str:
