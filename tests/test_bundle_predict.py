@@ -497,13 +497,13 @@ class TestExternalValidation:
         self, run, tmp_path, trained_master, capsys
     ):
         """A site's labelled breasts all EIC negative: no AUC, but the share the bundle's threshold calls
-        negative (specificity) with its interval, for the model and the baseline; the overlays drawn."""
+        negative (specificity) with its interval, for the model, the baseline and a --versus bundle."""
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
         table = pd.read_csv(cohort / "labels.csv", dtype=str)
         table.assign(invasive_fraction="90").to_csv(labels, index=False)  # every breast EIC negative
         out = tmp_path / "out" / "p.csv"
         versus = ("--versus", str(run / "bundle"))  # the same bundle: the same share, on the same breasts
-        pred = predict(run / "bundle", cohort, out, "--labels", str(labels), "--explain", *versus)
+        pred = predict(run / "bundle", cohort, out, "--labels", str(labels), *versus)
         shown = " ".join(capsys.readouterr().out.split())
         assert "are all EIC negative (label 0): no AUC, calibration, PPV or NPV" in shown
         result = json.loads((out.parent / "validation.json").read_text())
@@ -519,8 +519,7 @@ class TestExternalValidation:
         assert baseline["hits"] == int((scored["clinical_probability"] < baseline["threshold"]).sum())
         assert f"specificity {called_negative / len(scored):.2f} [" in shown
         page = (out.parent / "validation.html").read_text()
-        assert "every one EIC negative" in page and '<a\nhref="explain/index.html">' in page
-        assert len(list((out.parent / "explain").glob("row*.png"))) == len(scored)
+        assert "every one EIC negative" in page and f"({called_negative} of {len(scored)})" in page
 
     def test_labels_keyed_to_no_breast_stop_after_the_scores_and_overlays(
         self, run, tmp_path, trained_master, capsys
@@ -528,8 +527,10 @@ class TestExternalValidation:
         cohort, labels = trained_master.parents[2], tmp_path / "labels.csv"
         table = pd.read_csv(cohort / "labels.csv", dtype=str)
         table.assign(patient_id="X" + table["patient_id"]).to_csv(labels, index=False)  # other IDs
-        out = tmp_path / "out" / "p.csv"
-        argv = ["predict", str(run / "bundle"), "--images", str(cohort / "dicom"), "--labels", str(labels)]
+        out, images = tmp_path / "out" / "p.csv", tmp_path / "images"
+        for study in sorted((cohort / "dicom").iterdir())[:4]:  # a few breasts: an overlay each
+            shutil.copytree(study, images / study.name)
+        argv = ["predict", str(run / "bundle"), "--images", str(images), "--labels", str(labels)]
         argv += ["--clinical", str(cohort / "clinical.csv"), "--out", str(out), "--explain"]
         assert main(argv) == 2
         shown = " ".join(capsys.readouterr().out.split())
