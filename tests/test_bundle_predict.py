@@ -520,6 +520,7 @@ class TestExternalValidation:
         assert f"specificity {called_negative / len(scored):.2f} [" in shown
         page = (out.parent / "validation.html").read_text()
         assert "every one EIC negative" in page and f"({called_negative} of {len(scored)})" in page
+        assert (out.parent / "figures" / "scores.png").is_file() and 'alt="probabilities"' in page
 
     def test_labels_keyed_to_no_breast_stop_after_the_scores_and_overlays(
         self, run, tmp_path, trained_master, capsys

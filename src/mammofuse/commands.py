@@ -612,7 +612,7 @@ def _show_predicted(
         console.print(f"[yellow]warning:[/] {shift}")
     _show_problems(predicted, args.out)
     if args.labels is not None:
-        from mammofuse.evaluation.external import validate, write_figures
+        from mammofuse.evaluation.external import validate, write_figures, write_one_class_figure
         from mammofuse.evaluation.result import OneClassValidation
         from mammofuse.report.report import build_validation_report
 
@@ -623,9 +623,14 @@ def _show_predicted(
         replace_text(out / "validation.json", result.to_json())
         overlays = "explain/index.html" if args.explain else None
         if isinstance(result, OneClassValidation):
+            labels = bundle.config.labels
+            named = labels.positive if result.label == 1 else labels.negative
+            write_one_class_figure(result, predicted, named, out / "figures")
             page = build_validation_report(result, bundle, out, overlays)
-            print_one_class(result, bundle.config.labels)
-            console.print(f"wrote {out / 'validation.json'} and the page {page}")
+            print_one_class(result, labels)
+            console.print(
+                f"wrote {out / 'validation.json'}, {out / 'figures' / 'scores.png'} and the page {page}"
+            )
             return
         write_figures(result, table, out / "figures")
         page = build_validation_report(result, bundle, out, overlays)

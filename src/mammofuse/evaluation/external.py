@@ -250,6 +250,19 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
         fig.savefig(out / f"{name}.png", dpi=110)
 
 
+def write_one_class_figure(result: OneClassValidation, predicted: Predicted, named: str, out: Path) -> None:
+    """OUT/scores.png: each model's probabilities on the labelled breasts, all of one class (`named`: the
+    class's name), with its threshold; the other bundle's (--versus) are not drawn."""
+    table = predicted.table
+    used = table[(table["reason"] == "") & table["truth"].notna()]
+    scores = {result.model_name: (used["probability"].to_numpy(dtype=float), result.model.threshold)}
+    if result.baseline is not None:
+        scores[BASELINE] = (used["clinical_probability"].to_numpy(dtype=float), result.baseline.threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = plots.scores_figure(scores, f"the {result.labelled} labelled breasts, all {named}")
+    figure.savefig(out / "scores.png", dpi=110)
+
+
 def _with_clinical(used: pd.DataFrame, table: Clinical | None) -> pd.DataFrame:
     """The scored breasts with their CC manufacturer and clinical values (as predict read them), for the
     subgroup table."""

@@ -148,6 +148,23 @@ def calibration_figure(
     return fig
 
 
+@legible
+def scores_figure(scores: dict[str, tuple[np.ndarray, float]], breasts: str) -> Figure:
+    """Each model's probabilities on breasts of one class (`scores`: name -> (probabilities, threshold)), a
+    histogram over [0, 1] with its threshold dashed: how far the calls the rate counts lie from it."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    bins = np.linspace(0, 1, 41)
+    for i, (name, (p, threshold)) in enumerate(scores.items()):
+        ax.hist(p, bins=list(bins), histtype="step", lw=2, color=f"C{i}", label=name)
+        ax.axvline(threshold, ls="--", lw=1.5, color=f"C{i}")
+    ax.plot([], [], ls="--", c="grey", label="threshold")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlim=(0, 1), xlabel="predicted probability", ylabel="breasts", title=f"Probabilities of {breasts}")
+    ax.legend(fontsize=9)
+    return fig
+
+
 def _marks(epochs: pd.DataFrame, train: bool = False) -> dict[str, Any]:
     """Points as well as lines for a run of one or two epochs (a line of one point is not drawn); a
     training curve's points are open."""

@@ -498,7 +498,12 @@ def build_validation_report(
         rates += [(BASELINE, result.baseline)] if result.baseline is not None else []
         if result.versus is not None:
             rates.append((f"the other bundle ({result.versus_bundle})", result.versus))
-        html = _environment().get_template("validation_one_class.html.j2").render(**page, rates=rates)
+        scores = out / "figures" / "scores.png"
+        html = (
+            _environment()
+            .get_template("validation_one_class.html.j2")
+            .render(**page, rates=rates, scores=data_uri(scores) if scores.is_file() else None)
+        )
     else:
         models = [(result.model_name, result.model)]
         if result.baseline is not None:
