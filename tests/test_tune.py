@@ -192,6 +192,17 @@ class TestBadInput:
             not (ready / "work" / "runs" / "fast-tune").exists() and not (ready / "work" / "tune.db").exists()
         )
 
+    def test_starting_weights_a_trial_can_draw_are_read_before_the_first_trial(self, ready, capsys):
+        damaged = ready / "damaged.pth"
+        damaged.write_bytes(b"not weights")
+        space = ready / "space.toml"
+        space.write_text(f'[model.pretrained]\nchoices = ["none", "{damaged}"]\n')
+        assert tune(ready, "--trials", "2", "--space", str(space)) == 2  # was: the second trial's draw
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "space.toml: a trial can draw model.backbone = 'tiny_cnn' with model.pretrained = " in shown
+        assert f"{damaged}: not a weights file torch can load" in shown
+        assert not (ready / "work" / "runs" / "fast-tune").exists()
+
     def test_the_default_space_is_valid(self):
         assert {"train.lr", "model.dropout", "data.balance"} <= set(read_space())
 

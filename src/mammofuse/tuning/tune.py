@@ -17,6 +17,7 @@ runs a study inside each fold on its training folds alone).
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -43,7 +44,9 @@ from mammofuse.config import (
     settings_text,
 )
 from mammofuse.data.splits import TEST, VAL
+from mammofuse.models.backbones import check_weights
 from mammofuse.presets import merge
+from mammofuse.problems import ModelError
 from mammofuse.runs import Run, Work
 from mammofuse.storage import in_use, locked, replace_text
 from mammofuse.training.run import fit, kept_val_auc, preprocessed_for, resume_point, work_splits
@@ -160,8 +163,9 @@ def _nested(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def check_space(cfg: Config, space: Space, where: str) -> None:
     """Each value the space can draw (every choice, a range's ends), set alone on `cfg`, checked by its
-    setting's own rules before any trial: a choice of 0 epochs stops here, not at its draw. A rule across
-    settings (a backbone with its weights) is left to the draw: the space may pair them otherwise."""
+    setting's own rules before any trial: a choice of 0 epochs stops here, not at its draw. Where the space
+    chooses the backbone or its starting weights, the weights of every pair it can draw are read (ImageNet's
+    on an offline machine, a file of another network): a trial drawing one would stop the study."""
     base = cfg.model_dump(mode="json", exclude_none=True)
     for key, spec in space.items():
         for value in spec.choices if isinstance(spec, Choice) else spec.ends:
@@ -172,6 +176,20 @@ def check_space(cfg: Config, space: Space, where: str) -> None:
                 if own:
                     message = own[0]["msg"].removeprefix("Value error, ")
                     raise ConfigError(f"{where}: {key} can draw {value!r}: {message}") from None
+    drawn = {key: spec.choices for key, spec in space.items() if isinstance(spec, Choice)}
+    if not {"model.backbone", "model.pretrained"} & set(drawn):
+        return
+    backbones = drawn.get("model.backbone", [cfg.model.backbone])
+    for backbone, start in itertools.product(
+        backbones, drawn.get("model.pretrained", [cfg.model.pretrained])
+    ):
+        try:
+            check_weights(str(backbone), str(start))
+        except ModelError as exc:
+            raise ConfigError(
+                f"{where}: a trial can draw model.backbone = {backbone!r} with model.pretrained = "
+                f"{start!r}: {exc}"
+            ) from None
 
 
 def with_params(cfg: Config, params: dict[str, Any]) -> Config:
