@@ -31,6 +31,11 @@ from mammofuse.problems import DataError
 from mammofuse.report.clinical import SUBGROUPS, subgroups
 
 
+def labelled(table: pd.DataFrame) -> pd.DataFrame:
+    """predict's rows that were scored and have a valid label: the breasts of every validation figure."""
+    return table[(table["reason"] == "") & table["truth"].notna()]
+
+
 def validate(
     predicted: Predicted,
     bundle_dir: Path,
@@ -45,7 +50,7 @@ def validate(
     table, bundle, labels = predicted.table, predicted.bundle, predicted.labels
     assert labels is not None, "validate needs predict's output with labels"
     scored = table[table["reason"] == ""]
-    used = scored[scored["truth"].notna()]
+    used = labelled(table)
     y = used["truth"].to_numpy(dtype=int)
     if not len(used):
         raise DataError(
@@ -230,7 +235,7 @@ def _versus(used: pd.DataFrame, other_dir: Path, other: Predicted, seed: int) ->
 
 def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) -> None:
     """ROC (operating points at the bundle's thresholds), calibration and decision curve into `out`."""
-    used = table[(table["reason"] == "") & table["truth"].notna()]
+    used = labelled(table)
     y = used["truth"].to_numpy(dtype=int)
     curves = {result.model_name: (y, used["probability"].to_numpy(dtype=float))}
     aucs = {result.model_name: result.model.auc.text}
@@ -253,8 +258,7 @@ def write_figures(result: ExternalValidation, table: pd.DataFrame, out: Path) ->
 def write_one_class_figure(result: OneClassValidation, predicted: Predicted, named: str, out: Path) -> None:
     """OUT/scores.png: each model's probabilities on the labelled breasts, all of one class (`named`: the
     class's name), with its threshold; the other bundle's (--versus) are not drawn."""
-    table = predicted.table
-    used = table[(table["reason"] == "") & table["truth"].notna()]
+    used = labelled(predicted.table)
     scores = {result.model_name: (used["probability"].to_numpy(dtype=float), result.model.threshold)}
     if result.baseline is not None:
         scores[BASELINE] = (used["clinical_probability"].to_numpy(dtype=float), result.baseline.threshold)
