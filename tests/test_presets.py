@@ -22,6 +22,20 @@ class TestBuiltInPresets:
         copy = apply_preset(cohort_config, "seed_parity_copy")
         assert copy.data.balance == "copy" and copy.model == base.model and copy.train == base.train
 
+    def test_a_relative_extends_is_read_from_the_presets_own_folder(
+        self, cohort_config, tmp_path, monkeypatch
+    ):
+        """A study's presets kept together work from any folder; one of the same name in the working folder
+        was taken instead."""
+        (tmp_path / "presets").mkdir()
+        (tmp_path / "presets" / "base.toml").write_text('extends = "demo_cpu"\n[train]\nbatch_size = 8\n')
+        (tmp_path / "presets" / "variant.toml").write_text('extends = "base.toml"\n[model]\ndropout = 0.3\n')
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "base.toml").write_text("[train]\nbatch_size = 2\n")  # another study's
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        cfg = apply_preset(cohort_config, str(tmp_path / "presets" / "variant.toml"))
+        assert (cfg.train.batch_size, cfg.model.dropout, cfg.model.backbone) == (8, 0.3, "tiny_cnn")
+
 
 class TestPresetErrors:
     def test_a_preset_that_sets_a_cohort_section_is_refused(self, cohort_config, tmp_path):

@@ -240,12 +240,14 @@ def run_config(args: argparse.Namespace, preset: str | None) -> tuple[Config, Pa
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mammofuse.models.backbones import check_weights
     from mammofuse.models.fusion import headline
     from mammofuse.runs import Run
     from mammofuse.training.run import fit, start_over, work_splits
 
     cfg, run_dir = run_config(args, args.preset)
     splits = work_splits(cfg)  # a work folder not split yet stops here, before a run folder is made
+    check_weights(cfg.model.backbone, cfg.model.pretrained)  # so do starting weights that cannot be read
     with locked(run_dir, "train"):
         if args.force:
             start_over(Run(run_dir))
@@ -1070,6 +1072,7 @@ def _cross_validate(
     share (rounded up), as many optimizer steps as the whole would take."""
     from mammofuse.data.splits import check_fold_count
     from mammofuse.deploy.bundle import ensemble_problem, write_cv_bundle
+    from mammofuse.models.backbones import check_weights
     from mammofuse.models.fusion import headline
     from mammofuse.runs import Run, Work
     from mammofuse.training.cv import cv_config, run_cv
@@ -1094,6 +1097,7 @@ def _cross_validate(
             cfg.train.epochs = math.ceil(round(cfg.train.epochs / train_fraction, 6))
     k, r = cfg.split.folds, cfg.split.repeats
     check_fold_count(Work(cfg.work_dir).read_preprocessed(), k)  # before the header and the run folder
+    check_weights(cfg.model.backbone, cfg.model.pretrained)  # and the starting weights
     if cfg.split.method == "temporal":
         console.print(
             "note: split.method = 'temporal' chooses the test split of `mammofuse split`; cross-validation's "

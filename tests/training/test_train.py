@@ -460,6 +460,18 @@ class TestRunInputs:
         assert "was built from another cohort config" in out and "labels.threshold: 75.0 -> 60.0" in out
         assert not (ready / "work" / "runs" / "fast" / "checkpoints").exists()
 
+    def test_starting_weights_that_cannot_be_read_stop_train_and_cv_before_a_run_folder(self, ready, capsys):
+        damaged = ready / "damaged.pth"
+        damaged.write_bytes(b"not weights")
+        preset = ready / "started.toml"
+        preset.write_text(f'extends = "{ready.parent / "fast.toml"}"\n[model]\npretrained = "{damaged}"\n')
+        for command in ("train", "cv"):
+            assert main([command, str(ready / "cohort.toml"), "--preset", str(preset), "--epochs", "1"]) == 2
+            assert f"{damaged}: not a weights file torch can load" in " ".join(
+                capsys.readouterr().out.split()
+            )
+            assert not (ready / "work" / "runs").exists() or not any((ready / "work" / "runs").iterdir())
+
     def test_cross_validation_folds_are_a_clear_error_for_a_single_split_run(self, ready, capsys):
         edit_config(ready, split={"folds": 3})
         assert main(["split", str(ready / "cohort.toml")]) == 0

@@ -32,6 +32,15 @@ def _text(name: str) -> str:
     raise ConfigError(f"unknown preset {name!r} (available: {', '.join(available())}, or a .toml file)")
 
 
+def _beside(parent: str | None, name: str) -> str | None:
+    """The preset a preset file `name` extends: a relative .toml path is read from that file's folder (a
+    study's presets kept together, used from anywhere), else as given (from the working folder, as before)."""
+    if parent is None or Path(parent).suffix != ".toml" or Path(parent).is_absolute():
+        return parent
+    here = Path(name).parent / parent
+    return str(here) if Path(name).suffix == ".toml" and here.is_file() else parent
+
+
 def _read(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     if name in chain:
         raise ConfigError(
@@ -41,7 +50,7 @@ def _read(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
         data = tomllib.loads(_text(name))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"preset {name}: not valid TOML ({exc})") from None
-    parent = data.pop("extends", None)
+    parent = _beside(data.pop("extends", None), name)
     outside = sorted(set(data) - set(EXPERIMENT_SECTIONS))
     if outside:
         allowed = ", ".join(f"[{s}]" for s in EXPERIMENT_SECTIONS)
