@@ -250,6 +250,7 @@ class TestPredict:
         (cohort / truth.loc[0, "mlo_path"]).unlink()  # a missing view
         damaged = cohort / truth.loc[1, "cc_path"]
         damaged.write_bytes(damaged.read_bytes()[:2000])  # an unreadable file
+        (cohort / "dicom" / "notes.txt").write_text("not an image")  # a file whose header names no breast
         clinical.loc[clinical["patient_id"] == truth.loc[2, "patient_id"], "grade"] = "4"  # unknown category
         side = clinical["side"].str[0].str.upper() == truth.loc[3, "side"]
         twice = clinical[(clinical["patient_id"] == truth.loc[3, "patient_id"]) & side]  # written twice,
@@ -260,7 +261,11 @@ class TestPredict:
         key = lambda i: truth.loc[i, "patient_id"] + truth.loc[i, "side"]  # noqa: E731
         assert len(pred) == len(truth)
         assert "no usable MLO image" in reasons[key(0)]
-        assert "no usable CC image" in reasons[key(1)]
+        assert reasons[key(1)].startswith("no usable CC image (")  # and why: its file, cut short
+        assert f"{damaged}: pixel data is cut short" in reasons[key(1)]
+        problems = pd.read_csv(out.with_name("predictions_problems.csv"), dtype=str).fillna("")
+        assert (problems["path"] == str(damaged)).any()  # every file and row left out, written down:
+        assert (problems["path"] == str(cohort / "dicom" / "notes.txt")).any()  # one of no breast too
         assert "'grade' value '4' is outside what the model knows" in reasons[key(2)]
         assert reasons[key(3)] == "more than one row in clinical.csv"
         scored = pred[pred["reason"] == ""]
@@ -446,7 +451,8 @@ class TestExternalValidation:
         reasons = dict(zip(pred["patient_id"] + pred["side"], pred["reason"]))
         first, second = (labels.loc[i, "patient_id"] + labels.loc[i, "side"] for i in (0, 1))
         assert reasons.pop(first) == ""  # scored: its exam of 2024, the one before its surgery
-        assert reasons.pop(second) == "no usable CC or MLO image"  # its only exam came after its surgery
+        why = reasons.pop(second)  # its only exam came after its surgery, which its reason says
+        assert why.startswith("no usable CC or MLO image (") and "has no dated exam on or before" in why
         assert set(reasons.values()) == {""} and len(reasons) == len(truth) - 2  # one exam, before surgery
 
     def test_two_bundles_on_the_same_new_breasts_compared_paired(

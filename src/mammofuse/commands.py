@@ -574,14 +574,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_problems(predicted: Predicted, written: Path) -> None:
+def _write_problems(predicted: Predicted, table: Path) -> str:
+    """TABLE_problems.csv beside predict's table of breasts, where there were problems: every file and row
+    left out and every warning, with its reason (a file that names no breast has no row in the table).
+    Returns what was written, as the terminal says it."""
+    problems = table.with_name(f"{table.stem}_problems.csv")
+    problems.unlink(missing_ok=True)  # not an earlier run's
+    if not predicted.problems.items:
+        return str(table)
+    predicted.problems.write_csv(problems)
+    return f"{table} and {problems.name}"
+
+
+def _show_problems(predicted: Predicted, written: str) -> None:
     """What kept predict's breasts from being scored, and its warnings first (one may explain many rows
     not scored); all of it in `written`, the table of its breasts."""
     table, problems = predicted.table, predicted.problems
     unscored = table[table["reason"] != ""]
     not_scored = [f"row {r.row} ({r.patient_id} {r.side}): {r.reason}" for r in unscored.itertuples()]
     warned = [p.reason for p in problems.of(WARNING)]
-    show_problem_lines(warned + not_scored + [p.reason for p in problems.of(EXCLUDED)], str(written))
+    excluded = problems.of(EXCLUDED)
+    loose = [p.reason for p in excluded if not (p.patient_id and p.side)]  # a file of no breast: not a row
+    of_breasts = [p.reason for p in excluded if p.patient_id and p.side]
+    show_problem_lines(warned + loose + not_scored + of_breasts, str(written))
 
 
 def _show_predicted(
@@ -592,10 +607,11 @@ def _show_predicted(
 
     table, bundle = predicted.table, predicted.bundle
     write_table(table, args.out)
+    written = _write_problems(predicted, args.out)
     scored = table["reason"] == ""
     console.print(
         f"scored {int(scored.sum())} of {len(table)} breasts at threshold {bundle.threshold:.3f}; "
-        f"wrote {args.out}"
+        f"wrote {written}"
     )
     unlike = table["unlike_training"] != ""
     if unlike.any():
@@ -612,7 +628,7 @@ def _show_predicted(
     shift = score_shift(bundle.profile, table.loc[scored, own].to_numpy()) if bundle.profile else ""
     if shift:
         console.print(f"[yellow]warning:[/] {shift}")
-    _show_problems(predicted, args.out)
+    _show_problems(predicted, written)
     if args.labels is not None:
         from mammofuse.evaluation.external import validate, write_figures, write_one_class_figure
         from mammofuse.evaluation.result import OneClassValidation
@@ -708,8 +724,9 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         description = load_config(args.cohort).description
         site = f"{args.cohort}: {description}" if description else str(args.cohort)
     table, bundle = predicted.table, predicted.bundle
-    written = args.out.with_name(f"{args.out.name}-breasts.csv")  # beside the bundle: it names patients
-    write_table(table, written)
+    breasts_csv = args.out.with_name(f"{args.out.name}-breasts.csv")  # beside the bundle: it names patients
+    write_table(table, breasts_csv)
+    written = _write_problems(predicted, breasts_csv)
     used = int(((table["reason"] == "") & table["truth"].notna()).sum())
     console.print(f"{used} of {len(table)} breasts scored and labelled: the fit's; wrote {written}")
     _show_problems(predicted, written)

@@ -223,6 +223,7 @@ class HeaderError(Exception):
     def __init__(self, category: str, message: str) -> None:
         super().__init__(message)
         self.category = category
+        self.ds: Dataset | None = None  # the header, where it was read before the problem was found
 
 
 def read_header(path: Path) -> Dataset:
@@ -239,7 +240,11 @@ def read_header(path: Path) -> Dataset:
                     "DICOMDIR",
                     f"{path}: a DICOMDIR, the index of a media export, not an image (its files are read)",
                 )
-            encapsulated = _check_pixel_element(fp, ds, path.stat().st_size)
+            try:
+                encapsulated = _check_pixel_element(fp, ds, path.stat().st_size)
+            except HeaderError as err:  # the header says whose image it is: a breast without it says why
+                err.ds = ds
+                raise
             if encapsulated and ds.preamble is None:  # read by read_dicom as a bare data set
                 raise HeaderError(
                     "undecodable pixels",
@@ -352,6 +357,12 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 def identify(ds: Dataset, rel: str, cfg: ImagesConfig) -> tuple[str, Side, View]:
     """Patient, side and view of one image from its header, with the fallbacks in the module docstring."""
+    patient, side = _breast_of(ds, rel, cfg)
+    return patient, side, _view(ds, rel, cfg)
+
+
+def _breast_of(ds: Dataset, rel: str, cfg: ImagesConfig) -> tuple[str, Side]:
+    """Patient and side of one image from its header (identify's first two)."""
     patient = _match(cfg.patient_pattern, rel, "patient") if cfg.patient_pattern else _text(ds, "PatientID")
     if not patient:
         raise HeaderError("missing patient", f"{rel}: no PatientID and images.patient_pattern does not match")
@@ -374,9 +385,7 @@ def identify(ds: Dataset, rel: str, cfg: ImagesConfig) -> tuple[str, Side, View]
             "missing side",
             f"{rel}: no side in ImageLaterality or Laterality, and no images.side_pattern match",
         )
-
-    view = _view(ds, rel, cfg)
-    return patient, side, view
+    return patient, side
 
 
 def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
@@ -409,19 +418,31 @@ def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
 SCAN_CHUNK = 256  # files per task on a cluster: a task's overhead spread over many header reads
 
 
-def _read_one(path: Path, cfg: ImagesConfig) -> ImageRecord | tuple[str, str]:
-    """One file's record, or (problem category, message) when it cannot be used."""
+Unusable = tuple[
+    str, str, str, str
+]  # an image left out: category, message, its patient and side ("": unknown)
+
+
+def _read_one(path: Path, cfg: ImagesConfig) -> ImageRecord | Unusable:
+    """One file's record, or why it cannot be used, with the breast its header names where it can be read
+    (a breast left without that view then says why)."""
     rel = path.relative_to(cfg.root).as_posix()
+    ds: Dataset | None = None
     try:
         ds = read_header(path)
         filled = check_image(ds, rel, cfg)
         pid, side, view = identify(ds, rel, cfg)
     except HeaderError as err:
-        return err.category, str(err)
+        header = err.ds if ds is None else ds
+        try:
+            patient, of_side = _breast_of(header, rel, cfg) if header is not None else ("", None)
+        except HeaderError:
+            patient, of_side = "", None
+        return err.category, str(err), patient, of_side.value if of_side else ""
     return ImageRecord.of(path, pid, side, view, ds, filled)
 
 
-def _read_chunk(job: tuple[list[Path], ImagesConfig]) -> list[ImageRecord | tuple[str, str]]:
+def _read_chunk(job: tuple[list[Path], ImagesConfig]) -> list[ImageRecord | Unusable]:
     files, cfg = job
     return [_read_one(path, cfg) for path in files]
 
@@ -453,7 +474,7 @@ def _scan_tree(
     if not cfg.root.is_dir():
         raise DataError(f"{cfg.root}: image folder not found (images.root)")
     files = files_under(cfg.root)
-    found: Iterable[ImageRecord | tuple[str, str]]
+    found: Iterable[ImageRecord | Unusable]
     if cluster:
         jobs = [(files[i : i + SCAN_CHUNK], cfg) for i in range(0, len(files), SCAN_CHUNK)]
         found = (
@@ -466,7 +487,8 @@ def _scan_tree(
         if isinstance(result, ImageRecord):
             records.append(result)
         else:
-            problems.add(result[0], result[1], path=str(path))
+            category, message, patient, side = result
+            problems.add(category, message, path=str(path), patient_id=patient, side=side)
     return records
 
 

@@ -35,7 +35,8 @@ from mammofuse.imaging.preprocess import PARTNER_UNUSED, preprocess_cohort
 from mammofuse.models import positive_probability
 from mammofuse.models.device import on_inference_device
 from mammofuse.parallel import Progress
-from mammofuse.problems import WARNING, DataError, Problems
+from mammofuse.problems import EXCLUDED, WARNING, DataError, Problems
+from mammofuse.ui import counted
 from mammofuse.units import UNITS, Unit, scale
 
 OUTPUT_COLUMNS = ["row", "patient_id", "side", "probability", "spread", "label", "unlike_training", "reason"]
@@ -242,6 +243,10 @@ def predict_breasts(
         policy = "latest"  # new breasts have no label date
     dates = truth.date if truth else {}
     pairs = pair_views(select_exams(found, policy, dates, problems), images_cfg.duplicate_policy, problems)
+    images_left_out: dict[tuple[str, str], list[str]] = {}  # breast -> why its images were left out
+    for problem in problems.of(EXCLUDED):
+        if problem.patient_id and problem.side:
+            images_left_out.setdefault((problem.patient_id, problem.side), []).append(problem.reason)
     columns = bundle.members[0].encoder.numeric + bundle.members[0].encoder.categorical
     table = read_clinical(clin_cfg, problems) if clin_cfg else None
     values = table.values if table else {}
@@ -287,7 +292,9 @@ def predict_breasts(
         records = pairs.get(key, {})
         missing = [v.value for v in VIEWS if v not in records]
         if missing:
-            row["reason"] = f"no usable {' or '.join(missing)} image"
+            why = images_left_out.get((pid, side.value), [])
+            more = f"; {counted(len(why) - 1, 'more problem')} with its images" if len(why) > 1 else ""
+            row["reason"] = f"no usable {' or '.join(missing)} image" + (f" ({why[0]}{more})" if why else "")
         elif key not in values and columns:
             clinical_csv = clin_cfg.path.name if clin_cfg and clin_cfg.path else "the clinical CSV"
             twice = table is not None and key in table.duplicated
