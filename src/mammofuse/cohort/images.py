@@ -418,9 +418,8 @@ def _view(ds: Dataset, rel: str, cfg: ImagesConfig) -> View:
 SCAN_CHUNK = 256  # files per task on a cluster: a task's overhead spread over many header reads
 
 
-Unusable = tuple[
-    str, str, str, str
-]  # an image left out: category, message, its patient and side ("": unknown)
+# an image left out: category, message, and the patient and side its header names ("": unknown)
+Unusable = tuple[str, str, str, str]
 
 
 def _read_one(path: Path, cfg: ImagesConfig) -> ImageRecord | Unusable:
