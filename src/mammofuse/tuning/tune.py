@@ -163,9 +163,9 @@ def _nested(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def check_space(cfg: Config, space: Space, where: str) -> None:
     """Each value the space can draw (every choice, a range's ends), set alone on `cfg`, checked by its
-    setting's own rules before any trial: a choice of 0 epochs stops here, not at its draw. Where the space
-    chooses the backbone or its starting weights, the weights of every pair it can draw are read (ImageNet's
-    on an offline machine, a file of another network): a trial drawing one would stop the study."""
+    setting's own rules before any trial: a choice of 0 epochs stops here, not at its draw. The starting
+    weights of every backbone and start the space can draw (or the preset's) are read (ImageNet's on an
+    offline machine, a file of another network): a trial drawing one that cannot load would stop the study."""
     base = cfg.model_dump(mode="json", exclude_none=True)
     for key, spec in space.items():
         for value in spec.choices if isinstance(spec, Choice) else spec.ends:
@@ -177,8 +177,6 @@ def check_space(cfg: Config, space: Space, where: str) -> None:
                     message = own[0]["msg"].removeprefix("Value error, ")
                     raise ConfigError(f"{where}: {key} can draw {value!r}: {message}") from None
     drawn = {key: spec.choices for key, spec in space.items() if isinstance(spec, Choice)}
-    if not {"model.backbone", "model.pretrained"} & set(drawn):
-        return
     backbones = drawn.get("model.backbone", [cfg.model.backbone])
     for backbone, start in itertools.product(
         backbones, drawn.get("model.pretrained", [cfg.model.pretrained])
