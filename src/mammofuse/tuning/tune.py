@@ -184,9 +184,10 @@ def check_space(cfg: Config, space: Space, where: str) -> None:
         try:
             check_weights(str(backbone), str(start))
         except ModelError as exc:
+            chosen = {"model.backbone", "model.pretrained"} & set(drawn)
+            trial = "a trial can draw" if chosen else "every trial trains"
             raise ConfigError(
-                f"{where}: a trial can draw model.backbone = {backbone!r} with model.pretrained = "
-                f"{start!r}: {exc}"
+                f"{where}: {trial} model.backbone = {backbone!r} with model.pretrained = {start!r}: {exc}"
             ) from None
 
 
