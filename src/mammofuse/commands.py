@@ -498,7 +498,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         drawing = Problems()
         index = explain_run(run.dir, args.n, marked, drawing)
         console.print(index.to_string(index=False))
-        console.print(f"wrote {len(index)} overlay{'' if len(index) == 1 else 's'} to {run.explain}")
+        console.print(f"wrote {counted(len(index), 'overlay')} to {run.explain}")
         show_problems(drawing, "overlays not drawn", str(run.explain))
     table, cascade = checks_table(run, marked, problems, args.cascade, args.cascade_draws)
     if args.regions and not run.is_cv:
@@ -682,9 +682,8 @@ def _explain_predicted(args: argparse.Namespace, predicted: Predicted, validated
     outlined = args.regions.name if args.regions else None
     validation = "../validation.html" if args.labels is not None and validated else None
     page = build_overlay_index(shown, bundle, out, args.out.name, outlined, validation)
-    overlays = "overlay" if drawn == 1 else "overlays"
     console.print(
-        f"wrote {drawn} Grad-CAM {overlays} to {out} ({page.name}: each, highest probability first)"
+        f"wrote {counted(drawn, 'Grad-CAM overlay')} to {out} ({page.name}: each, highest probability first)"
     )
     if checks is None or not predicted.inputs:
         return
@@ -818,8 +817,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
         )
     folders = survey(root, used)
     entries, size = sum(f.files for f in folders), sum(f.bytes for f in folders)
-    plural = "" if len(folders) == 1 else "s"
-    console.print(f"{root}: {len(folders)} settings folder{plural}, {entries} entries, {_bytes_text(size)}")
+    console.print(
+        f"{root}: {counted(len(folders), 'settings folder')}, {entries} entries, {_bytes_text(size)}"
+    )
     for f in folders:
         share = "" if f.used is None else f" ({f.used} used)"
         console.print(
@@ -873,7 +873,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if s.stale:
             console.print(f"[yellow]warning:[/] {escape(f'{s.name}: {s.stale}')}")
     console.print(
-        f"{len(summaries)} run{'' if len(summaries) == 1 else 's'} in {work.dir / 'runs'}; AUC: a run's test "
+        f"{counted(len(summaries), 'run')} in {work.dir / 'runs'}; AUC: a run's test "
         "split, a cross-validation's (cv) pooled out-of-fold AUC; optimism: the model's AUC on its own "
         "training breasts minus that (large: it overfits); 'cv on 25%': a learning curve's share (mammofuse "
         "curve)"

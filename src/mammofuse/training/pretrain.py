@@ -232,7 +232,7 @@ def pretrain(cfg: Config, out: Path, options: PretrainOptions, images: Path | No
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     data = Views(entries, crop, options.seed)
     batch = min(options.batch_size, len(data))
-    epochs = f"{options.epochs} epoch{'' if options.epochs == 1 else 's'}"
+    epochs = counted(options.epochs, "epoch")
     console.print(
         f"pretraining {cfg.model.backbone} by {METHOD.split(' (')[0]} on {len(entries)} images "
         f"({source}), crops {crop[0]}x{crop[1]}{_shrunk(options.crop, crop)}, {epochs} -> {out}"
